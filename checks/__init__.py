@@ -1,0 +1,1 @@
+"""Built-in tfaudit checks, registered through the ``tfaudit.checks`` entry-point group."""

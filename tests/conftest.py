@@ -1,0 +1,37 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.fixture(scope="session")
+def built_model(tmp_path_factory):
+    """build(name) -> path of tests/models.py's build_<name>, built once per session."""
+    cache: dict[str, str] = {}
+
+    def build(name: str) -> str:
+        if name not in cache:
+            import models
+
+            target = tmp_path_factory.mktemp(name) / ("model.keras" if name == "keras3" else "model")
+            cache[name] = getattr(models, f"build_{name}")(str(target))
+        return cache[name]
+
+    return build
+
+
+@pytest.fixture
+def fake_checks(monkeypatch):
+    """Make tests/fake_checks.py importable in workers and listed by the CLI."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [TESTS_DIR, os.environ.get("PYTHONPATH")])))
+    targets = ["TimedFinding", "LowFinding", "Raises", "Segfaults", "Hangs", "Skips", "Killed", "WrongCheckId"]
+    monkeypatch.setenv("TFAUDIT_EXTRA_CHECKS", ",".join(f"fake_checks:{t}" for t in targets))
+
+
+def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "tfaudit", *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )

@@ -1,0 +1,147 @@
+"""The command-line contract: exit codes, one-line errors, reports written whatever happens."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def one_clear_line(result) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert "Traceback" not in result.stderr
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("tfaudit: error: ")
+    return lines[0]
+
+
+def test_help_is_fast_and_lists_exit_codes():
+    start = time.perf_counter()
+    result = run_cli("--help")
+    elapsed = time.perf_counter() - start
+    assert result.returncode == 0
+    assert "--fail-on" in result.stdout and "130" in result.stdout
+    assert elapsed < 2.0  # goal 0.3 s; the bound leaves room for a loaded CI machine
+
+
+def test_list_checks_shows_origin(fake_checks):
+    result = run_cli("--list-checks")
+    assert result.returncode == 0
+    assert any(line.startswith("retracing") and "(built-in)" in line for line in result.stdout.splitlines())
+    assert "fake-low" in result.stdout and "from TFAUDIT_EXTRA_CHECKS" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        ([], "give a MODEL path or --demo"),
+        (["m", "--demo"], "give a MODEL path or --demo"),
+        (["m", "--budget", "huge"], "invalid choice"),
+        (["m", "--checks", "nope"], "unknown check id nope"),
+        (["/no/such/model"], "no such file or directory: /no/such/model"),
+        (["m", "--report", "/no/such/dir/r.md"], "--report: cannot write"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(args, expected, tmp_path):
+    os.makedirs(tmp_path / "m")
+    result = subprocess.run([sys.executable, "-m", "tfaudit", *args], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2
+    assert expected in one_clear_line(result)
+
+
+def bad_models(tmp_path, built_model):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    no_pb = tmp_path / "no_pb"
+    (no_pb / "variables").mkdir(parents=True)
+    truncated = tmp_path / "truncated"
+    truncated.mkdir()
+    original = open(os.path.join(built_model("mlp"), "saved_model.pb"), "rb").read()
+    (truncated / "saved_model.pb").write_bytes(original[: len(original) // 2])
+    return {
+        "empty directory": (empty, "empty"),
+        "not a model": (text, "not a"),
+        "no saved_model.pb": (no_pb, "saved_model.pb"),
+        "truncated saved_model.pb": (truncated, "saved_model.pb"),
+        "no signature": (built_model("no_signature"), "signature"),
+    }
+
+
+def test_every_bad_model_exits_2_with_one_clear_line(tmp_path, built_model):
+    for label, (path, needle) in bad_models(tmp_path, built_model).items():
+        result = run_cli(str(path), "--headless")
+        assert result.returncode == 2, (label, result.stderr)
+        line = one_clear_line(result)
+        assert needle in line, (label, line)
+
+
+def test_bad_inputs_file_exits_2_naming_the_mismatch(tmp_path, built_model, fake_checks):
+    model = built_model("mlp")
+    cases = {
+        "wrong_key": ({"z": np.zeros((2, 8), np.float32)}, "missing x"),
+        "wrong_dtype": ({"x": np.zeros((2, 8), np.int32)}, "dtype int32"),
+        "wrong_shape": ({"x": np.zeros((2, 5), np.float32)}, "shape [2, 5]"),
+    }
+    for name, (arrays, needle) in cases.items():
+        path = tmp_path / f"{name}.npz"
+        np.savez(path, **arrays)
+        result = run_cli(model, "--headless", "--checks", "fake-low", "--inputs", str(path))
+        assert result.returncode == 2, result.stderr
+        assert needle in one_clear_line(result)
+    good = tmp_path / "good.npz"
+    np.savez(good, x=np.ones((3, 8), np.float32))
+    assert run_cli(model, "--headless", "--checks", "fake-low", "--inputs", str(good)).returncode == 0
+
+
+def test_reports_gates_and_errored_checks(tmp_path, built_model, fake_checks):
+    model = built_model("mlp")
+    md, js = tmp_path / "a.md", tmp_path / "a.json"
+    result = run_cli(model, "--checks", "fake-low,fake-timed", "--budget", "quick", "--report", str(md), "--json", str(js))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(js.read_text())
+    assert [f["id"] for f in report["findings"]] == ["fake-low/minor", "fake-timed/slow"]
+    assert report["model"]["signature"] == "serving_default"
+    assert "ranked recommendations" in result.stdout and "fake-timed/slow" in result.stdout
+    assert "## Recommendations" in md.read_text()
+
+    assert run_cli(model, "--checks", "fake-low,fake-timed", "--budget", "quick", "--fail-on", "medium").returncode == 1
+    assert run_cli(model, "--checks", "fake-low", "--fail-on", "medium").returncode == 0
+
+    result = run_cli(model, "--checks", "fake-raises,fake-low", "--json", str(js))
+    assert result.returncode == 3
+    report = json.loads(js.read_text())
+    assert {c["id"]: c["status"] for c in report["checks"]} == {"fake-raises": "errored", "fake-low": "findings"}
+    assert [f["id"] for f in report["findings"]] == ["fake-low/minor"]
+    assert "check fake-raises errored: RuntimeError: planted failure" in result.stdout
+
+
+def test_ctrl_c_stops_workers_and_writes_what_finished(tmp_path, built_model, fake_checks):
+    js = tmp_path / "a.json"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tfaudit", built_model("mlp"), "--checks", "fake-low,fake-hang,fake-timed", "--json", str(js)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    for line in process.stderr:
+        if "[fake-hang] started" in line:
+            break
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    stdout, _ = process.communicate(timeout=60)
+    assert process.returncode == 130
+    report = json.loads(js.read_text())
+    assert report["interrupted"] is True
+    statuses = {c["id"]: (c["status"], c["error"]) for c in report["checks"]}
+    assert statuses["fake-low"] == ("findings", "")
+    assert statuses["fake-hang"] == ("errored", "interrupted by the user")
+    assert statuses["fake-timed"][0] == "skipped"
+    assert [f["id"] for f in report["findings"]] == ["fake-low/minor"]
+    assert "interrupted" in stdout

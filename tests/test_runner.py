@@ -1,0 +1,70 @@
+"""The runner isolates each check in a worker: crashes, hangs and errors stay contained."""
+import pytest
+
+from tfaudit.audit import AuditState
+from tfaudit.events import CheckFinished, CheckStarted, ModelLoaded, SampleEmitted
+from tfaudit.registry import discover_checks
+from tfaudit.runner import AuditJob, run_audit
+
+pytestmark = pytest.mark.slow
+
+
+def test_misbehaving_checks_are_contained_and_the_rest_still_run(built_model, fake_checks):
+    specs = [s for s in discover_checks() if s.id.startswith("fake-")]
+    order = ["fake-raises", "fake-segfault", "fake-hang", "fake-killed", "fake-skip", "fake-wrong-id", "fake-timed", "fake-low"]
+    specs.sort(key=lambda s: order.index(s.id))
+    events = []
+    state = AuditState(model_path="mlp", budget="quick")
+
+    def on_event(event):
+        events.append(event)
+        state.apply(event)
+
+    job = AuditJob(model=built_model("mlp"), budget="quick", check_timeout_s=25)
+    assert run_audit(specs, job, on_event) is True
+
+    assert isinstance(events[0], ModelLoaded)
+    assert events[0].inventory["signature"] == "serving_default"
+    finished = {e.check: e for e in events if isinstance(e, CheckFinished)}
+    assert [e.check for e in events if isinstance(e, CheckFinished)] == order  # one verdict each, in order
+    assert [e.check for e in events if isinstance(e, CheckStarted)] == order
+
+    assert finished["fake-raises"].status == "errored"
+    assert finished["fake-raises"].error == "RuntimeError: planted failure"
+    assert "Traceback" in finished["fake-raises"].stderr_tail
+
+    assert finished["fake-segfault"].status == "errored"
+    assert "SIGSEGV" in finished["fake-segfault"].error
+    assert "native code goes wrong now" in finished["fake-segfault"].stderr_tail
+
+    assert finished["fake-hang"].status == "errored"
+    assert "timed out after 25 s" in finished["fake-hang"].error
+    assert 25 <= finished["fake-hang"].duration_s < 40
+
+    assert finished["fake-killed"].status == "errored"
+    assert "SIGKILL" in finished["fake-killed"].error and "out of memory" in finished["fake-killed"].error
+
+    assert finished["fake-skip"].status == "skipped"
+    assert finished["fake-skip"].error == "does not apply to this model"
+
+    assert finished["fake-wrong-id"].status == "errored"
+    assert "names check 'other'" in finished["fake-wrong-id"].error
+
+    assert finished["fake-timed"].status == "findings"
+    assert finished["fake-low"].status == "findings"
+    samples = [e for e in events if isinstance(e, SampleEmitted) and e.check == "fake-timed"]
+    assert len(samples) == 10 and all(s.y > 0 for s in samples)
+    # low: ½·4 % size in 0.5 h = 4.0; timed: 5 % latency (interval's low end) in 2 h = 2.5
+    assert [(f.id, f.priority) for f in state.ranked_findings()] == [("fake-low/minor", 4.0), ("fake-timed/slow", 2.5)]
+    timed = state.ranked_findings()[1]
+    assert timed.evidence["n"] == 10 and timed.evidence["median_ms"] > 0
+    assert len(state.errored()) == 4
+
+
+def test_unloadable_model_fails_the_audit_before_any_check(tmp_path, fake_checks):
+    (tmp_path / "saved_model.pb").write_bytes(b"\x00not a protobuf at all" * 10)
+    events = []
+    specs = [s for s in discover_checks() if s.id == "fake-low"]
+    assert run_audit(specs, AuditJob(model=str(tmp_path), budget="quick"), events.append) is False
+    assert len(events) == 1 and events[0].kind == "load_failed"
+    assert "saved_model.pb" in events[0].message and "\n" not in events[0].message

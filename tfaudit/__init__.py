@@ -1,0 +1,2 @@
+"""tfaudit: Lighthouse for TensorFlow models."""
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from tfaudit.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,188 @@
+"""The check API: what a check is, what it yields, and what it is given.
+
+A check is a class with a ``meta`` and a ``run(ctx)`` generator that yields
+``Progress``, ``Sample`` and ``Finding`` objects. It runs inside a worker
+process; it imports TensorFlow inside ``run`` (never at module top) so that
+``tfaudit --list-checks`` stays fast and TensorFlow-free.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Iterator, Union
+
+if TYPE_CHECKING:  # pragma: no cover
+    from tfaudit.budget import Budget
+    from tfaudit.inputs import InputFactory
+    from tfaudit.measure import Timing
+    from tfaudit.model import LoadedModel
+    from tfaudit.resources import ResourceSampler
+
+SEVERITIES = ("critical", "high", "medium", "low", "info")
+EFFORT_LEVELS = ("minutes", "hours", "days")
+RISK_LEVELS = ("none", "low", "medium", "high")
+SAVING_KEYS = ("latency_ms", "latency_pct", "size_bytes", "size_pct", "memory_bytes")
+
+
+def severity_rank(severity: str) -> int:
+    """0 for critical … 4 for info; lower is worse."""
+    return SEVERITIES.index(severity)
+
+
+@dataclass(frozen=True)
+class CheckMeta:
+    id: str
+    title: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Measure:
+    """A measured quantity, with its interval when repeated runs allow one."""
+
+    value: float
+    low: float | None = None
+    high: float | None = None
+
+    def excludes_zero(self) -> bool:
+        return self.low is not None and self.high is not None and (self.low > 0 or self.high < 0)
+
+
+@dataclass(frozen=True)
+class Effort:
+    """How long the fix takes. ``hours`` is the estimate the ranking divides by.
+
+    Scale (seed 002): input signature ~0.5 h, tensor conversion 1-2 h,
+    function caching 4-8 h, fine-tuning or QAT days (>= 16 h).
+    """
+
+    level: str
+    hours: float
+    note: str
+
+    def __post_init__(self) -> None:
+        if self.level not in EFFORT_LEVELS:
+            raise ValueError(f"effort level must be one of {EFFORT_LEVELS}, not {self.level!r}")
+        if self.hours <= 0:
+            raise ValueError("effort hours must be positive")
+
+
+@dataclass(frozen=True)
+class Risk:
+    level: str = "none"
+    note: str = ""
+    fidelity_loss: float | None = None  # measured, e.g. relative L2 error of outputs
+
+    def __post_init__(self) -> None:
+        if self.level not in RISK_LEVELS:
+            raise ValueError(f"risk level must be one of {RISK_LEVELS}, not {self.level!r}")
+
+
+@dataclass(frozen=True)
+class Fix:
+    text: str
+    code: str = ""
+    language: str = "python"
+
+
+@dataclass(frozen=True)
+class Finding:
+    id: str  # stable, "check/slug"
+    check: str
+    severity: str
+    title: str
+    summary: str
+    evidence: dict[str, Any]
+    effort: Effort
+    fix: Fix
+    savings: dict[str, Measure] = field(default_factory=dict)
+    risk: Risk = field(default_factory=Risk)
+    confidence: float = 1.0  # 0..1
+    why: str = ""  # why it matters, for the report
+    verify: str = ""  # how to verify the fix
+    priority: float = 0.0  # filled by tfaudit.priority
+
+    def __post_init__(self) -> None:
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"severity must be one of {SEVERITIES}, not {self.severity!r}")
+        if not self.id.startswith(self.check + "/"):
+            raise ValueError(f"finding id {self.id!r} must start with '{self.check}/'")
+        unknown = set(self.savings) - set(SAVING_KEYS)
+        if unknown:
+            raise ValueError(f"unknown savings keys {sorted(unknown)}; allowed: {SAVING_KEYS}")
+        if not 0.0 <= self.confidence <= 1.0:
+            raise ValueError("confidence must be within 0..1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Finding":
+        data = dict(data)
+        data["effort"] = Effort(**data["effort"])
+        data["fix"] = Fix(**data["fix"])
+        data["risk"] = Risk(**data.get("risk") or {})
+        data["savings"] = {k: Measure(**v) for k, v in (data.get("savings") or {}).items()}
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One point of a time series for the live charts (``series`` names the chart line)."""
+
+    series: str
+    x: float
+    y: float
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class Progress:
+    fraction: float  # 0..1
+    message: str = ""
+
+
+class SkipCheck(Exception):
+    """Raise from ``run`` when the check does not apply; the message is the reason."""
+
+
+Yielded = Union[Progress, Sample, Finding]
+
+
+class Check:
+    """Base class for checks. Subclasses set ``meta`` and implement ``run``."""
+
+    meta: CheckMeta
+
+    def run(self, ctx: "Context") -> Iterator[Yielded]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+@dataclass
+class Context:
+    """What a check is given inside its worker."""
+
+    model: "LoadedModel"
+    inputs: "InputFactory"
+    budget: "Budget"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def inventory(self) -> dict[str, Any]:
+        return self.model.inventory
+
+    def timer(self, fn, *, warmup: int | None = None, repeats: int | None = None) -> "Timing":
+        """Time ``fn()`` with warm-up and repetitions from the budget; see tfaudit.measure."""
+        from tfaudit.measure import time_call
+
+        return time_call(
+            fn,
+            warmup=self.budget.warmup if warmup is None else warmup,
+            repeats=self.budget.repeats if repeats is None else repeats,
+            max_seconds=self.budget.timing_seconds,
+        )
+
+    def sampler(self, interval_s: float = 0.05) -> "ResourceSampler":
+        """A background sampler of RSS (psutil) and GPU memory (NVML, when present)."""
+        from tfaudit.resources import ResourceSampler
+
+        return ResourceSampler(interval_s=interval_s)

@@ -1,0 +1,114 @@
+"""The audit's state, built from the event stream alone (front ends and reports share it)."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from tfaudit import __version__
+from tfaudit.api import Finding, severity_rank
+from tfaudit.events import (
+    CheckFinished,
+    CheckProgress,
+    CheckStarted,
+    Event,
+    FindingEmitted,
+    LoadFailed,
+    ModelLoaded,
+    SampleEmitted,
+)
+from tfaudit.priority import rank
+
+SCHEMA_VERSION = "1"
+MAX_POINTS_PER_SERIES = 200  # the JSON report keeps a downsampled series
+
+
+@dataclass
+class CheckState:
+    id: str
+    title: str
+    status: str = "pending"  # pending, running, then a CheckFinished status
+    fraction: float = 0.0
+    message: str = ""
+    duration_s: float | None = None
+    error: str = ""
+    stderr_tail: str = ""
+
+
+@dataclass
+class AuditState:
+    model_path: str
+    budget: str
+    started_at: float = field(default_factory=time.time)
+    finished_at: float | None = None
+    inventory: dict[str, Any] | None = None
+    environment: dict[str, Any] | None = None
+    load_error: str = ""
+    interrupted: bool = False
+    checks: dict[str, CheckState] = field(default_factory=dict)
+    findings: list[Finding] = field(default_factory=list)
+    samples: dict[tuple[str, str], list[tuple[float, float, str]]] = field(default_factory=dict)
+
+    def apply(self, event: Event) -> None:
+        if isinstance(event, ModelLoaded):
+            self.inventory, self.environment = event.inventory, event.environment
+        elif isinstance(event, LoadFailed):
+            self.load_error = event.message
+        elif isinstance(event, CheckStarted):
+            self.checks[event.check] = CheckState(event.check, event.title, status="running")
+        elif isinstance(event, CheckProgress):
+            state = self._check(event.check)
+            state.fraction, state.message = event.fraction, event.message
+        elif isinstance(event, SampleEmitted):
+            self.samples.setdefault((event.check, event.series), []).append((event.x, event.y, event.label))
+        elif isinstance(event, FindingEmitted):
+            self.findings.append(Finding.from_dict(event.finding))
+        elif isinstance(event, CheckFinished):
+            state = self._check(event.check)
+            state.status, state.duration_s = event.status, event.duration_s
+            state.error, state.stderr_tail = event.error, event.stderr_tail
+            state.fraction = 1.0
+
+    def _check(self, check_id: str) -> CheckState:
+        return self.checks.setdefault(check_id, CheckState(check_id, check_id))
+
+    def ranked_findings(self) -> list[Finding]:
+        return rank(self.findings)
+
+    def errored(self) -> list[CheckState]:
+        return [c for c in self.checks.values() if c.status == "errored"]
+
+    def findings_at_or_above(self, severity: str) -> list[Finding]:
+        if severity == "never":
+            return []
+        return [f for f in self.findings if severity_rank(f.severity) <= severity_rank(severity)]
+
+    def report(self) -> dict[str, Any]:
+        """The JSON report (schema documented in README)."""
+        end = self.finished_at or time.time()
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "tool": {"name": "tfaudit", "version": __version__},
+            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started_at)),
+            "duration_s": round(end - self.started_at, 3),
+            "budget": self.budget,
+            "interrupted": self.interrupted,
+            "model": self.inventory or {"path": self.model_path},
+            "environment": self.environment or {},
+            "checks": [
+                {"id": c.id, "title": c.title, "status": c.status, "duration_s": c.duration_s, "error": c.error}
+                for c in self.checks.values()
+            ],
+            "findings": [f.to_dict() for f in self.ranked_findings()],
+            "samples": [
+                {"check": check, "series": series, "points": [[x, y] for x, y, _ in _downsample(points)]}
+                for (check, series), points in self.samples.items()
+            ],
+        }
+
+
+def _downsample(points: list[tuple[float, float, str]]) -> list[tuple[float, float, str]]:
+    if len(points) <= MAX_POINTS_PER_SERIES:
+        return points
+    step = len(points) / MAX_POINTS_PER_SERIES
+    return [points[int(i * step)] for i in range(MAX_POINTS_PER_SERIES)]

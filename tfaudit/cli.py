@@ -1,0 +1,146 @@
+"""Command line: argument parsing and dispatch only.
+
+Imports neither TensorFlow nor Textual: ``tfaudit --help`` and
+``--list-checks`` must answer at once, and the audit itself runs in workers.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+
+from tfaudit import __version__
+from tfaudit.api import SEVERITIES
+from tfaudit.budget import BUDGETS
+
+EXIT_OK = 0
+EXIT_FINDINGS = 1  # a finding at or above --fail-on
+EXIT_USAGE = 2  # bad arguments, or a model / --inputs file that cannot be used
+EXIT_CHECK_ERRORED = 3  # one or more checks errored; the reports hold everything else
+EXIT_INTERRUPTED = 130  # Ctrl-C; the reports hold what finished
+
+EPILOG = """exit codes:
+  0    done, nothing at or above --fail-on
+  1    a finding at or above --fail-on
+  2    usage error, or a model or --inputs file that cannot be used
+  3    one or more checks errored (reports still hold everything else)
+  130  interrupted with Ctrl-C (reports hold what finished)
+"""
+
+
+class UsageError(Exception):
+    pass
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not argparse's usage block
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(
+        prog="tfaudit",
+        description="Lighthouse for TensorFlow models: measure, rank and fix what makes a SavedModel slow, big or leaky.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("model", nargs="?", help="SavedModel directory, tf_keras SavedModel, or .keras file")
+    parser.add_argument("--demo", action="store_true", help="audit the embedded demo model (built once into the user cache)")
+    parser.add_argument("--headless", action="store_true", help="no TUI: progress on stderr, ranked table on stdout")
+    parser.add_argument("--checks", metavar="ID,ID", help="run only these checks")
+    parser.add_argument("--skip", metavar="ID,ID", help="run all checks but these")
+    parser.add_argument("--list-checks", action="store_true", help="list the installed checks and exit")
+    parser.add_argument("--report", metavar="FILE.md", help="write the Markdown report")
+    parser.add_argument("--json", metavar="FILE.json", help="write the JSON report")
+    parser.add_argument("--record", metavar="FILE.jsonl", help="record the event stream (replayable without TensorFlow)")
+    parser.add_argument("--signature", metavar="NAME", help="signature to audit (default: serving_default, else the only one)")
+    parser.add_argument("--inputs", metavar="FILE.npz", help="real sample inputs, keys = input names")
+    parser.add_argument("--budget", choices=sorted(BUDGETS), default="standard", help="repetitions and time per check (quick is for CI)")
+    parser.add_argument("--fail-on", choices=[*SEVERITIES[:-1], "never"], default="never", help="exit 1 when a finding is at or above this severity")
+    parser.add_argument("--version", action="version", version=f"tfaudit {__version__}")
+    return parser
+
+
+def parse_ids(text: str | None) -> list[str]:
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
+def select_checks(specs, only: list[str], skip: list[str]):
+    known = {spec.id for spec in specs}
+    unknown = sorted(set(only + skip) - known)
+    if unknown:
+        raise UsageError(f"unknown check id {', '.join(unknown)}; installed: {', '.join(sorted(known)) or 'none'}")
+    by_id = {spec.id: spec for spec in specs}
+    chosen = [by_id[i] for i in dict.fromkeys(only)] if only else list(specs)  # --checks order is run order
+    chosen = [spec for spec in chosen if spec.id not in skip]
+    if not chosen:
+        raise UsageError("no checks left to run after --checks/--skip")
+    return chosen
+
+
+def list_checks(specs) -> int:
+    width = max([len(s.id) for s in specs] + [2])
+    for spec in specs:
+        note = f"  [cannot import: {spec.load_error}]" if spec.load_error else ""
+        print(f"{spec.id:<{width}}  {spec.title}  ({spec.origin}){note}")
+    return EXIT_OK
+
+
+def ensure_demo_model() -> str:
+    """Build the demo model once, in a worker interpreter (the CLI never imports TensorFlow)."""
+    from tfaudit.demo import demo_path
+
+    path = demo_path()
+    if os.path.exists(path):
+        return path
+    print(f"tfaudit: building the demo model into {path} (once)…", file=sys.stderr)
+    done = subprocess.run([sys.executable, "-m", "tfaudit.demo", path], capture_output=True, text=True)
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["unknown error"])[-1]
+        raise UsageError(f"cannot build the demo model: {last}")
+    return path
+
+
+def run(argv: list[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    from tfaudit.registry import discover_checks
+
+    specs = discover_checks()
+    if args.list_checks:
+        return list_checks(specs)
+    if bool(args.model) == bool(args.demo):
+        raise UsageError("give a MODEL path or --demo (one of them)")
+    chosen = select_checks(specs, parse_ids(args.checks), parse_ids(args.skip))
+    from tfaudit.report import check_writable
+
+    for option, path in (("--report", args.report), ("--json", args.json), ("--record", args.record)):
+        problem = path and check_writable(path)
+        if problem:
+            raise UsageError(f"{option}: cannot write {path}: {problem}")
+    if args.model and not os.path.exists(args.model):
+        raise UsageError(f"no such file or directory: {args.model}")
+    model = ensure_demo_model() if args.demo else args.model
+    if not args.headless and sys.stdout.isatty():
+        print("tfaudit: the interactive TUI is not in this version yet; running headless.", file=sys.stderr)
+
+    from tfaudit.headless import run_headless
+    from tfaudit.runner import AuditJob
+
+    job = AuditJob(model=os.path.abspath(model), budget=args.budget, signature=args.signature, inputs=args.inputs)
+    return run_headless(chosen, job, report=args.report, json_path=args.json, record=args.record, fail_on=args.fail_on)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return run(argv)
+    except UsageError as exc:
+        print(f"tfaudit: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("tfaudit: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,160 @@
+"""Headless front end: progress on stderr, the ranked table on stdout, reports, exit code."""
+from __future__ import annotations
+
+import sys
+import time
+from typing import IO
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from tfaudit.audit import AuditState
+from tfaudit.cli import EXIT_CHECK_ERRORED, EXIT_FINDINGS, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from tfaudit.events import CheckFinished, CheckProgress, CheckStarted, Event, ModelLoaded, to_json
+from tfaudit.registry import CheckSpec
+from tfaudit.report.format import effort_text, human_bytes, risk_text, saving_text
+from tfaudit.report.json import write_json
+from tfaudit.report.markdown import write_markdown
+from tfaudit.runner import AuditJob, run_audit
+
+PLAIN_PROGRESS_INTERVAL_S = 2.0
+STATUS_STYLE = {"passed": "green", "findings": "yellow", "skipped": "dim", "errored": "red", "running": "cyan", "pending": "dim"}
+
+
+class PlainProgress:
+    """One line per event worth a line: for CI logs and pipes."""
+
+    def __init__(self, out: IO[str]) -> None:
+        self.out = out
+        self.last_progress: dict[str, float] = {}
+
+    def handle(self, event: Event, state: AuditState) -> None:
+        line = ""
+        if isinstance(event, ModelLoaded):
+            inv = event.inventory
+            line = f"model: {inv['format']}, signature {inv['signature']}, {inv['variables']['parameters']:,} parameters, {human_bytes(inv['size_bytes'])} on disk"
+        elif isinstance(event, CheckStarted):
+            line = f"[{event.check}] started"
+        elif isinstance(event, CheckProgress) and event.message:
+            now = time.monotonic()
+            if now - self.last_progress.get(event.check, 0.0) >= PLAIN_PROGRESS_INTERVAL_S:
+                self.last_progress[event.check] = now
+                line = f"[{event.check}] {event.fraction:4.0%} {event.message}"
+        elif isinstance(event, CheckFinished):
+            found = sum(1 for f in state.findings if f.check == event.check)
+            detail = f" ({found} finding{'s' if found != 1 else ''})" if found else ""
+            line = f"[{event.check}] {event.status}{detail} in {event.duration_s:.1f} s" + (f": {event.error}" if event.error else "")
+        if line:
+            print(line, file=self.out, flush=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+class LiveProgress:
+    """A live table of checks on an interactive stderr."""
+
+    def __init__(self, console: Console, state: AuditState) -> None:
+        self.state = state
+        self.started = {}
+        self.live = Live(get_renderable=self.render, console=console, refresh_per_second=8, transient=False)
+
+    def render(self) -> Table:
+        table = Table.grid(padding=(0, 2))
+        if self.state.inventory is None and not self.state.load_error:
+            table.add_row("[cyan]loading model…[/]")
+        for check in self.state.checks.values():
+            elapsed = check.duration_s if check.duration_s is not None else time.monotonic() - self.started.get(check.id, time.monotonic())
+            note = check.error if check.status in ("errored", "skipped") else check.message
+            style = STATUS_STYLE.get(check.status, "")
+            table.add_row(f"[{style}]{check.status:>8}[/]", check.id, f"{check.fraction:4.0%}", f"{elapsed:6.1f} s", note)
+        return table
+
+    def handle(self, event: Event, state: AuditState) -> None:
+        if isinstance(event, CheckStarted):
+            self.started[event.check] = time.monotonic()
+
+    def __enter__(self):
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.live.__exit__(*exc)
+
+
+def ranked_table(state: AuditState) -> Table:
+    table = Table(title="tfaudit: ranked recommendations", title_justify="left")
+    for column in ("#", "priority", "severity", "finding", "saving", "effort", "risk"):
+        table.add_column(column, overflow="fold")
+    for i, f in enumerate(state.ranked_findings(), 1):
+        table.add_row(str(i), f"{f.priority:g}", f.severity, f"{f.title}\n[dim]{f.id}[/]", saving_text(f), effort_text(f), risk_text(f))
+    return table
+
+
+def print_summary(state: AuditState, out: Console) -> None:
+    if state.findings:
+        out.print(ranked_table(state))
+    else:
+        passed = sum(1 for c in state.checks.values() if c.status == "passed")
+        out.print(f"No findings: nothing measured needs fixing ({passed} check{'s' if passed != 1 else ''} passed).")
+    for check in state.errored():
+        out.print(f"[red]check {check.id} errored:[/] {check.error}")
+    if state.interrupted:
+        out.print("[yellow]interrupted: results above are what finished[/]")
+
+
+def exit_code(state: AuditState, fail_on: str) -> int:
+    if state.interrupted:
+        return EXIT_INTERRUPTED
+    if state.findings_at_or_above(fail_on):
+        return EXIT_FINDINGS  # a certain gate failure outranks an incomplete run
+    if state.errored():
+        return EXIT_CHECK_ERRORED
+    return EXIT_OK
+
+
+def run_headless(
+    specs: list[CheckSpec],
+    job: AuditJob,
+    *,
+    report: str | None = None,
+    json_path: str | None = None,
+    record: str | None = None,
+    fail_on: str = "never",
+) -> int:
+    state = AuditState(model_path=job.model, budget=job.budget)
+    err = Console(stderr=True)
+    progress = LiveProgress(err, state) if err.is_terminal else PlainProgress(sys.stderr)
+    recording = open(record, "w", encoding="utf-8") if record else None
+
+    def on_event(event: Event) -> None:
+        state.apply(event)
+        progress.handle(event, state)
+        if recording:
+            recording.write(to_json(event) + "\n")
+
+    try:
+        with progress:
+            run_audit(specs, job, on_event)
+    except KeyboardInterrupt:
+        state.interrupted = True
+    finally:
+        state.finished_at = time.time()
+        if recording:
+            recording.close()
+    if state.load_error:
+        print(f"tfaudit: error: {state.load_error}", file=sys.stderr)
+        return EXIT_USAGE
+    if report:
+        write_markdown(state, report)
+    if json_path:
+        write_json(state, json_path)
+    out = Console(width=None if sys.stdout.isatty() else 120, highlight=False)
+    print_summary(state, out)
+    for path in filter(None, (report, json_path)):
+        print(f"tfaudit: wrote {path}", file=sys.stderr)
+    return exit_code(state, fail_on)

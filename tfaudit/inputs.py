@@ -1,0 +1,166 @@
+"""Input synthesis from a signature's specs, and real samples from ``--inputs FILE.npz``.
+
+NumPy only: specs come from the model inventory as plain dicts
+(``{"name", "shape": [int | None], "dtype"}``), so this runs anywhere.
+
+Synthetic data, by dtype (seeded, reproducible):
+- floats: standard normal;
+- signed/unsigned ints: uniform in [0, 10) — safe for embedding lookups of any
+  vocabulary; pass ``--inputs`` when ids must be larger;
+- bool: fair coin;
+- string: the placeholder ``b"tfaudit sample"`` in every element.
+``None`` dims: the first dim is the batch (default 1); any other is a
+sequence length (default 16). Checks pick their own probe values from
+``DEFAULT_BATCH_SIZES`` and ``DEFAULT_SEQUENCE_LENGTHS``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32)
+DEFAULT_SEQUENCE_LENGTHS = (8, 16, 32, 64, 128)
+DEFAULT_BATCH = 1
+DEFAULT_SEQUENCE_LENGTH = 16
+INT_HIGH = 10
+STRING_PLACEHOLDER = b"tfaudit sample"
+
+
+class InputError(Exception):
+    """Sample inputs that do not fit the signature; the message names the mismatch."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: str
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "InputSpec":
+        return cls(name=data["name"], shape=tuple(data["shape"]), dtype=data["dtype"])
+
+    @property
+    def batch_dynamic(self) -> bool:
+        return bool(self.shape) and self.shape[0] is None
+
+    @property
+    def sequence_dims(self) -> tuple[int, ...]:
+        """Positions of dynamic dims other than the batch."""
+        return tuple(i for i, d in enumerate(self.shape) if d is None and i > 0)
+
+
+def numpy_dtype(dtype: str) -> np.dtype:
+    return np.dtype(object) if dtype == "string" else np.dtype(dtype)
+
+
+class InputFactory:
+    """Makes input dicts for one signature, synthetic or from real samples."""
+
+    def __init__(
+        self,
+        specs: list[InputSpec],
+        samples: dict[str, np.ndarray] | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.specs = list(specs)
+        self.samples = samples
+        self.seed = seed
+
+    @property
+    def synthetic(self) -> bool:
+        return self.samples is None
+
+    @property
+    def batch_dynamic(self) -> bool:
+        return all(spec.batch_dynamic for spec in self.specs)
+
+    @property
+    def has_sequence_dims(self) -> bool:
+        return any(spec.sequence_dims for spec in self.specs)
+
+    @property
+    def string_inputs(self) -> list[str]:
+        return [spec.name for spec in self.specs if spec.dtype == "string"]
+
+    def make(self, batch: int | None = None, seq: int | None = None, seed: int | None = None) -> dict[str, np.ndarray]:
+        """One input dict. ``batch``/``seq`` fill dynamic dims; fixed dims are kept."""
+        rng = np.random.default_rng(self.seed if seed is None else seed)
+        return {spec.name: self._make_one(spec, batch, seq, rng) for spec in self.specs}
+
+    def _shape(self, spec: InputSpec, batch: int | None, seq: int | None) -> tuple[int, ...]:
+        shape = []
+        for i, dim in enumerate(spec.shape):
+            if dim is not None:
+                shape.append(dim)
+            elif i == 0:
+                shape.append(batch or DEFAULT_BATCH)
+            else:
+                shape.append(seq or DEFAULT_SEQUENCE_LENGTH)
+        return tuple(shape)
+
+    def _make_one(self, spec: InputSpec, batch: int | None, seq: int | None, rng: np.random.Generator) -> np.ndarray:
+        if self.samples is not None:
+            return self._from_samples(spec, batch)
+        shape = self._shape(spec, batch, seq)
+        if spec.dtype == "string":
+            return np.full(shape, STRING_PLACEHOLDER, dtype=object)
+        dtype = numpy_dtype(spec.dtype)
+        if dtype == np.bool_:
+            return rng.integers(0, 2, size=shape).astype(bool)
+        if np.issubdtype(dtype, np.integer):
+            return rng.integers(0, INT_HIGH, size=shape).astype(dtype)
+        if np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.complexfloating):
+            return rng.standard_normal(size=shape).astype(dtype)
+        raise InputError(f"input '{spec.name}': cannot synthesise dtype {spec.dtype}; pass --inputs FILE.npz")
+
+    def _from_samples(self, spec: InputSpec, batch: int | None) -> np.ndarray:
+        data = self.samples[spec.name]
+        if batch is None or not spec.batch_dynamic:
+            return data
+        reps = -(-batch // len(data))  # tile when the file holds fewer rows than asked
+        return np.concatenate([data] * reps, axis=0)[:batch]
+
+
+def validate_samples(specs: list[InputSpec], samples: dict[str, np.ndarray]) -> None:
+    """Raise InputError naming the first mismatch between samples and signature."""
+    expected = {spec.name for spec in specs}
+    missing = sorted(expected - set(samples))
+    extra = sorted(set(samples) - expected)
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(missing)}")
+        if extra:
+            parts.append(f"unexpected {', '.join(extra)}")
+        raise InputError(f"--inputs keys do not match the signature inputs ({'; '.join(parts)}); expected {', '.join(sorted(expected))}")
+    for spec in specs:
+        data = samples[spec.name]
+        if spec.dtype == "string":
+            dtype_ok = data.dtype.kind in "USO"
+        else:
+            dtype_ok = data.dtype == numpy_dtype(spec.dtype)
+        if not dtype_ok:
+            raise InputError(f"--inputs '{spec.name}' has dtype {data.dtype}, the signature expects {spec.dtype}")
+        if len(data.shape) != len(spec.shape) or any(
+            want is not None and want != got for want, got in zip(spec.shape, data.shape)
+        ):
+            want = "[" + ", ".join("None" if d is None else str(d) for d in spec.shape) + "]"
+            raise InputError(f"--inputs '{spec.name}' has shape {list(data.shape)}, the signature expects {want}")
+        if spec.shape and data.shape[0] == 0:
+            raise InputError(f"--inputs '{spec.name}' holds no rows")
+
+
+def load_samples(path: str, specs: list[InputSpec]) -> dict[str, np.ndarray]:
+    """Read and validate an .npz of real inputs (keys = input names)."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            samples = {key: archive[key] for key in archive.files}
+    except FileNotFoundError:
+        raise InputError(f"--inputs file not found: {path}") from None
+    except Exception as exc:  # zipfile/numpy errors vary; the user needs one line
+        raise InputError(f"--inputs {path} is not a readable .npz file ({type(exc).__name__}: {exc})") from None
+    validate_samples(specs, samples)
+    return samples

@@ -1,0 +1,139 @@
+"""Timing and the statistics every check shares: medians, spread, and intervals.
+
+No TensorFlow here: checks pass in callables that block until their result exists
+(call ``.numpy()`` on TF outputs), so the clock measures the real work.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from tfaudit.api import Measure
+
+MIN_REPEATS = 5
+BOOTSTRAP_ROUNDS = 2000
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Per-call wall times of one measurement, in milliseconds."""
+
+    samples_ms: tuple[float, ...]
+    warmup: int
+
+    @property
+    def n(self) -> int:
+        return len(self.samples_ms)
+
+    @property
+    def median_ms(self) -> float:
+        return float(np.median(self.samples_ms))
+
+    @property
+    def p10_ms(self) -> float:
+        return float(np.percentile(self.samples_ms, 10))
+
+    @property
+    def p90_ms(self) -> float:
+        return float(np.percentile(self.samples_ms, 90))
+
+    @property
+    def mad_ms(self) -> float:
+        """Median absolute deviation: the spread that one slow outlier cannot inflate."""
+        values = np.asarray(self.samples_ms)
+        return float(np.median(np.abs(values - np.median(values))))
+
+    def median_interval(self, confidence: float = 0.95) -> Measure:
+        return bootstrap_median(self.samples_ms, confidence=confidence)
+
+    def summary(self) -> dict[str, float]:
+        interval = self.median_interval()
+        return {
+            "median_ms": round(self.median_ms, 4),
+            "median_ci_ms": [round(interval.low, 4), round(interval.high, 4)],
+            "p10_ms": round(self.p10_ms, 4),
+            "p90_ms": round(self.p90_ms, 4),
+            "mad_ms": round(self.mad_ms, 4),
+            "n": self.n,
+            "warmup": self.warmup,
+        }
+
+
+def time_call(
+    fn: Callable[[], object], *, warmup: int, repeats: int, max_seconds: float
+) -> Timing:
+    """Call ``fn`` ``warmup`` times untimed, then up to ``repeats`` times timed.
+
+    Timing stops early once ``max_seconds`` have passed, but never before
+    ``MIN_REPEATS`` timed calls, so a slow model still gets a usable spread.
+    """
+    for _ in range(warmup):
+        fn()
+    samples: list[float] = []
+    deadline = time.perf_counter() + max_seconds
+    while len(samples) < max(repeats, MIN_REPEATS):
+        start = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - start) * 1000.0)
+        if len(samples) >= MIN_REPEATS and time.perf_counter() > deadline:
+            break
+    return Timing(samples_ms=tuple(samples), warmup=warmup)
+
+
+def _resample_medians(values: Sequence[float], rng: np.random.Generator) -> np.ndarray:
+    data = np.asarray(values, dtype=float)
+    picks = rng.integers(0, len(data), size=(BOOTSTRAP_ROUNDS, len(data)))
+    return np.median(data[picks], axis=1)
+
+
+def bootstrap_median(values: Sequence[float], confidence: float = 0.95, seed: int = 0) -> Measure:
+    """The median with a percentile-bootstrap interval."""
+    rng = np.random.default_rng(seed)
+    medians = _resample_medians(values, rng)
+    tail = (1 - confidence) / 2 * 100
+    return Measure(
+        value=float(np.median(values)),
+        low=float(np.percentile(medians, tail)),
+        high=float(np.percentile(medians, 100 - tail)),
+    )
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What switching from ``before`` to ``after`` saves, each with a 95 % interval."""
+
+    saved_ms: Measure
+    saved_pct: Measure  # 0-100 of the ``before`` median
+    speedup: Measure  # before / after
+
+    @property
+    def significant(self) -> bool:
+        """True when the interval of the saving excludes zero: the noise does not swallow it."""
+        return self.saved_ms.excludes_zero()
+
+
+def compare(before: Timing, after: Timing, confidence: float = 0.95, seed: int = 0) -> Comparison:
+    rng = np.random.default_rng(seed)
+    before_medians = _resample_medians(before.samples_ms, rng)
+    after_medians = _resample_medians(after.samples_ms, rng)
+    saved = before_medians - after_medians
+    saved_pct = 100.0 * saved / before_medians
+    speedup = before_medians / np.maximum(after_medians, 1e-12)
+    tail = (1 - confidence) / 2 * 100
+
+    def interval(point: float, resampled: np.ndarray) -> Measure:
+        return Measure(
+            value=float(point),
+            low=float(np.percentile(resampled, tail)),
+            high=float(np.percentile(resampled, 100 - tail)),
+        )
+
+    b, a = before.median_ms, after.median_ms
+    return Comparison(
+        saved_ms=interval(b - a, saved),
+        saved_pct=interval(100.0 * (b - a) / b, saved_pct),
+        speedup=interval(b / max(a, 1e-12), speedup),
+    )

@@ -1,0 +1,388 @@
+"""Load a model and inventory it.
+
+Runs inside a worker process, so TensorFlow is imported at module top.
+Supported: SavedModel directories (plain or written by tf_keras) and Keras 3 ``.keras`` files.
+Every failure to load becomes a ``LoadError`` whose message is one line naming the problem and path.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import re
+import zipfile
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tensorflow as tf  # noqa: E402
+from google.protobuf import message as pb_message  # noqa: E402
+from google.protobuf import text_format  # noqa: E402
+from tensorflow.core.protobuf import saved_model_pb2  # noqa: E402
+
+SERVING_DEFAULT = "serving_default"
+CHECKPOINT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
+# Not counted in the op histogram: graph plumbing, plus function calls (their bodies are counted).
+PLUMBING_OPS = frozenset(
+    {"Placeholder", "Identity", "IdentityN", "NoOp", "StatefulPartitionedCall", "PartitionedCall"}
+)
+MAX_MESSAGE = 300
+
+
+class LoadError(Exception):
+    """The model could not be loaded; the message is one line naming the problem and the path."""
+
+
+@dataclass
+class LoadedModel:
+    path: str
+    format: str  # "saved_model" | "tf_keras_saved_model" | "keras"
+    signature: str
+    inventory: dict
+    obj: Any  # tf.saved_model.load result, or the Keras 3 model
+    _serving: Callable[..., dict] | None = field(default=None, init=False, repr=False)
+    _keras: Any = field(default=None, init=False, repr=False)
+
+    def serving_fn(self) -> Callable[..., dict]:
+        """Call with keyword tensors named as the signature inputs; returns {name: tf.Tensor}."""
+        if self._serving is None:
+            if self.format == "keras":
+                self._serving = _keras_serving_fn(self.obj, input_specs(self.inventory))
+            else:
+                self._serving = self.obj.signatures[self.signature]
+        return self._serving
+
+    def keras_model(self):
+        """The Keras model when one can be loaded (tf_keras SavedModel or .keras), else None."""
+        if self.format == "keras":
+            return self.obj
+        if self.format == "tf_keras_saved_model" and self._keras is None:
+            import tf_keras
+
+            try:
+                self._keras = tf_keras.models.load_model(self.path, compile=False)
+            except Exception as exc:
+                raise LoadError(f"cannot load tf_keras model from {self.path}: {_one_line(exc)}") from None
+        return self._keras
+
+
+def input_specs(inventory: dict) -> list[dict]:
+    """The chosen signature's inputs: [{"name", "shape": [int | None], "dtype"}]."""
+    return inventory["signatures"][inventory["signature"]]["inputs"]
+
+
+def load_model(path: str, signature: str | None = None) -> LoadedModel:
+    path = os.path.abspath(path)
+    if not os.path.exists(path):
+        raise LoadError(f"no such file or directory: {path}")
+    if os.path.isfile(path) and os.path.basename(path) in ("saved_model.pb", "saved_model.pbtxt"):
+        path = os.path.dirname(path)
+    if os.path.isdir(path):
+        return _load_saved_model(path, signature)
+    if path.endswith(".keras"):
+        return _load_keras(path, signature)
+    raise LoadError(f"not a model (expected a SavedModel directory or a .keras file): {path}")
+
+
+# --- SavedModel -------------------------------------------------------------------------------
+
+
+def _load_saved_model(path: str, signature: str | None) -> LoadedModel:
+    meta_graph = _read_meta_graph(path)
+    names = sorted(k for k in meta_graph.signature_def if not k.startswith("__"))
+    chosen = _choose_signature(names, signature, path)
+    try:
+        loaded = tf.saved_model.load(path)
+    except Exception as exc:
+        raise LoadError(f"cannot load SavedModel {path}: {_one_line(exc)}") from None
+
+    has_keras_metadata = os.path.isfile(os.path.join(path, "keras_metadata.pb"))
+    fmt = "tf_keras_saved_model" if has_keras_metadata else "saved_model"
+    signatures = {name: _function_io(fn) for name, fn in loaded.signatures.items()}
+    inventory = {
+        "path": path,
+        "format": fmt,
+        "signature": chosen,
+        "signatures": signatures,
+        "functions": _restored_functions(loaded),
+        "variables": _checkpoint_variables(path),
+        **_disk_usage(path),
+        "ops": op_histogram(loaded.signatures[chosen]),
+        "versions": {
+            "tensorflow": meta_graph.meta_info_def.tensorflow_version or None,
+            "keras": _tf_keras_version(path) if has_keras_metadata else None,
+        },
+        "keras_loadable": has_keras_metadata,
+    }
+    return LoadedModel(path=path, format=fmt, signature=chosen, inventory=inventory, obj=loaded)
+
+
+def _read_meta_graph(path: str):
+    """Parse saved_model.pb(txt) ourselves first: fast, clear errors before TF's loader runs."""
+    pb, pbtxt = os.path.join(path, "saved_model.pb"), os.path.join(path, "saved_model.pbtxt")
+    proto = saved_model_pb2.SavedModel()
+    if os.path.isfile(pb):
+        try:
+            with open(pb, "rb") as f:
+                proto.ParseFromString(f.read())
+        except (pb_message.DecodeError, RuntimeWarning, ValueError) as exc:
+            raise LoadError(f"corrupt saved_model.pb ({_one_line(exc)}): {pb}") from None
+    elif os.path.isfile(pbtxt):
+        try:
+            with open(pbtxt, encoding="utf-8") as f:
+                text_format.Parse(f.read(), proto)
+        except (text_format.ParseError, UnicodeDecodeError) as exc:
+            raise LoadError(f"corrupt saved_model.pbtxt ({_one_line(exc)}): {pbtxt}") from None
+    elif not os.listdir(path):
+        raise LoadError(f"empty directory: {path}")
+    else:
+        nested = [d for d in sorted(os.listdir(path)) if os.path.isfile(os.path.join(path, d, "saved_model.pb"))]
+        hint = f" (found one in subdirectory {nested[0]!r})" if nested else ""
+        raise LoadError(f"no saved_model.pb in directory{hint}: {path}")
+    if not proto.meta_graphs or not proto.meta_graphs[0].HasField("graph_def"):
+        raise LoadError(f"corrupt saved_model.pb (no meta graph): {path}")
+    # tf.saved_model.load picks the "serve" meta graph when there are several.
+    for meta_graph in proto.meta_graphs:
+        if "serve" in meta_graph.meta_info_def.tags:
+            return meta_graph
+    return proto.meta_graphs[0]
+
+
+def _choose_signature(names: list[str], wanted: str | None, path: str) -> str:
+    if not names:
+        raise LoadError(f"has no serving signature; export with signatures=...: {path}")
+    if wanted is not None:
+        if wanted not in names:
+            raise LoadError(f"no signature {wanted!r} (available: {', '.join(names)}): {path}")
+        return wanted
+    if SERVING_DEFAULT in names:
+        return SERVING_DEFAULT
+    if len(names) == 1:
+        return names[0]
+    raise LoadError(f"several signatures and no serving_default; pick one of {', '.join(names)}: {path}")
+
+
+def _function_io(fn) -> dict:
+    """Inputs (keyword arguments) and outputs of a signature concrete function."""
+    _, kwargs = fn.structured_input_signature
+    outputs = fn.structured_outputs
+    if not isinstance(outputs, dict):
+        outputs = {f"output_{i}": o for i, o in enumerate(tf.nest.flatten(outputs))}
+    return {
+        "inputs": [{"name": name, **_spec(spec)} for name, spec in sorted(kwargs.items())],
+        "outputs": [{"name": name, **_spec(spec)} for name, spec in sorted(outputs.items())],
+    }
+
+
+def _spec(spec) -> dict:
+    """{"shape": [int | None] or None for unknown rank, "dtype": "float32"}."""
+    shape = tf.TensorShape(spec.shape)
+    return {
+        "shape": None if shape.rank is None else shape.as_list(),
+        "dtype": tf.as_dtype(spec.dtype).name,
+    }
+
+
+def _restored_functions(loaded) -> list[dict]:
+    """tf.functions restored as attributes of the root object, with their saved traces."""
+    functions = []
+    for name, value in sorted(vars(loaded).items()):
+        if not isinstance(value, tf.types.experimental.PolymorphicFunction):
+            continue
+        # TF 2.21: a RestoredFunction exposes its saved traces as the public list `concrete_functions`.
+        concretes = getattr(value, "concrete_functions", None)
+        if concretes is None:
+            concretes = value._list_all_concrete_functions()
+        input_signatures, python_args = [], []
+        for concrete in concretes:
+            leaves = tf.nest.flatten(concrete.structured_input_signature)
+            input_signatures.append([_spec(x) for x in leaves if isinstance(x, tf.TypeSpec) and hasattr(x, "dtype")])
+            python_args.append([repr(x) for x in leaves if not isinstance(x, tf.TypeSpec)])
+        functions.append(
+            {
+                "name": name,
+                "concrete_functions": len(concretes),
+                "input_signatures": input_signatures,
+                "python_args": python_args,
+            }
+        )
+    return functions
+
+
+def _checkpoint_variables(path: str) -> dict:
+    """Count saved variables from the checkpoint index, skipping optimizer state."""
+    try:
+        reader = tf.train.load_checkpoint(os.path.join(path, "variables", "variables"))
+    except Exception:  # a SavedModel without variables has no checkpoint
+        return _variable_summary([])
+    shapes, dtypes = reader.get_variable_to_shape_map(), reader.get_variable_to_dtype_map()
+    model_keys = [
+        k
+        for k in shapes
+        if k != CHECKPOINT_GRAPH_KEY and ".OPTIMIZER_SLOT" not in k and not k.startswith("optimizer/")
+    ]
+    return _variable_summary([(shapes[k], dtypes[k]) for k in model_keys])
+
+
+def _variable_summary(shape_dtype_pairs) -> dict:
+    summary = {"count": 0, "parameters": 0, "bytes": 0, "by_dtype": {}}
+    for shape, dtype in shape_dtype_pairs:
+        dtype = tf.as_dtype(dtype)
+        parameters = int(tf.TensorShape(shape).num_elements() or 0)
+        nbytes = parameters * dtype.size  # 0 for strings: their size is not known from the index
+        per_dtype = summary["by_dtype"].setdefault(dtype.name, {"count": 0, "parameters": 0, "bytes": 0})
+        for bucket in (summary, per_dtype):
+            bucket["count"] += 1
+            bucket["parameters"] += parameters
+            bucket["bytes"] += nbytes
+    return summary
+
+
+def _disk_usage(path: str) -> dict:
+    """{"size_bytes": total, "files": {top-level entry: bytes}}."""
+    files = {entry: _tree_size(os.path.join(path, entry)) for entry in sorted(os.listdir(path))}
+    return {"size_bytes": sum(files.values()), "files": files}
+
+
+def _tree_size(path: str) -> int:
+    if os.path.isfile(path):
+        return os.path.getsize(path)
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+
+
+def _tf_keras_version(path: str) -> str | None:
+    try:
+        from tf_keras.protobuf import saved_metadata_pb2
+
+        metadata = saved_metadata_pb2.SavedMetadata()
+        with open(os.path.join(path, "keras_metadata.pb"), "rb") as f:
+            metadata.ParseFromString(f.read())
+        for node in metadata.nodes:
+            if node.node_path == "root":
+                return json.loads(node.metadata).get("keras_version")
+    except Exception:  # the version is informative only
+        return None
+    return None
+
+
+def op_histogram(concrete_fn) -> dict[str, int]:
+    """{op type: count} over the function's graph and every library function it reaches.
+
+    Each reachable library function is counted once. Ops in PLUMBING_OPS are left out.
+    """
+    graph_def = concrete_fn.graph.as_graph_def()
+    library = {f.signature.name: f for f in graph_def.library.function}
+    counts: dict[str, int] = {}
+    seen: set[str] = set()
+    pending = [list(graph_def.node)]
+    while pending:
+        for node in pending.pop():
+            if node.op not in PLUMBING_OPS and node.op not in library:
+                counts[node.op] = counts.get(node.op, 0) + 1
+            for callee in _called_functions(node, library):
+                if callee not in seen:
+                    seen.add(callee)
+                    pending.append(list(library[callee].node_def))
+    return dict(sorted(counts.items()))
+
+
+def _called_functions(node, library) -> list[str]:
+    """Library functions a node calls: by op name, or via func attrs (calls, If/While bodies)."""
+    names = [node.op] if node.op in library else []
+    for attr in node.attr.values():
+        if attr.HasField("func"):
+            names.append(attr.func.name)
+        names.extend(f.name for f in attr.list.func)
+    return [n for n in names if n in library]
+
+
+# --- Keras 3 ------------------------------------------------------------------------------------
+
+
+def _load_keras(path: str, signature: str | None) -> LoadedModel:
+    if not zipfile.is_zipfile(path):
+        raise LoadError(f"not a valid .keras file (not a zip archive): {path}")
+    import keras
+
+    try:
+        model = keras.saving.load_model(path, safe_mode=True, compile=False)
+    except Exception as exc:
+        raise LoadError(f"cannot load Keras model {path}: {_one_line(exc)}") from None
+    try:
+        inputs = model.inputs
+    except Exception:  # a subclassed model that was never built has no inputs
+        inputs = None
+    if not inputs:
+        raise LoadError(f"Keras model has no defined inputs, cannot build a serving signature: {path}")
+    chosen = _choose_signature([SERVING_DEFAULT], signature, path)
+
+    input_list = [
+        {"name": _identifier(t.name, i), **_spec(tf.TensorSpec(t.shape, t.dtype))} for i, t in enumerate(inputs)
+    ]
+    serving = _keras_serving_fn(model, input_list)
+    concrete = serving.get_concrete_function()
+    output_list = [{"name": name, **_spec(spec)} for name, spec in concrete.structured_outputs.items()]
+    weights = [(tuple(w.shape), w.dtype) for w in model.weights]
+    size = os.path.getsize(path)
+    inventory = {
+        "path": path,
+        "format": "keras",
+        "signature": chosen,
+        "signatures": {SERVING_DEFAULT: {"inputs": input_list, "outputs": output_list}},
+        "functions": [],
+        "variables": _variable_summary(weights),
+        "size_bytes": size,
+        "files": {"model.keras": size},
+        "ops": op_histogram(concrete),
+        "versions": {"tensorflow": None, "keras": _keras3_version(path)},
+        "keras_loadable": True,
+    }
+    loaded = LoadedModel(path=path, format="keras", signature=chosen, inventory=inventory, obj=model)
+    loaded._serving = serving
+    return loaded
+
+
+def _keras_serving_fn(model, inputs: list[dict]):
+    """A tf.function taking the inputs as keyword arguments and returning {output name: tensor}."""
+    import keras
+
+    specs = [tf.TensorSpec(i["shape"], i["dtype"], name=i["name"]) for i in inputs]
+    output_names = list(getattr(model, "output_names", None) or [])
+
+    def serve(*tensors):
+        structured = keras.tree.pack_sequence_as(model.input, list(tensors))
+        outputs = keras.tree.flatten(model(structured, training=False))
+        names = output_names if len(output_names) == len(outputs) else []
+        return {names[i] if names else f"output_{i}": out for i, out in enumerate(outputs)}
+
+    # Give the function named parameters so callers can pass inputs by keyword.
+    serve.__signature__ = inspect.Signature(
+        [inspect.Parameter(i["name"], inspect.Parameter.POSITIONAL_OR_KEYWORD) for i in inputs]
+    )
+    return tf.function(serve, input_signature=specs)
+
+
+def _identifier(name: str, index: int) -> str:
+    """Input names become keyword arguments, so they must be Python identifiers."""
+    name = re.sub(r"\W", "_", name or "")
+    return name if name.isidentifier() else f"input_{index}"
+
+
+def _keras3_version(path: str) -> str | None:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return json.loads(archive.read("metadata.json")).get("keras_version")
+    except Exception:  # the version is informative only
+        return None
+
+
+# --- errors --------------------------------------------------------------------------------------
+
+
+def _one_line(exc: BaseException) -> str:
+    """The first meaningful line of an exception message (TF errors span many lines)."""
+    text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    line = lines[0] if lines else type(exc).__name__
+    return line if len(line) <= MAX_MESSAGE else line[: MAX_MESSAGE - 3] + "..."

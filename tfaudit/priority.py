@@ -1,0 +1,49 @@
+"""Cost–benefit ranking: what to fix first.
+
+    priority = benefit × confidence ÷ effort_hours × (1 − risk_penalty)
+
+benefit, in points: latency_pct + ½·size_pct + memory MiB (capped at 100),
+each taken at the conservative end of its measured interval (the low bound
+when one exists) and ignored when not positive. Findings that price no
+saving (a correctness hazard, say) get a floor by severity instead:
+critical 50, high 20, medium 5, low 1, info 0. Risk penalties: none 0,
+low 0.1, medium 0.3, high 0.6.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from tfaudit.api import Finding, Measure, severity_rank
+
+SEVERITY_FLOOR = {"critical": 50.0, "high": 20.0, "medium": 5.0, "low": 1.0, "info": 0.0}
+RISK_PENALTY = {"none": 0.0, "low": 0.1, "medium": 0.3, "high": 0.6}
+MIB = 1024 * 1024
+MEMORY_POINTS_CAP = 100.0
+
+
+def _conservative(measure: Measure | None) -> float:
+    if measure is None:
+        return 0.0
+    value = measure.value if measure.low is None else min(measure.value, measure.low)
+    return max(0.0, value)
+
+
+def benefit(finding: Finding) -> float:
+    savings = finding.savings
+    points = (
+        _conservative(savings.get("latency_pct"))
+        + 0.5 * _conservative(savings.get("size_pct"))
+        + min(MEMORY_POINTS_CAP, _conservative(savings.get("memory_bytes")) / MIB)
+    )
+    return points if points > 0 else SEVERITY_FLOOR[finding.severity]
+
+
+def priority(finding: Finding) -> float:
+    score = benefit(finding) * finding.confidence / finding.effort.hours * (1 - RISK_PENALTY[finding.risk.level])
+    return round(score, 2)
+
+
+def rank(findings: list[Finding]) -> list[Finding]:
+    """Findings with their priority filled in, highest first (ties: worse severity, then id)."""
+    scored = [replace(f, priority=priority(f)) for f in findings]
+    return sorted(scored, key=lambda f: (-f.priority, severity_rank(f.severity), f.id))

@@ -1,0 +1,141 @@
+"""The Markdown report: pasteable into a pull request."""
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+
+from tfaudit import __version__
+from tfaudit.api import SEVERITIES, Finding
+from tfaudit.audit import AuditState
+from tfaudit.report import write_atomic
+from tfaudit.report.format import effort_text, human_bytes, risk_text, saving_text, shape_text
+
+TOP_OPS = 15
+
+
+def cell(text: object) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def table(header: list[str], rows: list[list[object]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return lines + [""]
+
+
+def summary_line(state: AuditState, findings: list[Finding]) -> str:
+    if state.load_error:
+        return f"**The model could not be audited:** {state.load_error}"
+    counts = Counter(f.severity for f in findings)
+    by_severity = ", ".join(f"{counts[s]} {s}" for s in SEVERITIES if counts[s])
+    statuses = Counter(c.status for c in state.checks.values())
+    checks = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()))
+    found = f"**{len(findings)} finding{'s' if len(findings) != 1 else ''}** ({by_severity})" if findings else "**No findings: nothing measured here needs fixing.**"
+    duration = (state.finished_at or state.started_at) - state.started_at
+    return f"{found} · checks: {checks or 'none run'} · budget `{state.budget}` · {duration:.1f} s"
+
+
+def environment_lines(env: dict) -> list[str]:
+    if not env:
+        return []
+    gpus = ", ".join(g["name"] for g in env.get("gpus", [])) or env.get("gpu_status", "no GPU")
+    return [
+        "## Environment",
+        "",
+        f"- Python {env.get('python')}, TensorFlow {env.get('tensorflow')}, tf_keras {env.get('tf_keras')}, Keras {env.get('keras')}",
+        f"- CPU: {env.get('cpu')} ({env.get('cores_logical')} logical cores), memory {human_bytes(env.get('memory_bytes'))}",
+        f"- GPU: {gpus}",
+        f"- Platform: {env.get('platform')}",
+        "",
+    ]
+
+
+def model_lines(inv: dict) -> list[str]:
+    if not inv or "signatures" not in inv:
+        return []
+    variables = inv.get("variables", {})
+    lines = [
+        "## Model",
+        "",
+        f"- Path: `{inv['path']}` ({inv['format']}), audited signature `{inv['signature']}`",
+        f"- Size on disk: {human_bytes(inv.get('size_bytes'))}; parameters: {variables.get('parameters', 0):,} in {variables.get('count', 0)} variables ({human_bytes(variables.get('bytes'))})",
+        f"- Saved with TensorFlow {inv.get('versions', {}).get('tensorflow') or 'unknown'}, Keras {inv.get('versions', {}).get('keras') or 'n/a'}",
+        "",
+    ]
+    rows = []
+    for name, sig in inv["signatures"].items():
+        for direction in ("inputs", "outputs"):
+            for spec in sig[direction]:
+                rows.append([f"`{name}`", direction[:-1], f"`{spec['name']}`", shape_text(spec["shape"]), spec["dtype"]])
+    lines += table(["Signature", "", "Tensor", "Shape", "Dtype"], rows)
+    if inv.get("functions"):
+        lines += table(
+            ["Restored function", "Concrete functions"],
+            [[f"`{fn['name']}`", fn["concrete_functions"]] for fn in inv["functions"]],
+        )
+    if inv.get("ops"):
+        top = sorted(inv["ops"].items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_OPS]
+        lines.append("Ops in the serving graph (top %d of %d types): " % (len(top), len(inv["ops"])) + ", ".join(f"{op} ×{n}" for op, n in top))
+        lines.append("")
+    return lines
+
+
+def finding_lines(position: int, f: Finding) -> list[str]:
+    lines = [
+        f"### {position}. {f.title}",
+        "",
+        f"`{f.id}` · severity **{f.severity}** · priority {f.priority:g} · confidence {f.confidence:.0%} · effort {effort_text(f)} · risk {risk_text(f)}",
+        "",
+        f.summary,
+        "",
+        "**What was measured**",
+        "",
+    ]
+    lines += table(["Measure", "Value"], [[k, json.dumps(v) if not isinstance(v, str) else v] for k, v in f.evidence.items()])
+    lines.append(f"**Saving:** {saving_text(f)}. {f.effort.note}")
+    lines.append("")
+    if f.risk.note:
+        lines += [f"**Risk:** {f.risk.note}", ""]
+    if f.why:
+        lines += ["**Why it matters**", "", f.why, ""]
+    lines += ["**Fix**", "", f.fix.text, ""]
+    if f.fix.code:
+        lines += [f"```{f.fix.language}", f.fix.code.rstrip(), "```", ""]
+    if f.verify:
+        lines += ["**How to verify**", "", f.verify, ""]
+    return lines
+
+
+def render_markdown(state: AuditState) -> str:
+    findings = state.ranked_findings()
+    name = os.path.basename(os.path.normpath(state.model_path)) or state.model_path
+    lines = [f"# tfaudit report: {name}", "", summary_line(state, findings), ""]
+    if state.interrupted:
+        lines += ["> **Interrupted:** the audit was stopped; this report holds what finished.", ""]
+    for check in state.errored():
+        lines += [f"> **Check `{check.id}` errored:** {check.error}", ""]
+    if findings:
+        lines += ["## Recommendations", ""]
+        lines += table(
+            ["#", "Priority", "Severity", "Finding", "Saving", "Effort", "Risk"],
+            [[i, f"{f.priority:g}", f.severity, f"{f.title} (`{f.id}`)", saving_text(f), effort_text(f), risk_text(f)] for i, f in enumerate(findings, 1)],
+        )
+    if state.checks:
+        lines += ["## Checks", ""]
+        lines += table(
+            ["Check", "Status", "Duration", "Note"],
+            [[f"`{c.id}`", c.status, "" if c.duration_s is None else f"{c.duration_s:.1f} s", c.error] for c in state.checks.values()],
+        )
+    lines += environment_lines(state.environment or {})
+    lines += model_lines(state.inventory or {})
+    if findings:
+        lines += ["## Findings", ""]
+        for i, f in enumerate(findings, 1):
+            lines += finding_lines(i, f)
+    lines.append(f"<sub>Generated by tfaudit {__version__}; every number above was measured in this run.</sub>")
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(state: AuditState, path: str) -> None:
+    write_atomic(path, render_markdown(state))

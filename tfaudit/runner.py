@@ -1,0 +1,226 @@
+"""Runs the audit: one isolated worker process per job, events streamed back.
+
+Workers are fresh interpreters (``python -m tfaudit.worker``) in their own
+session, run one at a time so timings do not fight over the cores. A worker that
+raises, crashes, is killed or runs past its time limit becomes an ``errored``
+check with the cause and the tail of its output; the audit goes on.
+"""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from tfaudit.events import CheckFinished, CheckStarted, Event, LoadFailed, ModelLoaded, from_json
+from tfaudit.registry import CheckSpec
+from tfaudit.worker import WORKER_ENVIRONMENT
+
+STDERR_TAIL_LINES = 20
+INVENTORY_TIMEOUT_S = 300.0
+
+
+@dataclass
+class WorkerOutcome:
+    events: list[Event] = field(default_factory=list)
+    returncode: int | None = None
+    timed_out: bool = False
+    interrupted: bool = False
+    output_tail: str = ""
+
+    def death_cause(self, timeout_s: float) -> str:
+        if self.interrupted:
+            return "interrupted by the user"
+        if self.timed_out:
+            return f"timed out after {timeout_s:g} s (the budget's check time limit)"
+        rc = self.returncode
+        if rc is not None and rc < 0:
+            name = signal.Signals(-rc).name
+            if name == "SIGKILL":
+                return "worker killed by SIGKILL (out of memory? the kernel's OOM killer sends it)"
+            if name == "SIGSEGV":
+                return "worker crashed with SIGSEGV (segmentation fault in native code)"
+            return f"worker died from signal {name}"
+        return f"worker exited with code {rc} before finishing"
+
+
+def _tail(path: str) -> str:
+    with open(path, "rb") as log:
+        log.seek(0, os.SEEK_END)
+        log.seek(max(0, log.tell() - 16384))
+        lines = log.read().decode("utf-8", "replace").splitlines()
+    return "\n".join(lines[-STDERR_TAIL_LINES:])
+
+
+def run_worker(
+    job: dict[str, Any],
+    on_event: Callable[[Event], None],
+    timeout_s: float,
+    python: str = sys.executable,
+) -> WorkerOutcome:
+    """Start one worker, forward its events as they arrive, and reap it."""
+    read_fd, write_fd = os.pipe()
+    env = {**os.environ, **WORKER_ENVIRONMENT, "TFAUDIT_EVENT_FD": str(write_fd)}
+    outcome = WorkerOutcome()
+    with tempfile.NamedTemporaryFile(prefix="tfaudit-worker-", suffix=".log", delete=False) as log:
+        log_path = log.name
+    try:
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(
+                [python, "-m", "tfaudit.worker", json.dumps(job)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                pass_fds=(write_fd,),
+                env=env,
+                start_new_session=True,  # Ctrl-C reaches us, and we stop the worker
+            )
+        os.close(write_fd)
+        lines: queue.Queue[str | None] = queue.Queue()
+
+        def read_events() -> None:
+            with os.fdopen(read_fd, "r", encoding="utf-8", errors="replace") as stream:
+                for line in stream:
+                    lines.put(line)
+            lines.put(None)
+
+        reader = threading.Thread(target=read_events, daemon=True)
+        reader.start()
+        deadline = time.monotonic() + timeout_s
+        try:
+            while True:
+                try:
+                    line = lines.get(timeout=0.1)
+                except queue.Empty:
+                    if time.monotonic() > deadline:
+                        outcome.timed_out = True
+                        break
+                    continue
+                if line is None:
+                    break
+                if line.strip():
+                    event = from_json(line)
+                    outcome.events.append(event)
+                    on_event(event)
+        except KeyboardInterrupt:
+            outcome.interrupted = True
+        finally:
+            if process.poll() is None and (outcome.timed_out or outcome.interrupted):
+                _kill_group(process)
+            outcome.returncode = _reap(process)
+            if not (outcome.timed_out or outcome.interrupted):
+                reader.join(timeout=5)
+        outcome.output_tail = _tail(log_path)
+    finally:
+        os.unlink(log_path)
+    if outcome.interrupted:
+        raise KeyboardInterrupt
+    return outcome
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _reap(process: subprocess.Popen) -> int:
+    try:
+        return process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        _kill_group(process)
+        return process.wait()
+
+
+@dataclass
+class AuditJob:
+    model: str
+    budget: str = "standard"
+    signature: str | None = None
+    inputs: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    check_timeout_s: float | None = None  # default: the budget's
+
+    def worker_job(self, **extra: Any) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "signature": self.signature,
+            "inputs": self.inputs,
+            "budget": self.budget,
+            "options": self.options,
+            **extra,
+        }
+
+
+def load_inventory(job: AuditJob, on_event: Callable[[Event], None]) -> ModelLoaded | LoadFailed:
+    """Load and inventory the model in a worker; a worker that dies is a load failure."""
+    outcome = run_worker(job.worker_job(mode="inventory"), on_event, INVENTORY_TIMEOUT_S)
+    for event in outcome.events:
+        if isinstance(event, (ModelLoaded, LoadFailed)):
+            return event
+    failure = LoadFailed(
+        message=f"cannot load {job.model}: {outcome.death_cause(INVENTORY_TIMEOUT_S)}"
+        + (f" — {outcome.output_tail.splitlines()[-1]}" if outcome.output_tail else "")
+    )
+    on_event(failure)
+    return failure
+
+
+def run_check(spec: CheckSpec, job: AuditJob, on_event: Callable[[Event], None]) -> CheckFinished:
+    from tfaudit.budget import BUDGETS
+
+    timeout_s = job.check_timeout_s or BUDGETS[job.budget].check_timeout_s
+    on_event(CheckStarted(spec.id, spec.title))
+    if spec.load_error:
+        finished = CheckFinished(spec.id, "errored", 0.0, f"cannot import check {spec.target}: {spec.load_error}")
+        on_event(finished)
+        return finished
+    started = time.monotonic()
+
+    def forward(event: Event) -> None:
+        if not isinstance(event, CheckFinished):  # the runner sends the one final verdict
+            on_event(event)
+
+    try:
+        outcome = run_worker(job.worker_job(mode="check", check=spec.id, target=spec.target), forward, timeout_s)
+    except KeyboardInterrupt:
+        on_event(CheckFinished(spec.id, "errored", round(time.monotonic() - started, 3), "interrupted by the user"))
+        raise
+    reported = next((e for e in outcome.events if isinstance(e, CheckFinished)), None)
+    if reported is None or outcome.timed_out:
+        finished = CheckFinished(
+            spec.id, "errored", round(time.monotonic() - started, 3), outcome.death_cause(timeout_s), outcome.output_tail
+        )
+    elif reported.status == "errored":
+        finished = CheckFinished(spec.id, "errored", reported.duration_s, reported.error, outcome.output_tail)
+    else:
+        finished = reported
+    on_event(finished)
+    return finished
+
+
+def run_audit(specs: Iterable[CheckSpec], job: AuditJob, on_event: Callable[[Event], None]) -> bool:
+    """Inventory, then each check in turn. Returns False when the model could not be loaded.
+
+    Ctrl-C stops the running worker; checks not yet run are reported skipped,
+    and KeyboardInterrupt propagates so the front end can write what finished.
+    """
+    if isinstance(load_inventory(job, on_event), LoadFailed):
+        return False
+    specs = list(specs)
+    for position, spec in enumerate(specs):
+        try:
+            run_check(spec, job, on_event)
+        except KeyboardInterrupt:
+            for rest in specs[position + 1 :]:
+                on_event(CheckFinished(rest.id, "skipped", 0.0, "not run: the audit was interrupted"))
+            raise
+    return True

@@ -1,0 +1,133 @@
+"""The worker process: loads the model, runs one job, writes events to its event pipe.
+
+Started by tfaudit.runner as ``python -m tfaudit.worker JOB_JSON`` with the event
+pipe's file descriptor in ``TFAUDIT_EVENT_FD``. Its stdout and stderr go to a log
+the runner keeps for the error report, so nothing TensorFlow prints can corrupt
+the event stream.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+import traceback
+from typing import Any, Callable
+
+from tfaudit.events import (
+    CheckFinished,
+    CheckProgress,
+    Event,
+    FindingEmitted,
+    LoadFailed,
+    ModelLoaded,
+    SampleEmitted,
+    to_json,
+)
+
+WORKER_ENVIRONMENT = {
+    "TF_CPP_MIN_LOG_LEVEL": "2",  # C++ info/warnings off; Python warnings (retracing) stay
+    "TF_FORCE_GPU_ALLOW_GROWTH": "true",  # several workers and the user's jobs can share a GPU
+}
+
+
+def error_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def tensorflow_environment() -> dict[str, Any]:
+    import tensorflow as tf
+
+    from tfaudit.resources import host_environment
+
+    environment = host_environment()
+    environment["tensorflow"] = tf.__version__
+    for module in ("tf_keras", "keras"):
+        try:
+            environment[module] = __import__(module).__version__
+        except Exception:
+            environment[module] = None
+    environment["tf_gpus"] = [d.name for d in tf.config.list_physical_devices("GPU")]
+    return environment
+
+
+def open_model(job: dict[str, Any]):
+    """Load the model and its input factory, as every job needs them."""
+    from tfaudit.inputs import InputFactory, InputSpec, load_samples
+    from tfaudit.model import input_specs, load_model
+
+    model = load_model(job["model"], job.get("signature"))
+    specs = [InputSpec.from_dict(spec) for spec in input_specs(model.inventory)]
+    samples = load_samples(job["inputs"], specs) if job.get("inputs") else None
+    return model, InputFactory(specs, samples=samples)
+
+
+def run_inventory(job: dict[str, Any], emit: Callable[[Event], None]) -> None:
+    from tfaudit.inputs import InputError
+    from tfaudit.model import LoadError
+
+    try:
+        model, _ = open_model(job)
+    except (LoadError, InputError) as exc:
+        emit(LoadFailed(message=str(exc)))
+        return
+    emit(ModelLoaded(inventory=model.inventory, environment=tensorflow_environment()))
+
+
+def run_check(job: dict[str, Any], emit: Callable[[Event], None]) -> None:
+    from tfaudit.api import Context, Finding, Progress, Sample, SkipCheck
+    from tfaudit.budget import BUDGETS
+    from tfaudit.registry import load_target
+
+    check_id = job["check"]
+    started = time.monotonic()
+
+    def finish(status: str, error: str = "") -> None:
+        emit(CheckFinished(check_id, status, round(time.monotonic() - started, 3), error))
+
+    findings = 0
+    try:
+        check = load_target(job["target"])()
+        model, inputs = open_model(job)
+        ctx = Context(model=model, inputs=inputs, budget=BUDGETS[job["budget"]], options=job.get("options", {}))
+        for item in check.run(ctx):
+            if isinstance(item, Finding):
+                if item.check != check_id:
+                    raise ValueError(f"finding {item.id!r} names check {item.check!r}, not {check_id!r}")
+                findings += 1
+                emit(FindingEmitted(check_id, item.to_dict()))
+            elif isinstance(item, Sample):
+                emit(SampleEmitted(check_id, item.series, item.x, item.y, item.label))
+            elif isinstance(item, Progress):
+                emit(CheckProgress(check_id, item.fraction, item.message))
+            else:
+                raise TypeError(f"check yielded {type(item).__name__}; expected Finding, Sample or Progress")
+    except SkipCheck as exc:
+        finish("skipped", str(exc))
+        return
+    except Exception as exc:
+        traceback.print_exc()
+        finish("errored", error_line(exc))
+        return
+    finish("findings" if findings else "passed")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    job = json.loads(argv[0])
+    for key, value in WORKER_ENVIRONMENT.items():
+        os.environ.setdefault(key, value)
+    stream = os.fdopen(int(os.environ["TFAUDIT_EVENT_FD"]), "w", buffering=1)
+
+    def emit(event: Event) -> None:
+        stream.write(to_json(event) + "\n")
+        stream.flush()
+
+    {"inventory": run_inventory, "check": run_check}[job["mode"]](job, emit)
+    stream.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
