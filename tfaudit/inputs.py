@@ -53,7 +53,12 @@ class InputSpec:
 
 
 def numpy_dtype(dtype: str) -> np.dtype:
-    return np.dtype(object) if dtype == "string" else np.dtype(dtype)
+    if dtype == "string":
+        return np.dtype(object)
+    try:
+        return np.dtype(dtype)
+    except TypeError:
+        raise InputError(f"cannot synthesise dtype {dtype}; pass --inputs FILE.npz") from None
 
 
 class InputFactory:
@@ -75,7 +80,9 @@ class InputFactory:
 
     @property
     def batch_dynamic(self) -> bool:
-        return all(spec.batch_dynamic for spec in self.specs)
+        """Every batched (rank >= 1) input takes any batch size; scalars are not batched."""
+        batched = [spec for spec in self.specs if spec.shape]
+        return bool(batched) and all(spec.batch_dynamic for spec in batched)
 
     @property
     def has_sequence_dims(self) -> bool:
@@ -107,7 +114,10 @@ class InputFactory:
         shape = self._shape(spec, batch, seq)
         if spec.dtype == "string":
             return np.full(shape, STRING_PLACEHOLDER, dtype=object)
-        dtype = numpy_dtype(spec.dtype)
+        try:
+            dtype = numpy_dtype(spec.dtype)
+        except InputError as exc:
+            raise InputError(f"input '{spec.name}': {exc}") from None
         if dtype == np.bool_:
             return rng.integers(0, 2, size=shape).astype(bool)
         if np.issubdtype(dtype, np.integer):

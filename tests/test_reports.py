@@ -1,0 +1,157 @@
+"""Ranking and reports, driven by a synthetic event stream (no TensorFlow)."""
+import json
+import os
+
+import pytest
+
+from tfaudit.api import Effort, Finding, Fix, Measure, Risk
+from tfaudit.audit import AuditState
+from tfaudit.events import (
+    CheckFinished,
+    CheckProgress,
+    CheckStarted,
+    FindingEmitted,
+    ModelLoaded,
+    SampleEmitted,
+    from_json,
+    to_json,
+)
+from tfaudit.priority import priority, rank
+from tfaudit.report import check_writable, write_atomic
+from tfaudit.report.json import render_json
+from tfaudit.report.markdown import render_markdown
+
+INVENTORY = {
+    "path": "/models/resnet", "format": "saved_model", "signature": "serving_default",
+    "signatures": {"serving_default": {"inputs": [{"name": "x", "shape": [None, 8], "dtype": "float32"}],
+                                       "outputs": [{"name": "y", "shape": [None, 4], "dtype": "float32"}]}},
+    "functions": [{"name": "predict", "concrete_functions": 3, "input_signatures": [], "python_args": []}],
+    "variables": {"count": 2, "parameters": 36, "bytes": 144, "by_dtype": {}},
+    "size_bytes": 20000, "files": {}, "ops": {"MatMul": 1, "Relu": 1}, "versions": {"tensorflow": "2.21.0", "keras": None},
+    "keras_loadable": False,
+}
+ENVIRONMENT = {"python": "3.11.7", "tensorflow": "2.21.0", "cpu": "Test CPU", "cores_logical": 2, "memory_bytes": 2**34,
+               "gpus": [], "gpu_status": "no GPU: NVML library not found", "platform": "Linux"}
+
+
+def finding(check, slug, severity="medium", hours=1.0, **kw):
+    return Finding(
+        id=f"{check}/{slug}", check=check, severity=severity, title=f"{slug} title", summary=f"{slug} | summary",
+        evidence={"traces": 5, "median_ms": [1.5, 2.5]}, effort=Effort("hours", hours, "an hour"),
+        fix=Fix("Use an input signature.", "tf.function(input_signature=[tf.TensorSpec([None, 8], tf.float32)])"),
+        why="Retracing costs time.", verify="Run tfaudit again.", **kw,
+    )
+
+
+def audit_events():
+    slow = finding("retracing", "wrapper", savings={"latency_pct": Measure(60.0, 50.0, 70.0), "latency_ms": Measure(3.0, 2.5, 3.5)})
+    small = finding("quantization", "int8", severity="low", hours=2.0, savings={"size_pct": Measure(75.0)},
+                    risk=Risk("medium", "top-1 agreement 97 %", 0.03))
+    hazard = finding("retracing", "python-arg", severity="high", hours=4.0)
+    return [
+        ModelLoaded(INVENTORY, ENVIRONMENT),
+        CheckStarted("retracing", "Retracing"),
+        CheckProgress("retracing", 0.5, "probing"),
+        SampleEmitted("retracing", "latency_ms", 0, 9.5, "trace"),
+        SampleEmitted("retracing", "latency_ms", 1, 1.0),
+        FindingEmitted("retracing", hazard.to_dict()),
+        FindingEmitted("retracing", slow.to_dict()),
+        CheckFinished("retracing", "findings", 3.2),
+        CheckStarted("quantization", "Quantization"),
+        FindingEmitted("quantization", small.to_dict()),
+        CheckFinished("quantization", "findings", 9.0),
+        CheckStarted("memory", "Memory"),
+        CheckFinished("memory", "errored", 1.0, "worker crashed with SIGSEGV", "tail"),
+    ]
+
+
+def replayed_state():
+    state = AuditState(model_path="/models/resnet", budget="quick", started_at=1000.0)
+    for event in audit_events():
+        state.apply(from_json(to_json(event)))  # through the wire format, as from a worker
+    state.finished_at = 1012.5
+    return state
+
+
+def test_priority_formula():
+    slow = finding("retracing", "a", savings={"latency_pct": Measure(60.0, 50.0, 70.0)})
+    assert priority(slow) == 50.0  # low end of the interval × confidence 1 ÷ 1 h
+    risky = finding("q", "b", hours=2.0, savings={"size_pct": Measure(80.0)}, risk=Risk("medium"))
+    assert priority(risky) == pytest.approx(0.5 * 80 / 2 * 0.7)
+    unpriced = finding("r", "c", severity="high", hours=4.0, confidence=0.5)
+    assert priority(unpriced) == pytest.approx(20 * 0.5 / 4)
+    memory = finding("m", "d", savings={"memory_bytes": Measure(300 * 2**20)})
+    assert priority(memory) == 100.0  # capped
+    noise = finding("n", "e", severity="low", savings={"latency_pct": Measure(3.0, -1.0, 7.0)})
+    assert priority(noise) == 1.0  # an interval reaching below zero claims nothing: severity floor
+    assert [f.id for f in rank([noise, unpriced, slow])] == ["retracing/a", "r/c", "n/e"]
+
+
+def test_events_round_trip_and_reject_garbage():
+    for event in audit_events():
+        assert from_json(to_json(event)) == event
+    with pytest.raises(ValueError):
+        from_json('{"event": "nonsense"}')
+    assert '"y":null' in to_json(SampleEmitted("c", "s", 1.0, float("nan")))
+
+
+def test_json_report_schema_and_order():
+    report = json.loads(render_json(replayed_state()))
+    assert report["schema_version"] == "1"
+    assert report["tool"]["name"] == "tfaudit"
+    assert report["model"]["signature"] == "serving_default"
+    assert report["environment"]["cpu"] == "Test CPU"
+    assert [c["id"] for c in report["checks"]] == ["retracing", "quantization", "memory"]
+    assert report["checks"][2] == {"id": "memory", "title": "Memory", "status": "errored", "duration_s": 1.0,
+                                   "error": "worker crashed with SIGSEGV"}
+    ids = [f["id"] for f in report["findings"]]
+    assert ids == ["retracing/wrapper", "quantization/int8", "retracing/python-arg"]
+    priorities = [f["priority"] for f in report["findings"]]
+    assert priorities == sorted(priorities, reverse=True)
+    assert report["findings"][0]["savings"]["latency_pct"] == {"value": 60.0, "low": 50.0, "high": 70.0}
+    assert report["samples"] == [{"check": "retracing", "series": "latency_ms", "points": [[0, 9.5], [1, 1.0]]}]
+    assert report["duration_s"] == 12.5
+    # the JSON findings load back as Findings
+    assert Finding.from_dict(report["findings"][0]).id == "retracing/wrapper"
+
+
+def test_markdown_report_sections_and_ranked_table():
+    text = render_markdown(replayed_state())
+    assert text.startswith("# tfaudit report: resnet\n")
+    assert "**3 findings** (1 high, 1 medium, 1 low)" in text
+    assert "> **Check `memory` errored:** worker crashed with SIGSEGV" in text
+    order = [text.index(h) for h in ("## Recommendations", "## Checks", "## Environment", "## Model", "## Findings")]
+    assert order == sorted(order)
+    table = text.split("## Recommendations")[1].split("## Checks")[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| #")]
+    assert [row.split("|")[1].strip() for row in rows] == ["1", "2", "3"]
+    assert "retracing/wrapper" in rows[0] and "quantization/int8" in rows[1]
+    assert "3.00 ms [2.50–3.50]" in rows[0]
+    assert "wrapper \\| summary" not in table  # summaries stay out of the table
+    assert "```python\ntf.function(input_signature" in text
+    assert "**How to verify**" in text and "**Why it matters**" in text
+    assert "`predict` | 3" in text
+    assert "no GPU: NVML library not found" in text
+
+
+def test_clean_audit_says_nothing_is_wrong():
+    state = AuditState(model_path="/m", budget="standard")
+    for event in [ModelLoaded(INVENTORY, ENVIRONMENT), CheckStarted("retracing", "R"), CheckFinished("retracing", "passed", 2.0)]:
+        state.apply(event)
+    text = render_markdown(state)
+    assert "No findings: nothing measured here needs fixing." in text
+    assert "## Recommendations" not in text
+
+
+def test_write_atomic_replaces_whole_files_and_leaves_no_temp(tmp_path):
+    path = tmp_path / "r.md"
+    path.write_text("old")
+    write_atomic(str(path), "new report")
+    assert path.read_text() == "new report"
+    assert os.listdir(tmp_path) == ["r.md"]
+
+
+def test_check_writable(tmp_path):
+    assert check_writable(str(tmp_path / "ok.md")) is None
+    assert "does not exist" in check_writable(str(tmp_path / "nope" / "r.md"))
+    assert "is a directory" in check_writable(str(tmp_path))
