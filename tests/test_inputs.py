@@ -89,3 +89,12 @@ def test_unreadable_samples_file(tmp_path):
         load_samples(str(bad), [])
     with pytest.raises(InputError, match="not found"):
         load_samples(str(tmp_path / "missing.npz"), [])
+
+
+def test_unknown_rank_needs_real_samples(tmp_path):
+    spec = InputSpec.from_dict({"name": "blob", "shape": None, "dtype": "float32"})
+    with pytest.raises(InputError, match="unknown rank"):
+        InputFactory([spec]).make()
+    path = tmp_path / "in.npz"
+    np.savez(path, blob=np.zeros((2, 3, 4), np.float32))
+    assert InputFactory([spec], samples=load_samples(str(path), [spec])).make()["blob"].shape == (2, 3, 4)

@@ -35,12 +35,13 @@ class InputError(Exception):
 @dataclass(frozen=True)
 class InputSpec:
     name: str
-    shape: tuple[int | None, ...]
+    shape: tuple[int | None, ...] | None  # None: unknown rank
     dtype: str
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "InputSpec":
-        return cls(name=data["name"], shape=tuple(data["shape"]), dtype=data["dtype"])
+        shape = data["shape"]
+        return cls(name=data["name"], shape=None if shape is None else tuple(shape), dtype=data["dtype"])
 
     @property
     def batch_dynamic(self) -> bool:
@@ -49,7 +50,7 @@ class InputSpec:
     @property
     def sequence_dims(self) -> tuple[int, ...]:
         """Positions of dynamic dims other than the batch."""
-        return tuple(i for i, d in enumerate(self.shape) if d is None and i > 0)
+        return tuple(i for i, d in enumerate(self.shape or ()) if d is None and i > 0)
 
 
 def numpy_dtype(dtype: str) -> np.dtype:
@@ -98,6 +99,8 @@ class InputFactory:
         return {spec.name: self._make_one(spec, batch, seq, rng) for spec in self.specs}
 
     def _shape(self, spec: InputSpec, batch: int | None, seq: int | None) -> tuple[int, ...]:
+        if spec.shape is None:
+            raise InputError(f"input '{spec.name}' has unknown rank; pass --inputs FILE.npz")
         shape = []
         for i, dim in enumerate(spec.shape):
             if dim is not None:
@@ -154,6 +157,8 @@ def validate_samples(specs: list[InputSpec], samples: dict[str, np.ndarray]) -> 
             dtype_ok = data.dtype == numpy_dtype(spec.dtype)
         if not dtype_ok:
             raise InputError(f"--inputs '{spec.name}' has dtype {data.dtype}, the signature expects {spec.dtype}")
+        if spec.shape is None:
+            continue
         if len(data.shape) != len(spec.shape) or any(
             want is not None and want != got for want, got in zip(spec.shape, data.shape)
         ):

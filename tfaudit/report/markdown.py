@@ -107,9 +107,17 @@ def finding_lines(position: int, f: Finding) -> list[str]:
     return lines
 
 
+def model_name(path: str) -> str:
+    """A readable name: SavedModels often sit in .../NAME/saved_model or .../NAME/1."""
+    parts = os.path.normpath(path).split(os.sep)
+    if len(parts) > 1 and (parts[-1] == "saved_model" or parts[-1].isdigit()):
+        return f"{parts[-2]}/{parts[-1]}"
+    return parts[-1] or path
+
+
 def render_markdown(state: AuditState) -> str:
     findings = state.ranked_findings()
-    name = os.path.basename(os.path.normpath(state.model_path)) or state.model_path
+    name = model_name(state.model_path)
     lines = [f"# tfaudit report: {name}", "", summary_line(state, findings), ""]
     if state.interrupted:
         lines += ["> **Interrupted:** the audit was stopped; this report holds what finished.", ""]
