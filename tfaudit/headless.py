@@ -5,7 +5,7 @@ import sys
 import time
 from typing import IO
 
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
@@ -22,6 +22,10 @@ PLAIN_PROGRESS_INTERVAL_S = 2.0
 STATUS_STYLE = {"passed": "green", "findings": "yellow", "skipped": "dim", "errored": "red", "running": "cyan", "pending": "dim"}
 
 
+def model_line(inv: dict) -> str:
+    return f"model: {inv['format']}, signature {inv['signature']}, {inv['variables']['parameters']:,} parameters, {human_bytes(inv['size_bytes'])} on disk"
+
+
 class PlainProgress:
     """One line per event worth a line: for CI logs and pipes."""
 
@@ -32,8 +36,7 @@ class PlainProgress:
     def handle(self, event: Event, state: AuditState) -> None:
         line = ""
         if isinstance(event, ModelLoaded):
-            inv = event.inventory
-            line = f"model: {inv['format']}, signature {inv['signature']}, {inv['variables']['parameters']:,} parameters, {human_bytes(inv['size_bytes'])} on disk"
+            line = model_line(event.inventory)
         elif isinstance(event, CheckStarted):
             line = f"[{event.check}] started"
         elif isinstance(event, CheckProgress) and event.message:
@@ -63,16 +66,18 @@ class LiveProgress:
         self.started = {}
         self.live = Live(get_renderable=self.render, console=console, refresh_per_second=8, transient=False)
 
-    def render(self) -> Table:
+    def render(self) -> Group:
+        if self.state.inventory is not None:
+            header = model_line(self.state.inventory)
+        else:
+            header = "[cyan]loading model…[/]" if not self.state.load_error else ""
         table = Table.grid(padding=(0, 2))
-        if self.state.inventory is None and not self.state.load_error:
-            table.add_row("[cyan]loading model…[/]")
         for check in self.state.checks.values():
             elapsed = check.duration_s if check.duration_s is not None else time.monotonic() - self.started.get(check.id, time.monotonic())
             note = check.error if check.status in ("errored", "skipped") else check.message
             style = STATUS_STYLE.get(check.status, "")
             table.add_row(f"[{style}]{check.status:>8}[/]", check.id, f"{check.fraction:4.0%}", f"{elapsed:6.1f} s", note)
-        return table
+        return Group(header, table)
 
     def handle(self, event: Event, state: AuditState) -> None:
         if isinstance(event, CheckStarted):

@@ -1,0 +1,939 @@
+"""Retracing: duplicated graphs in the export, and what tracing costs when serving.
+
+Functions restored from a SavedModel never retrace (a call matching no saved
+concrete function raises), so the check has two halves.
+
+A. What the saved model reveals (static, plus a few cheap measurements):
+
+- ``retracing/retraced-before-export``: a restored function holds several
+  concrete functions that differ only in input shape (or dtype). Each is a copy
+  of the graph, and any shape not saved raises. Severity **medium**; **high**
+  when the duplicated graph bytes reach ``DUPLICATE_HIGH_BYTES`` or
+  ``DUPLICATE_HIGH_SHARE`` of saved_model.pb.
+- ``retracing/python-argument``: concrete functions that differ by a Python
+  value (``steps=1, 2, 3``). Each value is a separate graph; any other value
+  raises. Severity **medium**. Keras' own ``training``/``mask`` arguments are
+  not flagged: saving one trace per training mode is by design.
+- ``retracing/fixed-batch-dim``: the serving signature fixes the batch
+  dimension, so a server cannot batch requests. Per-call latency is measured,
+  and so is the per-call overhead (a trivial tf.function with the same
+  signature, called the same way). Severity **medium**; **high** when the
+  overhead is at least ``FIXED_BATCH_HIGH_OVERHEAD_SHARE`` of the call (the
+  low end of its interval), since batching would amortise most of each call.
+- ``retracing/fixed-dims``: integer (token-id) inputs with a fixed non-batch
+  dimension: every request is padded to it. Severity **info**.
+
+B. What serving costs (a measured probe). A request stream of varying batch
+sizes (and sequence lengths where a non-batch dim is ``None``) is replayed
+through the wrappers users write around the serving function: a plain
+``@tf.function`` (retraces per new shape), the same with the model's
+``input_signature``, and with ``reduce_retracing=True``; for Keras-loadable
+models also ``model.predict()`` per small batch against a direct call.
+
+- ``retracing/wrapper-retraces``: **low** when the signature wrapper saves a
+  significant share (interval low end >= ``WRAPPER_LOW_MIN_PCT`` % of the
+  stream's total time), else **info**. Never above low: the wrapper is the
+  user's code, not the model's fault.
+- ``retracing/predict-in-loop``: **low** when the direct call's saving is
+  significant and its interval low end >= ``WRAPPER_LOW_MIN_PCT`` %, else
+  **info**.
+
+Savings are claimed only when the 95 % interval excludes zero
+(``measure.compare(...).significant``). Inputs that cannot be synthesised
+(strings without ``--inputs``, unknown ranks) skip the probe with a reason.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from tfaudit.api import Check, CheckMeta, Effort, Finding, Fix, Measure, Progress, Risk, Sample, SkipCheck
+from tfaudit.inputs import DEFAULT_BATCH_SIZES, DEFAULT_SEQUENCE_LENGTHS
+from tfaudit.measure import Timing, compare
+
+CHECK = "retracing"
+MIB = 1024 * 1024
+
+DUPLICATE_HIGH_BYTES = 10 * MIB
+DUPLICATE_HIGH_SHARE = 0.5
+FIXED_BATCH_HIGH_OVERHEAD_SHARE = 0.5
+WRAPPER_LOW_MIN_PCT = 10.0
+KERAS_FRAMEWORK_ARGS = frozenset({"training", "mask"})
+RETRACING_WARNING = "triggered tf.function retracing"
+
+# The request stream, per budget: requests per replay and how many replays per pattern.
+STREAM_REQUESTS = {"quick": 40, "standard": 120, "thorough": 400}
+STREAM_REPEATS = {"quick": 3, "standard": 5, "thorough": 10}
+KERAS_REQUESTS = {"quick": 10, "standard": 30, "thorough": 100}
+KERAS_BATCH_SIZES = (1, 2, 4, 8)
+ROWS_PER_EXAMPLE_REQUEST = 8
+
+
+# --- A. what the saved model reveals ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TensorArg:
+    name: str
+    shape: tuple | None  # None: unknown rank
+    dtype: str
+
+
+@dataclass
+class SavedTrace:
+    """One concrete function of a restored function."""
+
+    tensors: list[TensorArg]
+    python_args: dict[str, Any]
+    graph_bytes: int
+    graph_nodes: int
+
+
+@dataclass
+class SavedFunction:
+    name: str
+    parameters: list[str]  # in call order
+    traces: list[SavedTrace]
+    callable: Any = field(repr=False, default=None)
+
+
+def read_saved_functions(ctx) -> list[SavedFunction]:
+    import tensorflow as tf
+
+    functions = []
+    for entry in ctx.inventory.get("functions", []):
+        fn = getattr(ctx.model.obj, entry["name"], None)
+        concretes = list(getattr(fn, "concrete_functions", None) or [])
+        if len(concretes) < 2:
+            continue
+        traces, parameters = [], []
+        for concrete in concretes:
+            tensors, python_args = [], {}
+            parameters = list(concrete.function_type.parameters)
+            for name, parameter in concrete.function_type.parameters.items():
+                constraint = parameter.type_constraint
+                if isinstance(constraint, tf.TensorSpec):
+                    shape = None if constraint.shape.rank is None else tuple(constraint.shape.as_list())
+                    tensors.append(TensorArg(name, shape, constraint.dtype.name))
+                elif hasattr(constraint, "value"):
+                    python_args[name] = constraint.value
+            function_def = concrete.function_def
+            traces.append(SavedTrace(tensors, python_args, function_def.ByteSize(), len(function_def.node_def)))
+        functions.append(SavedFunction(entry["name"], parameters, traces, fn))
+    return functions
+
+
+def varying_dims(traces: list[SavedTrace]) -> list[dict]:
+    """Per tensor argument, the axes whose size differs between traces (rank changes: axis "rank")."""
+    varied = []
+    for position, first in enumerate(traces[0].tensors):
+        shapes = [t.tensors[position].shape for t in traces]
+        dtypes = sorted({t.tensors[position].dtype for t in traces})
+        if any(s is None for s in shapes) or len({len(s) for s in shapes}) > 1:
+            varied.append({"input": first.name, "axis": "rank", "values": sorted({str(s) for s in shapes})})
+            continue
+        for axis in range(len(shapes[0])):
+            sizes = {s[axis] for s in shapes}
+            if len(sizes) > 1:
+                values = sorted(sizes, key=lambda v: (v is None, v or 0))
+                varied.append({"input": first.name, "axis": axis, "values": values})
+        if len(dtypes) > 1:
+            varied.append({"input": first.name, "axis": "dtype", "values": dtypes})
+    return varied
+
+
+def relaxed_specs(traces: list[SavedTrace], varied: list[dict]) -> list[TensorArg]:
+    """The first trace's tensor specs with None on every varied axis."""
+    relaxed = []
+    for arg in traces[0].tensors:
+        axes = {v["axis"] for v in varied if v["input"] == arg.name}
+        if "rank" in axes or arg.shape is None:
+            relaxed.append(TensorArg(arg.name, None, arg.dtype))
+        else:
+            relaxed.append(TensorArg(arg.name, tuple(None if i in axes else d for i, d in enumerate(arg.shape)), arg.dtype))
+    return relaxed
+
+
+def same_signature_groups(function: SavedFunction) -> list[list[SavedTrace]]:
+    """Traces grouped by their Python arguments and tensor count: within a group only shapes differ."""
+    groups: dict[tuple, list[SavedTrace]] = {}
+    for trace in function.traces:
+        key = (repr(sorted(trace.python_args.items())), tuple(t.name for t in trace.tensors))
+        groups.setdefault(key, []).append(trace)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def baked_python_args(function: SavedFunction) -> dict[str, list]:
+    """Python arguments (not Keras' training/mask) whose saved value differs between traces."""
+    values: dict[str, list] = {}
+    for trace in function.traces:
+        for name, value in trace.python_args.items():
+            if name not in KERAS_FRAMEWORK_ARGS and value not in values.setdefault(name, []):
+                values[name].append(value)
+    return {name: sorted(v, key=repr) for name, v in values.items() if len(v) > 1}
+
+
+def shape_code(shape: tuple | None) -> str:
+    if shape is None:
+        return "None"
+    return "[" + ", ".join("None" if d is None else str(d) for d in shape) + "]"
+
+
+def spec_code(arg: TensorArg) -> str:
+    return f'tf.TensorSpec({shape_code(arg.shape)}, tf.{arg.dtype}, name="{arg.name}")'
+
+
+def signature_decorator_code(specs: list[TensorArg], extra: str = "") -> str:
+    lines = ["@tf.function(input_signature=["] + [f"    {spec_code(s)}," for s in specs] + [f"]{extra})"]
+    return "\n".join(lines)
+
+
+def call_raises(fn: Callable[[], Any]) -> str:
+    """'' when the call works, else the first line of its error."""
+    try:
+        fn()
+    except Exception as exc:  # any failure is the evidence we want, reported as text
+        text = str(exc).strip().splitlines()
+        return f"{type(exc).__name__}: {text[0] if text else ''}"
+    return ""
+
+
+def synthesisable(dtype: str) -> bool:
+    return dtype != "string" and dtype != "resource" and dtype != "variant"
+
+
+def unsaved_shape_call(function: SavedFunction, trace: SavedTrace, varied: list[dict]) -> dict | None:
+    """Call the restored function with a size no trace saved on the first varied axis; report what happens."""
+    import tensorflow as tf
+
+    axis_info = next((v for v in varied if isinstance(v["axis"], int) and all(isinstance(x, int) for x in v["values"])), None)
+    if axis_info is None or not all(t.shape is not None and synthesisable(t.dtype) for t in trace.tensors):
+        return None
+    unsaved = next(n for n in range(1, max(axis_info["values"]) + 2) if n not in axis_info["values"])
+    arguments = dict(trace.python_args)
+    for arg in trace.tensors:
+        shape = list(arg.shape)
+        if arg.name == axis_info["input"]:
+            shape[axis_info["axis"]] = unsaved
+        arguments[arg.name] = tf.zeros([d or 1 for d in shape], arg.dtype)
+    ordered = [arguments[name] for name in function.parameters if name in arguments]
+    error = call_raises(lambda: function.callable(*ordered))
+    return {"input": axis_info["input"], "axis": axis_info["axis"], "size": unsaved, "error": error or None}
+
+
+def unsaved_value_call(function: SavedFunction, name: str, values: list) -> dict | None:
+    """Call with an int value of ``name`` that no trace saved (other arguments from the first trace)."""
+    import tensorflow as tf
+
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+        return None
+    trace = next(t for t in function.traces if t.python_args.get(name) == values[0])
+    if not all(t.shape is not None and synthesisable(t.dtype) for t in trace.tensors):
+        return None
+    unsaved = max(values) + 1
+    arguments = {**trace.python_args, name: unsaved}
+    arguments.update({t.name: tf.zeros([d or 1 for d in t.shape], t.dtype) for t in trace.tensors})
+    ordered = [arguments[p] for p in function.parameters if p in arguments]
+    error = call_raises(lambda: function.callable(*ordered))
+    return {"value": unsaved, "error": error or None}
+
+
+def measure_load_ms(path: str, repeats: int) -> float:
+    """Median wall time of tf.saved_model.load on this model."""
+    import tensorflow as tf
+
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        tf.saved_model.load(path)
+        times.append((time.perf_counter() - start) * 1000.0)
+    return float(np.median(times))
+
+
+def saved_graph_bytes(path: str) -> int | None:
+    pb = os.path.join(path, "saved_model.pb")
+    return os.path.getsize(pb) if os.path.isfile(pb) else None
+
+
+def retraced_finding(ctx, function: SavedFunction, group: list[SavedTrace], load_ms: float | None) -> Finding:
+    varied = varying_dims(group)
+    relaxed = relaxed_specs(group, varied)
+    duplicated = group[1:]
+    duplicate_bytes = sum(t.graph_bytes for t in duplicated)
+    pb_bytes = saved_graph_bytes(ctx.model.path)
+    share = duplicate_bytes / pb_bytes if pb_bytes else None
+    high = duplicate_bytes >= DUPLICATE_HIGH_BYTES or (share is not None and share >= DUPLICATE_HIGH_SHARE)
+    unsaved = unsaved_shape_call(function, group[0], varied)
+    dims_text = "; ".join(
+        f"`{v['input']}` {'rank' if v['axis'] == 'rank' else ('dtype' if v['axis'] == 'dtype' else 'axis ' + str(v['axis']))} took {', '.join(map(str, v['values']))}"
+        for v in varied
+    )
+    python_note = ""
+    python_args = {k: v for k, v in group[0].python_args.items() if k not in KERAS_FRAMEWORK_ARGS}
+    if python_args:
+        python_note = " It also takes Python arguments (" + ", ".join(python_args) + "); make them tensors too, or they stay baked in."
+    evidence: dict[str, Any] = {
+        "function": function.name,
+        "concrete_functions": len(group),
+        "varied_dims": varied,
+        "saved_shapes": [[shape_code(t.shape) for t in trace.tensors] for trace in group],
+        "graph_bytes_per_trace": [t.graph_bytes for t in group],
+        "graph_nodes_per_trace": [t.graph_nodes for t in group],
+        "duplicated_graph_bytes": duplicate_bytes,
+        "saved_model_pb_bytes": pb_bytes,
+    }
+    if share is not None:
+        evidence["duplicated_share_of_saved_model_pb"] = round(share, 4)
+    if load_ms is not None and share is not None:
+        evidence["load_ms_measured"] = round(load_ms, 2)
+        evidence["load_ms_attributed_to_duplicates_estimate"] = round(load_ms * share, 2)
+    if unsaved:
+        evidence["unsaved_shape_call"] = unsaved
+    failure = (
+        f" Calling it with {unsaved['input']} axis {unsaved['axis']} = {unsaved['size']} raised: {unsaved['error']}"
+        if unsaved and unsaved["error"]
+        else ""
+    )
+    load_text = f", about {load_ms * share:.1f} ms of the {load_ms:.0f} ms load (estimated from the byte share)" if load_ms and share else ""
+    params = ", ".join(["self"] + [p for p in function.parameters])
+    code = (
+        f"{signature_decorator_code(relaxed)}\n"
+        f"def {function.name}({params}):\n"
+        f"    ...  # body unchanged\n\n"
+        f"# Save once; the restored `{function.name}` then holds one concrete function for every size.\n"
+        f'tf.saved_model.save(module, "exported_model", signatures=...)'
+    )
+    return Finding(
+        id=f"{CHECK}/retraced-before-export",
+        check=CHECK,
+        severity="high" if high else "medium",
+        title=f"`{function.name}` was traced {len(group)} times before export",
+        summary=(
+            f"The restored function `{function.name}` holds {len(group)} concrete functions that differ only in input "
+            f"shape ({dims_text}): {len(duplicated)} duplicated graph{'s' if len(duplicated) != 1 else ''}, "
+            f"{duplicate_bytes:,} bytes of function bodies"
+            + (f" ({share:.0%} of saved_model.pb)" if share is not None else "")
+            + f"{load_text}. A restored function never retraces, so any other shape fails.{failure}{python_note}"
+        ),
+        evidence=evidence,
+        savings={"size_bytes": Measure(float(duplicate_bytes))},
+        effort=Effort("minutes", 0.5, "Add an input_signature with None on the varying dims and re-export (seed 002: ~30 min)."),
+        fix=Fix(
+            f"Give `{function.name}` an `input_signature` with `None` on the dims that varied, so one trace serves every "
+            "size, and re-export. Callers of the restored function then accept any size on those dims.",
+            code,
+        ),
+        why=(
+            "Without an input_signature, every new input shape seen before saving traced a new graph, and each graph is "
+            "saved, loaded and kept in memory. After export the function cannot retrace: shapes that were not traced "
+            "before saving raise `Could not find matching concrete function`."
+        ),
+        verify=(
+            f"Re-export, run `tfaudit MODEL --checks retracing`: `{function.name}` holds 1 concrete function, and "
+            f"`loaded.{function.name}(...)` accepts sizes that were not traced."
+        ),
+        confidence=0.95,
+    )
+
+
+def python_argument_finding(ctx, function: SavedFunction, baked: dict[str, list]) -> Finding:
+    traces = function.traces
+    extra_bytes = sum(sorted(t.graph_bytes for t in traces)[:-1])  # all but the largest one are extra
+    probes = {name: unsaved_value_call(function, name, values) for name, values in baked.items()}
+    tensors = traces[0].tensors
+    name, values = next(iter(baked.items()))
+    tensor_params = [t.name for t in tensors]
+    specs = tensors + [TensorArg(arg, (), "int32" if all(isinstance(v, int) for v in vals) else "float32") for arg, vals in baked.items()]
+    body = f"    for _ in tf.range({name}):  # a graph loop: one trace for every value\n        ...\n" if all(
+        isinstance(v, int) and not isinstance(v, bool) for v in values
+    ) else f"    ...  # use tf.cond / tf.where on `{name}` instead of Python if\n"
+    code = (
+        f"{signature_decorator_code(specs)}\n"
+        f"def {function.name}(self, {', '.join(tensor_params + list(baked))}):\n{body}\n"
+        f"# Call with a tensor: module.{function.name}(..., tf.constant({values[-1]!r}))"
+    )
+    value_text = "; ".join(f"`{arg}` = {', '.join(map(repr, vals))}" for arg, vals in baked.items())
+    failure = "".join(
+        f" Calling it with {arg}={probe['value']} raised: {probe['error']}" for arg, probe in probes.items() if probe and probe["error"]
+    )
+    return Finding(
+        id=f"{CHECK}/python-argument",
+        check=CHECK,
+        severity="medium",
+        title=f"`{function.name}` has Python argument{'s' if len(baked) > 1 else ''} baked into its graphs",
+        summary=(
+            f"The restored function `{function.name}` holds {len(traces)} concrete functions, one per saved value of "
+            f"{value_text}. Each value is a separate graph ({sum(t.graph_bytes for t in traces):,} bytes in all, "
+            f"{extra_bytes:,} beyond the largest), and any other value fails after export.{failure}"
+        ),
+        evidence={
+            "function": function.name,
+            "concrete_functions": len(traces),
+            "python_arguments": {arg: [repr(v) for v in vals] for arg, vals in baked.items()},
+            "graph_bytes_per_trace": [t.graph_bytes for t in traces],
+            "graph_nodes_per_trace": [t.graph_nodes for t in traces],
+            "unsaved_value_calls": {arg: probe for arg, probe in probes.items() if probe},
+        },
+        savings={"size_bytes": Measure(float(extra_bytes))},
+        effort=Effort("hours", 1.5, "Turn the Python argument into a tensor and its Python control flow into tf.range/tf.while_loop (seed 002: 1-2 h)."),
+        fix=Fix(
+            f"Pass {', '.join(f'`{a}`' for a in baked)} as a tensor and replace the Python loop or branch on it with "
+            "`tf.range`/`tf.while_loop` (or `tf.cond`), so one graph serves every value.",
+            code,
+        ),
+        why=(
+            "A Python value is part of a tf.function's cache key: every new value traces (and unrolls) a new graph. "
+            "A SavedModel keeps only the values traced before saving; the restored function rejects any other value."
+        ),
+        verify=f"Re-export and re-run the check: `{function.name}` holds 1 concrete function and accepts any value of {', '.join(baked)}.",
+        confidence=0.9,
+    )
+
+
+# --- A3. fixed dims in the serving signature -----------------------------------------------------
+
+
+def signature_args(ctx) -> list[TensorArg]:
+    return [TensorArg(s.name, None if s.shape is None else tuple(s.shape), s.dtype) for s in ctx.inputs.specs]
+
+
+def fixed_batch(ctx) -> int | None:
+    """The fixed batch size when every input has one (rank >= 1, first dim known), else None."""
+    specs = ctx.inputs.specs
+    if not specs or any(s.shape is None or len(s.shape) == 0 or s.shape[0] is None for s in specs):
+        return None
+    sizes = {s.shape[0] for s in specs}
+    return sizes.pop() if len(sizes) == 1 else None
+
+
+def as_tensors(inputs: dict[str, np.ndarray]) -> dict:
+    import tensorflow as tf
+
+    return {name: tf.constant(value) for name, value in inputs.items()}
+
+
+def materialise(outputs) -> None:
+    import tensorflow as tf
+
+    for tensor in tf.nest.flatten(outputs):
+        tensor.numpy()
+
+
+def fixed_batch_finding(ctx, batch: int) -> Finding:
+    import tensorflow as tf
+
+    serve = ctx.model.serving_fn()
+    args = signature_args(ctx)
+    feed = as_tensors(ctx.inputs.make())
+    latency = ctx.timer(lambda: materialise(serve(**feed)))
+
+    # The per-call overhead: a function with the same signature that does no work, called the same way.
+    specs = [tf.TensorSpec(a.shape, a.dtype, name=a.name) for a in args]
+    names = [a.name for a in args]
+
+    def passthrough(*tensors):
+        return {name: tf.identity(t) for name, t in zip(names, tensors)}
+
+    trivial = tf.function(passthrough, input_signature=specs).get_concrete_function()
+    ordered = [feed[name] for name in names]
+    overhead = ctx.timer(lambda: materialise(trivial(*ordered)))
+    work = compare(latency, overhead)  # saved_pct here = share of the call that is real work
+    overhead_share = Measure(
+        100.0 - work.saved_pct.value, 100.0 - work.saved_pct.high, 100.0 - work.saved_pct.low
+    )
+    share_low = max(0.0, min(100.0, overhead_share.low)) / 100.0
+    high = share_low >= FIXED_BATCH_HIGH_OVERHEAD_SHARE
+    dynamic = [TensorArg(a.name, (None,) + tuple(a.shape[1:]), a.dtype) for a in args]
+    rows = ROWS_PER_EXAMPLE_REQUEST
+    per_call = latency.median_ms
+    first = args[0]
+    code = (
+        "# Re-export with a dynamic batch dimension (the graph must not hard-code the batch size,\n"
+        "# e.g. in tf.reshape; use tf.shape(x)[0] instead):\n"
+        f"{signature_decorator_code(dynamic)}\n"
+        f"def serve({', '.join(names)}):\n"
+        f"    return model_fn({', '.join(names)})  # the same computation as before\n\n"
+        'tf.saved_model.save(module, "exported_model", signatures={"serving_default": serve})\n\n'
+        "# Then batch on the server, e.g. TF Serving: --enable_batching --batching_parameters_file=batching.txt\n"
+        "# with max_batch_size { value: 32 } batch_timeout_micros { value: 1000 }"
+    )
+    padded = "one request per call" if batch == 1 else f"every call padded to exactly {batch} rows"
+    return Finding(
+        id=f"{CHECK}/fixed-batch-dim",
+        check=CHECK,
+        severity="high" if high else "medium",
+        title=f"The serving signature fixes the batch size to {batch}",
+        summary=(
+            f"`{ctx.model.signature}` takes `{first.name}` {shape_code(first.shape)}: {padded}, so a server cannot batch "
+            f"requests. One call takes {per_call:.3f} ms here, of which about {overhead_share.value:.0f}% "
+            f"[{overhead_share.low:.0f}–{overhead_share.high:.0f}] is per-call overhead (a no-op function with the same "
+            f"signature takes {overhead.median_ms:.3f} ms). A request of {rows} rows costs {rows} calls, about "
+            f"{rows * per_call:.2f} ms; batching would pay that overhead once."
+        ),
+        evidence={
+            "batch_size": batch,
+            "inputs": {a.name: shape_code(a.shape) for a in args},
+            "latency": latency.summary(),
+            "per_call_overhead": overhead.summary(),
+            "overhead_share_pct": [round(overhead_share.value, 1), round(overhead_share.low, 1), round(overhead_share.high, 1)],
+            "overhead_measured_as": "a no-op tf.function with the same input_signature, called and materialised the same way",
+            f"cost_of_{rows}_row_request_ms": round(rows * per_call, 3),
+        },
+        effort=Effort("hours", 1.0, "Change the input_signature to None on the batch dim, check the graph is batch-polymorphic, re-export."),
+        fix=Fix(
+            "Export the serving signature with `None` as the batch dimension, then let the server batch requests "
+            "(TF Serving `--enable_batching`, or your own queue). The computation must not depend on the batch size.",
+            code,
+        ),
+        why=(
+            "With a fixed batch dimension each request is its own call: the per-call overhead (dispatch, argument "
+            "conversion, kernel launch) is paid once per row instead of once per batch, and throughput is capped."
+        ),
+        verify=f"After re-export the check reports no fixed batch, and `serve({first.name}=tf.zeros([{rows}, ...]))` works.",
+        confidence=0.9,
+    )
+
+
+def fixed_token_dims_finding(ctx) -> Finding | None:
+    """Integer inputs (token ids) whose non-batch dims are fixed: requests are padded to that length."""
+    fixed = [
+        (s.name, tuple(s.shape))
+        for s in ctx.inputs.specs
+        if s.shape is not None and len(s.shape) >= 2 and "int" in s.dtype and any(d is not None for d in s.shape[1:])
+    ]
+    if not fixed:
+        return None
+    relaxed = [TensorArg(s.name, (s.shape[0],) + tuple(None for _ in s.shape[1:]), s.dtype) if s.name in dict(fixed) else TensorArg(s.name, tuple(s.shape), s.dtype) for s in ctx.inputs.specs]
+    return Finding(
+        id=f"{CHECK}/fixed-dims",
+        check=CHECK,
+        severity="info",
+        title="Integer inputs have fixed lengths",
+        summary=(
+            "The serving signature fixes the length of integer inputs ("
+            + ", ".join(f"`{n}` {shape_code(s)}" for n, s in fixed)
+            + "). If these are token ids, every request is padded to that length and pays for the padding."
+        ),
+        evidence={"fixed_inputs": {n: shape_code(s) for n, s in fixed}},
+        effort=Effort("hours", 1.0, "Relax the dim to None and check the graph handles variable lengths."),
+        fix=Fix("If the length is a padded sequence length, export it as `None` so short requests run short.", signature_decorator_code(relaxed)),
+        why="Padding every request to the maximum length makes short requests cost as much as long ones.",
+        verify="Time short and long requests after re-export; short ones should be faster.",
+        confidence=0.5,
+    )
+
+
+# --- B. the serving probe ------------------------------------------------------------------------
+
+
+@dataclass
+class StreamResult:
+    """One replay of the request stream through one wrapper."""
+
+    latencies_ms: list[float]
+    traced: list[bool]
+    rss_before: int
+    rss_after: int
+    warnings: list[str]
+
+    @property
+    def traces(self) -> int:
+        return sum(self.traced)
+
+    @property
+    def total_ms(self) -> float:
+        return float(sum(self.latencies_ms))
+
+    @property
+    def steady_ms(self) -> list[float]:
+        steady = [ms for ms, t in zip(self.latencies_ms, self.traced) if not t]
+        return steady or list(self.latencies_ms)
+
+    @property
+    def trace_ms(self) -> float:
+        """Time of the calls that traced, beyond a typical call that did not."""
+        typical = float(np.median(self.steady_ms))
+        return float(sum(ms - typical for ms, t in zip(self.latencies_ms, self.traced) if t))
+
+
+class WarningCatcher(logging.Handler):
+    """Collects TF's "triggered tf.function retracing" warnings from the tensorflow logger."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if RETRACING_WARNING in message:
+            self.messages.append(message.split(". ")[0])
+
+
+def rss_bytes() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+def replay(wrapper, stream: list[tuple], feeds: dict[tuple, list]) -> StreamResult:
+    import tensorflow as tf
+
+    catcher = WarningCatcher()
+    logger = tf.get_logger()
+    logger.addHandler(catcher)
+    latencies, traced = [], []
+    rss_before = rss_bytes()
+    try:
+        for key in stream:
+            count = wrapper.experimental_get_tracing_count()
+            start = time.perf_counter()
+            materialise(wrapper(*feeds[key]))
+            latencies.append((time.perf_counter() - start) * 1000.0)
+            traced.append(wrapper.experimental_get_tracing_count() > count)
+    finally:
+        logger.removeHandler(catcher)
+    return StreamResult(latencies, traced, rss_before, rss_bytes(), catcher.messages)
+
+
+def probe_skip_reason(ctx) -> str | None:
+    specs = ctx.inputs.specs
+    if any(s.shape is None for s in specs):
+        return "an input has unknown rank, so its shapes cannot be varied"
+    if ctx.inputs.synthetic and ctx.inputs.string_inputs:
+        return f"string inputs ({', '.join(ctx.inputs.string_inputs)}) cannot be synthesised realistically; pass --inputs FILE.npz"
+    if not ctx.inputs.batch_dynamic and not ctx.inputs.has_sequence_dims:
+        return "every dim of the serving signature is fixed, so all requests have one shape and nothing can retrace"
+    return None
+
+
+def request_shapes(ctx) -> tuple[list[int | None], list[int | None]]:
+    batches = list(DEFAULT_BATCH_SIZES) if ctx.inputs.batch_dynamic else [None]
+    sequences = list(DEFAULT_SEQUENCE_LENGTHS) if ctx.inputs.has_sequence_dims and ctx.inputs.synthetic else [None]
+    return batches, sequences
+
+
+PATTERNS = {
+    "plain": "plain @tf.function",
+    "signature": "@tf.function(input_signature=...)",
+    "reduce_retracing": "@tf.function(reduce_retracing=True)",
+}
+
+
+def make_wrappers(ctx) -> dict[str, Callable[[], Any]]:
+    """Factories of fresh wrappers: each replay starts from an empty trace cache, as a new process would."""
+    import tensorflow as tf
+
+    serve = ctx.model.serving_fn()
+    names = [s.name for s in ctx.inputs.specs]
+    specs = [tf.TensorSpec(s.shape, s.dtype, name=s.name) for s in ctx.inputs.specs]
+
+    def factory(**options):
+        def predict(*tensors):
+            return serve(**dict(zip(names, tensors)))
+
+        return lambda: tf.function(predict, **options)
+
+    return {"plain": factory(), "signature": factory(input_signature=specs), "reduce_retracing": factory(reduce_retracing=True)}
+
+
+def fmt_ms(ms: float) -> str:
+    return f"{ms:.2f} ms" if ms < 100 else f"{ms:.0f} ms"
+
+
+def serving_probe(ctx, progress: Callable[[float, str], Progress], model_clean: bool) -> Iterator:
+    """Replay the request stream through each wrapper pattern; yields samples, then the finding."""
+    rng = np.random.default_rng(0)
+    batches, sequences = request_shapes(ctx)
+    shapes = [(b, s) for b in batches for s in sequences]
+    feeds = {}
+    for batch, seq in shapes:
+        tensors = as_tensors(ctx.inputs.make(batch=batch, seq=seq))
+        feeds[(batch, seq)] = [tensors[s.name] for s in ctx.inputs.specs]
+
+    budget = ctx.budget.name
+    requests = STREAM_REQUESTS.get(budget, 120)
+    repeats = STREAM_REPEATS.get(budget, 5)
+    # Cap the stream so a slow model stays within the budget: estimate a call at the largest shape.
+    serve = ctx.model.serving_fn()
+    largest = ctx.inputs.make(batch=max(b or 1 for b in batches), seq=max(s or 1 for s in sequences))
+    largest_feed = as_tensors(largest)
+    materialise(serve(**largest_feed))
+    start = time.perf_counter()
+    materialise(serve(**largest_feed))
+    call_ms = (time.perf_counter() - start) * 1000.0
+    allowed = ctx.budget.timing_seconds * 1000.0 * 2 / (len(PATTERNS) * repeats * max(call_ms, 1e-3))
+    requests = int(max(2 * len(shapes), min(requests, allowed)))
+    stream = [shapes[i] for i in rng.integers(0, len(shapes), size=requests)]
+
+    wrappers = make_wrappers(ctx)
+    results: dict[str, list[StreamResult]] = {name: [] for name in PATTERNS}
+    for rep in range(repeats):
+        # Interleaved, so slow drift of the host hits every pattern alike.
+        for name, make in wrappers.items():
+            result = replay(make(), stream, feeds)
+            results[name].append(result)
+            if rep == 0:
+                for i, (ms, traced) in enumerate(zip(result.latencies_ms, result.traced)):
+                    yield Sample(f"latency_ms:{name}", i, ms, "trace" if traced else "")
+        yield progress((rep + 1) / repeats, f"request stream {rep + 1}/{repeats}")
+
+    finding = wrapper_finding(ctx, results, stream, shapes, model_clean)
+    if finding is not None:
+        yield finding
+
+
+def pattern_row(name: str, runs: list[StreamResult]) -> dict:
+    totals = [r.total_ms for r in runs]
+    steady = [ms for r in runs for ms in r.steady_ms]
+    first = runs[0]
+    rss_growth = first.rss_after - first.rss_before
+    return {
+        "pattern": PATTERNS[name],
+        "traces_per_stream": int(np.median([r.traces for r in runs])),
+        "trace_ms_per_stream": round(float(np.median([r.trace_ms for r in runs])), 3),
+        "median_request_ms": round(float(np.median(steady)), 4),
+        "request_ms_p10_p90": [round(float(np.percentile(steady, 10)), 4), round(float(np.percentile(steady, 90)), 4)],
+        "stream_total_ms": round(float(np.median(totals)), 3),
+        "stream_totals_ms": [round(t, 3) for t in totals],
+        "rss_growth_per_trace_bytes_first_stream": int(rss_growth / first.traces) if first.traces else 0,
+        "retracing_warnings": sorted({m for r in runs for m in r.warnings})[:2],
+    }
+
+
+def interval_text(measure: Measure, fmt: str = "{:.2f}") -> str:
+    return f"{fmt.format(measure.value)} [{fmt.format(measure.low)}–{fmt.format(measure.high)}]"
+
+
+def wrapper_finding(ctx, results: dict[str, list[StreamResult]], stream, shapes, model_clean: bool) -> Finding | None:
+    rows = {name: pattern_row(name, runs) for name, runs in results.items()}
+    plain, signature = rows["plain"], rows["signature"]
+    if plain["traces_per_stream"] <= 1:
+        return None
+    totals = {name: Timing(tuple(r.total_ms for r in runs), warmup=0) for name, runs in results.items()}
+    fix_vs_plain = compare(totals["plain"], totals["signature"])
+    reduce_vs_plain = compare(totals["plain"], totals["reduce_retracing"])
+    significant = fix_vs_plain.significant and fix_vs_plain.saved_ms.low > 0
+    low = significant and fix_vs_plain.saved_pct.low >= WRAPPER_LOW_MIN_PCT
+    batches = sorted({b for b, _ in stream if b is not None})
+    seqs = sorted({s for _, s in stream if s is not None})
+    varied_text = " and ".join(
+        part for part in (f"batch sizes {', '.join(map(str, batches))}" if batches else "", f"sequence lengths {', '.join(map(str, seqs))}" if seqs else "") if part
+    )
+    table = [
+        "| Pattern | Traces | Trace time | Median request (p10–p90) | Stream total |",
+        "|---|---|---|---|---|",
+    ] + [
+        f"| {r['pattern']} | {r['traces_per_stream']} | {fmt_ms(r['trace_ms_per_stream'])} | "
+        f"{fmt_ms(r['median_request_ms'])} ({fmt_ms(r['request_ms_p10_p90'][0])}–{fmt_ms(r['request_ms_p10_p90'][1])}) | {fmt_ms(r['stream_total_ms'])} |"
+        for r in rows.values()
+    ]
+    speedup = interval_text(fix_vs_plain.speedup) + "×"
+    verdict = (
+        f"The input_signature wrapper is {speedup} faster over the stream (95% interval)."
+        if significant
+        else f"The difference ({speedup}) is within the noise of this host, so no saving is claimed."
+    )
+    model_note = (
+        "The model itself is fine: its serving signature is dynamic; this is about the code that calls it."
+        if model_clean
+        else "This is about the code that calls the model, apart from the export problems reported above."
+    )
+    specs = signature_args(ctx)
+    names = [s.name for s in specs]
+    code = (
+        f'loaded = tf.saved_model.load("{ctx.model.path}")\n'
+        f'serve = loaded.signatures["{ctx.model.signature}"]\n\n'
+        f"{signature_decorator_code(specs)}\n"
+        f"def predict({', '.join(names)}):\n"
+        f"    return serve({', '.join(f'{n}={n}' for n in names)})\n\n"
+        "# Or, if you cannot write the signature: @tf.function(reduce_retracing=True)"
+    )
+    savings = {}
+    if significant:
+        savings = {"latency_ms": fix_vs_plain.saved_ms, "latency_pct": fix_vs_plain.saved_pct}
+    return Finding(
+        id=f"{CHECK}/wrapper-retraces",
+        check=CHECK,
+        severity="low" if low else "info",
+        title="A plain @tf.function around this model retraces for every new request shape",
+        summary=(
+            f"Replaying {len(stream)} requests ({varied_text}; {len(shapes)} distinct shapes) {len(results['plain'])} times, "
+            f"a plain `@tf.function` wrapper traced {plain['traces_per_stream']} times per stream against "
+            f"{signature['traces_per_stream']} with the model's input_signature: "
+            f"{fmt_ms(plain['stream_total_ms'])} before, {fmt_ms(signature['stream_total_ms'])} after. {verdict} "
+            f"{model_note}\n\n" + "\n".join(table)
+        ),
+        evidence={
+            "requests_per_stream": len(stream),
+            "streams_per_pattern": len(results["plain"]),
+            "distinct_shapes": len(shapes),
+            "batch_sizes": batches,
+            "sequence_lengths": seqs,
+            "patterns": rows,
+            "traces_before_after": [plain["traces_per_stream"], signature["traces_per_stream"]],
+            "stream_ms_before_after": [plain["stream_total_ms"], signature["stream_total_ms"]],
+            "speedup_signature_vs_plain": [round(fix_vs_plain.speedup.value, 3), round(fix_vs_plain.speedup.low, 3), round(fix_vs_plain.speedup.high, 3)],
+            "speedup_reduce_retracing_vs_plain": [round(reduce_vs_plain.speedup.value, 3), round(reduce_vs_plain.speedup.low, 3), round(reduce_vs_plain.speedup.high, 3)],
+            "saving_significant": significant,
+        },
+        savings=savings,
+        effort=Effort("minutes", 0.5, "Add the model's input_signature to your wrapper (seed 002: ~30 min)."),
+        fix=Fix(
+            "Wrap the serving function in a `tf.function` with this model's `input_signature` (None on the varying "
+            "dims), defined once at start-up, so every request shape reuses one graph.",
+            code,
+        ),
+        why=(
+            "A `tf.function` without an input_signature traces a new graph for every new input shape, and the trace "
+            "costs far more than a call. With variable batch sizes or sequence lengths, the traces never stop."
+        ),
+        verify=(
+            "Call `predict.experimental_get_tracing_count()` after serving traffic: it should stay at 1; TF's "
+            f"'{RETRACING_WARNING}' warning should not appear in the logs."
+        ),
+        confidence=0.8,
+    )
+
+
+# --- B. Keras: predict() per small batch vs a direct call ----------------------------------------
+
+
+def keras_probe(ctx, model_clean: bool) -> Iterator:
+    """model.predict() per small request against model(x, training=False), on the same requests."""
+    if not ctx.inventory.get("keras_loadable") or len(ctx.inputs.specs) != 1 or not ctx.inputs.batch_dynamic:
+        return
+    if ctx.inputs.synthetic and ctx.inputs.string_inputs:
+        return
+    model = ctx.model.keras_model()
+    if model is None:
+        return
+    import tensorflow as tf
+
+    rng = np.random.default_rng(1)
+    count = KERAS_REQUESTS.get(ctx.budget.name, 30)
+    sizes = [int(b) for b in rng.choice(KERAS_BATCH_SIZES, size=count)]
+    name = ctx.inputs.specs[0].name
+    requests = [ctx.inputs.make(batch=b, seq=None)[name] for b in sizes]
+    model.predict(requests[0], verbose=0)  # build the predict function once, as a server would
+    model(tf.constant(requests[0]), training=False)
+
+    def timed(fn) -> Timing:
+        samples = []
+        for x in requests:
+            start = time.perf_counter()
+            fn(x)
+            samples.append((time.perf_counter() - start) * 1000.0)
+        return Timing(tuple(samples), warmup=1)
+
+    predict = timed(lambda x: model.predict(x, verbose=0))
+    direct = timed(lambda x: model(tf.constant(x), training=False).numpy())
+    for i, (p, d) in enumerate(zip(predict.samples_ms, direct.samples_ms)):
+        yield Sample("latency_ms:keras_predict", i, p)
+        yield Sample("latency_ms:keras_direct", i, d)
+    result = compare(predict, direct)
+    significant = result.significant and result.saved_ms.low > 0
+    if not significant:
+        return
+    low = result.saved_pct.low >= WRAPPER_LOW_MIN_PCT
+    yield Finding(
+        id=f"{CHECK}/predict-in-loop",
+        check=CHECK,
+        severity="low" if low else "info",
+        title="model.predict() per small request is slower than calling the model",
+        summary=(
+            f"On {count} requests of {min(sizes)}–{max(sizes)} rows, `model.predict(x)` took {predict.median_ms:.2f} ms per "
+            f"request and `model(x, training=False)` {direct.median_ms:.2f} ms: {interval_text(result.speedup)}× faster "
+            "(95% interval). predict() builds a data pipeline on every call; it pays off on large arrays, not per request."
+            + (" The model itself is fine." if model_clean else "")
+        ),
+        evidence={
+            "requests": count,
+            "batch_sizes": sorted(set(sizes)),
+            "predict": predict.summary(),
+            "direct_call": direct.summary(),
+            "speedup": [round(result.speedup.value, 3), round(result.speedup.low, 3), round(result.speedup.high, 3)],
+        },
+        savings={"latency_ms": result.saved_ms, "latency_pct": result.saved_pct},
+        effort=Effort("minutes", 0.5, "Replace predict() with a direct call in the request path."),
+        fix=Fix(
+            "In the request path call the model directly (or through a `tf.function` with the input_signature); keep "
+            "`predict()` for large offline arrays.",
+            f"{signature_decorator_code(signature_args(ctx))}\n"
+            f"def serve({name}):\n"
+            f"    return model({name}, training=False)\n\n"
+            f"scores = serve(tf.constant(batch))  # instead of model.predict(batch)",
+        ),
+        why="`predict()` sets up a data adapter, a loop and callbacks on every call: a fixed cost that dominates small batches.",
+        verify="Time the request handler before and after; the per-request latency drops by the measured amount.",
+        confidence=0.8,
+        risk=Risk("none", "Same computation; only the calling convention changes."),
+    )
+
+
+# --- the check -----------------------------------------------------------------------------------
+
+
+class RetracingCheck(Check):
+    meta = CheckMeta(
+        id=CHECK,
+        title="Retracing and fixed shapes",
+        description=(
+            "Finds functions traced many times before export, Python arguments baked into graphs and fixed batch "
+            "dimensions, then measures what retracing wrappers cost on a realistic request stream."
+        ),
+    )
+
+    def run(self, ctx) -> Iterator:
+        yield Progress(0.0, "reading the saved functions")
+        found_problem = False
+        functions = read_saved_functions(ctx)
+        load_ms = None
+        if any(same_signature_groups(f) for f in functions):
+            load_ms = measure_load_ms(ctx.model.path, repeats=1 if ctx.budget.name == "quick" else 3)
+        for function in functions:
+            for group in same_signature_groups(function):
+                found_problem = True
+                yield retraced_finding(ctx, function, group, load_ms)
+            baked = baked_python_args(function)
+            if baked:
+                found_problem = True
+                yield python_argument_finding(ctx, function, baked)
+        yield Progress(0.15, "checked the saved functions")
+
+        skip_reason = probe_skip_reason(ctx)
+        batch = fixed_batch(ctx)
+        if batch is not None:
+            found_problem = True
+            if ctx.inputs.synthetic and ctx.inputs.string_inputs:
+                yield Progress(0.2, "fixed batch: latency not measured (string inputs)")
+            else:
+                yield fixed_batch_finding(ctx, batch)
+        token_finding = fixed_token_dims_finding(ctx)
+        if token_finding is not None:
+            yield token_finding
+        yield Progress(0.3, "checked the serving signature")
+
+        model_clean = not found_problem
+        emitted = found_problem or token_finding is not None
+        if skip_reason:
+            yield Progress(0.85, f"serving probe skipped: {skip_reason}")
+        else:
+
+            def progress(fraction: float, message: str) -> Progress:
+                return Progress(0.3 + 0.55 * fraction, message)
+
+            for item in serving_probe(ctx, progress, model_clean):
+                emitted = emitted or isinstance(item, Finding)
+                yield item
+        yield Progress(0.9, "Keras predict() vs direct call")
+        for item in keras_probe(ctx, model_clean):
+            emitted = emitted or isinstance(item, Finding)
+            yield item
+        yield Progress(1.0, "done")
+        if skip_reason and not emitted:
+            raise SkipCheck(f"the saved functions are fine; serving probe skipped: {skip_reason}")
