@@ -58,7 +58,7 @@ def test_misbehaving_checks_are_contained_and_the_rest_still_run(built_model, fa
     assert [(f.id, f.priority) for f in state.ranked_findings()] == [("fake-low/minor", 4.0), ("fake-timed/slow", 2.5)]
     timed = state.ranked_findings()[1]
     assert timed.evidence["n"] == 10 and timed.evidence["median_ms"] > 0
-    assert len(state.errored()) == 4
+    assert len(state.errored()) == 5
 
 
 def test_unloadable_model_fails_the_audit_before_any_check(tmp_path, fake_checks):
