@@ -68,3 +68,25 @@ def test_unloadable_model_fails_the_audit_before_any_check(tmp_path, fake_checks
     assert run_audit(specs, AuditJob(model=str(tmp_path), budget="quick"), events.append) is False
     assert len(events) == 1 and events[0].kind == "load_failed"
     assert "saved_model.pb" in events[0].message and "\n" not in events[0].message
+
+
+def test_stop_event_from_another_thread_stops_the_worker(built_model, fake_checks):
+    import threading
+    import time
+
+    specs = {s.id: s for s in discover_checks()}
+    stop = threading.Event()
+    events = []
+
+    def on_event(event):
+        events.append(event)
+        if isinstance(event, CheckStarted) and event.check == "fake-hang":
+            threading.Timer(1.0, stop.set).start()
+
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run_audit([specs["fake-hang"], specs["fake-low"]], AuditJob(model=built_model("mlp"), budget="quick"), on_event, stop)
+    assert time.monotonic() - started < 30
+    finished = {e.check: e for e in events if isinstance(e, CheckFinished)}
+    assert finished["fake-hang"].error == "interrupted by the user"
+    assert finished["fake-low"].status == "skipped"

@@ -64,8 +64,13 @@ def run_worker(
     on_event: Callable[[Event], None],
     timeout_s: float,
     python: str = sys.executable,
+    stop: threading.Event | None = None,
 ) -> WorkerOutcome:
-    """Start one worker, forward its events as they arrive, and reap it."""
+    """Start one worker, forward its events as they arrive, and reap it.
+
+    Setting ``stop`` (from another thread, e.g. a UI's quit) acts like Ctrl-C:
+    the worker is killed and KeyboardInterrupt is raised here.
+    """
     read_fd, write_fd = os.pipe()
     env = {**os.environ, **WORKER_ENVIRONMENT, "TFAUDIT_EVENT_FD": str(write_fd)}
     outcome = WorkerOutcome()
@@ -99,6 +104,9 @@ def run_worker(
                 try:
                     line = lines.get(timeout=0.1)
                 except queue.Empty:
+                    if stop is not None and stop.is_set():
+                        outcome.interrupted = True
+                        break
                     if time.monotonic() > deadline:
                         outcome.timed_out = True
                         break
@@ -160,9 +168,11 @@ class AuditJob:
         }
 
 
-def load_inventory(job: AuditJob, on_event: Callable[[Event], None]) -> ModelLoaded | LoadFailed:
+def load_inventory(
+    job: AuditJob, on_event: Callable[[Event], None], stop: threading.Event | None = None
+) -> ModelLoaded | LoadFailed:
     """Load and inventory the model in a worker; a worker that dies is a load failure."""
-    outcome = run_worker(job.worker_job(mode="inventory"), on_event, INVENTORY_TIMEOUT_S)
+    outcome = run_worker(job.worker_job(mode="inventory"), on_event, INVENTORY_TIMEOUT_S, stop=stop)
     for event in outcome.events:
         if isinstance(event, (ModelLoaded, LoadFailed)):
             return event
@@ -174,7 +184,9 @@ def load_inventory(job: AuditJob, on_event: Callable[[Event], None]) -> ModelLoa
     return failure
 
 
-def run_check(spec: CheckSpec, job: AuditJob, on_event: Callable[[Event], None]) -> CheckFinished:
+def run_check(
+    spec: CheckSpec, job: AuditJob, on_event: Callable[[Event], None], stop: threading.Event | None = None
+) -> CheckFinished:
     from tfaudit.budget import BUDGETS
 
     timeout_s = job.check_timeout_s or BUDGETS[job.budget].check_timeout_s
@@ -190,7 +202,7 @@ def run_check(spec: CheckSpec, job: AuditJob, on_event: Callable[[Event], None])
             on_event(event)
 
     try:
-        outcome = run_worker(job.worker_job(mode="check", check=spec.id, target=spec.target), forward, timeout_s)
+        outcome = run_worker(job.worker_job(mode="check", check=spec.id, target=spec.target), forward, timeout_s, stop=stop)
     except KeyboardInterrupt:
         on_event(CheckFinished(spec.id, "errored", round(time.monotonic() - started, 3), "interrupted by the user"))
         raise
@@ -207,18 +219,24 @@ def run_check(spec: CheckSpec, job: AuditJob, on_event: Callable[[Event], None])
     return finished
 
 
-def run_audit(specs: Iterable[CheckSpec], job: AuditJob, on_event: Callable[[Event], None]) -> bool:
+def run_audit(
+    specs: Iterable[CheckSpec],
+    job: AuditJob,
+    on_event: Callable[[Event], None],
+    stop: threading.Event | None = None,
+) -> bool:
     """Inventory, then each check in turn. Returns False when the model could not be loaded.
 
-    Ctrl-C stops the running worker; checks not yet run are reported skipped,
-    and KeyboardInterrupt propagates so the front end can write what finished.
+    Ctrl-C (or ``stop`` set from another thread) stops the running worker; checks
+    not yet run are reported skipped, and KeyboardInterrupt propagates so the
+    front end can write what finished.
     """
-    if isinstance(load_inventory(job, on_event), LoadFailed):
+    if isinstance(load_inventory(job, on_event, stop), LoadFailed):
         return False
     specs = list(specs)
     for position, spec in enumerate(specs):
         try:
-            run_check(spec, job, on_event)
+            run_check(spec, job, on_event, stop)
         except KeyboardInterrupt:
             for rest in specs[position + 1 :]:
                 on_event(CheckFinished(rest.id, "skipped", 0.0, "not run: the audit was interrupted"))

@@ -1,0 +1,250 @@
+"""The retracing check: saved-model findings (A), the serving probe (B), and no false alarms."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from checks.retracing import (
+    RetracingCheck,
+    SavedFunction,
+    SavedTrace,
+    TensorArg,
+    baked_python_args,
+    relaxed_specs,
+    same_signature_groups,
+    varying_dims,
+)
+from conftest import run_cli
+from tfaudit.api import Finding, Sample, SkipCheck, severity_rank
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LOW = severity_rank("low")
+
+
+class Outcome:
+    def __init__(self, items, skipped: str | None, seconds: float):
+        self.findings = {i.id: i for i in items if isinstance(i, Finding)}
+        self.samples = [i for i in items if isinstance(i, Sample)]
+        self.skipped = skipped
+        self.seconds = seconds
+
+    def ids(self) -> set[str]:
+        return set(self.findings)
+
+
+def audit(path: str, budget: str = "quick") -> Outcome:
+    from tfaudit.api import Context
+    from tfaudit.budget import BUDGETS
+    from tfaudit.inputs import InputFactory, InputSpec
+    from tfaudit.model import input_specs, load_model
+
+    model = load_model(path)
+    inputs = InputFactory([InputSpec.from_dict(s) for s in input_specs(model.inventory)])
+    ctx = Context(model=model, inputs=inputs, budget=BUDGETS[budget])
+    items, skipped = [], None
+    start = time.perf_counter()
+    try:
+        for item in RetracingCheck().run(ctx):
+            items.append(item)
+    except SkipCheck as exc:
+        skipped = str(exc)
+    outcome = Outcome(items, skipped, time.perf_counter() - start)
+    for finding in outcome.findings.values():
+        json.dumps(finding.to_dict())  # everything a finding carries must reach the JSON report
+    return outcome
+
+
+@pytest.fixture(scope="module")
+def audited(built_model):
+    cache: dict[str, Outcome] = {}
+
+    def get(name: str) -> Outcome:
+        if name not in cache:
+            cache[name] = audit(built_model(name))
+        return cache[name]
+
+    return get
+
+
+# --- pure logic, no TensorFlow ------------------------------------------------------------------
+
+
+def trace(shape, steps=None, dtype="float32", nbytes=100):
+    return SavedTrace([TensorArg("x", shape, dtype)], {} if steps is None else {"steps": steps}, nbytes, 5)
+
+
+def test_module_imports_without_tensorflow():
+    code = "import sys, checks.retracing as r; r.RetracingCheck.meta; assert 'tensorflow' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": REPO_ROOT})
+
+
+def test_varying_dims_names_the_axis_and_its_sizes():
+    traces = [trace((1, 8)), trace((4, 8)), trace((2, 8))]
+    assert varying_dims(traces) == [{"input": "x", "axis": 0, "values": [1, 2, 4]}]
+    assert relaxed_specs(traces, varying_dims(traces)) == [TensorArg("x", (None, 8), "float32")]
+
+
+def test_rank_change_relaxes_to_unknown_shape():
+    traces = [trace((1, 8)), trace((1, 8, 2))]
+    varied = varying_dims(traces)
+    assert varied[0]["axis"] == "rank"
+    assert relaxed_specs(traces, varied) == [TensorArg("x", None, "float32")]
+
+
+def test_python_values_split_groups_and_keras_training_flag_is_not_baked():
+    by_steps = SavedFunction("scale", ["x", "steps"], [trace((2, 8), 1), trace((2, 8), 2), trace((2, 8), 3)])
+    assert same_signature_groups(by_steps) == []  # one trace per value: no shape duplicates
+    assert baked_python_args(by_steps) == {"steps": [1, 2, 3]}
+    keras = SavedFunction(
+        "__call__",
+        ["inputs", "training", "mask"],
+        [SavedTrace([TensorArg("x", (None, 8), "float32")], {"training": t, "mask": None}, 10, 1) for t in (True, False)],
+    )
+    assert baked_python_args(keras) == {}
+    assert same_signature_groups(keras) == []
+
+
+# --- A. what the saved model reveals ------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_traced_for_many_shapes_is_reported_with_its_dims_and_bytes(audited):
+    outcome = audited("retraced")
+    finding = outcome.findings["retracing/retraced-before-export"]
+    assert finding.severity == "medium"
+    assert finding.evidence["function"] == "predict"
+    assert finding.evidence["concrete_functions"] == 4
+    assert finding.evidence["varied_dims"] == [{"input": "x", "axis": 0, "values": [1, 2, 3, 4]}]
+    assert finding.evidence["duplicated_graph_bytes"] > 0
+    assert finding.savings["size_bytes"].value == finding.evidence["duplicated_graph_bytes"]
+    assert finding.evidence["load_ms_measured"] > 0
+    # A size that was never traced really fails on the restored function.
+    assert finding.evidence["unsaved_shape_call"]["size"] == 5
+    assert "Could not find matching concrete function" in finding.evidence["unsaved_shape_call"]["error"]
+    assert 'tf.TensorSpec([None, 8], tf.float32, name="x")' in finding.fix.code
+    assert "def predict(self, x)" in finding.fix.code
+    assert "| Concrete functions | 4 | 1 |" in finding.summary
+    assert "retracing/python-argument" not in outcome.ids()
+
+
+@pytest.mark.slow
+def test_python_argument_names_its_saved_values(audited):
+    outcome = audited("python_arg")
+    finding = outcome.findings["retracing/python-argument"]
+    assert finding.severity == "medium"
+    assert finding.evidence["function"] == "scale"
+    assert finding.evidence["python_arguments"] == {"steps": ["1", "2", "3"]}
+    assert finding.evidence["graph_nodes_per_trace"] == sorted(finding.evidence["graph_nodes_per_trace"])  # unrolled
+    assert "Could not find matching" in finding.evidence["unsaved_value_calls"]["steps"]["error"]
+    assert "tf.range(steps)" in finding.fix.code
+    assert 'tf.TensorSpec([], tf.int32, name="steps")' in finding.fix.code
+    assert "retracing/retraced-before-export" not in outcome.ids()
+
+
+@pytest.mark.slow
+def test_fixed_batch_measures_latency_and_overhead(audited):
+    outcome = audited("fixed_batch")
+    finding = outcome.findings["retracing/fixed-batch-dim"]
+    assert finding.severity in ("medium", "high")
+    assert finding.evidence["batch_size"] == 1
+    assert finding.evidence["latency"]["median_ms"] > 0
+    assert finding.evidence["per_call_overhead"]["median_ms"] > 0
+    share, low, high = finding.evidence["overhead_share_pct"]
+    assert low <= share <= high
+    assert finding.severity == ("high" if low >= 50 else "medium")
+    assert 'tf.TensorSpec([None, 8], tf.float32, name="x")' in finding.fix.code
+    assert finding.savings == {}  # batching's gain is not measured here, so none is claimed
+    # Every request has the same shape, so there is nothing to replay.
+    assert "retracing/wrapper-retraces" not in outcome.ids()
+
+
+# --- B. the serving probe, and no false alarms --------------------------------------------------
+
+
+@pytest.mark.slow
+def test_clean_mlp_gets_only_low_wrapper_guidance_with_the_table(audited):
+    outcome = audited("mlp")
+    assert outcome.ids() <= {"retracing/wrapper-retraces"}
+    assert all(severity_rank(f.severity) >= LOW for f in outcome.findings.values())
+    finding = outcome.findings["retracing/wrapper-retraces"]
+    assert "The model itself is fine" in finding.summary
+    evidence = finding.evidence
+    assert evidence["traces_before_after"] == [6, 1]  # one per batch size, then one in all
+    assert evidence["patterns"]["reduce_retracing"]["traces_per_stream"] <= 2
+    value, low, high = evidence["speedup_signature_vs_plain"]
+    assert low <= value <= high
+    assert evidence["patterns"]["plain"]["trace_ms_per_stream"] > 0
+    assert "| plain @tf.function | 6 |" in finding.summary
+    # Batch sizes alone stop retracing once seen: no per-request percentage is claimed.
+    assert "latency_pct" not in finding.savings
+    if evidence["saving_significant"]:
+        assert finding.savings["latency_ms"].low > 0
+    else:
+        assert finding.savings == {} and finding.severity == "info"
+    assert 'tf.TensorSpec([None, 8], tf.float32, name="x")' in finding.fix.code
+    plain = [s for s in outcome.samples if s.series == "latency_ms:plain"]
+    assert sum(s.label == "trace" for s in plain) == 6
+    assert {s.series for s in outcome.samples} >= {"latency_ms:signature", "latency_ms:reduce_retracing"}
+
+
+@pytest.mark.slow
+def test_variable_length_sequence_model_is_clean_and_retraces_per_length(audited):
+    outcome = audited("sequence")
+    assert outcome.ids() <= {"retracing/wrapper-retraces"}
+    assert all(severity_rank(f.severity) >= LOW for f in outcome.findings.values())
+    finding = outcome.findings["retracing/wrapper-retraces"]
+    assert finding.evidence["sequence_lengths"] and finding.evidence["shapes_unbounded"]
+    before, after = finding.evidence["traces_before_after"]
+    assert before > 6 and after == 1
+    assert 'tf.TensorSpec([None, None], tf.int32, name="tokens")' in finding.fix.code
+
+
+@pytest.mark.slow
+def test_string_inputs_skip_the_probe_with_a_reason(audited):
+    outcome = audited("string_input")
+    assert outcome.findings == {}
+    assert "string inputs (text)" in outcome.skipped
+
+
+@pytest.mark.slow
+def test_keras_training_flag_is_no_false_alarm(audited):
+    outcome = audited("tf_keras")
+    assert not outcome.ids() & {"retracing/python-argument", "retracing/retraced-before-export"}
+    assert all(severity_rank(f.severity) >= LOW for f in outcome.findings.values())
+    predict = outcome.findings.get("retracing/predict-in-loop")
+    if predict is not None:
+        value, low, _ = predict.evidence["speedup"]
+        assert low > 1 and predict.savings["latency_pct"].low > 0
+
+
+@pytest.mark.slow
+def test_standard_budget_on_the_mlp_is_fast(built_model):
+    outcome = audit(built_model("mlp"), budget="standard")
+    assert outcome.seconds < 15
+    assert outcome.findings["retracing/wrapper-retraces"].evidence["requests_per_stream"] == 120
+
+
+@pytest.mark.slow
+def test_demo_through_the_cli(tmp_path):
+    from tfaudit.demo import build_demo
+
+    model = build_demo(str(tmp_path / "demo"))
+    report = tmp_path / "out.json"
+    result = run_cli(model, "--headless", "--checks", "retracing", "--budget", "quick", "--json", str(report))
+    assert result.returncode == 0, result.stderr
+    data = json.loads(report.read_text())
+    assert data["checks"][0]["status"] == "findings"
+    findings = {f["id"]: f for f in data["findings"]}
+    assert set(findings) == {"retracing/retraced-before-export", "retracing/python-argument", "retracing/fixed-batch-dim"}
+    retraced = findings["retracing/retraced-before-export"]["evidence"]
+    assert retraced["function"] == "predict" and retraced["concrete_functions"] == 5
+    assert retraced["varied_dims"][0]["values"] == [1, 2, 4, 8, 16]
+    python_arg = findings["retracing/python-argument"]["evidence"]
+    assert python_arg["function"] == "refine" and python_arg["python_arguments"] == {"steps": ["1", "2", "3"]}
+    fixed = findings["retracing/fixed-batch-dim"]
+    assert 'tf.TensorSpec([None, 64], tf.float32, name="features")' in fixed["fix"]["code"]
