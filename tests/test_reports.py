@@ -155,3 +155,13 @@ def test_check_writable(tmp_path):
     assert check_writable(str(tmp_path / "ok.md")) is None
     assert "does not exist" in check_writable(str(tmp_path / "nope" / "r.md"))
     assert "is a directory" in check_writable(str(tmp_path))
+
+
+def test_json_samples_are_downsampled_keeping_spikes():
+    state = AuditState(model_path="/m", budget="quick")
+    for i in range(1000):
+        state.apply(SampleEmitted("retracing", "latency_ms", i, 50.0 if i == 777 else 1.0))
+    points = json.loads(render_json(state))["samples"][0]["points"]
+    assert len(points) == 200
+    assert [777, 50.0] in points
+    assert points[0][0] < points[-1][0]

@@ -108,7 +108,8 @@ class AuditState:
 
 
 def _downsample(points: list[tuple[float, float, str]]) -> list[tuple[float, float, str]]:
+    """At most MAX_POINTS_PER_SERIES points, keeping each bucket's highest: spikes and peaks survive."""
     if len(points) <= MAX_POINTS_PER_SERIES:
         return points
-    step = len(points) / MAX_POINTS_PER_SERIES
-    return [points[int(i * step)] for i in range(MAX_POINTS_PER_SERIES)]
+    edges = [round(i * len(points) / MAX_POINTS_PER_SERIES) for i in range(MAX_POINTS_PER_SERIES + 1)]
+    return [max(points[a:b], key=lambda p: p[1]) for a, b in zip(edges, edges[1:])]
