@@ -113,7 +113,10 @@ def test_reports_gates_and_errored_checks(tmp_path, built_model, fake_checks):
     assert "ranked recommendations" in result.stdout and "fake-timed/slow" in result.stdout
     assert "## Recommendations" in md.read_text()
 
-    assert run_cli(model, "--checks", "fake-low,fake-timed", "--budget", "quick", "--fail-on", "medium").returncode == 1
+    junit = tmp_path / "a.xml"
+    gated = run_cli(model, "--checks", "fake-low,fake-timed", "--budget", "quick", "--fail-on", "medium", "--junit", str(junit))
+    assert gated.returncode == 1
+    assert 'failures="1"' in junit.read_text() and 'name="fake-timed/slow"' in junit.read_text()
     assert run_cli(model, "--checks", "fake-low", "--fail-on", "medium").returncode == 0
 
     result = run_cli(model, "--checks", "fake-raises,fake-low", "--json", str(js))

@@ -165,3 +165,34 @@ def test_json_samples_are_downsampled_keeping_spikes():
     assert len(points) == 200
     assert [777, 50.0] in points
     assert points[0][0] < points[-1][0]
+
+
+def test_junit_has_a_case_per_check_and_a_failure_per_gating_finding():
+    import xml.etree.ElementTree as ET
+
+    from tfaudit.report.junit import render_junit
+
+    suite = ET.fromstring(render_junit(replayed_state(), gate="medium"))
+    assert suite.tag == "testsuite"
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors"), suite.get("skipped")) == ("5", "2", "1", "0")
+    cases = {case.get("name"): case for case in suite.iter("testcase")}
+    assert set(cases) == {"retracing", "quantization", "memory", "retracing/python-arg", "retracing/wrapper"}
+    assert cases["memory"].find("error").get("message") == "worker crashed with SIGSEGV"
+    failure = cases["retracing/wrapper"].find("failure")
+    assert failure.get("type") == "medium" and "tf.function(input_signature" in failure.text
+    assert cases["retracing/wrapper"].get("classname") == "tfaudit.retracing"
+    high_only = ET.fromstring(render_junit(replayed_state(), gate="high"))
+    assert high_only.get("failures") == "1"
+
+
+def test_step_summary_is_appended_when_github_asks(tmp_path, monkeypatch):
+    from tfaudit.outputs import write_outputs
+
+    summary = tmp_path / "summary.md"
+    summary.write_text("earlier step\n")
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    written = write_outputs(replayed_state(), junit=str(tmp_path / "j.xml"))
+    assert written == [str(tmp_path / "j.xml")]
+    text = summary.read_text()
+    assert text.startswith("earlier step\n# tfaudit report: resnet")
+    assert "## Recommendations" in text

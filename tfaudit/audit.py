@@ -83,13 +83,17 @@ class AuditState:
             return []
         return [f for f in self.findings if severity_rank(f.severity) <= severity_rank(severity)]
 
+    @property
+    def started_iso(self) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started_at))
+
     def report(self) -> dict[str, Any]:
         """The JSON report (schema documented in README)."""
         end = self.finished_at or time.time()
         return {
             "schema_version": SCHEMA_VERSION,
             "tool": {"name": "tfaudit", "version": __version__},
-            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started_at)),
+            "started_at": self.started_iso,
             "duration_s": round(end - self.started_at, 3),
             "budget": self.budget,
             "interrupted": self.interrupted,

@@ -14,8 +14,7 @@ from tfaudit.cli import EXIT_CHECK_ERRORED, EXIT_FINDINGS, EXIT_INTERRUPTED, EXI
 from tfaudit.events import CheckFinished, CheckProgress, CheckStarted, Event, ModelLoaded, to_json
 from tfaudit.registry import CheckSpec
 from tfaudit.report.format import effort_text, human_bytes, risk_text, saving_text
-from tfaudit.report.json import write_json
-from tfaudit.report.markdown import write_markdown
+from tfaudit.outputs import write_outputs
 from tfaudit.runner import AuditJob, run_audit
 
 PLAIN_PROGRESS_INTERVAL_S = 2.0
@@ -129,6 +128,7 @@ def run_headless(
     report: str | None = None,
     json_path: str | None = None,
     record: str | None = None,
+    junit: str | None = None,
     fail_on: str = "never",
 ) -> int:
     state = AuditState(model_path=job.model, budget=job.budget)
@@ -154,12 +154,9 @@ def run_headless(
     if state.load_error:
         print(f"tfaudit: error: {state.load_error}", file=sys.stderr)
         return EXIT_USAGE
-    if report:
-        write_markdown(state, report)
-    if json_path:
-        write_json(state, json_path)
+    written = write_outputs(state, report=report, json_path=json_path, junit=junit, fail_on=fail_on)
     out = Console(width=None if sys.stdout.isatty() else 120, highlight=False)
     print_summary(state, out)
-    for path in filter(None, (report, json_path)):
+    for path in written:
         print(f"tfaudit: wrote {path}", file=sys.stderr)
     return exit_code(state, fail_on)

@@ -1,0 +1,38 @@
+"""Writes every requested report of a finished (or interrupted) audit; shared by all front ends."""
+from __future__ import annotations
+
+import os
+
+from tfaudit.audit import AuditState
+from tfaudit.report.json import write_json
+from tfaudit.report.junit import write_junit
+from tfaudit.report.markdown import render_markdown, write_markdown
+
+STEP_SUMMARY_VARIABLE = "GITHUB_STEP_SUMMARY"
+DEFAULT_JUNIT_GATE = "high"
+
+
+def write_outputs(
+    state: AuditState,
+    *,
+    report: str | None = None,
+    json_path: str | None = None,
+    junit: str | None = None,
+    fail_on: str = "never",
+) -> list[str]:
+    """Write the reports asked for; returns the paths written."""
+    written = []
+    if report:
+        write_markdown(state, report)
+        written.append(report)
+    if json_path:
+        write_json(state, json_path)
+        written.append(json_path)
+    if junit:
+        write_junit(state, junit, fail_on if fail_on != "never" else DEFAULT_JUNIT_GATE)
+        written.append(junit)
+    summary = os.environ.get(STEP_SUMMARY_VARIABLE)
+    if summary:
+        with open(summary, "a", encoding="utf-8") as out:
+            out.write(render_markdown(state) + "\n")
+    return written
