@@ -1,0 +1,269 @@
+"""The memory check: growth slopes, causes, the GPU (NVML) path with a fake, and no false alarms."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from checks.memory import (
+    MIN_BYTES_PER_CALL,
+    MemoryCheck,
+    fit_growth,
+    severity_from_hours,
+    severity_from_shape_bytes,
+    theil_sen,
+)
+from conftest import run_cli
+from tfaudit.api import Finding, Sample, SkipCheck, severity_rank
+
+KIB = 1024
+MIB = 1024 * 1024
+INFO = severity_rank("info")
+# The growing model appends one row of this many float32 to a hash table per call: 64 KiB.
+APPENDED_FLOATS = 16384
+APPENDED_BYTES = APPENDED_FLOATS * 4
+
+
+def build_growing(path: str) -> str:
+    """serving_default: x float32 [None, 16384] -> y [None]; inserts x's first row into a table on every call.
+
+    A MutableHashTable keeps each value in its own heap block, so each call adds one
+    64 KiB row (plus a key and a slot, < 100 bytes) without copying what is already there.
+    """
+    import tensorflow as tf
+
+    class Growing(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.table = tf.lookup.experimental.MutableHashTable(
+                key_dtype=tf.int64, value_dtype=tf.float32, default_value=tf.zeros([APPENDED_FLOATS])
+            )
+            self.calls = tf.Variable(0, dtype=tf.int64)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, APPENDED_FLOATS], tf.float32, name="x")])
+        def serve(self, x):
+            key = self.calls.assign_add(1)
+            self.table.insert(tf.reshape(key, [1]), x[:1])
+            return {"y": tf.reduce_sum(x, axis=1)}
+
+    module = Growing()
+    tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
+    return path
+
+
+class Outcome:
+    def __init__(self, items, skipped: str | None, seconds: float):
+        self.findings = {i.id: i for i in items if isinstance(i, Finding)}
+        self.samples = [i for i in items if isinstance(i, Sample)]
+        self.skipped = skipped
+        self.seconds = seconds
+
+    def series(self, name: str) -> list[Sample]:
+        return [s for s in self.samples if s.series == name]
+
+    def worst(self) -> int:
+        return min((severity_rank(f.severity) for f in self.findings.values()), default=INFO + 1)
+
+
+def audit(path: str, budget: str = "quick", nvml=None) -> Outcome:
+    from tfaudit.api import Context
+    from tfaudit.budget import BUDGETS
+    from tfaudit.inputs import InputFactory, InputSpec
+    from tfaudit.model import input_specs, load_model
+
+    model = load_model(path)
+    inputs = InputFactory([InputSpec.from_dict(s) for s in input_specs(model.inventory)])
+    ctx = Context(model=model, inputs=inputs, budget=BUDGETS[budget], options={"nvml": nvml} if nvml else {})
+    items, skipped = [], None
+    start = time.perf_counter()
+    try:
+        items.extend(MemoryCheck().run(ctx))
+    except SkipCheck as exc:
+        skipped = str(exc)
+    outcome = Outcome(items, skipped, time.perf_counter() - start)
+    for finding in outcome.findings.values():
+        json.dumps(finding.to_dict())  # everything a finding carries must reach the JSON report
+    return outcome
+
+
+@pytest.fixture(scope="module")
+def growing_model(tmp_path_factory):
+    return build_growing(str(tmp_path_factory.mktemp("growing") / "model"))
+
+
+# --- statistics, no TensorFlow ------------------------------------------------------------------
+
+
+def test_theil_sen_recovers_a_noisy_slope_and_ignores_outliers():
+    rng = np.random.default_rng(1)
+    calls = np.arange(200) * 10.0
+    rss = 500 * MIB + 2048.0 * calls + rng.normal(0, 64 * KIB, size=200)
+    rss[::25] += 50 * MIB  # allocator spikes
+    slope = theil_sen(calls, rss)
+    assert slope.low <= 2048 <= slope.high
+    assert abs(slope.value - 2048) < 100
+    assert slope.high - slope.low < 400
+
+
+def test_flat_page_granular_memory_is_not_growth():
+    rng = np.random.default_rng(2)
+    calls = np.arange(150) * 20
+    rss = 600 * MIB + 4096 * rng.integers(-2, 3, size=150)  # RSS moves by whole pages, back and forth
+    growth = fit_growth(calls, rss)
+    assert not growth.slope.excludes_zero() or abs(growth.slope.value) < MIN_BYTES_PER_CALL
+    assert not growth.significant
+
+
+def test_a_one_off_allocator_step_is_not_a_leak():
+    calls = np.arange(100) * 50
+    rss = np.where(np.arange(100) < 50, 600 * MIB, 604 * MIB)  # 4 MiB once, halfway: the worst place for Theil–Sen
+    growth = fit_growth(calls, rss)
+    assert growth.late_slope == 0
+    assert not growth.significant
+
+
+def test_steady_growth_is_growth():
+    calls = np.arange(100) * 50
+    growth = fit_growth(calls, 600 * MIB + 3000 * calls)
+    assert growth.significant and growth.slope.value == pytest.approx(3000)
+
+
+def test_severity_thresholds():
+    assert severity_from_hours(0.5) == "critical"
+    assert severity_from_hours(10) == "high"
+    assert severity_from_hours(100) == "medium"
+    assert severity_from_hours(1000) == "low"
+    assert severity_from_shape_bytes(64 * KIB) == "info"
+    assert severity_from_shape_bytes(2 * MIB) == "low"
+    assert severity_from_shape_bytes(200 * MIB) == "high"
+
+
+# --- the check, in process ------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_clean_model_is_not_flagged_in_repeated_runs(built_model, monkeypatch):
+    import tensorflow as tf
+
+    def no_gpu_memory_info(*args, **kwargs):
+        raise AssertionError("get_memory_info must only be called when TensorFlow sees a GPU")
+
+    monkeypatch.setattr(tf.config.experimental, "get_memory_info", no_gpu_memory_info)
+    path = built_model("mlp")
+    slopes = []
+    for _ in range(3):
+        outcome = audit(path)
+        # The signature keeps ~64 KiB per new batch size (a TF runtime cache): at most an info finding.
+        assert outcome.worst() == INFO, {f.id: f.severity for f in outcome.findings.values()}
+        assert set(outcome.findings) <= {"memory/stable", "memory/growth-per-new-shape"}
+        evidence = next(iter(outcome.findings.values())).evidence
+        slopes.append(evidence["fixed_shape"]["bytes_per_step"])
+        assert abs(slopes[-1]) < MIN_BYTES_PER_CALL
+        assert evidence["gpu_status"].startswith("no GPU")
+        assert not outcome.series("gpu_mb")  # absent, not zeros
+        assert [s.x for s in outcome.series("peak_mb_by_batch")] == [1, 2, 4, 8, 16, 32]
+        for name in ("ram_mb", "delta_mb"):
+            series = outcome.series(name)
+            assert 20 <= len(series) <= 300
+            assert [s.x for s in series] == sorted(s.x for s in series)
+        assert {s.label for s in outcome.series("ram_mb")} >= {"fixed", "batch", "varied"}
+        assert outcome.seconds < 8
+    print(f"clean mlp slopes (B/call): {slopes}; last run {outcome.seconds:.1f} s")
+
+
+@pytest.mark.slow
+def test_model_that_appends_every_input_is_flagged_with_its_slope(growing_model):
+    outcome = audit(growing_model)
+    finding = outcome.findings["memory/growth-fixed-shape"]
+    per_call = finding.evidence["bytes_per_call"]
+    slope, (low, high) = per_call["bytes_per_step"], per_call["bytes_per_step_ci95"]
+    # Each call stores 65,536 bytes of values; a table entry adds a key, a slot and a malloc header
+    # (~100 bytes), and page-granular RSS averages out over thousands of calls: 3 % is ~2 KiB of slack.
+    assert slope == pytest.approx(APPENDED_BYTES, rel=0.03)
+    assert 0 < low <= high and high - low < 0.03 * APPENDED_BYTES
+    assert finding.severity in ("critical", "high")
+    assert "LookupTableInsertV2" in finding.evidence["state_writes_in_serving_graph"]
+    assert finding.evidence["mb_per_1000_calls"] == pytest.approx(APPENDED_BYTES * 1000 / MIB, rel=0.03)
+    assert finding.savings["memory_bytes"].low > 0
+    assert 'serve(x=tf.constant(request["x"]))' in finding.fix.code  # the model's real input name
+    # Python objects do not explain it: tracemalloc sees (almost) nothing per call.
+    assert finding.evidence["python_heap_bytes_per_call"]["bytes_per_step"] < 0.05 * APPENDED_BYTES
+    # New shapes add nothing beyond the per-call growth, so no per-shape finding.
+    assert "memory/growth-per-new-shape" not in outcome.findings
+    print(f"growing: {slope:,.0f} B/call [{low:,.0f}-{high:,.0f}] vs {APPENDED_BYTES:,} appended; {outcome.seconds:.1f} s")
+
+
+class FakeNVML:
+    """pynvml's surface as tfaudit.resources uses it: one GPU whose memory for this pid grows per query."""
+
+    def __init__(self, pid: int, start: int = 300 * MIB, step: int = 256 * KIB):
+        self.pid, self.used, self.step = pid, start, step
+
+    def nvmlInit(self):
+        pass
+
+    def nvmlShutdown(self):
+        pass
+
+    def nvmlDeviceGetCount(self):
+        return 1
+
+    def nvmlDeviceGetHandleByIndex(self, index):
+        return index
+
+    def nvmlDeviceGetName(self, handle):
+        return b"Fake T4"
+
+    def nvmlDeviceGetMemoryInfo(self, handle):
+        return SimpleNamespace(total=16 * 1024 * MIB, used=self.used, free=16 * 1024 * MIB - self.used)
+
+    def nvmlSystemGetDriverVersion(self):
+        return "550.54.15"
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle):
+        self.used += self.step
+        return [SimpleNamespace(pid=self.pid, usedGpuMemory=self.used), SimpleNamespace(pid=self.pid + 1, usedGpuMemory=5 * MIB)]
+
+
+@pytest.mark.slow
+def test_gpu_series_and_growth_through_a_fake_nvml(built_model):
+    fake = FakeNVML(os.getpid())
+    outcome = audit(built_model("mlp"), nvml=fake)
+    gpu = outcome.series("gpu_mb")
+    assert gpu and gpu[0].y >= 300 and gpu[-1].y > gpu[0].y  # this pid's bytes only, growing as the fake says
+    finding = outcome.findings["memory/gpu-growth-fixed-shape"]
+    assert finding.evidence["gpu_status"] == "ok"
+    assert finding.evidence["gpu"]["peak_mb"] <= fake.used / MIB
+    assert "TF_FORCE_GPU_ALLOW_GROWTH" in finding.fix.code and "memory_limit" in finding.fix.code
+    assert "memory/growth-fixed-shape" not in outcome.findings  # RAM stayed flat
+
+
+# --- end to end ------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_cli_reports_growth_and_the_memory_timeline(growing_model, tmp_path):
+    out = tmp_path / "out.json"
+    start = time.perf_counter()
+    result = run_cli(growing_model, "--headless", "--checks", "memory", "--budget", "quick", "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    assert [c["status"] for c in report["checks"]] == ["findings"]
+    finding = next(f for f in report["findings"] if f["id"] == "memory/growth-fixed-shape")
+    assert finding["evidence"]["bytes_per_call"]["bytes_per_step"] == pytest.approx(APPENDED_BYTES, rel=0.03)
+    series = {s["series"]: s["points"] for s in report["samples"] if s["check"] == "memory"}
+    assert set(series) == {"ram_mb", "delta_mb", "peak_mb_by_batch"}
+    assert series["delta_mb"][-1][1] > 50  # 64 KiB x thousands of calls
+    print(f"cli quick run: {time.perf_counter() - start:.1f} s")
+
+
+def test_module_does_not_import_tensorflow():
+    import subprocess
+    import sys
+
+    code = "import sys, checks.memory; assert 'tensorflow' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
