@@ -196,3 +196,17 @@ def test_step_summary_is_appended_when_github_asks(tmp_path, monkeypatch):
     text = summary.read_text()
     assert text.startswith("earlier step\n# tfaudit report: resnet")
     assert "## Recommendations" in text
+
+
+def test_info_findings_are_notes_not_recommendations():
+    state = AuditState(model_path="/m", budget="standard")
+    stable = finding("memory", "stable", severity="info")
+    for event in [ModelLoaded(INVENTORY, ENVIRONMENT), CheckStarted("memory", "Memory"),
+                  FindingEmitted("memory", stable.to_dict()), CheckFinished("memory", "passed", 2.0)]:
+        state.apply(event)
+    assert state.recommendations() == [] and [f.id for f in state.notes()] == ["memory/stable"]
+    text = render_markdown(state)
+    assert "No findings: nothing measured here needs fixing." in text
+    assert "## Recommendations" not in text
+    assert "## Measured, nothing to fix" in text and "### 1. stable title" in text
+    assert json.loads(render_json(state))["findings"][0]["id"] == "memory/stable"  # JSON keeps everything

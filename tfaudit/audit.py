@@ -75,6 +75,13 @@ class AuditState:
     def ranked_findings(self) -> list[Finding]:
         return rank(self.findings)
 
+    def recommendations(self) -> list[Finding]:
+        """Ranked findings that ask for a fix (info findings only report measurements)."""
+        return [f for f in self.ranked_findings() if f.severity != "info"]
+
+    def notes(self) -> list[Finding]:
+        return [f for f in self.ranked_findings() if f.severity == "info"]
+
     def errored(self) -> list[CheckState]:
         return [c for c in self.checks.values() if c.status == "errored"]
 

@@ -44,7 +44,7 @@ class PlainProgress:
                 self.last_progress[event.check] = now
                 line = f"[{event.check}] {event.fraction:4.0%} {event.message}"
         elif isinstance(event, CheckFinished):
-            found = sum(1 for f in state.findings if f.check == event.check)
+            found = sum(1 for f in state.recommendations() if f.check == event.check)
             detail = f" ({found} finding{'s' if found != 1 else ''})" if found else ""
             line = f"[{event.check}] {event.status}{detail} in {event.duration_s:.1f} s" + (f": {event.error}" if event.error else "")
         if line:
@@ -94,17 +94,18 @@ def ranked_table(state: AuditState) -> Table:
     table = Table(title="tfaudit: ranked recommendations", title_justify="left")
     for column in ("#", "priority", "severity", "finding", "saving", "effort", "risk"):
         table.add_column(column, overflow="fold")
-    for i, f in enumerate(state.ranked_findings(), 1):
+    for i, f in enumerate(state.recommendations(), 1):
         table.add_row(str(i), f"{f.priority:g}", f.severity, f"{f.title}\n[dim]{f.id}[/]", saving_text(f), effort_text(f), risk_text(f))
     return table
 
 
 def print_summary(state: AuditState, out: Console) -> None:
-    if state.findings:
+    if state.recommendations():
         out.print(ranked_table(state))
     else:
         passed = sum(1 for c in state.checks.values() if c.status == "passed")
-        out.print(f"No findings: nothing measured needs fixing ({passed} check{'s' if passed != 1 else ''} passed).")
+        notes = f"; {len(state.notes())} measurement notes in the reports" if state.notes() else ""
+        out.print(f"No findings: nothing measured needs fixing ({passed} check{'s' if passed != 1 else ''} passed{notes}).")
     for check in state.errored():
         out.print(f"[red]check {check.id} errored:[/] {check.error}")
     if state.interrupted:
