@@ -154,3 +154,20 @@ def build_keras3(path: str) -> str:
     model = keras.Model(inputs, keras.layers.Dense(4, name="dense")(inputs), name="tiny")
     model.save(path)
     return path
+
+
+class _FixedLengthTokens(tf.Module):
+    def __init__(self):
+        super().__init__()
+        self.embedding = _weights([10, 4], seed=3)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 16], tf.int32, name="tokens")])
+    def serve(self, tokens):
+        return {"pooled": tf.reduce_mean(tf.gather(self.embedding, tokens), axis=1)}
+
+
+def build_fixed_length_tokens(path: str) -> str:
+    """serving_default: tokens int32 [None, 16] (padded to 16) -> pooled float32 [None, 4]."""
+    module = _FixedLengthTokens()
+    tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
+    return path
