@@ -122,14 +122,17 @@ def run(argv: list[str] | None) -> int:
     if args.model and not os.path.exists(args.model):
         raise UsageError(f"no such file or directory: {args.model}")
     model = ensure_demo_model() if args.demo else args.model
-    if not args.headless and sys.stdout.isatty():
-        print("tfaudit: the interactive TUI is not in this version yet; running headless.", file=sys.stderr)
-
-    from tfaudit.headless import run_headless
     from tfaudit.runner import AuditJob
 
     job = AuditJob(model=os.path.abspath(model), budget=args.budget, signature=args.signature, inputs=args.inputs)
-    return run_headless(chosen, job, report=args.report, json_path=args.json, record=args.record, junit=args.junit, fail_on=args.fail_on)
+    outputs = dict(report=args.report, json_path=args.json, record=args.record, junit=args.junit, fail_on=args.fail_on)
+    if not args.headless and sys.stdout.isatty() and sys.stdin.isatty():
+        from tfaudit.tui import run_tui
+
+        return run_tui(chosen, job, **outputs)
+    from tfaudit.headless import run_headless
+
+    return run_headless(chosen, job, **outputs)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,37 @@
+"""The interactive front end. Same contract as ``tfaudit.headless.run_headless``."""
+from __future__ import annotations
+
+import sys
+
+from tfaudit.tui.source import AuditSource, EventSource, ReplaySource
+
+__all__ = ["run_tui", "run_app", "AuditSource", "ReplaySource"]
+
+
+def run_tui(specs, job, *, report: str | None = None, json_path: str | None = None, record: str | None = None,
+            junit: str | None = None, fail_on: str = "never") -> int:
+    """Audit in the TUI; write the reports asked for at the end; return headless's exit code."""
+    return run_app(AuditSource(specs, job), budget=job.budget, report=report, json_path=json_path, record=record,
+                   junit=junit, fail_on=fail_on)
+
+
+def run_app(source: EventSource, *, budget: str = "", report: str | None = None, json_path: str | None = None,
+            record: str | None = None, junit: str | None = None, fail_on: str = "never") -> int:
+    from tfaudit.cli import EXIT_USAGE
+    from tfaudit.headless import exit_code
+    from tfaudit.outputs import write_outputs
+    from tfaudit.tui.app import TfauditApp
+
+    app = TfauditApp(source, budget=budget, report=report, json_path=json_path, record=record)
+    try:
+        app.run()
+    except KeyboardInterrupt:  # Ctrl-C outside Textual's own handling: still stop the worker
+        app.stop.set()
+        app.state.interrupted = True
+    state = app.state
+    if state.load_error:
+        print(f"tfaudit: error: {state.load_error}", file=sys.stderr)
+        return EXIT_USAGE
+    for path in write_outputs(state, report=report, json_path=json_path, junit=junit, fail_on=fail_on):
+        print(f"tfaudit: wrote {path}", file=sys.stderr)
+    return exit_code(state, fail_on)
