@@ -244,7 +244,8 @@ def test_keras_training_flag_is_no_false_alarm(audited):
 def test_standard_budget_on_the_mlp_is_fast(built_model):
     outcome = audit(built_model("mlp"), budget="standard")
     assert outcome.seconds < 15
-    assert outcome.findings["retracing/wrapper-retraces"].evidence["requests_per_stream"] == 120
+    # The stream is the budget's 120 requests, shortened only when a call is slow (a loaded host).
+    assert 16 <= outcome.findings["retracing/wrapper-retraces"].evidence["requests_per_stream"] <= 120
 
 
 @pytest.mark.slow
