@@ -47,6 +47,7 @@ def test_list_checks_shows_origin(fake_checks):
         (["m", "--checks", "nope"], "unknown check id nope"),
         (["/no/such/model"], "no such file or directory: /no/such/model"),
         (["m", "--report", "/no/such/dir/r.md"], "--report: cannot write"),
+        (["m", "--max-fidelity-loss", "2"], "--max-fidelity-loss must be between 0 and 1"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(args, expected, tmp_path):

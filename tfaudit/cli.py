@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--signature", metavar="NAME", help="signature to audit (default: serving_default, else the only one)")
     parser.add_argument("--inputs", metavar="FILE.npz", help="real sample inputs, keys = input names")
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="standard", help="repetitions and time per check (quick is for CI)")
+    parser.add_argument(
+        "--max-fidelity-loss", type=float, metavar="X",
+        help="compression bound: relative L2 error of outputs (and 1 - top-1 agreement for class scores) at most X (default 0.01)",
+    )
     parser.add_argument("--fail-on", choices=[*SEVERITIES[:-1], "never"], default="never", help="exit 1 when a finding is at or above this severity")
     parser.add_argument("--version", action="version", version=f"tfaudit {__version__}")
     return parser
@@ -124,7 +128,10 @@ def run(argv: list[str] | None) -> int:
     model = ensure_demo_model() if args.demo else args.model
     from tfaudit.runner import AuditJob
 
-    job = AuditJob(model=os.path.abspath(model), budget=args.budget, signature=args.signature, inputs=args.inputs)
+    if args.max_fidelity_loss is not None and not 0 < args.max_fidelity_loss < 1:
+        raise UsageError("--max-fidelity-loss must be between 0 and 1")
+    options = {} if args.max_fidelity_loss is None else {"max_fidelity_loss": args.max_fidelity_loss}
+    job = AuditJob(model=os.path.abspath(model), budget=args.budget, signature=args.signature, inputs=args.inputs, options=options)
     outputs = dict(report=args.report, json_path=args.json, record=args.record, junit=args.junit, fail_on=args.fail_on)
     if not args.headless and sys.stdout.isatty() and sys.stdin.isatty():
         from tfaudit.tui import run_tui
