@@ -93,3 +93,14 @@ class WrongCheckId(Check):
     def run(self, ctx):
         yield Finding(id="other/x", check="other", severity="low", title="t", summary="s", evidence={},
                       effort=Effort("minutes", 0.5, "n"), fix=Fix("f"))
+
+
+class Hog(Check):
+    meta = CheckMeta("fake-hog", "Fake memory hog", "allocates until something stops it")
+
+    def run(self, ctx):
+        yield Progress(0.1, "allocating")
+        hoard = []
+        while True:
+            hoard.append(bytearray(64 * 1024 * 1024))  # bytearray pages are touched: resident at once
+            time.sleep(0.02)

@@ -10,7 +10,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_misbehaving_checks_are_contained_and_the_rest_still_run(built_model, fake_checks):
-    specs = [s for s in discover_checks() if s.id.startswith("fake-")]
+    specs = [s for s in discover_checks() if s.id.startswith("fake-") and s.id != "fake-hog"]
     order = ["fake-raises", "fake-segfault", "fake-hang", "fake-killed", "fake-skip", "fake-wrong-id", "fake-timed", "fake-low"]
     specs.sort(key=lambda s: order.index(s.id))
     events = []
@@ -90,3 +90,14 @@ def test_stop_event_from_another_thread_stops_the_worker(built_model, fake_check
     finished = {e.check: e for e in events if isinstance(e, CheckFinished)}
     assert finished["fake-hang"].error == "interrupted by the user"
     assert finished["fake-low"].status == "skipped"
+
+
+def test_a_worker_over_the_memory_limit_is_killed_and_named(built_model, fake_checks):
+    specs = {s.id: s for s in discover_checks()}
+    events = []
+    job = AuditJob(model=built_model("mlp"), budget="quick", memory_limit_mb=1500)
+    assert run_audit([specs["fake-hog"], specs["fake-low"]], job, events.append)
+    finished = {e.check: e for e in events if isinstance(e, CheckFinished)}
+    assert finished["fake-hog"].status == "errored"
+    assert "over the worker memory limit of 1500 MiB" in finished["fake-hog"].error
+    assert finished["fake-low"].status == "findings"  # the audit went on

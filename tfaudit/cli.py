@@ -62,6 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-fidelity-loss", type=float, metavar="X",
         help="compression bound: relative L2 error of outputs (and 1 - top-1 agreement for class scores) at most X (default 0.01)",
     )
+    parser.add_argument(
+        "--memory-limit", type=int, metavar="MB",
+        help="kill a check's worker above this resident memory (default: 75%% of RAM)",
+    )
     parser.add_argument("--fail-on", choices=[*SEVERITIES[:-1], "never"], default="never", help="exit 1 when a finding is at or above this severity")
     parser.add_argument("--version", action="version", version=f"tfaudit {__version__}")
     return parser
@@ -123,15 +127,24 @@ def run(argv: list[str] | None) -> int:
         problem = path and check_writable(path)
         if problem:
             raise UsageError(f"{option}: cannot write {path}: {problem}")
+    if args.max_fidelity_loss is not None and not 0 < args.max_fidelity_loss < 1:
+        raise UsageError("--max-fidelity-loss must be between 0 and 1")
+    if args.memory_limit is not None and args.memory_limit <= 0:
+        raise UsageError("--memory-limit must be a positive number of MB")
     if args.model and not os.path.exists(args.model):
         raise UsageError(f"no such file or directory: {args.model}")
     model = ensure_demo_model() if args.demo else args.model
-    from tfaudit.runner import AuditJob
 
-    if args.max_fidelity_loss is not None and not 0 < args.max_fidelity_loss < 1:
-        raise UsageError("--max-fidelity-loss must be between 0 and 1")
-    options = {} if args.max_fidelity_loss is None else {"max_fidelity_loss": args.max_fidelity_loss}
-    job = AuditJob(model=os.path.abspath(model), budget=args.budget, signature=args.signature, inputs=args.inputs, options=options)
+    from tfaudit.runner import AuditJob, default_memory_limit_mb
+
+    job = AuditJob(
+        model=os.path.abspath(model),
+        budget=args.budget,
+        signature=args.signature,
+        inputs=args.inputs,
+        options={} if args.max_fidelity_loss is None else {"max_fidelity_loss": args.max_fidelity_loss},
+        memory_limit_mb=args.memory_limit or default_memory_limit_mb(),
+    )
     outputs = dict(report=args.report, json_path=args.json, record=args.record, junit=args.junit, fail_on=args.fail_on)
     if not args.headless and sys.stdout.isatty() and sys.stdin.isatty():
         from tfaudit.tui import run_tui

@@ -25,6 +25,26 @@ from tfaudit.worker import WORKER_ENVIRONMENT
 
 STDERR_TAIL_LINES = 20
 INVENTORY_TIMEOUT_S = 300.0
+MEMORY_POLL_S = 0.25
+DEFAULT_MEMORY_SHARE = 0.75  # of physical RAM: a leaking model must not take the machine down
+MIB = 1024 * 1024
+
+
+def default_memory_limit_mb() -> int:
+    import psutil
+
+    return int(psutil.virtual_memory().total * DEFAULT_MEMORY_SHARE / MIB)
+
+
+def tree_rss(pid: int) -> int:
+    """Resident memory of a process and its children (0 once it is gone)."""
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        return sum(p.memory_info().rss for p in [process, *process.children(recursive=True)])
+    except psutil.Error:
+        return 0
 
 
 @dataclass
@@ -33,6 +53,7 @@ class WorkerOutcome:
     returncode: int | None = None
     timed_out: bool = False
     interrupted: bool = False
+    over_memory: tuple[int, int] | None = None  # (rss, limit) in MiB when the limit killed it
     output_tail: str = ""
 
     def death_cause(self, timeout_s: float) -> str:
@@ -40,6 +61,9 @@ class WorkerOutcome:
             return "interrupted by the user"
         if self.timed_out:
             return f"timed out after {timeout_s:g} s (the budget's check time limit)"
+        if self.over_memory:
+            rss, limit = self.over_memory
+            return f"killed at {rss} MiB: over the worker memory limit of {limit} MiB (--memory-limit)"
         rc = self.returncode
         if rc is not None and rc < 0:
             name = signal.Signals(-rc).name
@@ -65,8 +89,12 @@ def run_worker(
     timeout_s: float,
     python: str = sys.executable,
     stop: threading.Event | None = None,
+    memory_limit_mb: int | None = None,
 ) -> WorkerOutcome:
     """Start one worker, forward its events as they arrive, and reap it.
+
+    A worker whose process tree holds more than ``memory_limit_mb`` resident is
+    killed, as the kernel's OOM killer would, but with a cause we can name.
 
     Setting ``stop`` (from another thread, e.g. a UI's quit) acts like Ctrl-C:
     the worker is killed and KeyboardInterrupt is raised here.
@@ -99,8 +127,15 @@ def run_worker(
         reader = threading.Thread(target=read_events, daemon=True)
         reader.start()
         deadline = time.monotonic() + timeout_s
+        next_memory_poll = 0.0
         try:
             while True:
+                if memory_limit_mb and time.monotonic() >= next_memory_poll:
+                    next_memory_poll = time.monotonic() + MEMORY_POLL_S
+                    rss_mb = tree_rss(process.pid) // MIB
+                    if rss_mb > memory_limit_mb:
+                        outcome.over_memory = (rss_mb, memory_limit_mb)
+                        break
                 try:
                     line = lines.get(timeout=0.1)
                 except queue.Empty:
@@ -120,10 +155,11 @@ def run_worker(
         except KeyboardInterrupt:
             outcome.interrupted = True
         finally:
-            if process.poll() is None and (outcome.timed_out or outcome.interrupted):
+            stopped_early = outcome.timed_out or outcome.interrupted or outcome.over_memory
+            if process.poll() is None and stopped_early:
                 _kill_group(process)
             outcome.returncode = _reap(process)
-            if not (outcome.timed_out or outcome.interrupted):
+            if not stopped_early:
                 reader.join(timeout=5)
         outcome.output_tail = _tail(log_path)
     finally:
@@ -156,6 +192,7 @@ class AuditJob:
     inputs: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
     check_timeout_s: float | None = None  # default: the budget's
+    memory_limit_mb: int | None = None  # per worker; None: no limit
 
     def worker_job(self, **extra: Any) -> dict[str, Any]:
         return {
@@ -172,7 +209,7 @@ def load_inventory(
     job: AuditJob, on_event: Callable[[Event], None], stop: threading.Event | None = None
 ) -> ModelLoaded | LoadFailed:
     """Load and inventory the model in a worker; a worker that dies is a load failure."""
-    outcome = run_worker(job.worker_job(mode="inventory"), on_event, INVENTORY_TIMEOUT_S, stop=stop)
+    outcome = run_worker(job.worker_job(mode="inventory"), on_event, INVENTORY_TIMEOUT_S, stop=stop, memory_limit_mb=job.memory_limit_mb)
     for event in outcome.events:
         if isinstance(event, (ModelLoaded, LoadFailed)):
             return event
@@ -202,12 +239,14 @@ def run_check(
             on_event(event)
 
     try:
-        outcome = run_worker(job.worker_job(mode="check", check=spec.id, target=spec.target), forward, timeout_s, stop=stop)
+        outcome = run_worker(
+            job.worker_job(mode="check", check=spec.id, target=spec.target), forward, timeout_s, stop=stop, memory_limit_mb=job.memory_limit_mb
+        )
     except KeyboardInterrupt:
         on_event(CheckFinished(spec.id, "errored", round(time.monotonic() - started, 3), "interrupted by the user"))
         raise
     reported = next((e for e in outcome.events if isinstance(e, CheckFinished)), None)
-    if reported is None or outcome.timed_out:
+    if reported is None or outcome.timed_out or outcome.over_memory:
         finished = CheckFinished(
             spec.id, "errored", round(time.monotonic() - started, 3), outcome.death_cause(timeout_s), outcome.output_tail
         )
