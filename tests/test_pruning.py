@@ -1,0 +1,113 @@
+"""The pruning check: near-zero kernels prune to >= 75 % with small loss, tfmot on tf_keras, and the mask."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from checks.pruning import magnitude_mask
+from test_quantization import audit
+
+
+def near_zero_kernels(rng, shape, big_fraction=0.08):
+    """Kernels that are ~1e-4 except for a few large weights."""
+    kernel = rng.standard_normal(shape).astype(np.float32) * 1e-4
+    big = rng.random(shape) < big_fraction
+    kernel[big] = rng.standard_normal(int(big.sum())).astype(np.float32)
+    return kernel
+
+
+def build_near_zero(path: str) -> str:
+    """x [None, 64] -> scores [None, 10] through two dense layers whose kernels are 92 % near zero."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+
+    class NearZero(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.w1 = tf.Variable(near_zero_kernels(rng, (64, 256)))
+            self.b1 = tf.Variable(np.zeros(256, np.float32))
+            self.w2 = tf.Variable(near_zero_kernels(rng, (256, 10)))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 64], tf.float32, name="x")])
+        def serve(self, x):
+            return {"scores": tf.matmul(tf.nn.relu(tf.matmul(x, self.w1) + self.b1), self.w2)}
+
+    module = NearZero()
+    tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
+    return path
+
+
+def build_near_zero_tf_keras(path: str) -> str:
+    import tf_keras
+
+    rng = np.random.default_rng(1)
+    inputs = tf_keras.Input(shape=(64,), name="x")
+    hidden = tf_keras.layers.Dense(128, activation="relu", name="hidden")(inputs)
+    model = tf_keras.Model(inputs, tf_keras.layers.Dense(10, name="scores")(hidden))
+    model.get_layer("hidden").set_weights([near_zero_kernels(rng, (64, 128)), np.zeros(128, np.float32)])
+    model.get_layer("scores").set_weights([near_zero_kernels(rng, (128, 10)), np.zeros(10, np.float32)])
+    model.save(path, save_format="tf")
+    return path
+
+
+def test_magnitude_mask_drops_the_smallest():
+    values = np.array([[0.1, -5.0, 0.01, 3.0], [-0.2, 0.0, 7.0, -0.05]])
+    keep = magnitude_mask(values, 0.75)
+    assert keep.sum() == 2 and keep[1, 2] and keep[0, 1]
+    assert magnitude_mask(values, 0.0).all()
+
+
+def check_recommendation(outcome, method_prefix: str):
+    recommended = [f for f in outcome.findings.values() if f.id.startswith("pruning/magnitude-")]
+    assert len(recommended) == 1, list(outcome.findings)
+    finding = recommended[0]
+    sparsity = int(finding.id.rsplit("-", 1)[1])
+    assert sparsity >= 75
+    assert finding.risk.fidelity_loss is not None and finding.risk.fidelity_loss < 0.01
+    assert finding.evidence["method"].startswith(method_prefix)
+    row = finding.evidence["sweep"][f"pruned-{sparsity}%"]
+    assert row["achieved_sparsity"] >= sparsity / 100 - 0.01
+    assert row["zipped_bytes"] < finding.evidence["sweep"]["unpruned"]["zipped_bytes"]
+    assert finding.savings["size_pct"].value > 30  # zeros compress: measured on the zipped flatbuffer
+    assert finding.effort.level == "hours"
+    for f in outcome.findings.values():
+        if "latency_ms" in f.savings:
+            assert f.evidence["latency_vs_baseline"]["verdict"] == "faster"
+    assert [s.x for s in outcome.series("sparsity_vs_fidelity")] == [50.0, 75.0, 90.0]
+    assert {s.label for s in outcome.series("variant_fidelity_vs_size")} >= {"pruned-50%", "pruned-75%", "pruned-90%"}
+    return finding
+
+
+@pytest.mark.slow
+def test_near_zero_kernels_prune_to_at_least_75_percent(tmp_path):
+    from checks.pruning import PruningCheck
+
+    outcome = audit(build_near_zero(str(tmp_path / "model")), PruningCheck)
+    finding = check_recommendation(outcome, "direct")
+    combined = outcome.findings["pruning/combined"]
+    assert combined.evidence["combined"]["zipped_bytes"] < finding.evidence["sweep"][f"pruned-{finding.id.rsplit('-', 1)[1]}%"]["zipped_bytes"]
+    assert combined.risk.fidelity_loss is not None
+    print(f"near zero: {finding.title}; loss {finding.risk.fidelity_loss:.2g}; {combined.title}; {outcome.seconds:.1f} s")
+
+
+@pytest.mark.slow
+def test_tf_keras_model_is_pruned_with_tfmot_including_2_by_4(tmp_path):
+    from checks.pruning import PruningCheck
+
+    outcome = audit(build_near_zero_tf_keras(str(tmp_path / "model")), PruningCheck)
+    finding = check_recommendation(outcome, "tfmot")
+    two_four = finding.evidence["sweep"]["pruned-2:4"]
+    assert two_four["achieved_sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert "prune_low_magnitude" in finding.fix.code and "strip_pruning" in finding.fix.code
+    print(f"tf_keras: {finding.title}; 2:4 loss {two_four['fidelity']['relative_l2']:.2g}; {outcome.seconds:.1f} s")
+
+
+@pytest.mark.slow
+def test_random_dense_model_needs_fine_tuning(built_model):
+    from checks.pruning import PruningCheck
+
+    outcome = audit(built_model("keras3"), PruningCheck)
+    finding = outcome.findings["pruning/needs-fine-tuning"]
+    assert finding.effort.level == "days" and "UpdatePruningStep" in finding.fix.code
+    assert finding.severity in ("low", "info")
