@@ -268,7 +268,7 @@ def with_new_weights(source_dir: str, target_dir: str, originals: list[np.ndarra
 
 
 def float32_flatbuffer(ctx, source: str, loaded) -> "Converted":
-    """The float32 conversion, cached on disk per model file state so the second check reuses the first's."""
+    """The float32 conversion, kept in the audit's scratch dir so the second check reuses the first's."""
     import hashlib
 
     import tensorflow as tf
@@ -279,7 +279,9 @@ def float32_flatbuffer(ctx, source: str, loaded) -> "Converted":
         files = [ctx.model.path]
     stamp = [f"{f}:{os.stat(f).st_size}:{os.stat(f).st_mtime_ns}" for f in files]
     key = hashlib.sha1("|".join([tf.__version__, ctx.model.path, ctx.model.signature, *sorted(stamp)]).encode()).hexdigest()
-    cache = os.path.join(tempfile.gettempdir(), f"tfaudit-{os.getuid()}-float32-cache")
+    if ctx.scratch_dir is None:  # a check run on its own converts for itself
+        return convert(source, ctx.model.signature, lambda converter: None, loaded)
+    cache = os.path.join(ctx.scratch_dir, "float32-flatbuffers")
     path = os.path.join(cache, key + ".tflite")
     if os.path.isfile(path):
         with open(path, "rb") as f:

@@ -165,6 +165,9 @@ class Context:
     inputs: "InputFactory"
     budget: "Budget"
     options: dict[str, Any] = field(default_factory=dict)
+    # Shared by this audit's checks (e.g. a conversion one check can reuse), removed when the
+    # audit ends; None when a check runs on its own.
+    scratch_dir: str | None = None
 
     @property
     def inventory(self) -> dict[str, Any]:

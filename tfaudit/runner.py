@@ -16,7 +16,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable
 
 from tfaudit.events import CheckFinished, CheckStarted, Event, LoadFailed, ModelLoaded, from_json
@@ -193,6 +193,7 @@ class AuditJob:
     options: dict[str, Any] = field(default_factory=dict)
     check_timeout_s: float | None = None  # default: the budget's
     memory_limit_mb: int | None = None  # per worker; None: no limit
+    scratch_dir: str | None = None  # set by run_audit for the audit's duration
 
     def worker_job(self, **extra: Any) -> dict[str, Any]:
         return {
@@ -201,6 +202,7 @@ class AuditJob:
             "inputs": self.inputs,
             "budget": self.budget,
             "options": self.options,
+            "scratch_dir": self.scratch_dir,
             **extra,
         }
 
@@ -273,11 +275,13 @@ def run_audit(
     if isinstance(load_inventory(job, on_event, stop), LoadFailed):
         return False
     specs = list(specs)
-    for position, spec in enumerate(specs):
-        try:
-            run_check(spec, job, on_event, stop)
-        except KeyboardInterrupt:
-            for rest in specs[position + 1 :]:
-                on_event(CheckFinished(rest.id, "skipped", 0.0, "not run: the audit was interrupted"))
-            raise
+    with tempfile.TemporaryDirectory(prefix="tfaudit-audit-") as scratch:
+        job = replace(job, scratch_dir=scratch)
+        for position, spec in enumerate(specs):
+            try:
+                run_check(spec, job, on_event, stop)
+            except KeyboardInterrupt:
+                for rest in specs[position + 1 :]:
+                    on_event(CheckFinished(rest.id, "skipped", 0.0, "not run: the audit was interrupted"))
+                raise
     return True

@@ -90,7 +90,13 @@ def run_check(job: dict[str, Any], emit: Callable[[Event], None]) -> None:
     try:
         check = load_target(job["target"])()
         model, inputs = open_model(job)
-        ctx = Context(model=model, inputs=inputs, budget=BUDGETS[job["budget"]], options=job.get("options", {}))
+        ctx = Context(
+            model=model,
+            inputs=inputs,
+            budget=BUDGETS[job["budget"]],
+            options=job.get("options", {}),
+            scratch_dir=job.get("scratch_dir"),
+        )
         for item in check.run(ctx):
             if isinstance(item, Finding):
                 if item.check != check_id:
