@@ -51,4 +51,13 @@ def discover_checks() -> list[CheckSpec]:
     for target in filter(None, os.environ.get(EXTRA_CHECKS_VARIABLE, "").split(",")):
         specs.append(spec_for(target.strip(), f"from {EXTRA_CHECKS_VARIABLE}"))
     unique = {spec.id: spec for spec in specs}  # an editable + regular install can list one twice
-    return sorted(unique.values(), key=lambda s: (s.origin != "built-in", s.id))
+    return sorted(unique.values(), key=run_order)
+
+
+BUILTIN_ORDER = ("retracing", "memory", "quantization", "pruning")  # fast and static first
+
+
+def run_order(spec: CheckSpec) -> tuple:
+    builtin = spec.origin == "built-in"
+    position = BUILTIN_ORDER.index(spec.id) if spec.id in BUILTIN_ORDER else len(BUILTIN_ORDER)
+    return (not builtin, position, spec.id)
