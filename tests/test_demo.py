@@ -76,7 +76,7 @@ def test_kernels_are_mostly_near_zero(loaded):
     assert np.mean(entries < 1e-3) >= 0.8
 
 
-def test_one_layer_computes_in_float64(demo_dir):
+def test_one_layer_stores_float64_weights(demo_dir):
     import tensorflow as tf
 
     dtypes = tf.train.load_checkpoint(os.path.join(demo_dir, "variables", "variables")).get_variable_to_dtype_map()

@@ -126,7 +126,7 @@ def test_markdown_report_sections_and_ranked_table():
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| #")]
     assert [row.split("|")[1].strip() for row in rows] == ["1", "2", "3"]
     assert "retracing/wrapper" in rows[0] and "quantization/int8" in rows[1]
-    assert "3.00 ms [2.50–3.50]" in rows[0]
+    assert "3 ms [2.5–3.5]" in rows[0]
     assert "wrapper \\| summary" not in table  # summaries stay out of the table
     assert "```python\ntf.function(input_signature" in text
     assert "**How to verify**" in text and "**Why it matters**" in text

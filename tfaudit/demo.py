@@ -10,7 +10,8 @@ that tfaudit's checks should find:
 3. ``refine(x, steps)`` takes ``steps`` as a Python int, traced with 1, 2, 3:
    the value is baked into each graph (unrolled loop), one graph per value.
 4. 85% of every kernel's entries are ~1e-4: the weights prune very well.
-5. The middle layer computes in float64 (float64 kernel, casts in and out).
+5. The middle layer stores its weights in float64 (twice the bytes), cast to float32 on every
+   call. (float64 *math* would also block TFLite conversion, hiding the quantization results.)
 
 TensorFlow is imported inside ``build_demo`` only, so the CLI can import this
 module without it; the CLI builds the model via ``python -m tfaudit.demo``.
@@ -22,7 +23,7 @@ import os
 import shutil
 import tempfile
 
-DEMO_VERSION = "1"
+DEMO_VERSION = "2"
 SEED = 20240601
 TRACED_BATCH_SIZES = (1, 2, 4, 8, 16)
 TRACED_REFINE_STEPS = (1, 2, 3)
@@ -61,21 +62,20 @@ def _make_module():
                 self.bias = tf.Variable(np.zeros(fan_out, dtype=dtype), name="bias")
 
         def __call__(self, x):
-            return tf.matmul(x, self.kernel) + self.bias
+            return tf.matmul(x, tf.cast(self.kernel, x.dtype)) + tf.cast(self.bias, x.dtype)
 
     class DemoClassifier(tf.Module):
         def __init__(self):
             super().__init__(name="demo_classifier")
             self.dense1 = Dense(64, 256, np.float32, "dense1")
-            self.dense2 = Dense(256, 256, np.float64, "dense2")  # planted: float64 layer
+            self.dense2 = Dense(256, 256, np.float64, "dense2")  # planted: float64 weights
             self.dense3 = Dense(256, 10, np.float32, "dense3")
 
         def scores(self, x, steps=1):
             hidden = tf.nn.relu(self.dense1(x))
-            wide = tf.cast(hidden, tf.float64)
             for _ in range(steps):  # a Python loop: unrolled into the graph, once per `steps`
-                wide = tf.nn.relu(self.dense2(wide))
-            logits = self.dense3(tf.cast(wide, tf.float32))
+                hidden = tf.nn.relu(self.dense2(hidden))
+            logits = self.dense3(hidden)
             return tf.nn.softmax(logits)
 
         # planted: fixed batch size 1 in the serving signature

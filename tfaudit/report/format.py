@@ -26,7 +26,7 @@ def saving_text(finding: Finding) -> str:
     s = finding.savings
     parts = []
     if "latency_ms" in s:
-        parts.append(f"{s['latency_ms'].value:.2f} ms{_interval(s['latency_ms'], '{:.2f}')}")
+        parts.append(f"{s['latency_ms'].value:.3g} ms{_interval(s['latency_ms'], '{:.3g}')}")
     if "latency_pct" in s:
         parts.append(f"{s['latency_pct'].value:.0f}% latency{_interval(s['latency_pct'], '{:.0f}')}")
     if "size_bytes" in s:

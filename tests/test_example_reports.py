@@ -1,0 +1,46 @@
+"""reports/ holds what `tfaudit --demo --headless` wrote (README: "Example reports"); they must parse and follow the schema."""
+import json
+import os
+
+import pytest
+
+from tfaudit.api import SEVERITIES, Finding
+from tfaudit.events import CHECK_STATUSES
+
+REPORTS = os.path.join(os.path.dirname(__file__), "..", "reports")
+
+
+@pytest.fixture(scope="module")
+def demo_json():
+    with open(os.path.join(REPORTS, "demo.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def test_json_report_follows_the_schema(demo_json):
+    assert demo_json["schema_version"] == "1"
+    assert {"tool", "started_at", "duration_s", "budget", "interrupted", "model", "environment", "checks", "findings", "samples"} <= set(demo_json)
+    model = demo_json["model"]
+    assert {"path", "format", "signature", "signatures", "functions", "variables", "size_bytes", "files", "ops", "versions"} <= set(model)
+    assert {c["id"] for c in demo_json["checks"]} == {"retracing", "memory", "quantization", "pruning"}
+    assert all(c["status"] in CHECK_STATUSES for c in demo_json["checks"])
+    findings = [Finding.from_dict(f) for f in demo_json["findings"]]
+    assert findings and all(f.severity in SEVERITIES for f in findings)
+    priorities = [f.priority for f in findings]
+    assert priorities == sorted(priorities, reverse=True)
+    for series in demo_json["samples"]:
+        assert len(series["points"]) <= 200 and all(len(p) == 2 for p in series["points"])
+
+
+def test_demo_report_shows_the_planted_problems(demo_json):
+    ids = {f["id"] for f in demo_json["findings"]}
+    assert {"retracing/retraced-before-export", "retracing/python-argument", "retracing/fixed-batch-dim", "quantization/float64"} <= ids
+    assert any(i.startswith("pruning/magnitude-") for i in ids)
+
+
+def test_markdown_report_matches_the_json(demo_json):
+    with open(os.path.join(REPORTS, "demo.md"), encoding="utf-8") as f:
+        text = f.read()
+    for heading in ("## Recommendations", "## Checks", "## Environment", "## Model", "## Findings"):
+        assert heading in text
+    first = next(f for f in demo_json["findings"] if f["severity"] != "info")
+    assert f"### 1. {first['title']}" in text
