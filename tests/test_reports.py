@@ -11,6 +11,7 @@ from tfaudit.events import (
     CheckProgress,
     CheckStarted,
     FindingEmitted,
+    MetricEmitted,
     ModelLoaded,
     SampleEmitted,
     from_json,
@@ -54,6 +55,7 @@ def audit_events():
         CheckProgress("retracing", 0.5, "probing"),
         SampleEmitted("retracing", "latency_ms", 0, 9.5, "trace"),
         SampleEmitted("retracing", "latency_ms", 1, 1.0),
+        MetricEmitted("retracing", "serving_latency_ms", 1.2, "ms", 1.1, 1.3),
         FindingEmitted("retracing", hazard.to_dict()),
         FindingEmitted("retracing", slow.to_dict()),
         CheckFinished("retracing", "findings", 3.2),
@@ -111,6 +113,9 @@ def test_json_report_schema_and_order():
     assert report["findings"][0]["savings"]["latency_pct"] == {"value": 60.0, "low": 50.0, "high": 70.0}
     assert report["samples"] == [{"check": "retracing", "series": "latency_ms", "points": [[0, 9.5], [1, 1.0]]}]
     assert report["duration_s"] == 12.5
+    assert report["metrics"] == {
+        "retracing.serving_latency_ms": {"value": 1.2, "low": 1.1, "high": 1.3, "unit": "ms", "better": "lower"}
+    }
     # the JSON findings load back as Findings
     assert Finding.from_dict(report["findings"][0]).id == "retracing/wrapper"
 

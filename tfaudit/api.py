@@ -1,7 +1,7 @@
 """The check API: what a check is, what it yields, and what it is given.
 
 A check is a class with a ``meta`` and a ``run(ctx)`` generator that yields
-``Progress``, ``Sample`` and ``Finding`` objects. It runs inside a worker
+``Progress``, ``Sample``, ``Metric`` and ``Finding`` objects. It runs inside a worker
 process; it imports TensorFlow inside ``run`` (never at module top) so that
 ``tfaudit --list-checks`` stays fast and TensorFlow-free.
 """
@@ -136,6 +136,27 @@ class Sample:
 
 
 @dataclass(frozen=True)
+class Metric:
+    """A key number of this model, kept for baselines (``--baseline``) and budgets.
+
+    ``name`` is stable across runs (e.g. ``serving_latency_ms``); the report keys it as
+    ``check.name``. ``low``/``high`` give its 95 % interval when repeated runs allow one,
+    which baselines use as the noise tolerance. ``better`` is "lower" or "higher".
+    """
+
+    name: str
+    value: float
+    unit: str
+    low: float | None = None
+    high: float | None = None
+    better: str = "lower"
+
+    def __post_init__(self) -> None:
+        if self.better not in ("lower", "higher"):
+            raise ValueError("Metric.better must be 'lower' or 'higher'")
+
+
+@dataclass(frozen=True)
 class Progress:
     fraction: float  # 0..1
     message: str = ""
@@ -145,7 +166,7 @@ class SkipCheck(Exception):
     """Raise from ``run`` when the check does not apply; the message is the reason."""
 
 
-Yielded = Union[Progress, Sample, Finding]
+Yielded = Union[Progress, Sample, Finding, Metric]
 
 
 class Check:

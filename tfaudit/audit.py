@@ -14,6 +14,7 @@ from tfaudit.events import (
     Event,
     FindingEmitted,
     LoadFailed,
+    MetricEmitted,
     ModelLoaded,
     SampleEmitted,
 )
@@ -48,6 +49,7 @@ class AuditState:
     checks: dict[str, CheckState] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
     samples: dict[tuple[str, str], list[tuple[float, float, str]]] = field(default_factory=dict)
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  # "check.name" -> value, low, high, unit, better
 
     def apply(self, event: Event) -> None:
         if isinstance(event, ModelLoaded):
@@ -61,6 +63,10 @@ class AuditState:
             state.fraction, state.message = event.fraction, event.message
         elif isinstance(event, SampleEmitted):
             self.samples.setdefault((event.check, event.series), []).append((event.x, event.y, event.label))
+        elif isinstance(event, MetricEmitted):
+            self.metrics[f"{event.check}.{event.name}"] = {
+                "value": event.value, "low": event.low, "high": event.high, "unit": event.unit, "better": event.better
+            }
         elif isinstance(event, FindingEmitted):
             self.findings.append(Finding.from_dict(event.finding))
         elif isinstance(event, CheckFinished):
@@ -110,6 +116,7 @@ class AuditState:
                 {"id": c.id, "title": c.title, "status": c.status, "duration_s": c.duration_s, "error": c.error}
                 for c in self.checks.values()
             ],
+            "metrics": self.metrics,
             "findings": [f.to_dict() for f in self.ranked_findings()],
             "samples": [
                 {"check": check, "series": series, "points": [[x, y] for x, y, _ in _downsample(points)]}

@@ -54,6 +54,18 @@ class SampleEmitted:
 
 
 @dataclass(frozen=True)
+class MetricEmitted:
+    kind: ClassVar[str] = "metric"
+    check: str
+    name: str
+    value: float
+    unit: str
+    low: float | None = None
+    high: float | None = None
+    better: str = "lower"
+
+
+@dataclass(frozen=True)
 class FindingEmitted:
     kind: ClassVar[str] = "finding"
     check: str
@@ -74,10 +86,14 @@ class CheckFinished:
             raise ValueError(f"status must be one of {CHECK_STATUSES}")
 
 
-Event = Union[ModelLoaded, LoadFailed, CheckStarted, CheckProgress, SampleEmitted, FindingEmitted, CheckFinished]
+Event = Union[
+    ModelLoaded, LoadFailed, CheckStarted, CheckProgress, SampleEmitted, MetricEmitted, FindingEmitted, CheckFinished
+]
 EVENT_TYPES: dict[str, type] = {
     cls.kind: cls
-    for cls in (ModelLoaded, LoadFailed, CheckStarted, CheckProgress, SampleEmitted, FindingEmitted, CheckFinished)
+    for cls in (
+        ModelLoaded, LoadFailed, CheckStarted, CheckProgress, SampleEmitted, MetricEmitted, FindingEmitted, CheckFinished
+    )
 }
 
 

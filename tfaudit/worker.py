@@ -20,6 +20,7 @@ from tfaudit.events import (
     Event,
     FindingEmitted,
     LoadFailed,
+    MetricEmitted,
     ModelLoaded,
     SampleEmitted,
     to_json,
@@ -76,7 +77,7 @@ def run_inventory(job: dict[str, Any], emit: Callable[[Event], None]) -> None:
 
 
 def run_check(job: dict[str, Any], emit: Callable[[Event], None]) -> None:
-    from tfaudit.api import Context, Finding, Progress, Sample, SkipCheck
+    from tfaudit.api import Context, Finding, Metric, Progress, Sample, SkipCheck
     from tfaudit.budget import BUDGETS
     from tfaudit.registry import load_target
 
@@ -107,8 +108,10 @@ def run_check(job: dict[str, Any], emit: Callable[[Event], None]) -> None:
                 emit(SampleEmitted(check_id, item.series, item.x, item.y, item.label))
             elif isinstance(item, Progress):
                 emit(CheckProgress(check_id, item.fraction, item.message))
+            elif isinstance(item, Metric):
+                emit(MetricEmitted(check_id, item.name, item.value, item.unit, item.low, item.high, item.better))
             else:
-                raise TypeError(f"check yielded {type(item).__name__}; expected Finding, Sample or Progress")
+                raise TypeError(f"check yielded {type(item).__name__}; expected Finding, Sample, Metric or Progress")
     except SkipCheck as exc:
         finish("skipped", str(exc))
         return
