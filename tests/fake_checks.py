@@ -5,7 +5,7 @@ import ctypes
 import os
 import time
 
-from tfaudit.api import Check, CheckMeta, Effort, Finding, Fix, Measure, Progress, Sample, SkipCheck
+from tfaudit.api import Check, CheckMeta, Effort, Finding, Fix, Measure, Metric, Progress, Sample, SkipCheck
 
 
 class TimedFinding(Check):
@@ -38,6 +38,7 @@ class LowFinding(Check):
     meta = CheckMeta("fake-low", "Fake low check", "emits one low finding without TensorFlow work")
 
     def run(self, ctx):
+        yield Metric("input_count", len(ctx.inputs.specs), "inputs")
         yield Finding(
             id="fake-low/minor", check="fake-low", severity="low", title="Minor thing", summary="minor",
             evidence={"inputs": [s.name for s in ctx.inputs.specs]}, effort=Effort("minutes", 0.5, "quick"),

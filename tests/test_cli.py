@@ -190,3 +190,30 @@ def test_recorded_stream_replays_into_the_same_report(tmp_path, built_model, fak
     original = md.read_text()
     assert replayed.split("## Checks")[0].split("\n", 3)[3] == original.split("## Checks")[0].split("\n", 3)[3]
     assert "## Model" in replayed and "fake-low/minor" in replayed
+
+
+def test_config_budgets_and_baseline_gate_the_exit_code(tmp_path, built_model, fake_checks):
+    model = built_model("mlp")
+    first = tmp_path / "first.json"
+    assert run_cli(model, "--checks", "fake-low", "--json", str(first)).returncode == 0
+    assert json.loads(first.read_text())["metrics"]["fake-low.input_count"]["value"] == 1
+
+    config = tmp_path / "ci.toml"
+    config.write_text('[tool.tfaudit]\nchecks = ["fake-low"]\n[tool.tfaudit.budgets]\n"fake-low.input_count" = 0\n')
+    md = tmp_path / "gated.md"
+    result = run_cli(model, "--config", str(config), "--report", str(md))
+    assert result.returncode == 1, result.stderr
+    assert "budget violated: fake-low.input_count" in result.stdout
+    assert "**violated**" in md.read_text()
+
+    config.write_text('[tool.tfaudit]\nchecks = ["fake-low"]\n[tool.tfaudit.budgets]\n"fake-low.input_count" = 5\n')
+    result = run_cli(model, "--config", str(config), "--baseline", str(first), "--report", str(md))
+    assert result.returncode == 0, result.stderr
+    assert "No metric moved beyond its measured noise." in md.read_text()
+
+    config.write_text("checks = 3")
+    bad = run_cli(model, "--config", str(config))
+    assert bad.returncode == 2 and "wrong type" in one_clear_line(bad)
+    (tmp_path / "old.json").write_text("{")
+    bad = run_cli(model, "--checks", "fake-low", "--baseline", str(tmp_path / "old.json"))
+    assert bad.returncode == 2 and "is not JSON" in one_clear_line(bad)

@@ -50,6 +50,8 @@ class AuditState:
     findings: list[Finding] = field(default_factory=list)
     samples: dict[tuple[str, str], list[tuple[float, float, str]]] = field(default_factory=dict)
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  # "check.name" -> value, low, high, unit, better
+    budget_results: list[Any] = field(default_factory=list)  # tfaudit.gates.BudgetResult
+    baseline: Any = None  # tfaudit.gates.BaselineComparison
 
     def apply(self, event: Event) -> None:
         if isinstance(event, ModelLoaded):
@@ -100,6 +102,13 @@ class AuditState:
     def started_iso(self) -> str:
         return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started_at))
 
+    def gate_failures(self) -> list[str]:
+        """Why the budgets or the baseline fail this audit (exit 1)."""
+        failures = [f"budget {r.metric} violated" for r in self.budget_results if r.status == "violated"]
+        if self.baseline is not None:
+            failures += [f"{row['metric']} regressed against the baseline" for row in self.baseline.regressions]
+        return failures
+
     def report(self) -> dict[str, Any]:
         """The JSON report (schema documented in README)."""
         end = self.finished_at or time.time()
@@ -117,6 +126,8 @@ class AuditState:
                 for c in self.checks.values()
             ],
             "metrics": self.metrics,
+            "budgets": [dict(r.__dict__) for r in self.budget_results],
+            "baseline": self.baseline.to_dict() if self.baseline is not None else None,
             "findings": [f.to_dict() for f in self.ranked_findings()],
             "samples": [
                 {"check": check, "series": series, "points": [[x, y] for x, y, _ in _downsample(points)]}

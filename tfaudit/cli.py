@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--record", metavar="FILE.jsonl", help="record the event stream (replayable without TensorFlow)")
     parser.add_argument("--signature", metavar="NAME", help="signature to audit (default: serving_default, else the only one)")
     parser.add_argument("--inputs", metavar="FILE.npz", help="real sample inputs, keys = input names")
-    parser.add_argument("--budget", choices=sorted(BUDGETS), default="standard", help="repetitions and time per check (quick is for CI)")
+    parser.add_argument("--budget", choices=sorted(BUDGETS), help="repetitions and time per check (quick is for CI; default standard)")
     parser.add_argument(
         "--max-fidelity-loss", type=float, metavar="X",
         help="compression bound: relative L2 error of outputs (and 1 - top-1 agreement for class scores) at most X (default 0.01)",
@@ -66,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--memory-limit", type=int, metavar="MB",
         help="kill a check's worker above this resident memory (default: 75%% of RAM)",
     )
-    parser.add_argument("--fail-on", choices=[*SEVERITIES[:-1], "never"], default="never", help="exit 1 when a finding is at or above this severity")
+    parser.add_argument("--fail-on", choices=[*SEVERITIES[:-1], "never"], help="exit 1 when a finding is at or above this severity (default never)")
+    parser.add_argument("--config", metavar="FILE.toml", help="options and metric budgets (default: [tool.tfaudit] in ./pyproject.toml)")
+    parser.add_argument("--baseline", metavar="OLD.json", help="compare with an earlier JSON report; metric regressions beyond noise exit 1")
     parser.add_argument("--version", action="version", version=f"tfaudit {__version__}")
     return parser
 
@@ -111,6 +113,26 @@ def ensure_demo_model() -> str:
     return path
 
 
+DEFAULTS = {"budget": "standard", "fail_on": "never"}
+
+
+def apply_config(args: argparse.Namespace):
+    """Fill options the command line left out from the configuration, then from DEFAULTS."""
+    from tfaudit.config import ConfigError, load_config
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    for key, value in config.options.items():
+        if getattr(args, key) is None:
+            setattr(args, key, ",".join(value) if key in ("checks", "skip") else value)
+    for key, value in DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return config
+
+
 def run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     from tfaudit.registry import discover_checks
@@ -120,6 +142,7 @@ def run(argv: list[str] | None) -> int:
         return list_checks(specs)
     if bool(args.model) == bool(args.demo):
         raise UsageError("give a MODEL path or --demo (one of them)")
+    config = apply_config(args)
     chosen = select_checks(specs, parse_ids(args.checks), parse_ids(args.skip))
     from tfaudit.report import check_writable
 
@@ -133,6 +156,14 @@ def run(argv: list[str] | None) -> int:
         raise UsageError("--memory-limit must be a positive number of MB")
     if args.model and not os.path.exists(args.model):
         raise UsageError(f"no such file or directory: {args.model}")
+    baseline = None
+    if args.baseline:
+        from tfaudit.gates import BaselineError, load_baseline
+
+        try:
+            baseline = (args.baseline, load_baseline(args.baseline))
+        except BaselineError as exc:
+            raise UsageError(str(exc)) from None
     model = ensure_demo_model() if args.demo else args.model
 
     from tfaudit.runner import AuditJob, default_memory_limit_mb
@@ -145,7 +176,10 @@ def run(argv: list[str] | None) -> int:
         options={} if args.max_fidelity_loss is None else {"max_fidelity_loss": args.max_fidelity_loss},
         memory_limit_mb=args.memory_limit or default_memory_limit_mb(),
     )
-    outputs = dict(report=args.report, json_path=args.json, record=args.record, junit=args.junit, fail_on=args.fail_on)
+    outputs = dict(
+        report=args.report, json_path=args.json, record=args.record, junit=args.junit, fail_on=args.fail_on,
+        budgets=config.budgets, baseline=baseline,
+    )
     if not args.headless and sys.stdout.isatty() and sys.stdin.isatty():
         from tfaudit.tui import run_tui
 

@@ -14,6 +14,7 @@ from tfaudit.cli import EXIT_CHECK_ERRORED, EXIT_FINDINGS, EXIT_INTERRUPTED, EXI
 from tfaudit.events import CheckFinished, CheckProgress, CheckStarted, Event, ModelLoaded, to_json
 from tfaudit.registry import CheckSpec
 from tfaudit.report.format import effort_text, human_bytes, risk_text, saving_text
+from tfaudit.gates import apply_gates
 from tfaudit.outputs import write_outputs
 from tfaudit.runner import AuditJob, run_audit
 
@@ -99,7 +100,23 @@ def ranked_table(state: AuditState) -> Table:
     return table
 
 
+def print_gates(state: AuditState, out: Console) -> None:
+    comparison = state.baseline
+    if comparison is not None:
+        for warning in comparison.warnings:
+            out.print(f"[yellow]baseline warning:[/] {warning}")
+        for row in comparison.regressions:
+            out.print(f"[red]regressed:[/] {row['metric']} {row['old']['value']:.4g} → {row['new']['value']:.4g} {row['unit']}")
+        for row in comparison.improvements:
+            out.print(f"[green]improved:[/] {row['metric']} {row['old']['value']:.4g} → {row['new']['value']:.4g} {row['unit']}")
+        out.print(f"new findings: {', '.join(comparison.new_findings) or 'none'}; resolved: {', '.join(comparison.resolved_findings) or 'none'}")
+    for result in state.budget_results:
+        if result.status != "ok":
+            out.print(f"[red]budget {result.status}:[/] {result.metric} (limit {result.limit:.4g})")
+
+
 def print_summary(state: AuditState, out: Console) -> None:
+    print_gates(state, out)  # regressions first
     if state.recommendations():
         out.print(ranked_table(state))
     else:
@@ -115,7 +132,7 @@ def print_summary(state: AuditState, out: Console) -> None:
 def exit_code(state: AuditState, fail_on: str) -> int:
     if state.interrupted:
         return EXIT_INTERRUPTED
-    if state.findings_at_or_above(fail_on):
+    if state.findings_at_or_above(fail_on) or state.gate_failures():
         return EXIT_FINDINGS  # a certain gate failure outranks an incomplete run
     if state.errored():
         return EXIT_CHECK_ERRORED
@@ -131,6 +148,8 @@ def run_headless(
     record: str | None = None,
     junit: str | None = None,
     fail_on: str = "never",
+    budgets: dict[str, float] | None = None,
+    baseline: tuple[str, dict] | None = None,
 ) -> int:
     state = AuditState(model_path=job.model, budget=job.budget)
     err = Console(stderr=True)
@@ -155,6 +174,7 @@ def run_headless(
     if state.load_error:
         print(f"tfaudit: error: {state.load_error}", file=sys.stderr)
         return EXIT_USAGE
+    apply_gates(state, budgets or {}, baseline)
     written = write_outputs(state, report=report, json_path=json_path, junit=junit, fail_on=fail_on)
     out = Console(width=None if sys.stdout.isatty() else 120, highlight=False)
     print_summary(state, out)

@@ -81,6 +81,39 @@ def model_lines(inv: dict) -> list[str]:
     return lines
 
 
+def _metric_text(metric: dict | None) -> str:
+    if not metric or metric.get("value") is None:
+        return "—"
+    interval = "" if metric.get("low") is None else f" [{metric['low']:.4g}–{metric['high']:.4g}]"
+    return f"{metric['value']:.4g}{interval} {metric.get('unit', '')}".rstrip()
+
+
+def gate_lines(state: AuditState) -> list[str]:
+    """Baseline regressions first, then budgets: what a CI reviewer reads before anything else."""
+    lines: list[str] = []
+    comparison = state.baseline
+    if comparison is not None:
+        lines += ["## Compared with the baseline", "", f"Baseline: `{comparison.path}`", ""]
+        lines += [f"> **Warning:** {w}" for w in comparison.warnings] + ([""] if comparison.warnings else [])
+        rows = [[f"**regressed**", f"`{r['metric']}`", _metric_text(r["old"]), _metric_text(r["new"])] for r in comparison.regressions]
+        rows += [["improved", f"`{r['metric']}`", _metric_text(r["old"]), _metric_text(r["new"])] for r in comparison.improvements]
+        if rows:
+            lines += table(["Verdict", "Metric", "Baseline", "Now"], rows)
+        else:
+            lines += ["No metric moved beyond its measured noise.", ""]
+        lines += [f"New findings: {', '.join(f'`{i}`' for i in comparison.new_findings) or 'none'}. "
+                  f"Resolved: {', '.join(f'`{i}`' for i in comparison.resolved_findings) or 'none'}.", ""]
+    if state.budget_results:
+        lines += ["## Budgets", ""]
+        order = {"violated": 0, "not measured": 1, "ok": 2}
+        results = sorted(state.budget_results, key=lambda r: (order[r.status], r.metric))
+        lines += table(
+            ["Metric", "Limit", "Measured", "Verdict"],
+            [[f"`{r.metric}`", f"{r.limit:.4g}", _metric_text(r.value is not None and {"value": r.value, "low": r.low, "high": r.high, "unit": r.unit}), f"**{r.status}**" if r.status == "violated" else r.status] for r in results],
+        )
+    return lines
+
+
 def finding_lines(position: int, f: Finding) -> list[str]:
     lines = [
         f"### {position}. {f.title}",
@@ -123,6 +156,7 @@ def render_markdown(state: AuditState) -> str:
         lines += ["> **Interrupted:** the audit was stopped; this report holds what finished.", ""]
     for check in state.errored():
         lines += [f"> **Check `{check.id}` errored:** {check.error}", ""]
+    lines += gate_lines(state)
     if findings:
         lines += ["## Recommendations", ""]
         lines += table(

@@ -9,16 +9,19 @@ __all__ = ["run_tui", "run_app", "AuditSource", "ReplaySource"]
 
 
 def run_tui(specs, job, *, report: str | None = None, json_path: str | None = None, record: str | None = None,
-            junit: str | None = None, fail_on: str = "never") -> int:
+            junit: str | None = None, fail_on: str = "never", budgets: dict | None = None,
+            baseline: tuple[str, dict] | None = None) -> int:
     """Audit in the TUI; write the reports asked for at the end; return headless's exit code."""
     return run_app(AuditSource(specs, job), budget=job.budget, report=report, json_path=json_path, record=record,
-                   junit=junit, fail_on=fail_on)
+                   junit=junit, fail_on=fail_on, budgets=budgets, baseline=baseline)
 
 
 def run_app(source: EventSource, *, budget: str = "", report: str | None = None, json_path: str | None = None,
-            record: str | None = None, junit: str | None = None, fail_on: str = "never") -> int:
+            record: str | None = None, junit: str | None = None, fail_on: str = "never",
+            budgets: dict | None = None, baseline: tuple[str, dict] | None = None) -> int:
     from tfaudit.cli import EXIT_USAGE
     from tfaudit.headless import exit_code
+    from tfaudit.gates import apply_gates
     from tfaudit.outputs import write_outputs
     from tfaudit.tui.app import TfauditApp
 
@@ -32,6 +35,7 @@ def run_app(source: EventSource, *, budget: str = "", report: str | None = None,
     if state.load_error:
         print(f"tfaudit: error: {state.load_error}", file=sys.stderr)
         return EXIT_USAGE
+    apply_gates(state, budgets or {}, baseline)
     for path in write_outputs(state, report=report, json_path=json_path, junit=junit, fail_on=fail_on):
         print(f"tfaudit: wrote {path}", file=sys.stderr)
     return exit_code(state, fail_on)

@@ -1,0 +1,95 @@
+"""Project configuration: ``[tool.tfaudit]`` in ./pyproject.toml, or ``--config FILE.toml``.
+
+    [tool.tfaudit]
+    budget = "quick"
+    fail_on = "high"
+    checks = ["retracing", "memory"]
+    max_fidelity_loss = 0.02
+
+    [tool.tfaudit.budgets]          # the worst acceptable value of each metric
+    "retracing.serving_latency_ms" = 5.0
+    "quantization.tflite_float32_size_bytes" = 20_000_000
+
+A ``--config`` file may hold the same table as ``[tool.tfaudit]``, ``[tfaudit]``, or at
+its top level. Command-line options win over the file.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+from tfaudit.api import SEVERITIES
+from tfaudit.budget import BUDGETS
+
+OPTION_TYPES: dict[str, tuple[type, ...]] = {
+    "budget": (str,),
+    "fail_on": (str,),
+    "checks": (list,),
+    "skip": (list,),
+    "max_fidelity_loss": (int, float),
+    "memory_limit": (int,),
+    "signature": (str,),
+}
+CHOICES = {"budget": tuple(BUDGETS), "fail_on": (*SEVERITIES[:-1], "never")}
+
+
+class ConfigError(Exception):
+    """A configuration file that cannot be used; the message is one line."""
+
+
+@dataclass
+class Config:
+    options: dict[str, Any] = field(default_factory=dict)
+    budgets: dict[str, float] = field(default_factory=dict)
+    source: str | None = None
+
+
+def _table(data: dict[str, Any], explicit: bool) -> dict[str, Any] | None:
+    if isinstance(data.get("tool"), dict) and "tfaudit" in data["tool"]:
+        return data["tool"]["tfaudit"]
+    if "tfaudit" in data:
+        return data["tfaudit"]
+    return data if explicit else None
+
+
+def load_config(path: str | None = None, directory: str = ".") -> Config:
+    """The --config file, else ./pyproject.toml's [tool.tfaudit], else no configuration."""
+    explicit = path is not None
+    path = path or os.path.join(directory, "pyproject.toml")
+    if not os.path.isfile(path):
+        if explicit:
+            raise ConfigError(f"--config file not found: {path}")
+        return Config()
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    table = _table(data, explicit)
+    if table is None:
+        return Config()
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: [tool.tfaudit] must be a table")
+    return _validate(dict(table), path)
+
+
+def _validate(table: dict[str, Any], path: str) -> Config:
+    budgets = table.pop("budgets", {})
+    unknown = sorted(set(table) - set(OPTION_TYPES))
+    if unknown:
+        raise ConfigError(f"{path}: unknown key {unknown[0]!r} in [tool.tfaudit]; known: budgets, {', '.join(OPTION_TYPES)}")
+    for key, value in table.items():
+        if not isinstance(value, OPTION_TYPES[key]) or isinstance(value, bool):
+            raise ConfigError(f"{path}: {key} = {value!r} has the wrong type")
+        if key in CHOICES and value not in CHOICES[key]:
+            raise ConfigError(f"{path}: {key} = {value!r}; choose one of {', '.join(CHOICES[key])}")
+    if not isinstance(budgets, dict):
+        raise ConfigError(f"{path}: [tool.tfaudit.budgets] must be a table of metric = worst acceptable value")
+    for metric, limit in budgets.items():
+        if "." not in metric:
+            raise ConfigError(f"{path}: budget {metric!r} must name a metric as check.name, e.g. retracing.serving_latency_ms")
+        if not isinstance(limit, (int, float)) or isinstance(limit, bool):
+            raise ConfigError(f"{path}: budget {metric!r} = {limit!r} must be a number")
+    return Config(options=table, budgets={k: float(v) for k, v in budgets.items()}, source=path)

@@ -1,0 +1,154 @@
+"""CI gates applied after the audit: metric budgets and the comparison with a baseline report.
+
+Budgets: ``"check.name" = limit`` is the worst acceptable value of that metric (a maximum
+for lower-is-better metrics, a minimum for higher-is-better ones). A budget is violated
+only when the whole measured interval is past the limit (the point value when the metric
+has no interval): noise alone never fails a build. Each violation is a ``budget/<metric>``
+finding of severity high, and exits 1.
+
+Baseline (``--baseline OLD.json``, an earlier JSON report): a metric regressed when its
+new interval lies entirely on the worse side of the old interval; metrics without
+intervals (sizes, counts) regress when they worsen by more than ``REL_TOLERANCE``.
+Regressions exit 1 and are listed first. New and resolved findings are listed; they gate
+through ``--fail-on`` as usual. A baseline from another host or TensorFlow version is
+compared all the same, with a warning.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from tfaudit.api import Effort, Finding, Fix
+
+REL_TOLERANCE = 0.02
+FINGERPRINT_KEYS = ("cpu", "cores_logical", "tensorflow")
+
+
+class BaselineError(Exception):
+    """A --baseline file that cannot be used; the message is one line."""
+
+
+def load_baseline(path: str) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise BaselineError(f"--baseline file not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BaselineError(f"--baseline {path} is not JSON: {exc}") from None
+    if not isinstance(data, dict) or data.get("tool", {}).get("name") != "tfaudit":
+        raise BaselineError(f"--baseline {path} is not a tfaudit JSON report")
+    if data.get("schema_version") != "1":
+        raise BaselineError(f"--baseline {path} has schema_version {data.get('schema_version')!r}; this tfaudit reads '1'")
+    if not isinstance(data.get("findings"), list) or not isinstance(data.get("metrics", {}), dict):
+        raise BaselineError(f"--baseline {path} lacks findings or metrics")
+    return data
+
+
+def _bounds(metric: dict[str, Any]) -> tuple[float, float]:
+    low, high = metric.get("low"), metric.get("high")
+    value = metric["value"]
+    return (value if low is None else low, value if high is None else high)
+
+
+def _worse(new: dict[str, Any], old: dict[str, Any]) -> bool:
+    """True when ``new`` is worse than ``old`` beyond the noise both measurements show."""
+    lower_is_better = new.get("better", "lower") == "lower"
+    has_intervals = new.get("low") is not None and old.get("low") is not None
+    if has_intervals:
+        new_low, new_high = _bounds(new)
+        old_low, old_high = _bounds(old)
+        return new_low > old_high if lower_is_better else new_high < old_low
+    tolerance = REL_TOLERANCE * abs(old["value"])
+    change = new["value"] - old["value"]
+    return change > tolerance if lower_is_better else change < -tolerance
+
+
+@dataclass
+class BaselineComparison:
+    path: str
+    warnings: list[str] = field(default_factory=list)
+    regressions: list[dict[str, Any]] = field(default_factory=list)
+    improvements: list[dict[str, Any]] = field(default_factory=list)
+    new_findings: list[str] = field(default_factory=list)
+    resolved_findings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def compare_with_baseline(path: str, old: dict[str, Any], metrics: dict, findings: list[Finding], environment: dict) -> BaselineComparison:
+    result = BaselineComparison(path=path)
+    old_env = old.get("environment", {})
+    for key in FINGERPRINT_KEYS:
+        if old_env.get(key) != environment.get(key):
+            result.warnings.append(f"baseline {key} was {old_env.get(key)!r}, this run {environment.get(key)!r}: timings may not compare")
+    for name in sorted(set(metrics) & set(old.get("metrics", {}))):
+        new_metric, old_metric = metrics[name], old["metrics"][name]
+        row = {"metric": name, "unit": new_metric.get("unit", ""), "old": old_metric, "new": new_metric}
+        if _worse(new_metric, old_metric):
+            result.regressions.append(row)
+        elif _worse(old_metric, new_metric):
+            result.improvements.append(row)
+    actionable = lambda items: {f["id"] for f in items if f.get("severity") != "info"}  # noqa: E731
+    now = actionable([f.to_dict() for f in findings])
+    before = actionable(old["findings"])
+    result.new_findings = sorted(now - before)
+    result.resolved_findings = sorted(before - now)
+    return result
+
+
+@dataclass
+class BudgetResult:
+    metric: str
+    limit: float
+    status: str  # "ok", "violated" or "not measured"
+    value: float | None = None
+    low: float | None = None
+    high: float | None = None
+    unit: str = ""
+
+
+def check_budgets(budgets: dict[str, float], metrics: dict[str, dict[str, Any]]) -> list[BudgetResult]:
+    results = []
+    for name, limit in sorted(budgets.items()):
+        metric = metrics.get(name)
+        if metric is None:
+            results.append(BudgetResult(name, limit, "not measured"))
+            continue
+        low, high = _bounds(metric)
+        lower_is_better = metric.get("better", "lower") == "lower"
+        violated = low > limit if lower_is_better else high < limit
+        results.append(
+            BudgetResult(name, limit, "violated" if violated else "ok", metric["value"], metric.get("low"), metric.get("high"), metric.get("unit", ""))
+        )
+    return results
+
+
+def budget_finding(result: BudgetResult) -> Finding:
+    check = "budget"
+    interval = "" if result.low is None else f" (95% interval {result.low:.4g}–{result.high:.4g})"
+    return Finding(
+        id=f"{check}/{result.metric}",
+        check=check,
+        severity="high",
+        title=f"Budget exceeded: {result.metric} = {result.value:.4g} {result.unit}, limit {result.limit:.4g}",
+        summary=f"`{result.metric}` measured {result.value:.4g} {result.unit}{interval}; the configured budget is {result.limit:.4g}. The whole interval is past the limit, so noise does not explain it.",
+        evidence={"metric": result.metric, "value": result.value, "low": result.low, "high": result.high, "limit": result.limit, "unit": result.unit},
+        effort=Effort("hours", 2, "Depends on the cause; the other findings of this report are the first places to look."),
+        fix=Fix("Fix what regressed (see the other findings), or raise the budget in [tool.tfaudit.budgets] if the change is intended."),
+        savings={},
+        confidence=1.0,
+        why="A budget is the worst value this project accepts; CI fails until it holds again.",
+        verify="Re-run tfaudit with the same --config: the budget row reads ok.",
+    )
+
+
+def apply_gates(state, budgets: dict[str, float], baseline: tuple[str, dict[str, Any]] | None) -> None:
+    """Evaluate budgets and the baseline on a finished audit; budget violations become findings."""
+    state.budget_results = check_budgets(budgets, state.metrics)
+    state.findings.extend(budget_finding(r) for r in state.budget_results if r.status == "violated")
+    if baseline is not None:
+        path, old = baseline
+        state.baseline = compare_with_baseline(path, old, state.metrics, state.findings, state.environment or {})
