@@ -217,3 +217,22 @@ def test_config_budgets_and_baseline_gate_the_exit_code(tmp_path, built_model, f
     (tmp_path / "old.json").write_text("{")
     bad = run_cli(model, "--checks", "fake-low", "--baseline", str(tmp_path / "old.json"))
     assert bad.returncode == 2 and "is not JSON" in one_clear_line(bad)
+
+
+def test_crash_oom_and_timeout_still_leave_complete_reports(tmp_path, built_model, fake_checks):
+    md, js, junit = tmp_path / "a.md", tmp_path / "a.json", tmp_path / "a.xml"
+    result = run_cli(
+        built_model("mlp"), "--checks", "fake-segfault,fake-hog,fake-hang,fake-low", "--memory-limit", "1500",
+        "--check-timeout", "20", "--report", str(md), "--json", str(js), "--junit", str(junit),
+    )
+    assert result.returncode == 3, result.stderr
+    report = json.loads(js.read_text())
+    errors = {c["id"]: c["error"] for c in report["checks"] if c["status"] == "errored"}
+    assert "SIGSEGV" in errors["fake-segfault"]
+    assert "over the worker memory limit of 1500 MiB" in errors["fake-hog"]
+    assert "timed out after 20 s" in errors["fake-hang"]
+    assert [f["id"] for f in report["findings"]] == ["fake-low/minor"]
+    text = md.read_text()
+    assert "## Recommendations" in text and text.count("errored:**") == 3
+    assert 'errors="3"' in junit.read_text()
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tfaudit-")]  # no temporary report left behind

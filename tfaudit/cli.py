@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-fidelity-loss", type=float, metavar="X",
         help="compression bound: relative L2 error of outputs (and 1 - top-1 agreement for class scores) at most X (default 0.01)",
     )
+    parser.add_argument("--check-timeout", type=float, metavar="S", help="time limit per check (default: the budget's)")
     parser.add_argument(
         "--memory-limit", type=int, metavar="MB",
         help="kill a check's worker above this resident memory (default: 75%% of RAM)",
@@ -152,6 +153,8 @@ def run(argv: list[str] | None) -> int:
             raise UsageError(f"{option}: cannot write {path}: {problem}")
     if args.max_fidelity_loss is not None and not 0 < args.max_fidelity_loss < 1:
         raise UsageError("--max-fidelity-loss must be between 0 and 1")
+    if args.check_timeout is not None and args.check_timeout <= 0:
+        raise UsageError("--check-timeout must be a positive number of seconds")
     if args.memory_limit is not None and args.memory_limit <= 0:
         raise UsageError("--memory-limit must be a positive number of MB")
     if args.model and not os.path.exists(args.model):
@@ -175,6 +178,7 @@ def run(argv: list[str] | None) -> int:
         inputs=args.inputs,
         options={} if args.max_fidelity_loss is None else {"max_fidelity_loss": args.max_fidelity_loss},
         memory_limit_mb=args.memory_limit or default_memory_limit_mb(),
+        check_timeout_s=args.check_timeout,
     )
     outputs = dict(
         report=args.report, json_path=args.json, record=args.record, junit=args.junit, fail_on=args.fail_on,
