@@ -40,6 +40,15 @@ Findings:
   < 100 MiB medium, else high. The wrapper's retrace cost is evidence only: it is the
   caller's code, not the model.
 - ``memory/stable`` (info): nothing grew; carries the measured numbers.
+
+Metrics
+-------
+
+- ``growth_bytes_per_1000_calls`` (bytes, lower is better): the fixed-shape Theil–Sen slope of
+  RSS × 1000, with its 95 % interval × 1000; emitted after the fixed phase, growth or not.
+- ``peak_rss_mb`` (MB): the highest RSS peak over the batch-size phase.
+- ``gpu_growth_bytes_per_1000_calls`` (bytes): the same slope for this process's GPU memory
+  (NVML); only when every fixed-phase reading has a GPU value.
 """
 from __future__ import annotations
 
@@ -50,7 +59,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from tfaudit.api import Check, CheckMeta, Effort, Finding, Fix, Measure, Progress, Risk, Sample, SkipCheck
+from tfaudit.api import Check, CheckMeta, Effort, Finding, Fix, Measure, Metric, Progress, Risk, Sample, SkipCheck
 from tfaudit.inputs import DEFAULT_BATCH_SIZES, DEFAULT_SEQUENCE_LENGTH, InputError
 
 CHECK = "memory"
@@ -173,6 +182,11 @@ def downsample(items: list, limit: int) -> list:
 
 def mb(nbytes: float) -> float:
     return round(nbytes / MIB, 3)
+
+
+def per_1000_calls(name: str, growth: Growth) -> Metric:
+    slope = growth.slope
+    return Metric(name, slope.value * 1000, "bytes", slope.low * 1000, slope.high * 1000)
 
 
 # --- driving the model -------------------------------------------------------------------------
@@ -512,6 +526,10 @@ class MemoryCheck(Check):
         )
         timeline.baseline_rss = fixed.readings[0].rss_bytes
         yield from timeline.emit("fixed")
+        yield per_1000_calls("growth_bytes_per_1000_calls", fit_growth(fixed.calls, fixed.rss()))
+        gpu_readings = [r.gpu_bytes for r in fixed.readings]
+        if all(g is not None for g in gpu_readings):
+            yield per_1000_calls("gpu_growth_bytes_per_1000_calls", fit_growth(fixed.calls, gpu_readings))
         tf_gpu["fixed"] = allocator()
 
         yield Progress(0.5, "Python heap under tracemalloc")
@@ -528,6 +546,7 @@ class MemoryCheck(Check):
             batch_peaks[batch or signature_batch(ctx)] = max(in_window + phase.rss())
         for batch, peak in batch_peaks.items():
             yield Sample("peak_mb_by_batch", batch, mb(peak), "batch")
+        yield Metric("peak_rss_mb", mb(max(batch_peaks.values())), "MB")
         yield from timeline.emit("batch")
         tf_gpu["batch"] = allocator()
 

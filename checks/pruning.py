@@ -16,6 +16,16 @@ what the user would run; direct magnitude pruning of the variables for Keras 3 a
 SavedModels. The recommendation is the largest sparsity within the fidelity bound (one-shot:
 hours); when none is, pruning needs fine-tuning (days, with the tfmot training snippet).
 The recommended sparsity is also converted with weight quantization and measured together.
+
+Metrics
+-------
+
+Only when a sparsity is recommended (none is when every swept sparsity breaks the bound):
+
+- ``recommended_sparsity_pct`` (%, higher is better): the largest swept sparsity within the
+  fidelity bound.
+- ``pruned_zipped_size_bytes`` (bytes): the zipped float32 TFLite model at that sparsity; only
+  when it converted.
 """
 from __future__ import annotations
 
@@ -48,7 +58,7 @@ from checks._compression import (
     zipped_size,
     fidelity,
 )
-from tfaudit.api import Check, CheckMeta, Effort, Finding, Fix, Measure, Progress, Risk, Sample, SkipCheck
+from tfaudit.api import Check, CheckMeta, Effort, Finding, Fix, Measure, Metric, Progress, Risk, Sample, SkipCheck
 
 CHECK = "pruning"
 SPARSITIES = {"quick": (0.5, 0.75, 0.9), "standard": (0.5, 0.75, 0.9), "thorough": (0.5, 0.6, 0.7, 0.75, 0.8, 0.9, 0.95)}
@@ -231,6 +241,11 @@ class PruningCheck(Check):
                 yield from pruning_samples(sparsity, result)
 
             recommended = pick(results, bound)
+            if recommended is not None:
+                sparsity, pruned = recommended
+                yield Metric("recommended_sparsity_pct", round(sparsity * 100, 1), "%", better="higher")
+                if pruned.zipped_bytes is not None:
+                    yield Metric("pruned_zipped_size_bytes", pruned.zipped_bytes, "bytes")
             combined = None
             if recommended is not None and base_content is not None and not base_content.select_ops:
                 yield Progress((steps - 1) / steps, f"{label(recommended[0])} with weight quantization")

@@ -11,6 +11,16 @@ The recommendation is the variant within the fidelity bound (``max_fidelity_loss
 ½ size %, against the float32 TFLite model). When full-integer int8 breaks the bound, the
 QuantizationDebugger names the layers with the largest rmse/scale, and a selective variant
 keeps them in float. float64 weights or inputs get their own finding with the measured cost.
+
+Metrics
+-------
+
+- ``tflite_float32_size_bytes`` (bytes): the float32 flatbuffer, when it converted.
+- ``tflite_float32_latency_ms`` (ms): its median LiteRT latency per request, with the bootstrap
+  95 % interval; only when LiteRT ran it.
+- ``tflite_recommended_size_bytes`` (bytes) and ``tflite_recommended_fidelity_loss`` (relative
+  L2 error against the SavedModel, lower is better): the recommended variant's; only when a
+  variant is recommended.
 """
 from __future__ import annotations
 
@@ -44,7 +54,7 @@ from checks._compression import (
     severity_for,
     within_bound,
 )
-from tfaudit.api import Check, CheckMeta, Effort, Finding, Fix, Measure, Progress, Risk, SkipCheck
+from tfaudit.api import Check, CheckMeta, Effort, Finding, Fix, Measure, Metric, Progress, Risk, SkipCheck
 
 CHECK = "quantization"
 VARIANTS = ("float32", "float16", "dynamic-range-int8", "full-int8", "int16x8")
@@ -183,6 +193,8 @@ class QuantizationCheck(Check):
                     contents[name] = converted.content
                 results[name] = result
                 yield from samples_for(result)
+                if name == "float32":
+                    yield from float32_metrics(result)
 
             int8 = results["full-int8"]
             debug = None
@@ -194,6 +206,14 @@ class QuantizationCheck(Check):
                     yield from samples_for(debug["selective"])
         yield Progress(1.0, "done")
         yield from judge(ctx, results, bound, debug)
+
+
+def float32_metrics(result: Measured) -> Iterator[Metric]:
+    if result.size_bytes:
+        yield Metric("tflite_float32_size_bytes", result.size_bytes, "bytes")
+    if result.timing is not None:
+        latency = result.timing.median_interval()
+        yield Metric("tflite_float32_latency_ms", latency.value, "ms", latency.low, latency.high)
 
 
 # --- the debugger ---------------------------------------------------------------------------------
@@ -295,6 +315,9 @@ def judge(ctx, results: dict[str, Measured], bound: float, debug: dict | None) -
     recommended = scored[0] if scored and scored[0][0] > 0 else None
 
     if recommended is not None:
+        chosen = results[recommended[1]]
+        yield Metric("tflite_recommended_size_bytes", chosen.size_bytes, "bytes")
+        yield Metric("tflite_recommended_fidelity_loss", chosen.loss, "relative L2")
         yield recommendation_finding(ctx, results, recommended, common)
     else:
         yield nothing_worth_it_finding(ctx, results, bound, common)

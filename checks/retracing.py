@@ -48,6 +48,19 @@ timed against a direct call.
 Savings are claimed only when the 95 % interval excludes zero
 (``measure.compare(...).significant``). Inputs that cannot be synthesised
 (strings without ``--inputs``, unknown ranks) skip the probe with a reason.
+
+Metrics
+-------
+
+- ``serving_latency_ms`` (ms, lower is better): median per-call latency of the serving
+  signature at batch 1 (at the fixed batch when the signature fixes it), timed with
+  ``ctx.timer``, with the bootstrap 95 % interval of the median. Not emitted when the
+  inputs cannot be synthesised.
+- ``concrete_functions_max`` (count): the most concrete functions one restored function
+  holds (1 is ideal), from the model inventory. Not emitted when no function is restored.
+- ``plain_wrapper_traces`` (count): traces per request stream of the plain ``@tf.function``
+  wrapper (median over the replays; exact, so no interval). Only when the probe ran with
+  varying request shapes.
 """
 from __future__ import annotations
 
@@ -60,7 +73,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from tfaudit.api import Check, CheckMeta, Effort, Finding, Fix, Measure, Progress, Risk, Sample, SkipCheck
+from tfaudit.api import Check, CheckMeta, Effort, Finding, Fix, Measure, Metric, Progress, Risk, Sample, SkipCheck
 from tfaudit.inputs import DEFAULT_BATCH_SIZES, DEFAULT_SEQUENCE_LENGTHS
 from tfaudit.measure import Timing, compare
 
@@ -498,13 +511,18 @@ def materialise(outputs) -> None:
         tensor.numpy()
 
 
-def fixed_batch_finding(ctx, batch: int) -> Finding:
+def serving_latency(ctx) -> Timing:
+    """Per-call latency of the serving signature at batch 1 (at the fixed batch when it has one)."""
+    serve = ctx.model.serving_fn()
+    feed = as_tensors(ctx.inputs.make(batch=1))  # fixed batch dims are kept
+    return ctx.timer(lambda: materialise(serve(**feed)))
+
+
+def fixed_batch_finding(ctx, batch: int, latency: Timing) -> Finding:
     import tensorflow as tf
 
-    serve = ctx.model.serving_fn()
     args = signature_args(ctx)
     feed = as_tensors(ctx.inputs.make())
-    latency = ctx.timer(lambda: materialise(serve(**feed)))
 
     # The per-call overhead: a function with the same signature that does no work, called the same way.
     specs = [tf.TensorSpec(a.shape, a.dtype, name=a.name) for a in args]
@@ -809,6 +827,8 @@ def serving_probe(ctx, functions, progress: Callable[[float, str], Progress], mo
                 for i, (ms, traced) in enumerate(zip(result.latencies_ms, result.traced)):
                     yield Sample(f"latency_ms:{pattern.name}", i, ms, "trace" if traced else "")
         yield progress((rep + 1) / repeats, f"request stream {rep + 1}/{repeats}")
+    if "plain" in results:
+        yield Metric("plain_wrapper_traces", int(np.median([r.traces for r in results["plain"]])), "count")
 
     finding = wrapper_finding(ctx, results, shape_stream, option, model_clean)
     if finding is not None:
@@ -1087,16 +1107,24 @@ class RetracingCheck(Check):
             if baked:
                 found_problem = True
                 yield python_argument_finding(ctx, function, baked)
+        counts = [entry.get("concrete_functions", 0) for entry in ctx.inventory.get("functions", [])]
+        if counts:
+            yield Metric("concrete_functions_max", max(counts), "count")
         yield Progress(0.15, "checked the saved functions")
 
         skip_reason = probe_skip_reason(ctx)
+        latency = None
+        if skip_reason is None:
+            latency = serving_latency(ctx)
+            interval = latency.median_interval()
+            yield Metric("serving_latency_ms", interval.value, "ms", interval.low, interval.high)
         batch = fixed_batch(ctx)
         if batch is not None:
             found_problem = True
-            if ctx.inputs.synthetic and ctx.inputs.string_inputs:
+            if latency is None:  # a fixed batch means a known rank: only string inputs get here
                 yield Progress(0.2, "fixed batch: latency not measured (string inputs)")
             else:
-                yield fixed_batch_finding(ctx, batch)
+                yield fixed_batch_finding(ctx, batch, latency)
         token_finding = fixed_token_dims_finding(ctx)
         if token_finding is not None:
             yield token_finding

@@ -18,7 +18,7 @@ from checks.memory import (
     theil_sen,
 )
 from conftest import run_cli
-from tfaudit.api import Finding, Sample, SkipCheck, severity_rank
+from tfaudit.api import Finding, Metric, Sample, SkipCheck, severity_rank
 
 KIB = 1024
 MIB = 1024 * 1024
@@ -59,6 +59,7 @@ class Outcome:
     def __init__(self, items, skipped: str | None, seconds: float):
         self.findings = {i.id: i for i in items if isinstance(i, Finding)}
         self.samples = [i for i in items if isinstance(i, Sample)]
+        self.metrics = {i.name: i for i in items if isinstance(i, Metric)}
         self.skipped = skipped
         self.seconds = seconds
 
@@ -172,6 +173,12 @@ def test_clean_model_is_not_flagged_in_repeated_runs(built_model, monkeypatch):
             assert [s.x for s in series] == sorted(s.x for s in series)
         assert {s.label for s in outcome.series("ram_mb")} >= {"fixed", "batch", "varied"}
         assert outcome.seconds < 8
+        growth = outcome.metrics["growth_bytes_per_1000_calls"]
+        assert growth.unit == "bytes" and growth.low <= growth.value <= growth.high
+        assert growth.value == pytest.approx(1000 * slopes[-1], abs=100)  # the finding's slope, rounded to 0.1 B
+        peaks = evidence["peak_rss_mb_by_batch"].values()
+        assert outcome.metrics["peak_rss_mb"].value == max(peaks) > 0
+        assert "gpu_growth_bytes_per_1000_calls" not in outcome.metrics  # no GPU series: not emitted
     print(f"clean mlp slopes (B/call): {slopes}; last run {outcome.seconds:.1f} s")
 
 
@@ -194,6 +201,9 @@ def test_model_that_appends_every_input_is_flagged_with_its_slope(growing_model)
     assert finding.evidence["python_heap_bytes_per_call"]["bytes_per_step"] < 0.05 * APPENDED_BYTES
     # New shapes add nothing beyond the per-call growth, so no per-shape finding.
     assert "memory/growth-per-new-shape" not in outcome.findings
+    growth = outcome.metrics["growth_bytes_per_1000_calls"]
+    assert growth.value == pytest.approx(APPENDED_BYTES * 1000, rel=0.03)
+    assert 0 < growth.low <= growth.value <= growth.high
     print(f"growing: {slope:,.0f} B/call [{low:,.0f}-{high:,.0f}] vs {APPENDED_BYTES:,} appended; {outcome.seconds:.1f} s")
 
 
@@ -240,6 +250,10 @@ def test_gpu_series_and_growth_through_a_fake_nvml(built_model):
     assert finding.evidence["gpu"]["peak_mb"] <= fake.used / MIB
     assert "TF_FORCE_GPU_ALLOW_GROWTH" in finding.fix.code and "memory_limit" in finding.fix.code
     assert "memory/growth-fixed-shape" not in outcome.findings  # RAM stayed flat
+    gpu_growth = outcome.metrics["gpu_growth_bytes_per_1000_calls"]
+    per_call = finding.evidence["bytes_per_call"]
+    assert gpu_growth.value == pytest.approx(1000 * per_call["bytes_per_step"], abs=100)
+    assert 0 < gpu_growth.low <= gpu_growth.value <= gpu_growth.high
 
 
 # --- end to end ------------------------------------------------------------------------------------

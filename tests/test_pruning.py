@@ -71,6 +71,9 @@ def check_recommendation(outcome, method_prefix: str):
     assert row["zipped_bytes"] < finding.evidence["sweep"]["unpruned"]["zipped_bytes"]
     assert finding.savings["size_pct"].value > 30  # zeros compress: measured on the zipped flatbuffer
     assert finding.effort.level == "hours"
+    assert outcome.metrics["recommended_sparsity_pct"].value == sparsity
+    assert outcome.metrics["recommended_sparsity_pct"].better == "higher"
+    assert outcome.metrics["pruned_zipped_size_bytes"].value == row["zipped_bytes"]
     for f in outcome.findings.values():
         if "latency_ms" in f.savings:
             assert f.evidence["latency_vs_baseline"]["verdict"] == "faster"
@@ -111,3 +114,4 @@ def test_random_dense_model_needs_fine_tuning(built_model):
     finding = outcome.findings["pruning/needs-fine-tuning"]
     assert finding.effort.level == "days" and "UpdatePruningStep" in finding.fix.code
     assert finding.severity in ("low", "info")
+    assert outcome.metrics == {}  # no recommendation: nothing to report

@@ -11,13 +11,14 @@ import pytest
 
 from checks._compression import Measured, fidelity, pareto_frontier, within_bound
 from conftest import run_cli
-from tfaudit.api import Finding, Sample, severity_rank
+from tfaudit.api import Finding, Metric, Sample, severity_rank
 
 
 class Outcome:
     def __init__(self, items, seconds: float):
         self.findings = {i.id: i for i in items if isinstance(i, Finding)}
         self.samples = [i for i in items if isinstance(i, Sample)]
+        self.metrics = {i.name: i for i in items if isinstance(i, Metric)}
         self.seconds = seconds
 
     def series(self, name: str) -> list[Sample]:
@@ -127,6 +128,15 @@ def test_huge_activation_range_gets_no_full_int8_recommendation(huge_range):
     assert len(recommended) == 1 and recommended[0].savings["size_pct"].value > 0
     assert recommended[0].risk.fidelity_loss <= 0.01
     assert "tf.lite.TFLiteConverter.from_saved_model" in recommended[0].fix.code
+    # The metrics are the numbers the evidence reports.
+    float32 = variants["float32"]
+    assert outcome.metrics["tflite_float32_size_bytes"].value == float32["size_bytes"] > 0
+    latency = outcome.metrics["tflite_float32_latency_ms"]
+    assert latency.value == pytest.approx(float32["latency"]["median_ms"], abs=1e-4)
+    assert 0 < latency.low <= latency.value <= latency.high and latency.unit == "ms"
+    chosen = variants[recommended[0].evidence["recommended"]]
+    assert outcome.metrics["tflite_recommended_size_bytes"].value == chosen["size_bytes"] < float32["size_bytes"]
+    assert outcome.metrics["tflite_recommended_fidelity_loss"].value == recommended[0].risk.fidelity_loss
     # Latency is claimed only when measured faster.
     for f in outcome.findings.values():
         if "latency_ms" in f.savings:
@@ -151,6 +161,12 @@ def test_float64_model_is_flagged(built_model):
     unconvertible = outcome.findings["quantization/not-convertible"]
     assert "SELECT_TF_OPS" in unconvertible.summary
     assert severity_rank(unconvertible.severity) >= severity_rank("low")
+    # Only what was measured: the Flex flatbuffer's size, its latency only if LiteRT ran it, no recommendation.
+    float32 = unconvertible.evidence["variants"]["float32"]
+    if float32["size_bytes"]:
+        assert outcome.metrics["tflite_float32_size_bytes"].value == float32["size_bytes"]
+    assert ("tflite_float32_latency_ms" in outcome.metrics) == (float32["latency"] is not None)
+    assert not any(name.startswith("tflite_recommended") for name in outcome.metrics)
 
 
 @pytest.mark.slow

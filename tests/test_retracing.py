@@ -20,7 +20,7 @@ from checks.retracing import (
     varying_dims,
 )
 from conftest import run_cli
-from tfaudit.api import Finding, Sample, SkipCheck, severity_rank
+from tfaudit.api import Finding, Metric, Sample, SkipCheck, severity_rank
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOW = severity_rank("low")
@@ -30,11 +30,18 @@ class Outcome:
     def __init__(self, items, skipped: str | None, seconds: float):
         self.findings = {i.id: i for i in items if isinstance(i, Finding)}
         self.samples = [i for i in items if isinstance(i, Sample)]
+        self.metrics = {i.name: i for i in items if isinstance(i, Metric)}
         self.skipped = skipped
         self.seconds = seconds
 
     def ids(self) -> set[str]:
         return set(self.findings)
+
+    def latency(self) -> Metric:
+        """serving_latency_ms, checked for a positive value inside its interval."""
+        metric = self.metrics["serving_latency_ms"]
+        assert metric.unit == "ms" and 0 < metric.low <= metric.value <= metric.high
+        return metric
 
 
 def audit(path: str, budget: str = "quick") -> Outcome:
@@ -130,6 +137,8 @@ def test_traced_for_many_shapes_is_reported_with_its_dims_and_bytes(audited):
     assert "def predict(self, x)" in finding.fix.code
     assert "| Concrete functions | 4 | 1 |" in finding.summary
     assert "retracing/python-argument" not in outcome.ids()
+    assert outcome.metrics["concrete_functions_max"].value == 4
+    outcome.latency()
 
 
 @pytest.mark.slow
@@ -144,6 +153,7 @@ def test_python_argument_names_its_saved_values(audited):
     assert "tf.range(steps)" in finding.fix.code
     assert 'tf.TensorSpec([], tf.int32, name="steps")' in finding.fix.code
     assert "retracing/retraced-before-export" not in outcome.ids()
+    assert outcome.metrics["concrete_functions_max"].value == 3
 
 
 @pytest.mark.slow
@@ -159,6 +169,9 @@ def test_fixed_batch_measures_latency_and_overhead(audited):
     assert finding.severity == ("high" if low >= 50 else "medium")
     assert 'tf.TensorSpec([None, 8], tf.float32, name="x")' in finding.fix.code
     assert finding.savings == {}  # batching's gain is not measured here, so none is claimed
+    # The metric is the finding's own measurement, at the fixed batch.
+    assert outcome.latency().value == pytest.approx(finding.evidence["latency"]["median_ms"], abs=1e-4)
+    assert "plain_wrapper_traces" not in outcome.metrics  # one request shape: the plain wrapper never ran
     # Every request has one shape: only the Python-option patterns can retrace.
     wrapper = outcome.findings["retracing/wrapper-retraces"]
     assert set(wrapper.evidence["contrasts"]) == {"python_scalar"}
@@ -197,6 +210,9 @@ def test_clean_mlp_gets_only_low_wrapper_guidance_with_the_table(audited):
     plain = [s for s in outcome.samples if s.series == "latency_ms:plain"]
     assert sum(s.label == "trace" for s in plain) == 6
     assert {s.series for s in outcome.samples} >= {"latency_ms:signature", "latency_ms:reduce_retracing"}
+    assert outcome.metrics["plain_wrapper_traces"].value == evidence["patterns"]["plain"]["traces_per_stream"] == 6
+    assert outcome.metrics["concrete_functions_max"].value == 1
+    outcome.latency()
 
 
 @pytest.mark.slow
@@ -226,6 +242,7 @@ def test_string_inputs_skip_the_probe_with_a_reason(audited):
     outcome = audited("string_input")
     assert outcome.findings == {}
     assert "string inputs (text)" in outcome.skipped
+    assert not outcome.metrics.keys() & {"serving_latency_ms", "plain_wrapper_traces"}  # nothing made up
 
 
 @pytest.mark.slow
@@ -276,3 +293,8 @@ def test_demo_through_the_cli(tmp_path):
     assert python_arg["function"] == "refine" and python_arg["python_arguments"] == {"steps": ["1", "2", "3"]}
     fixed = findings["retracing/fixed-batch-dim"]
     assert 'tf.TensorSpec([None, 64], tf.float32, name="features")' in fixed["fix"]["code"]
+    metrics = data["metrics"]
+    assert metrics["retracing.concrete_functions_max"]["value"] == 5
+    latency = metrics["retracing.serving_latency_ms"]
+    assert latency["unit"] == "ms" and 0 < latency["low"] <= latency["value"] <= latency["high"]
+    assert latency["value"] == pytest.approx(fixed["evidence"]["latency"]["median_ms"], abs=1e-4)
