@@ -503,7 +503,7 @@ def float64_findings(ctx) -> Iterator[Finding]:
         id=f"{CHECK}/float64",
         check=CHECK,
         severity="medium" if f64["bytes"] >= 1024 * 1024 else "low",
-        title="The model computes in float64",
+        title="The model keeps float64 " + ("weights" if f64["count"] else "signature tensors") + ": twice the bytes of float32",
         summary=summary,
         evidence=evidence,
         savings=saved,
