@@ -155,10 +155,13 @@ def needs_select_ops(exc: BaseException) -> bool:
 def reuse_loaded_model(loaded):
     """Let the converter reuse our loaded SavedModel instead of loading it again.
 
-    TFLiteSavedModelConverterV2.convert() loads the whole SavedModel only to read its
-    graph_debug_info (for error locations); on MobileNetV2 that is ~1.3 s of every ~4.4 s
-    conversion. Without the private hook (another TF version), conversion is just slower.
+    TFLiteConverterV2.from_saved_model() loads the whole SavedModel to list its signatures, and
+    TFLiteSavedModelConverterV2.convert() loads it again only to read its graph_debug_info (for
+    error locations), then runs gc.collect() to drop it; on MobileNetV2 that is ~3.7 s of every
+    ~5.5 s conversion. The converter still reads the graph and weights from the directory.
+    Without the private hooks (another TF version), conversion is just slower.
     """
+    from types import SimpleNamespace
     from unittest import mock
 
     from tensorflow.lite.python import lite
@@ -167,7 +170,11 @@ def reuse_loaded_model(loaded):
         yield
         return
     with mock.patch.object(lite, "_load", lambda *args, **kwargs: loaded):
-        yield
+        if getattr(lite, "gc", None) is not None:
+            with mock.patch.object(lite, "gc", SimpleNamespace(collect=lambda *args: 0)):
+                yield
+        else:
+            yield
 
 
 @dataclass
@@ -182,13 +189,13 @@ def convert(saved_model_dir: str, signature: str, configure, loaded=None) -> Con
     import tensorflow as tf
 
     def attempt(select: bool) -> bytes:
-        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=[signature])
-        configure(converter)
-        if select:
-            ops = set(converter.target_spec.supported_ops) or {tf.lite.OpsSet.TFLITE_BUILTINS}
-            converter.target_spec.supported_ops = ops | {tf.lite.OpsSet.SELECT_TF_OPS}
-            converter._experimental_lower_tensor_list_ops = False  # what the converter asks for with TensorList ops
         with reuse_loaded_model(loaded), quiet_converter():
+            converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir, signature_keys=[signature])
+            configure(converter)
+            if select:
+                ops = set(converter.target_spec.supported_ops) or {tf.lite.OpsSet.TFLITE_BUILTINS}
+                converter.target_spec.supported_ops = ops | {tf.lite.OpsSet.SELECT_TF_OPS}
+                converter._experimental_lower_tensor_list_ops = False  # what the converter asks for with TensorList ops
             return converter.convert()
 
     try:
@@ -224,7 +231,10 @@ def export_serving(ctx, directory: str) -> str:
 
     if ctx.model.format == "keras":
         module = tf.Module()
-        module.model = ctx.model.obj
+        # The tf.Variables under the Keras 3 variables: tracking the Keras model alone saves them
+        # without tying them to the function's captures, and the converter then cannot freeze them
+        # (READ_VARIABLE ops that LiteRT cannot run).
+        module.variables_ = [getattr(w, "value", w) for w in ctx.model.obj.weights]
         signatures = {ctx.model.signature: ctx.model.serving_fn().get_concrete_function()}
         tf.saved_model.save(module, directory, signatures=signatures)
     else:
@@ -267,28 +277,35 @@ def with_new_weights(source_dir: str, target_dir: str, originals: list[np.ndarra
     return target_dir
 
 
-def float32_flatbuffer(ctx, source: str, loaded) -> "Converted":
-    """The float32 conversion, kept in the audit's scratch dir so the second check reuses the first's."""
+def _audit_cache(ctx, kind: str) -> str | None:
+    """A path in the audit's scratch dir, keyed by the model files and TF version; None when the check runs alone."""
     import hashlib
 
     import tensorflow as tf
 
+    if ctx.scratch_dir is None:
+        return None
     if os.path.isdir(ctx.model.path):
         files = [os.path.join(root, name) for root, _, names in os.walk(ctx.model.path) for name in names]
     else:
         files = [ctx.model.path]
     stamp = [f"{f}:{os.stat(f).st_size}:{os.stat(f).st_mtime_ns}" for f in files]
     key = hashlib.sha1("|".join([tf.__version__, ctx.model.path, ctx.model.signature, *sorted(stamp)]).encode()).hexdigest()
-    if ctx.scratch_dir is None:  # a check run on its own converts for itself
+    return os.path.join(ctx.scratch_dir, kind, key)
+
+
+def float32_flatbuffer(ctx, source: str, loaded) -> "Converted":
+    """The float32 conversion, kept in the audit's scratch dir so the second check reuses the first's."""
+    cached = _audit_cache(ctx, "float32-flatbuffers")
+    if cached is None:  # a check run on its own converts for itself
         return convert(source, ctx.model.signature, lambda converter: None, loaded)
-    cache = os.path.join(ctx.scratch_dir, "float32-flatbuffers")
-    path = os.path.join(cache, key + ".tflite")
+    path = cached + ".tflite"
     if os.path.isfile(path):
         with open(path, "rb") as f:
             return Converted(f.read(), note="float32 flatbuffer reused from this audit's other check")
     converted = convert(source, ctx.model.signature, lambda converter: None, loaded)
     if not converted.select_ops:
-        os.makedirs(cache, exist_ok=True)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
         partial = f"{path}.{os.getpid()}"
         with open(partial, "wb") as f:
             f.write(converted.content)
@@ -297,10 +314,27 @@ def float32_flatbuffer(ctx, source: str, loaded) -> "Converted":
 
 
 def conversion_source(ctx, tmpdir: str) -> str:
-    """A SavedModel directory the converter can read: the model itself, or a Keras 3 model exported."""
-    if ctx.model.format == "keras":
+    """A SavedModel directory the converter can read: the model itself, or a Keras 3 model exported.
+
+    The export (~3 s on MobileNetV2) is kept in the audit's scratch dir for the other check.
+    """
+    if ctx.model.format != "keras":
+        return ctx.model.path
+    cached = _audit_cache(ctx, "keras-exports")
+    if cached is None:
         return export_serving(ctx, os.path.join(tmpdir, "exported"))
-    return ctx.model.path
+    if not os.path.isdir(cached):
+        partial = f"{cached}.{os.getpid()}"
+        export_serving(ctx, partial)
+        os.replace(partial, cached)
+    return cached
+
+
+def loaded_source(ctx, source: str):
+    """The loaded SavedModel that reuse_loaded_model hands the converter: the model, or its Keras export loaded once."""
+    import tensorflow as tf
+
+    return ctx.model.obj if ctx.model.format != "keras" else tf.saved_model.load(source)
 
 
 def serving_variables(ctx) -> list:

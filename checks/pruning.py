@@ -43,6 +43,7 @@ from checks._compression import (
     eval_feeds,
     float32_flatbuffer,
     export_serving,
+    loaded_source,
     max_fidelity_loss,
     mb,
     measure_tflite,
@@ -212,13 +213,13 @@ class PruningCheck(Check):
         sweep: list[float | str] = list(SPARSITIES[budget_name(ctx)])
         if pruner.method == METHOD_TFMOT:
             sweep.append(TWO_FOUR)
-        loaded = ctx.model.obj if ctx.model.format != "keras" else None
         steps = len(sweep) + 2
 
         with scratch_dir() as tmp:
             yield Progress(0.0, "converting the unpruned float32 model")
             base = Measured("float32")
             source = conversion_source(ctx, tmp)
+            loaded = loaded_source(ctx, source)
             try:
                 base_content = float32_flatbuffer(ctx, source, loaded)
             except ConversionFailed as exc:

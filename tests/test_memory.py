@@ -17,8 +17,9 @@ from checks.memory import (
     severity_from_shape_bytes,
     theil_sen,
 )
+import checkrun
 from conftest import run_cli
-from tfaudit.api import Finding, Metric, Sample, SkipCheck, severity_rank
+from tfaudit.api import severity_rank
 
 KIB = 1024
 MIB = 1024 * 1024
@@ -55,40 +56,13 @@ def build_growing(path: str) -> str:
     return path
 
 
-class Outcome:
-    def __init__(self, items, skipped: str | None, seconds: float):
-        self.findings = {i.id: i for i in items if isinstance(i, Finding)}
-        self.samples = [i for i in items if isinstance(i, Sample)]
-        self.metrics = {i.name: i for i in items if isinstance(i, Metric)}
-        self.skipped = skipped
-        self.seconds = seconds
-
-    def series(self, name: str) -> list[Sample]:
-        return [s for s in self.samples if s.series == name]
-
+class Outcome(checkrun.Outcome):
     def worst(self) -> int:
         return min((severity_rank(f.severity) for f in self.findings.values()), default=INFO + 1)
 
 
 def audit(path: str, budget: str = "quick", nvml=None) -> Outcome:
-    from tfaudit.api import Context
-    from tfaudit.budget import BUDGETS
-    from tfaudit.inputs import InputFactory, InputSpec
-    from tfaudit.model import input_specs, load_model
-
-    model = load_model(path)
-    inputs = InputFactory([InputSpec.from_dict(s) for s in input_specs(model.inventory)])
-    ctx = Context(model=model, inputs=inputs, budget=BUDGETS[budget], options={"nvml": nvml} if nvml else {})
-    items, skipped = [], None
-    start = time.perf_counter()
-    try:
-        items.extend(MemoryCheck().run(ctx))
-    except SkipCheck as exc:
-        skipped = str(exc)
-    outcome = Outcome(items, skipped, time.perf_counter() - start)
-    for finding in outcome.findings.values():
-        json.dumps(finding.to_dict())  # everything a finding carries must reach the JSON report
-    return outcome
+    return checkrun.run_in_process(MemoryCheck(), path, budget, {"nvml": nvml} if nvml else None, Outcome)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -19,24 +18,15 @@ from checks.retracing import (
     same_signature_groups,
     varying_dims,
 )
+import checkrun
 from conftest import run_cli
-from tfaudit.api import Finding, Metric, Sample, SkipCheck, severity_rank
+from tfaudit.api import Metric, severity_rank
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOW = severity_rank("low")
 
 
-class Outcome:
-    def __init__(self, items, skipped: str | None, seconds: float):
-        self.findings = {i.id: i for i in items if isinstance(i, Finding)}
-        self.samples = [i for i in items if isinstance(i, Sample)]
-        self.metrics = {i.name: i for i in items if isinstance(i, Metric)}
-        self.skipped = skipped
-        self.seconds = seconds
-
-    def ids(self) -> set[str]:
-        return set(self.findings)
-
+class Outcome(checkrun.Outcome):
     def latency(self) -> Metric:
         """serving_latency_ms, checked for a positive value inside its interval."""
         metric = self.metrics["serving_latency_ms"]
@@ -45,25 +35,7 @@ class Outcome:
 
 
 def audit(path: str, budget: str = "quick") -> Outcome:
-    from tfaudit.api import Context
-    from tfaudit.budget import BUDGETS
-    from tfaudit.inputs import InputFactory, InputSpec
-    from tfaudit.model import input_specs, load_model
-
-    model = load_model(path)
-    inputs = InputFactory([InputSpec.from_dict(s) for s in input_specs(model.inventory)])
-    ctx = Context(model=model, inputs=inputs, budget=BUDGETS[budget])
-    items, skipped = [], None
-    start = time.perf_counter()
-    try:
-        for item in RetracingCheck().run(ctx):
-            items.append(item)
-    except SkipCheck as exc:
-        skipped = str(exc)
-    outcome = Outcome(items, skipped, time.perf_counter() - start)
-    for finding in outcome.findings.values():
-        json.dumps(finding.to_dict())  # everything a finding carries must reach the JSON report
-    return outcome
+    return checkrun.run_in_process(RetracingCheck(), path, budget, outcome_class=Outcome)
 
 
 @pytest.fixture(scope="module")

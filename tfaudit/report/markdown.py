@@ -95,7 +95,7 @@ def gate_lines(state: AuditState) -> list[str]:
     if comparison is not None:
         lines += ["## Compared with the baseline", "", f"Baseline: `{comparison.path}`", ""]
         lines += [f"> **Warning:** {w}" for w in comparison.warnings] + ([""] if comparison.warnings else [])
-        rows = [[f"**regressed**", f"`{r['metric']}`", _metric_text(r["old"]), _metric_text(r["new"])] for r in comparison.regressions]
+        rows = [["**regressed**", f"`{r['metric']}`", _metric_text(r["old"]), _metric_text(r["new"])] for r in comparison.regressions]
         rows += [["improved", f"`{r['metric']}`", _metric_text(r["old"]), _metric_text(r["new"])] for r in comparison.improvements]
         if rows:
             lines += table(["Verdict", "Metric", "Baseline", "Now"], rows)
