@@ -4,39 +4,18 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 
+import checkrun
 from checks._compression import Measured, fidelity, pareto_frontier, within_bound
 from conftest import run_cli
-from tfaudit.api import Finding, Metric, Sample, severity_rank
+from tfaudit.api import severity_rank
 
 
-class Outcome:
-    def __init__(self, items, seconds: float):
-        self.findings = {i.id: i for i in items if isinstance(i, Finding)}
-        self.samples = [i for i in items if isinstance(i, Sample)]
-        self.metrics = {i.name: i for i in items if isinstance(i, Metric)}
-        self.seconds = seconds
-
-    def series(self, name: str) -> list[Sample]:
-        return [s for s in self.samples if s.series == name]
-
-
-def audit(path: str, check_class, budget: str = "quick", options: dict | None = None) -> Outcome:
-    from tfaudit.api import Context
-    from tfaudit.budget import BUDGETS
-    from tfaudit.inputs import InputFactory, InputSpec
-    from tfaudit.model import input_specs, load_model
-
-    start = time.perf_counter()
-    model = load_model(path)
-    inputs = InputFactory([InputSpec.from_dict(s) for s in input_specs(model.inventory)])
-    ctx = Context(model=model, inputs=inputs, budget=BUDGETS[budget], options=options or {})
-    items = list(check_class().run(ctx))
-    return Outcome(items, time.perf_counter() - start)
+def audit(path: str, check_class, budget: str = "quick", options: dict | None = None) -> checkrun.Outcome:
+    return checkrun.run_in_process(check_class(), path, budget, options)
 
 
 def build_huge_range(path: str) -> str:
