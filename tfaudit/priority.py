@@ -4,7 +4,9 @@
 
 benefit, in points: latency_pct + ½·size_pct + memory MiB (capped at 100),
 each taken at the conservative end of its measured interval (the low bound
-when one exists) and ignored when not positive. Findings that price no
+when one exists) and ignored when not positive. A latency share counts only
+when the milliseconds behind it reach MIN_PRACTICAL_LATENCY_MS: 70 % of a
+10-microsecond call is real, but nobody's bottleneck. Findings that price no
 saving (a correctness hazard, say) get a floor by severity instead:
 critical 50, high 20, medium 5, low 1, info 0. Risk penalties: none 0,
 low 0.1, medium 0.3, high 0.6.
@@ -19,6 +21,7 @@ SEVERITY_FLOOR = {"critical": 50.0, "high": 20.0, "medium": 5.0, "low": 1.0, "in
 RISK_PENALTY = {"none": 0.0, "low": 0.1, "medium": 0.3, "high": 0.6}
 MIB = 1024 * 1024
 MEMORY_POINTS_CAP = 100.0
+MIN_PRACTICAL_LATENCY_MS = 0.05
 
 
 def _conservative(measure: Measure | None) -> float:
@@ -30,8 +33,10 @@ def _conservative(measure: Measure | None) -> float:
 
 def benefit(finding: Finding) -> float:
     savings = finding.savings
+    latency_ms = savings.get("latency_ms")
+    practical = latency_ms is None or _conservative(latency_ms) >= MIN_PRACTICAL_LATENCY_MS
     points = (
-        _conservative(savings.get("latency_pct"))
+        (_conservative(savings.get("latency_pct")) if practical else 0.0)
         + 0.5 * _conservative(savings.get("size_pct"))
         + min(MEMORY_POINTS_CAP, _conservative(savings.get("memory_bytes")) / MIB)
     )
