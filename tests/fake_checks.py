@@ -105,3 +105,14 @@ class Hog(Check):
         while True:
             hoard.append(bytearray(64 * 1024 * 1024))  # bytearray pages are touched: resident at once
             time.sleep(0.02)
+
+
+class Chatty(Check):
+    meta = CheckMeta("fake-chatty", "Fake chatty check", "streams samples forever, never pausing")
+
+    def run(self, ctx):
+        i = 0
+        while True:
+            i += 1
+            yield Sample("noise", i, 1.0)
+            time.sleep(0.001)

@@ -10,7 +10,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_misbehaving_checks_are_contained_and_the_rest_still_run(built_model, fake_checks):
-    specs = [s for s in discover_checks() if s.id.startswith("fake-") and s.id != "fake-hog"]
+    specs = [s for s in discover_checks() if s.id.startswith("fake-") and s.id not in ("fake-hog", "fake-chatty")]
     order = ["fake-raises", "fake-segfault", "fake-hang", "fake-killed", "fake-skip", "fake-wrong-id", "fake-timed", "fake-low"]
     specs.sort(key=lambda s: order.index(s.id))
     events = []
@@ -101,3 +101,13 @@ def test_a_worker_over_the_memory_limit_is_killed_and_named(built_model, fake_ch
     assert finished["fake-hog"].status == "errored"
     assert "over the worker memory limit of 1500 MiB" in finished["fake-hog"].error
     assert finished["fake-low"].status == "findings"  # the audit went on
+
+
+def test_a_worker_that_never_pauses_still_times_out(built_model, fake_checks):
+    specs = {s.id: s for s in discover_checks()}
+    events = []
+    job = AuditJob(model=built_model("mlp"), budget="quick", check_timeout_s=10)
+    assert run_audit([specs["fake-chatty"]], job, events.append)
+    finished = [e for e in events if isinstance(e, CheckFinished)]
+    assert finished[0].status == "errored" and "timed out after 10 s" in finished[0].error
+    assert 10 <= finished[0].duration_s < 20

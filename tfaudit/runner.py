@@ -129,7 +129,15 @@ def run_worker(
         deadline = time.monotonic() + timeout_s
         next_memory_poll = 0.0
         try:
+            # Stop, deadline and memory are checked on every turn: a worker that streams
+            # events without pause must still be stoppable.
             while True:
+                if stop is not None and stop.is_set():
+                    outcome.interrupted = True
+                    break
+                if time.monotonic() > deadline:
+                    outcome.timed_out = True
+                    break
                 if memory_limit_mb and time.monotonic() >= next_memory_poll:
                     next_memory_poll = time.monotonic() + MEMORY_POLL_S
                     rss_mb = tree_rss(process.pid) // MIB
@@ -139,12 +147,6 @@ def run_worker(
                 try:
                     line = lines.get(timeout=0.1)
                 except queue.Empty:
-                    if stop is not None and stop.is_set():
-                        outcome.interrupted = True
-                        break
-                    if time.monotonic() > deadline:
-                        outcome.timed_out = True
-                        break
                     continue
                 if line is None:
                     break
