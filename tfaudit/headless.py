@@ -14,8 +14,7 @@ from tfaudit.cli import EXIT_CHECK_ERRORED, EXIT_FINDINGS, EXIT_INTERRUPTED, EXI
 from tfaudit.events import CheckFinished, CheckProgress, CheckStarted, Event, ModelLoaded, to_json
 from tfaudit.registry import CheckSpec
 from tfaudit.report.format import effort_text, human_bytes, risk_text, saving_text
-from tfaudit.gates import apply_gates
-from tfaudit.outputs import write_outputs
+from tfaudit.outputs import finish_audit
 from tfaudit.runner import AuditJob, run_audit
 
 PLAIN_PROGRESS_INTERVAL_S = 2.0
@@ -174,8 +173,9 @@ def run_headless(
     if state.load_error:
         print(f"tfaudit: error: {state.load_error}", file=sys.stderr)
         return EXIT_USAGE
-    apply_gates(state, budgets or {}, baseline)
-    written = write_outputs(state, report=report, json_path=json_path, junit=junit, fail_on=fail_on)
+    written = finish_audit(
+        state, budgets=budgets, baseline=baseline, report=report, json_path=json_path, junit=junit, fail_on=fail_on
+    )
     out = Console(width=None if sys.stdout.isatty() else 120, highlight=False)
     print_summary(state, out)
     for path in written:

@@ -1,15 +1,31 @@
-"""Writes every requested report of a finished (or interrupted) audit; shared by all front ends."""
+"""Concludes a finished (or interrupted) audit: gates, then every requested report; shared by all front ends."""
 from __future__ import annotations
 
 import os
 
 from tfaudit.audit import AuditState
+from tfaudit.gates import apply_gates
 from tfaudit.report.json import write_json
 from tfaudit.report.junit import write_junit
 from tfaudit.report.markdown import render_markdown, write_markdown
 
 STEP_SUMMARY_VARIABLE = "GITHUB_STEP_SUMMARY"
 DEFAULT_JUNIT_GATE = "high"
+
+
+def finish_audit(
+    state: AuditState,
+    *,
+    budgets: dict[str, float] | None = None,
+    baseline: tuple[str, dict] | None = None,
+    report: str | None = None,
+    json_path: str | None = None,
+    junit: str | None = None,
+    fail_on: str = "never",
+) -> list[str]:
+    """Apply the budgets and the baseline, then write the reports; returns the paths written."""
+    apply_gates(state, budgets or {}, baseline)
+    return write_outputs(state, report=report, json_path=json_path, junit=junit, fail_on=fail_on)
 
 
 def write_outputs(

@@ -109,7 +109,7 @@ def gate_lines(state: AuditState) -> list[str]:
         results = sorted(state.budget_results, key=lambda r: (order[r.status], r.metric))
         lines += table(
             ["Metric", "Limit", "Measured", "Verdict"],
-            [[f"`{r.metric}`", f"{r.limit:.4g}", _metric_text(r.value is not None and {"value": r.value, "low": r.low, "high": r.high, "unit": r.unit}), f"**{r.status}**" if r.status == "violated" else r.status] for r in results],
+            [[f"`{r.metric}`", f"{r.limit:.4g}", _metric_text({"value": r.value, "low": r.low, "high": r.high, "unit": r.unit}), f"**{r.status}**" if r.status == "violated" else r.status] for r in results],
         )
     return lines
 

@@ -21,8 +21,7 @@ def run_app(source: EventSource, *, budget: str = "", report: str | None = None,
             budgets: dict | None = None, baseline: tuple[str, dict] | None = None) -> int:
     from tfaudit.cli import EXIT_USAGE
     from tfaudit.headless import exit_code
-    from tfaudit.gates import apply_gates
-    from tfaudit.outputs import write_outputs
+    from tfaudit.outputs import finish_audit
     from tfaudit.tui.app import TfauditApp
 
     app = TfauditApp(source, budget=budget, report=report, json_path=json_path, record=record)
@@ -35,7 +34,9 @@ def run_app(source: EventSource, *, budget: str = "", report: str | None = None,
     if state.load_error:
         print(f"tfaudit: error: {state.load_error}", file=sys.stderr)
         return EXIT_USAGE
-    apply_gates(state, budgets or {}, baseline)
-    for path in write_outputs(state, report=report, json_path=json_path, junit=junit, fail_on=fail_on):
+    written = finish_audit(
+        state, budgets=budgets, baseline=baseline, report=report, json_path=json_path, junit=junit, fail_on=fail_on
+    )
+    for path in written:
         print(f"tfaudit: wrote {path}", file=sys.stderr)
     return exit_code(state, fail_on)
