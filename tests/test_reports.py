@@ -116,7 +116,7 @@ def test_json_report_schema_and_order():
     assert report["samples"] == [{"check": "retracing", "series": "latency_ms", "points": [[0, 9.5], [1, 1.0]]}]
     assert report["duration_s"] == 12.5
     assert report["metrics"] == {
-        "retracing.serving_latency_ms": {"value": 1.2, "low": 1.1, "high": 1.3, "unit": "ms", "better": "lower"}
+        "retracing.serving_latency_ms": {"value": 1.2, "low": 1.1, "high": 1.3, "unit": "ms", "better": "lower", "subject": ""}
     }
     # the JSON findings load back as Findings
     assert Finding.from_dict(report["findings"][0]).id == "retracing/wrapper"

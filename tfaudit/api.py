@@ -142,6 +142,9 @@ class Metric:
     ``name`` is stable across runs (e.g. ``serving_latency_ms``); the report keys it as
     ``check.name``. ``low``/``high`` give its 95 % interval when repeated runs allow one,
     which baselines use as the noise tolerance. ``better`` is "lower" or "higher".
+    ``subject`` names what the value is of when that is itself a choice the check made (the
+    recommended variant "float16", say): a baseline compares two values only when their
+    subjects are equal, so a changed choice is never read as a regression.
     """
 
     name: str
@@ -150,6 +153,7 @@ class Metric:
     low: float | None = None
     high: float | None = None
     better: str = "lower"
+    subject: str = ""
 
     def __post_init__(self) -> None:
         if self.better not in ("lower", "higher"):

@@ -67,7 +67,8 @@ class AuditState:
             self.samples.setdefault((event.check, event.series), []).append((event.x, event.y, event.label))
         elif isinstance(event, MetricEmitted):
             self.metrics[f"{event.check}.{event.name}"] = {
-                "value": event.value, "low": event.low, "high": event.high, "unit": event.unit, "better": event.better
+                "value": event.value, "low": event.low, "high": event.high, "unit": event.unit, "better": event.better,
+                "subject": event.subject,
             }
         elif isinstance(event, FindingEmitted):
             self.findings.append(Finding.from_dict(event.finding))

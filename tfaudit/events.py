@@ -63,6 +63,7 @@ class MetricEmitted:
     low: float | None = None
     high: float | None = None
     better: str = "lower"
+    subject: str = ""
 
 
 @dataclass(frozen=True)

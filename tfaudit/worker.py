@@ -109,7 +109,7 @@ def run_check(job: dict[str, Any], emit: Callable[[Event], None]) -> None:
             elif isinstance(item, Progress):
                 emit(CheckProgress(check_id, item.fraction, item.message))
             elif isinstance(item, Metric):
-                emit(MetricEmitted(check_id, item.name, item.value, item.unit, item.low, item.high, item.better))
+                emit(MetricEmitted(check_id, item.name, item.value, item.unit, item.low, item.high, item.better, item.subject))
             else:
                 raise TypeError(f"check yielded {type(item).__name__}; expected Finding, Sample, Metric or Progress")
     except SkipCheck as exc:
