@@ -45,7 +45,10 @@ Metrics
 -------
 
 - ``growth_bytes_per_1000_calls`` (bytes, lower is better): the fixed-shape Theil–Sen slope of
-  RSS × 1000, with its 95 % interval × 1000; emitted after the fixed phase, growth or not.
+  RSS × 1000, with its 95 % interval × 1000; emitted after the fixed phase, growth or not. When
+  the slope is not growth (above), the interval reaches from 0 to the phase's resolution, the
+  smallest slope it could report (``MIN_BYTES_PER_CALL``, or ``MIN_PHASE_GROWTH_BYTES`` over the
+  calls made when that is larger): "no growth" is a measurement at a resolution, not exactly 0.
 - ``peak_rss_mb`` (MB): the highest RSS peak over the batch-size phase.
 - ``gpu_growth_bytes_per_1000_calls`` (bytes): the same slope for this process's GPU memory
   (NVML); only when every fixed-phase reading has a GPU value.
@@ -133,6 +136,11 @@ class Growth:
     min_step_bytes: float
 
     @property
+    def resolution(self) -> float:
+        """The smallest slope this phase could report as growth (per step)."""
+        return max(self.min_step_bytes, MIN_PHASE_GROWTH_BYTES / self.steps) if self.steps else float("inf")
+
+    @property
     def significant(self) -> bool:
         return (
             self.slope.excludes_zero()
@@ -185,8 +193,17 @@ def mb(nbytes: float) -> float:
 
 
 def per_1000_calls(name: str, growth: Growth) -> Metric:
+    """The slope × 1000 with its interval; "no growth" carries the resolution it was measured at.
+
+    When the check does not call the slope growth, the interval is widened to reach 0 and the
+    phase's resolution, so a baseline never reads "no growth" as exactly 0 (or as a tiny but
+    tight slope) and calls the next run's allocator noise a regression.
+    """
     slope = growth.slope
-    return Metric(name, slope.value * 1000, "bytes", slope.low * 1000, slope.high * 1000)
+    low, high = (slope.value, slope.value) if slope.low is None else (slope.low, slope.high)
+    if not growth.significant:
+        low, high = min(low, 0.0), max(high, growth.resolution)
+    return Metric(name, slope.value * 1000, "bytes", low * 1000, high * 1000)
 
 
 # --- driving the model -------------------------------------------------------------------------

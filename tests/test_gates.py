@@ -6,20 +6,25 @@ import pytest
 from tfaudit.audit import AuditState
 from tfaudit.config import ConfigError, load_config
 from tfaudit.events import FindingEmitted, MetricEmitted, ModelLoaded
-from tfaudit.gates import BaselineError, apply_gates, check_budgets, compare_with_baseline, load_baseline
+from tfaudit.gates import MIN_LATENCY_FACTOR, BaselineError, apply_gates, check_budgets, compare_with_baseline, load_baseline
 from tfaudit.headless import exit_code
 from tfaudit.report.markdown import render_markdown
 from test_reports import ENVIRONMENT, INVENTORY, finding
 
 LATENCY = {"value": 10.0, "low": 9.5, "high": 10.5, "unit": "ms", "better": "lower"}
+INDEXED = dict(ENVIRONMENT, host_index={"ms": 0.74, "low": 0.73, "high": 0.75})
 
 
-def state_with(metrics, findings=()):
+def latency(value, spread=0.02, subject=""):
+    return {"value": value, "low": value * (1 - spread), "high": value * (1 + spread), "unit": "ms", "better": "lower", "subject": subject}
+
+
+def state_with(metrics, findings=(), environment=INDEXED):
     state = AuditState(model_path="/m", budget="quick")
-    state.apply(ModelLoaded(INVENTORY, ENVIRONMENT))
+    state.apply(ModelLoaded(INVENTORY, environment))
     for name, m in metrics.items():
         check, _, metric = name.partition(".")
-        state.apply(MetricEmitted(check, metric, m["value"], m["unit"], m.get("low"), m.get("high"), m.get("better", "lower")))
+        state.apply(MetricEmitted(check, metric, m["value"], m["unit"], m.get("low"), m.get("high"), m.get("better", "lower"), m.get("subject", "")))
     for f in findings:
         state.apply(FindingEmitted(f.check, f.to_dict()))
     return state
@@ -46,7 +51,7 @@ def test_violated_budget_is_a_finding_and_exits_1():
     assert exit_code(kept, "never") == 0 and kept.findings == []
 
 
-def baseline_report(metrics, findings=(), environment=ENVIRONMENT):
+def baseline_report(metrics, findings=(), environment=INDEXED):
     return {"schema_version": "1", "tool": {"name": "tfaudit"}, "environment": environment, "metrics": metrics,
             "findings": [f.to_dict() for f in findings]}
 
@@ -58,8 +63,8 @@ def test_baseline_regressions_beyond_noise_exit_1_and_come_first():
         findings=[finding("r", "old-problem"), finding("m", "note", severity="info")],
     )
     state = state_with(
-        {"r.latency_ms": LATENCY, "q.size_bytes": {"value": 101.0, "unit": "B"}, "r.noise_ms": {"value": 10.4, "low": 9.8, "high": 11.2, "unit": "ms"},
-         "m.growth": {"value": 5.0, "low": 1.0, "high": 9.0, "unit": "B"}},
+        {"r.latency_ms": {"value": 12.0, "low": 11.5, "high": 12.5, "unit": "ms"}, "q.size_bytes": {"value": 101.0, "unit": "B"},
+         "r.noise_ms": {"value": 10.4, "low": 9.8, "high": 11.2, "unit": "ms"}, "m.growth": {"value": 5.0, "low": 1.0, "high": 9.0, "unit": "B"}},
         findings=[finding("r", "new-problem")],
     )
     apply_gates(state, {}, ("old.json", old))
@@ -67,17 +72,84 @@ def test_baseline_regressions_beyond_noise_exit_1_and_come_first():
     assert [r["metric"] for r in comparison.regressions] == ["r.latency_ms"]  # 1 % size change and overlapping noise are not
     assert [r["metric"] for r in comparison.improvements] == ["m.growth"]
     assert comparison.new_findings == ["r/new-problem"] and comparison.resolved_findings == ["r/old-problem"]
-    assert comparison.warnings == []
+    assert comparison.warnings == [] and comparison.host_scale == 1.0
     assert exit_code(state, "never") == 1
     text = render_markdown(state)
     assert text.index("## Compared with the baseline") < text.index("## Recommendations")
-    assert "| **regressed** | `r.latency_ms` | 8 [7.8–8.2] ms | 10 [9.5–10.5] ms |" in text
+    assert "| **regressed** | `r.latency_ms` | 8 [7.8–8.2] ms (scaled: 8 [7.8–8.2] ms) | 12 [11.5–12.5] ms |" in text
     assert json.loads(json.dumps(state.report()))["baseline"]["regressions"][0]["metric"] == "r.latency_ms"
 
 
+def compare_latency(old_ms, new_ms, old_index=0.74, new_index=0.74, old_subject="", new_subject=""):
+    old = baseline_report({"r.latency_ms": latency(old_ms, subject=old_subject)}, environment=dict(ENVIRONMENT, host_index={"ms": old_index}))
+    state = state_with({"r.latency_ms": latency(new_ms, subject=new_subject)}, environment=dict(ENVIRONMENT, host_index={"ms": new_index}))
+    apply_gates(state, {}, ("old.json", old))
+    return state
+
+
+def test_a_latency_regresses_only_past_the_minimum_practical_factor():
+    # Non-overlapping intervals (between-run drift does that) but less than the factor: not a regression.
+    assert compare_latency(1.0, 0.97 * MIN_LATENCY_FACTOR).baseline.regressions == []
+    slower = compare_latency(1.0, 1.05 * MIN_LATENCY_FACTOR)
+    assert [r["metric"] for r in slower.baseline.regressions] == ["r.latency_ms"] and exit_code(slower, "never") == 1
+    faster = compare_latency(1.05 * MIN_LATENCY_FACTOR, 1.0).baseline
+    assert faster.regressions == [] and [r["metric"] for r in faster.improvements] == ["r.latency_ms"]
+    # Overlapping intervals never regress, however large the point change.
+    wide = baseline_report({"r.latency_ms": latency(1.0, spread=0.5)})
+    state = state_with({"r.latency_ms": latency(1.6, spread=0.5)})
+    apply_gates(state, {}, ("old.json", wide))
+    assert state.baseline.regressions == []
+
+
+def test_latencies_are_scaled_by_the_host_speed_index():
+    # The host ran the reference workload 1.5x as long: a model 1.5x slower is the host, not the model.
+    loaded = compare_latency(1.0, 1.5, old_index=0.74, new_index=1.11)
+    assert loaded.baseline.regressions == [] and loaded.baseline.host_scale == pytest.approx(1.5)
+    assert loaded.baseline.improvements == []
+    assert "scaled by 1.5 before comparing" in render_markdown(loaded)
+    # The same numbers on an unchanged host are a regression, and a 2x slower model on the loaded host still is.
+    assert compare_latency(1.0, 1.5).baseline.regressions
+    assert compare_latency(1.0, 3.0, old_index=0.74, new_index=1.11).baseline.regressions
+    # Sizes do not depend on the host: never scaled.
+    old = baseline_report({"q.size_bytes": {"value": 100.0, "unit": "B"}}, environment=dict(ENVIRONMENT, host_index={"ms": 1.0}))
+    state = state_with({"q.size_bytes": {"value": 120.0, "unit": "B"}}, environment=dict(ENVIRONMENT, host_index={"ms": 2.0}))
+    apply_gates(state, {}, ("old.json", old))
+    assert [r["metric"] for r in state.baseline.regressions] == ["q.size_bytes"]
+
+
+def test_a_baseline_without_host_index_is_compared_unscaled_with_a_warning():
+    state = compare_latency(1.0, 1.05 * MIN_LATENCY_FACTOR, old_index=None)
+    assert state.baseline.host_scale is None and state.baseline.regressions
+    assert any("host speed index" in w for w in state.baseline.warnings)
+
+
+def test_metrics_of_different_subjects_are_not_comparable_never_regressions():
+    changed = compare_latency(1.0, 3.0, old_subject="float16", new_subject="dynamic-range-int8").baseline
+    assert changed.regressions == [] and changed.improvements == []
+    assert [(r["old"]["subject"], r["new"]["subject"]) for r in changed.not_comparable] == [("float16", "dynamic-range-int8")]
+    same = compare_latency(1.0, 3.0, old_subject="float16", new_subject="float16").baseline
+    assert same.not_comparable == [] and same.regressions
+    old = baseline_report({"q.recommended_size_bytes": {"value": 29_000.0, "unit": "bytes", "subject": "dynamic-range-int8"}})
+    state = state_with({"q.recommended_size_bytes": {"value": 48_000.0, "unit": "bytes", "subject": "float16"}})
+    apply_gates(state, {}, ("old.json", old))
+    assert state.baseline.regressions == [] and exit_code(state, "never") == 0
+    assert "| not comparable | `q.recommended_size_bytes` | 2.9e+04 bytes of dynamic-range-int8 | 4.8e+04 bytes of float16 |" in render_markdown(state)
+
+
+def test_no_growth_at_its_resolution_is_not_a_regression_but_a_real_leak_is():
+    # The memory check reports "no growth" as 0 up to the phase's resolution (checks/memory.py).
+    old = baseline_report({"m.growth_bytes_per_1000_calls": {"value": 0.0, "low": 0.0, "high": 1.1e6, "unit": "bytes"}})
+    noise = state_with({"m.growth_bytes_per_1000_calls": {"value": 1.2e6, "low": -2e5, "high": 1.9e6, "unit": "bytes"}})
+    apply_gates(noise, {}, ("old.json", old))
+    assert noise.baseline.regressions == []
+    leak = state_with({"m.growth_bytes_per_1000_calls": {"value": 3.3e6, "low": 3.2e6, "high": 3.4e6, "unit": "bytes"}})
+    apply_gates(leak, {}, ("old.json", old))
+    assert [r["metric"] for r in leak.baseline.regressions] == ["m.growth_bytes_per_1000_calls"]
+
+
 def test_baseline_from_another_host_warns():
-    other = dict(ENVIRONMENT, cpu="Other CPU", tensorflow="2.20.0")
-    comparison = compare_with_baseline("old.json", baseline_report({}, environment=other), {}, [], ENVIRONMENT)
+    other = dict(INDEXED, cpu="Other CPU", tensorflow="2.20.0")
+    comparison = compare_with_baseline("old.json", baseline_report({}, environment=other), {}, [], INDEXED)
     assert len(comparison.warnings) == 2 and "Other CPU" in comparison.warnings[0]
 
 

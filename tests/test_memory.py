@@ -11,8 +11,10 @@ import pytest
 
 from checks.memory import (
     MIN_BYTES_PER_CALL,
+    MIN_PHASE_GROWTH_BYTES,
     MemoryCheck,
     fit_growth,
+    per_1000_calls,
     severity_from_hours,
     severity_from_shape_bytes,
     theil_sen,
@@ -105,6 +107,20 @@ def test_steady_growth_is_growth():
     calls = np.arange(100) * 50
     growth = fit_growth(calls, 600 * MIB + 3000 * calls)
     assert growth.significant and growth.slope.value == pytest.approx(3000)
+
+
+def test_no_growth_metric_carries_its_resolution_and_growth_keeps_its_interval():
+    calls = np.arange(150) * 5  # 745 calls: the phase resolves MIN_PHASE_GROWTH_BYTES / 745 per call
+    flat = per_1000_calls("g", fit_growth(calls, np.full(150, 600.0 * MIB)))
+    assert flat.value == 0 and flat.low == 0
+    assert flat.high == pytest.approx(1000 * MIN_PHASE_GROWTH_BYTES / 745)
+    longer = per_1000_calls("g", fit_growth(calls * 10, np.full(150, 600.0 * MIB)))
+    assert longer.high == 1000 * MIN_BYTES_PER_CALL  # never finer than the per-call threshold
+    stepped = per_1000_calls("g", fit_growth(calls, np.where(np.arange(150) < 75, 600 * MIB, 601.2 * MIB)))
+    assert stepped.low <= 0 < stepped.value <= stepped.high  # a one-off step is no growth: its interval reaches 0
+    steady = fit_growth(calls, 600 * MIB + 3000.0 * calls)
+    leak = per_1000_calls("g", steady)
+    assert (leak.low, leak.high) == (steady.slope.low * 1000, steady.slope.high * 1000)
 
 
 def test_severity_thresholds():

@@ -6,11 +6,24 @@ only when the whole measured interval is past the limit (the point value when th
 has no interval): noise alone never fails a build. Each violation is a ``budget/<metric>``
 finding of severity high, and exits 1.
 
-Baseline (``--baseline OLD.json``, an earlier JSON report): a metric regressed when its
-new interval lies entirely on the worse side of the old interval; metrics without
-intervals (sizes, counts) regress when they worsen by more than ``REL_TOLERANCE``.
-Regressions exit 1 and are listed first. New and resolved findings are listed; they gate
-through ``--fail-on`` as usual. A baseline from another host or TensorFlow version is
+Baseline (``--baseline OLD.json``, an earlier JSON report). One run's interval sees only the
+noise within that run; between runs a shared host drifts by more (the same MLP measured 0.163
+[0.161–0.169] ms, then 0.188 [0.176–0.202] ms). So a metric regressed only when
+
+- its subject is the same (a metric whose value is of a choice the check made, the recommended
+  quantization variant say, is compared only with the same choice; others are listed as not
+  comparable);
+- latency metrics (unit ms) are first scaled by the host speed index (tfaudit.host_index: the
+  same TensorFlow workload timed in both runs), so a host that was slower as a whole is not
+  read as a slower model;
+- its new interval lies entirely on the worse side of the old interval, and
+- a latency is also at least ``MIN_LATENCY_FACTOR`` times the (scaled) old one: the minimum
+  practical effect, like asv's ``--factor``, set from self-compares measured on a loaded 2-core
+  host (benchmarks/self_compare.py, README);
+
+metrics without intervals (sizes, counts) regress when they worsen by more than
+``REL_TOLERANCE``. Regressions exit 1 and are listed first. New and resolved findings are listed;
+they gate through ``--fail-on`` as usual. A baseline from another host or TensorFlow version is
 compared all the same, with a warning.
 """
 from __future__ import annotations
@@ -22,6 +35,8 @@ from typing import Any
 from tfaudit.api import Effort, Finding, Fix
 
 REL_TOLERANCE = 0.02
+MIN_LATENCY_FACTOR = 1.3
+LATENCY_UNIT = "ms"
 FINGERPRINT_KEYS = ("cpu", "cores_logical", "tensorflow")
 
 
@@ -59,18 +74,35 @@ def _worse(new: dict[str, Any], old: dict[str, Any]) -> bool:
     if has_intervals:
         new_low, new_high = _bounds(new)
         old_low, old_high = _bounds(old)
-        return new_low > old_high if lower_is_better else new_high < old_low
+        separated = new_low > old_high if lower_is_better else new_high < old_low
+        if not separated or new.get("unit") != LATENCY_UNIT:
+            return separated
+        ratio = new["value"] / old["value"] if old["value"] > 0 else float("inf")
+        return ratio >= MIN_LATENCY_FACTOR if lower_is_better else ratio <= 1 / MIN_LATENCY_FACTOR
     tolerance = REL_TOLERANCE * abs(old["value"])
     change = new["value"] - old["value"]
     return change > tolerance if lower_is_better else change < -tolerance
+
+
+def host_scale(old_env: dict[str, Any], new_env: dict[str, Any]) -> float | None:
+    """How much slower this run's host was than the baseline's (new index / old index); None without both."""
+    old_ms, new_ms = ((env.get("host_index") or {}).get("ms") for env in (old_env, new_env))
+    return new_ms / old_ms if old_ms and new_ms else None
+
+
+def scaled(metric: dict[str, Any], factor: float) -> dict[str, Any]:
+    return {**metric, **{k: metric[k] * factor for k in ("value", "low", "high") if metric.get(k) is not None}}
 
 
 @dataclass
 class BaselineComparison:
     path: str
     warnings: list[str] = field(default_factory=list)
+    host_scale: float | None = None  # latencies of the baseline were multiplied by this before comparing
+    min_latency_factor: float = MIN_LATENCY_FACTOR
     regressions: list[dict[str, Any]] = field(default_factory=list)
     improvements: list[dict[str, Any]] = field(default_factory=list)
+    not_comparable: list[dict[str, Any]] = field(default_factory=list)  # the same metric of different subjects
     new_findings: list[str] = field(default_factory=list)
     resolved_findings: list[str] = field(default_factory=list)
 
@@ -84,9 +116,17 @@ def compare_with_baseline(path: str, old: dict[str, Any], metrics: dict, finding
     for key in FINGERPRINT_KEYS:
         if old_env.get(key) != environment.get(key):
             result.warnings.append(f"baseline {key} was {old_env.get(key)!r}, this run {environment.get(key)!r}: timings may not compare")
+    result.host_scale = host_scale(old_env, environment)
+    if result.host_scale is None:
+        result.warnings.append("no host speed index in both reports: latencies compared unscaled")
     for name in sorted(set(metrics) & set(old.get("metrics", {}))):
         new_metric, old_metric = metrics[name], old["metrics"][name]
         row = {"metric": name, "unit": new_metric.get("unit", ""), "old": old_metric, "new": new_metric}
+        if new_metric.get("subject", "") != old_metric.get("subject", ""):
+            result.not_comparable.append(row)
+            continue
+        if new_metric.get("unit") == LATENCY_UNIT and result.host_scale is not None:
+            row["old_scaled"] = old_metric = scaled(old_metric, result.host_scale)
         if _worse(new_metric, old_metric):
             result.regressions.append(row)
         elif _worse(old_metric, new_metric):

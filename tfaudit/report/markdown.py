@@ -95,11 +95,29 @@ def gate_lines(state: AuditState) -> list[str]:
     if comparison is not None:
         lines += ["## Compared with the baseline", "", f"Baseline: `{comparison.path}`", ""]
         lines += [f"> **Warning:** {w}" for w in comparison.warnings] + ([""] if comparison.warnings else [])
-        rows = [["**regressed**", f"`{r['metric']}`", _metric_text(r["old"]), _metric_text(r["new"])] for r in comparison.regressions]
-        rows += [["improved", f"`{r['metric']}`", _metric_text(r["old"]), _metric_text(r["new"])] for r in comparison.improvements]
+        if comparison.host_scale is not None:
+            lines += [
+                f"Host speed index: this host ran the reference workload {comparison.host_scale:.3g}× as long as the "
+                f"baseline's, so baseline latencies are scaled by {comparison.host_scale:.3g} before comparing; a latency "
+                f"regresses only when its interval is past the baseline's and it is at least "
+                f"{comparison.min_latency_factor:g}× slower.",
+                "",
+            ]
+
+        def baseline_text(row: dict) -> str:
+            if "old_scaled" not in row:
+                return _metric_text(row["old"])
+            return f"{_metric_text(row['old'])} (scaled: {_metric_text(row['old_scaled'])})"
+
+        rows = [["**regressed**", f"`{r['metric']}`", baseline_text(r), _metric_text(r["new"])] for r in comparison.regressions]
+        rows += [["improved", f"`{r['metric']}`", baseline_text(r), _metric_text(r["new"])] for r in comparison.improvements]
+        rows += [
+            ["not comparable", f"`{r['metric']}`", f"{_metric_text(r['old'])} of {r['old'].get('subject')}", f"{_metric_text(r['new'])} of {r['new'].get('subject')}"]
+            for r in comparison.not_comparable
+        ]
         if rows:
             lines += table(["Verdict", "Metric", "Baseline", "Now"], rows)
-        else:
+        if not comparison.regressions and not comparison.improvements:
             lines += ["No metric moved beyond its measured noise.", ""]
         lines += [f"New findings: {', '.join(f'`{i}`' for i in comparison.new_findings) or 'none'}. "
                   f"Resolved: {', '.join(f'`{i}`' for i in comparison.resolved_findings) or 'none'}.", ""]
