@@ -1,23 +1,39 @@
 """Helpers shared by the quantization and pruning checks: conversion, LiteRT runs, fidelity, sizes.
 
 NumPy at module top only; TensorFlow and LiteRT are imported inside the functions, as checks run
-them in their worker.
+them in their worker. TFLite conversions run in a child process (``Isolated``, ``python -m
+checks._compression``): the converter can crash natively (SIGSEGV on a variable of unknown
+shape), and a crash must end one conversion, not the check.
 
 Fidelity is always measured against the original SavedModel on the same inputs:
 
 - ``relative_l2``: ‖candidate − reference‖ / ‖reference‖ over every float output, flattened;
   this is the "fidelity loss" the findings, the bound and the charts use;
 - ``max_abs``, ``cosine``;
-- ``top1_agreement`` when an output looks like class scores ([batch, classes], classes ≥ 2).
+- ``top1_agreement`` (all samples) and ``top1`` (the statistics below) when an output looks
+  like class scores ([batch, classes], classes ≥ 2).
+
+Top-1 flips are judged with statistics, not one flip. A flip counts as a fidelity loss only
+when the reference's top-1 margin (best minus second-best score) is more than
+``NEAR_TIE_FACTOR`` × the variant's typical per-sample output error (the median over samples of
+the largest absolute output change): a swap within that margin is what an error of the measured
+size produces on a near tie, and the relative L2 bound already judges that error. The counted
+disagreement rate gets a 95 % Wilson interval: the top-1 bound (agreement ≥ 1 − bound) is
+"within" when the interval's upper end is at most the bound, "beyond" when its lower end is
+above it, else "unresolved" (too few samples: the quantization check then measures more, up to
+its budget) and judged on the point estimate.
 
 A variant is within the bound ``max_fidelity_loss`` (option, default 0.01) when its relative L2
-error is at most the bound and, for class scores, its top-1 agreement is at least 1 − bound.
+error is at most the bound and, for class scores, the top-1 bound is not broken.
 """
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
@@ -30,6 +46,7 @@ MIB = 1024 * 1024
 # Per budget: inputs the fidelity is measured on, and representative samples for calibration.
 EVAL_SAMPLES = {"quick": 16, "standard": 32, "thorough": 128}
 CALIBRATION_SAMPLES = {"quick": 16, "standard": 32, "thorough": 200}
+EXTRA_ROWS = 64  # rows per chunk when top-1 agreement needs more samples
 MAX_REASON = 300
 MIN_LATENCY_MS = 0.05
 
@@ -56,6 +73,15 @@ def eval_feeds(ctx) -> list[dict[str, np.ndarray]]:
         return [ctx.inputs.make(batch=count, seed=1)]
     fixed = next((s.shape[0] for s in ctx.inputs.specs if s.shape), 1) or 1
     return [ctx.inputs.make(seed=1 + i) for i in range(max(1, count // fixed))]
+
+
+def more_feeds(ctx, index: int) -> list[dict[str, np.ndarray]]:
+    """The ``index``-th chunk of EXTRA_ROWS further rows, none of them in eval_feeds."""
+    if ctx.inputs.batch_dynamic:
+        return [ctx.inputs.make(batch=EXTRA_ROWS, seed=100 + index)]
+    fixed = next((s.shape[0] for s in ctx.inputs.specs if s.shape), 1) or 1
+    per_chunk = max(1, EXTRA_ROWS // fixed)
+    return [ctx.inputs.make(seed=10_000 + index * per_chunk + i) for i in range(per_chunk)]
 
 
 def latency_feed(ctx) -> dict[str, np.ndarray]:
@@ -105,8 +131,8 @@ def fidelity(reference: list[dict[str, np.ndarray]], candidate: list[dict[str, n
     }
     scores = _classes(reference, names)
     if scores:
-        agree = [np.mean(np.argmax(r[scores], -1) == np.argmax(c[scores], -1)) for r, c in zip(reference, candidate)]
-        result["top1_agreement"] = float(np.mean(agree))
+        result["top1"] = top1_statistics(reference, candidate, scores)
+        result["top1_agreement"] = 1.0 - result["top1"]["flips"] / result["top1"]["samples"]
     return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in result.items()}
 
 
@@ -115,9 +141,82 @@ def _classes(reference: list[dict], names: list[str]) -> str | None:
     return next((n for n in names if reference[0][n].ndim == 2 and reference[0][n].shape[-1] >= 2), None)
 
 
+NEAR_TIE_FACTOR = 2.0  # a swap of two scores needs a change of at most twice the largest one
+Z95 = 1.959964
+
+
+def top1_statistics(reference: list[dict], candidate: list[dict], scores: str) -> dict[str, Any]:
+    """Top-1 flips per sample, with near ties (see the module docstring) set apart."""
+    ref = np.concatenate([np.asarray(r[scores], np.float64) for r in reference])
+    got = np.concatenate([np.asarray(c[scores], np.float64) for c in candidate])
+    ordered = np.sort(ref, axis=-1)
+    margin = ordered[:, -1] - ordered[:, -2]
+    near_tie = NEAR_TIE_FACTOR * float(np.median(np.max(np.abs(got - ref), axis=-1)))
+    flipped = ref.argmax(-1) != got.argmax(-1)
+    ties = flipped & (margin <= near_tie)
+    return {
+        "compared": f"top-1 class of output {scores!r} per sample, candidate vs SavedModel",
+        "samples": int(len(ref)),
+        "flips": int(flipped.sum()),
+        "near_tie_flips": int(ties.sum()),
+        "near_tie_margin": round(near_tie, 8),
+        "counted_flips": int(flipped.sum() - ties.sum()),
+        "flipped_margins": [round(float(m), 8) for m in margin[flipped][:10]],
+    }
+
+
+def wilson(count: int, n: int) -> tuple[float, float]:
+    """95 % Wilson score interval of a proportion count/n."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = count / n
+    centre = (p + Z95**2 / (2 * n)) / (1 + Z95**2 / n)
+    half = Z95 * np.sqrt(p * (1 - p) / n + Z95**2 / (4 * n * n)) / (1 + Z95**2 / n)
+    return max(0.0, float(centre - half)), min(1.0, float(centre + half))
+
+
+def top1_verdict(top1: dict[str, Any], bound: float) -> dict[str, Any]:
+    """The counted disagreement against the bound: within / beyond / unresolved, and how sure."""
+    n, k = top1["samples"], top1["counted_flips"]
+    low, high = wilson(k, n)
+    verdict = "within" if high <= bound else "beyond" if low > bound else "unresolved"
+    # Flip-free samples the upper end needs to reach the bound: z²(1 − b)/b.
+    needed = int(np.ceil(Z95**2 * (1 - bound) / bound)) if bound > 0 else None
+    return {
+        "agreement": round(1 - k / n, 6),
+        "agreement_ci95": [round(1 - high, 6), round(1 - low, 6)],
+        "verdict": verdict,
+        "passes": verdict == "within" or (verdict == "unresolved" and k / n <= bound),
+        "flip_free_samples_to_resolve": needed,
+    }
+
+
+def top1_text(fid: dict[str, Any], bound: float) -> str:
+    """One sentence: what was compared, what flipped, and how sure the verdict is."""
+    top1 = fid.get("top1")
+    if not top1:
+        return ""
+    judged = top1_verdict(top1, bound)
+    low, high = judged["agreement_ci95"]
+    text = f"top-1 class: {top1['samples'] - top1['flips']}/{top1['samples']} samples unchanged"
+    if top1["near_tie_flips"]:
+        text += (
+            f" ({top1['near_tie_flips']} flip(s) on near ties — reference margin ≤ {top1['near_tie_margin']:.2g}, "
+            f"{NEAR_TIE_FACTOR:g}× the variant's typical output error — not counted)"
+        )
+    text += f"; counted agreement {judged['agreement']:.1%}, 95 % interval [{low:.1%}, {high:.1%}] vs ≥ {1 - bound:.0%}: "
+    if judged["verdict"] == "unresolved":
+        text += f"not resolved with {top1['samples']} samples (about {judged['flip_free_samples_to_resolve']} flip-free ones would), judged on the point estimate"
+    else:
+        text += f"{judged['verdict']} the bound"
+    return text
+
+
 def within_bound(fid: dict[str, Any] | None, bound: float) -> bool:
     if not fid:
         return False
+    if fid.get("top1"):
+        return fid["relative_l2"] <= bound and top1_verdict(fid["top1"], bound)["passes"]
     top1 = fid.get("top1_agreement")
     return fid["relative_l2"] <= bound and (top1 is None or top1 >= 1 - bound)
 
@@ -182,6 +281,8 @@ class Converted:
     content: bytes | None
     select_ops: bool = False  # converted only with SELECT_TF_OPS (Flex)
     note: str = ""
+    sparse_path: str = ""  # the sparse-encoded flatbuffer, when asked for
+    path: str = ""  # where the flatbuffer is, for LiteRT in the other process
 
 
 def convert(saved_model_dir: str, signature: str, configure, loaded=None) -> Converted:
@@ -294,25 +395,6 @@ def _audit_cache(ctx, kind: str) -> str | None:
     return os.path.join(ctx.scratch_dir, kind, key)
 
 
-def float32_flatbuffer(ctx, source: str, loaded) -> "Converted":
-    """The float32 conversion, kept in the audit's scratch dir so the second check reuses the first's."""
-    cached = _audit_cache(ctx, "float32-flatbuffers")
-    if cached is None:  # a check run on its own converts for itself
-        return convert(source, ctx.model.signature, lambda converter: None, loaded)
-    path = cached + ".tflite"
-    if os.path.isfile(path):
-        with open(path, "rb") as f:
-            return Converted(f.read(), note="float32 flatbuffer reused from this audit's other check")
-    converted = convert(source, ctx.model.signature, lambda converter: None, loaded)
-    if not converted.select_ops:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        partial = f"{path}.{os.getpid()}"
-        with open(partial, "wb") as f:
-            f.write(converted.content)
-        os.replace(partial, path)  # atomic: the other check never reads half a file
-    return converted
-
-
 def conversion_source(ctx, tmpdir: str) -> str:
     """A SavedModel directory the converter can read: the model itself, or a Keras 3 model exported.
 
@@ -330,11 +412,310 @@ def conversion_source(ctx, tmpdir: str) -> str:
     return cached
 
 
-def loaded_source(ctx, source: str):
-    """The loaded SavedModel that reuse_loaded_model hands the converter: the model, or its Keras export loaded once."""
+# --- conversions in a child process -------------------------------------------------------------
+
+
+class ConversionCrashed(ConversionFailed):
+    """The process converting died (a native crash): a fact about the model, not a tool failure."""
+
+    def __init__(self, message: str, signal: str):
+        super().__init__(message)
+        self.signal = signal
+
+
+def exit_cause(returncode: int | None) -> str:
+    import signal
+
+    if returncode is not None and returncode < 0:
+        try:
+            return signal.Signals(-returncode).name
+        except ValueError:
+            pass
+    return f"exit status {returncode}"
+
+
+class Isolated:
+    """Calls functions of the checks in a fresh Python process, one at a time, in order.
+
+    A native crash kills that process only: the call raises ConversionCrashed naming the signal
+    and what was running, and the next call starts a new process. Fresh, never forked: a fork
+    of a worker that has loaded a model hangs. Replies travel as JSON lines on the child's
+    stdout; what the converter prints goes to stderr, the worker's log. ``send`` queues a call
+    without waiting (to load the model while the check computes its references).
+    """
+
+    def __init__(self):
+        self.process: subprocess.Popen | None = None
+        self.pending: list[str] = []  # what each unanswered call does, oldest first
+        self.starts = 0
+
+    def send(self, what: str, target: str, **kwargs) -> None:
+        if self.process is None:
+            root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+            path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "checks._compression"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": path},
+            )
+            self.pending, self.starts = [], self.starts + 1
+        self.pending.append(what)
+        try:
+            self.process.stdin.write(json.dumps({"target": target, "kwargs": kwargs}) + "\n")
+            self.process.stdin.flush()
+        except BrokenPipeError:
+            pass  # it died: the reply loop below reports why
+
+    def call(self, what: str, target: str, **kwargs) -> dict[str, Any]:
+        self.send(what, target, **kwargs)
+        reply: dict[str, Any] = {}
+        while self.pending:
+            line = self.process.stdout.readline()
+            if not line:
+                cause = exit_cause(self.process.wait())
+                crashed = self.pending[0]
+                self.close()
+                raise ConversionCrashed(f"the process died with {cause} while {crashed}", cause)
+            self.pending.pop(0)
+            reply = json.loads(line)
+        return reply
+
+    def close(self) -> None:
+        if self.process is not None:
+            with contextlib.suppress(OSError):
+                self.process.stdin.close()
+            if self.process.poll() is None:
+                try:
+                    self.process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait()
+            self.process = None
+
+    def __enter__(self) -> "Isolated":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _serve() -> None:
+    """The child: run each requested call, answer with its JSON result (errors as {"error"})."""
+    import importlib
+
+    reply = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # the converter's prints go to stderr, never into the replies
+    for line in sys.stdin:
+        job = json.loads(line)
+        module, name = job["target"].split(":")
+        try:
+            result = getattr(importlib.import_module(module), name)(**job["kwargs"])
+        except Exception as exc:  # anything raised is an answer, only a crash is not
+            result = {"error": one_line(exc)}
+        reply.write(json.dumps(result) + "\n")
+
+
+_LOADED: dict[str, Any] = {}  # in the child: the SavedModel reuse_loaded_model hands the converter
+
+
+def loaded(directory: str | None):
+    if directory and directory not in _LOADED:
+        import tensorflow as tf
+
+        _LOADED.clear()
+        _LOADED[directory] = tf.saved_model.load(directory)
+    return _LOADED.get(directory)
+
+
+def preload(directory: str) -> dict:
+    loaded(directory)
+    return {}
+
+
+def write_feeds(path: str, feeds: list[dict[str, np.ndarray]]) -> str:
+    """Feeds (or outputs) for the other process: a list of {name: array}, in order."""
+    arrays = {f"f{i}_{j}": np.asarray(v) for i, feed in enumerate(feeds) for j, v in enumerate(feed.values())}
+    np.savez(path, names=np.array([list(feed) for feed in feeds] + [[]], dtype=object), **arrays)
+    return path
+
+
+def read_feeds(path: str) -> list[dict[str, np.ndarray]]:
+    with np.load(path, allow_pickle=True) as data:  # our own file, written by write_feeds
+        names = list(data["names"])[:-1]
+        return [{n: data[f"f{i}_{j}"] for j, n in enumerate(feed)} for i, feed in enumerate(names)]
+
+
+def configure_variant(name: str, representative_dataset=None):
     import tensorflow as tf
 
-    return ctx.model.obj if ctx.model.format != "keras" else tf.saved_model.load(source)
+    def configure(converter) -> None:
+        if name == "float32":
+            return
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if name == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+        elif name == "full-int8":
+            converter.representative_dataset = representative_dataset
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        elif name == "int16x8":
+            converter.representative_dataset = representative_dataset
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+
+    return configure
+
+
+def calibrate_only(representative_dataset):
+    """The full-int8 converter stopped after calibration (what QuantizationDebugger converts to)."""
+    full_int8 = configure_variant("full-int8", representative_dataset)
+
+    def configure(converter) -> None:
+        full_int8(converter)
+        converter.experimental_mlir_quantizer = True
+        converter._experimental_calibrate_only = True
+
+    return configure
+
+
+def quantize_calibrated(calibrated: bytes) -> bytes:
+    """What converter.convert() does with the calibrated model for full int8 with float I/O.
+
+    The MLIR quantizer, then the read-only buffer de-duplication; the result equals the plain
+    full-int8 conversion but for the conversion metadata (checked on MobileNetV2).
+    """
+    from tensorflow.lite.python import lite
+    from tensorflow.lite.python.convert import mlir_quantize
+
+    try:
+        with quiet_converter():
+            model = mlir_quantize(calibrated)
+            dedupe = getattr(lite, "_deduplicate_readonly_buffers", None)
+            return dedupe(model) if dedupe is not None else model
+    except Exception as exc:  # the quantizer raises ConverterError and others
+        raise ConversionFailed(one_line(exc)) from None
+
+
+def _write(path: str, content: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(content)
+
+
+def convert_job(source: str, signature: str, variant: str, out: str, reuse: str | None = None,
+                calibration: str | None = None, sparsify: bool = False) -> dict[str, Any]:
+    """In the child: convert ``variant`` (a quantization variant name) to ``out``.
+
+    full-int8 is calibrated once and the calibrated model kept at ``out + ".calibrated"`` (the
+    debugger starts from it); ``sparsify`` also writes the sparse-encoded flatbuffer to
+    ``out + ".sparse"`` (the pass Optimize.EXPERIMENTAL_SPARSITY runs) when this TF has it.
+    """
+    rows = read_feeds(calibration) if calibration else []
+    dataset = lambda: iter(rows)  # noqa: E731 - the converter wants a generator factory
+    model = loaded(reuse)
+    try:
+        if variant == "full-int8":
+            calibrated = convert(source, signature, calibrate_only(dataset), model)
+            _write(out + ".calibrated", calibrated.content)
+            converted = Converted(quantize_calibrated(calibrated.content), calibrated.select_ops, calibrated.note)
+        else:
+            converted = convert(source, signature, configure_variant(variant, dataset), model)
+    except ConversionFailed as exc:
+        return {"error": str(exc)}
+    _write(out, converted.content)
+    reply: dict[str, Any] = {"select_ops": converted.select_ops, "note": converted.note}
+    if sparsify and not converted.select_ops:
+        try:
+            from tensorflow.lite.python.convert import mlir_sparsify
+        except ImportError:  # the pass moved: sparse latency stays unmeasured
+            return reply
+        _write(out + ".sparse", mlir_sparsify(converted.content))
+        reply["sparse"] = out + ".sparse"
+    return reply
+
+
+def convert_isolated(isolated: Isolated, source: str, signature: str, variant: str, out: str, **options) -> Converted:
+    """``convert_job`` in the child; raises ConversionFailed (ConversionCrashed for a crash)."""
+    reply = isolated.call(f"converting {variant}", "checks._compression:convert_job",
+                          source=source, signature=signature, variant=variant, out=out, **options)
+    if "error" in reply:
+        raise ConversionFailed(reply["error"])
+    with open(out, "rb") as f:
+        content = f.read()
+    return Converted(content, reply["select_ops"], reply["note"], sparse_path=reply.get("sparse", ""), path=out)
+
+
+def float32_flatbuffer(ctx, source: str, isolated: Isolated, tmpdir: str) -> Converted:
+    """The float32 conversion, kept in the audit's scratch dir so the second check reuses the first's.
+
+    A crash is kept too (``.crashed``): the other check reports it without crashing again.
+    """
+    cached = _audit_cache(ctx, "float32-flatbuffers")
+    path = cached + ".tflite" if cached else os.path.join(tmpdir, "float32.tflite")
+    if cached and os.path.isfile(path):
+        with open(path, "rb") as f:
+            return Converted(f.read(), note="float32 flatbuffer reused from this audit's other check", path=path)
+    if cached and os.path.isfile(cached + ".crashed"):
+        with open(cached + ".crashed") as f:
+            crash = json.load(f)
+        raise ConversionCrashed(crash["message"] + " (in this audit's other check)", crash["signal"])
+    if cached:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    partial = f"{path}.{os.getpid()}" if cached else path
+    try:
+        converted = convert_isolated(isolated, source, ctx.model.signature, "float32", partial, reuse=source)
+    except ConversionCrashed as exc:
+        if cached:
+            _write(cached + ".crashed", json.dumps({"message": str(exc), "signal": exc.signal}).encode())
+        raise
+    if cached and not converted.select_ops:
+        os.replace(partial, path)  # atomic: the other check never reads half a file
+        converted.path = path
+    return converted
+
+
+def crash_suspects(ctx) -> list[str]:
+    """What in the model a converter crash most likely comes from: variables of unknown shape."""
+    paths = attribute_paths(ctx.model.obj)
+    return [f"variable {paths.get(id(v), v.name)} shape {dims}" for v, dims in unknown_shapes(serving_variables(ctx))]
+
+
+def attribute_paths(obj, depth: int = 3) -> dict[int, str]:
+    """id(variable) -> where the model object holds it ("h", "encoder.state"), as its author named it."""
+    import tensorflow as tf
+
+    found: dict[int, str] = {}
+    queue = [(obj, "")]
+    for _ in range(depth):
+        children = []
+        for parent, prefix in queue:
+            for key, value in list(getattr(parent, "__dict__", {}).items()):
+                if key.startswith("_"):
+                    continue
+                if isinstance(value, tf.Variable):
+                    found.setdefault(id(value), prefix + key)
+                elif hasattr(value, "_trackable_children"):  # a tf.Module, Keras layer or restored object
+                    children.append((value, f"{prefix}{key}."))
+        queue = children
+    return found
+
+
+def unknown_shapes(variables) -> list[tuple[Any, Any]]:
+    """(variable, dims) of the variables whose shape is not fully known (dims: a list with None, or "unknown rank")."""
+    import tensorflow as tf
+
+    found = []
+    for variable in variables:
+        shape = tf.TensorShape(getattr(variable, "shape", None))
+        if not shape.is_fully_defined():
+            found.append((variable, shape.as_list() if shape.rank is not None else "unknown rank"))
+    return found
+
+
+def crash_evidence(ctx, exc: ConversionCrashed) -> dict[str, Any]:
+    suspects = crash_suspects(ctx)
+    return {
+        "signal": exc.signal,
+        "message": str(exc),
+        "suspects": suspects,
+        "suspects_why": "TFLite has no way to hold state whose shape changes at run time (here: grown by the serving function)" if suspects else "",
+    }
 
 
 def serving_variables(ctx) -> list:
@@ -366,6 +747,7 @@ class Measured:
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     saved_model_dir: str = ""  # where a pruned model was written, for reuse; not evidence
+    outputs: list[dict] | None = None  # LiteRT outputs on the fidelity feeds; not evidence
 
     @property
     def ran(self) -> bool:
@@ -397,21 +779,63 @@ def interpreter_runner(content: bytes, signature: str):
     return interpreter.get_signature_runner(signature if signature in signatures else next(iter(signatures)))
 
 
-def measure_tflite(ctx, result: Measured, content: bytes, reference: list[dict], feeds: list[dict]) -> Measured:
-    """Latency (LiteRT, threads = host cores) and fidelity of one flatbuffer; errors land in ``result.error``."""
-    result.size_bytes = len(content)
+def litert_job(model: str, signature: str, feeds: str, out: str, latency: str | None = None, warmup: int = 0,
+               repeats: int = 0, max_seconds: float = 0.0) -> dict[str, Any]:
+    """In the child: time ``model`` on the ``latency`` feed (as ctx.timer does), and write its outputs on ``feeds``."""
+    from tfaudit.measure import time_call
+
+    with open(model, "rb") as f:
+        runner = interpreter_runner(f.read(), signature)
+    reply: dict[str, Any] = {}
     try:
-        runner = interpreter_runner(content, ctx.model.signature)
-        request = latency_feed(ctx)
-        result.timing = ctx.timer(lambda: runner(**request))
-        result.fidelity = fidelity(reference, [runner(**feed) for feed in feeds])
+        if latency:
+            request = read_feeds(latency)[0]
+            reply["samples_ms"] = list(time_call(lambda: runner(**request), warmup=warmup, repeats=repeats, max_seconds=max_seconds).samples_ms)
+            reply["warmup"] = warmup
+        write_feeds(out, [runner(**feed) for feed in read_feeds(feeds)])
     except Exception as exc:  # LiteRT raises RuntimeError/ValueError with the failing node
-        result.timing = None
         if "Flex delegate" in str(exc):
-            result.error = "converted only with SELECT_TF_OPS, and this LiteRT build has no Flex delegate to run those ops"
-        else:
-            result.error = f"converted, but the LiteRT interpreter cannot run it: {one_line(exc)}"
-    return result
+            return {"error": "converted only with SELECT_TF_OPS, and this LiteRT build has no Flex delegate to run those ops"}
+        return {"error": f"converted, but the LiteRT interpreter cannot run it: {one_line(exc)}"}
+    return reply
+
+
+class LiteRT:
+    """Runs flatbuffers in the isolated process: a LiteRT crash ends one measurement, not the check."""
+
+    def __init__(self, ctx, isolated: Isolated, tmpdir: str, feeds: list[dict], reference: list[dict]):
+        self.ctx, self.isolated, self.tmpdir = ctx, isolated, tmpdir
+        self.feeds, self.reference = feeds, reference
+        self.feeds_path = write_feeds(os.path.join(tmpdir, "feeds.npz"), feeds)
+        self.latency_path = write_feeds(os.path.join(tmpdir, "latency.npz"), [latency_feed(ctx)])
+
+    def outputs(self, model: str, feeds_path: str, latency: bool = False, what: str = "") -> tuple[list[dict], Any]:
+        """(outputs on the feeds, Timing or None); raises ConversionFailed / ConversionCrashed."""
+        from tfaudit.measure import Timing
+
+        out = os.path.join(self.tmpdir, "outputs.npz")
+        budget = self.ctx.budget
+        timing = {"latency": self.latency_path, "warmup": budget.warmup, "repeats": budget.repeats, "max_seconds": budget.timing_seconds} if latency else {}
+        reply = self.isolated.call(f"running {what or os.path.basename(model)} in LiteRT", "checks._compression:litert_job",
+                                   model=model, signature=self.ctx.model.signature, feeds=feeds_path, out=out, **timing)
+        if "error" in reply:
+            raise ConversionFailed(reply["error"])
+        return read_feeds(out), (Timing(tuple(reply["samples_ms"]), reply["warmup"]) if latency else None)
+
+    def measure(self, result: Measured, model: str) -> Measured:
+        """Size, latency (LiteRT, threads = host cores) and fidelity of the flatbuffer at ``model``; errors land in ``result.error``."""
+        result.size_bytes = os.path.getsize(model)
+        try:
+            result.outputs, result.timing = self.outputs(model, self.feeds_path, latency=True, what=result.name)
+            result.fidelity = fidelity(self.reference, result.outputs)
+        except ConversionCrashed as exc:
+            result.timing = None
+            result.error = f"converted, but LiteRT crashed running it: {exc}"
+            result.extra["crash"] = {"stage": "LiteRT run", **crash_evidence(self.ctx, exc)}
+        except ConversionFailed as exc:
+            result.timing = None
+            result.error = str(exc)
+        return result
 
 
 def zipped_size(content: bytes) -> int:
@@ -450,13 +874,22 @@ def savings(base: Measured, candidate: Measured, size_key: str = "size_bytes") -
     return result, evidence
 
 
-def benefit_points(saved: dict) -> float:
-    """What tfaudit.priority counts: latency % + ½ size %, conservative ends."""
-    def low(key: str) -> float:
-        m = saved.get(key)
-        return 0.0 if m is None else max(0.0, m.value if m.low is None else min(m.value, m.low))
+def benefit_points(saved: dict, end: str = "low") -> float:
+    """What tfaudit.priority counts: latency % (when its ms reach MIN_LATENCY_MS) + ½ size %.
 
-    return low("latency_pct") + 0.5 * low("size_pct")
+    ``end`` "low" (conservative, as the ranking counts) or "high": the ends of its interval.
+    """
+    def at(key: str) -> float:
+        m = saved.get(key)
+        if m is None:
+            return 0.0
+        bound = m.low if end == "low" else m.high
+        return m.value if bound is None else bound
+
+    latency = 0.0
+    if "latency_pct" in saved and at("latency_ms") >= MIN_LATENCY_MS:
+        latency = max(0.0, at("latency_pct"))
+    return latency + 0.5 * max(0.0, at("size_pct"))
 
 
 def severity_for(saved: dict) -> str:
@@ -508,3 +941,7 @@ def representative_code(ctx) -> str:
         "    for row in real_rows:\n"
         f"        yield {{{', '.join(f'{chr(34)}{n}{chr(34)}: row[{chr(34)}{n}{chr(34)}]' for n in input_names(ctx))}}}\n"
     )
+
+
+if __name__ == "__main__":
+    _serve()

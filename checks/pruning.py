@@ -36,17 +36,19 @@ import numpy as np
 
 from checks._compression import (
     ConversionFailed,
+    Isolated,
+    LiteRT,
     Measured,
+    attribute_paths,
     budget_name,
     conversion_source,
-    convert,
+    convert_isolated,
     eval_feeds,
-    float32_flatbuffer,
     export_serving,
-    loaded_source,
+    fidelity,
+    float32_flatbuffer,
     max_fidelity_loss,
     mb,
-    measure_tflite,
     one_line,
     run_serving,
     samples_for,
@@ -54,10 +56,11 @@ from checks._compression import (
     scratch_dir,
     serving_variables,
     severity_for,
+    top1_text,
+    unknown_shapes,
     with_new_weights,
     within_bound,
     zipped_size,
-    fidelity,
 )
 from tfaudit.api import Check, CheckMeta, Effort, Finding, Fix, Measure, Metric, Progress, Risk, Sample, SkipCheck
 
@@ -91,11 +94,18 @@ class Pruner:
         self.ctx = ctx
         import tensorflow as tf
 
+        variables = serving_variables(ctx)
+        unknown = unknown_shapes(variables)
+        names = attribute_paths(ctx.model.obj) if unknown else {}
+        self.skipped = [f"{names.get(id(v), v.name)} {dims}: shape not known until run time" for v, dims in unknown]
+        known = [v for v in variables if all(v is not u for u, _ in unknown)]
         self.kernels = [
-            v for v in serving_variables(ctx)
+            v for v in known
             if tf.as_dtype(v.dtype).is_floating and len(v.shape) >= 2 and int(np.prod(v.shape)) >= MIN_KERNEL_ELEMENTS
         ]
         self.originals = [v.numpy().copy() for v in self.kernels]
+        # The rest (biases, and state a serving call may change): put back before every fidelity run.
+        self.state = [(v, v.numpy().copy()) for v in variables if all(v is not k for k in self.kernels)]
         self.method, self.method_note = METHOD_DIRECT, ""
         self.keras = None
         if ctx.model.format == "tf_keras_saved_model":
@@ -133,6 +143,11 @@ class Pruner:
         for variable, value in zip(self.kernels, self.originals):
             variable.assign(value)
 
+    def reset_state(self) -> None:
+        """Every other variable as it was before the reference run (a stateful model's state, say)."""
+        for variable, value in self.state:
+            variable.assign(value)
+
     def _tfmot_values(self, sparsity: float | str) -> list[np.ndarray]:
         """Kernel values after tfmot's one-shot pruning, matched to the serving variables by name."""
         import tensorflow_model_optimization as tfmot
@@ -162,30 +177,6 @@ class Pruner:
         return values
 
 
-def sparse_encoded(content: bytes) -> bytes | None:
-    """The flatbuffer with sparse tensors encoded (the pass Optimize.EXPERIMENTAL_SPARSITY runs), or None."""
-    try:
-        from tensorflow.lite.python.convert import mlir_sparsify
-    except ImportError:  # the pass moved: latency stays unmeasured
-        return None
-    return mlir_sparsify(content)
-
-
-def float32_config(converter) -> None:
-    pass
-
-
-def weight_quantization(kind: str):
-    def configure(converter) -> None:
-        import tensorflow as tf
-
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if kind == "float16":
-            converter.target_spec.supported_types = [tf.float16]
-
-    return configure
-
-
 COMBINED_QUANTIZATIONS = ("dynamic-range-int8", "float16")
 
 
@@ -201,27 +192,27 @@ class PruningCheck(Check):
 
     def run(self, ctx) -> Iterator:
         bound = max_fidelity_loss(ctx)
-        try:
-            feeds = eval_feeds(ctx)
-            serve = ctx.model.serving_fn()
-            reference = run_serving(serve, feeds)
-        except Exception as exc:
-            raise SkipCheck(f"cannot run the model on sample inputs: {exc}") from None
         pruner = Pruner(ctx)
         if not pruner.kernels:
-            raise SkipCheck("the serving signature reads no float kernels (variables of rank >= 2) to prune")
+            reason = "the serving signature reads no float kernels (variables of rank >= 2) to prune"
+            raise SkipCheck(reason + (f"; skipped {'; '.join(pruner.skipped)}" if pruner.skipped else ""))
+        try:
+            feeds = eval_feeds(ctx)
+            reference = run_serving(ctx.model.serving_fn(), feeds)
+        except Exception as exc:
+            raise SkipCheck(f"cannot run the model on sample inputs: {one_line(exc)}") from None
         sweep: list[float | str] = list(SPARSITIES[budget_name(ctx)])
         if pruner.method == METHOD_TFMOT:
             sweep.append(TWO_FOUR)
         steps = len(sweep) + 2
 
-        with scratch_dir() as tmp:
+        with scratch_dir() as tmp, Isolated() as isolated:
             yield Progress(0.0, "converting the unpruned float32 model")
             base = Measured("float32")
             source = conversion_source(ctx, tmp)
-            loaded = loaded_source(ctx, source)
+            litert = LiteRT(ctx, isolated, tmp, feeds, reference)
             try:
-                base_content = float32_flatbuffer(ctx, source, loaded)
+                base_content = float32_flatbuffer(ctx, source, isolated, tmp)
             except ConversionFailed as exc:
                 base.error = str(exc)
                 base_content = None
@@ -230,14 +221,14 @@ class PruningCheck(Check):
                     base.error = f"the float32 TFLite model {base_content.note}; size only"
                     base.size_bytes = len(base_content.content)
                 else:
-                    measure_tflite(ctx, base, base_content.content, reference, feeds)
+                    litert.measure(base, base_content.path)
                 base.zipped_bytes = zipped_size(base_content.content)
                 base.extra["zipped_mb"] = mb(base.zipped_bytes)
 
             results: list[tuple[float | str, Measured]] = []
             for i, sparsity in enumerate(sweep):
                 yield Progress((i + 1) / steps, f"pruning to {label(sparsity)}")
-                result = self._measure_sparsity(ctx, pruner, sparsity, reference, feeds, base_content, base, source, tmp, loaded)
+                result = self._measure_sparsity(ctx, pruner, sparsity, reference, feeds, base_content, base, source, tmp, litert)
                 results.append((sparsity, result))
                 yield from pruning_samples(sparsity, result)
 
@@ -248,19 +239,20 @@ class PruningCheck(Check):
                 if pruned.zipped_bytes is not None:
                     yield Metric("pruned_zipped_size_bytes", pruned.zipped_bytes, "bytes")
             combined = None
-            if recommended is not None and base_content is not None and not base_content.select_ops:
+            if recommended is not None and base.timing is not None:
                 yield Progress((steps - 1) / steps, f"{label(recommended[0])} with weight quantization")
-                combined = self._combined(ctx, recommended[1], reference, feeds, loaded, bound)
+                combined = self._combined(ctx, recommended[1], source, litert, bound)
                 if combined is not None:
                     yield from samples_for(combined, combined.zipped_bytes)
             pruner.restore()
         yield Progress(1.0, "done")
         yield from judge(ctx, pruner, base, results, recommended, combined, bound)
 
-    def _measure_sparsity(self, ctx, pruner, sparsity, reference, feeds, base_content, base, source, tmp, loaded) -> Measured:
+    def _measure_sparsity(self, ctx, pruner, sparsity, reference, feeds, base_content, base, source, tmp, litert) -> Measured:
         result = Measured(label(sparsity))
         try:
             result.extra.update(pruner.apply(sparsity))
+            pruner.reset_state()
             result.fidelity = fidelity(reference, run_serving(ctx.model.serving_fn(), feeds))
         except Exception as exc:  # 2:4 on layers tfmot cannot wrap, for one
             result.error = f"pruning failed: {one_line(exc)}"
@@ -277,28 +269,27 @@ class PruningCheck(Check):
                 with_new_weights(source, directory, pruner.originals, [v.numpy() for v in pruner.kernels])
             except LookupError:  # variables the checkpoint does not hold as such: save the whole model
                 export_serving(ctx, directory)
-            content = convert(directory, ctx.model.signature, float32_config, loaded).content
+            sparsify = not base_content.select_ops and base.timing is not None
+            converted = convert_isolated(litert.isolated, directory, ctx.model.signature, "float32", directory + ".tflite", reuse=source, sparsify=sparsify)
             result.saved_model_dir = directory
-        except Exception as exc:  # ConversionFailed, or the export
+        except Exception as exc:  # ConversionFailed (a crash included), or the export
             result.error = f"the pruned model did not convert: {one_line(exc)}"
             return result
         finally:
             pruner.restore()
-        result.size_bytes = len(content)
-        result.zipped_bytes = zipped_size(content)
+        result.size_bytes = len(converted.content)
+        result.zipped_bytes = zipped_size(converted.content)
         result.extra["zipped_mb"] = mb(result.zipped_bytes)
-        sparse = sparse_encoded(content) if not base_content.select_ops else None
-        if sparse is not None and base.timing is not None:
-            tflite = Measured(result.name)
-            measure_tflite(ctx, tflite, sparse, reference, feeds)
+        if converted.sparse_path:
+            tflite = litert.measure(Measured(result.name), converted.sparse_path)
             result.timing = tflite.timing
-            result.extra["sparse_encoded_bytes"] = len(sparse)
+            result.extra["sparse_encoded_bytes"] = tflite.size_bytes
             result.extra["tflite_fidelity"] = tflite.fidelity
             if tflite.error:
                 result.extra["latency_error"] = tflite.error
         return result
 
-    def _combined(self, ctx, pruned: Measured, reference, feeds, loaded, bound) -> Measured | None:
+    def _combined(self, ctx, pruned: Measured, source: str, litert: LiteRT, bound) -> Measured | None:
         """The recommended sparsity converted with weight quantization (dynamic-range int8, else float16)."""
         directory = pruned.saved_model_dir
         if not directory:
@@ -307,13 +298,13 @@ class PruningCheck(Check):
         for kind in COMBINED_QUANTIZATIONS:
             result = Measured(f"{pruned.name}+{kind}")
             try:
-                content = convert(directory, ctx.model.signature, weight_quantization(kind), loaded).content
+                converted = convert_isolated(litert.isolated, directory, ctx.model.signature, kind, f"{directory}-{kind}.tflite", reuse=source)
             except ConversionFailed as exc:
                 result.error = str(exc)
                 last = result
                 continue
-            measure_tflite(ctx, result, content, reference, feeds)
-            result.zipped_bytes = zipped_size(content)
+            litert.measure(result, converted.path)
+            result.zipped_bytes = zipped_size(converted.content)
             result.extra.update({"quantization": kind, "zipped_mb": mb(result.zipped_bytes)})
             last = result
             if within_bound(result.fidelity, bound):
@@ -347,6 +338,7 @@ def judge(ctx, pruner: Pruner, base: Measured, results, recommended, combined, b
     common = {
         "method": pruner.method,
         "method_note": pruner.method_note,
+        "skipped_tensors": pruner.skipped,
         "pruned_tensors": len(pruner.kernels),
         "pruned_parameters": pruner.parameters,
         "sweep": sweep_table(base, results),
@@ -364,12 +356,17 @@ def judge(ctx, pruner: Pruner, base: Measured, results, recommended, combined, b
         yield combined_finding(ctx, base, recommended, combined, bound, common)
 
 
+def skipped_note(common) -> str:
+    skipped = common["skipped_tensors"]
+    return f" Not pruned ({len(skipped)}): {'; '.join(skipped)}." if skipped else ""
+
+
 def recommendation_finding(ctx, pruner, base, recommended, common) -> Finding:
     sparsity, result = recommended
     percent = round(sparsity * 100)
     saved, latency = (savings(base, result, "zipped_bytes") if base.zipped_bytes and result.zipped_bytes else ({}, {}))
     fid = result.fidelity
-    top1 = f", top-1 agreement {fid['top1_agreement']:.1%}" if fid.get("top1_agreement") is not None else ""
+    top1 = f"; {top1_text(fid, common['max_fidelity_loss'])}" if fid.get("top1") else ""
     parts = [f"Pruning {percent}% of the kernel weights ({pruner.method.split(' (')[0]}) keeps the outputs within the bound: relative L2 error {fid['relative_l2']:.3g}{top1}."]
     if "size_bytes" in saved:
         parts.append(f"Zipped TFLite: {mb(result.zipped_bytes):.2f} MB instead of {mb(base.zipped_bytes):.2f} MB ({saved['size_pct'].value:.0f}% smaller).")
@@ -383,7 +380,7 @@ def recommendation_finding(ctx, pruner, base, recommended, common) -> Finding:
         check=CHECK,
         severity=severity_for(saved),
         title=f"Prune {percent}% of the weights: {saved['size_pct'].value:.0f}% smaller zipped" if "size_pct" in saved else f"Prune {percent}% of the weights",
-        summary=" ".join(parts),
+        summary=" ".join(parts) + skipped_note(common),
         evidence={**common, "recommended_sparsity": sparsity, **latency, "size_pct_of": "the zipped float32 TFLite model"},
         savings=saved,
         effort=Effort("hours", 2.0, "One-shot pruning, no training: prune, strip, convert and re-validate."),
@@ -405,7 +402,7 @@ def fine_tuning_finding(ctx, pruner, results, bound, common) -> Finding:
         title="One-shot pruning breaks the fidelity bound; pruning needs fine-tuning",
         summary=(
             f"No swept sparsity kept the relative L2 error within {bound} without training (measured: {losses or 'none'}). "
-            "Pruning while fine-tuning lets the remaining weights compensate."
+            "Pruning while fine-tuning lets the remaining weights compensate." + skipped_note(common)
         ),
         evidence=common,
         effort=Effort("days", 24.0, "Pruning during training: a training pipeline, data and several epochs."),

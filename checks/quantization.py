@@ -28,28 +28,36 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import time
 from typing import Any, Iterator
 
 from checks._compression import (
+    ConversionCrashed,
     ConversionFailed,
-    Converted,
+    Isolated,
     Measured,
     benefit_points,
     budget_name,
+    calibrate_only,
     calibration_rows,
     conversion_source,
-    convert,
+    convert_isolated,
+    crash_evidence,
     eval_feeds,
+    fidelity,
     float32_flatbuffer,
     interpreter_runner,
-    loaded_source,
     latency_feed,
+    loaded,
     max_fidelity_loss,
     mb,
-    measure_tflite,
+    LiteRT,
+    more_feeds,
     one_line,
     pareto_frontier,
     quiet_converter,
+    read_feeds,
     representative_code,
     reuse_loaded_model,
     run_serving,
@@ -57,7 +65,10 @@ from checks._compression import (
     savings,
     scratch_dir,
     severity_for,
+    top1_text,
+    top1_verdict,
     within_bound,
+    write_feeds,
 )
 from tfaudit.api import Check, CheckMeta, Effort, Finding, Fix, Measure, Metric, Progress, Risk, SkipCheck
 
@@ -75,56 +86,11 @@ TITLES = {
 HEALTHY_RMSE_PER_SCALE = 0.289  # uniform rounding error of one quantization step: sqrt(1/12)
 CULPRIT_RATIO = 1.5  # layers above 1.5x the healthy ratio are culprits
 MAX_DENYLISTED = {"quick": 3, "standard": 5, "thorough": 10}
+# Top-1 agreement the first samples cannot resolve: more samples, up to this many, and for at
+# most TOP1_SECONDS_FACTOR x the budget's time per measurement per variant.
+TOP1_MAX_SAMPLES = {"quick": 128, "standard": 512, "thorough": 2048}
+TOP1_SECONDS_FACTOR = 5
 FLOAT64 = ("float64",)
-
-
-def configure_variant(name: str, representative_dataset):
-    import tensorflow as tf
-
-    def configure(converter) -> None:
-        if name == "float32":
-            return
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if name == "float16":
-            converter.target_spec.supported_types = [tf.float16]
-        elif name == "full-int8":
-            converter.representative_dataset = representative_dataset
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        elif name == "int16x8":
-            converter.representative_dataset = representative_dataset
-            converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
-
-    return configure
-
-
-def calibrate_only(representative_dataset):
-    """The full-int8 converter stopped after calibration (what QuantizationDebugger converts to)."""
-    full_int8 = configure_variant("full-int8", representative_dataset)
-
-    def configure(converter) -> None:
-        full_int8(converter)
-        converter.experimental_mlir_quantizer = True
-        converter._experimental_calibrate_only = True
-
-    return configure
-
-
-def quantize_calibrated(calibrated: bytes) -> bytes:
-    """What converter.convert() does with the calibrated model for full int8 with float I/O.
-
-    The MLIR quantizer, then the read-only buffer de-duplication; the result equals the plain
-    full-int8 conversion but for the conversion metadata (checked on MobileNetV2).
-    """
-    from tensorflow.lite.python import lite
-    from tensorflow.lite.python.convert import mlir_quantize
-
-    try:
-        with quiet_converter():
-            model = mlir_quantize(calibrated)
-            dedupe = getattr(lite, "_deduplicate_readonly_buffers", None)
-            return dedupe(model) if dedupe is not None else model
-    except Exception as exc:  # the quantizer raises ConverterError and others
-        raise ConversionFailed(one_line(exc)) from None
 
 
 VARIANT_LINES = {
@@ -196,54 +162,101 @@ class QuantizationCheck(Check):
     def run(self, ctx) -> Iterator:
         bound = max_fidelity_loss(ctx)
         yield from float64_findings(ctx)
-        try:
-            feeds = eval_feeds(ctx)
-            reference = run_serving(ctx.model.serving_fn(), feeds)
-            rows = calibration_rows(ctx)
-        except Exception as exc:  # inputs the model cannot take (strings, unknown ranks)
-            raise SkipCheck(f"cannot run the model on sample inputs: {exc}") from None
-
-        def representative_dataset():
-            yield from rows
-
-        results: dict[str, Measured] = {}
-        contents: dict[str, bytes] = {}
-        with scratch_dir() as tmp:
+        with scratch_dir() as tmp, Isolated() as isolated:
             source = conversion_source(ctx, tmp)
-            loaded = loaded_source(ctx, source)
+            isolated.send("loading the model to convert it", "checks._compression:preload", directory=source)
+            try:
+                feeds = eval_feeds(ctx)
+                reference = run_serving(ctx.model.serving_fn(), feeds)
+                rows = calibration_rows(ctx)
+            except Exception as exc:  # inputs the model cannot take (strings, unknown ranks)
+                raise SkipCheck(f"cannot run the model on sample inputs: {one_line(exc)}") from None
+            calibration = write_feeds(os.path.join(tmp, "calibration.npz"), rows)
+            litert = LiteRT(ctx, isolated, tmp, feeds, reference)
+
+            results: dict[str, Measured] = {}
+            paths: dict[str, str] = {}
             for i, name in enumerate(VARIANTS):
                 yield Progress(i / (len(VARIANTS) + 2), f"converting {name}")
-                result = Measured(name)
+                result = results[name] = Measured(name)
+                if name != "float32" and results["float32"].extra.get("crash"):
+                    result.error = "not attempted: the float32 conversion of the same graph crashed"
+                    continue
+                out = os.path.join(tmp, f"{name}.tflite")
                 try:
                     if name == "float32":
-                        converted = float32_flatbuffer(ctx, source, loaded)
-                    elif name == "full-int8":  # calibrated once: the debugger below starts from the same model
-                        calibrated = convert(source, ctx.model.signature, calibrate_only(representative_dataset), loaded)
-                        converted = Converted(quantize_calibrated(calibrated.content), calibrated.select_ops, calibrated.note)
+                        converted = float32_flatbuffer(ctx, source, isolated, tmp)
                     else:
-                        converted = convert(source, ctx.model.signature, configure_variant(name, representative_dataset), loaded)
+                        converted = convert_isolated(isolated, source, ctx.model.signature, name, out, reuse=source, calibration=calibration)
+                except ConversionCrashed as exc:
+                    result.error = f"the TFLite converter crashed: {exc}"
+                    result.extra["crash"] = {"stage": "conversion", **crash_evidence(ctx, exc)}
                 except ConversionFailed as exc:
                     result.error = str(exc)
                 else:
                     result.note = converted.note
                     result.extra["select_tf_ops"] = converted.select_ops
-                    measure_tflite(ctx, result, converted.content, reference, feeds)
-                    contents[name] = converted.content
-                results[name] = result
+                    litert.measure(result, converted.path)
+                    paths[name] = converted.path
                 yield from samples_for(result)
                 if name == "float32":
                     yield from float32_metrics(result)
 
+            yield Progress(len(VARIANTS) / (len(VARIANTS) + 2), "top-1 agreement")
+            resolve_top1(ctx, litert, results, paths, bound)
             int8 = results["full-int8"]
             debug = None
             if int8.ran and not within_bound(int8.fidelity, bound):
-                yield Progress(len(VARIANTS) / (len(VARIANTS) + 2), "QuantizationDebugger on full int8")
-                debug = debug_full_int8(ctx, source, loaded, rows, calibrated.content, reference, feeds, contents["float32"])
+                yield Progress((len(VARIANTS) + 1) / (len(VARIANTS) + 2), "QuantizationDebugger on full int8")
+                debug = debug_full_int8(ctx, litert, source, calibration, paths["full-int8"] + ".calibrated", paths["float32"])
                 if debug.get("selective") is not None:
                     results[SELECTIVE] = debug["selective"]
                     yield from samples_for(debug["selective"])
         yield Progress(1.0, "done")
         yield from judge(ctx, results, bound, debug)
+
+
+def resolve_top1(ctx, litert: LiteRT, results: dict[str, Measured], paths: dict[str, str], bound: float) -> None:
+    """More samples for the variants whose top-1 verdict the first samples leave unresolved.
+
+    Only variants otherwise within the bound; the extra rows (and their SavedModel reference)
+    are shared between variants. Fidelity is then measured over all the rows.
+    """
+    chunks: list[tuple[str, list]] = []  # (feeds file, reference outputs)
+    limit = TOP1_MAX_SAMPLES[budget_name(ctx)]
+    for name, result in results.items():
+        if name == "float32" or not result.ran or not result.fidelity.get("top1") or result.loss > bound:
+            continue
+        started = time.monotonic()
+        deadline = started + TOP1_SECONDS_FACTOR * ctx.budget.timing_seconds
+        reference, outputs = list(litert.reference), list(result.outputs)
+        first = result.fidelity["top1"]["samples"]
+        index = 0
+        while (
+            top1_verdict(result.fidelity["top1"], bound)["verdict"] == "unresolved"
+            and result.fidelity["top1"]["samples"] < limit
+            and time.monotonic() < deadline
+        ):
+            try:
+                if index == len(chunks):
+                    extra = more_feeds(ctx, index)
+                    path = write_feeds(os.path.join(litert.tmpdir, f"more-{index}.npz"), extra)
+                    chunks.append((path, run_serving(ctx.model.serving_fn(), extra)))
+                more, _ = litert.outputs(paths[name], chunks[index][0])
+            except Exception as exc:  # the first samples ran; more of them should too, but never fail the check
+                result.extra["top1_more_samples_error"] = one_line(exc)
+                break
+            outputs += more
+            reference += chunks[index][1]
+            result.fidelity = fidelity(reference, outputs)
+            index += 1
+        if index:
+            result.extra["top1_more_samples"] = {
+                "first_samples": first,
+                "samples": result.fidelity["top1"]["samples"],
+                "seconds": round(time.monotonic() - started, 2),
+                "limit": f"{limit} samples or {TOP1_SECONDS_FACTOR * ctx.budget.timing_seconds:g} s ({ctx.budget.name} budget)",
+            }
 
 
 def float32_metrics(result: Measured) -> Iterator[Metric]:
@@ -257,41 +270,68 @@ def float32_metrics(result: Measured) -> Iterator[Metric]:
 # --- the debugger ---------------------------------------------------------------------------------
 
 
-def debug_full_int8(ctx, source: str, loaded, rows: list[dict], calibrated: bytes, reference, feeds, float32_content: bytes) -> dict[str, Any]:
+def debug_full_int8(ctx, litert: LiteRT, source: str, calibration: str, calibrated: str, float32: str) -> dict[str, Any]:
     """Per-layer rmse/scale from the QuantizationDebugger, and the selective variant without the culprits.
 
-    The debugger starts from the full-int8 variant's calibrated model instead of converting and
-    calibrating again (~4 s on MobileNetV2): it debugs exactly the model that was measured.
+    Runs in the conversion process (the debugger converts and runs native code too) and starts
+    from the full-int8 variant's calibrated model instead of calibrating again (~4 s on
+    MobileNetV2): it debugs exactly the model that was measured.
     """
+    out = os.path.join(litert.tmpdir, SELECTIVE + ".tflite")
+    try:
+        debug = litert.isolated.call(
+            "running the QuantizationDebugger", "checks.quantization:debug_job",
+            source=source, signature=ctx.model.signature, calibration=calibration, calibrated=calibrated,
+            float32=float32, out=out, max_denylisted=MAX_DENYLISTED[budget_name(ctx)],
+        )
+    except ConversionCrashed as exc:
+        return {"error": f"QuantizationDebugger crashed: {exc}"}
+    if "error" in debug:
+        return {"error": f"QuantizationDebugger failed: {debug['error']}"}
+    selective = Measured(SELECTIVE)
+    failed = debug.pop("selective_failed", None)
+    if failed:
+        selective.error = failed
+    else:
+        litert.measure(selective, out)
+    debug["selective"] = selective
+    return debug
+
+
+def debug_job(source: str, signature: str, calibration: str, calibrated: str, float32: str, out: str, max_denylisted: int) -> dict[str, Any]:
+    """In the conversion process: the debugger's layer statistics and the selective flatbuffer at ``out``."""
     import tensorflow as tf
 
+    rows = read_feeds(calibration)
+    with open(calibrated, "rb") as f:
+        calibrated_content = f.read()
+    with open(float32, "rb") as f:
+        float32_content = f.read()
     try:
-        with reuse_loaded_model(loaded), quiet_converter():
-            converter = tf.lite.TFLiteConverter.from_saved_model(source, signature_keys=[ctx.model.signature])
+        with reuse_loaded_model(loaded(source)), quiet_converter():
+            converter = tf.lite.TFLiteConverter.from_saved_model(source, signature_keys=[signature])
         calibrate_only(lambda: iter(rows))(converter)
-        converter.convert = lambda: calibrated  # what the debugger's own converter.convert() would return
-        order = input_order(float32_content, ctx.model.signature, list(rows[0]))
+        converter.convert = lambda: calibrated_content  # what the debugger's own converter.convert() would return
+        order = input_order(float32_content, signature, list(rows[0]))
         dataset = lambda: ([row[name] for name in order] for row in rows)  # noqa: E731 - the debugger wants a factory
         with quiet_converter():
             debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=dataset)
             debugger.run()
         layers = layer_ratios(debugger)
     except Exception as exc:  # the debugger is experimental; its failure must not hide the other results
-        return {"error": f"QuantizationDebugger failed: {one_line(exc)}"}
+        return {"error": one_line(exc)}
     culprits = [layer for layer in layers if layer["rmse_per_scale"] > CULPRIT_RATIO * HEALTHY_RMSE_PER_SCALE]
-    outstanding = bool(culprits)
-    denylisted = (culprits or layers)[: MAX_DENYLISTED[budget_name(ctx)]]
-    result: dict[str, Any] = {"layers": layers[:10], "culprits_stand_out": outstanding, "denylisted": [l["tensor"] for l in denylisted]}
-    selective = Measured(SELECTIVE)
+    denylisted = (culprits or layers)[:max_denylisted]
+    result: dict[str, Any] = {"layers": layers[:10], "culprits_stand_out": bool(culprits), "denylisted": [l["tensor"] for l in denylisted]}
     try:
         debugger.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=result["denylisted"])
         with quiet_converter():
             content = debugger.get_nondebug_quantized_model()
     except Exception as exc:
-        selective.error = f"selective quantization failed: {one_line(exc)}"
-    else:
-        measure_tflite(ctx, selective, content, reference, feeds)
-    result["selective"] = selective
+        result["selective_failed"] = f"selective quantization failed: {one_line(exc)}"
+        return result
+    with open(out, "wb") as f:
+        f.write(content)
     return result
 
 
@@ -334,7 +374,10 @@ def judge(ctx, results: dict[str, Measured], bound: float, debug: dict | None) -
         "variants": table,
         "pareto_frontier": frontier,
         "max_fidelity_loss": bound,
-        "fidelity_bound_means": f"relative L2 error <= {bound}, and top-1 agreement >= {1 - bound:.0%} for class scores",
+        "fidelity_bound_means": (
+            f"relative L2 error <= {bound}; for class scores, top-1 agreement >= {1 - bound:.0%} judged on its 95 % interval, "
+            "flips on near ties not counted (see checks/_compression.py and each variant's fidelity.top1)"
+        ),
         "baseline": "float32 TFLite (size and LiteRT latency); fidelity against the original SavedModel",
         "savedmodel_size_bytes": ctx.inventory.get("size_bytes"),
         "budget": ctx.budget.name,
@@ -344,20 +387,16 @@ def judge(ctx, results: dict[str, Measured], bound: float, debug: dict | None) -
         yield not_convertible_finding(ctx, results, common)
         return
 
-    scored = []
-    for name, result in results.items():
-        if name == "float32" or not result.ran or not within_bound(result.fidelity, bound):
-            continue
-        saved, latency = savings(base, result)
-        scored.append((benefit_points(saved), name, saved, latency))
-    scored.sort(key=lambda item: -item[0])
-    recommended = scored[0] if scored and scored[0][0] > 0 else None
-
+    recommended, tied, ranking = rank_variants(base, results, bound)
+    common["ranking"] = ranking
+    crashed = [n for n, r in results.items() if r.extra.get("crash")]
+    if crashed:
+        common["converter_crashed_on"] = crashed
     if recommended is not None:
-        chosen = results[recommended[1]]
-        yield Metric("tflite_recommended_size_bytes", chosen.size_bytes, "bytes")
-        yield Metric("tflite_recommended_fidelity_loss", chosen.loss, "relative L2")
-        yield recommendation_finding(ctx, results, recommended, common)
+        chosen = results[recommended["name"]]
+        yield Metric("tflite_recommended_size_bytes", chosen.size_bytes, "bytes", subject=chosen.name)
+        yield Metric("tflite_recommended_fidelity_loss", chosen.loss, "relative L2", subject=chosen.name)
+        yield recommendation_finding(ctx, results, recommended, tied, common)
     else:
         yield nothing_worth_it_finding(ctx, results, bound, common)
 
@@ -366,8 +405,33 @@ def judge(ctx, results: dict[str, Measured], bound: float, debug: dict | None) -
         yield int8_fidelity_finding(ctx, results, bound, debug or {}, common)
 
 
-def recommendation_finding(ctx, results, recommended, common) -> Finding:
-    _, name, saved, latency = recommended
+def rank_variants(base: Measured, results: dict[str, Measured], bound: float):
+    """(the recommended variant, the variants tied with the best within noise, the ranking table).
+
+    Each variant within the bound scores benefit points (latency % when its ms are practical,
+    plus ½ size %) at both ends of its measured interval. The best is the highest low end;
+    variants whose high end reaches it are tied within noise, and the tie goes to the lower
+    measured fidelity loss, then the smaller file, then the name: never to the run's noise.
+    """
+    scored = []
+    for name, result in results.items():
+        if name == "float32" or not result.ran or not within_bound(result.fidelity, bound):
+            continue
+        saved, latency = savings(base, result)
+        scored.append({
+            "name": name, "points": round(benefit_points(saved), 3), "points_high": round(benefit_points(saved, "high"), 3),
+            "fidelity_loss": result.loss, "size_bytes": result.size_bytes, "saved": saved, "latency": latency,
+        })
+    ranking = [{k: c[k] for k in ("name", "points", "points_high", "fidelity_loss", "size_bytes")} for c in scored]
+    if not scored or max(c["points"] for c in scored) <= 0:
+        return None, [], ranking
+    best = max(c["points"] for c in scored)
+    tied = sorted((c for c in scored if c["points_high"] >= best), key=lambda c: (c["fidelity_loss"], c["size_bytes"], c["name"]))
+    return tied[0], [c["name"] for c in tied], ranking
+
+
+def recommendation_finding(ctx, results, recommended, tied, common) -> Finding:
+    name, saved, latency = recommended["name"], recommended["saved"], recommended["latency"]
     result, base = results[name], results["float32"]
     speed = latency.get("latency_vs_baseline", {})
     size_text = f"{mb(result.size_bytes):.2f} MB instead of {mb(base.size_bytes):.2f} MB ({saved['size_pct'].value:.0f}% smaller)"
@@ -378,7 +442,13 @@ def recommendation_finding(ctx, results, recommended, common) -> Finding:
     else:
         speed_text = f"; latency {result.timing.median_ms:.3f} ms vs {base.timing.median_ms:.3f} ms, no significant difference"
     fid = result.fidelity
-    top1 = f", top-1 agreement {fid['top1_agreement']:.1%}" if fid.get("top1_agreement") is not None else ""
+    top1 = f"; {top1_text(fid, common['max_fidelity_loss'])}" if fid.get("top1") else ""
+    others = [n for n in tied if n != name]
+    tie = (
+        f" Tied within noise with {', '.join(others)} (benefit intervals overlap: {recommended['points']:.1f} points at the low end); "
+        "chose the lower measured fidelity loss, then the smaller file."
+        if others else ""
+    )
     denylisted = (common.get("debugger") or {}).get("denylisted") if name == SELECTIVE else None
     return Finding(
         id=f"{CHECK}/{name}",
@@ -388,9 +458,9 @@ def recommendation_finding(ctx, results, recommended, common) -> Finding:
         summary=(
             f"Measured on this host: {size_text}{speed_text}. Fidelity against the SavedModel: relative L2 error "
             f"{fid['relative_l2']:.2g}, cosine {fid['cosine']:.4f}{top1} — within the bound ({common['max_fidelity_loss']}). "
-            f"Pareto frontier (size, latency, fidelity): {', '.join(common['pareto_frontier'])}."
+            f"Pareto frontier (size, latency, fidelity): {', '.join(common['pareto_frontier'])}.{tie}{crash_note(common)}"
         ),
-        evidence={**common, "recommended": name, **latency, "size_pct_of": "float32 TFLite"},
+        evidence={**common, "recommended": name, "tied_within_noise": tied, **latency, "size_pct_of": "float32 TFLite"},
         savings=saved,
         effort=Effort("hours", 1.5, "A converter setting and a re-validation of the outputs."),
         fix=Fix(f"Convert with the {TITLES[name]} settings and serve the .tflite with LiteRT.", converter_code(ctx, name, denylisted, result.extra.get("select_tf_ops", False))),
@@ -415,6 +485,7 @@ def nothing_worth_it_finding(ctx, results, bound, common) -> Finding:
             + (f"; beyond the bound: {', '.join(out_of_bound)}" if out_of_bound else "")
             + (f"; did not run: {', '.join(failed)}" if failed else "")
             + "."
+            + crash_note(common)
         ),
         evidence=common,
         effort=Effort("minutes", 0.1, "Nothing to do."),
@@ -423,10 +494,50 @@ def nothing_worth_it_finding(ctx, results, bound, common) -> Finding:
     )
 
 
+def crash_note(common) -> str:
+    crashed = common.get("converter_crashed_on")
+    return f" The TFLite converter crashed on {', '.join(crashed)}; the variant table has the signal and a reproduction." if crashed else ""
+
+
+def crash_reproduction(ctx, crash: dict) -> str:
+    code = converter_code(ctx, "float32")
+    if crash["stage"] == "conversion":
+        return code.replace("tflite_model = converter.convert()", f"tflite_model = converter.convert()  # the process dies with {crash['signal']}")
+    feed = ", ".join(f"{s.name}=np.zeros({[d or 1 for d in s.shape or []]}, np.{s.dtype})" for s in ctx.inputs.specs)
+    return (
+        "import numpy as np\n" + code + "\n\nfrom ai_edge_litert.interpreter import Interpreter\n\n"
+        f'runner = Interpreter(model_path="model_float32.tflite").get_signature_runner("{ctx.model.signature}")\n'
+        f"runner({feed})  # the process dies with {crash['signal']}"
+    )
+
+
 def not_convertible_finding(ctx, results, common) -> Finding:
     base = results["float32"]
     reason = base.error or "unknown"
     select = base.extra.get("select_tf_ops")
+    crash = base.extra.get("crash")
+    if crash:
+        suspects = crash["suspects"]
+        what = "the TFLite converter" if crash["stage"] == "conversion" else "the LiteRT interpreter running the converted float32 model"
+        return Finding(
+            id=f"{CHECK}/not-convertible",
+            check=CHECK,
+            severity="low",
+            title=f"TFLite crashes on this model ({crash['signal']} in {'conversion' if crash['stage'] == 'conversion' else 'LiteRT'})",
+            summary=(
+                f"The process running {what} died with {crash['signal']}, so no TFLite variant was measured "
+                "(caught in a separate process: the rest of the audit is unaffected). "
+                + (f"Likely trigger: {'; '.join(suspects)} — {crash['suspects_why']}." if suspects else "No variable of unknown shape explains it; the snippet reproduces it.")
+            ),
+            evidence={**common, "crash": crash},
+            effort=Effort("hours", 4.0, "Export a serving signature without the state (or with a fixed-shape buffer), then convert."),
+            fix=Fix(
+                "Keep state out of the converted signature (take it as an input and return it as an output), or give the state a fixed shape. The snippet reproduces the crash.",
+                crash_reproduction(ctx, crash),
+            ),
+            confidence=0.9,
+            why="A serving runtime that segfaults takes every request in flight with it.",
+        )
     summary = (
         f"The float32 conversion {'needed SELECT_TF_OPS and ' if select else ''}"
         f"{'could not be measured' if select else 'failed'}: {reason}. Without a float32 TFLite model there is no "

@@ -60,7 +60,8 @@ def test_fidelity_metrics_and_top1():
     rng = np.random.default_rng(0)
     reference = [{"scores": rng.standard_normal((50, 10)).astype(np.float32)}]
     same = fidelity(reference, reference)
-    assert same == {"relative_l2": 0.0, "max_abs": 0.0, "cosine": 1.0, "top1_agreement": 1.0}
+    assert {k: same[k] for k in ("relative_l2", "max_abs", "cosine", "top1_agreement")} == {"relative_l2": 0.0, "max_abs": 0.0, "cosine": 1.0, "top1_agreement": 1.0}
+    assert same["top1"]["samples"] == 50 and same["top1"]["flips"] == 0
     noisy = [{"scores": reference[0]["scores"] + 0.001 * rng.standard_normal((50, 10)).astype(np.float32)}]
     small = fidelity(reference, noisy)
     assert 0 < small["relative_l2"] < 0.01 and small["cosine"] > 0.9999 and within_bound(small, 0.01)
