@@ -34,7 +34,10 @@ Findings:
 - ``memory/growth-fixed-shape`` (RAM) and ``memory/gpu-growth-fixed-shape`` (NVML): severity
   from the hours until the growth, at the measured back-to-back call rate, exhausts the memory
   available now: < 1 h critical, < 24 h high, < 7 days medium, else low. Savings
-  ``memory_bytes`` = the growth per 1,000 calls, which does not depend on the call rate.
+  ``memory_bytes`` = what the growth takes over ``SERVING_HORIZON_HOURS`` (a week) of serving at
+  the measured call rate, at most the memory available now (a leak cannot take more: the server
+  is OOM-killed first). A leak is priced by what it costs a server, not by what grew during the
+  test, so one that exhausts memory within the week is priced at all of it and ranks first.
 - ``memory/growth-per-new-shape``: the signature itself keeps memory per new input shape (the
   fixed-shape slope subtracted). Severity by bytes per new shape: < 1 MiB info, < 10 MiB low,
   < 100 MiB medium, else high. The wrapper's retrace cost is evidence only: it is the
@@ -91,6 +94,7 @@ PERSISTENCE = 0.5
 MAX_PHASE_GROWTH_BYTES = 1024 * MIB
 MAX_PHASE_GROWTH_SHARE = 0.25  # of the memory available when the check starts
 HOURS_TO_EXHAUST = (("critical", 1.0), ("high", 24.0), ("medium", 24.0 * 7))
+SERVING_HORIZON_HOURS = 24.0 * 7
 BYTES_PER_SHAPE = (("high", 100 * MIB), ("medium", 10 * MIB), ("low", 1 * MIB))
 # Ops that write state which outlives the call: a likely cause of fixed-shape growth.
 STATE_WRITE_OPS = ("Assign", "ResourceScatter", "ScatterNd", "LookupTableInsert", "LookupTableImport", "QueueEnqueue", "StackPush", "TensorArrayWrite")
@@ -172,6 +176,12 @@ def fit_growth(steps, values, min_step_bytes: float = MIN_BYTES_PER_CALL) -> Gro
 def beyond(slope: Measure, fixed: Measure) -> Measure:
     """Per-call growth with new shapes minus the fixed-shape growth, with the conservative (widest) interval."""
     return Measure(slope.value - fixed.value, slope.low - fixed.high, slope.high - fixed.low)
+
+
+def horizon_bytes(per_call: float, calls_per_second: float, available: float | None) -> float:
+    """Bytes a growth of ``per_call`` takes over the serving horizon, at most ``available``."""
+    grown = max(0.0, per_call) * calls_per_second * 3600 * SERVING_HORIZON_HOURS
+    return min(grown, available) if available else grown
 
 
 def severity_from_hours(hours: float) -> str:
@@ -358,11 +368,14 @@ def growth_finding(ctx, which: str, growth: Growth, rate: float, available: int 
     else:
         cause = "native (TensorFlow) memory grows per call with no state writes in the graph: a leak or a runtime cache"
     per_1000 = growth.slope.value * 1000
+    horizon = Measure(*(horizon_bytes(b, rate, available) for b in (growth.slope.value, growth.slope.low, growth.slope.high)))
     summary = (
         f"With one fixed input shape, {'GPU memory' if which == 'gpu' else 'RSS'} grew {growth.slope.value / KIB:,.1f} KiB per call "
         f"(95% interval {growth.slope.low / KIB:,.1f}–{growth.slope.high / KIB:,.1f}) over {growth.steps:,} calls: "
         f"{per_1000 / MIB:,.1f} MB per 1,000 calls, {per_hour.value / MIB:,.0f} MB per hour at the measured {rate:,.0f} calls/s"
         + (f"; the {available / MIB:,.0f} MB available now would last {hours:,.1f} h." if available else ".")
+        + f" Over a week of serving at that rate it takes {horizon.value / MIB:,.0f} MB"
+        + (" (all the memory available: the server is OOM-killed first)." if available and horizon.value >= available else ".")
         + f" Likely cause: {cause}."
     )
     fix_text = (
@@ -392,9 +405,10 @@ def growth_finding(ctx, which: str, growth: Growth, rate: float, available: int 
             "calls_per_second": round(rate, 1),
             "available_mb": mb(available) if available else None,
             "hours_to_exhaust_available": round(hours, 2) if available else None,
-            "savings_memory_bytes_means": "growth per 1,000 calls (independent of the call rate)",
+            "mb_per_serving_week": mb(horizon.value),
+            "savings_memory_bytes_means": "growth over a week of serving at the measured call rate, at most the memory available",
         },
-        savings={"memory_bytes": Measure(per_1000, growth.slope.low * 1000, growth.slope.high * 1000)},
+        savings={"memory_bytes": horizon},
         effort=Effort("hours", 2.0, "Find and remove the per-call state, or change how requests call the model."),
         fix=Fix(fix_text, code),
         why="Memory that grows per call never comes back: the server slows, swaps, and is eventually OOM-killed.",

@@ -53,9 +53,13 @@ Metrics
 -------
 
 - ``serving_latency_ms`` (ms, lower is better): median per-call latency of the serving
-  signature at batch 1 (at the fixed batch when the signature fixes it), timed with
-  ``ctx.timer``, with the bootstrap 95 % interval of the median. Not emitted when the
-  inputs cannot be synthesised.
+  signature at batch 1 (at the fixed batch when the signature fixes it), with the bootstrap
+  95 % interval of the median; timed for the budget's measurement time, call by call
+  alternately with the host's reference workload. Not emitted when the inputs cannot be
+  synthesised.
+- ``host_index_ms`` (ms): the reference workload's median over the same time
+  (tfaudit.host_index); a baseline comparison scales ``serving_latency_ms`` by the ratio of
+  the two runs' values, so a busier host is not read as a slower model.
 - ``concrete_functions_max`` (count): the most concrete functions one restored function
   holds (1 is ideal), from the model inventory. Not emitted when no function is restored.
 - ``plain_wrapper_traces`` (count): traces per request stream of the plain ``@tf.function``
@@ -75,6 +79,7 @@ import numpy as np
 
 from tfaudit.api import Check, CheckMeta, Effort, Finding, Fix, Measure, Metric, Progress, Risk, Sample, SkipCheck
 from tfaudit.inputs import DEFAULT_BATCH_SIZES, DEFAULT_SEQUENCE_LENGTHS
+from tfaudit.host_index import METRIC as HOST_INDEX_METRIC
 from tfaudit.measure import Timing, compare
 
 CHECK = "retracing"
@@ -511,11 +516,16 @@ def materialise(outputs) -> None:
         tensor.numpy()
 
 
-def serving_latency(ctx) -> Timing:
-    """Per-call latency of the serving signature at batch 1 (at the fixed batch when it has one)."""
+def serving_latency(ctx) -> tuple[Timing, Timing]:
+    """Per-call latency of the serving signature at batch 1 (at the fixed batch when it has one), and
+    of the host's reference workload timed alternately with it (tfaudit.host_index)."""
+    from tfaudit.host_index import reference_workload, time_interleaved
+
     serve = ctx.model.serving_fn()
     feed = as_tensors(ctx.inputs.make(batch=1))  # fixed batch dims are kept
-    return ctx.timer(lambda: materialise(serve(**feed)))
+    return time_interleaved(
+        lambda: materialise(serve(**feed)), reference_workload(), warmup=ctx.budget.warmup, max_seconds=ctx.budget.timing_seconds
+    )
 
 
 def fixed_batch_finding(ctx, batch: int, latency: Timing) -> Finding:
@@ -1115,9 +1125,10 @@ class RetracingCheck(Check):
         skip_reason = probe_skip_reason(ctx)
         latency = None
         if skip_reason is None:
-            latency = serving_latency(ctx)
-            interval = latency.median_interval()
-            yield Metric("serving_latency_ms", interval.value, "ms", interval.low, interval.high)
+            latency, reference = serving_latency(ctx)
+            for name, timing in (("serving_latency_ms", latency), (HOST_INDEX_METRIC, reference)):
+                interval = timing.median_interval()
+                yield Metric(name, interval.value, "ms", interval.low, interval.high)
         batch = fixed_batch(ctx)
         if batch is not None:
             found_problem = True

@@ -6,20 +6,19 @@ import pytest
 from tfaudit.audit import AuditState
 from tfaudit.config import ConfigError, load_config
 from tfaudit.events import FindingEmitted, MetricEmitted, ModelLoaded
-from tfaudit.gates import MIN_LATENCY_FACTOR, BaselineError, apply_gates, check_budgets, compare_with_baseline, load_baseline
+from tfaudit.gates import MIN_LATENCY_FACTOR, MIN_UNREFERENCED_LATENCY_FACTOR, BaselineError, apply_gates, check_budgets, compare_with_baseline, load_baseline
 from tfaudit.headless import exit_code
 from tfaudit.report.markdown import render_markdown
 from test_reports import ENVIRONMENT, INVENTORY, finding
 
 LATENCY = {"value": 10.0, "low": 9.5, "high": 10.5, "unit": "ms", "better": "lower"}
-INDEXED = dict(ENVIRONMENT, host_index={"ms": 0.74, "low": 0.73, "high": 0.75})
 
 
 def latency(value, spread=0.02, subject=""):
     return {"value": value, "low": value * (1 - spread), "high": value * (1 + spread), "unit": "ms", "better": "lower", "subject": subject}
 
 
-def state_with(metrics, findings=(), environment=INDEXED):
+def state_with(metrics, findings=(), environment=ENVIRONMENT):
     state = AuditState(model_path="/m", budget="quick")
     state.apply(ModelLoaded(INVENTORY, environment))
     for name, m in metrics.items():
@@ -51,7 +50,7 @@ def test_violated_budget_is_a_finding_and_exits_1():
     assert exit_code(kept, "never") == 0 and kept.findings == []
 
 
-def baseline_report(metrics, findings=(), environment=INDEXED):
+def baseline_report(metrics, findings=(), environment=ENVIRONMENT):
     return {"schema_version": "1", "tool": {"name": "tfaudit"}, "environment": environment, "metrics": metrics,
             "findings": [f.to_dict() for f in findings]}
 
@@ -59,30 +58,37 @@ def baseline_report(metrics, findings=(), environment=INDEXED):
 def test_baseline_regressions_beyond_noise_exit_1_and_come_first():
     old = baseline_report(
         {"r.latency_ms": {"value": 8.0, "low": 7.8, "high": 8.2, "unit": "ms"}, "q.size_bytes": {"value": 100.0, "unit": "B"},
-         "r.noise_ms": {"value": 10.0, "low": 9.0, "high": 11.0, "unit": "ms"}, "m.growth": {"value": 50.0, "low": 40.0, "high": 60.0, "unit": "B"}},
+         "r.noise_ms": {"value": 10.0, "low": 9.0, "high": 11.0, "unit": "ms"}, "m.growth": {"value": 50.0, "low": 40.0, "high": 60.0, "unit": "B"},
+         "r.host_index_ms": latency(0.7)},
         findings=[finding("r", "old-problem"), finding("m", "note", severity="info")],
     )
     state = state_with(
-        {"r.latency_ms": {"value": 12.0, "low": 11.5, "high": 12.5, "unit": "ms"}, "q.size_bytes": {"value": 101.0, "unit": "B"},
-         "r.noise_ms": {"value": 10.4, "low": 9.8, "high": 11.2, "unit": "ms"}, "m.growth": {"value": 5.0, "low": 1.0, "high": 9.0, "unit": "B"}},
+        {"r.latency_ms": {"value": 24.0, "low": 23.0, "high": 25.0, "unit": "ms"}, "q.size_bytes": {"value": 101.0, "unit": "B"},
+         "r.noise_ms": {"value": 10.4, "low": 9.8, "high": 11.2, "unit": "ms"}, "m.growth": {"value": 5.0, "low": 1.0, "high": 9.0, "unit": "B"},
+         "r.host_index_ms": latency(1.4)},  # the reference ran 2x slower: the host, never a regression itself
         findings=[finding("r", "new-problem")],
     )
     apply_gates(state, {}, ("old.json", old))
     comparison = state.baseline
-    assert [r["metric"] for r in comparison.regressions] == ["r.latency_ms"]  # 1 % size change and overlapping noise are not
-    assert [r["metric"] for r in comparison.improvements] == ["m.growth"]
+    # 1 % size change and overlapping noise are not; r.noise_ms (10 -> 10.4 ms on a 2x slower host) improved
+    assert [r["metric"] for r in comparison.regressions] == ["r.latency_ms"]
+    assert [r["metric"] for r in comparison.improvements] == ["m.growth", "r.noise_ms"]
     assert comparison.new_findings == ["r/new-problem"] and comparison.resolved_findings == ["r/old-problem"]
-    assert comparison.warnings == [] and comparison.host_scale == 1.0
+    assert comparison.warnings == [] and comparison.regressions[0]["host_scale"] == pytest.approx(2.0)
     assert exit_code(state, "never") == 1
     text = render_markdown(state)
     assert text.index("## Compared with the baseline") < text.index("## Recommendations")
-    assert "| **regressed** | `r.latency_ms` | 8 [7.8–8.2] ms (scaled: 8 [7.8–8.2] ms) | 12 [11.5–12.5] ms |" in text
+    assert "| **regressed** | `r.latency_ms` | 8 [7.8–8.2] ms (host ×2: 16 [15.6–16.4] ms) | 24 [23–25] ms |" in text
     assert json.loads(json.dumps(state.report()))["baseline"]["regressions"][0]["metric"] == "r.latency_ms"
 
 
 def compare_latency(old_ms, new_ms, old_index=0.74, new_index=0.74, old_subject="", new_subject=""):
-    old = baseline_report({"r.latency_ms": latency(old_ms, subject=old_subject)}, environment=dict(ENVIRONMENT, host_index={"ms": old_index}))
-    state = state_with({"r.latency_ms": latency(new_ms, subject=new_subject)}, environment=dict(ENVIRONMENT, host_index={"ms": new_index}))
+    """r.latency_ms from old_ms to new_ms, with the reference workload timed alongside it (None: not timed)."""
+    def metrics(ms, index, subject):
+        return {"r.latency_ms": latency(ms, subject=subject), **({"r.host_index_ms": latency(index)} if index else {})}
+
+    old = baseline_report(metrics(old_ms, old_index, old_subject))
+    state = state_with(metrics(new_ms, new_index, new_subject))
     apply_gates(state, {}, ("old.json", old))
     return state
 
@@ -101,26 +107,26 @@ def test_a_latency_regresses_only_past_the_minimum_practical_factor():
     assert state.baseline.regressions == []
 
 
-def test_latencies_are_scaled_by_the_host_speed_index():
-    # The host ran the reference workload 1.5x as long: a model 1.5x slower is the host, not the model.
-    loaded = compare_latency(1.0, 1.5, old_index=0.74, new_index=1.11)
-    assert loaded.baseline.regressions == [] and loaded.baseline.host_scale == pytest.approx(1.5)
-    assert loaded.baseline.improvements == []
-    assert "scaled by 1.5 before comparing" in render_markdown(loaded)
-    # The same numbers on an unchanged host are a regression, and a 2x slower model on the loaded host still is.
+def test_latencies_are_scaled_by_the_reference_timed_alongside_them():
+    # The reference workload ran 1.5x as long: a model 1.5x slower is the host, not the model.
+    loaded = compare_latency(1.0, 1.5, old_index=0.74, new_index=1.11).baseline
+    assert loaded.regressions == [] and loaded.improvements == []
+    # The same numbers on an unchanged host are a regression, and a 2x slower model on the busier host still is.
     assert compare_latency(1.0, 1.5).baseline.regressions
     assert compare_latency(1.0, 3.0, old_index=0.74, new_index=1.11).baseline.regressions
-    # Sizes do not depend on the host: never scaled.
-    old = baseline_report({"q.size_bytes": {"value": 100.0, "unit": "B"}}, environment=dict(ENVIRONMENT, host_index={"ms": 1.0}))
-    state = state_with({"q.size_bytes": {"value": 120.0, "unit": "B"}}, environment=dict(ENVIRONMENT, host_index={"ms": 2.0}))
+    # Another check's reference does not scale this one, and sizes are never scaled.
+    old = baseline_report({"q.size_bytes": {"value": 100.0, "unit": "B"}, "r.host_index_ms": latency(1.0)})
+    state = state_with({"q.size_bytes": {"value": 120.0, "unit": "B"}, "r.host_index_ms": latency(2.0)})
     apply_gates(state, {}, ("old.json", old))
     assert [r["metric"] for r in state.baseline.regressions] == ["q.size_bytes"]
 
 
-def test_a_baseline_without_host_index_is_compared_unscaled_with_a_warning():
-    state = compare_latency(1.0, 1.05 * MIN_LATENCY_FACTOR, old_index=None)
-    assert state.baseline.host_scale is None and state.baseline.regressions
-    assert any("host speed index" in w for w in state.baseline.warnings)
+def test_a_latency_without_reference_needs_the_larger_factor():
+    between = (MIN_LATENCY_FACTOR + MIN_UNREFERENCED_LATENCY_FACTOR) / 2
+    assert compare_latency(1.0, between, old_index=None, new_index=None).baseline.regressions == []
+    assert compare_latency(1.0, 1.05 * MIN_UNREFERENCED_LATENCY_FACTOR, old_index=None, new_index=None).baseline.regressions
+    assert compare_latency(1.0, between, old_index=None).baseline.regressions == []  # a reference in one run only
+    assert f"{MIN_UNREFERENCED_LATENCY_FACTOR:g}× when its check timed no reference" in render_markdown(compare_latency(1.0, 1.0))
 
 
 def test_metrics_of_different_subjects_are_not_comparable_never_regressions():
@@ -148,8 +154,8 @@ def test_no_growth_at_its_resolution_is_not_a_regression_but_a_real_leak_is():
 
 
 def test_baseline_from_another_host_warns():
-    other = dict(INDEXED, cpu="Other CPU", tensorflow="2.20.0")
-    comparison = compare_with_baseline("old.json", baseline_report({}, environment=other), {}, [], INDEXED)
+    other = dict(ENVIRONMENT, cpu="Other CPU", tensorflow="2.20.0")
+    comparison = compare_with_baseline("old.json", baseline_report({}, environment=other), {}, [], ENVIRONMENT)
     assert len(comparison.warnings) == 2 and "Other CPU" in comparison.warnings[0]
 
 

@@ -31,6 +31,8 @@ class Outcome(checkrun.Outcome):
         """serving_latency_ms, checked for a positive value inside its interval."""
         metric = self.metrics["serving_latency_ms"]
         assert metric.unit == "ms" and 0 < metric.low <= metric.value <= metric.high
+        reference = self.metrics["host_index_ms"]  # timed alongside it, for baselines
+        assert reference.unit == "ms" and 0 < reference.low <= reference.value <= reference.high
         return metric
 
 

@@ -13,11 +13,12 @@ noise within that run; between runs a shared host drifts by more (the same MLP m
 - its subject is the same (a metric whose value is of a choice the check made, the recommended
   quantization variant say, is compared only with the same choice; others are listed as not
   comparable);
-- latency metrics (unit ms) are first scaled by the host speed index (tfaudit.host_index: the
-  same TensorFlow workload timed in both runs), so a host that was slower as a whole is not
-  read as a slower model;
+- a latency (unit ms) of a check that also timed the host's reference workload alternately with
+  it (its ``host_index_ms`` metric, tfaudit.host_index) is first scaled by the ratio of the two
+  runs' indexes, so a busier host is not read as a slower model;
 - its new interval lies entirely on the worse side of the old interval, and
-- a latency is also at least ``MIN_LATENCY_FACTOR`` times the (scaled) old one: the minimum
+- a latency is also at least ``MIN_LATENCY_FACTOR`` times the (scaled) old one, or
+  ``MIN_UNREFERENCED_LATENCY_FACTOR`` times when its check timed no reference: the minimum
   practical effect, like asv's ``--factor``, set from self-compares measured on a loaded 2-core
   host (benchmarks/self_compare.py, README);
 
@@ -33,9 +34,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tfaudit.api import Effort, Finding, Fix
+from tfaudit.host_index import METRIC as HOST_INDEX
 
 REL_TOLERANCE = 0.02
 MIN_LATENCY_FACTOR = 1.3
+MIN_UNREFERENCED_LATENCY_FACTOR = 2.5
 LATENCY_UNIT = "ms"
 FINGERPRINT_KEYS = ("cpu", "cores_logical", "tensorflow")
 
@@ -67,8 +70,8 @@ def _bounds(metric: dict[str, Any]) -> tuple[float, float]:
     return (value if low is None else low, value if high is None else high)
 
 
-def _worse(new: dict[str, Any], old: dict[str, Any]) -> bool:
-    """True when ``new`` is worse than ``old`` beyond the noise both measurements show."""
+def _worse(new: dict[str, Any], old: dict[str, Any], factor: float = MIN_LATENCY_FACTOR) -> bool:
+    """True when ``new`` is worse than ``old`` beyond the noise both measurements show (and ``factor`` for latencies)."""
     lower_is_better = new.get("better", "lower") == "lower"
     has_intervals = new.get("low") is not None and old.get("low") is not None
     if has_intervals:
@@ -78,15 +81,16 @@ def _worse(new: dict[str, Any], old: dict[str, Any]) -> bool:
         if not separated or new.get("unit") != LATENCY_UNIT:
             return separated
         ratio = new["value"] / old["value"] if old["value"] > 0 else float("inf")
-        return ratio >= MIN_LATENCY_FACTOR if lower_is_better else ratio <= 1 / MIN_LATENCY_FACTOR
+        return ratio >= factor if lower_is_better else ratio <= 1 / factor
     tolerance = REL_TOLERANCE * abs(old["value"])
     change = new["value"] - old["value"]
     return change > tolerance if lower_is_better else change < -tolerance
 
 
-def host_scale(old_env: dict[str, Any], new_env: dict[str, Any]) -> float | None:
-    """How much slower this run's host was than the baseline's (new index / old index); None without both."""
-    old_ms, new_ms = ((env.get("host_index") or {}).get("ms") for env in (old_env, new_env))
+def host_scale(name: str, old_metrics: dict[str, Any], new_metrics: dict[str, Any]) -> float | None:
+    """How much slower the host was for this metric's check now than in the baseline; None without both indexes."""
+    key = f"{name.partition('.')[0]}.{HOST_INDEX}"
+    old_ms, new_ms = ((metrics.get(key) or {}).get("value") for metrics in (old_metrics, new_metrics))
     return new_ms / old_ms if old_ms and new_ms else None
 
 
@@ -98,8 +102,8 @@ def scaled(metric: dict[str, Any], factor: float) -> dict[str, Any]:
 class BaselineComparison:
     path: str
     warnings: list[str] = field(default_factory=list)
-    host_scale: float | None = None  # latencies of the baseline were multiplied by this before comparing
     min_latency_factor: float = MIN_LATENCY_FACTOR
+    min_unreferenced_latency_factor: float = MIN_UNREFERENCED_LATENCY_FACTOR
     regressions: list[dict[str, Any]] = field(default_factory=list)
     improvements: list[dict[str, Any]] = field(default_factory=list)
     not_comparable: list[dict[str, Any]] = field(default_factory=list)  # the same metric of different subjects
@@ -116,20 +120,26 @@ def compare_with_baseline(path: str, old: dict[str, Any], metrics: dict, finding
     for key in FINGERPRINT_KEYS:
         if old_env.get(key) != environment.get(key):
             result.warnings.append(f"baseline {key} was {old_env.get(key)!r}, this run {environment.get(key)!r}: timings may not compare")
-    result.host_scale = host_scale(old_env, environment)
-    if result.host_scale is None:
-        result.warnings.append("no host speed index in both reports: latencies compared unscaled")
-    for name in sorted(set(metrics) & set(old.get("metrics", {}))):
-        new_metric, old_metric = metrics[name], old["metrics"][name]
+    old_metrics = old.get("metrics", {})
+    for name in sorted(set(metrics) & set(old_metrics)):
+        if name.endswith("." + HOST_INDEX):  # the host, not the model
+            continue
+        new_metric, old_metric = metrics[name], old_metrics[name]
         row = {"metric": name, "unit": new_metric.get("unit", ""), "old": old_metric, "new": new_metric}
         if new_metric.get("subject", "") != old_metric.get("subject", ""):
             result.not_comparable.append(row)
             continue
-        if new_metric.get("unit") == LATENCY_UNIT and result.host_scale is not None:
-            row["old_scaled"] = old_metric = scaled(old_metric, result.host_scale)
-        if _worse(new_metric, old_metric):
+        factor = MIN_LATENCY_FACTOR
+        if new_metric.get("unit") == LATENCY_UNIT:
+            scale = host_scale(name, old_metrics, metrics)
+            if scale is None:
+                factor = MIN_UNREFERENCED_LATENCY_FACTOR
+            else:
+                row["host_scale"] = scale
+                row["old_scaled"] = old_metric = scaled(old_metric, scale)
+        if _worse(new_metric, old_metric, factor):
             result.regressions.append(row)
-        elif _worse(old_metric, new_metric):
+        elif _worse(old_metric, new_metric, factor):
             result.improvements.append(row)
     actionable = lambda items: {f["id"] for f in items if f.get("severity") != "info"}  # noqa: E731
     now = actionable([f.to_dict() for f in findings])

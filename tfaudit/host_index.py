@@ -1,27 +1,31 @@
-"""Host speed index: a fixed TensorFlow workload timed in every audit (Lighthouse's benchmarkIndex).
+"""Host speed index: a fixed reference workload timed interleaved with a model's calls.
 
 Two audits of the same model on a shared host differ by more than either run's interval shows:
-other processes take cores, clocks change. Timing the same small workload in each run says how
-fast the host was for TensorFlow then; a baseline comparison scales latency metrics by the ratio
-(tfaudit.gates). The workload mixes what model calls spend time on: a function call's dispatch,
-a few matmuls and a convolution, on the same thread pools the checks use. Runs in a worker only.
+other processes take cores, clocks change, thread pools land differently in each process.
+Lighthouse divides by a benchmark index measured once per run; here that did not help: an
+index timed at the start of the audit moved independently of the model's latency measured
+seconds later (the same MLP: raw latency 0.497–0.512 ms over 4 processes, latency ÷ such an
+index 0.33–0.70). Timed call by call alternately with the model, in the same process, the
+reference sees the same contention: latency ÷ reference spread 4 % (MLP) and 13 % (MobileNetV2)
+where the raw latency spread up to 1.7×. A check emits the reference's median as its
+``host_index_ms`` metric next to its latencies; tfaudit.gates scales that check's latencies by
+the ratio of the two runs' indexes. Runs in workers only (TensorFlow).
 """
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import Callable
 
+from tfaudit.measure import MIN_REPEATS, Timing
+
+METRIC = "host_index_ms"
 WORKLOAD = "tf.function: 4 × matmul 128×128, conv 3×3 32→32 on 1×32×32, float32"
-WARMUP_CALLS = 5
-SECONDS = 0.6
-MAX_CALLS = 5000
 
 
-def measure_host_index(seconds: float = SECONDS) -> dict[str, Any]:
-    """The workload's median call time with its 95 % interval, in ms."""
+def reference_workload() -> Callable[[], None]:
+    """The fixed workload (dispatch, small matmuls, a convolution) as a call that blocks until done."""
     import numpy as np
     import tensorflow as tf
-
-    from tfaudit.measure import bootstrap_median, time_call
 
     rng = np.random.default_rng(0)
     matrix = tf.constant(rng.standard_normal((128, 128)).astype("float32") / 11.3)
@@ -34,12 +38,23 @@ def measure_host_index(seconds: float = SECONDS) -> dict[str, Any]:
             x = tf.nn.relu(tf.matmul(x, matrix))
         return tf.reduce_sum(x) + tf.reduce_sum(tf.nn.conv2d(image, kernel, 1, "SAME"))
 
-    timing = time_call(lambda: workload(matrix, image).numpy(), warmup=WARMUP_CALLS, repeats=MAX_CALLS, max_seconds=seconds)
-    interval = bootstrap_median(timing.samples_ms)
-    return {
-        "ms": round(interval.value, 5),
-        "low": round(interval.low, 5),
-        "high": round(interval.high, 5),
-        "n": timing.n,
-        "workload": WORKLOAD,
-    }
+    return lambda: workload(matrix, image).numpy()
+
+
+def time_interleaved(fn: Callable[[], object], reference: Callable[[], object], *, warmup: int, max_seconds: float) -> tuple[Timing, Timing]:
+    """Time ``fn`` and ``reference`` alternately until ``max_seconds`` pass (at least MIN_REPEATS pairs).
+
+    Unlike ``measure.time_call`` it does not stop at a count: medians taken over the whole time
+    average the host's contention instead of catching one moment of it.
+    """
+    for _ in range(warmup):
+        fn()
+        reference()
+    samples: tuple[list[float], list[float]] = ([], [])
+    deadline = time.perf_counter() + max_seconds
+    while len(samples[0]) < MIN_REPEATS or time.perf_counter() < deadline:
+        for call, out in ((fn, samples[0]), (reference, samples[1])):
+            start = time.perf_counter()
+            call()
+            out.append((time.perf_counter() - start) * 1000.0)
+    return Timing(tuple(samples[0]), warmup), Timing(tuple(samples[1]), warmup)

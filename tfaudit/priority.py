@@ -2,12 +2,17 @@
 
     priority = benefit × confidence ÷ effort_hours × (1 − risk_penalty)
 
-benefit, in points: latency_pct + ½·size_pct + memory MiB (capped at 100),
-each taken at the conservative end of its measured interval (the low bound
-when one exists) and ignored when not positive. A latency share counts only
-when the milliseconds behind it reach MIN_PRACTICAL_LATENCY_MS: 70 % of a
-10-microsecond call is real, but nobody's bottleneck. Findings that price no
-saving (a correctness hazard, say) get a floor by severity instead:
+benefit, in points: latency_pct + ½·size_pct + memory MiB, each taken at the
+conservative end of its measured interval (the low bound when one exists) and
+ignored when not positive. A latency share counts only when the milliseconds
+behind it reach MIN_PRACTICAL_LATENCY_MS: 70 % of a 10-microsecond call is real,
+but nobody's bottleneck. Memory is priced by what it costs a server: a growth
+finding's memory_bytes is what the growth takes over a week of serving at the
+measured call rate, at most the memory available (checks/memory.py), so a leak
+that exhausts the memory within the week scores all of it (≥ 1,024 points on
+any host with 1 GiB available) and outranks every latency or size saving
+(at most 100 + 50 points, over at least half an hour of effort). Findings that
+price no saving (a correctness hazard, say) get a floor by severity instead:
 critical 50, high 20, medium 5, low 1, info 0. Risk penalties: none 0,
 low 0.1, medium 0.3, high 0.6.
 """
@@ -20,7 +25,6 @@ from tfaudit.api import Finding, Measure, severity_rank
 SEVERITY_FLOOR = {"critical": 50.0, "high": 20.0, "medium": 5.0, "low": 1.0, "info": 0.0}
 RISK_PENALTY = {"none": 0.0, "low": 0.1, "medium": 0.3, "high": 0.6}
 MIB = 1024 * 1024
-MEMORY_POINTS_CAP = 100.0
 MIN_PRACTICAL_LATENCY_MS = 0.05
 
 
@@ -38,7 +42,7 @@ def benefit(finding: Finding) -> float:
     points = (
         (_conservative(savings.get("latency_pct")) if practical else 0.0)
         + 0.5 * _conservative(savings.get("size_pct"))
-        + min(MEMORY_POINTS_CAP, _conservative(savings.get("memory_bytes")) / MIB)
+        + _conservative(savings.get("memory_bytes")) / MIB
     )
     return points if points > 0 else SEVERITY_FLOOR[finding.severity]
 

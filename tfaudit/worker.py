@@ -40,7 +40,6 @@ def error_line(exc: BaseException) -> str:
 def tensorflow_environment() -> dict[str, Any]:
     import tensorflow as tf
 
-    from tfaudit.host_index import measure_host_index
     from tfaudit.resources import host_environment
 
     environment = host_environment()
@@ -51,7 +50,6 @@ def tensorflow_environment() -> dict[str, Any]:
         except Exception:
             environment[module] = None
     environment["tf_gpus"] = [d.name for d in tf.config.list_physical_devices("GPU")]
-    environment["host_index"] = measure_host_index()  # baselines scale latencies by it (tfaudit.gates)
     return environment
 
 

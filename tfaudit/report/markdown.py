@@ -95,19 +95,18 @@ def gate_lines(state: AuditState) -> list[str]:
     if comparison is not None:
         lines += ["## Compared with the baseline", "", f"Baseline: `{comparison.path}`", ""]
         lines += [f"> **Warning:** {w}" for w in comparison.warnings] + ([""] if comparison.warnings else [])
-        if comparison.host_scale is not None:
-            lines += [
-                f"Host speed index: this host ran the reference workload {comparison.host_scale:.3g}× as long as the "
-                f"baseline's, so baseline latencies are scaled by {comparison.host_scale:.3g} before comparing; a latency "
-                f"regresses only when its interval is past the baseline's and it is at least "
-                f"{comparison.min_latency_factor:g}× slower.",
-                "",
-            ]
+        lines += [
+            f"A latency regresses only when its interval is past the baseline's and it is at least "
+            f"{comparison.min_latency_factor:g}× slower, after scaling the baseline by how much slower the host ran a "
+            f"reference workload timed alongside it ({comparison.min_unreferenced_latency_factor:g}× when its check "
+            "timed no reference).",
+            "",
+        ]
 
         def baseline_text(row: dict) -> str:
             if "old_scaled" not in row:
                 return _metric_text(row["old"])
-            return f"{_metric_text(row['old'])} (scaled: {_metric_text(row['old_scaled'])})"
+            return f"{_metric_text(row['old'])} (host ×{row['host_scale']:.3g}: {_metric_text(row['old_scaled'])})"
 
         rows = [["**regressed**", f"`{r['metric']}`", baseline_text(r), _metric_text(r["new"])] for r in comparison.regressions]
         rows += [["improved", f"`{r['metric']}`", baseline_text(r), _metric_text(r["new"])] for r in comparison.improvements]
