@@ -26,11 +26,11 @@ class Outcome:
 def run_in_process(check, path: str, budget: str = "quick", options: dict | None = None, outcome_class=Outcome) -> Outcome:
     from tfaudit.api import Context
     from tfaudit.budget import BUDGETS
-    from tfaudit.inputs import InputFactory, InputSpec
-    from tfaudit.model import input_specs, load_model
+    from tfaudit.input_probe import open_inputs
+    from tfaudit.model import load_model
 
     model = load_model(path)
-    inputs = InputFactory([InputSpec.from_dict(s) for s in input_specs(model.inventory)])
+    inputs = open_inputs(model)
     ctx = Context(model=model, inputs=inputs, budget=BUDGETS[budget], options=options or {})
     items, skipped = [], None
     start = time.perf_counter()

@@ -57,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--record", metavar="FILE.jsonl", help="record the event stream (replayable without TensorFlow)")
     parser.add_argument("--signature", metavar="NAME", help="signature to audit (default: serving_default, else the only one)")
     parser.add_argument("--inputs", metavar="FILE.npz", help="real sample inputs, keys = input names")
+    parser.add_argument(
+        "--import", dest="imports", action="append", metavar="MODULE",
+        help="import MODULE in every worker before loading (registers custom ops; repeatable). "
+        "TF Text, Addons, IO, Decision Forests and Recommenders-Addons ops are found without it",
+    )
     parser.add_argument("--budget", choices=sorted(BUDGETS), help="repetitions and time per check (quick is for CI; default standard)")
     parser.add_argument(
         "--max-fidelity-loss", type=float, metavar="X",
@@ -126,7 +131,9 @@ def apply_config(args: argparse.Namespace):
     except ConfigError as exc:
         raise UsageError(str(exc)) from None
     for key, value in config.options.items():
-        if getattr(args, key) is None:
+        if key == "import":
+            args.imports = [*(args.imports or []), *value]
+        elif getattr(args, key) is None:
             setattr(args, key, ",".join(value) if key in ("checks", "skip") else value)
     for key, value in DEFAULTS.items():
         if getattr(args, key) is None:
@@ -179,6 +186,7 @@ def run(argv: list[str] | None) -> int:
         options={} if args.max_fidelity_loss is None else {"max_fidelity_loss": args.max_fidelity_loss},
         memory_limit_mb=args.memory_limit or default_memory_limit_mb(),
         check_timeout_s=args.check_timeout,
+        imports=list(dict.fromkeys(args.imports or [])),
     )
     outputs = dict(
         report=args.report, json_path=args.json, record=args.record, junit=args.junit, fail_on=args.fail_on,

@@ -5,6 +5,7 @@
     fail_on = "high"
     checks = ["retracing", "memory"]
     max_fidelity_loss = 0.02
+    import = ["my_ops"]             # modules that register the model's custom ops (--import)
 
     [tool.tfaudit.budgets]          # the worst acceptable value of each metric
     "retracing.serving_latency_ms" = 5.0
@@ -31,6 +32,7 @@ OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "max_fidelity_loss": (int, float),
     "memory_limit": (int,),
     "signature": (str,),
+    "import": (list,),
 }
 CHOICES = {"budget": tuple(BUDGETS), "fail_on": (*SEVERITIES[:-1], "never")}
 
@@ -83,6 +85,8 @@ def _validate(table: dict[str, Any], path: str) -> Config:
     for key, value in table.items():
         if not isinstance(value, OPTION_TYPES[key]) or isinstance(value, bool):
             raise ConfigError(f"{path}: {key} = {value!r} has the wrong type")
+        if key == "import" and not all(isinstance(name, str) and name for name in value):
+            raise ConfigError(f"{path}: import must be a list of module names")
         if key in CHOICES and value not in CHOICES[key]:
             raise ConfigError(f"{path}: {key} = {value!r}; choose one of {', '.join(CHOICES[key])}")
     if not isinstance(budgets, dict):

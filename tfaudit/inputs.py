@@ -5,17 +5,21 @@ NumPy only: specs come from the model inventory as plain dicts
 
 Synthetic data, by dtype (seeded, reproducible):
 - floats: standard normal;
-- signed/unsigned ints: uniform in [0, 10) — safe for embedding lookups of any
-  vocabulary; pass ``--inputs`` when ids must be larger;
+- signed/unsigned ints: uniform in [0, bound) where the model's own lookups
+  bound the ids (``InputConstraints.id_bounds``, learned by
+  ``tfaudit.input_probe``), else in [0, 10);
+- masks (``InputConstraints.masks``): 1 for each row's tokens, then 0 for its
+  padding, each row a random length between half and all of the sequence;
 - bool: fair coin;
 - string: the placeholder ``b"tfaudit sample"`` in every element.
 ``None`` dims: the first dim is the batch (default 1); any other is a
-sequence length (default 16). Checks pick their own probe values from
-``DEFAULT_BATCH_SIZES`` and ``DEFAULT_SEQUENCE_LENGTHS``.
+sequence length (default 16), the same in every input of one request and never
+above ``InputConstraints.max_sequence_length``. Checks pick their own probe
+values from ``DEFAULT_BATCH_SIZES`` and ``InputFactory.sequence_lengths``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -53,6 +57,32 @@ class InputSpec:
         return tuple(i for i, d in enumerate(self.shape or ()) if d is None and i > 0)
 
 
+@dataclass(frozen=True)
+class InputConstraints:
+    """What the model accepts beyond its signature, learned once per audit.
+
+    ``id_bounds``: integer inputs used as indices, with the exclusive upper bound of the
+    smallest table they index; ``masks``: 0/1 inputs; ``max_sequence_length``: the longest
+    sequence the model runs (position tables), None when unbounded or not probed.
+    """
+
+    id_bounds: dict[str, int] = field(default_factory=dict)
+    masks: tuple[str, ...] = ()
+    max_sequence_length: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id_bounds": dict(self.id_bounds), "masks": list(self.masks), "max_sequence_length": self.max_sequence_length}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> "InputConstraints":
+        data = data or {}
+        return cls(
+            id_bounds={k: int(v) for k, v in (data.get("id_bounds") or {}).items()},
+            masks=tuple(data.get("masks") or ()),
+            max_sequence_length=data.get("max_sequence_length"),
+        )
+
+
 def numpy_dtype(dtype: str) -> np.dtype:
     if dtype == "string":
         return np.dtype(object)
@@ -70,10 +100,12 @@ class InputFactory:
         specs: list[InputSpec],
         samples: dict[str, np.ndarray] | None = None,
         seed: int = 0,
+        constraints: InputConstraints | None = None,
     ) -> None:
         self.specs = list(specs)
         self.samples = samples
         self.seed = seed
+        self.constraints = constraints or InputConstraints()
 
     @property
     def synthetic(self) -> bool:
@@ -90,12 +122,26 @@ class InputFactory:
         return any(spec.sequence_dims for spec in self.specs)
 
     @property
+    def sequence_lengths(self) -> tuple[int, ...]:
+        """DEFAULT_SEQUENCE_LENGTHS that the model accepts."""
+        longest = self.constraints.max_sequence_length
+        if longest is None:
+            return DEFAULT_SEQUENCE_LENGTHS
+        return tuple(n for n in DEFAULT_SEQUENCE_LENGTHS if n <= longest) or (longest,)
+
+    @property
     def string_inputs(self) -> list[str]:
         return [spec.name for spec in self.specs if spec.dtype == "string"]
 
     def make(self, batch: int | None = None, seq: int | None = None, seed: int | None = None) -> dict[str, np.ndarray]:
-        """One input dict. ``batch``/``seq`` fill dynamic dims; fixed dims are kept."""
+        """One input dict. ``batch``/``seq`` fill dynamic dims; fixed dims are kept.
+
+        ``seq`` above the model's ``max_sequence_length`` is cut to it.
+        """
         rng = np.random.default_rng(self.seed if seed is None else seed)
+        longest = self.constraints.max_sequence_length
+        if longest is not None:
+            seq = min(seq or DEFAULT_SEQUENCE_LENGTH, longest)
         return {spec.name: self._make_one(spec, batch, seq, rng) for spec in self.specs}
 
     def _shape(self, spec: InputSpec, batch: int | None, seq: int | None) -> tuple[int, ...]:
@@ -121,10 +167,13 @@ class InputFactory:
             dtype = numpy_dtype(spec.dtype)
         except InputError as exc:
             raise InputError(f"input '{spec.name}': {exc}") from None
+        if spec.name in self.constraints.masks:
+            return padding_mask(shape, rng).astype(dtype)
         if dtype == np.bool_:
             return rng.integers(0, 2, size=shape).astype(bool)
         if np.issubdtype(dtype, np.integer):
-            return rng.integers(0, INT_HIGH, size=shape).astype(dtype)
+            high = self.constraints.id_bounds.get(spec.name, INT_HIGH)
+            return rng.integers(0, max(1, high), size=shape).astype(dtype)
         if np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.complexfloating):
             return rng.standard_normal(size=shape).astype(dtype)
         raise InputError(f"input '{spec.name}': cannot synthesise dtype {spec.dtype}; pass --inputs FILE.npz")
@@ -135,6 +184,17 @@ class InputFactory:
             return data
         reps = -(-batch // len(data))  # tile when the file holds fewer rows than asked
         return np.concatenate([data] * reps, axis=0)[:batch]
+
+
+def padding_mask(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """1 for each row's tokens, then 0: each row (along the last axis) between half and all full."""
+    if not shape or shape[-1] == 0:
+        return np.ones(shape, dtype=np.int64)
+    length = shape[-1]
+    rows = int(np.prod(shape[:-1], dtype=np.int64))
+    lengths = rng.integers(max(1, (length + 1) // 2), length + 1, size=rows)
+    mask = np.arange(length)[None, :] < lengths[:, None]
+    return mask.reshape(shape).astype(np.int64)
 
 
 def validate_samples(specs: list[InputSpec], samples: dict[str, np.ndarray]) -> None:

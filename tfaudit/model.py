@@ -28,6 +28,16 @@ PLUMBING_OPS = frozenset(
     {"Placeholder", "Identity", "IdentityN", "NoOp", "StatefulPartitionedCall", "PartitionedCall"}
 )
 MAX_MESSAGE = 300
+# Libraries that register custom ops at import: (op-name prefix, module, pip package). Ops without
+# a prefix are found by importing each installed library in turn.
+OP_LIBRARIES = (
+    ("TFText>", "tensorflow_text", "tensorflow-text"),
+    ("Sentencepiece", "tensorflow_text", "tensorflow-text"),
+    ("Addons>", "tensorflow_addons", "tensorflow-addons"),
+    ("IO>", "tensorflow_io", "tensorflow-io"),
+    ("TFRA>", "tensorflow_recommenders_addons", "tensorflow-recommenders-addons"),
+    ("SimpleML", "tensorflow_decision_forests", "tensorflow-decision-forests"),
+)
 
 
 class LoadError(Exception):
@@ -92,6 +102,7 @@ def _load_saved_model(path: str, signature: str | None) -> LoadedModel:
     meta_graph = _read_meta_graph(path)
     names = sorted(k for k in meta_graph.signature_def if not k.startswith("__"))
     chosen = _choose_signature(names, signature, path)
+    op_libraries = register_custom_ops(meta_graph.graph_def, path)
     try:
         loaded = tf.saved_model.load(path)
     except Exception as exc:
@@ -114,8 +125,73 @@ def _load_saved_model(path: str, signature: str | None) -> LoadedModel:
             "keras": _tf_keras_version(path) if has_keras_metadata else None,
         },
         "keras_loadable": has_keras_metadata,
+        "op_libraries": op_libraries,
     }
     return LoadedModel(path=path, format=fmt, signature=chosen, inventory=inventory, obj=loaded)
+
+
+def import_modules(names: list[str]) -> None:
+    """``--import``: modules the user names to register custom ops, imported before loading."""
+    import importlib
+
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception as exc:  # ImportError, or whatever the module raises while registering
+            raise LoadError(f"--import {name} failed: {_one_line(exc)}") from None
+
+
+def unregistered_ops(graph_def) -> list[str]:
+    from tensorflow.python.framework import op_def_registry
+
+    ops = {node.op for node in graph_def.node}
+    ops |= {node.op for function in graph_def.library.function for node in function.node_def}
+    functions = {function.signature.name for function in graph_def.library.function}
+    return sorted(op for op in ops - functions if op_def_registry.get(op) is None)
+
+
+def register_custom_ops(graph_def, path: str) -> list[str]:
+    """Import the installed libraries whose ops the graph uses; the modules imported.
+
+    Every op left unregistered becomes a LoadError naming the op and the package to install.
+    """
+    import importlib
+    import importlib.util
+
+    missing = unregistered_ops(graph_def)
+    if not missing:
+        return []
+    imported: list[str] = []
+
+    def load(module: str) -> None:
+        if module in imported or importlib.util.find_spec(module) is None:
+            return
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # a library built for another TF version fails in many ways
+            raise LoadError(f"the model needs ops from {module}, which is installed but fails to import: {_one_line(exc)}: {path}") from None
+        imported.append(module)
+
+    for op in missing:
+        for prefix, module, _ in OP_LIBRARIES:
+            if op.startswith(prefix):
+                load(module)
+    missing = unregistered_ops(graph_def)
+    for _, module, _ in OP_LIBRARIES:
+        if missing:
+            load(module)
+            missing = unregistered_ops(graph_def)
+    if missing:
+        op = missing[0]
+        package = next((pip for prefix, _, pip in OP_LIBRARIES if op.startswith(prefix)), None)
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        if package:
+            raise LoadError(f"op {op}{more} is not registered: pip install {package} (matching TensorFlow {tf.__version__}): {path}")
+        raise LoadError(
+            f"op {op}{more} is not registered in TensorFlow {tf.__version__} nor by any installed op library; "
+            f"pass --import MODULE naming the module that registers it: {path}"
+        )
+    return imported
 
 
 def _read_meta_graph(path: str):

@@ -196,6 +196,8 @@ class AuditJob:
     check_timeout_s: float | None = None  # default: the budget's
     memory_limit_mb: int | None = None  # per worker; None: no limit
     scratch_dir: str | None = None  # set by run_audit for the audit's duration
+    imports: list[str] = field(default_factory=list)  # --import: modules that register custom ops
+    input_constraints: dict[str, Any] | None = None  # learned by the inventory, set by run_audit
 
     def worker_job(self, **extra: Any) -> dict[str, Any]:
         return {
@@ -205,6 +207,8 @@ class AuditJob:
             "budget": self.budget,
             "options": self.options,
             "scratch_dir": self.scratch_dir,
+            "imports": self.imports,
+            "input_constraints": self.input_constraints,
             **extra,
         }
 
@@ -274,11 +278,12 @@ def run_audit(
     not yet run are reported skipped, and KeyboardInterrupt propagates so the
     front end can write what finished.
     """
-    if isinstance(load_inventory(job, on_event, stop), LoadFailed):
+    loaded = load_inventory(job, on_event, stop)
+    if isinstance(loaded, LoadFailed):
         return False
     specs = list(specs)
     with tempfile.TemporaryDirectory(prefix="tfaudit-audit-") as scratch:
-        job = replace(job, scratch_dir=scratch)
+        job = replace(job, scratch_dir=scratch, input_constraints=loaded.inventory.get("input_constraints"))
         for position, spec in enumerate(specs):
             try:
                 run_check(spec, job, on_event, stop)

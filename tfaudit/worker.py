@@ -54,14 +54,17 @@ def tensorflow_environment() -> dict[str, Any]:
 
 
 def open_model(job: dict[str, Any]):
-    """Load the model and its input factory, as every job needs them."""
-    from tfaudit.inputs import InputFactory, InputSpec, load_samples
-    from tfaudit.model import input_specs, load_model
+    """Load the model and its input factory, as every job needs them.
 
+    The inventory job probes and tries the inputs (tfaudit.input_probe); check jobs receive
+    what it learned in ``input_constraints``.
+    """
+    from tfaudit.input_probe import open_inputs
+    from tfaudit.model import import_modules, load_model
+
+    import_modules(job.get("imports") or [])
     model = load_model(job["model"], job.get("signature"))
-    specs = [InputSpec.from_dict(spec) for spec in input_specs(model.inventory)]
-    samples = load_samples(job["inputs"], specs) if job.get("inputs") else None
-    return model, InputFactory(specs, samples=samples)
+    return model, open_inputs(model, job.get("inputs"), job.get("input_constraints"))
 
 
 def run_inventory(job: dict[str, Any], emit: Callable[[Event], None]) -> None:
@@ -69,11 +72,12 @@ def run_inventory(job: dict[str, Any], emit: Callable[[Event], None]) -> None:
     from tfaudit.model import LoadError
 
     try:
-        model, _ = open_model(job)
+        model, inputs = open_model(job)
     except (LoadError, InputError) as exc:
         emit(LoadFailed(message=str(exc)))
         return
-    emit(ModelLoaded(inventory=model.inventory, environment=tensorflow_environment()))
+    inventory = {**model.inventory, "input_constraints": inputs.constraints.to_dict()}
+    emit(ModelLoaded(inventory=inventory, environment=tensorflow_environment()))
 
 
 def run_check(job: dict[str, Any], emit: Callable[[Event], None]) -> None:

@@ -1,0 +1,243 @@
+"""A corpus of odd models, the kinds users really have, each built with random weights.
+
+``build_<name>(path)`` writes one model under ``path`` and returns the path to audit. Every
+built-in check must end passed, findings or skipped (with a reason) on each of them — never
+errored (tests/test_corpus.py). ``CORPUS`` lists them; ``NEEDS_INPUTS`` the ones whose
+inputs cannot be synthesised, with the samples to pass as ``--inputs``.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+VOCABULARY = ["the", "model", "serves", "fast", "slow", "tensor", "graph", "audit"]
+
+
+def _variable(shape, seed):
+    return tf.Variable(np.random.default_rng(seed).standard_normal(shape).astype("float32"))
+
+
+def _vocabulary_file(path: str, name: str) -> str:
+    """The vocabulary beside the model (the SavedModel copies it into its assets)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    vocabulary = os.path.join(directory, name)
+    with open(vocabulary, "w") as f:
+        f.write("\n".join(VOCABULARY) + "\n")
+    return vocabulary
+
+
+def _save(module, path, **signatures):
+    tf.saved_model.save(module, path, signatures=signatures or {"serving_default": module.serve})
+    return path
+
+
+def build_bert_classifier(path: str) -> str:
+    """keras-hub BertBackbone (2 layers, 300 ids, 2 segments, 64 positions) + a 3-class head, exported."""
+    import keras
+    import keras_hub
+
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.BertBackbone(
+        vocabulary_size=300, num_layers=2, num_heads=2, hidden_dim=32, intermediate_dim=64, max_sequence_length=64
+    )
+    logits = keras.layers.Dense(3, name="logits")(backbone(backbone.input)["pooled_output"])
+    keras.Model(backbone.input, logits).export(path, verbose=False)
+    return path
+
+
+class _SegmentIds(tf.Module):
+    """Ids into a 2-row table and a 0/1 input (not named as a mask) used only as a Select condition."""
+
+    def __init__(self):
+        super().__init__()
+        self.segments = _variable([2, 4], seed=1)
+        self.tokens = _variable([50, 4], seed=2)
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, None], tf.int32, name="ids"),
+            tf.TensorSpec([None, None], tf.int32, name="kinds"),
+            tf.TensorSpec([None, None], tf.int32, name="keep"),
+        ]
+    )
+    def serve(self, ids, kinds, keep):
+        embedded = tf.gather(self.tokens, ids) + tf.gather(self.segments, kinds)
+        kept = tf.where(tf.cast(keep, tf.bool)[..., None], embedded, tf.zeros_like(embedded))
+        return {"pooled": tf.reduce_sum(kept, axis=1)}
+
+
+def build_small_table_ids(path: str) -> str:
+    return _save(_SegmentIds(), path)
+
+
+class _TextClassifier(tf.Module):
+    """Whitespace tokenisation with TF Text, ids from a vocabulary asset, mean of embeddings."""
+
+    def __init__(self, vocabulary_file: str):
+        super().__init__()
+        import tensorflow_text as text
+
+        self.tokenizer = text.WhitespaceTokenizer()
+        initializer = tf.lookup.TextFileInitializer(
+            vocabulary_file, tf.string, tf.lookup.TextFileIndex.WHOLE_LINE, tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER
+        )
+        self.table = tf.lookup.StaticVocabularyTable(initializer, num_oov_buckets=1)
+        self.embedding = _variable([len(VOCABULARY) + 1, 8], seed=3)
+        self.head = _variable([8, 2], seed=4)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def serve(self, text):
+        tokens = self.tokenizer.tokenize(text)
+        ids = tf.ragged.map_flat_values(self.table.lookup, tokens)
+        pooled = tf.reduce_mean(tf.ragged.map_flat_values(tf.gather, self.embedding, ids), axis=1)
+        return {"scores": tf.matmul(tf.where(tf.math.is_nan(pooled), 0.0, pooled), self.head)}
+
+
+def build_text_classifier(path: str) -> str:
+    """serving_default: text string [None] -> scores float32 [None, 2]; needs tensorflow_text to load."""
+    return _save(_TextClassifier(_vocabulary_file(path, "vocabulary.txt")), path)
+
+
+class _HashTable(tf.Module):
+    """String keys to ids through a StaticHashTable initialised from a vocabulary asset."""
+
+    def __init__(self, vocabulary_file: str):
+        super().__init__()
+        initializer = tf.lookup.TextFileInitializer(
+            vocabulary_file, tf.string, tf.lookup.TextFileIndex.WHOLE_LINE, tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER
+        )
+        self.table = tf.lookup.StaticHashTable(initializer, default_value=0)
+        self.embedding = _variable([len(VOCABULARY), 4], seed=5)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="word")])
+    def serve(self, word):
+        return {"vector": tf.gather(self.embedding, self.table.lookup(word))}
+
+
+def build_lookup_table_assets(path: str) -> str:
+    return _save(_HashTable(_vocabulary_file(path, "words.txt")), path)
+
+
+class _History(tf.Module):
+    """A state variable of dynamic shape: every request is appended to a history buffer."""
+
+    def __init__(self):
+        super().__init__()
+        self.history = tf.Variable(tf.zeros([0, 4]), shape=tf.TensorShape([None, 4]), trainable=False)
+        self.w = _variable([4, 4], seed=6)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")])
+    def serve(self, x):
+        self.history.assign(tf.concat([self.history[-64:], x], axis=0))
+        return {"y": tf.matmul(x, self.w) + tf.reduce_mean(self.history, axis=0)}
+
+
+def build_dynamic_state(path: str) -> str:
+    return _save(_History(), path)
+
+
+class _Ragged(tf.Module):
+    """A ragged batch sent as values + row lengths: only consistent pairs are valid."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = _variable([3, 2], seed=7)
+
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None, 3], tf.float32, name="values"),
+            tf.TensorSpec([None], tf.int64, name="row_lengths"),
+        ]
+    )
+    def serve(self, values, row_lengths):
+        ragged = tf.RaggedTensor.from_row_lengths(values, row_lengths, validate=True)
+        return {"pooled": tf.matmul(tf.reduce_sum(ragged, axis=1), self.w)}
+
+
+def build_ragged_input(path: str) -> str:
+    return _save(_Ragged(), path)
+
+
+def ragged_input_samples(path: str) -> str:
+    """Six values in rows of 1, 2 and 3: what a real client of build_ragged_input sends."""
+    np.savez(path, values=np.random.default_rng(0).standard_normal((6, 3)).astype("float32"), row_lengths=np.array([1, 2, 3], dtype=np.int64))
+    return path
+
+
+class _TwoHeads(tf.Module):
+    def __init__(self):
+        super().__init__()
+        self.w = _variable([6, 3], seed=8)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 6], tf.float32, name="features")])
+    def serve(self, features):
+        return {"scores": tf.nn.softmax(tf.matmul(features, self.w))}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 6], tf.float32, name="features")])
+    def embed(self, features):
+        return {"embedding": tf.matmul(features, self.w)}
+
+
+def build_several_signatures(path: str) -> str:
+    module = _TwoHeads()
+    return _save(module, path, serving_default=module.serve, embed=module.embed)
+
+
+class _NoVariables(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec([None, 5], tf.float32, name="x")])
+    def serve(self, x):
+        return {"y": tf.nn.softplus(x * 2.0 + 1.0)}
+
+
+def build_no_variables(path: str) -> str:
+    return _save(_NoVariables(), path)
+
+
+def build_tf_keras_lambda(path: str) -> str:
+    """A tf_keras model with a Lambda layer, saved as a tf_keras SavedModel."""
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(0)
+    model = tf_keras.Sequential(
+        [
+            tf_keras.Input(shape=(6,), name="x"),
+            tf_keras.layers.Dense(8, activation="relu"),
+            tf_keras.layers.Lambda(lambda t: t * tf.sigmoid(t), name="swish"),
+            tf_keras.layers.Dense(3),
+        ]
+    )
+    model.save(path, save_format="tf")
+    return path
+
+
+def build_lstm_masking(path: str) -> str:
+    """Keras 3: Embedding(mask_zero=True) -> LSTM -> GRU over variable-length ids, exported."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    ids = keras.Input(shape=(None,), dtype="int32", name="ids")
+    embedded = keras.layers.Embedding(40, 8, mask_zero=True)(ids)
+    sequence = keras.layers.LSTM(8, return_sequences=True)(embedded)
+    outputs = keras.layers.Dense(2)(keras.layers.GRU(8)(sequence))
+    keras.Model(ids, outputs).export(path, verbose=False)
+    return path
+
+
+CORPUS = (
+    "bert_classifier",
+    "small_table_ids",
+    "text_classifier",
+    "lookup_table_assets",
+    "dynamic_state",
+    "ragged_input",
+    "several_signatures",
+    "no_variables",
+    "tf_keras_lambda",
+    "lstm_masking",
+)
+NEEDS_INPUTS = {"ragged_input": ragged_input_samples}

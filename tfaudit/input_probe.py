@@ -1,0 +1,203 @@
+"""Learn what inputs a model accepts beyond its signature, and try them once before any check runs.
+
+Runs in the inventory worker (TensorFlow); check workers receive the result and make their inputs
+from it without probing again.
+
+- masks: inputs with ``mask`` in their name, or integer/bool inputs whose every use (through
+  casts, shape ops and function calls) is the condition of a Select, a factor of a Mul or a
+  logical op: 0/1 data with padding.
+- id bounds: each integer input is set alone to a huge id; the runtime's own error
+  (``indices[0,0] = 1048576 is not in [0, 2)``) names the size of the table it indexes. The
+  probe repeats with that size − 1 until the call succeeds, so the smallest table wins. An input
+  that takes the huge id is no index, and keeps the default range.
+- max sequence length: the longest sequence the model runs, found by bisection between the
+  longest of DEFAULT_SEQUENCE_LENGTHS and the shortest that fails (position tables).
+
+Then one request at batch 2 and one at the defaults must run; when they do not, the audit stops
+with one line naming the input or node and the constraint, and how to pass ``--inputs``.
+"""
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+import numpy as np
+import tensorflow as tf
+
+from tfaudit.inputs import (
+    DEFAULT_SEQUENCE_LENGTHS,
+    InputConstraints,
+    InputError,
+    InputFactory,
+    InputSpec,
+    load_samples,
+)
+
+HUGE_ID = 1 << 20
+MAX_BOUND_STEPS = 8
+OUT_OF_RANGE = re.compile(r"= (-?\d+) is not in \[0, (\d+)\)")
+# Ops a mask passes through unchanged in meaning, and the ops a mask ends in.
+PASS_THROUGH_OPS = frozenset(
+    {"Identity", "Cast", "ExpandDims", "Reshape", "Squeeze", "StridedSlice", "Slice", "Tile", "Transpose", "BroadcastTo"}
+)
+MASK_USE_OPS = frozenset({"Select(condition)", "Mul", "LogicalAnd", "LogicalOr", "LogicalNot"})
+CALL_OPS = frozenset({"PartitionedCall", "StatefulPartitionedCall"})
+
+
+def open_inputs(model, samples_path: str | None = None, constraints: dict | None = None) -> InputFactory:
+    """The input factory for a loaded model: probed and tried when ``constraints`` is None."""
+    from tfaudit.model import input_specs
+
+    specs = [InputSpec.from_dict(spec) for spec in input_specs(model.inventory)]
+    samples = load_samples(samples_path, specs) if samples_path else None
+    if constraints is not None:
+        return InputFactory(specs, samples=samples, constraints=InputConstraints.from_dict(constraints))
+    serve = model.serving_fn()
+    factory = InputFactory(specs, samples=samples)
+    if samples is None:
+        factory = InputFactory(specs, constraints=probe_constraints(serve, factory, graph_masks(serve, specs)))
+    try_requests(serve, factory)
+    return factory
+
+
+def try_requests(serve, factory: InputFactory) -> None:
+    """Raise InputError with one line when the model rejects the inputs the checks will send."""
+    source = "synthetic inputs" if factory.synthetic else "--inputs samples"
+    for batch in ((2, None) if factory.batch_dynamic else (None,)):
+        feed = factory.make(batch=batch)
+        error = call_error(serve, feed)
+        if error is not None:
+            names = ", ".join(f"{s.name} {s.dtype}{list(s.shape) if s.shape is not None else '[?]'}" for s in factory.specs)
+            raise InputError(
+                f"the model rejects the {source}: {error}; pass real inputs with --inputs FILE.npz (one array per input: {names})"
+            )
+
+
+def call_error(serve: Callable, feed: dict[str, np.ndarray]) -> str | None:
+    """None when the model runs on ``feed``, else the runtime's error in one line."""
+    try:
+        outputs = serve(**{name: tf.constant(value) for name, value in feed.items()})
+        for tensor in tf.nest.flatten(outputs):
+            getattr(tensor, "numpy", lambda: None)()
+    except (tf.errors.OpError, ValueError, TypeError) as exc:
+        return runtime_error_line(exc)
+    return None
+
+
+def runtime_error_line(exc: BaseException) -> str:
+    """TF's own message without its stack-trace scaffolding, plus the node it names."""
+    text = getattr(exc, "message", None) or str(exc)
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    node = next((line.split("Detected at node ", 1)[1].split(" defined at")[0] for line in lines if line.startswith("Detected at node ")), "")
+    skip = ("Graph execution error", "Detected at node", "<stack traces", "[[", "File ", "Traceback")
+    message = next((line for line in lines if not line.startswith(skip)), lines[0] if lines else type(exc).__name__)
+    message = re.sub(r"\s*\[\[.*$|\s*\[Op:.*$", "", message)
+    return f"{message} (at node {node})" if node else message
+
+
+# --- probing --------------------------------------------------------------------------------------
+
+
+def probe_constraints(serve, factory: InputFactory, masks: set[str]) -> InputConstraints:
+    masks |= {s.name for s in factory.specs if "mask" in s.name.lower() and s.dtype != "string"}
+    integer = [s for s in factory.specs if s.name not in masks and s.dtype != "string" and np.issubdtype(_dtype(s), np.integer)]
+    base = InputFactory(factory.specs, constraints=InputConstraints(masks=tuple(sorted(masks)))).make(batch=2)
+    for spec in integer:
+        base[spec.name] = np.zeros_like(base[spec.name])
+    bounds: dict[str, int] = {}
+    if call_error(serve, base) is None:
+        for spec in integer:
+            bound = id_bound(serve, base, spec)
+            if bound is not None:
+                bounds[spec.name] = bound
+    constraints = InputConstraints(id_bounds=bounds, masks=tuple(sorted(masks)))
+    if factory.has_sequence_dims:
+        constraints = InputConstraints(bounds, constraints.masks, longest_sequence(serve, factory.specs, constraints))
+    return constraints
+
+
+def _dtype(spec: InputSpec) -> np.dtype:
+    try:
+        return np.dtype(spec.dtype)
+    except TypeError:
+        return np.dtype(object)
+
+
+def id_bound(serve, base: dict[str, np.ndarray], spec: InputSpec) -> int | None:
+    """The exclusive bound of the smallest table ``spec`` indexes, or None when it indexes none."""
+    value = int(min(HUGE_ID, np.iinfo(base[spec.name].dtype).max))
+    for step in range(MAX_BOUND_STEPS):
+        feed = dict(base)
+        feed[spec.name] = np.full_like(base[spec.name], value)
+        error = call_error(serve, feed)
+        if error is None:
+            return None if step == 0 else value + 1
+        match = OUT_OF_RANGE.search(error)
+        if match is None or int(match.group(2)) <= 0 or int(match.group(2)) - 1 >= value:
+            return None
+        value = int(match.group(2)) - 1
+    return None
+
+
+def longest_sequence(serve, specs: list[InputSpec], constraints: InputConstraints) -> int | None:
+    """None when the longest probe length runs; else the longest length that runs."""
+
+    def runs(length: int) -> bool:
+        factory = InputFactory(specs, constraints=constraints)
+        return call_error(serve, factory.make(batch=1, seq=length)) is None
+
+    lengths = sorted(DEFAULT_SEQUENCE_LENGTHS)
+    if runs(lengths[-1]):
+        return None
+    good = next((n for n in reversed(lengths[:-1]) if runs(n)), None)
+    if good is None:
+        return None  # nothing runs: try_requests reports it
+    bad = lengths[lengths.index(good) + 1]
+    while bad - good > 1:
+        middle = (good + bad) // 2
+        good, bad = (middle, bad) if runs(middle) else (good, middle)
+    return good
+
+
+# --- masks from the graph ---------------------------------------------------------------------------
+
+
+def graph_masks(serve, specs: list[InputSpec]) -> set[str]:
+    """Inputs whose every use, through pass-through ops and function calls, is a mask use."""
+    concrete = serve if hasattr(serve, "graph") else serve.get_concrete_function()
+    graph_def = concrete.graph.as_graph_def()
+    scopes = {"": list(graph_def.node)}
+    scopes.update({f.signature.name: list(f.node_def) for f in graph_def.library.function})
+    arguments = {f.signature.name: [a.name for a in f.signature.input_arg] for f in graph_def.library.function}
+    placeholders = {node.name for node in graph_def.node if node.op == "Placeholder"}
+    masks = set()
+    for spec in specs:
+        if spec.name in placeholders and (spec.dtype == "bool" or np.issubdtype(_dtype(spec), np.integer)):
+            uses = _final_uses("", spec.name, scopes, arguments, set())
+            if uses and uses <= MASK_USE_OPS:
+                masks.add(spec.name)
+    return masks
+
+
+def _final_uses(scope: str, source: str, scopes, arguments, seen: set) -> set[str]:
+    if (scope, source) in seen:
+        return set()
+    seen.add((scope, source))
+    uses: set[str] = set()
+    for node in scopes[scope]:
+        data_inputs = [i for i in node.input if not i.startswith("^")]
+        positions = [k for k, i in enumerate(data_inputs) if i.split(":")[0] == source]
+        if not positions:
+            continue
+        callee = node.attr["f"].func.name if node.op in CALL_OPS else node.op if node.op in arguments else None
+        if callee in arguments:
+            for k in positions:
+                if k < len(arguments[callee]):
+                    uses |= _final_uses(callee, arguments[callee][k], scopes, arguments, seen)
+        elif node.op in PASS_THROUGH_OPS:
+            uses |= _final_uses(scope, node.name, scopes, arguments, seen)
+        elif node.op in ("Select", "SelectV2"):
+            uses |= {"Select(condition)" if k == 0 else "Select(branch)" for k in positions}
+        else:
+            uses.add(node.op)
+    return uses
