@@ -63,6 +63,12 @@ Metrics
 - ``host_index_ms`` (ms): the reference workload's median over the same time
   (tfaudit.host_index); a baseline comparison scales ``serving_latency_ms`` by the ratio of
   the two runs' values, so a busier host is not read as a slower model.
+- ``latency_vs_baseline_model`` (× baseline model, lower is better): with
+  ``options["baseline_model"]`` (``--baseline-model OLD_MODEL``), the serving latency divided by
+  the old export's, both timed call by call alternately on the same inputs, with the bootstrap
+  95 % interval of the ratio of medians; its subject is the old model's path. Not emitted when
+  the old model's signature does not
+  take the same inputs (a progress line says why).
 - ``concrete_functions_max`` (count): the most concrete functions one restored function
   holds (1 is ideal), from the model inventory. Not emitted when no function is restored.
 - ``plain_wrapper_traces`` (count): traces per request stream of the plain ``@tf.function``
@@ -81,8 +87,9 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from tfaudit.api import Check, CheckMeta, Effort, Finding, Fix, Measure, Metric, Progress, Risk, Sample, SkipCheck
-from tfaudit.inputs import DEFAULT_BATCH_SIZES, DEFAULT_SEQUENCE_LENGTHS
 from tfaudit.host_index import METRIC as HOST_INDEX_METRIC
+from tfaudit.host_index import reference_workload, time_interleaved
+from tfaudit.inputs import DEFAULT_BATCH_SIZES, DEFAULT_SEQUENCE_LENGTHS
 from tfaudit.measure import Timing, compare
 
 CHECK = "retracing"
@@ -92,6 +99,7 @@ DUPLICATE_HIGH_BYTES = 10 * MIB
 DUPLICATE_HIGH_SHARE = 0.5
 FIXED_BATCH_HIGH_OVERHEAD_SHARE = 0.5
 WRAPPER_LOW_MIN_PCT = 10.0
+BASELINE_MODEL_METRIC = "latency_vs_baseline_model"
 KERAS_FRAMEWORK_ARGS = frozenset({"training", "mask"})
 RETRACING_WARNING = "triggered tf.function retracing"
 
@@ -522,8 +530,6 @@ def materialise(outputs) -> None:
 def serving_latency(ctx) -> tuple[Timing, Timing]:
     """Per-call latency of the serving signature at batch 1 (at the fixed batch when it has one), and
     of the host's reference workload timed alternately with it (tfaudit.host_index)."""
-    from tfaudit.host_index import reference_workload, time_interleaved
-
     serve = ctx.model.serving_fn()
     feed = as_tensors(ctx.inputs.make(batch=1))  # fixed batch dims are kept
     return time_interleaved(
@@ -531,10 +537,28 @@ def serving_latency(ctx) -> tuple[Timing, Timing]:
     )
 
 
-def fixed_batch_finding(ctx, batch: int) -> Finding:
+def baseline_model_ratio(ctx, old_path: str) -> Iterator:
+    """The serving latency against an older export's (``options["baseline_model"]``), timed call by call alternately."""
     import tensorflow as tf
 
-    from tfaudit.host_index import time_interleaved
+    try:
+        old = tf.saved_model.load(old_path).signatures[ctx.model.signature]
+        feed = as_tensors(ctx.inputs.make(batch=1))
+        materialise(old(**feed))
+    except Exception as exc:  # another signature, or not a SavedModel: say so, measure the rest
+        yield Progress(0.2, f"baseline model not compared: {type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}")
+        return
+    serve = ctx.model.serving_fn()
+    new_timing, old_timing = time_interleaved(
+        lambda: materialise(serve(**feed)), lambda: materialise(old(**feed)),
+        warmup=ctx.budget.warmup, max_seconds=ctx.budget.timing_seconds,
+    )
+    ratio = compare(new_timing, old_timing).speedup  # before/after = new/old
+    yield Metric(BASELINE_MODEL_METRIC, ratio.value, "× baseline model", ratio.low, ratio.high, subject=old_path)
+
+
+def fixed_batch_finding(ctx, batch: int) -> Finding:
+    import tensorflow as tf
 
     args = signature_args(ctx)
     feed = as_tensors(ctx.inputs.make())
@@ -1140,6 +1164,8 @@ class RetracingCheck(Check):
             for name, timing in (("serving_latency_ms", latency), (HOST_INDEX_METRIC, reference)):
                 interval = timing.median_interval()
                 yield Metric(name, interval.value, "ms", interval.low, interval.high)
+            if ctx.options.get("baseline_model"):
+                yield from baseline_model_ratio(ctx, ctx.options["baseline_model"])
         batch = fixed_batch(ctx)
         if batch is not None:
             found_problem = True

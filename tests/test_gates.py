@@ -206,3 +206,30 @@ def test_malformed_config_is_one_clear_error(tmp_path, content, message):
     assert "\n" not in str(error.value)
     with pytest.raises(ConfigError, match="not found"):
         load_config(str(tmp_path / "missing.toml"))
+
+
+def ratio_state(value, low, high):
+    return state_with({"retracing.latency_vs_baseline_model": {"value": value, "low": low, "high": high, "unit": "× baseline model", "subject": "/models/old"}})
+
+
+def test_baseline_model_ratio_gates_without_a_baseline_report():
+    slower = ratio_state(1.9, 1.8, 2.0)
+    apply_gates(slower, {}, None)
+    assert slower.baseline.path == "/models/old" and exit_code(slower, "never") == 1
+    assert "| **regressed** | `retracing.latency_vs_baseline_model` | 1 × baseline model | 1.9 [1.8–2] × baseline model |" in render_markdown(slower)
+    same = ratio_state(1.02, 0.99, 1.05)
+    apply_gates(same, {}, None)
+    assert same.baseline.regressions == [] and exit_code(same, "never") == 0
+    barely = ratio_state(1.05, 1.03, 1.07)  # beyond its interval, short of the practical factor
+    apply_gates(barely, {}, None)
+    assert barely.baseline.regressions == []
+    faster = ratio_state(0.5, 0.45, 0.55)
+    apply_gates(faster, {}, None)
+    assert [r["metric"] for r in faster.baseline.improvements] == ["retracing.latency_vs_baseline_model"]
+
+
+def test_baseline_model_ratio_is_never_compared_across_reports():
+    old = baseline_report({"retracing.latency_vs_baseline_model": {"value": 1.0, "low": 0.99, "high": 1.01, "unit": "× baseline model", "subject": "/models/old"}})
+    state = ratio_state(1.06, 1.04, 1.08)
+    apply_gates(state, {}, ("old.json", old))
+    assert state.baseline.path == "old.json" and state.baseline.regressions == []

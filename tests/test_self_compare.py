@@ -22,3 +22,30 @@ def test_self_compares_pass_and_a_2x_slowdown_is_caught(tmp_path):
     failed = [c for c in result["comparisons"] if c["kind"] == "self" and c["exit_code"] != 0]
     assert summary["false_alarms"] == 0 and not failed, failed
     assert summary["detected"] == summary["slowdowns"] == 2, result["comparisons"]
+
+
+@pytest.mark.slow
+def test_baseline_model_times_old_and_new_alternately(tmp_path):
+    import checkrun
+    from checks.retracing import BASELINE_MODEL_METRIC, RetracingCheck
+    from tfaudit.audit import AuditState
+    from tfaudit.events import MetricEmitted
+    from tfaudit.gates import apply_gates
+
+    models = self_compare.build_models(str(tmp_path), ["mlp"])["mlp"]
+
+    def gated(model, old):
+        outcome = checkrun.run_in_process(RetracingCheck(), model, "quick", options={"baseline_model": old})
+        ratio = outcome.metrics[BASELINE_MODEL_METRIC]
+        assert ratio.subject == old and ratio.low <= ratio.value <= ratio.high
+        state = AuditState(model_path=model, budget="quick")
+        state.apply(MetricEmitted("retracing", ratio.name, ratio.value, ratio.unit, ratio.low, ratio.high, ratio.better, ratio.subject))
+        apply_gates(state, {}, None)
+        return ratio, state.baseline
+
+    same, comparison = gated(models["base"], models["base"])
+    assert 0.9 < same.value < 1.1 and comparison.regressions == []
+    slower, comparison = gated(models["slow"], models["base"])
+    assert slower.value > 1.6 and [r["metric"] for r in comparison.regressions] == ["retracing.latency_vs_baseline_model"]
+    unrelated = checkrun.run_in_process(RetracingCheck(), models["base"], "quick", options={"baseline_model": str(tmp_path / "missing")})
+    assert BASELINE_MODEL_METRIC not in unrelated.metrics and "serving_latency_ms" in unrelated.metrics

@@ -23,7 +23,13 @@ noise within that run; between runs a shared host drifts by more (the same MLP m
   host (benchmarks/self_compare.py, README);
 
 metrics without intervals (sizes, counts) regress when they worsen by more than
-``REL_TOLERANCE``. Regressions exit 1 and are listed first. New and resolved findings are listed;
+``REL_TOLERANCE``.
+
+Baseline model (``--baseline-model OLD_MODEL``): the retracing check times the old export
+call by call alternately with the new one in the same process, so the host's drift cancels;
+``retracing.latency_vs_baseline_model`` regresses when its interval lies above 1 and the ratio
+reaches ``MIN_INTERLEAVED_FACTOR``. It needs no baseline report, and is never compared across
+reports. Regressions exit 1 and are listed first. New and resolved findings are listed;
 they gate through ``--fail-on`` as usual. A baseline from another host or TensorFlow version is
 compared all the same, with a warning.
 """
@@ -39,6 +45,8 @@ from tfaudit.host_index import METRIC as HOST_INDEX
 REL_TOLERANCE = 0.02
 MIN_LATENCY_FACTOR = 1.3
 MIN_UNREFERENCED_LATENCY_FACTOR = 2.5
+MIN_INTERLEAVED_FACTOR = 1.1
+BASELINE_MODEL_METRIC = "latency_vs_baseline_model"
 LATENCY_UNIT = "ms"
 FINGERPRINT_KEYS = ("cpu", "cores_logical", "tensorflow")
 
@@ -122,7 +130,7 @@ def compare_with_baseline(path: str, old: dict[str, Any], metrics: dict, finding
             result.warnings.append(f"baseline {key} was {old_env.get(key)!r}, this run {environment.get(key)!r}: timings may not compare")
     old_metrics = old.get("metrics", {})
     for name in sorted(set(metrics) & set(old_metrics)):
-        if name.endswith("." + HOST_INDEX):  # the host, not the model
+        if name.endswith(("." + HOST_INDEX, "." + BASELINE_MODEL_METRIC)):  # the host; a comparison made within each run
             continue
         new_metric, old_metric = metrics[name], old_metrics[name]
         row = {"metric": name, "unit": new_metric.get("unit", ""), "old": old_metric, "new": new_metric}
@@ -202,3 +210,18 @@ def apply_gates(state, budgets: dict[str, float], baseline: tuple[str, dict[str,
     if baseline is not None:
         path, old = baseline
         state.baseline = compare_with_baseline(path, old, state.metrics, state.findings, state.environment or {})
+    for name, metric in sorted(state.metrics.items()):
+        if name.endswith("." + BASELINE_MODEL_METRIC):
+            if state.baseline is None:
+                state.baseline = BaselineComparison(path=metric.get("subject") or "--baseline-model")
+            gate_baseline_model(state.baseline, name, metric)
+
+
+def gate_baseline_model(comparison: BaselineComparison, name: str, ratio: dict[str, Any]) -> None:
+    """A new/old latency ratio timed within this run: a regression past MIN_INTERLEAVED_FACTOR, beyond its interval."""
+    row = {"metric": name, "unit": ratio["unit"], "old": {"value": 1.0, "unit": ratio["unit"]}, "new": ratio}
+    low, high = _bounds(ratio)
+    if low > 1 and ratio["value"] >= MIN_INTERLEAVED_FACTOR:
+        comparison.regressions.append(row)
+    elif high < 1 and ratio["value"] <= 1 / MIN_INTERLEAVED_FACTOR:
+        comparison.improvements.append(row)
