@@ -435,33 +435,72 @@ def exit_cause(returncode: int | None) -> str:
 
 
 class Isolated:
-    """Calls functions of the checks in a fresh Python process, one at a time, in order.
+    """Calls functions of the checks in another process, one at a time, in order.
 
     A native crash kills that process only: the call raises ConversionCrashed naming the signal
-    and what was running, and the next call starts a new process. Fresh, never forked: a fork
-    of a worker that has loaded a model hangs. Replies travel as JSON lines on the child's
-    stdout; what the converter prints goes to stderr, the worker's log. ``send`` queues a call
-    without waiting (to load the model while the check computes its references).
+    and what was running, and the next call starts a new process. The first process is forked
+    right after ``import tensorflow`` when this process has not imported it yet (the worker,
+    when it makes the check): a fork after import but before any op is safe, and the child
+    needs no import of its own (~3 s). Any later one, or one started where TensorFlow already
+    ran (a fork then would hang), is a fresh interpreter (``python -m checks._compression``).
+    Replies travel as JSON lines on a pipe of their own; the converter's prints go to the log.
+    ``send`` queues a call without waiting (to load the model while the check computes its
+    references).
     """
 
     def __init__(self):
-        self.process: subprocess.Popen | None = None
+        self.pid: int | None = None
+        self.popen: subprocess.Popen | None = None
+        self.to_child = self.from_child = None
         self.pending: list[str] = []  # what each unanswered call does, oldest first
         self.starts = 0
+        self.forked = False
 
-    def send(self, what: str, target: str, **kwargs) -> None:
-        if self.process is None:
+    def start(self) -> "Isolated":
+        """Start the process now, so that its start overlaps with the caller's own work."""
+        if self.pid is not None:
+            return self
+        if self.starts == 0 and "tensorflow" not in sys.modules and hasattr(os, "fork"):
+            self._fork()
+        else:
             root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
             path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
-            self.process = subprocess.Popen(
+            self.popen = subprocess.Popen(
                 [sys.executable, "-m", "checks._compression"],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": path},
             )
-            self.pending, self.starts = [], self.starts + 1
+            self.pid, self.to_child, self.from_child = self.popen.pid, self.popen.stdin, self.popen.stdout
+        self.pending, self.starts = [], self.starts + 1
+        return self
+
+    def _fork(self) -> None:
+        import tensorflow  # noqa: F401 - before the fork, and before any op: the child inherits it
+
+        down_read, down_write = os.pipe()
+        up_read, up_write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: serve, and never return into the caller's code
+            try:
+                os.close(down_write)
+                os.close(up_read)
+                event_fd = os.environ.get("TFAUDIT_EVENT_FD")
+                if event_fd:  # the worker's event pipe: the runner waits for its end of file
+                    with contextlib.suppress(OSError):
+                        os.close(int(event_fd))
+                _serve(os.fdopen(down_read), os.fdopen(up_write, "w", buffering=1))
+            finally:
+                os._exit(0)
+        os.close(down_read)
+        os.close(up_write)
+        self.pid, self.forked = pid, True
+        self.to_child, self.from_child = os.fdopen(down_write, "w"), os.fdopen(up_read)
+
+    def send(self, what: str, target: str, **kwargs) -> None:
+        self.start()
         self.pending.append(what)
         try:
-            self.process.stdin.write(json.dumps({"target": target, "kwargs": kwargs}) + "\n")
-            self.process.stdin.flush()
+            self.to_child.write(json.dumps({"target": target, "kwargs": kwargs}) + "\n")
+            self.to_child.flush()
         except BrokenPipeError:
             pass  # it died: the reply loop below reports why
 
@@ -469,9 +508,9 @@ class Isolated:
         self.send(what, target, **kwargs)
         reply: dict[str, Any] = {}
         while self.pending:
-            line = self.process.stdout.readline()
+            line = self.from_child.readline()
             if not line:
-                cause = exit_cause(self.process.wait())
+                cause = exit_cause(self._wait())
                 crashed = self.pending[0]
                 self.close()
                 raise ConversionCrashed(f"the process died with {cause} while {crashed}", cause)
@@ -479,39 +518,45 @@ class Isolated:
             reply = json.loads(line)
         return reply
 
+    def _wait(self) -> int | None:
+        if self.popen is not None:
+            return self.popen.wait()
+        try:
+            return os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+        except ChildProcessError:  # already reaped
+            return None
+
     def close(self) -> None:
-        if self.process is not None:
+        """Stop the process: every reply this check needs has been read."""
+        if self.pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, 9)
+        self._wait()
+        for stream in (self.to_child, self.from_child):
             with contextlib.suppress(OSError):
-                self.process.stdin.close()
-            if self.process.poll() is None:
-                try:
-                    self.process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    self.process.kill()
-                    self.process.wait()
-            self.process = None
+                stream.close()
+        self.pid = self.popen = self.to_child = self.from_child = None
 
     def __enter__(self) -> "Isolated":
-        return self
+        return self.start()
 
     def __exit__(self, *exc) -> None:
         self.close()
 
 
-def _serve() -> None:
+def _serve(requests, replies) -> None:
     """The child: run each requested call, answer with its JSON result (errors as {"error"})."""
     import importlib
 
-    reply = os.fdopen(os.dup(1), "w", buffering=1)
-    os.dup2(2, 1)  # the converter's prints go to stderr, never into the replies
-    for line in sys.stdin:
+    for line in requests:
         job = json.loads(line)
         module, name = job["target"].split(":")
         try:
             result = getattr(importlib.import_module(module), name)(**job["kwargs"])
         except Exception as exc:  # anything raised is an answer, only a crash is not
             result = {"error": one_line(exc)}
-        reply.write(json.dumps(result) + "\n")
+        replies.write(json.dumps(result) + "\n")
 
 
 _LOADED: dict[str, Any] = {}  # in the child: the SavedModel reuse_loaded_model hands the converter
@@ -944,4 +989,6 @@ def representative_code(ctx) -> str:
 
 
 if __name__ == "__main__":
-    _serve()
+    replies = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # the converter's prints go to stderr, never into the replies
+    _serve(sys.stdin, replies)

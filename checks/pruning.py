@@ -190,26 +190,32 @@ class PruningCheck(Check):
         ),
     )
 
+    def __init__(self):
+        # The worker makes the check before it loads the model: the conversion process's
+        # TensorFlow import (~3 s) overlaps with that load instead of following it.
+        self.isolated = Isolated().start()
+
     def run(self, ctx) -> Iterator:
         bound = max_fidelity_loss(ctx)
-        pruner = Pruner(ctx)
-        if not pruner.kernels:
-            reason = "the serving signature reads no float kernels (variables of rank >= 2) to prune"
-            raise SkipCheck(reason + (f"; skipped {'; '.join(pruner.skipped)}" if pruner.skipped else ""))
-        try:
-            feeds = eval_feeds(ctx)
-            reference = run_serving(ctx.model.serving_fn(), feeds)
-        except Exception as exc:
-            raise SkipCheck(f"cannot run the model on sample inputs: {one_line(exc)}") from None
-        sweep: list[float | str] = list(SPARSITIES[budget_name(ctx)])
-        if pruner.method == METHOD_TFMOT:
-            sweep.append(TWO_FOUR)
-        steps = len(sweep) + 2
+        with scratch_dir() as tmp, self.isolated as isolated:
+            source = conversion_source(ctx, tmp)
+            isolated.send("loading the model to convert it", "checks._compression:preload", directory=source)
+            pruner = Pruner(ctx)
+            if not pruner.kernels:
+                reason = "the serving signature reads no float kernels (variables of rank >= 2) to prune"
+                raise SkipCheck(reason + (f"; skipped {'; '.join(pruner.skipped)}" if pruner.skipped else ""))
+            try:
+                feeds = eval_feeds(ctx)
+                reference = run_serving(ctx.model.serving_fn(), feeds)
+            except Exception as exc:
+                raise SkipCheck(f"cannot run the model on sample inputs: {one_line(exc)}") from None
+            sweep: list[float | str] = list(SPARSITIES[budget_name(ctx)])
+            if pruner.method == METHOD_TFMOT:
+                sweep.append(TWO_FOUR)
+            steps = len(sweep) + 2
 
-        with scratch_dir() as tmp, Isolated() as isolated:
             yield Progress(0.0, "converting the unpruned float32 model")
             base = Measured("float32")
-            source = conversion_source(ctx, tmp)
             litert = LiteRT(ctx, isolated, tmp, feeds, reference)
             try:
                 base_content = float32_flatbuffer(ctx, source, isolated, tmp)

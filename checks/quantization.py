@@ -159,12 +159,17 @@ class QuantizationCheck(Check):
         ),
     )
 
+    def __init__(self):
+        # The worker makes the check before it loads the model: the conversion process's
+        # TensorFlow import (~3 s) overlaps with that load instead of following it.
+        self.isolated = Isolated().start()
+
     def run(self, ctx) -> Iterator:
         bound = max_fidelity_loss(ctx)
-        yield from float64_findings(ctx)
-        with scratch_dir() as tmp, Isolated() as isolated:
+        with scratch_dir() as tmp, self.isolated as isolated:
             source = conversion_source(ctx, tmp)
             isolated.send("loading the model to convert it", "checks._compression:preload", directory=source)
+            yield from float64_findings(ctx)
             try:
                 feeds = eval_feeds(ctx)
                 reference = run_serving(ctx.model.serving_fn(), feeds)

@@ -38,6 +38,33 @@ def build_near_zero(path: str) -> str:
     return path
 
 
+def build_growing_state(path: str) -> str:
+    """x [None, 64] -> scores [None, 10], and a history buffer ``h`` [None, 64] each call grows.
+
+    The state has no fixed shape: TFLite cannot hold it (TF 2.21: LiteRT segfaults on the
+    converted model). Each call adds 0.01 x the sum of the history to the scores, so a check
+    that does not reset the state between runs sees outputs drift without any pruning.
+    """
+    import tensorflow as tf
+
+    rng = np.random.default_rng(2)
+
+    class GrowingState(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = tf.Variable(near_zero_kernels(rng, (64, 10)))
+            self.h = tf.Variable(tf.zeros([0, 64]), shape=tf.TensorShape([None, 64]))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 64], tf.float32, name="x")])
+        def serve(self, x):
+            self.h.assign(tf.concat([self.h, x], 0))
+            return {"scores": tf.matmul(x, self.w) + 0.01 * tf.reduce_sum(self.h)}
+
+    module = GrowingState()
+    tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
+    return path
+
+
 def build_near_zero_tf_keras(path: str) -> str:
     import tf_keras
 
@@ -104,6 +131,21 @@ def test_tf_keras_model_is_pruned_with_tfmot_including_2_by_4(tmp_path):
     assert two_four["achieved_sparsity"] == pytest.approx(0.5, abs=0.01)
     assert "prune_low_magnitude" in finding.fix.code and "strip_pruning" in finding.fix.code
     print(f"tf_keras: {finding.title}; 2:4 loss {two_four['fidelity']['relative_l2']:.2g}; {outcome.seconds:.1f} s")
+
+
+@pytest.mark.slow
+def test_state_of_unknown_shape_is_skipped_and_reset_between_runs(tmp_path):
+    from checks.pruning import PruningCheck
+
+    outcome = audit(build_growing_state(str(tmp_path / "model")), PruningCheck)
+    assert outcome.skipped is None
+    finding = next(f for f in outcome.findings.values() if f.id.startswith("pruning/magnitude-"))
+    assert finding.evidence["skipped_tensors"] == ["h [None, 64]: shape not known until run time"]
+    assert "h [None, 64]" in finding.summary
+    # Pruning near-zero kernels loses almost nothing; a growing history would add 0.01 x its sum.
+    assert int(finding.id.rsplit("-", 1)[1]) >= 75 and finding.risk.fidelity_loss < 0.01
+    unpruned = finding.evidence["sweep"]["unpruned"]
+    assert unpruned["latency"] is None and unpruned["error"]  # TFLite could not run it: said, not raised
 
 
 @pytest.mark.slow

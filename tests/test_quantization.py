@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import checkrun
-from checks._compression import Measured, fidelity, pareto_frontier, within_bound
+from checks._compression import ConversionCrashed, Isolated, Measured, fidelity, pareto_frontier, top1_verdict, within_bound
 from conftest import run_cli
 from tfaudit.api import severity_rank
 
@@ -83,6 +83,88 @@ def test_pareto_frontier_drops_dominated_variants():
     assert pareto_frontier(results) == ["float16", "int8"]
 
 
+def near_tie_scores(rng, n=32, classes=1000):
+    """Class scores whose sample 0 has a near tie (margin 5e-4) and sample 1 a clear winner (margin 3)."""
+    scores = 10 * rng.standard_normal((n, classes))
+    scores[0, :2] = [50.0005, 50.0]
+    scores[1, :2] = [80.0, 77.0]
+    return scores
+
+
+def test_a_flip_on_a_near_tie_is_not_counted_but_a_clear_flip_is():
+    rng = np.random.default_rng(0)
+    scores = near_tie_scores(rng)
+    candidate = scores + 1e-3 * rng.standard_normal(scores.shape)  # a variant with ~1e-3 output error
+    candidate[0, :2] = [50.0, 50.0005]  # the near tie swaps: within what a 1e-3 error can do
+    fid = fidelity([{"scores": scores}], [{"scores": candidate}])
+    top1 = fid["top1"]
+    assert (top1["samples"], top1["flips"], top1["near_tie_flips"], top1["counted_flips"]) == (32, 1, 1, 0)
+    assert 5e-4 < top1["near_tie_margin"] < 3.0
+    assert fid["top1_agreement"] == pytest.approx(31 / 32)  # the raw agreement is still reported
+    # Before: 31/32 = 96.9 % < 99 % vetoed the variant. Now the near tie does not count, and
+    # 32 flip-free samples cannot resolve 99 %: unresolved, judged on the point estimate.
+    assert within_bound(fid, 0.01)
+    verdict = top1_verdict(top1, 0.01)
+    assert verdict["verdict"] == "unresolved" and verdict["agreement_ci95"][0] < 0.99 and verdict["flip_free_samples_to_resolve"] > 32
+
+    clear = candidate.copy()
+    clear[1, 1] = 80.01  # sample 1's winner (margin 3) loses: a real change, though a small one overall
+    fid = fidelity([{"scores": scores}], [{"scores": clear}])
+    assert fid["top1"]["counted_flips"] == 1 and fid["relative_l2"] < 0.01
+    assert not within_bound(fid, 0.01)  # 1/32 > 1 %, and nothing says it is a near tie
+
+
+def test_top1_verdict_needs_samples_to_resolve_the_bound():
+    def stats(n, k):
+        return {"samples": n, "counted_flips": k}
+
+    assert top1_verdict(stats(1000, 0), 0.01)["verdict"] == "within"  # upper end 0.4 %
+    assert top1_verdict(stats(32, 8), 0.01)["verdict"] == "beyond"  # lower end ~13 %
+    assert top1_verdict(stats(400, 2), 0.01)["verdict"] == "unresolved"
+    assert top1_verdict(stats(400, 2), 0.01)["passes"]  # 0.5 % on the point estimate
+    low, high = top1_verdict(stats(32, 0), 0.01)["agreement_ci95"]
+    assert high == 1.0 and 0.85 < low < 0.95
+
+
+def timing(rng, median_ms, spread_ms, n=50):
+    from tfaudit.measure import Timing
+
+    return Timing(tuple(median_ms + spread_ms * rng.standard_normal(n)), 5)
+
+
+def test_variants_tied_within_noise_go_to_the_lower_loss_whatever_their_order():
+    from checks.quantization import rank_variants
+
+    rng = np.random.default_rng(0)
+    base = Measured("float32", size_bytes=1000, timing=timing(rng, 10.0, 0.2), fidelity={"relative_l2": 0.0})
+    # ~20 % faster (an interval of a few points) and half the size: ~35-45 points.
+    faster = Measured("float16", size_bytes=500, timing=timing(rng, 8.0, 1.0), fidelity={"relative_l2": 0.0001})
+    # A tenth of the size, no speed-up: 45 points, exactly.
+    smaller = Measured("dynamic-range-int8", size_bytes=100, timing=timing(rng, 10.0, 0.2), fidelity={"relative_l2": 0.002})
+    for order in ((faster, smaller), (smaller, faster)):
+        results = {"float32": base, **{r.name: r for r in order}}
+        chosen, tied, ranking = rank_variants(base, results, 0.01)
+        points = {row["name"]: (row["points"], row["points_high"]) for row in ranking}
+        assert points["dynamic-range-int8"] == (45.0, 45.0)
+        assert points["float16"][0] < 45.0 <= points["float16"][1]  # the intervals overlap
+        assert chosen["name"] == "float16" and tied == ["float16", "dynamic-range-int8"]
+    # Apart beyond noise: the larger saving wins, whatever its loss.
+    plain = Measured("float16", size_bytes=500, timing=timing(rng, 10.0, 0.2), fidelity={"relative_l2": 0.0001})
+    chosen, tied, _ = rank_variants(base, {"float32": base, "float16": plain, "dynamic-range-int8": smaller}, 0.01)
+    assert chosen["name"] == "dynamic-range-int8" and tied == ["dynamic-range-int8"]
+
+
+def test_a_native_crash_in_the_conversion_process_is_caught_and_the_next_call_restarts_it():
+    with Isolated() as isolated:
+        first = isolated.call("asking its pid", "os:getpid")
+        with pytest.raises(ConversionCrashed) as crash:
+            isolated.call("reading address 0", "ctypes:string_at", ptr=0)
+        assert crash.value.signal == "SIGSEGV" and "reading address 0" in str(crash.value)
+        second = isolated.call("asking its pid", "os:getpid")
+        assert second != first and isolated.starts == 2
+        assert isolated.call("failing", "os:getcwd", nope=1)["error"]  # an exception is an answer, not a crash
+
+
 def test_modules_do_not_import_tensorflow():
     code = "import sys, checks.quantization, checks.pruning; assert 'tensorflow' not in sys.modules and 'ai_edge_litert' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -117,6 +199,8 @@ def test_huge_activation_range_gets_no_full_int8_recommendation(huge_range):
     chosen = variants[recommended[0].evidence["recommended"]]
     assert outcome.metrics["tflite_recommended_size_bytes"].value == chosen["size_bytes"] < float32["size_bytes"]
     assert outcome.metrics["tflite_recommended_fidelity_loss"].value == recommended[0].risk.fidelity_loss
+    # A baseline compares the recommended size only with the same variant's.
+    assert {outcome.metrics[m].subject for m in ("tflite_recommended_size_bytes", "tflite_recommended_fidelity_loss")} == {recommended[0].evidence["recommended"]}
     # Latency is claimed only when measured faster.
     for f in outcome.findings.values():
         if "latency_ms" in f.savings:
@@ -169,6 +253,23 @@ def test_variable_length_lstm_converts_or_fails_with_a_reason(tmp_path):
         summary = outcome.findings["quantization/not-convertible"].summary
         assert "SELECT_TF_OPS" in summary and "sequence length" in summary
     print({f.id: f.summary[:200] for f in outcome.findings.values()})
+
+
+@pytest.mark.slow
+def test_a_model_tflite_crashes_on_gives_a_finding_with_the_trigger(tmp_path):
+    from checks.quantization import QuantizationCheck
+    from test_pruning import build_growing_state
+
+    outcome = audit(build_growing_state(str(tmp_path / "model")), QuantizationCheck)
+    assert outcome.skipped is None
+    finding = outcome.findings["quantization/not-convertible"]
+    crash = finding.evidence["crash"]
+    assert crash["signal"].startswith("SIG") and crash["signal"] in finding.title
+    assert crash["suspects"] == ["variable h shape [None, 64]"] and "h shape [None, 64]" in finding.summary
+    assert "from_saved_model" in finding.fix.code and crash["signal"] in finding.fix.code
+    variants = finding.evidence["variants"]
+    assert variants["float32"]["error"] and all("not attempted" in variants[n]["error"] for n in variants if n != "float32")
+    assert not any(name.startswith("tflite_") for name in outcome.metrics)
 
 
 def build_mobilenet_v2(path: str) -> str:
