@@ -12,13 +12,18 @@ from it without probing again.
   that takes the huge id is no index, and keeps the default range.
 - max sequence length: the longest sequence the model runs, found by bisection between the
   longest of DEFAULT_SEQUENCE_LENGTHS and the shortest that fails (position tables).
+- strings: words of the SavedModel's text assets (vocabularies), in sentences when the
+  graph tokenises; else the placeholder.
 
-Then one request at batch 2 and one at the defaults must run; when they do not, the audit stops
-with one line naming the input or node and the constraint, and how to pass ``--inputs``.
+Then one request at the defaults must run; when it does not, the audit stops with one line naming
+the node and the constraint, and how to pass ``--inputs``. One at batch 2 must run too, or every
+request keeps the batch that runs (``batch_fixed``).
 """
 from __future__ import annotations
 
+import os
 import re
+from dataclasses import replace
 from typing import Callable
 
 import numpy as np
@@ -40,6 +45,9 @@ OUT_OF_RANGE = re.compile(r"= (-?\d+) is not in \[0, (\d+)\)")
 PASS_THROUGH_OPS = frozenset(
     {"Identity", "Cast", "ExpandDims", "Reshape", "Squeeze", "StridedSlice", "Slice", "Tile", "Transpose", "BroadcastTo"}
 )
+MAX_VOCABULARY = 2000
+MAX_ASSET_BYTES = 16 * 1024 * 1024
+TOKENIZING_OPS = ("Tokenize", "StringSplit", "RegexSplit", "StringNGrams", "Sentencepiece")
 MASK_USE_OPS = frozenset({"Select(condition)", "Mul", "LogicalAnd", "LogicalOr", "LogicalNot"})
 CALL_OPS = frozenset({"PartitionedCall", "StatefulPartitionedCall"})
 
@@ -55,22 +63,28 @@ def open_inputs(model, samples_path: str | None = None, constraints: dict | None
     serve = model.serving_fn()
     factory = InputFactory(specs, samples=samples)
     if samples is None:
-        factory = InputFactory(specs, constraints=probe_constraints(serve, factory, graph_masks(serve, specs)))
-    try_requests(serve, factory)
+        constraints = probe_constraints(serve, factory, graph_masks(serve, specs))
+        if factory.string_inputs:
+            constraints = replace(constraints, vocabulary=asset_vocabulary(model.path), sentences=tokenizes(serve))
+        factory = InputFactory(specs, constraints=constraints)
+    return try_requests(serve, factory)
+
+
+def try_requests(serve, factory: InputFactory) -> InputFactory:
+    """The factory, once the model runs a request from it at the defaults and at batch 2.
+
+    Rejected at the defaults: InputError, one line. Rejected only at batch 2 (inputs whose rows
+    depend on each other, like values and row lengths): requests keep the one batch that runs.
+    """
+    error = call_error(serve, factory.make())
+    if error is not None:
+        source = "synthetic inputs" if factory.synthetic else "--inputs samples"
+        names = ", ".join(f"{s.name} {s.dtype}{list(s.shape) if s.shape is not None else '[?]'}" for s in factory.specs)
+        raise InputError(f"the model rejects the {source}: {error}; pass real inputs with --inputs FILE.npz (one array per input: {names})")
+    if factory.batch_dynamic and call_error(serve, factory.make(batch=2)) is not None:
+        constraints = replace(factory.constraints, batch_fixed=True)
+        return InputFactory(factory.specs, samples=factory.samples, seed=factory.seed, constraints=constraints)
     return factory
-
-
-def try_requests(serve, factory: InputFactory) -> None:
-    """Raise InputError with one line when the model rejects the inputs the checks will send."""
-    source = "synthetic inputs" if factory.synthetic else "--inputs samples"
-    for batch in ((2, None) if factory.batch_dynamic else (None,)):
-        feed = factory.make(batch=batch)
-        error = call_error(serve, feed)
-        if error is not None:
-            names = ", ".join(f"{s.name} {s.dtype}{list(s.shape) if s.shape is not None else '[?]'}" for s in factory.specs)
-            raise InputError(
-                f"the model rejects the {source}: {error}; pass real inputs with --inputs FILE.npz (one array per input: {names})"
-            )
 
 
 def call_error(serve: Callable, feed: dict[str, np.ndarray]) -> str | None:
@@ -112,8 +126,34 @@ def probe_constraints(serve, factory: InputFactory, masks: set[str]) -> InputCon
                 bounds[spec.name] = bound
     constraints = InputConstraints(id_bounds=bounds, masks=tuple(sorted(masks)))
     if factory.has_sequence_dims:
-        constraints = InputConstraints(bounds, constraints.masks, longest_sequence(serve, factory.specs, constraints))
+        constraints = replace(constraints, max_sequence_length=longest_sequence(serve, factory.specs, constraints))
     return constraints
+
+
+def asset_vocabulary(model_path: str) -> tuple[str, ...]:
+    """Words from the SavedModel's text assets (the vocabularies of its lookup tables and tokenizers)."""
+    words: list[str] = []
+    assets = os.path.join(model_path, "assets")
+    files = sorted(os.listdir(assets)) if os.path.isdir(assets) else []
+    for name in files:
+        path = os.path.join(assets, name)
+        if not os.path.isfile(path) or os.path.getsize(path) > MAX_ASSET_BYTES:
+            continue
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                word = line.split("\t")[0].strip()
+                if word and not (word.startswith(("[", "<")) and word.endswith(("]", ">"))):  # [PAD], <unk>
+                    words.append(word)
+                if len(words) >= MAX_VOCABULARY:
+                    return tuple(dict.fromkeys(words))
+    return tuple(dict.fromkeys(words))
+
+
+def tokenizes(serve) -> bool:
+    concrete = serve if hasattr(serve, "graph") else serve.get_concrete_function()
+    graph_def = concrete.graph.as_graph_def()
+    ops = {node.op for node in graph_def.node} | {n.op for f in graph_def.library.function for n in f.node_def}
+    return any(marker in op for op in ops for marker in TOKENIZING_OPS)
 
 
 def _dtype(spec: InputSpec) -> np.dtype:

@@ -11,7 +11,9 @@ Synthetic data, by dtype (seeded, reproducible):
 - masks (``InputConstraints.masks``): 1 for each row's tokens, then 0 for its
   padding, each row a random length between half and all of the sequence;
 - bool: fair coin;
-- string: the placeholder ``b"tfaudit sample"`` in every element.
+- string: words of the model's own vocabulary (``InputConstraints.vocabulary``, read from
+  its assets), one word per element, or a sentence of 4 to 16 words when the graph tokenises
+  (``InputConstraints.sentences``); without a vocabulary, the placeholder ``b"tfaudit sample"``.
 ``None`` dims: the first dim is the batch (default 1); any other is a
 sequence length (default 16), the same in every input of one request and never
 above ``InputConstraints.max_sequence_length``. Checks pick their own probe
@@ -63,15 +65,27 @@ class InputConstraints:
 
     ``id_bounds``: integer inputs used as indices, with the exclusive upper bound of the
     smallest table they index; ``masks``: 0/1 inputs; ``max_sequence_length``: the longest
-    sequence the model runs (position tables), None when unbounded or not probed.
+    sequence the model runs (position tables), None when unbounded or not probed;
+    ``batch_fixed``: the model runs only the default batch (inputs whose rows depend on each
+    other), so requests are never resized.
     """
 
     id_bounds: dict[str, int] = field(default_factory=dict)
     masks: tuple[str, ...] = ()
     max_sequence_length: int | None = None
+    batch_fixed: bool = False
+    vocabulary: tuple[str, ...] = ()
+    sentences: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id_bounds": dict(self.id_bounds), "masks": list(self.masks), "max_sequence_length": self.max_sequence_length}
+        return {
+            "id_bounds": dict(self.id_bounds),
+            "masks": list(self.masks),
+            "max_sequence_length": self.max_sequence_length,
+            "batch_fixed": self.batch_fixed,
+            "vocabulary": list(self.vocabulary),
+            "sentences": self.sentences,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "InputConstraints":
@@ -80,6 +94,9 @@ class InputConstraints:
             id_bounds={k: int(v) for k, v in (data.get("id_bounds") or {}).items()},
             masks=tuple(data.get("masks") or ()),
             max_sequence_length=data.get("max_sequence_length"),
+            batch_fixed=bool(data.get("batch_fixed")),
+            vocabulary=tuple(data.get("vocabulary") or ()),
+            sentences=bool(data.get("sentences")),
         )
 
 
@@ -114,6 +131,8 @@ class InputFactory:
     @property
     def batch_dynamic(self) -> bool:
         """Every batched (rank >= 1) input takes any batch size; scalars are not batched."""
+        if self.constraints.batch_fixed:
+            return False
         batched = [spec for spec in self.specs if spec.shape]
         return bool(batched) and all(spec.batch_dynamic for spec in batched)
 
@@ -133,15 +152,23 @@ class InputFactory:
     def string_inputs(self) -> list[str]:
         return [spec.name for spec in self.specs if spec.dtype == "string"]
 
+    @property
+    def placeholder_string_inputs(self) -> list[str]:
+        """String inputs synthesised as a placeholder: no vocabulary to draw from, no samples."""
+        return self.string_inputs if self.synthetic and not self.constraints.vocabulary else []
+
     def make(self, batch: int | None = None, seq: int | None = None, seed: int | None = None) -> dict[str, np.ndarray]:
         """One input dict. ``batch``/``seq`` fill dynamic dims; fixed dims are kept.
 
-        ``seq`` above the model's ``max_sequence_length`` is cut to it.
+        ``seq`` above the model's ``max_sequence_length`` is cut to it; ``batch`` is ignored when
+        the batch is fixed.
         """
         rng = np.random.default_rng(self.seed if seed is None else seed)
         longest = self.constraints.max_sequence_length
         if longest is not None:
             seq = min(seq or DEFAULT_SEQUENCE_LENGTH, longest)
+        if self.constraints.batch_fixed:
+            batch = None
         return {spec.name: self._make_one(spec, batch, seq, rng) for spec in self.specs}
 
     def _shape(self, spec: InputSpec, batch: int | None, seq: int | None) -> tuple[int, ...]:
@@ -162,7 +189,7 @@ class InputFactory:
             return self._from_samples(spec, batch)
         shape = self._shape(spec, batch, seq)
         if spec.dtype == "string":
-            return np.full(shape, STRING_PLACEHOLDER, dtype=object)
+            return self._strings(shape, rng)
         try:
             dtype = numpy_dtype(spec.dtype)
         except InputError as exc:
@@ -177,6 +204,16 @@ class InputFactory:
         if np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.complexfloating):
             return rng.standard_normal(size=shape).astype(dtype)
         raise InputError(f"input '{spec.name}': cannot synthesise dtype {spec.dtype}; pass --inputs FILE.npz")
+
+    def _strings(self, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+        words = self.constraints.vocabulary
+        if not words:
+            return np.full(shape, STRING_PLACEHOLDER, dtype=object)
+        picks = np.empty(shape, dtype=object)
+        for index in np.ndindex(*shape):
+            count = int(rng.integers(4, 17)) if self.constraints.sentences else 1
+            picks[index] = " ".join(words[i] for i in rng.integers(0, len(words), size=count)).encode()
+        return picks
 
     def _from_samples(self, spec: InputSpec, batch: int | None) -> np.ndarray:
         data = self.samples[spec.name]
