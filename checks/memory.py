@@ -286,7 +286,8 @@ def new_shape_stream(ctx, batch_sizes: tuple[int, ...], count: int) -> tuple[str
     """(what varies, [(batch, seq)]) of never-used shapes, shuffled, none larger than a shape already run."""
     rng = np.random.default_rng(0)
     if ctx.inputs.has_sequence_dims:
-        lengths = [s for s in range(1, MAX_SEQUENCE_LENGTH) if s != DEFAULT_SEQUENCE_LENGTH]
+        longest = min(MAX_SEQUENCE_LENGTH, ctx.inputs.constraints.max_sequence_length or MAX_SEQUENCE_LENGTH)
+        lengths = [s for s in range(1, longest) if s != DEFAULT_SEQUENCE_LENGTH]
         picked = rng.permutation(lengths)[:count]
         return "sequence length", [(None, int(s)) for s in picked]
     if ctx.inputs.batch_dynamic:

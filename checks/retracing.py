@@ -89,7 +89,7 @@ import numpy as np
 from tfaudit.api import Check, CheckMeta, Effort, Finding, Fix, Measure, Metric, Progress, Risk, Sample, SkipCheck
 from tfaudit.host_index import METRIC as HOST_INDEX_METRIC
 from tfaudit.host_index import reference_workload, time_interleaved
-from tfaudit.inputs import DEFAULT_BATCH_SIZES, DEFAULT_SEQUENCE_LENGTHS
+from tfaudit.inputs import DEFAULT_BATCH_SIZES
 from tfaudit.measure import Timing, compare
 
 CHECK = "retracing"
@@ -745,14 +745,14 @@ def probe_skip_reason(ctx) -> str | None:
     specs = ctx.inputs.specs
     if any(s.shape is None for s in specs):
         return "an input has unknown rank, so requests cannot be synthesised"
-    if ctx.inputs.synthetic and ctx.inputs.string_inputs:
-        return f"string inputs ({', '.join(ctx.inputs.string_inputs)}) cannot be synthesised realistically; pass --inputs FILE.npz"
+    if ctx.inputs.placeholder_string_inputs:
+        return f"string inputs ({', '.join(ctx.inputs.placeholder_string_inputs)}) cannot be synthesised realistically (no vocabulary among the model's assets); pass --inputs FILE.npz"
     return None
 
 
 def request_shapes(ctx) -> list[tuple]:
     batches = list(DEFAULT_BATCH_SIZES) if ctx.inputs.batch_dynamic else [None]
-    sequences = list(DEFAULT_SEQUENCE_LENGTHS) if ctx.inputs.has_sequence_dims and ctx.inputs.synthetic else [None]
+    sequences = list(ctx.inputs.sequence_lengths) if ctx.inputs.has_sequence_dims and ctx.inputs.synthetic else [None]
     return [(b, s) for b in batches for s in sequences]
 
 
@@ -1051,7 +1051,7 @@ def keras_probe(ctx, model_clean: bool) -> Iterator:
     """model.predict() per small request against model(x, training=False), on the same requests."""
     if not ctx.inventory.get("keras_loadable") or len(ctx.inputs.specs) != 1 or not ctx.inputs.batch_dynamic:
         return
-    if ctx.inputs.synthetic and ctx.inputs.string_inputs:
+    if ctx.inputs.placeholder_string_inputs:
         return
     model = ctx.model.keras_model()
     if model is None:
