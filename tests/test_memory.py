@@ -123,6 +123,17 @@ def test_no_growth_metric_carries_its_resolution_and_growth_keeps_its_interval()
     assert (leak.low, leak.high) == (steady.slope.low * 1000, steady.slope.high * 1000)
 
 
+def test_sustained_rate_ignores_intervals_the_host_took_away():
+    from checks.memory import Phase, sustained_rate
+
+    rng = np.random.default_rng(3)
+    spans = np.where(rng.random(150) < 0.6, 0.01, 0.05)  # most intervals slowed 5x by other processes
+    times = np.concatenate([[0.0], np.cumsum(spans)])
+    phase = Phase("fixed", calls=[10 * i for i in range(151)], readings=[SimpleNamespace(t=t) for t in times], started=0.0, ended=times[-1])
+    assert sustained_rate(phase) == pytest.approx(1000.0)  # 10 calls in 10 ms when undisturbed
+    assert phase.n_calls / phase.seconds < 500  # the average would have said less than half
+
+
 def test_severity_thresholds():
     assert severity_from_hours(0.5) == "critical"
     assert severity_from_hours(10) == "high"
