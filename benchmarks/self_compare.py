@@ -10,8 +10,10 @@ baseline and new run see different load), or never.
 
     python benchmarks/self_compare.py --runs 10 --out /tmp/self-compare
 
-Writes OUT/results.json (every comparison: exit code, regressions, host index) and prints the
-false-alarm and detection rates. Each audit is `python -m tfaudit MODEL --headless --budget
+Writes OUT/results.json (OUT/rejudged.json with --rejudge; every comparison: exit code, regressions, host index) and prints the
+false-alarm and detection rates. `--rejudge` recomputes every comparison from the reports an
+earlier run left in OUT with this tree's gates (the same `compare_with_baseline` the CLI calls
+on the same metrics), for runs that ended early or predate a gate change. Each audit is `python -m tfaudit MODEL --headless --budget
 quick --json RUN.json [--baseline OLD.json]`, run in OUT so no pyproject budgets apply.
 """
 from __future__ import annotations
@@ -37,7 +39,7 @@ class Comparison:
     regressions: list[str]
     latency_regressions: list[str]
     not_comparable: list[str]
-    host_index_ms: tuple[float | None, float | None]  # baseline, new
+    host_index_ms: tuple[float | None, float | None]  # retracing's reference workload: baseline, new
     seconds: float
     extra: dict = field(default_factory=dict)
 
@@ -67,12 +69,18 @@ def audit(model: str, json_path: str, baseline: str | None, cwd: str) -> tuple[i
     return code, time.monotonic() - started
 
 
-def describe(model: str, kind: str, code: int, seconds: float, new_json: str, old_json: str) -> Comparison:
+def describe(model: str, kind: str, code: int, seconds: float, new_json: str, old_json: str, rejudge: bool = False) -> Comparison:
     new, old = (json.load(open(p)) for p in (new_json, old_json))
     baseline = new.get("baseline") or {}
+    if rejudge:
+        from tfaudit.gates import compare_with_baseline
+
+        baseline = compare_with_baseline(old_json, old, new["metrics"], [], new["environment"]).to_dict()
+        errored = any(c["status"] == "errored" for c in new["checks"])
+        code = 1 if baseline["regressions"] else 3 if errored else 0
     regressions = [r["metric"] for r in baseline.get("regressions", [])]
     latency = [r["metric"] for r in baseline.get("regressions", []) if r.get("unit") == LATENCY_UNIT]
-    index = lambda report: (report.get("environment", {}).get("host_index") or {}).get("ms")  # noqa: E731
+    index = lambda report: (report["metrics"].get("retracing.host_index_ms") or {}).get("value")  # noqa: E731
     return Comparison(
         model, kind, code, regressions, latency, [r["metric"] for r in baseline.get("not_comparable", [])],
         (index(old), index(new)), round(seconds, 1),
@@ -123,6 +131,10 @@ def run(kinds: list[str], runs: int, out: str, hog_mode: str, log=print) -> dict
                 previous = current
     finally:
         hog.set(False)
+    return summarise(kinds, comparisons, models, hog_mode, runs, out)
+
+
+def summarise(kinds: list[str], comparisons: list[Comparison], models: dict, hog_mode: str, runs: int, out: str, name: str = "results.json") -> dict:
     summary = {}
     for kind in kinds:
         own = [c for c in comparisons if c.model == kind]
@@ -132,13 +144,25 @@ def run(kinds: list[str], runs: int, out: str, hog_mode: str, log=print) -> dict
             "self_compares": len(selfs),
             "detected": sum(c.exit_code == 1 and bool(c.latency_regressions) for c in slows),
             "slowdowns": len(slows),
-            "measured_slowdown_x3": [round(x, 2) for x in models[kind]["slowdown_x3"]],
+            "measured_slowdown_x3": [round(x, 2) for x in models.get(kind, {}).get("slowdown_x3", [])],
             "slow_repeat": SLOW_REPEAT[kind],
         }
     result = {"hog": hog_mode, "runs": runs, "summary": summary, "comparisons": [asdict(c) for c in comparisons]}
-    with open(os.path.join(out, "results.json"), "w") as f:
+    with open(os.path.join(out, name), "w") as f:
         json.dump(result, f, indent=1)
     return result
+
+
+def rejudge(kinds: list[str], out: str) -> dict:
+    comparisons = []
+    for kind in kinds:
+        i = 1
+        while os.path.exists(os.path.join(out, f"{kind}_slow-{i}.json")):
+            current, previous = (os.path.join(out, f"{kind}-{j}.json") for j in (i, i - 1))
+            comparisons.append(describe(kind, "self", -1, 0.0, current, previous, rejudge=True))
+            comparisons.append(describe(kind, "slow", -1, 0.0, os.path.join(out, f"{kind}_slow-{i}.json"), current, rejudge=True))
+            i += 1
+    return summarise(kinds, comparisons, {}, "see the original run", i - 1, out, "rejudged.json")
 
 
 def main() -> int:
@@ -147,13 +171,15 @@ def main() -> int:
     parser.add_argument("--models", default="mlp,mobilenet")
     parser.add_argument("--hog", choices=("always", "alternate", "none"), default="always")
     parser.add_argument("--out", default="self-compare")
+    parser.add_argument("--rejudge", action="store_true", help="recompute the comparisons from the reports in OUT; audit nothing")
     args = parser.parse_args()
-    result = run(args.models.split(","), args.runs, args.out, args.hog)
+    kinds = args.models.split(",")
+    result = rejudge(kinds, args.out) if args.rejudge else run(kinds, args.runs, args.out, args.hog)
     for kind, s in result["summary"].items():
         print(
             f"{kind}: {s['false_alarms']}/{s['self_compares']} self-compares exited 1 (false alarms); "
             f"{s['detected']}/{s['slowdowns']} slowdowns detected (body ×{s['slow_repeat']}, measured "
-            f"{', '.join(f'{x:.2f}×' for x in s['measured_slowdown_x3'])}); hog: {args.hog}"
+            f"{', '.join(f'{x:.2f}×' for x in s['measured_slowdown_x3']) or 'see the original run'}); hog: {result['hog']}"
         )
     return 0
 

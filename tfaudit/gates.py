@@ -13,11 +13,10 @@ noise within that run; between runs a shared host drifts by more (the same MLP m
 - its subject is the same (a metric whose value is of a choice the check made, the recommended
   quantization variant say, is compared only with the same choice; others are listed as not
   comparable);
-- its new interval lies entirely on the worse side of the old interval, and, for a latency
-  (unit ms) of a check that also timed the host's reference workload alternately with it (its
-  ``host_index_ms`` metric, tfaudit.host_index), also on the worse side of the old interval
-  scaled by the ratio of the two runs' indexes: worse as measured and worse relative to the
-  host, so neither a busier host nor a reference disturbed on its own is read as a slower model;
+- a latency (unit ms) of a check that also timed the host's reference workload alternately with
+  it (its ``host_index_ms`` metric, tfaudit.host_index) is first scaled by the ratio of the two
+  runs' indexes, so a busier host is not read as a slower model;
+- its new interval lies entirely on the worse side of the old interval, and
 - a latency is also at least ``MIN_LATENCY_FACTOR`` times the (scaled) old one, or
   ``MIN_UNREFERENCED_LATENCY_FACTOR`` times when its check timed no reference: the minimum
   practical effect, like asv's ``--factor``, set from self-compares measured on a loaded 2-core
@@ -44,7 +43,7 @@ from tfaudit.api import Effort, Finding, Fix
 from tfaudit.host_index import METRIC as HOST_INDEX
 
 REL_TOLERANCE = 0.02
-MIN_LATENCY_FACTOR = 1.3
+MIN_LATENCY_FACTOR = 1.4
 MIN_UNREFERENCED_LATENCY_FACTOR = 2.5
 MIN_INTERLEAVED_FACTOR = 1.1
 BASELINE_MODEL_METRIC = "latency_vs_baseline_model"
@@ -138,18 +137,17 @@ def compare_with_baseline(path: str, old: dict[str, Any], metrics: dict, finding
         if new_metric.get("subject", "") != old_metric.get("subject", ""):
             result.not_comparable.append(row)
             continue
-        factor, olds = MIN_LATENCY_FACTOR, [old_metric]
+        factor = MIN_LATENCY_FACTOR
         if new_metric.get("unit") == LATENCY_UNIT:
             scale = host_scale(name, old_metrics, metrics)
             if scale is None:
                 factor = MIN_UNREFERENCED_LATENCY_FACTOR
-            else:  # worse as measured and worse relative to the host: neither host nor noise explains it
+            else:
                 row["host_scale"] = scale
-                row["old_scaled"] = scaled(old_metric, scale)
-                olds.append(row["old_scaled"])
-        if all(_worse(new_metric, o, factor) for o in olds):
+                row["old_scaled"] = old_metric = scaled(old_metric, scale)
+        if _worse(new_metric, old_metric, factor):
             result.regressions.append(row)
-        elif all(_worse(o, new_metric, factor) for o in olds):
+        elif _worse(old_metric, new_metric, factor):
             result.improvements.append(row)
     actionable = lambda items: {f["id"] for f in items if f.get("severity") != "info"}  # noqa: E731
     now = actionable([f.to_dict() for f in findings])
