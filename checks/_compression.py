@@ -47,6 +47,7 @@ MIB = 1024 * 1024
 EVAL_SAMPLES = {"quick": 16, "standard": 32, "thorough": 128}
 CALIBRATION_SAMPLES = {"quick": 16, "standard": 32, "thorough": 200}
 EXTRA_ROWS = 64  # rows per chunk when top-1 agreement needs more samples
+DEADLINE_SHARE = 0.85  # of the budget's check time limit, for the work in the other process
 MAX_REASON = 300
 MIN_LATENCY_MS = 0.05
 
@@ -423,6 +424,10 @@ class ConversionCrashed(ConversionFailed):
         self.signal = signal
 
 
+class ConversionTimeout(ConversionFailed):
+    """A call ran into the check's deadline; its process was stopped."""
+
+
 def exit_cause(returncode: int | None) -> str:
     import signal
 
@@ -455,6 +460,8 @@ class Isolated:
         self.pending: list[str] = []  # what each unanswered call does, oldest first
         self.starts = 0
         self.forked = False
+        self.deadline: float | None = None  # time.monotonic() by which every call must have answered
+        self.unread = b""
 
     def start(self) -> "Isolated":
         """Start the process now, so that its start overlaps with the caller's own work."""
@@ -469,8 +476,8 @@ class Isolated:
                 [sys.executable, "-m", "checks._compression"],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": path},
             )
-            self.pid, self.to_child, self.from_child = self.popen.pid, self.popen.stdin, self.popen.stdout
-        self.pending, self.starts = [], self.starts + 1
+            self.pid, self.to_child, self.from_child = self.popen.pid, self.popen.stdin, self.popen.stdout.fileno()
+        self.pending, self.unread, self.starts = [], b"", self.starts + 1
         return self
 
     def _fork(self) -> None:
@@ -493,9 +500,13 @@ class Isolated:
         os.close(down_read)
         os.close(up_write)
         self.pid, self.forked = pid, True
-        self.to_child, self.from_child = os.fdopen(down_write, "w"), os.fdopen(up_read)
+        self.to_child, self.from_child = os.fdopen(down_write, "w"), up_read
 
     def send(self, what: str, target: str, **kwargs) -> None:
+        import time
+
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise ConversionTimeout(f"not started: the check's time limit is near ({what})")
         self.start()
         self.pending.append(what)
         try:
@@ -505,10 +516,18 @@ class Isolated:
             pass  # it died: the reply loop below reports why
 
     def call(self, what: str, target: str, **kwargs) -> dict[str, Any]:
+        """The call's JSON reply; ConversionCrashed when the process dies, ConversionTimeout at the deadline."""
+        import time
+
         self.send(what, target, **kwargs)
         reply: dict[str, Any] = {}
         while self.pending:
-            line = self.from_child.readline()
+            left = None if self.deadline is None else self.deadline - time.monotonic()
+            line = self._readline(left)
+            if line is None:
+                running = self.pending[0]
+                self.close()
+                raise ConversionTimeout(f"stopped at the check's time limit while {running}")
             if not line:
                 cause = exit_cause(self._wait())
                 crashed = self.pending[0]
@@ -517,6 +536,26 @@ class Isolated:
             self.pending.pop(0)
             reply = json.loads(line)
         return reply
+
+    def _readline(self, seconds: float | None) -> bytes | None:
+        """One reply line; b"" at end of file (the process died), None when ``seconds`` ran out."""
+        import select
+        import time
+
+        end = None if seconds is None else time.monotonic() + seconds
+        while b"\n" not in self.unread:
+            left = None if end is None else end - time.monotonic()
+            if left is not None and left <= 0:
+                return None
+            ready, _, _ = select.select([self.from_child], [], [], left)
+            if not ready:
+                return None
+            chunk = os.read(self.from_child, 1 << 16)
+            if not chunk:
+                return b""
+            self.unread += chunk
+        line, self.unread = self.unread.split(b"\n", 1)
+        return line
 
     def _wait(self) -> int | None:
         if self.popen is not None:
@@ -533,13 +572,21 @@ class Isolated:
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, 9)
         self._wait()
-        for stream in (self.to_child, self.from_child):
+        with contextlib.suppress(OSError):
+            self.to_child.close()
+        if self.popen is not None:
+            self.popen.stdout.close()
+        else:
             with contextlib.suppress(OSError):
-                stream.close()
+                os.close(self.from_child)
         self.pid = self.popen = self.to_child = self.from_child = None
 
     def __enter__(self) -> "Isolated":
         return self.start()
+
+    def deadline_for(self, started: float, budget) -> None:
+        """Calls must answer by DEADLINE_SHARE of the check's time limit, counted from ``started``."""
+        self.deadline = started + DEADLINE_SHARE * budget.check_timeout_s
 
     def __exit__(self, *exc) -> None:
         self.close()

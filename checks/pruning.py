@@ -1,7 +1,9 @@
 """Pruning: magnitude-prune the kernels at a sweep of sparsities and measure what it buys and costs.
 
-Per sparsity, the kernels (float variables of rank >= 2) are pruned one-shot, layer by layer, to
-that fraction of zeros by magnitude, in place in the loaded model; then:
+Per sparsity, the kernels (float variables of rank >= 2; those whose shape is only known at run
+time are skipped and named) are pruned one-shot, layer by layer, to that fraction of zeros by
+magnitude, in place in the loaded model; every other variable (state a serving call may grow)
+is put back before each run; then:
 
 - fidelity: the serving signature on the same inputs, against its outputs before pruning;
 - size: the float32 TFLite flatbuffer, zipped, as tfmot's pruning guide measures it (dense
@@ -16,6 +18,8 @@ what the user would run; direct magnitude pruning of the variables for Keras 3 a
 SavedModels. The recommendation is the largest sparsity within the fidelity bound (one-shot:
 hours); when none is, pruning needs fine-tuning (days, with the tfmot training snippet).
 The recommended sparsity is also converted with weight quantization and measured together.
+Conversions and LiteRT runs happen in a separate process, as for quantization: a crash there
+leaves the sweep's fidelity measured and says why size or latency is missing.
 
 Metrics
 -------
@@ -30,6 +34,7 @@ Only when a sparsity is recommended (none is when every swept sparsity breaks th
 from __future__ import annotations
 
 import os
+import time
 from typing import Any, Iterator
 
 import numpy as np
@@ -191,13 +196,15 @@ class PruningCheck(Check):
     )
 
     def __init__(self):
-        # The worker makes the check before it loads the model: the conversion process's
-        # TensorFlow import (~3 s) overlaps with that load instead of following it.
+        # The worker makes the check before it loads the model, and before any TensorFlow op:
+        # the conversion process forks now, without an import of its own (see Isolated).
+        self.started = time.monotonic()
         self.isolated = Isolated().start()
 
     def run(self, ctx) -> Iterator:
         bound = max_fidelity_loss(ctx)
         with scratch_dir() as tmp, self.isolated as isolated:
+            isolated.deadline_for(self.started, ctx.budget)
             source = conversion_source(ctx, tmp)
             isolated.send("loading the model to convert it", "checks._compression:preload", directory=source)
             pruner = Pruner(ctx)

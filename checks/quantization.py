@@ -6,13 +6,22 @@ is reported with the converter's reason; when Flex ops are the cause it is retri
 ``SELECT_TF_OPS`` and marked so. Nothing is taken from published tables: int8 can be slower
 than float on x86, and the findings only claim a latency saving that the measurement shows.
 
-The recommendation is the variant within the fidelity bound (``max_fidelity_loss``, see
-``checks._compression``) with the largest benefit as tfaudit.priority counts it (latency % +
-½ size %, against the float32 TFLite model). When full-integer int8 breaks the bound, the
-QuantizationDebugger names the layers with the largest rmse/scale, and a selective variant
-keeps them in float. Full int8 is calibrated once: the debugger and the selective variant start
-from that calibrated model, the one measured. float64 weights or inputs get their own finding with
-the measured cost.
+Conversions, LiteRT runs and the debugger happen in a separate process (``checks._compression.
+Isolated``): when it dies (LiteRT segfaults on a state variable of unknown shape), the variant
+reports the signal, and a crash on float32 becomes ``quantization/not-convertible`` (low) with
+the likely trigger and a reproduction; the other variants are then not attempted.
+
+The recommendation is the variant within the fidelity bound (``max_fidelity_loss``; top-1 judged
+with near ties apart and its interval, see ``checks._compression``) with the largest benefit as
+tfaudit.priority counts it (latency % when the ms saved reach 0.05, + ½ size %, against the
+float32 TFLite model). Top-1 verdicts the first samples leave unresolved get more samples
+(TOP1_MAX_SAMPLES, at most TOP1_SECONDS_FACTOR x the budget's time per measurement per
+variant). Variants whose benefit intervals overlap the best's low end are tied within noise:
+the lower measured fidelity loss wins, then the smaller file. When full-integer int8 breaks
+the bound, the QuantizationDebugger names the layers with the largest rmse/scale, and a
+selective variant keeps them in float. Full int8 is calibrated once: the debugger and the
+selective variant start from that calibrated model, the one measured. float64 weights or
+inputs get their own finding with the measured cost.
 
 Metrics
 -------
@@ -21,8 +30,8 @@ Metrics
 - ``tflite_float32_latency_ms`` (ms): its median LiteRT latency per request, with the bootstrap
   95 % interval; only when LiteRT ran it.
 - ``tflite_recommended_size_bytes`` (bytes) and ``tflite_recommended_fidelity_loss`` (relative
-  L2 error against the SavedModel, lower is better): the recommended variant's; only when a
-  variant is recommended.
+  L2 error against the SavedModel, lower is better): the recommended variant's, with the
+  variant as ``subject``; only when a variant is recommended.
 """
 from __future__ import annotations
 
@@ -44,6 +53,7 @@ from checks._compression import (
     conversion_source,
     convert_isolated,
     crash_evidence,
+    EXTRA_ROWS,
     eval_feeds,
     fidelity,
     float32_flatbuffer,
@@ -160,13 +170,15 @@ class QuantizationCheck(Check):
     )
 
     def __init__(self):
-        # The worker makes the check before it loads the model: the conversion process's
-        # TensorFlow import (~3 s) overlaps with that load instead of following it.
+        # The worker makes the check before it loads the model, and before any TensorFlow op:
+        # the conversion process forks now, without an import of its own (see Isolated).
+        self.started = time.monotonic()
         self.isolated = Isolated().start()
 
     def run(self, ctx) -> Iterator:
         bound = max_fidelity_loss(ctx)
         with scratch_dir() as tmp, self.isolated as isolated:
+            isolated.deadline_for(self.started, ctx.budget)
             source = conversion_source(ctx, tmp)
             isolated.send("loading the model to convert it", "checks._compression:preload", directory=source)
             yield from float64_findings(ctx)
@@ -224,23 +236,34 @@ class QuantizationCheck(Check):
 def resolve_top1(ctx, litert: LiteRT, results: dict[str, Measured], paths: dict[str, str], bound: float) -> None:
     """More samples for the variants whose top-1 verdict the first samples leave unresolved.
 
-    Only variants otherwise within the bound; the extra rows (and their SavedModel reference)
-    are shared between variants. Fidelity is then measured over all the rows.
+    Only variants otherwise within the bound that save something (they could be recommended),
+    the most promising first; a chunk of rows is run only when its cost, estimated from the
+    variant's measured per-request latency, fits in the variant's time. The extra rows (and
+    their SavedModel reference) are shared between variants; fidelity is then measured over
+    all the rows.
     """
+    base = results["float32"]
+    candidates = []
+    for name, result in results.items():
+        if name == "float32" or not result.ran or not result.fidelity.get("top1") or result.loss > bound or not base.ran:
+            continue
+        points = benefit_points(savings(base, result)[0], "high")
+        if points > 0:
+            candidates.append((-points, name))
     chunks: list[tuple[str, list]] = []  # (feeds file, reference outputs)
     limit = TOP1_MAX_SAMPLES[budget_name(ctx)]
-    for name, result in results.items():
-        if name == "float32" or not result.ran or not result.fidelity.get("top1") or result.loss > bound:
-            continue
+    for _, name in sorted(candidates):
+        result = results[name]
         started = time.monotonic()
         deadline = started + TOP1_SECONDS_FACTOR * ctx.budget.timing_seconds
+        chunk_seconds = EXTRA_ROWS * result.timing.median_ms / 1000
         reference, outputs = list(litert.reference), list(result.outputs)
         first = result.fidelity["top1"]["samples"]
         index = 0
         while (
             top1_verdict(result.fidelity["top1"], bound)["verdict"] == "unresolved"
             and result.fidelity["top1"]["samples"] < limit
-            and time.monotonic() < deadline
+            and time.monotonic() + chunk_seconds < deadline
         ):
             try:
                 if index == len(chunks):
@@ -255,7 +278,7 @@ def resolve_top1(ctx, litert: LiteRT, results: dict[str, Measured], paths: dict[
             reference += chunks[index][1]
             result.fidelity = fidelity(reference, outputs)
             index += 1
-        if index:
+        if index or top1_verdict(result.fidelity["top1"], bound)["verdict"] == "unresolved":
             result.extra["top1_more_samples"] = {
                 "first_samples": first,
                 "samples": result.fidelity["top1"]["samples"],
@@ -291,6 +314,8 @@ def debug_full_int8(ctx, litert: LiteRT, source: str, calibration: str, calibrat
         )
     except ConversionCrashed as exc:
         return {"error": f"QuantizationDebugger crashed: {exc}"}
+    except ConversionFailed as exc:  # ran into the check's time limit
+        return {"error": f"QuantizationDebugger did not finish: {exc}"}
     if "error" in debug:
         return {"error": f"QuantizationDebugger failed: {debug['error']}"}
     selective = Measured(SELECTIVE)

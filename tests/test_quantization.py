@@ -4,12 +4,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
 import checkrun
-from checks._compression import ConversionCrashed, Isolated, Measured, fidelity, pareto_frontier, top1_verdict, within_bound
+from checks._compression import ConversionCrashed, ConversionTimeout, Isolated, Measured, fidelity, pareto_frontier, top1_verdict, within_bound
 from conftest import run_cli
 from tfaudit.api import severity_rank
 
@@ -163,6 +164,13 @@ def test_a_native_crash_in_the_conversion_process_is_caught_and_the_next_call_re
         second = isolated.call("asking its pid", "os:getpid")
         assert second != first and isolated.starts == 2
         assert isolated.call("failing", "os:getcwd", nope=1)["error"]  # an exception is an answer, not a crash
+        isolated.deadline = time.monotonic() + 0.5
+        started = time.monotonic()
+        with pytest.raises(ConversionTimeout, match="sleeping"):
+            isolated.call("sleeping", "subprocess:run", args=["sleep", "3"])
+        assert time.monotonic() - started < 2.5 and isolated.pid is None  # stopped, not waited for
+        with pytest.raises(ConversionTimeout, match="not started"):
+            isolated.call("asking its pid", "os:getpid")
 
 
 def test_modules_do_not_import_tensorflow():
@@ -295,6 +303,18 @@ def test_mobilenet_v2_dynamic_range_int8_size_saving(tmp_path):
     assert finding.evidence["pareto_frontier"]
     points = [s for s in outcome.series("variant_latency_vs_size") if s.label == "dynamic-range-int8"]
     assert points and points[0].y == pytest.approx(dynamic["size_mb"])
+    # 1000 random-weight classes: top-1 is judged per sample, near ties apart, with more
+    # samples where the first 16 cannot resolve 99 %.
+    for name, row in variants.items():
+        top1 = (row["fidelity"] or {}).get("top1")
+        if top1 is None:
+            continue
+        assert top1["counted_flips"] == top1["flips"] - top1["near_tie_flips"] >= 0
+        if "top1_more_samples" in row:
+            more = row["top1_more_samples"]
+            assert more["samples"] == top1["samples"] > more["first_samples"] == 16, name
+    if finding.id.startswith("quantization/") and "recommended" in finding.evidence:
+        assert "top-1 class:" in finding.summary and "95 % interval" in finding.summary
     print(
         "mnv2: " + "; ".join(
             f"{n} {v['size_bytes']:,} B, {v['latency']['median_ms'] if v['latency'] else None} ms, "
