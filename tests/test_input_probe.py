@@ -78,6 +78,10 @@ def test_inputs_the_model_rejects_are_one_line_naming_the_cause(corpus, tmp_path
     samples = odd_models.ragged_input_samples(str(tmp_path / "rows.npz"))
     _, inputs = open_model(path, samples)
     assert not inputs.synthetic
+    # Rows of values and row lengths depend on each other: tiling them to batch 2 breaks the model,
+    # so requests keep the samples' own batch.
+    assert inputs.constraints.batch_fixed and not inputs.batch_dynamic
+    assert inputs.make(batch=8)["values"].shape == (6, 3)
 
 
 def test_cli_stops_before_any_check_when_the_model_rejects_its_inputs(corpus):

@@ -98,3 +98,19 @@ def test_unknown_rank_needs_real_samples(tmp_path):
     path = tmp_path / "in.npz"
     np.savez(path, blob=np.zeros((2, 3, 4), np.float32))
     assert InputFactory([spec], samples=load_samples(str(path), [spec])).make()["blob"].shape == (2, 3, 4)
+
+
+def test_constraints_bound_ids_shape_masks_and_cut_sequences():
+    from tfaudit.inputs import InputConstraints
+
+    specs = [InputSpec("ids", (None, None), "int32"), InputSpec("attention_mask", (None, None), "int32")]
+    constraints = InputConstraints(id_bounds={"ids": 3}, masks=("attention_mask",), max_sequence_length=20)
+    assert InputConstraints.from_dict(constraints.to_dict()) == constraints
+    factory = InputFactory(specs, constraints=constraints)
+    batch = factory.make(batch=64, seq=128)
+    assert batch["ids"].shape == (64, 20) and set(np.unique(batch["ids"])) == {0, 1, 2}
+    mask = batch["attention_mask"]
+    lengths = mask.sum(axis=1)
+    assert mask.dtype == np.int32 and lengths.min() >= 10 and lengths.max() == 20 and len(set(lengths)) > 3
+    assert factory.sequence_lengths == (8, 16)
+    assert InputFactory(specs).sequence_lengths == (8, 16, 32, 64, 128)

@@ -169,7 +169,8 @@ def id_bound(serve, base: dict[str, np.ndarray], spec: InputSpec) -> int | None:
     for step in range(MAX_BOUND_STEPS):
         feed = dict(base)
         feed[spec.name] = np.full_like(base[spec.name], value)
-        error = call_error(serve, feed)
+        with tf.device("/CPU:0"):  # a GPU gather returns zeros for an id out of range instead of raising
+            error = call_error(serve, feed)
         if error is None:
             return None if step == 0 else value + 1
         match = OUT_OF_RANGE.search(error)
