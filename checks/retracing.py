@@ -36,10 +36,10 @@ with ``experimental_get_tracing_count()`` and TF's retracing warning is
 captured. For Keras-loadable models, ``model.predict()`` per small batch is
 timed against a direct call.
 
-- ``retracing/wrapper-retraces``: **low** when a fix saves a significant share
-  (interval excludes zero) of at least ``WRAPPER_LOW_MIN_PCT`` % of the stream's
-  total time (the median share: the low end of an interval from a few replays
-  swung across the threshold between runs), else **info**. Never above low: the wrapper is the user's code, not the
+- ``retracing/wrapper-retraces``: **low** when a fix saves at least
+  ``WRAPPER_LOW_MIN_PCT`` % of the stream's total time (the median share over
+  the replays: the low end of an interval from a few replays, or its
+  significance, swung with the host's load between runs), else **info**. Never above low: the wrapper is the user's code, not the
   model's. Only the saved milliseconds over the stream are claimed, no
   latency_pct: that share depends on the stream length we chose.
 - ``retracing/predict-in-loop``: only when the direct call's per-request
@@ -943,7 +943,9 @@ def wrapper_finding(ctx, results: dict[str, list[StreamResult]], shape_stream, o
     # The headline is the best significant contrast; the shape one when none is.
     significant = [c for c in contrasts.values() if c["significant"]]
     headline = max(significant, key=lambda c: c["comparison"].saved_ms.low) if significant else next(iter(contrasts.values()))
-    low = any(c["significant"] and c["comparison"].saved_pct.value >= WRAPPER_LOW_MIN_PCT for c in contrasts.values())
+    # The saving is claimed only when significant, but the verdict rests on the median share: with three
+    # replays, one burst of host load made a 46-54 % saving "not significant" and flipped it to info.
+    low = any(c["comparison"].saved_pct.value >= WRAPPER_LOW_MIN_PCT for c in contrasts.values())
 
     batches = sorted({b for b, _ in shape_stream if b is not None}) if shapes else []
     seqs = sorted({s for _, s in shape_stream if s is not None}) if shapes else []
