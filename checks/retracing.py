@@ -20,8 +20,8 @@ A. What the saved model reveals (static, plus a few cheap measurements):
   signature, called the same way, alternately with the model over the
   budget's measurement time so both see the same host). Severity **medium**;
   **high** when the overhead is at least ``FIXED_BATCH_HIGH_OVERHEAD_SHARE`` of
-  the call (the low end of its interval), since batching would amortise most of
-  each call.
+  the call, since batching would amortise most of each call; judged on the fast
+  calls (10th percentiles of both), which other processes' load disturbs least.
 - ``retracing/fixed-dims``: integer (token-id) inputs with a fixed non-batch
   dimension: every request is padded to it. Severity **info**.
 
@@ -583,8 +583,10 @@ def fixed_batch_finding(ctx, batch: int) -> Finding:
     overhead_share = Measure(
         100.0 - work.saved_pct.value, 100.0 - work.saved_pct.high, 100.0 - work.saved_pct.low
     )
-    share_low = max(0.0, min(100.0, overhead_share.low)) / 100.0
-    high = share_low >= FIXED_BATCH_HIGH_OVERHEAD_SHARE
+    # Judged on the fast calls (10th percentiles): load from other processes stretches the model's calls
+    # more than the no-op's, and the median share swung 41-60 % across the threshold on a busy host.
+    undisturbed_share = overhead.p10_ms / latency.p10_ms
+    high = undisturbed_share >= FIXED_BATCH_HIGH_OVERHEAD_SHARE
     dynamic = [TensorArg(a.name, (None,) + tuple(a.shape[1:]), a.dtype) for a in args]
     rows = ROWS_PER_EXAMPLE_REQUEST
     per_call = latency.median_ms
@@ -618,6 +620,7 @@ def fixed_batch_finding(ctx, batch: int) -> Finding:
             "latency": latency.summary(),
             "per_call_overhead": overhead.summary(),
             "overhead_share_pct": [round(overhead_share.value, 1), round(overhead_share.low, 1), round(overhead_share.high, 1)],
+            "overhead_share_of_fast_calls_pct": round(100 * undisturbed_share, 1),
             "overhead_measured_as": "a no-op tf.function with the same input_signature, called and materialised the same way",
             f"cost_of_{rows}_row_request_ms": round(rows * per_call, 3),
         },
