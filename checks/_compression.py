@@ -462,6 +462,7 @@ class Isolated:
         self.forked = False
         self.deadline: float | None = None  # time.monotonic() by which every call must have answered
         self.unread = b""
+        self.setup: tuple | None = None  # (what, target, kwargs) every new process runs first
 
     def start(self) -> "Isolated":
         """Start the process now, so that its start overlaps with the caller's own work."""
@@ -478,7 +479,18 @@ class Isolated:
             )
             self.pid, self.to_child, self.from_child = self.popen.pid, self.popen.stdin, self.popen.stdout.fileno()
         self.pending, self.unread, self.starts = [], b"", self.starts + 1
+        if self.setup is not None:
+            what, target, kwargs = self.setup
+            self.send(what, target, **kwargs)
         return self
+
+    def prepare(self, what: str, target: str, **kwargs) -> None:
+        """A call every process runs first (this one now, and any restarted after a crash); its reply is not awaited."""
+        self.setup = (what, target, kwargs)
+        if self.pid is None:
+            self.start()
+        else:
+            self.send(what, target, **kwargs)
 
     def _fork(self) -> None:
         import tensorflow  # noqa: F401 - before the fork, and before any op: the child inherits it
@@ -618,9 +630,20 @@ def loaded(directory: str | None):
     return _LOADED.get(directory)
 
 
-def preload(directory: str) -> dict:
+def preload(directory: str, modules: list[str]) -> dict:
+    """The libraries that register the model's custom ops (imported after this process began), then the model."""
+    import importlib
+
+    for module in modules:
+        importlib.import_module(module)
     loaded(directory)
     return {}
+
+
+def prepare_conversions(isolated: Isolated, ctx, source: str) -> None:
+    """Have the conversion process import what the worker imported to load the model, and load it."""
+    modules = list(ctx.inventory.get("op_libraries") or []) + list(ctx.options.get("imports") or [])
+    isolated.prepare("loading the model to convert it", "checks._compression:preload", directory=source, modules=modules)
 
 
 def write_feeds(path: str, feeds: list[dict[str, np.ndarray]]) -> str:

@@ -55,6 +55,7 @@ from checks._compression import (
     max_fidelity_loss,
     mb,
     one_line,
+    prepare_conversions,
     run_serving,
     samples_for,
     savings,
@@ -206,7 +207,7 @@ class PruningCheck(Check):
         with scratch_dir() as tmp, self.isolated as isolated:
             isolated.deadline_for(self.started, ctx.budget)
             source = conversion_source(ctx, tmp)
-            isolated.send("loading the model to convert it", "checks._compression:preload", directory=source)
+            prepare_conversions(isolated, ctx, source)
             pruner = Pruner(ctx)
             if not pruner.kernels:
                 reason = "the serving signature reads no float kernels (variables of rank >= 2) to prune"

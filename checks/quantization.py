@@ -65,6 +65,7 @@ from checks._compression import (
     LiteRT,
     more_feeds,
     one_line,
+    prepare_conversions,
     pareto_frontier,
     quiet_converter,
     read_feeds,
@@ -180,7 +181,7 @@ class QuantizationCheck(Check):
         with scratch_dir() as tmp, self.isolated as isolated:
             isolated.deadline_for(self.started, ctx.budget)
             source = conversion_source(ctx, tmp)
-            isolated.send("loading the model to convert it", "checks._compression:preload", directory=source)
+            prepare_conversions(isolated, ctx, source)
             yield from float64_findings(ctx)
             try:
                 feeds = eval_feeds(ctx)
