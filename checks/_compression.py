@@ -404,12 +404,15 @@ def conversion_source(ctx, tmpdir: str) -> str:
     if ctx.model.format != "keras":
         return ctx.model.path
     cached = _audit_cache(ctx, "keras-exports")
-    if cached is None:
-        return export_serving(ctx, os.path.join(tmpdir, "exported"))
-    if not os.path.isdir(cached):
-        partial = f"{cached}.{os.getpid()}"
-        export_serving(ctx, partial)
-        os.replace(partial, cached)
+    try:
+        if cached is None:
+            return export_serving(ctx, os.path.join(tmpdir, "exported"))
+        if not os.path.isdir(cached):
+            partial = f"{cached}.{os.getpid()}"
+            export_serving(ctx, partial)
+            os.replace(partial, cached)
+    except Exception as exc:  # a layer tf.saved_model.save cannot trace, for one
+        raise ConversionFailed(f"the Keras model could not be exported as a SavedModel to convert: {one_line(exc)}") from None
     return cached
 
 

@@ -206,8 +206,12 @@ class PruningCheck(Check):
         bound = max_fidelity_loss(ctx)
         with scratch_dir() as tmp, self.isolated as isolated:
             isolated.deadline_for(self.started, ctx.budget)
-            source = conversion_source(ctx, tmp)
-            prepare_conversions(isolated, ctx, source)
+            try:
+                source = conversion_source(ctx, tmp)
+            except ConversionFailed as exc:
+                source, export_error = None, str(exc)
+            else:
+                prepare_conversions(isolated, ctx, source)
             pruner = Pruner(ctx)
             if not pruner.kernels:
                 reason = "the serving signature reads no float kernels (variables of rank >= 2) to prune"
@@ -226,6 +230,8 @@ class PruningCheck(Check):
             base = Measured("float32")
             litert = LiteRT(ctx, isolated, tmp, feeds, reference)
             try:
+                if source is None:
+                    raise ConversionFailed(export_error)
                 base_content = float32_flatbuffer(ctx, source, isolated, tmp)
             except ConversionFailed as exc:
                 base.error = str(exc)

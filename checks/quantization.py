@@ -180,7 +180,10 @@ class QuantizationCheck(Check):
         bound = max_fidelity_loss(ctx)
         with scratch_dir() as tmp, self.isolated as isolated:
             isolated.deadline_for(self.started, ctx.budget)
-            source = conversion_source(ctx, tmp)
+            try:
+                source = conversion_source(ctx, tmp)
+            except ConversionFailed as exc:
+                raise SkipCheck(str(exc)) from None
             prepare_conversions(isolated, ctx, source)
             yield from float64_findings(ctx)
             try:
@@ -198,7 +201,7 @@ class QuantizationCheck(Check):
                 yield Progress(i / (len(VARIANTS) + 2), f"converting {name}")
                 result = results[name] = Measured(name)
                 if name != "float32" and results["float32"].extra.get("crash"):
-                    result.error = "not attempted: the float32 conversion of the same graph crashed"
+                    result.error = "not attempted: TFLite crashed on the float32 model of the same graph"
                     continue
                 out = os.path.join(tmp, f"{name}.tflite")
                 try:
@@ -224,7 +227,7 @@ class QuantizationCheck(Check):
             resolve_top1(ctx, litert, results, paths, bound)
             int8 = results["full-int8"]
             debug = None
-            if int8.ran and not within_bound(int8.fidelity, bound):
+            if int8.ran and "float32" in paths and not within_bound(int8.fidelity, bound):
                 yield Progress((len(VARIANTS) + 1) / (len(VARIANTS) + 2), "QuantizationDebugger on full int8")
                 debug = debug_full_int8(ctx, litert, source, calibration, paths["full-int8"] + ".calibrated", paths["float32"])
                 if debug.get("selective") is not None:
