@@ -99,7 +99,7 @@ def run_check(job: dict[str, Any], emit: Callable[[Event], None]) -> None:
             model=model,
             inputs=inputs,
             budget=BUDGETS[job["budget"]],
-            options=job.get("options", {}),
+            options={**job.get("options", {}), "imports": job.get("imports") or []},  # --import, for processes a check starts
             scratch_dir=job.get("scratch_dir"),
         )
         for item in check.run(ctx):
