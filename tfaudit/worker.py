@@ -93,6 +93,8 @@ def run_check(job: dict[str, Any], emit: Callable[[Event], None]) -> None:
 
     findings = 0
     try:
+        # The check is made before TensorFlow runs anything here: a check may fork a helper process
+        # now, which is safe only before the first op (the compression checks' conversion process).
         check = load_target(job["target"])()
         model, inputs = open_model(job)
         ctx = Context(
