@@ -236,3 +236,9 @@ def test_crash_oom_and_timeout_still_leave_complete_reports(tmp_path, built_mode
     assert "## Recommendations" in text and text.count("errored:**") == 3
     assert 'errors="3"' in junit.read_text()
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".tfaudit-")]  # no temporary report left behind
+
+
+def test_missing_baseline_model_is_one_line(built_model):
+    done = run_cli(built_model("mlp"), "--headless", "--baseline-model", "/nonexistent/old_model")
+    assert done.returncode == 2
+    assert done.stderr.strip() == "tfaudit: error: --baseline-model: no such file or directory: /nonexistent/old_model"

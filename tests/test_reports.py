@@ -83,7 +83,7 @@ def test_priority_formula():
     unpriced = finding("r", "c", severity="high", hours=4.0, confidence=0.5)
     assert priority(unpriced) == pytest.approx(20 * 0.5 / 4)
     memory = finding("m", "d", savings={"memory_bytes": Measure(300 * 2**20)})
-    assert priority(memory) == 100.0  # capped
+    assert priority(memory) == 300.0  # a MiB a point, uncapped
     tiny = finding("t", "f", savings={"latency_pct": Measure(70.0, 65.0, 75.0), "latency_ms": Measure(0.006, 0.005, 0.007)})
     assert priority(tiny) == 5.0  # 70 % of a 10 µs call: real, but only the severity floor
     noise = finding("n", "e", severity="low", savings={"latency_pct": Measure(3.0, -1.0, 7.0)})

@@ -75,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fail-on", choices=[*SEVERITIES[:-1], "never"], help="exit 1 when a finding is at or above this severity (default never)")
     parser.add_argument("--config", metavar="FILE.toml", help="options and metric budgets (default: [tool.tfaudit] in ./pyproject.toml)")
     parser.add_argument("--baseline", metavar="OLD.json", help="compare with an earlier JSON report; metric regressions beyond noise exit 1")
+    parser.add_argument(
+        "--baseline-model", metavar="OLD_MODEL",
+        help="time an earlier export alternately with MODEL in one run; a slowdown beyond noise exits 1",
+    )
     parser.add_argument("--version", action="version", version=f"tfaudit {__version__}")
     return parser
 
@@ -166,6 +170,8 @@ def run(argv: list[str] | None) -> int:
         raise UsageError("--memory-limit must be a positive number of MB")
     if args.model and not os.path.exists(args.model):
         raise UsageError(f"no such file or directory: {args.model}")
+    if args.baseline_model and not os.path.exists(args.baseline_model):
+        raise UsageError(f"--baseline-model: no such file or directory: {args.baseline_model}")
     baseline = None
     if args.baseline:
         from tfaudit.gates import BaselineError, load_baseline
@@ -183,7 +189,10 @@ def run(argv: list[str] | None) -> int:
         budget=args.budget,
         signature=args.signature,
         inputs=args.inputs,
-        options={} if args.max_fidelity_loss is None else {"max_fidelity_loss": args.max_fidelity_loss},
+        options={
+            **({} if args.max_fidelity_loss is None else {"max_fidelity_loss": args.max_fidelity_loss}),
+            **({"baseline_model": os.path.abspath(args.baseline_model)} if args.baseline_model else {}),
+        },
         memory_limit_mb=args.memory_limit or default_memory_limit_mb(),
         check_timeout_s=args.check_timeout,
         imports=list(dict.fromkeys(args.imports or [])),

@@ -106,6 +106,8 @@ def print_gates(state: AuditState, out: Console) -> None:
             out.print(f"[yellow]baseline warning:[/] {warning}")
         for row in comparison.regressions:
             out.print(f"[red]regressed:[/] {row['metric']} {row['old']['value']:.4g} → {row['new']['value']:.4g} {row['unit']}")
+        for row in comparison.not_comparable:
+            out.print(f"not comparable: {row['metric']} of {row['old'].get('subject') or '?'} then {row['new'].get('subject') or '?'}")
         for row in comparison.improvements:
             out.print(f"[green]improved:[/] {row['metric']} {row['old']['value']:.4g} → {row['new']['value']:.4g} {row['unit']}")
         out.print(f"new findings: {', '.join(comparison.new_findings) or 'none'}; resolved: {', '.join(comparison.resolved_findings) or 'none'}")
