@@ -9,15 +9,17 @@ TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 
 @pytest.fixture(scope="session")
 def built_model(tmp_path_factory):
-    """build(name) -> path of tests/models.py's build_<name>, built once per session."""
+    """build(name) -> path of build_<name> from tests/models.py or tests/odd_models.py, built once per session."""
     cache: dict[str, str] = {}
 
     def build(name: str) -> str:
         if name not in cache:
             import models
+            import odd_models
 
+            builder = getattr(models, f"build_{name}", None) or getattr(odd_models, f"build_{name}")
             target = tmp_path_factory.mktemp(name) / ("model.keras" if name == "keras3" else "model")
-            cache[name] = getattr(models, f"build_{name}")(str(target))
+            cache[name] = builder(str(target))
         return cache[name]
 
     return build

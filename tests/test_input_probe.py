@@ -1,5 +1,4 @@
 """Inputs the model accepts (tfaudit.input_probe) and custom-op libraries (tfaudit.model), on real graphs."""
-import os
 import subprocess
 import sys
 import textwrap
@@ -11,21 +10,6 @@ import odd_models
 from conftest import run_cli
 from tfaudit.inputs import InputError
 
-TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """build(name) -> path of odd_models.build_<name>, built once per module."""
-    cache: dict[str, str] = {}
-
-    def build(name: str) -> str:
-        if name not in cache:
-            cache[name] = getattr(odd_models, f"build_{name}")(str(tmp_path_factory.mktemp(name) / "model"))
-        return cache[name]
-
-    return build
-
 
 def open_model(path: str, samples: str | None = None):
     from tfaudit.input_probe import open_inputs
@@ -35,8 +19,8 @@ def open_model(path: str, samples: str | None = None):
     return model, open_inputs(model, samples)
 
 
-def test_ids_stay_inside_the_smallest_table_and_masks_are_found_in_the_graph(corpus):
-    model, inputs = open_model(corpus("small_table_ids"))
+def test_ids_stay_inside_the_smallest_table_and_masks_are_found_in_the_graph(built_model):
+    model, inputs = open_model(built_model("small_table_ids"))
     constraints = inputs.constraints
     assert constraints.id_bounds == {"ids": 50, "kinds": 2}  # read from the runtime's own errors
     assert constraints.masks == ("keep",)  # only a Select condition: found in the graph, not by name
@@ -47,19 +31,19 @@ def test_ids_stay_inside_the_smallest_table_and_masks_are_found_in_the_graph(cor
     assert (np.diff(keep, axis=1) <= 0).all() and not keep.all()
 
 
-def test_without_constraints_the_old_synthesis_breaks_the_model(corpus):
+def test_without_constraints_the_old_synthesis_breaks_the_model(built_model):
     """The probe is what makes this model runnable: ids in [0, 10) overflow the 2-row table."""
     from tfaudit.input_probe import call_error
     from tfaudit.inputs import InputFactory
 
-    model, inputs = open_model(corpus("small_table_ids"))
+    model, inputs = open_model(built_model("small_table_ids"))
     error = call_error(model.serving_fn(), InputFactory(inputs.specs).make(batch=8))
     assert error is not None and "is not in [0, 2)" in error
 
 
 @pytest.mark.slow
-def test_keras_hub_bert_inputs(corpus):
-    model, inputs = open_model(corpus("bert_classifier"))
+def test_keras_hub_bert_inputs(built_model):
+    model, inputs = open_model(built_model("bert_classifier"))
     constraints = inputs.constraints
     assert constraints.id_bounds == {"segment_ids": 2, "token_ids": 300}
     assert constraints.masks == ("padding_mask",)
@@ -68,8 +52,8 @@ def test_keras_hub_bert_inputs(corpus):
     assert inputs.make(batch=2, seq=128)["token_ids"].shape == (2, 64)
 
 
-def test_inputs_the_model_rejects_are_one_line_naming_the_cause(corpus, tmp_path):
-    path = corpus("ragged_input")
+def test_inputs_the_model_rejects_are_one_line_naming_the_cause(built_model, tmp_path):
+    path = built_model("ragged_input")
     with pytest.raises(InputError) as error:
         open_model(path)
     message = str(error.value)
@@ -84,8 +68,8 @@ def test_inputs_the_model_rejects_are_one_line_naming_the_cause(corpus, tmp_path
     assert inputs.make(batch=8)["values"].shape == (6, 3)
 
 
-def test_cli_stops_before_any_check_when_the_model_rejects_its_inputs(corpus):
-    done = run_cli(corpus("ragged_input"), "--headless", "--checks", "safety")
+def test_cli_stops_before_any_check_when_the_model_rejects_its_inputs(built_model):
+    done = run_cli(built_model("ragged_input"), "--headless", "--checks", "safety")
     assert done.returncode == 2
     lines = [line for line in done.stderr.splitlines() if line.startswith("tfaudit: error")]
     assert len(lines) == 1 and "rejects the synthetic inputs" in lines[0] and "Traceback" not in done.stderr
@@ -109,8 +93,8 @@ def load_in_fresh_process(path: str, *imports: str) -> subprocess.CompletedProce
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
 
 
-def test_tf_text_model_loads_with_its_library_imported(corpus):
-    path = corpus("text_classifier")
+def test_tf_text_model_loads_with_its_library_imported(built_model):
+    path = built_model("text_classifier")
     done = load_in_fresh_process(path)
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]
     assert "libraries: ['tensorflow_text'] True" in done.stdout
@@ -135,24 +119,24 @@ def test_missing_library_names_the_op_and_the_package():
     assert register_custom_ops(graph_with_op("MatMul"), "/m") == []
 
 
-def test_import_option_is_a_one_line_error_when_the_module_is_missing(corpus, tmp_path):
-    done = run_cli(corpus("no_variables"), "--headless", "--import", "no_such_module_xyz", "--checks", "safety")
+def test_import_option_is_a_one_line_error_when_the_module_is_missing(built_model, tmp_path):
+    done = run_cli(built_model("no_variables"), "--headless", "--import", "no_such_module_xyz", "--checks", "safety")
     assert done.returncode == 2
     assert "--import no_such_module_xyz failed: No module named 'no_such_module_xyz'" in done.stderr
     assert "Traceback" not in done.stderr
     config = tmp_path / "tfaudit.toml"
     config.write_text('[tool.tfaudit]\nimport = ["no_such_module_xyz"]\n')
-    done = run_cli(corpus("no_variables"), "--headless", "--config", str(config), "--checks", "safety")
+    done = run_cli(built_model("no_variables"), "--headless", "--config", str(config), "--checks", "safety")
     assert done.returncode == 2 and "--import no_such_module_xyz failed" in done.stderr
 
 
-def test_strings_come_from_the_model_vocabulary(corpus):
-    _, inputs = open_model(corpus("text_classifier"))
+def test_strings_come_from_the_model_vocabulary(built_model):
+    _, inputs = open_model(built_model("text_classifier"))
     assert set(inputs.constraints.vocabulary) == set(odd_models.VOCABULARY)
     assert inputs.constraints.sentences  # the graph tokenises: a sentence per element
     text = inputs.make(batch=8)["text"]
     words = [w.decode() for sentence in text for w in sentence.split()]
     assert set(words) <= set(odd_models.VOCABULARY) and all(4 <= len(s.split()) <= 16 for s in text)
     assert inputs.placeholder_string_inputs == []
-    _, lookup = open_model(corpus("lookup_table_assets"))
+    _, lookup = open_model(built_model("lookup_table_assets"))
     assert not lookup.constraints.sentences and all(w.decode() in odd_models.VOCABULARY for w in lookup.make(batch=8)["word"])

@@ -50,6 +50,9 @@ MAX_ASSET_BYTES = 16 * 1024 * 1024
 TOKENIZING_OPS = ("Tokenize", "StringSplit", "RegexSplit", "StringNGrams", "Sentencepiece")
 MASK_USE_OPS = frozenset({"Select(condition)", "Mul", "LogicalAnd", "LogicalOr", "LogicalNot"})
 CALL_OPS = frozenset({"PartitionedCall", "StatefulPartitionedCall"})
+# A tf.py_function's Python body is never saved: such a model fails on any input, and the safety
+# check reports why, so it is no reason to stop the audit.
+PYTHON_BODY_MISSING = "Could not find callback with key"
 
 
 def open_inputs(model, samples_path: str | None = None, constraints: dict | None = None) -> InputFactory:
@@ -77,6 +80,8 @@ def try_requests(serve, factory: InputFactory) -> InputFactory:
     depend on each other, like values and row lengths): requests keep the one batch that runs.
     """
     error = call_error(serve, factory.make())
+    if error is not None and PYTHON_BODY_MISSING in error:
+        return factory
     if error is not None:
         source = "synthetic inputs" if factory.synthetic else "--inputs samples"
         names = ", ".join(f"{s.name} {s.dtype}{list(s.shape) if s.shape is not None else '[?]'}" for s in factory.specs)
