@@ -36,6 +36,7 @@ from tfaudit.inputs import (
     InputFactory,
     InputSpec,
     load_samples,
+    numpy_dtype,
 )
 
 HUGE_ID = 1 << 20
@@ -162,9 +163,10 @@ def tokenizes(serve) -> bool:
 
 
 def _dtype(spec: InputSpec) -> np.dtype:
+    """The input's NumPy dtype; object for those NumPy has none of (strings, resources)."""
     try:
-        return np.dtype(spec.dtype)
-    except TypeError:
+        return numpy_dtype(spec.dtype)
+    except InputError:
         return np.dtype(object)
 
 
@@ -188,8 +190,9 @@ def id_bound(serve, base: dict[str, np.ndarray], spec: InputSpec) -> int | None:
 def longest_sequence(serve, specs: list[InputSpec], constraints: InputConstraints) -> int | None:
     """None when the longest probe length runs; else the longest length that runs."""
 
+    factory = InputFactory(specs, constraints=constraints)
+
     def runs(length: int) -> bool:
-        factory = InputFactory(specs, constraints=constraints)
         return call_error(serve, factory.make(batch=1, seq=length)) is None
 
     lengths = sorted(DEFAULT_SEQUENCE_LENGTHS)
