@@ -73,7 +73,7 @@ def describe(model: str, kind: str, code: int, seconds: float, new_json: str, ol
     new, old = (json.load(open(p)) for p in (new_json, old_json))
     baseline = new.get("baseline") or {}
     if rejudge:
-        from tfaudit.gates import compare_with_baseline
+        from tfaudit.report.gates import compare_with_baseline
 
         baseline = compare_with_baseline(old_json, old, new["metrics"], [], new["environment"]).to_dict()
         errored = any(c["status"] == "errored" for c in new["checks"])

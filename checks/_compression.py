@@ -2,7 +2,7 @@
 
 NumPy at module top only; TensorFlow and LiteRT are imported inside the functions, as checks run
 them in their worker. TFLite conversions run in a child process (``Isolated``, ``python -m
-checks._compression``): the converter can crash natively (SIGSEGV on a variable of unknown
+tfaudit.checks._compression``): the converter can crash natively (SIGSEGV on a variable of unknown
 shape), and a crash must end one conversion, not the check.
 
 Fidelity is always measured against the original SavedModel on the same inputs:
@@ -450,7 +450,7 @@ class Isolated:
     right after ``import tensorflow`` when this process has not imported it yet (the worker,
     when it makes the check): a fork after import but before any op is safe, and the child
     needs no import of its own (~3 s). Any later one, or one started where TensorFlow already
-    ran (a fork then would hang), is a fresh interpreter (``python -m checks._compression``).
+    ran (a fork then would hang), is a fresh interpreter (``python -m tfaudit.checks._compression``).
     Replies travel as JSON lines on a pipe of their own; the converter's prints go to the log.
     ``send`` queues a call without waiting (to load the model while the check computes its
     references).
@@ -477,7 +477,7 @@ class Isolated:
             root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
             path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
             self.popen = subprocess.Popen(
-                [sys.executable, "-m", "checks._compression"],
+                [sys.executable, "-m", "tfaudit.checks._compression"],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": path},
             )
             self.pid, self.to_child, self.from_child = self.popen.pid, self.popen.stdin, self.popen.stdout.fileno()
@@ -646,7 +646,7 @@ def preload(directory: str, modules: list[str]) -> dict:
 def prepare_conversions(isolated: Isolated, ctx, source: str) -> None:
     """Have the conversion process import what the worker imported to load the model, and load it."""
     modules = list(ctx.inventory.get("op_libraries") or []) + list(ctx.options.get("imports") or [])
-    isolated.prepare("loading the model to convert it", "checks._compression:preload", directory=source, modules=modules)
+    isolated.prepare("loading the model to convert it", "tfaudit.checks._compression:preload", directory=source, modules=modules)
 
 
 def write_feeds(path: str, feeds: list[dict[str, np.ndarray]]) -> str:
@@ -750,7 +750,7 @@ def convert_job(source: str, signature: str, variant: str, out: str, reuse: str 
 
 def convert_isolated(isolated: Isolated, source: str, signature: str, variant: str, out: str, **options) -> Converted:
     """``convert_job`` in the child; raises ConversionFailed (ConversionCrashed for a crash)."""
-    reply = isolated.call(f"converting {variant}", "checks._compression:convert_job",
+    reply = isolated.call(f"converting {variant}", "tfaudit.checks._compression:convert_job",
                           source=source, signature=signature, variant=variant, out=out, **options)
     if "error" in reply:
         raise ConversionFailed(reply["error"])
@@ -859,7 +859,7 @@ class Measured:
     name: str
     size_bytes: int | None = None
     zipped_bytes: int | None = None
-    timing: Any = None  # tfaudit.measure.Timing
+    timing: Any = None  # tfaudit.engine.measure.Timing
     fidelity: dict[str, Any] | None = None
     error: str = ""  # why it did not convert or run
     note: str = ""
@@ -900,7 +900,7 @@ def interpreter_runner(content: bytes, signature: str):
 def litert_job(model: str, signature: str, feeds: str, out: str, latency: str | None = None, warmup: int = 0,
                repeats: int = 0, max_seconds: float = 0.0) -> dict[str, Any]:
     """In the child: time ``model`` on the ``latency`` feed (as ctx.timer does), and write its outputs on ``feeds``."""
-    from tfaudit.measure import time_call
+    from tfaudit.engine.measure import time_call
 
     with open(model, "rb") as f:
         runner = interpreter_runner(f.read(), signature)
@@ -929,12 +929,12 @@ class LiteRT:
 
     def outputs(self, model: str, feeds_path: str, latency: bool = False, what: str = "") -> tuple[list[dict], Any]:
         """(outputs on the feeds, Timing or None); raises ConversionFailed / ConversionCrashed."""
-        from tfaudit.measure import Timing
+        from tfaudit.engine.measure import Timing
 
         out = os.path.join(self.tmpdir, "outputs.npz")
         budget = self.ctx.budget
         timing = {"latency": self.latency_path, "warmup": budget.warmup, "repeats": budget.repeats, "max_seconds": budget.timing_seconds} if latency else {}
-        reply = self.isolated.call(f"running {what or os.path.basename(model)} in LiteRT", "checks._compression:litert_job",
+        reply = self.isolated.call(f"running {what or os.path.basename(model)} in LiteRT", "tfaudit.checks._compression:litert_job",
                                    model=model, signature=self.ctx.model.signature, feeds=feeds_path, out=out, **timing)
         if "error" in reply:
             raise ConversionFailed(reply["error"])
@@ -970,7 +970,7 @@ def zipped_size(content: bytes) -> int:
 def savings(base: Measured, candidate: Measured, size_key: str = "size_bytes") -> tuple[dict, dict]:
     """(Finding.savings, evidence): size always; latency only when measurably faster."""
     from tfaudit.api import Measure
-    from tfaudit.measure import compare
+    from tfaudit.engine.measure import compare
 
     before, after = getattr(base, size_key), getattr(candidate, size_key)
     result, evidence = {}, {}
@@ -993,7 +993,7 @@ def savings(base: Measured, candidate: Measured, size_key: str = "size_bytes") -
 
 
 def benefit_points(saved: dict, end: str = "low") -> float:
-    """What tfaudit.priority counts: latency % (when its ms reach MIN_LATENCY_MS) + ½ size %.
+    """What tfaudit.report.priority counts: latency % (when its ms reach MIN_LATENCY_MS) + ½ size %.
 
     ``end`` "low" (conservative, as the ranking counts) or "high": the ends of its interval.
     """

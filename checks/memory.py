@@ -67,7 +67,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from tfaudit.api import Check, CheckMeta, Effort, Finding, Fix, Measure, Metric, Progress, Risk, Sample, SkipCheck
-from tfaudit.inputs import DEFAULT_BATCH_SIZES, DEFAULT_SEQUENCE_LENGTH, InputError
+from tfaudit.engine.inputs import DEFAULT_BATCH_SIZES, DEFAULT_SEQUENCE_LENGTH, InputError
 
 CHECK = "memory"
 KIB = 1024
@@ -511,7 +511,7 @@ class MemoryCheck(Check):
     )
 
     def run(self, ctx) -> Iterator:
-        from tfaudit.resources import ResourceSampler
+        from tfaudit.engine.resources import ResourceSampler
 
         budget = ctx.budget.name if ctx.budget.name in FIXED_SECONDS else "standard"
         try:
@@ -654,7 +654,7 @@ def judge(ctx, budget: str, m: Measured, sampler) -> Iterator[Finding]:
     """Fit the slopes, build the evidence, and yield the findings (``memory/stable`` when nothing grew)."""
     import psutil
 
-    from tfaudit.resources import gpu_status
+    from tfaudit.engine.resources import gpu_status
 
     points = list(sampler.points)
     fixed = m.fixed

@@ -39,7 +39,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from checks._compression import (
+from tfaudit.checks._compression import (
     ConversionFailed,
     Isolated,
     LiteRT,

@@ -6,14 +6,14 @@ is reported with the converter's reason; when Flex ops are the cause it is retri
 ``SELECT_TF_OPS`` and marked so. Nothing is taken from published tables: int8 can be slower
 than float on x86, and the findings only claim a latency saving that the measurement shows.
 
-Conversions, LiteRT runs and the debugger happen in a separate process (``checks._compression.
+Conversions, LiteRT runs and the debugger happen in a separate process (``tfaudit.checks._compression.
 Isolated``): when it dies (LiteRT segfaults on a state variable of unknown shape), the variant
 reports the signal, and a crash on float32 becomes ``quantization/not-convertible`` (low) with
 the likely trigger and a reproduction; the other variants are then not attempted.
 
 The recommendation is the variant within the fidelity bound (``max_fidelity_loss``; top-1 judged
-with near ties apart and its interval, see ``checks._compression``) with the largest benefit as
-tfaudit.priority counts it (latency % when the ms saved reach 0.05, + ½ size %, against the
+with near ties apart and its interval, see ``tfaudit.checks._compression``) with the largest benefit as
+tfaudit.report.priority counts it (latency % when the ms saved reach 0.05, + ½ size %, against the
 float32 TFLite model). Top-1 verdicts the first samples leave unresolved get more samples
 (TOP1_MAX_SAMPLES, at most TOP1_SECONDS_FACTOR x the budget's time per measurement per
 variant). Variants whose benefit intervals overlap the best's low end are tied within noise:
@@ -41,7 +41,7 @@ import os
 import time
 from typing import Any, Iterator
 
-from checks._compression import (
+from tfaudit.checks._compression import (
     ConversionCrashed,
     ConversionFailed,
     Isolated,
@@ -312,7 +312,7 @@ def debug_full_int8(ctx, litert: LiteRT, source: str, calibration: str, calibrat
     out = os.path.join(litert.tmpdir, SELECTIVE + ".tflite")
     try:
         debug = litert.isolated.call(
-            "running the QuantizationDebugger", "checks.quantization:debug_job",
+            "running the QuantizationDebugger", "tfaudit.checks.quantization:debug_job",
             source=source, signature=ctx.model.signature, calibration=calibration, calibrated=calibrated,
             float32=float32, out=out, max_denylisted=MAX_DENYLISTED[budget_name(ctx)],
         )
@@ -724,7 +724,7 @@ def float32_twin_latency(ctx) -> dict[str, Any]:
     import numpy as np
     import tensorflow as tf
 
-    from tfaudit.measure import compare
+    from tfaudit.engine.measure import compare
 
     try:
         frozen64, frozen32, names = frozen_pair(ctx.model.serving_fn())
@@ -738,7 +738,7 @@ def float32_twin_latency(ctx) -> dict[str, Any]:
         t64 = ctx.timer(call(frozen64, feed64))
         t32 = ctx.timer(call(frozen32, feed32))
     except Exception as exc:  # graphs with float64-only ops cannot be re-typed
-        from checks._compression import one_line
+        from tfaudit.checks._compression import one_line
 
         return {"reason": f"not measurable: a float32 copy of the graph could not be built ({one_line(exc)})"}
     comparison = compare(t64, t32)

@@ -61,7 +61,7 @@ Metrics
   alternately with the host's reference workload. Not emitted when the inputs cannot be
   synthesised.
 - ``host_index_ms`` (ms): the reference workload's median over the same time
-  (tfaudit.host_index); a baseline comparison scales ``serving_latency_ms`` by the ratio of
+  (tfaudit.engine.host_index); a baseline comparison scales ``serving_latency_ms`` by the ratio of
   the two runs' values, so a busier host is not read as a slower model.
 - ``latency_vs_baseline_model`` (× baseline model, lower is better): with
   ``options["baseline_model"]`` (``--baseline-model OLD_MODEL``), the serving latency divided by
@@ -87,10 +87,10 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from tfaudit.api import Check, CheckMeta, Effort, Finding, Fix, Measure, Metric, Progress, Risk, Sample, SkipCheck
-from tfaudit.host_index import METRIC as HOST_INDEX_METRIC
-from tfaudit.host_index import reference_workload, time_interleaved
-from tfaudit.inputs import DEFAULT_BATCH_SIZES
-from tfaudit.measure import Timing, compare
+from tfaudit.engine.host_index import METRIC as HOST_INDEX_METRIC
+from tfaudit.engine.host_index import reference_workload, time_interleaved
+from tfaudit.engine.inputs import DEFAULT_BATCH_SIZES
+from tfaudit.engine.measure import Timing, compare
 
 CHECK = "retracing"
 MIB = 1024 * 1024
@@ -529,7 +529,7 @@ def materialise(outputs) -> None:
 
 def serving_latency(ctx) -> tuple[Timing, Timing]:
     """Per-call latency of the serving signature at batch 1 (at the fixed batch when it has one), and
-    of the host's reference workload timed alternately with it (tfaudit.host_index)."""
+    of the host's reference workload timed alternately with it (tfaudit.engine.host_index)."""
     serve = ctx.model.serving_fn()
     feed = as_tensors(ctx.inputs.make(batch=1))  # fixed batch dims are kept
     return time_interleaved(

@@ -26,8 +26,8 @@ class Outcome:
 def run_in_process(check, path: str, budget: str = "quick", options: dict | None = None, outcome_class=Outcome) -> Outcome:
     from tfaudit.api import Context
     from tfaudit.budget import BUDGETS
-    from tfaudit.input_probe import open_inputs
-    from tfaudit.model import load_model
+    from tfaudit.engine.input_probe import open_inputs
+    from tfaudit.engine.model import load_model
 
     model = load_model(path)
     inputs = open_inputs(model)

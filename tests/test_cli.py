@@ -176,7 +176,7 @@ def test_readme_check_example_runs_as_documented(tmp_path, built_model, monkeypa
 
 
 def test_recorded_stream_replays_into_the_same_report(tmp_path, built_model, fake_checks):
-    from tfaudit.audit import AuditState
+    from tfaudit.report.audit import AuditState
     from tfaudit.events import from_json
     from tfaudit.report.markdown import render_markdown
 

@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from tfaudit import demo
+from tfaudit.engine import demo
 
 pytestmark = pytest.mark.slow
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,7 +25,7 @@ def loaded(demo_dir):
 
 
 def test_demo_module_does_not_import_tensorflow():
-    code = "import sys, tfaudit.demo as d; d.demo_path(); assert 'tensorflow' not in sys.modules"
+    code = "import sys, tfaudit.engine.demo as d; d.demo_path(); assert 'tensorflow' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": REPO_ROOT})
 
 
@@ -98,7 +98,7 @@ def test_module_entry_point_prints_only_the_path(tmp_path):
     # The CLI runs this in a subprocess and reads the path from stdout, so TF's chatter must stay on stderr.
     target = tmp_path / "built" / "saved_model"
     result = subprocess.run(
-        [sys.executable, "-m", "tfaudit.demo", str(target)],
+        [sys.executable, "-m", "tfaudit.engine.demo", str(target)],
         capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": REPO_ROOT},
     )
     assert result.stdout == f"{target}\n"

@@ -6,7 +6,7 @@ import pytest
 
 from tfaudit.api import SEVERITIES, Finding
 from tfaudit.events import CHECK_STATUSES
-from tfaudit.registry import discover_checks
+from tfaudit.engine.registry import discover_checks
 
 REPORTS = os.path.join(os.path.dirname(__file__), "..", "reports")
 

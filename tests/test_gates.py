@@ -3,11 +3,11 @@ import json
 
 import pytest
 
-from tfaudit.audit import AuditState
+from tfaudit.report.audit import AuditState
 from tfaudit.config import ConfigError, load_config
 from tfaudit.events import FindingEmitted, MetricEmitted, ModelLoaded
-from tfaudit.gates import MIN_LATENCY_FACTOR, MIN_UNREFERENCED_LATENCY_FACTOR, BaselineError, apply_gates, check_budgets, compare_with_baseline, load_baseline
-from tfaudit.headless import exit_code
+from tfaudit.report.gates import MIN_LATENCY_FACTOR, MIN_UNREFERENCED_LATENCY_FACTOR, BaselineError, apply_gates, check_budgets, compare_with_baseline, load_baseline
+from tfaudit.exit_codes import exit_code
 from tfaudit.report.markdown import render_markdown
 from test_reports import ENVIRONMENT, INVENTORY, finding
 

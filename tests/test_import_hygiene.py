@@ -15,8 +15,8 @@ def modules_after(code: str) -> set[str]:
     "code",
     [
         "import tfaudit.cli",
-        "import tfaudit.headless, tfaudit.runner, tfaudit.audit, tfaudit.report.markdown, tfaudit.report.json",
-        "import tfaudit.demo, tfaudit.resources, tfaudit.inputs, tfaudit.measure",
+        "import tfaudit.headless, tfaudit.engine.runner, tfaudit.report.audit, tfaudit.report.markdown, tfaudit.report.json",
+        "import tfaudit.engine.demo, tfaudit.engine.resources, tfaudit.engine.inputs, tfaudit.engine.measure",
         "from tfaudit.cli import main\ntry:\n    main(['--list-checks'])\nexcept SystemExit:\n    pass",
     ],
 )
@@ -29,4 +29,4 @@ def test_front_end_modules_do_not_import_tensorflow(code):
 def test_cli_does_not_import_textual():
     loaded = modules_after("from tfaudit.cli import main\ntry:\n    main(['--list-checks'])\nexcept SystemExit:\n    pass")
     assert "textual" not in loaded
-    assert "checks.retracing" in loaded  # the check classes were loaded, TensorFlow was not
+    assert "tfaudit.checks.retracing" in loaded  # the check classes were loaded, TensorFlow was not

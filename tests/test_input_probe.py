@@ -1,4 +1,4 @@
-"""Inputs the model accepts (tfaudit.input_probe) and custom-op libraries (tfaudit.model), on real graphs."""
+"""Inputs the model accepts (tfaudit.engine.input_probe) and custom-op libraries (tfaudit.engine.model), on real graphs."""
 import subprocess
 import sys
 import textwrap
@@ -8,12 +8,12 @@ import pytest
 
 import odd_models
 from conftest import run_cli
-from tfaudit.inputs import InputError
+from tfaudit.engine.inputs import InputError
 
 
 def open_model(path: str, samples: str | None = None):
-    from tfaudit.input_probe import open_inputs
-    from tfaudit.model import load_model
+    from tfaudit.engine.input_probe import open_inputs
+    from tfaudit.engine.model import load_model
 
     model = load_model(path)
     return model, open_inputs(model, samples)
@@ -33,8 +33,8 @@ def test_ids_stay_inside_the_smallest_table_and_masks_are_found_in_the_graph(bui
 
 def test_without_constraints_the_old_synthesis_breaks_the_model(built_model):
     """The probe is what makes this model runnable: ids in [0, 10) overflow the 2-row table."""
-    from tfaudit.input_probe import call_error
-    from tfaudit.inputs import InputFactory
+    from tfaudit.engine.input_probe import call_error
+    from tfaudit.engine.inputs import InputFactory
 
     model, inputs = open_model(built_model("small_table_ids"))
     error = call_error(model.serving_fn(), InputFactory(inputs.specs).make(batch=8))
@@ -80,7 +80,7 @@ def load_in_fresh_process(path: str, *imports: str) -> subprocess.CompletedProce
     code = textwrap.dedent(
         f"""
         import sys
-        from tfaudit.model import LoadError, import_modules, load_model
+        from tfaudit.engine.model import LoadError, import_modules, load_model
         try:
             import_modules({list(imports)!r})
             model = load_model({path!r})
@@ -110,7 +110,7 @@ def graph_with_op(op: str):
 
 
 def test_missing_library_names_the_op_and_the_package():
-    from tfaudit.model import LoadError, register_custom_ops
+    from tfaudit.engine.model import LoadError, register_custom_ops
 
     with pytest.raises(LoadError, match=r"op Addons>NotAnOp is not registered: pip install tensorflow-addons"):
         register_custom_ops(graph_with_op("Addons>NotAnOp"), "/m")

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tfaudit.inputs import (
+from tfaudit.engine.inputs import (
     DEFAULT_SEQUENCE_LENGTH,
     INT_HIGH,
     STRING_PLACEHOLDER,
@@ -101,7 +101,7 @@ def test_unknown_rank_needs_real_samples(tmp_path):
 
 
 def test_constraints_bound_ids_shape_masks_and_cut_sequences():
-    from tfaudit.inputs import InputConstraints
+    from tfaudit.engine.inputs import InputConstraints
 
     specs = [InputSpec("ids", (None, None), "int32"), InputSpec("attention_mask", (None, None), "int32")]
     constraints = InputConstraints(id_bounds={"ids": 3}, masks=("attention_mask",), max_sequence_length=20)

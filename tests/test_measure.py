@@ -1,6 +1,6 @@
 import numpy as np
 
-from tfaudit.measure import MIN_REPEATS, bootstrap_median, compare, time_call, Timing
+from tfaudit.engine.measure import MIN_REPEATS, bootstrap_median, compare, time_call, Timing
 
 
 def test_time_call_warms_up_then_times_the_asked_repeats():

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from checks.memory import (
+from tfaudit.checks.memory import (
     MIN_BYTES_PER_CALL,
     MIN_PHASE_GROWTH_BYTES,
     MemoryCheck,
@@ -124,7 +124,7 @@ def test_no_growth_metric_carries_its_resolution_and_growth_keeps_its_interval()
 
 
 def test_sustained_rate_ignores_intervals_the_host_took_away():
-    from checks.memory import Phase, sustained_rate
+    from tfaudit.checks.memory import Phase, sustained_rate
 
     rng = np.random.default_rng(3)
     spans = np.where(rng.random(150) < 0.6, 0.01, 0.05)  # most intervals slowed 5x by other processes
@@ -209,7 +209,7 @@ def test_model_that_appends_every_input_is_flagged_with_its_slope(growing_model)
 
 
 class FakeNVML:
-    """pynvml's surface as tfaudit.resources uses it: one GPU whose memory for this pid grows per query."""
+    """pynvml's surface as tfaudit.engine.resources uses it: one GPU whose memory for this pid grows per query."""
 
     def __init__(self, pid: int, start: int = 300 * MIB, step: int = 256 * KIB):
         self.pid, self.used, self.step = pid, start, step

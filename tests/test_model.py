@@ -1,4 +1,4 @@
-"""tfaudit.model: loading every supported format, the inventory, and one-line load errors."""
+"""tfaudit.engine.model: loading every supported format, the inventory, and one-line load errors."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from tfaudit.model import LoadError, LoadedModel, input_specs, load_model
+from tfaudit.engine.model import LoadError, LoadedModel, input_specs, load_model
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,9 @@
 """Ranking: leaks are priced by what they cost a server, so they outrank micro-savings (no TensorFlow)."""
 import pytest
 
-from checks.memory import KIB, MIB, SERVING_HORIZON_HOURS, horizon_bytes
+from tfaudit.checks.memory import KIB, MIB, SERVING_HORIZON_HOURS, horizon_bytes
 from tfaudit.api import Effort, Finding, Fix, Measure, Risk
-from tfaudit.priority import priority, rank
+from tfaudit.report.priority import priority, rank
 
 
 def finding(fid, severity="low", hours=0.5, confidence=1.0, risk="none", **savings):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from checks.pruning import magnitude_mask
+from tfaudit.checks.pruning import magnitude_mask
 from test_quantization import audit
 
 
@@ -111,7 +111,7 @@ def check_recommendation(outcome, method_prefix: str):
 
 @pytest.mark.slow
 def test_near_zero_kernels_prune_to_at_least_75_percent(tmp_path):
-    from checks.pruning import PruningCheck
+    from tfaudit.checks.pruning import PruningCheck
 
     outcome = audit(build_near_zero(str(tmp_path / "model")), PruningCheck)
     finding = check_recommendation(outcome, "direct")
@@ -123,7 +123,7 @@ def test_near_zero_kernels_prune_to_at_least_75_percent(tmp_path):
 
 @pytest.mark.slow
 def test_tf_keras_model_is_pruned_with_tfmot_including_2_by_4(tmp_path):
-    from checks.pruning import PruningCheck
+    from tfaudit.checks.pruning import PruningCheck
 
     outcome = audit(build_near_zero_tf_keras(str(tmp_path / "model")), PruningCheck)
     finding = check_recommendation(outcome, "tfmot")
@@ -135,7 +135,7 @@ def test_tf_keras_model_is_pruned_with_tfmot_including_2_by_4(tmp_path):
 
 @pytest.mark.slow
 def test_state_of_unknown_shape_is_skipped_and_reset_between_runs(tmp_path):
-    from checks.pruning import PruningCheck
+    from tfaudit.checks.pruning import PruningCheck
 
     outcome = audit(build_growing_state(str(tmp_path / "model")), PruningCheck)
     assert outcome.skipped is None
@@ -150,7 +150,7 @@ def test_state_of_unknown_shape_is_skipped_and_reset_between_runs(tmp_path):
 
 @pytest.mark.slow
 def test_random_dense_model_needs_fine_tuning(built_model):
-    from checks.pruning import PruningCheck
+    from tfaudit.checks.pruning import PruningCheck
 
     outcome = audit(built_model("keras3"), PruningCheck)
     finding = outcome.findings["pruning/needs-fine-tuning"]

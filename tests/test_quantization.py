@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import checkrun
-from checks._compression import ConversionCrashed, ConversionTimeout, Isolated, Measured, fidelity, pareto_frontier, top1_verdict, within_bound
+from tfaudit.checks._compression import ConversionCrashed, ConversionTimeout, Isolated, Measured, fidelity, pareto_frontier, top1_verdict, within_bound
 from conftest import run_cli
 from tfaudit.api import severity_rank
 
@@ -75,7 +75,7 @@ def test_fidelity_metrics_and_top1():
 
 
 def test_pareto_frontier_drops_dominated_variants():
-    from tfaudit.measure import Timing
+    from tfaudit.engine.measure import Timing
 
     def variant(name, size, ms, loss):
         return Measured(name, size_bytes=size, timing=Timing((ms,) * 5, 0), fidelity={"relative_l2": loss})
@@ -128,13 +128,13 @@ def test_top1_verdict_needs_samples_to_resolve_the_bound():
 
 
 def timing(rng, median_ms, spread_ms, n=50):
-    from tfaudit.measure import Timing
+    from tfaudit.engine.measure import Timing
 
     return Timing(tuple(median_ms + spread_ms * rng.standard_normal(n)), 5)
 
 
 def test_variants_tied_within_noise_go_to_the_lower_loss_whatever_their_order():
-    from checks.quantization import rank_variants
+    from tfaudit.checks.quantization import rank_variants
 
     rng = np.random.default_rng(0)
     base = Measured("float32", size_bytes=1000, timing=timing(rng, 10.0, 0.2), fidelity={"relative_l2": 0.0})
@@ -183,7 +183,7 @@ def test_modules_do_not_import_tensorflow():
 
 @pytest.mark.slow
 def test_huge_activation_range_gets_no_full_int8_recommendation(huge_range):
-    from checks.quantization import QuantizationCheck
+    from tfaudit.checks.quantization import QuantizationCheck
 
     outcome = audit(huge_range, QuantizationCheck)
     assert "quantization/full-int8" not in outcome.findings
@@ -221,7 +221,7 @@ def test_huge_activation_range_gets_no_full_int8_recommendation(huge_range):
 
 @pytest.mark.slow
 def test_float64_model_is_flagged(built_model):
-    from checks.quantization import QuantizationCheck
+    from tfaudit.checks.quantization import QuantizationCheck
 
     outcome = audit(built_model("float64"), QuantizationCheck)
     finding = outcome.findings["quantization/float64"]
@@ -245,7 +245,7 @@ def test_float64_model_is_flagged(built_model):
 def test_variable_length_lstm_converts_or_fails_with_a_reason(tmp_path):
     import tf_keras
 
-    from checks.quantization import QuantizationCheck
+    from tfaudit.checks.quantization import QuantizationCheck
 
     tf_keras.utils.set_random_seed(0)
     inputs = tf_keras.Input(shape=(None, 4), name="seq")
@@ -265,7 +265,7 @@ def test_variable_length_lstm_converts_or_fails_with_a_reason(tmp_path):
 
 @pytest.mark.slow
 def test_a_model_tflite_crashes_on_gives_a_finding_with_the_trigger(tmp_path):
-    from checks.quantization import QuantizationCheck
+    from tfaudit.checks.quantization import QuantizationCheck
     from test_pruning import build_growing_state
 
     outcome = audit(build_growing_state(str(tmp_path / "model")), QuantizationCheck)
@@ -292,7 +292,7 @@ def build_mobilenet_v2(path: str) -> str:
 
 @pytest.mark.slow
 def test_mobilenet_v2_dynamic_range_int8_size_saving(tmp_path):
-    from checks.quantization import QuantizationCheck
+    from tfaudit.checks.quantization import QuantizationCheck
 
     outcome = audit(build_mobilenet_v2(str(tmp_path / "mnv2")), QuantizationCheck)
     finding = next(f for f in outcome.findings.values() if "variants" in f.evidence)

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from tfaudit.api import Effort, Finding, Fix, Measure, Risk
-from tfaudit.audit import AuditState
+from tfaudit.report.audit import AuditState
 from tfaudit.events import (
     CheckFinished,
     CheckProgress,
@@ -17,7 +17,7 @@ from tfaudit.events import (
     from_json,
     to_json,
 )
-from tfaudit.priority import priority, rank
+from tfaudit.report.priority import priority, rank
 from tfaudit.report import check_writable, write_atomic
 from tfaudit.report.json import render_json
 from tfaudit.report.markdown import render_markdown
@@ -193,7 +193,7 @@ def test_junit_has_a_case_per_check_and_a_failure_per_gating_finding():
 
 
 def test_step_summary_is_appended_when_github_asks(tmp_path, monkeypatch):
-    from tfaudit.outputs import write_outputs
+    from tfaudit.report.outputs import write_outputs
 
     summary = tmp_path / "summary.md"
     summary.write_text("earlier step\n")

@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from tfaudit import resources
-from tfaudit.resources import GpuInfo, ResourceSampler, gpu_process_memory, gpu_status, host_environment
+from tfaudit.engine import resources
+from tfaudit.engine.resources import GpuInfo, ResourceSampler, gpu_process_memory, gpu_status, host_environment
 
 GIB = 1024**3
 MB = 1024**2
@@ -158,7 +158,7 @@ def test_host_environment():
 
 def test_resources_never_imports_tensorflow():
     code = (
-        "import sys, tfaudit.resources as r; r.host_environment(); "
+        "import sys, tfaudit.engine.resources as r; r.host_environment(); "
         "r.ResourceSampler().start().stop(); assert 'tensorflow' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": REPO_ROOT})

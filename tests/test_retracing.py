@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from checks.retracing import (
+from tfaudit.checks.retracing import (
     RetracingCheck,
     SavedFunction,
     SavedTrace,
@@ -248,7 +248,7 @@ def test_standard_budget_on_the_mlp_is_fast(built_model):
 
 @pytest.mark.slow
 def test_demo_through_the_cli(tmp_path):
-    from tfaudit.demo import build_demo
+    from tfaudit.engine.demo import build_demo
 
     model = build_demo(str(tmp_path / "demo"))
     report = tmp_path / "out.json"

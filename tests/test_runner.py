@@ -1,10 +1,10 @@
 """The runner isolates each check in a worker: crashes, hangs and errors stay contained."""
 import pytest
 
-from tfaudit.audit import AuditState
+from tfaudit.report.audit import AuditState
 from tfaudit.events import CheckFinished, CheckStarted, ModelLoaded, SampleEmitted
-from tfaudit.registry import discover_checks
-from tfaudit.runner import AuditJob, run_audit
+from tfaudit.engine.registry import discover_checks
+from tfaudit.engine.runner import AuditJob, run_audit
 
 pytestmark = pytest.mark.slow
 

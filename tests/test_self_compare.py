@@ -27,10 +27,10 @@ def test_self_compares_pass_and_a_2x_slowdown_is_caught(tmp_path):
 @pytest.mark.slow
 def test_baseline_model_times_old_and_new_alternately(tmp_path):
     import checkrun
-    from checks.retracing import BASELINE_MODEL_METRIC, RetracingCheck
-    from tfaudit.audit import AuditState
+    from tfaudit.checks.retracing import BASELINE_MODEL_METRIC, RetracingCheck
+    from tfaudit.report.audit import AuditState
     from tfaudit.events import MetricEmitted
-    from tfaudit.gates import apply_gates
+    from tfaudit.report.gates import apply_gates
 
     models = self_compare.build_models(str(tmp_path), ["mlp"])["mlp"]
 

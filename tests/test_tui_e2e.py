@@ -11,8 +11,8 @@ import pytest
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 LAUNCHER = """
 import sys
-from tfaudit.registry import discover_checks
-from tfaudit.runner import AuditJob
+from tfaudit.engine.registry import discover_checks
+from tfaudit.engine.runner import AuditJob
 from tfaudit.tui import run_tui
 
 model, report, *ids = sys.argv[1:]
@@ -52,7 +52,7 @@ def worker_processes(check_id: str) -> list[psutil.Process]:
     found = []
     for process in psutil.process_iter(["cmdline"]):
         cmdline = process.info["cmdline"] or []
-        if "tfaudit.worker" in cmdline and any(f'"check": "{check_id}"' in part for part in cmdline):
+        if "tfaudit.engine.worker" in cmdline and any(f'"check": "{check_id}"' in part for part in cmdline):
             found.append(process)
     return found
 

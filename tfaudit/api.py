@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any, Iterator, Union
 
 if TYPE_CHECKING:  # pragma: no cover
     from tfaudit.budget import Budget
-    from tfaudit.inputs import InputFactory
-    from tfaudit.measure import Timing
-    from tfaudit.model import LoadedModel
-    from tfaudit.resources import ResourceSampler
+    from tfaudit.engine.inputs import InputFactory
+    from tfaudit.engine.measure import Timing
+    from tfaudit.engine.model import LoadedModel
+    from tfaudit.engine.resources import ResourceSampler
 
 SEVERITIES = ("critical", "high", "medium", "low", "info")
 EFFORT_LEVELS = ("minutes", "hours", "days")
@@ -99,7 +99,7 @@ class Finding:
     confidence: float = 1.0  # 0..1
     why: str = ""  # why it matters, for the report
     verify: str = ""  # how to verify the fix
-    priority: float = 0.0  # filled by tfaudit.priority
+    priority: float = 0.0  # filled by tfaudit.report.priority
 
     def __post_init__(self) -> None:
         if self.severity not in SEVERITIES:
@@ -199,8 +199,8 @@ class Context:
         return self.model.inventory
 
     def timer(self, fn, *, warmup: int | None = None, repeats: int | None = None) -> "Timing":
-        """Time ``fn()`` with warm-up and repetitions from the budget; see tfaudit.measure."""
-        from tfaudit.measure import time_call
+        """Time ``fn()`` with warm-up and repetitions from the budget; see tfaudit.engine.measure."""
+        from tfaudit.engine.measure import time_call
 
         return time_call(
             fn,
@@ -211,6 +211,6 @@ class Context:
 
     def sampler(self, interval_s: float = 0.05) -> "ResourceSampler":
         """A background sampler of RSS (psutil) and GPU memory (NVML, when present)."""
-        from tfaudit.resources import ResourceSampler
+        from tfaudit.engine.resources import ResourceSampler
 
         return ResourceSampler(interval_s=interval_s)

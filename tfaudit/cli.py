@@ -13,12 +13,8 @@ import sys
 from tfaudit import __version__
 from tfaudit.api import SEVERITIES
 from tfaudit.budget import BUDGETS
+from tfaudit.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 
-EXIT_OK = 0
-EXIT_FINDINGS = 1  # a finding at or above --fail-on
-EXIT_USAGE = 2  # bad arguments, or a model / --inputs file that cannot be used
-EXIT_CHECK_ERRORED = 3  # one or more checks errored; the reports hold everything else
-EXIT_INTERRUPTED = 130  # Ctrl-C; the reports hold what finished
 
 EPILOG = """exit codes:
   0    done, nothing at or above --fail-on
@@ -110,13 +106,13 @@ def list_checks(specs) -> int:
 
 def ensure_demo_model() -> str:
     """Build the demo model once, in a worker interpreter (the CLI never imports TensorFlow)."""
-    from tfaudit.demo import demo_path
+    from tfaudit.engine.demo import demo_path
 
     path = demo_path()
     if os.path.exists(path):
         return path
     print(f"tfaudit: building the demo model into {path} (once)…", file=sys.stderr)
-    done = subprocess.run([sys.executable, "-m", "tfaudit.demo", path], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "tfaudit.engine.demo", path], capture_output=True, text=True)
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["unknown error"])[-1]
         raise UsageError(f"cannot build the demo model: {last}")
@@ -147,7 +143,7 @@ def apply_config(args: argparse.Namespace):
 
 def run(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    from tfaudit.registry import discover_checks
+    from tfaudit.engine.registry import discover_checks
 
     specs = discover_checks()
     if args.list_checks:
@@ -174,7 +170,7 @@ def run(argv: list[str] | None) -> int:
         raise UsageError(f"--baseline-model: no such file or directory: {args.baseline_model}")
     baseline = None
     if args.baseline:
-        from tfaudit.gates import BaselineError, load_baseline
+        from tfaudit.report.gates import BaselineError, load_baseline
 
         try:
             baseline = (args.baseline, load_baseline(args.baseline))
@@ -182,7 +178,7 @@ def run(argv: list[str] | None) -> int:
             raise UsageError(str(exc)) from None
     model = ensure_demo_model() if args.demo else args.model
 
-    from tfaudit.runner import AuditJob, default_memory_limit_mb
+    from tfaudit.engine.runner import AuditJob, default_memory_limit_mb
 
     job = AuditJob(
         model=os.path.abspath(model),

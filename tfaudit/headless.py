@@ -9,13 +9,13 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from tfaudit.audit import AuditState
-from tfaudit.cli import EXIT_CHECK_ERRORED, EXIT_FINDINGS, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from tfaudit.report.audit import AuditState
+from tfaudit.exit_codes import EXIT_USAGE, exit_code
 from tfaudit.events import CheckFinished, CheckProgress, CheckStarted, Event, ModelLoaded, to_json
-from tfaudit.registry import CheckSpec
+from tfaudit.engine.registry import CheckSpec
 from tfaudit.report.format import effort_text, human_bytes, risk_text, saving_text
-from tfaudit.outputs import finish_audit
-from tfaudit.runner import AuditJob, run_audit
+from tfaudit.report.outputs import finish_audit
+from tfaudit.engine.runner import AuditJob, run_audit
 
 PLAIN_PROGRESS_INTERVAL_S = 2.0
 STATUS_STYLE = {"passed": "green", "findings": "yellow", "skipped": "dim", "errored": "red", "running": "cyan", "pending": "dim"}
@@ -128,16 +128,6 @@ def print_summary(state: AuditState, out: Console) -> None:
         out.print(f"[red]check {check.id} errored:[/] {check.error}")
     if state.interrupted:
         out.print("[yellow]interrupted: results above are what finished[/]")
-
-
-def exit_code(state: AuditState, fail_on: str) -> int:
-    if state.interrupted:
-        return EXIT_INTERRUPTED
-    if state.findings_at_or_above(fail_on) or state.gate_failures():
-        return EXIT_FINDINGS  # a certain gate failure outranks an incomplete run
-    if state.errored():
-        return EXIT_CHECK_ERRORED
-    return EXIT_OK
 
 
 def run_headless(

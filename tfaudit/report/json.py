@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from tfaudit.audit import AuditState
+from tfaudit.report.audit import AuditState
 from tfaudit.events import json_safe
 from tfaudit.report import write_atomic
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from tfaudit.audit import AuditState
+from tfaudit.report.audit import AuditState
 from tfaudit.report import write_atomic
 from tfaudit.report.format import saving_text
 

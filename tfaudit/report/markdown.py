@@ -7,7 +7,7 @@ from collections import Counter
 
 from tfaudit import __version__
 from tfaudit.api import SEVERITIES, Finding
-from tfaudit.audit import AuditState
+from tfaudit.report.audit import AuditState
 from tfaudit.report import write_atomic
 from tfaudit.report.format import effort_text, human_bytes, risk_text, saving_text, shape_text
 

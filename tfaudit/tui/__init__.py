@@ -19,9 +19,9 @@ def run_tui(specs, job, *, report: str | None = None, json_path: str | None = No
 def run_app(source: EventSource, *, budget: str = "", report: str | None = None, json_path: str | None = None,
             record: str | None = None, junit: str | None = None, fail_on: str = "never",
             budgets: dict | None = None, baseline: tuple[str, dict] | None = None) -> int:
-    from tfaudit.cli import EXIT_USAGE
-    from tfaudit.headless import exit_code
-    from tfaudit.outputs import finish_audit
+    from tfaudit.exit_codes import EXIT_USAGE
+    from tfaudit.exit_codes import exit_code
+    from tfaudit.report.outputs import finish_audit
     from tfaudit.tui.app import TfauditApp
 
     app = TfauditApp(source, budget=budget, report=report, json_path=json_path, record=record)

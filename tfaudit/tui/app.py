@@ -23,7 +23,7 @@ from textual.widgets import DataTable, Footer, Markdown, TabbedContent, TabPane,
 from textual.worker import Worker, WorkerFailed, WorkerState
 
 from tfaudit.api import SEVERITIES
-from tfaudit.audit import AuditState, CheckState
+from tfaudit.report.audit import AuditState, CheckState
 from tfaudit.events import CheckStarted, Event, LoadFailed, SampleEmitted, to_json
 from tfaudit.report.json import write_json
 from tfaudit.report.markdown import finding_lines, model_name, write_markdown

@@ -29,7 +29,7 @@ class EventSource(Protocol):
 
 
 class AuditSource:
-    """The real audit: tfaudit.runner spawning one worker process per check."""
+    """The real audit: tfaudit.engine.runner spawning one worker process per check."""
 
     def __init__(self, specs, job) -> None:
         self.specs = list(specs)
@@ -40,12 +40,12 @@ class AuditSource:
         return [(spec.id, spec.title) for spec in self.specs]
 
     def run(self, emit: Emit, stop: threading.Event) -> None:
-        from tfaudit.runner import run_audit
+        from tfaudit.engine.runner import run_audit
 
         run_audit(self.specs, self.job, emit, stop=stop)
 
     def rerun(self, check_id: str, emit: Emit, stop: threading.Event) -> None:
-        from tfaudit.runner import run_check
+        from tfaudit.engine.runner import run_check
 
         spec = next(s for s in self.specs if s.id == check_id)
         run_check(spec, self.job, emit, stop=stop)

@@ -15,7 +15,7 @@ from textual.widgets import DataTable, Static
 from textual_plotext import PlotextPlot
 
 from tfaudit.api import Finding, severity_rank
-from tfaudit.audit import AuditState
+from tfaudit.report.audit import AuditState
 from tfaudit.report.format import effort_text, human_bytes, risk_text, saving_text, shape_text
 
 SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan", "info": "dim"}

@@ -29,7 +29,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
-from tfaudit.inputs import (
+from tfaudit.engine.inputs import (
     DEFAULT_SEQUENCE_LENGTHS,
     InputConstraints,
     InputError,
@@ -58,7 +58,7 @@ PYTHON_BODY_MISSING = "Could not find callback with key"
 
 def open_inputs(model, samples_path: str | None = None, constraints: dict | None = None) -> InputFactory:
     """The input factory for a loaded model: probed and tried when ``constraints`` is None."""
-    from tfaudit.model import input_specs
+    from tfaudit.engine.model import input_specs
 
     specs = [InputSpec.from_dict(spec) for spec in input_specs(model.inventory)]
     samples = load_samples(samples_path, specs) if samples_path else None

@@ -1,6 +1,6 @@
 """The worker process: loads the model, runs one job, writes events to its event pipe.
 
-Started by tfaudit.runner as ``python -m tfaudit.worker JOB_JSON`` with the event
+Started by tfaudit.engine.runner as ``python -m tfaudit.engine.worker JOB_JSON`` with the event
 pipe's file descriptor in ``TFAUDIT_EVENT_FD``. Its stdout and stderr go to a log
 the runner keeps for the error report, so nothing TensorFlow prints can corrupt
 the event stream.
@@ -40,7 +40,7 @@ def error_line(exc: BaseException) -> str:
 def tensorflow_environment() -> dict[str, Any]:
     import tensorflow as tf
 
-    from tfaudit.resources import host_environment
+    from tfaudit.engine.resources import host_environment
 
     environment = host_environment()
     environment["tensorflow"] = tf.__version__
@@ -56,11 +56,11 @@ def tensorflow_environment() -> dict[str, Any]:
 def open_model(job: dict[str, Any]):
     """Load the model and its input factory, as every job needs them.
 
-    The inventory job probes and tries the inputs (tfaudit.input_probe); check jobs receive
+    The inventory job probes and tries the inputs (tfaudit.engine.input_probe); check jobs receive
     what it learned in ``input_constraints``.
     """
-    from tfaudit.input_probe import open_inputs
-    from tfaudit.model import import_modules, load_model
+    from tfaudit.engine.input_probe import open_inputs
+    from tfaudit.engine.model import import_modules, load_model
 
     import_modules(job.get("imports") or [])
     model = load_model(job["model"], job.get("signature"))
@@ -68,8 +68,8 @@ def open_model(job: dict[str, Any]):
 
 
 def run_inventory(job: dict[str, Any], emit: Callable[[Event], None]) -> None:
-    from tfaudit.inputs import InputError
-    from tfaudit.model import LoadError
+    from tfaudit.engine.inputs import InputError
+    from tfaudit.engine.model import LoadError
 
     try:
         model, inputs = open_model(job)
@@ -83,7 +83,7 @@ def run_inventory(job: dict[str, Any], emit: Callable[[Event], None]) -> None:
 def run_check(job: dict[str, Any], emit: Callable[[Event], None]) -> None:
     from tfaudit.api import Context, Finding, Metric, Progress, Sample, SkipCheck
     from tfaudit.budget import BUDGETS
-    from tfaudit.registry import load_target
+    from tfaudit.engine.registry import load_target
 
     check_id = job["check"]
     started = time.monotonic()

@@ -18,7 +18,7 @@ from tfaudit.events import (
     ModelLoaded,
     SampleEmitted,
 )
-from tfaudit.priority import rank
+from tfaudit.report.priority import rank
 
 SCHEMA_VERSION = "1"
 MAX_POINTS_PER_SERIES = 200  # the JSON report keeps a downsampled series
@@ -50,8 +50,8 @@ class AuditState:
     findings: list[Finding] = field(default_factory=list)
     samples: dict[tuple[str, str], list[tuple[float, float, str]]] = field(default_factory=dict)
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  # "check.name" -> value, low, high, unit, better
-    budget_results: list[Any] = field(default_factory=list)  # tfaudit.gates.BudgetResult
-    baseline: Any = None  # tfaudit.gates.BaselineComparison
+    budget_results: list[Any] = field(default_factory=list)  # tfaudit.report.gates.BudgetResult
+    baseline: Any = None  # tfaudit.report.gates.BaselineComparison
 
     def apply(self, event: Event) -> None:
         if isinstance(event, ModelLoaded):

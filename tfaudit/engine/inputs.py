@@ -7,7 +7,7 @@ Synthetic data, by dtype (seeded, reproducible):
 - floats: standard normal;
 - signed/unsigned ints: uniform in [0, bound) where the model's own lookups
   bound the ids (``InputConstraints.id_bounds``, learned by
-  ``tfaudit.input_probe``), else in [0, 10);
+  ``tfaudit.engine.input_probe``), else in [0, 10);
 - masks (``InputConstraints.masks``): 1 for each row's tokens, then 0 for its
   padding, each row a random length between half and all of the sequence;
 - bool: fair coin;

@@ -1,6 +1,6 @@
 """Runs the audit: one isolated worker process per job, events streamed back.
 
-Workers are fresh interpreters (``python -m tfaudit.worker``) in their own
+Workers are fresh interpreters (``python -m tfaudit.engine.worker``) in their own
 session, run one at a time so timings do not fight over the cores. A worker that
 raises, crashes, is killed or runs past its time limit becomes an ``errored``
 check with the cause and the tail of its output; the audit goes on.
@@ -20,8 +20,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable
 
 from tfaudit.events import CheckFinished, CheckStarted, Event, LoadFailed, ModelLoaded, from_json
-from tfaudit.registry import CheckSpec
-from tfaudit.worker import WORKER_ENVIRONMENT
+from tfaudit.engine.registry import CheckSpec
+from tfaudit.engine.worker import WORKER_ENVIRONMENT
 
 STDERR_TAIL_LINES = 20
 INVENTORY_TIMEOUT_S = 300.0
@@ -107,7 +107,7 @@ def run_worker(
     try:
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
-                [python, "-m", "tfaudit.worker", json.dumps(job)],
+                [python, "-m", "tfaudit.engine.worker", json.dumps(job)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import os
 
-from tfaudit.audit import AuditState
-from tfaudit.gates import apply_gates
+from tfaudit.report.audit import AuditState
+from tfaudit.report.gates import apply_gates
 from tfaudit.report.json import write_json
 from tfaudit.report.junit import write_junit
 from tfaudit.report.markdown import render_markdown, write_markdown

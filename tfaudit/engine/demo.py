@@ -14,7 +14,7 @@ that tfaudit's checks should find:
    call. (float64 *math* would also block TFLite conversion, hiding the quantization results.)
 
 TensorFlow is imported inside ``build_demo`` only, so the CLI can import this
-module without it; the CLI builds the model via ``python -m tfaudit.demo``.
+module without it; the CLI builds the model via ``python -m tfaudit.engine.demo``.
 """
 from __future__ import annotations
 
@@ -134,7 +134,7 @@ def build_demo(path: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tfaudit.demo", description="Build the tfaudit demo SavedModel.")
+    parser = argparse.ArgumentParser(prog="python -m tfaudit.engine.demo", description="Build the tfaudit demo SavedModel.")
     parser.add_argument("path", nargs="?", default=None, help=f"where to build it (default: {demo_path()})")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

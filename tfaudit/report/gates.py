@@ -14,7 +14,7 @@ noise within that run; between runs a shared host drifts by more (the same MLP m
   quantization variant say, is compared only with the same choice; others are listed as not
   comparable);
 - a latency (unit ms) of a check that also timed the host's reference workload alternately with
-  it (its ``host_index_ms`` metric, tfaudit.host_index) is first scaled by the ratio of the two
+  it (its ``host_index_ms`` metric, tfaudit.engine.host_index) is first scaled by the ratio of the two
   runs' indexes, so a busier host is not read as a slower model;
 - its new interval lies entirely on the worse side of the old interval, and
 - a latency is also at least ``MIN_LATENCY_FACTOR`` times the (scaled) old one, or
@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tfaudit.api import Effort, Finding, Fix
-from tfaudit.host_index import METRIC as HOST_INDEX
+from tfaudit.engine.host_index import METRIC as HOST_INDEX
 
 REL_TOLERANCE = 0.02
 MIN_LATENCY_FACTOR = 1.4

@@ -8,7 +8,7 @@ seconds later (the same MLP: raw latency 0.497–0.512 ms over 4 processes, late
 index 0.33–0.70). Timed call by call alternately with the model, in the same process, the
 reference sees the same contention: latency ÷ reference spread 4 % (MLP) and 13 % (MobileNetV2)
 where the raw latency spread up to 1.7×. A check emits the reference's median as its
-``host_index_ms`` metric next to its latencies; tfaudit.gates scales that check's latencies by
+``host_index_ms`` metric next to its latencies; tfaudit.report.gates scales that check's latencies by
 the ratio of the two runs' indexes. Runs in workers only (TensorFlow).
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from typing import Callable
 
-from tfaudit.measure import MIN_REPEATS, Timing
+from tfaudit.engine.measure import MIN_REPEATS, Timing
 
 METRIC = "host_index_ms"
 WORKLOAD = "tf.function: 4 × matmul 128×128, conv 3×3 32→32 on 1×32×32, float32"
