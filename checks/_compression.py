@@ -447,10 +447,10 @@ class Isolated:
 
     A native crash kills that process only: the call raises ConversionCrashed naming the signal
     and what was running, and the next call starts a new process. The first process is forked
-    right after ``import tensorflow`` when this process has not imported it yet (the worker,
-    when it makes the check): a fork after import but before any op is safe, and the child
-    needs no import of its own (~3 s). Any later one, or one started where TensorFlow already
-    ran (a fork then would hang), is a fresh interpreter (``python -m tfaudit.checks._compression``).
+    after ``import tensorflow`` while no op has run here (the worker, when it makes the check):
+    such a fork is safe (``tfaudit.engine.zygote.fork_unsafe_reason``), and the child needs no
+    import of its own (~3 s). Any later one, or one started where TensorFlow already ran (a
+    fork then would hang), is a fresh interpreter (``python -m tfaudit.checks._compression``).
     Replies travel as JSON lines on a pipe of their own; the converter's prints go to the log.
     ``send`` queues a call without waiting (to load the model while the check computes its
     references).
@@ -471,14 +471,15 @@ class Isolated:
         """Start the process now, so that its start overlaps with the caller's own work."""
         if self.pid is not None:
             return self
-        if self.starts == 0 and "tensorflow" not in sys.modules and hasattr(os, "fork"):
+        from tfaudit.engine.zygote import fork_unsafe_reason, platform_cannot_fork
+
+        if self.starts == 0 and not platform_cannot_fork():
+            import tensorflow  # noqa: F401 - before the fork, and before any op: the child inherits it
+        if self.starts == 0 and not fork_unsafe_reason():
             self._fork()
         else:
-            root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-            path = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
             self.popen = subprocess.Popen(
-                [sys.executable, "-m", "tfaudit.checks._compression"],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": path},
+                [sys.executable, "-m", "tfaudit.checks._compression"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
             )
             self.pid, self.to_child, self.from_child = self.popen.pid, self.popen.stdin, self.popen.stdout.fileno()
         self.pending, self.unread, self.starts = [], b"", self.starts + 1
@@ -496,8 +497,6 @@ class Isolated:
             self.send(what, target, **kwargs)
 
     def _fork(self) -> None:
-        import tensorflow  # noqa: F401 - before the fork, and before any op: the child inherits it
-
         down_read, down_write = os.pipe()
         up_read, up_write = os.pipe()
         pid = os.fork()

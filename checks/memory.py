@@ -6,14 +6,16 @@ The check calls the serving signature in phases, after a warm-up:
    ``FIXED_MAX_CALLS``). Growth here is state the model keeps per call, or a leak.
 2. ``heap``: a short repeat of the fixed phase under tracemalloc (it doubles the cost of a
    call, so it is kept short) to tell growth in Python objects from native/TF memory.
-3. ``batch``: each batch size for ``BATCH_SECONDS[budget]``; the peak RSS per batch size.
+3. ``batch``: each batch size for ``BATCH_SECONDS[budget]``; the peak memory per batch size.
 4. ``varied``: a stream of input shapes never seen before (new batch sizes, or new sequence
    lengths), all no larger than shapes already run so the working set cannot explain growth.
    Then the first ``WRAPPER_SHAPES`` of them again through a plain ``tf.function`` wrapper
    (how Python servers often call a model): each new shape retraces it, and what a retrace
    keeps is measured too.
 
-Memory is read from a ``ResourceSampler`` (RSS via psutil, this process's GPU memory via
+Memory is anonymous resident memory (``RssAnon``: what the process allocated, without the
+mapped TensorFlow libraries, so a worker forked from the zygote and a fresh interpreter read the
+same; see tfaudit.engine.resources), read from a ``ResourceSampler`` (with this process's GPU memory via
 NVML) on a background thread for the timeline and peaks, and at ~``FIT_POINTS`` checkpoints
 per phase from the calling loop, so each reading is paired with an exact call count.
 On a GPU that TensorFlow sees, ``tf.config.experimental.get_memory_info`` adds the TF
@@ -25,7 +27,7 @@ Sen's rank-based 95 % interval. A slope is reported as growth only when it is
 - significant: its interval excludes zero;
 - practically significant: the interval's low end is at least ``MIN_BYTES_PER_CALL``
   (1 KiB per call is ~1 GB per million calls), and the phase grew by at least
-  ``MIN_PHASE_GROWTH_BYTES`` in total, well above RSS page/allocator noise;
+  ``MIN_PHASE_GROWTH_BYTES`` in total, well above page/allocator noise;
 - persistent: the second half of the phase still grows at ``PERSISTENCE`` of the full rate,
   so a one-off allocator step (which Theil–Sen can mistake for a slope) is not a leak.
 
@@ -49,11 +51,12 @@ Metrics
 -------
 
 - ``growth_bytes_per_1000_calls`` (bytes, lower is better): the fixed-shape Theil–Sen slope of
-  RSS × 1000, with its 95 % interval × 1000; emitted after the fixed phase, growth or not. When
+  anonymous memory × 1000, with its 95 % interval × 1000; emitted after the fixed phase, growth or not. When
   the slope is not growth (above), the interval reaches from 0 to the phase's resolution, the
   smallest slope it could report (``MIN_BYTES_PER_CALL``, or ``MIN_PHASE_GROWTH_BYTES`` over the
   calls made when that is larger): "no growth" is a measurement at a resolution, not exactly 0.
-- ``peak_rss_mb`` (MB): the highest RSS peak over the batch-size phase.
+- ``peak_memory_mb`` (MB): the highest anonymous-memory peak over the batch-size phase (samples,
+  and the kernel's high-water mark between them).
 - ``gpu_growth_bytes_per_1000_calls`` (bytes): the same slope for this process's GPU memory
   (NVML); only when every fixed-phase reading has a GPU value.
 """
@@ -68,8 +71,10 @@ import numpy as np
 
 from tfaudit.api import Check, CheckMeta, Effort, Finding, Fix, Measure, Metric, Progress, Risk, Sample, SkipCheck
 from tfaudit.engine.inputs import DEFAULT_BATCH_SIZES, DEFAULT_SEQUENCE_LENGTH, InputError
+from tfaudit.engine.resources import peak_anonymous_bytes, reset_peak
 
 CHECK = "memory"
+MEMORY_MEASURED = "anonymous resident memory (RssAnon: allocated by the process, not its mapped libraries)"
 KIB = 1024
 MIB = 1024 * 1024
 
@@ -239,8 +244,8 @@ class Phase:
     def seconds(self) -> float:
         return self.ended - self.started
 
-    def rss(self) -> list[int]:
-        return [r.rss_bytes for r in self.readings]
+    def memory(self) -> list[int]:
+        return [r.memory_bytes for r in self.readings]
 
 
 def drive(
@@ -356,7 +361,7 @@ GPU_FIX_CODE = (
 
 
 def growth_finding(ctx, which: str, growth: Growth, rate: float, available: int | None, evidence: dict, heap: Growth | None) -> Finding:
-    """``which`` is "ram" (RSS) or "gpu" (NVML)."""
+    """``which`` is "ram" (anonymous memory) or "gpu" (NVML)."""
     per_hour = Measure(growth.slope.value * rate * 3600, growth.slope.low * rate * 3600, growth.slope.high * rate * 3600)
     hours = available / per_hour.value if available else float("inf")
     writes = state_writes(ctx)
@@ -372,7 +377,7 @@ def growth_finding(ctx, which: str, growth: Growth, rate: float, available: int 
     per_1000 = growth.slope.value * 1000
     horizon = Measure(*(horizon_bytes(b, rate, available) for b in (growth.slope.value, growth.slope.low, growth.slope.high)))
     summary = (
-        f"With one fixed input shape, {'GPU memory' if which == 'gpu' else 'RSS'} grew {growth.slope.value / KIB:,.1f} KiB per call "
+        f"With one fixed input shape, {'GPU memory' if which == 'gpu' else 'memory'} grew {growth.slope.value / KIB:,.1f} KiB per call "
         f"(95% interval {growth.slope.low / KIB:,.1f}–{growth.slope.high / KIB:,.1f}) over {growth.steps:,} calls: "
         f"{per_1000 / MIB:,.1f} MB per 1,000 calls, {per_hour.value / MIB:,.0f} MB per hour at the measured {rate:,.0f} calls/s"
         + (f"; the {available / MIB:,.0f} MB available now would last {hours:,.1f} h." if available else ".")
@@ -456,7 +461,7 @@ def new_shape_finding(ctx, per_shape: Measure, varies: str, shapes: int, wrapper
         effort=Effort("hours", 2.0, "Bucket or pad request shapes; add an input_signature to any wrapper."),
         fix=Fix("Bound the number of distinct input shapes (pad or bucket), and give wrappers an `input_signature`.", code),
         why="Per-shape caches grow with every new shape a server sees; with free-form lengths they never stop growing.",
-        verify="Replay your real request shapes and watch RSS flatten once every bucket has been seen.",
+        verify="Replay your real request shapes and watch memory flatten once every bucket has been seen.",
         confidence=0.7,
         risk=Risk("low", "Padding changes outputs only for models that do not mask the padding."),
     )
@@ -471,15 +476,15 @@ class Timeline:
     def __init__(self, sampler):
         self.sampler = sampler
         self.emitted_until = -1.0
-        self.baseline_rss: int | None = None  # set after warm-up; delta_mb starts then
+        self.baseline: int | None = None  # set after warm-up; delta_mb starts then
 
     def emit(self, label: str) -> Iterator[Sample]:
         points = sorted((p for p in list(self.sampler.points) if p.t > self.emitted_until), key=lambda p: p.t)
         for p in downsample(points, TIMELINE_POINTS_PER_PHASE):
             x = round(p.t, 3)
-            yield Sample("ram_mb", x, mb(p.rss_bytes), label)
-            if self.baseline_rss is not None:
-                yield Sample("delta_mb", x, mb(p.rss_bytes - self.baseline_rss), label)
+            yield Sample("ram_mb", x, mb(p.memory_bytes), label)
+            if self.baseline is not None:
+                yield Sample("delta_mb", x, mb(p.memory_bytes - self.baseline), label)
             if p.gpu_bytes is not None:
                 yield Sample("gpu_mb", x, mb(p.gpu_bytes), label)
         if points:
@@ -491,10 +496,10 @@ class Measured:
     warmup: Phase
     fixed: Phase
     heap: Phase | None  # None when tracemalloc was already on
-    batch_peaks: dict[int, int]  # batch size -> peak RSS bytes
+    batch_peaks: dict[int, int]  # batch size -> peak memory bytes
     varies: str  # "batch size", "sequence length", or "" when the signature has no dynamic dims
     varied: Phase | None
-    wrapper_rss: list[int]  # RSS before and after each new shape through a plain tf.function
+    wrapper_memory: list[int]  # memory before and after each new shape through a plain tf.function
     wrapper_traces: int
     tf_gpu: dict[str, Any]  # phase -> TF allocator stats (None without a TF GPU)
     seconds: float = 0.0
@@ -552,14 +557,14 @@ class MemoryCheck(Check):
 
         yield Progress(0.1, "calling with one fixed shape")
         cap = min(MAX_PHASE_GROWTH_BYTES, MAX_PHASE_GROWTH_SHARE * psutil.virtual_memory().available)
-        start_rss = sampler.sample_now().rss_bytes
+        start_memory = sampler.sample_now().memory_bytes
         fixed = drive(
             "fixed", call_fixed, sampler.sample_now, clock, seconds=FIXED_SECONDS[budget],
-            max_calls=FIXED_MAX_CALLS[budget], give_up=lambda reading: reading.rss_bytes - start_rss > cap,
+            max_calls=FIXED_MAX_CALLS[budget], give_up=lambda reading: reading.memory_bytes - start_memory > cap,
         )
-        timeline.baseline_rss = fixed.readings[0].rss_bytes
+        timeline.baseline = fixed.readings[0].memory_bytes
         yield from timeline.emit("fixed")
-        yield per_1000_calls("growth_bytes_per_1000_calls", fit_growth(fixed.calls, fixed.rss()))
+        yield per_1000_calls("growth_bytes_per_1000_calls", fit_growth(fixed.calls, fixed.memory()))
         gpu_readings = [r.gpu_bytes for r in fixed.readings]
         if all(g is not None for g in gpu_readings):
             yield per_1000_calls("gpu_growth_bytes_per_1000_calls", fit_growth(fixed.calls, gpu_readings))
@@ -574,28 +579,30 @@ class MemoryCheck(Check):
         batch_peaks: dict[int, int] = {}
         for batch in batch_sizes or (None,):
             inputs = as_tensors(ctx.inputs.make(batch=batch))
+            high_water_mark = reset_peak()
             phase = drive("batch", lambda _: materialise(serve(**inputs)), sampler.sample_now, clock, seconds=BATCH_SECONDS[budget], max_calls=10_000)
-            in_window = [p.rss_bytes for p in list(sampler.points) if phase.started <= p.t <= phase.ended]
-            batch_peaks[batch or signature_batch(ctx)] = max(in_window + phase.rss())
+            in_window = [p.memory_bytes for p in list(sampler.points) if phase.started <= p.t <= phase.ended]
+            between_samples = [peak_anonymous_bytes() or 0] if high_water_mark else []
+            batch_peaks[batch or signature_batch(ctx)] = max(in_window + phase.memory() + between_samples)
         for batch, peak in batch_peaks.items():
             yield Sample("peak_mb_by_batch", batch, mb(peak), "batch")
-        yield Metric("peak_rss_mb", mb(max(batch_peaks.values())), "MB")
+        yield Metric("peak_memory_mb", mb(max(batch_peaks.values())), "MB")
         yield from timeline.emit("batch")
         tf_gpu["batch"] = allocator()
 
         yield Progress(0.75, "calling with new shapes")
         varies, shapes = new_shape_stream(ctx, batch_sizes, NEW_SHAPES[budget])
-        varied, wrapper_rss, wrapper_traces = None, [], 0
+        varied, wrapper_memory, wrapper_traces = None, [], 0
         if shapes:
             if varies == "sequence length":  # run the longest first, so the stream's working set is already paid for
                 materialise(serve(**as_tensors(ctx.inputs.make(seq=MAX_SEQUENCE_LENGTH))))
             feeds = [as_tensors(ctx.inputs.make(batch=b, seq=s)) for b, s in shapes]
             varied = drive("varied", lambda i: materialise(serve(**feeds[i])), sampler.sample_now, clock, seconds=3600, max_calls=len(feeds), every_call=True)
             yield from timeline.emit("varied")
-            wrapper_rss, wrapper_traces = wrapper_phase(serve, feeds[: WRAPPER_SHAPES[budget]], sampler.sample_now)
+            wrapper_memory, wrapper_traces = wrapper_phase(serve, feeds[: WRAPPER_SHAPES[budget]], sampler.sample_now)
             yield from timeline.emit("wrapper")
         tf_gpu["varied"] = allocator()
-        return Measured(warmup, fixed, heap, batch_peaks, varies, varied, wrapper_rss, wrapper_traces, tf_gpu, clock())
+        return Measured(warmup, fixed, heap, batch_peaks, varies, varied, wrapper_memory, wrapper_traces, tf_gpu, clock())
 
 
 def sustained_rate(phase: Phase) -> float:
@@ -624,7 +631,7 @@ def heap_phase(call: Callable[[int], None], clock, seconds: float) -> Phase | No
 
 
 def wrapper_phase(serve, feeds: list[dict], read) -> tuple[list[int], int]:
-    """The shapes again through a plain tf.function, which retraces for each: (RSS before and after each, traces)."""
+    """The shapes again through a plain tf.function, which retraces for each: (memory before and after each, traces)."""
     import logging
 
     import tensorflow as tf
@@ -637,10 +644,10 @@ def wrapper_phase(serve, feeds: list[dict], read) -> tuple[list[int], int]:
     level = tf_logger.level
     tf_logger.setLevel(logging.ERROR)  # retracing warnings are the expected result here
     try:
-        readings = [read().rss_bytes]
+        readings = [read().memory_bytes]
         for feed in feeds:
             materialise(wrapped(**feed))
-            readings.append(read().rss_bytes)
+            readings.append(read().memory_bytes)
     finally:
         tf_logger.setLevel(level)
     return readings, int(wrapped.experimental_get_tracing_count())
@@ -658,22 +665,24 @@ def judge(ctx, budget: str, m: Measured, sampler) -> Iterator[Finding]:
 
     points = list(sampler.points)
     fixed = m.fixed
-    rss_growth = fit_growth(fixed.calls, fixed.rss())
+    memory_growth = fit_growth(fixed.calls, fixed.memory())
     gpu_readings = [r.gpu_bytes for r in fixed.readings]
     has_gpu = all(g is not None for g in gpu_readings)
     gpu_growth = fit_growth(fixed.calls, gpu_readings) if has_gpu else None
     heap_growth = fit_growth(m.heap.calls, m.heap.readings, min_step_bytes=0) if m.heap else None
     rate = sustained_rate(fixed)
     evidence: dict[str, Any] = {
-        "baseline_rss_mb": mb(fixed.readings[0].rss_bytes),
+        "memory_measured": MEMORY_MEASURED,
+        "baseline_memory_mb": mb(fixed.readings[0].memory_bytes),
+        "peak_memory_mb": mb(max(p.memory_bytes for p in points)),
         "peak_rss_mb": mb(max(p.rss_bytes for p in points)),
         "warmup_calls": m.warmup.n_calls,
         "fixed_shape": {
-            **rss_growth.summary(), "calls": fixed.n_calls, "seconds": round(fixed.seconds, 3),
+            **memory_growth.summary(), "calls": fixed.n_calls, "seconds": round(fixed.seconds, 3),
             "calls_per_second": round(rate, 1), "stopped_early_at_growth_cap": fixed.stopped_early,
         },
         "python_heap_bytes_per_call": heap_growth.summary() if heap_growth else "not measured: tracemalloc was already running",
-        "peak_rss_mb_by_batch": {str(b): mb(p) for b, p in m.batch_peaks.items()},
+        "peak_memory_mb_by_batch": {str(b): mb(p) for b, p in m.batch_peaks.items()},
         "gpu_status": "ok" if has_gpu else (sampler.gpu_reason or "no GPU"),
         "check_seconds": round(m.seconds, 2),
         "budget": budget,
@@ -686,15 +695,15 @@ def judge(ctx, budget: str, m: Measured, sampler) -> Iterator[Finding]:
 
     per_shape, shape_growth_significant, wrapper = None, False, None
     if m.varied is not None:
-        varied_growth = fit_growth(np.arange(len(m.varied.calls)), m.varied.rss(), min_step_bytes=MIN_BYTES_PER_SHAPE)
-        wrapper_growth = fit_growth(np.arange(len(m.wrapper_rss)), m.wrapper_rss, min_step_bytes=MIN_BYTES_PER_SHAPE)
+        varied_growth = fit_growth(np.arange(len(m.varied.calls)), m.varied.memory(), min_step_bytes=MIN_BYTES_PER_SHAPE)
+        wrapper_growth = fit_growth(np.arange(len(m.wrapper_memory)), m.wrapper_memory, min_step_bytes=MIN_BYTES_PER_SHAPE)
         # Every call of the varied stream is also a call: take the fixed-shape growth per call out.
-        per_shape = beyond(varied_growth.slope, rss_growth.slope)
+        per_shape = beyond(varied_growth.slope, memory_growth.slope)
         wrapper = {
-            "shapes": len(m.wrapper_rss) - 1,
+            "shapes": len(m.wrapper_memory) - 1,
             "traces": m.wrapper_traces,
             "growth": wrapper_growth.summary(),
-            "bytes_per_new_shape_beyond_fixed": measure_list(beyond(wrapper_growth.slope, rss_growth.slope)),
+            "bytes_per_new_shape_beyond_fixed": measure_list(beyond(wrapper_growth.slope, memory_growth.slope)),
         }
         evidence["new_shapes"] = {
             "varies": m.varies,
@@ -708,10 +717,10 @@ def judge(ctx, budget: str, m: Measured, sampler) -> Iterator[Finding]:
         evidence["new_shapes"] = "not measured: the signature has no dynamic dims, so every request has one shape"
 
     found = False
-    if rss_growth.significant:
+    if memory_growth.significant:
         found = True
         available = int(psutil.virtual_memory().available)
-        yield growth_finding(ctx, "ram", rss_growth, rate, available, evidence, heap_growth)
+        yield growth_finding(ctx, "ram", memory_growth, rate, available, evidence, heap_growth)
     if gpu_growth is not None and gpu_growth.significant:
         found = True
         gpu_total = max(g.memory_total_bytes for g in gpu_status(ctx.options.get("nvml")).gpus)
@@ -720,7 +729,7 @@ def judge(ctx, budget: str, m: Measured, sampler) -> Iterator[Finding]:
         found = True
         yield new_shape_finding(ctx, per_shape, m.varies, len(m.varied.calls) - 1, wrapper, evidence)
     if not found:
-        yield stable_finding(rss_growth, evidence)
+        yield stable_finding(memory_growth, evidence)
 
 
 def stable_finding(growth: Growth, evidence: dict) -> Finding:
@@ -730,9 +739,9 @@ def stable_finding(growth: Growth, evidence: dict) -> Finding:
         severity="info",
         title="Memory stays flat under repeated calls",
         summary=(
-            f"RSS changed {growth.slope.value:,.0f} bytes per call (95% interval {growth.slope.low:,.0f}–"
+            f"Memory changed {growth.slope.value:,.0f} bytes per call (95% interval {growth.slope.low:,.0f}–"
             f"{growth.slope.high:,.0f}) over {growth.steps:,} calls of one shape: no growth worth fixing "
-            f"(threshold {MIN_BYTES_PER_CALL:,} bytes per call). Peak RSS {evidence['peak_rss_mb']:,.1f} MB."
+            f"(threshold {MIN_BYTES_PER_CALL:,} bytes per call). Peak {evidence['peak_memory_mb']:,.1f} MB (anonymous memory)."
         ),
         evidence=evidence,
         effort=Effort("minutes", 0.1, "Nothing to do."),

@@ -677,8 +677,8 @@ class StreamResult:
 
     latencies_ms: list[float]
     traced: list[bool]
-    rss_before: int
-    rss_after: int
+    memory_before: int
+    memory_after: int
     warnings: list[str]
 
     @property
@@ -718,10 +718,14 @@ class WarningCatcher(logging.Handler):
             self.messages.append(re.sub(r" at 0x[0-9a-f]+", "", message.split(". ")[0]))
 
 
-def rss_bytes() -> int:
+def memory_bytes() -> int:
+    """Anonymous memory (tfaudit.engine.resources), or RSS off Linux."""
     import psutil
 
-    return psutil.Process().memory_info().rss
+    from tfaudit.engine.resources import anonymous_bytes
+
+    anonymous = anonymous_bytes()
+    return psutil.Process().memory_info().rss if anonymous is None else anonymous
 
 
 def replay(wrapper, stream: list[tuple], feeds: dict[tuple, list]) -> StreamResult:
@@ -731,7 +735,7 @@ def replay(wrapper, stream: list[tuple], feeds: dict[tuple, list]) -> StreamResu
     logger = tf.get_logger()
     logger.addHandler(catcher)
     latencies, traced = [], []
-    rss_before = rss_bytes()
+    memory_before = memory_bytes()
     try:
         for key in stream:
             count = wrapper.experimental_get_tracing_count()
@@ -741,7 +745,7 @@ def replay(wrapper, stream: list[tuple], feeds: dict[tuple, list]) -> StreamResu
             traced.append(wrapper.experimental_get_tracing_count() > count)
     finally:
         logger.removeHandler(catcher)
-    return StreamResult(latencies, traced, rss_before, rss_bytes(), catcher.messages)
+    return StreamResult(latencies, traced, memory_before, memory_bytes(), catcher.messages)
 
 
 def probe_skip_reason(ctx) -> str | None:
@@ -887,7 +891,7 @@ def pattern_row(name: str, runs: list[StreamResult]) -> dict:
     totals = [r.total_ms for r in runs]
     steady = [ms for r in runs for ms in r.steady_ms]
     first = runs[0]
-    rss_growth = first.rss_after - first.rss_before
+    memory_growth = first.memory_after - first.memory_before
     return {
         "pattern": PATTERNS[name],
         "traces_per_stream": int(np.median([r.traces for r in runs])),
@@ -896,7 +900,7 @@ def pattern_row(name: str, runs: list[StreamResult]) -> dict:
         "request_ms_p10_p90": [round(float(np.percentile(steady, 10)), 4), round(float(np.percentile(steady, 90)), 4)],
         "stream_total_ms": round(float(np.median(totals)), 3),
         "stream_totals_ms": [round(t, 3) for t in totals],
-        "rss_growth_per_trace_bytes_first_stream": int(rss_growth / first.traces) if first.traces else 0,
+        "memory_growth_per_trace_bytes_first_stream": int(memory_growth / first.traces) if first.traces else 0,
         "retracing_warnings": sorted({m for r in runs for m in r.warnings})[:2],
     }
 

@@ -177,10 +177,10 @@ def test_malformed_baseline_is_one_clear_error(tmp_path, content, message):
 
 def test_config_from_pyproject_and_explicit_file(tmp_path):
     (tmp_path / "pyproject.toml").write_text(
-        '[project]\nname = "x"\n[tool.tfaudit]\nbudget = "quick"\nchecks = ["memory"]\n[tool.tfaudit.budgets]\n"memory.peak_rss_mb" = 900\n'
+        '[project]\nname = "x"\n[tool.tfaudit]\nbudget = "quick"\nchecks = ["memory"]\n[tool.tfaudit.budgets]\n"memory.peak_memory_mb" = 900\n'
     )
     config = load_config(directory=str(tmp_path))
-    assert config.options == {"budget": "quick", "checks": ["memory"]} and config.budgets == {"memory.peak_rss_mb": 900.0}
+    assert config.options == {"budget": "quick", "checks": ["memory"]} and config.budgets == {"memory.peak_memory_mb": 900.0}
     plain = tmp_path / "ci.toml"
     plain.write_text('fail_on = "high"\n[budgets]\n"retracing.serving_latency_ms" = 2.5\n')
     assert load_config(str(plain)).options == {"fail_on": "high"}

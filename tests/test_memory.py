@@ -177,8 +177,8 @@ def test_clean_model_is_not_flagged_in_repeated_runs(built_model, monkeypatch):
         growth = outcome.metrics["growth_bytes_per_1000_calls"]
         assert growth.unit == "bytes" and growth.low <= growth.value <= growth.high
         assert growth.value == pytest.approx(1000 * slopes[-1], abs=100)  # the finding's slope, rounded to 0.1 B
-        peaks = evidence["peak_rss_mb_by_batch"].values()
-        assert outcome.metrics["peak_rss_mb"].value == max(peaks) > 0
+        peaks = evidence["peak_memory_mb_by_batch"].values()
+        assert outcome.metrics["peak_memory_mb"].value == max(peaks) > 0
         assert "gpu_growth_bytes_per_1000_calls" not in outcome.metrics  # no GPU series: not emitted
     print(f"clean mlp slopes (B/call): {slopes}; last run {outcome.seconds:.1f} s")
 

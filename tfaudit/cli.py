@@ -68,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--memory-limit", type=int, metavar="MB",
         help="kill a check's worker above this resident memory (default: 75%% of RAM)",
     )
+    parser.add_argument(
+        "--isolate", choices=("fork", "fresh"),
+        help="how check workers start: fork (default on Linux) forks each from one interpreter that imported "
+        "TensorFlow once; fresh starts a new interpreter per check (~2.5 s each; for models whose custom code is not fork-safe)",
+    )
     parser.add_argument("--fail-on", choices=[*SEVERITIES[:-1], "never"], help="exit 1 when a finding is at or above this severity (default never)")
     parser.add_argument("--config", metavar="FILE.toml", help="options and metric budgets (default: [tool.tfaudit] in ./pyproject.toml)")
     parser.add_argument("--baseline", metavar="OLD.json", help="compare with an earlier JSON report; metric regressions beyond noise exit 1")
@@ -119,7 +124,7 @@ def ensure_demo_model() -> str:
     return path
 
 
-DEFAULTS = {"budget": "standard", "fail_on": "never"}
+DEFAULTS = {"budget": "standard", "fail_on": "never", "isolate": "fork"}
 
 
 def apply_config(args: argparse.Namespace):
@@ -192,6 +197,7 @@ def run(argv: list[str] | None) -> int:
         memory_limit_mb=args.memory_limit or default_memory_limit_mb(),
         check_timeout_s=args.check_timeout,
         imports=list(dict.fromkeys(args.imports or [])),
+        isolate=args.isolate,
     )
     outputs = dict(
         report=args.report, json_path=args.json, record=args.record, junit=args.junit, fail_on=args.fail_on,

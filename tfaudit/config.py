@@ -6,6 +6,7 @@
     checks = ["retracing", "memory"]
     max_fidelity_loss = 0.02
     import = ["my_ops"]             # modules that register the model's custom ops (--import)
+    isolate = "fresh"               # a new interpreter per check instead of forks of a warm one
 
     [tool.tfaudit.budgets]          # the worst acceptable value of each metric
     "retracing.serving_latency_ms" = 5.0
@@ -33,8 +34,10 @@ OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "memory_limit": (int,),
     "signature": (str,),
     "import": (list,),
+    "isolate": (str,),
 }
-CHOICES = {"budget": tuple(BUDGETS), "fail_on": (*SEVERITIES[:-1], "never")}
+ISOLATION = ("fork", "fresh")
+CHOICES = {"budget": tuple(BUDGETS), "fail_on": (*SEVERITIES[:-1], "never"), "isolate": ISOLATION}
 
 
 class ConfigError(Exception):

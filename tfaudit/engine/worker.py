@@ -29,6 +29,7 @@ from tfaudit.events import (
 WORKER_ENVIRONMENT = {
     "TF_CPP_MIN_LOG_LEVEL": "2",  # C++ info/warnings off; Python warnings (retracing) stay
     "TF_FORCE_GPU_ALLOW_GROWTH": "true",  # several workers and the user's jobs can share a GPU
+    "OPENBLAS_NUM_THREADS": "1",  # NumPy's only thread before TF's first op: without it no fork is safe
 }
 
 
@@ -145,4 +146,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # skips TensorFlow's teardown at exit (about a second): the events are written

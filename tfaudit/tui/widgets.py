@@ -189,7 +189,7 @@ class MemoryPanel(Chart):
 
 class MemoryPanels(Grid):
     def compose(self) -> ComposeResult:
-        yield MemoryPanel("ram_mb", "RAM (MB)")
+        yield MemoryPanel("ram_mb", "Memory (MB, anonymous)")
         yield MemoryPanel("gpu_mb", "GPU (MB)")
         yield MemoryPanel("delta_mb", "delta from baseline (MB)")
         yield MemoryPanel("peak_mb_by_batch", "peak by batch size (MB)", bars=True)

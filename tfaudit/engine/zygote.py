@@ -1,0 +1,275 @@
+"""The zygote: one warm interpreter per audit that forks a worker for each job.
+
+It imports TensorFlow, tf_keras, tfmot, LiteRT and the audit's check modules once (~3 s), and
+then never runs an op, loads a model or lists a device: a fork from such a process is safe,
+while a fork after any op hangs the child (TF #2448, #51832). Before each fork it checks that
+this still holds (one thread, no eager context) and refuses otherwise; the runner then starts
+fresh interpreters, as it does with ``--isolate fresh`` or where ``os.fork`` is missing.
+
+Each forked worker starts a session of its own (the runner kills its process group), writes
+its output to the log and its events to the pipe the runner passed with the request, exactly
+like a fresh ``python -m tfaudit.engine.worker``.
+
+Protocol, over a SOCK_SEQPACKET socket (one JSON message a packet):
+runner → zygote ``{"job": {...}}`` with two descriptors (event pipe, log);
+zygote → runner ``{"ready": true}`` once, then per request ``{"pid": N}`` or
+``{"refused": "why"}``, and ``{"exited": N, "returncode": RC}`` as each worker ends.
+End of file on the socket stops the zygote and the workers it still has.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import time
+import traceback
+from typing import Any
+
+PACKET_BYTES = 1 << 20
+PRELOAD = ("tensorflow", "tf_keras", "tensorflow_model_optimization", "ai_edge_litert.interpreter",
+           "tfaudit.engine.worker", "tfaudit.engine.input_probe", "tfaudit.api")
+READY_TIMEOUT_S = 180.0
+
+
+def kill_group(pid: int) -> None:
+    """SIGKILL a worker's process group (its own session), or the worker alone before it made one."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+class ZygoteUnavailable(Exception):
+    """The zygote cannot fork this job; the reason says why (run a fresh interpreter instead)."""
+
+
+def platform_cannot_fork() -> str:
+    """"" on Linux, else why workers cannot be forked here."""
+    if not hasattr(os, "fork") or not sys.platform.startswith("linux"):
+        return f"os.fork is not safe for TensorFlow on {sys.platform}"
+    return ""
+
+
+def fork_unsafe_reason() -> str:
+    """"" when this process may fork a child that will run TensorFlow, else why not."""
+    if platform_cannot_fork():
+        return platform_cannot_fork()
+    try:
+        threads = len(os.listdir("/proc/self/task"))
+    except OSError:
+        return "cannot count this process's threads (/proc/self/task)"
+    if threads != 1:
+        return f"the process has {threads} threads (a fork copies none of them, and their locks)"
+    context = sys.modules.get("tensorflow.python.eager.context")
+    eager = getattr(context, "_context", None)
+    if eager is not None and getattr(eager, "_initialized", True):
+        return "TensorFlow's eager context is initialised (an op ran or a model was loaded)"
+    return ""
+
+
+def preload(modules: list[str]) -> None:
+    """Import what every worker needs; a module that fails here fails again, with its error, in the worker."""
+    import importlib
+
+    for name in [*PRELOAD, *modules]:
+        try:
+            importlib.import_module(name)
+        except Exception:
+            pass
+
+
+def run_forked_worker(job: dict[str, Any], event_fd: int, log_fd: int) -> None:
+    """In the child: become a worker in a session of its own, and never return."""
+    code = 1
+    try:
+        os.setsid()
+        for number in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGPIPE):
+            signal.signal(number, signal.SIG_DFL)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        os.close(log_fd)
+        os.environ["TFAUDIT_EVENT_FD"] = str(event_fd)
+        from tfaudit.engine import worker
+
+        code = worker.main([json.dumps(job)])
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def serve(channel: socket.socket) -> None:
+    """The zygote's loop: fork a worker per request, report each exit, stop at end of file."""
+    children: set[int] = set()
+
+    def send(message: dict) -> None:
+        channel.send(json.dumps(message).encode())
+
+    def reap() -> None:
+        for pid in list(children):
+            with contextlib.suppress(ChildProcessError):
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    children.discard(pid)
+                    send({"exited": pid, "returncode": os.waitstatus_to_exitcode(status)})
+
+    try:
+        while True:
+            reap()
+            if not select.select([channel], [], [], 0.05)[0]:
+                continue
+            data, fds, _, _ = socket.recv_fds(channel, PACKET_BYTES, 2)
+            if not data:
+                return
+            request = json.loads(data)
+            reason = fork_unsafe_reason()
+            if reason or len(fds) != 2:
+                for fd in fds:
+                    os.close(fd)
+                send({"refused": reason or "the request did not carry the event pipe and the log"})
+                continue
+            pid = os.fork()
+            if pid == 0:
+                channel.close()
+                run_forked_worker(request["job"], *fds)
+            for fd in fds:
+                os.close(fd)
+            children.add(pid)
+            send({"pid": pid})
+    finally:
+        for pid in children:
+            kill_group(pid)
+
+
+def main() -> int:
+    channel = socket.socket(fileno=int(os.environ.pop("TFAUDIT_ZYGOTE_FD")))
+    modules = json.loads(sys.argv[1]) if len(sys.argv) > 1 else []
+    preload(modules)
+    reason = fork_unsafe_reason()
+    channel.send(json.dumps({"ready": not reason, "reason": reason}).encode())
+    if not reason:
+        serve(channel)
+    sys.stdout.flush()
+    os._exit(0)  # TensorFlow's teardown at exit takes about a second and has nothing to save
+
+
+class ForkedWorker:
+    """A worker forked by the zygote: the parts of ``subprocess.Popen`` the runner uses."""
+
+    def __init__(self, zygote: "Zygote", pid: int):
+        self.zygote, self.pid = zygote, pid
+
+    def poll(self) -> int | None:
+        self.zygote.read(0)
+        return self.zygote.returncodes.get(self.pid)
+
+    def wait(self, timeout: float | None = None) -> int:
+        end = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if end is not None and time.monotonic() > end:
+                raise subprocess.TimeoutExpired(f"worker {self.pid}", timeout)
+            if not self.zygote.alive():  # and with it the only parent that could tell how the worker ended
+                kill_group(self.pid)
+                return -signal.SIGKILL
+            self.zygote.read(0.05)
+        return self.zygote.returncodes.pop(self.pid)
+
+
+class Zygote:
+    """The runner's handle on a zygote process (see the module docstring)."""
+
+    def __init__(self, modules: list[str], env: dict[str, str], python: str = sys.executable):
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.channel = ours
+        self.returncodes: dict[int, int] = {}
+        self.replies: list[dict] = []
+        self.unavailable = ""
+        self.ready = False
+        self.process = subprocess.Popen(
+            [python, "-m", "tfaudit.engine.zygote", json.dumps(modules)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            pass_fds=(theirs.fileno(),),
+            env={**env, "TFAUDIT_ZYGOTE_FD": str(theirs.fileno())},
+            start_new_session=True,  # Ctrl-C reaches the runner, which stops the workers
+        )
+        theirs.close()
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def read(self, seconds: float) -> None:
+        """Take in the zygote's messages for up to ``seconds``: exits are kept, replies queued."""
+        end = time.monotonic() + seconds
+        while True:
+            left = max(0.0, end - time.monotonic())
+            if not select.select([self.channel], [], [], left)[0]:
+                return
+            data = self.channel.recv(PACKET_BYTES)
+            if not data:
+                self.unavailable = self.unavailable or f"the zygote exited ({self.process.poll()})"
+                return
+            message = json.loads(data)
+            if "exited" in message:
+                self.returncodes[message["exited"]] = message["returncode"]
+            else:
+                self.replies.append(message)
+
+    def reply(self, timeout_s: float) -> dict:
+        end = time.monotonic() + timeout_s
+        while not self.replies:
+            if self.unavailable:
+                raise ZygoteUnavailable(self.unavailable)
+            if time.monotonic() > end:
+                raise ZygoteUnavailable(f"the zygote did not answer within {timeout_s:g} s")
+            self.read(min(0.1, max(0.0, end - time.monotonic())))
+        return self.replies.pop(0)
+
+    def wait_ready(self) -> None:
+        if self.ready:
+            return
+        if self.unavailable:
+            raise ZygoteUnavailable(self.unavailable)
+        ready = self.reply(READY_TIMEOUT_S)
+        if not ready.get("ready"):
+            self.unavailable = ready.get("reason") or "the zygote is not ready"
+            raise ZygoteUnavailable(self.unavailable)
+        self.ready = True
+
+    def fork(self, job: dict[str, Any], event_fd: int, log_fd: int) -> ForkedWorker:
+        """A worker for ``job``; ZygoteUnavailable when the zygote cannot fork one safely."""
+        self.wait_ready()
+        try:
+            socket.send_fds(self.channel, [json.dumps({"job": job}).encode()], [event_fd, log_fd])
+        except OSError as exc:
+            self.unavailable = f"the zygote is gone ({exc})"
+            raise ZygoteUnavailable(self.unavailable) from exc
+        reply = self.reply(30.0)
+        if "pid" not in reply:
+            self.unavailable = reply.get("refused") or "the zygote refused to fork"
+            raise ZygoteUnavailable(self.unavailable)
+        return ForkedWorker(self, reply["pid"])
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.channel.close()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
