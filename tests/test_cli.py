@@ -128,11 +128,31 @@ def test_reports_gates_and_errored_checks(tmp_path, built_model, fake_checks):
     assert "check fake-raises errored: RuntimeError: planted failure" in result.stdout
 
 
-def test_ctrl_c_stops_workers_and_writes_what_finished(tmp_path, built_model, fake_checks):
+def processes_with_token(token: str, seconds: float = 10.0) -> list[str]:
+    """Command lines of the processes still alive (after up to ``seconds``) whose environment holds TFAUDIT_TEST_TOKEN=token."""
+    import psutil
+
+    deadline = time.monotonic() + seconds
+    while True:
+        alive = []
+        for process in psutil.process_iter(["cmdline"]):
+            try:
+                if process.environ().get("TFAUDIT_TEST_TOKEN") == token and process.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(" ".join(process.info["cmdline"] or []))
+            except psutil.Error:
+                pass
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.2)
+
+
+@pytest.mark.parametrize("isolate", ["fork", "fresh"])
+def test_ctrl_c_stops_workers_and_writes_what_finished(tmp_path, built_model, fake_checks, isolate):
     js = tmp_path / "a.json"
+    token = f"ctrl-c-{isolate}-{os.getpid()}-{time.time()}"
     process = subprocess.Popen(
-        [sys.executable, "-m", "tfaudit", built_model("mlp"), "--checks", "fake-low,fake-hang,fake-timed", "--json", str(js)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [sys.executable, "-m", "tfaudit", built_model("mlp"), "--checks", "fake-low,fake-hang,fake-timed", "--json", str(js), "--isolate", isolate],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "TFAUDIT_TEST_TOKEN": token},
     )
     for line in process.stderr:
         if "[fake-hang] started" in line:
@@ -149,6 +169,8 @@ def test_ctrl_c_stops_workers_and_writes_what_finished(tmp_path, built_model, fa
     assert statuses["fake-timed"][0] == "skipped"
     assert [f["id"] for f in report["findings"]] == ["fake-low/minor"]
     assert "interrupted" in stdout
+    assert report["environment"]["isolation"].startswith(isolate)
+    assert processes_with_token(token) == []  # no worker, zygote or conversion process outlives the CLI
 
 
 def test_readme_check_example_runs_as_documented(tmp_path, built_model, monkeypatch):
@@ -219,11 +241,12 @@ def test_config_budgets_and_baseline_gate_the_exit_code(tmp_path, built_model, f
     assert bad.returncode == 2 and "is not JSON" in one_clear_line(bad)
 
 
-def test_crash_oom_and_timeout_still_leave_complete_reports(tmp_path, built_model, fake_checks):
+@pytest.mark.parametrize("isolate", ["fork", "fresh"])
+def test_crash_oom_and_timeout_still_leave_complete_reports(tmp_path, built_model, fake_checks, isolate):
     md, js, junit = tmp_path / "a.md", tmp_path / "a.json", tmp_path / "a.xml"
     result = run_cli(
         built_model("mlp"), "--checks", "fake-segfault,fake-hog,fake-hang,fake-low", "--memory-limit", "1500",
-        "--check-timeout", "20", "--report", str(md), "--json", str(js), "--junit", str(junit),
+        "--check-timeout", "20", "--report", str(md), "--json", str(js), "--junit", str(junit), "--isolate", isolate,
     )
     assert result.returncode == 3, result.stderr
     report = json.loads(js.read_text())

@@ -282,3 +282,34 @@ def test_module_does_not_import_tensorflow():
 
     code = "import sys, checks.memory; assert 'tensorflow' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", ["mlp", "growing"])
+def test_forked_and_fresh_workers_agree_on_memory(model, built_model, growing_model, tmp_path):
+    """A forked worker's RSS counts TensorFlow's shared pages only once touched; anonymous memory does not care."""
+    path = growing_model if model == "growing" else built_model(model)
+    reports = {}
+    for isolate in ("fork", "fresh"):
+        out = tmp_path / f"{isolate}.json"
+        result = run_cli(path, "--headless", "--checks", "memory", "--budget", "quick", "--json", str(out), "--isolate", isolate)
+        assert result.returncode == 0, result.stderr
+        reports[isolate] = json.loads(out.read_text())
+        assert reports[isolate]["environment"]["isolation"].startswith(isolate)
+
+    def verdict(report):
+        return sorted((f["id"], f["severity"]) for f in report["findings"] if f["severity"] != "info")
+
+    def metric(report, name):
+        return report["metrics"][f"memory.{name}"]["value"]
+
+    fork, fresh = reports["fork"], reports["fresh"]
+    assert verdict(fork) == verdict(fresh)
+    peaks = [metric(r, "peak_memory_mb") for r in (fork, fresh)]
+    assert abs(peaks[0] - peaks[1]) <= max(30.0, 0.1 * max(peaks)), peaks  # MB
+    growth = [metric(r, "growth_bytes_per_1000_calls") for r in (fork, fresh)]
+    if model == "growing":
+        assert growth[0] == pytest.approx(growth[1], rel=0.05)
+    else:
+        assert all(abs(g) < 1000 * MIN_BYTES_PER_CALL for g in growth)
+    print(f"{model}: peak anonymous MB fork/fresh {peaks}; growth B/1000 calls {growth}")

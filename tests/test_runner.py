@@ -9,7 +9,13 @@ from tfaudit.engine.runner import AuditJob, run_audit
 pytestmark = pytest.mark.slow
 
 
-def test_misbehaving_checks_are_contained_and_the_rest_still_run(built_model, fake_checks):
+@pytest.fixture(params=["fork", "fresh"])
+def isolate(request):
+    """Every guarantee holds for workers forked from the zygote and for fresh interpreters alike."""
+    return request.param
+
+
+def test_misbehaving_checks_are_contained_and_the_rest_still_run(built_model, fake_checks, isolate):
     specs = [s for s in discover_checks() if s.id.startswith("fake-") and s.id not in ("fake-hog", "fake-chatty")]
     order = ["fake-raises", "fake-segfault", "fake-hang", "fake-killed", "fake-skip", "fake-wrong-id", "fake-timed", "fake-low"]
     specs.sort(key=lambda s: order.index(s.id))
@@ -20,11 +26,12 @@ def test_misbehaving_checks_are_contained_and_the_rest_still_run(built_model, fa
         events.append(event)
         state.apply(event)
 
-    job = AuditJob(model=built_model("mlp"), budget="quick", check_timeout_s=25)
+    job = AuditJob(isolate=isolate, model=built_model("mlp"), budget="quick", check_timeout_s=25)
     assert run_audit(specs, job, on_event) is True
 
     assert isinstance(events[0], ModelLoaded)
     assert events[0].inventory["signature"] == "serving_default"
+    assert events[0].environment["isolation"].startswith(isolate)
     finished = {e.check: e for e in events if isinstance(e, CheckFinished)}
     assert [e.check for e in events if isinstance(e, CheckFinished)] == order  # one verdict each, in order
     assert [e.check for e in events if isinstance(e, CheckStarted)] == order
@@ -61,16 +68,16 @@ def test_misbehaving_checks_are_contained_and_the_rest_still_run(built_model, fa
     assert len(state.errored()) == 5
 
 
-def test_unloadable_model_fails_the_audit_before_any_check(tmp_path, fake_checks):
+def test_unloadable_model_fails_the_audit_before_any_check(tmp_path, fake_checks, isolate):
     (tmp_path / "saved_model.pb").write_bytes(b"\x00not a protobuf at all" * 10)
     events = []
     specs = [s for s in discover_checks() if s.id == "fake-low"]
-    assert run_audit(specs, AuditJob(model=str(tmp_path), budget="quick"), events.append) is False
+    assert run_audit(specs, AuditJob(isolate=isolate, model=str(tmp_path), budget="quick"), events.append) is False
     assert len(events) == 1 and events[0].kind == "load_failed"
     assert "saved_model.pb" in events[0].message and "\n" not in events[0].message
 
 
-def test_stop_event_from_another_thread_stops_the_worker(built_model, fake_checks):
+def test_stop_event_from_another_thread_stops_the_worker(built_model, fake_checks, isolate):
     import threading
     import time
 
@@ -85,17 +92,17 @@ def test_stop_event_from_another_thread_stops_the_worker(built_model, fake_check
 
     started = time.monotonic()
     with pytest.raises(KeyboardInterrupt):
-        run_audit([specs["fake-hang"], specs["fake-low"]], AuditJob(model=built_model("mlp"), budget="quick"), on_event, stop)
+        run_audit([specs["fake-hang"], specs["fake-low"]], AuditJob(isolate=isolate, model=built_model("mlp"), budget="quick"), on_event, stop)
     assert time.monotonic() - started < 30
     finished = {e.check: e for e in events if isinstance(e, CheckFinished)}
     assert finished["fake-hang"].error == "interrupted by the user"
     assert finished["fake-low"].status == "skipped"
 
 
-def test_a_worker_over_the_memory_limit_is_killed_and_named(built_model, fake_checks):
+def test_a_worker_over_the_memory_limit_is_killed_and_named(built_model, fake_checks, isolate):
     specs = {s.id: s for s in discover_checks()}
     events = []
-    job = AuditJob(model=built_model("mlp"), budget="quick", memory_limit_mb=1500)
+    job = AuditJob(isolate=isolate, model=built_model("mlp"), budget="quick", memory_limit_mb=1500)
     assert run_audit([specs["fake-hog"], specs["fake-low"]], job, events.append)
     finished = {e.check: e for e in events if isinstance(e, CheckFinished)}
     assert finished["fake-hog"].status == "errored"
@@ -103,10 +110,10 @@ def test_a_worker_over_the_memory_limit_is_killed_and_named(built_model, fake_ch
     assert finished["fake-low"].status == "findings"  # the audit went on
 
 
-def test_a_worker_that_never_pauses_still_times_out(built_model, fake_checks):
+def test_a_worker_that_never_pauses_still_times_out(built_model, fake_checks, isolate):
     specs = {s.id: s for s in discover_checks()}
     events = []
-    job = AuditJob(model=built_model("mlp"), budget="quick", check_timeout_s=10)
+    job = AuditJob(isolate=isolate, model=built_model("mlp"), budget="quick", check_timeout_s=10)
     assert run_audit([specs["fake-chatty"]], job, events.append)
     finished = [e for e in events if isinstance(e, CheckFinished)]
     assert finished[0].status == "errored" and "timed out after 10 s" in finished[0].error

@@ -211,6 +211,7 @@ class AuditJob:
     imports: list[str] = field(default_factory=list)  # --import: modules that register custom ops
     input_constraints: dict[str, Any] | None = None  # learned by the inventory, set by run_audit
     isolate: str = "fork"  # "fork": workers forked from a zygote; "fresh": a new interpreter each
+    preload: list[str] = field(default_factory=list)  # modules every worker imports first, set by run_audit
 
     def worker_job(self, **extra: Any) -> dict[str, Any]:
         return {
@@ -222,6 +223,7 @@ class AuditJob:
             "scratch_dir": self.scratch_dir,
             "imports": self.imports,
             "input_constraints": self.input_constraints,
+            "preload": self.preload,
             **extra,
         }
 
@@ -320,7 +322,9 @@ def run_audit(
     front end can write what finished.
     """
     specs = list(specs)
-    zygote = start_zygote(job, specs)
+    # Fresh workers import what the zygote imports, so both start from the same memory and modules.
+    job = replace(job, preload=[*job.imports, *dict.fromkeys(s.target.split(":")[0] for s in specs if not s.load_error)])
+    zygote = start_zygote(job)
     try:
         loaded = load_inventory(job, on_event, stop, zygote)
         if isinstance(loaded, LoadFailed):
@@ -340,9 +344,8 @@ def run_audit(
             zygote.close()
 
 
-def start_zygote(job: AuditJob, specs: list[CheckSpec]) -> Zygote | None:
-    """The audit's zygote, preloading the checks' modules and ``--import``; None for fresh workers."""
+def start_zygote(job: AuditJob) -> Zygote | None:
+    """The audit's zygote, preloading ``job.preload``; None for fresh workers."""
     if job.isolate == "fresh" or platform_cannot_fork():
         return None
-    modules = [spec.target.split(":")[0] for spec in specs if not spec.load_error]
-    return Zygote([*job.imports, *dict.fromkeys(modules)], {**os.environ, **WORKER_ENVIRONMENT})
+    return Zygote(job.preload, {**os.environ, **WORKER_ENVIRONMENT})
