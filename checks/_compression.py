@@ -956,9 +956,12 @@ class LiteRT:
 
 
 def zipped_size(content: bytes) -> int:
-    """Size after zip -9, as tfmot's pruning guide measures a model's compressibility."""
+    """Size after zip at deflate's default level, as tfmot's pruning guide measures a model's compressibility.
+
+    Level 9 took 8× as long (1.9 vs 0.23 s on 5 MB of 50 %-sparse float32) for 1–3 % less.
+    """
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("model.tflite", content)
     return len(buffer.getvalue())
 

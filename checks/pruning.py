@@ -364,7 +364,7 @@ def judge(ctx, pruner: Pruner, base: Measured, results, recommended, combined, b
         "sweep": sweep_table(base, results),
         "max_fidelity_loss": bound,
         "fidelity": "the serving signature with pruned weights vs. before pruning, same inputs",
-        "size": "zip -9 of the float32 TFLite flatbuffer (as tfmot's guide measures it)",
+        "size": "zip (deflate, default level) of the float32 TFLite flatbuffer, as tfmot's guide measures it",
         "latency": "LiteRT, sparse-encoded flatbuffer vs. the dense float32 flatbuffer, batch 1",
         "budget": ctx.budget.name,
     }

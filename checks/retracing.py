@@ -527,14 +527,33 @@ def materialise(outputs) -> None:
         tensor.numpy()
 
 
-def serving_latency(ctx) -> tuple[Timing, Timing]:
-    """Per-call latency of the serving signature at batch 1 (at the fixed batch when it has one), and
-    of the host's reference workload timed alternately with it (tfaudit.engine.host_index)."""
+def serving_latency(ctx, with_overhead: bool = False) -> tuple[Timing, Timing, Timing | None]:
+    """Per-call latency of the serving signature at batch 1 (at the fixed batch when it has one), of
+    the host's reference workload (tfaudit.engine.host_index) and, ``with_overhead``, of a no-op
+    function with the same signature (the per-call overhead), all timed call by call in turn."""
     serve = ctx.model.serving_fn()
     feed = as_tensors(ctx.inputs.make(batch=1))  # fixed batch dims are kept
-    return time_interleaved(
-        lambda: materialise(serve(**feed)), reference_workload(), warmup=ctx.budget.warmup, max_seconds=ctx.budget.timing_seconds
-    )
+    calls = [lambda: materialise(serve(**feed)), reference_workload()]
+    if with_overhead:
+        calls.append(no_op_call(ctx, feed))
+    timings = time_interleaved(*calls, warmup=ctx.budget.warmup, max_seconds=ctx.budget.timing_seconds)
+    return timings[0], timings[1], timings[2] if with_overhead else None
+
+
+def no_op_call(ctx, feed: dict):
+    """A tf.function with the serving signature that does no work, called and materialised the same way."""
+    import tensorflow as tf
+
+    args = signature_args(ctx)
+    specs = [tf.TensorSpec(a.shape, a.dtype, name=a.name) for a in args]
+    names = [a.name for a in args]
+
+    def passthrough(*tensors):
+        return {name: tf.identity(t) for name, t in zip(names, tensors)}
+
+    trivial = tf.function(passthrough, input_signature=specs).get_concrete_function()
+    ordered = [feed[name] for name in names]
+    return lambda: materialise(trivial(*ordered))
 
 
 def baseline_model_ratio(ctx, old_path: str) -> Iterator:
@@ -557,28 +576,11 @@ def baseline_model_ratio(ctx, old_path: str) -> Iterator:
     yield Metric(BASELINE_MODEL_METRIC, ratio.value, "× baseline model", ratio.low, ratio.high, subject=old_path)
 
 
-def fixed_batch_finding(ctx, batch: int) -> Finding:
-    import tensorflow as tf
-
+def fixed_batch_finding(ctx, batch: int, latency: Timing, overhead: Timing) -> Finding:
+    """``latency`` and ``overhead`` (a no-op with the same signature) timed call by call in turn (``serving_latency``):
+    timed apart, the share swung across the severity threshold between runs (demo: 49-61 % low ends); paired, 64-68 %."""
     args = signature_args(ctx)
-    feed = as_tensors(ctx.inputs.make())
-
-    # The per-call overhead: a function with the same signature that does no work, called the same way.
-    specs = [tf.TensorSpec(a.shape, a.dtype, name=a.name) for a in args]
     names = [a.name for a in args]
-
-    def passthrough(*tensors):
-        return {name: tf.identity(t) for name, t in zip(names, tensors)}
-
-    trivial = tf.function(passthrough, input_signature=specs).get_concrete_function()
-    ordered = [feed[name] for name in names]
-    serve = ctx.model.serving_fn()
-    # Call by call alternately, over the budget's measurement time: timed apart, the share swung
-    # across the severity threshold between runs (demo: 49-61 % low ends); paired, 64-68 %.
-    latency, overhead = time_interleaved(
-        lambda: materialise(serve(**feed)), lambda: materialise(trivial(*ordered)),
-        warmup=ctx.budget.warmup, max_seconds=ctx.budget.timing_seconds,
-    )
     work = compare(latency, overhead)  # saved_pct here = share of the call that is real work
     overhead_share = Measure(
         100.0 - work.saved_pct.value, 100.0 - work.saved_pct.high, 100.0 - work.saved_pct.low
@@ -1167,21 +1169,21 @@ class RetracingCheck(Check):
         yield Progress(0.15, "checked the saved functions")
 
         skip_reason = probe_skip_reason(ctx)
-        latency = None
+        batch = fixed_batch(ctx)
+        latency = overhead = None
         if skip_reason is None:
-            latency, reference = serving_latency(ctx)
+            latency, reference, overhead = serving_latency(ctx, with_overhead=batch is not None)
             for name, timing in (("serving_latency_ms", latency), (HOST_INDEX_METRIC, reference)):
                 interval = timing.median_interval()
                 yield Metric(name, interval.value, "ms", interval.low, interval.high)
             if ctx.options.get("baseline_model"):
                 yield from baseline_model_ratio(ctx, ctx.options["baseline_model"])
-        batch = fixed_batch(ctx)
         if batch is not None:
             found_problem = True
             if latency is None:  # a fixed batch means a known rank: only string inputs get here
                 yield Progress(0.2, "fixed batch: latency not measured (string inputs)")
             else:
-                yield fixed_batch_finding(ctx, batch)
+                yield fixed_batch_finding(ctx, batch, latency, overhead)
         token_finding = fixed_token_dims_finding(ctx)
         if token_finding is not None:
             yield token_finding

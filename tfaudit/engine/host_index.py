@@ -41,20 +41,21 @@ def reference_workload() -> Callable[[], None]:
     return lambda: workload(matrix, image).numpy()
 
 
-def time_interleaved(fn: Callable[[], object], reference: Callable[[], object], *, warmup: int, max_seconds: float) -> tuple[Timing, Timing]:
-    """Time ``fn`` and ``reference`` alternately until ``max_seconds`` pass (at least MIN_REPEATS pairs).
+def time_interleaved(*calls: Callable[[], object], warmup: int, max_seconds: float) -> tuple[Timing, ...]:
+    """Time ``calls`` in turn, round after round, until ``max_seconds`` pass (at least MIN_REPEATS rounds).
 
     Unlike ``measure.time_call`` it does not stop at a count: medians taken over the whole time
-    average the host's contention instead of catching one moment of it.
+    average the host's contention instead of catching one moment of it, and every call sees the
+    same moments.
     """
     for _ in range(warmup):
-        fn()
-        reference()
-    samples: tuple[list[float], list[float]] = ([], [])
+        for call in calls:
+            call()
+    samples: list[list[float]] = [[] for _ in calls]
     deadline = time.perf_counter() + max_seconds
     while len(samples[0]) < MIN_REPEATS or time.perf_counter() < deadline:
-        for call, out in ((fn, samples[0]), (reference, samples[1])):
+        for call, out in zip(calls, samples):
             start = time.perf_counter()
             call()
             out.append((time.perf_counter() - start) * 1000.0)
-    return Timing(tuple(samples[0]), warmup), Timing(tuple(samples[1]), warmup)
+    return tuple(Timing(tuple(out), warmup) for out in samples)

@@ -58,7 +58,6 @@ class WorkerOutcome:
     interrupted: bool = False
     over_memory: tuple[int, int] | None = None  # (rss, limit) in MiB when the limit killed it
     output_tail: str = ""
-    forked: bool = False  # forked by the zygote, not a fresh interpreter
 
     def death_cause(self, timeout_s: float) -> str:
         if self.interrupted:
@@ -117,7 +116,6 @@ def run_worker(
             if zygote is not None:
                 try:
                     process = zygote.fork(job, write_fd, log.fileno())
-                    outcome.forked = True
                 except ZygoteUnavailable:
                     pass
             if process is None:
@@ -228,6 +226,14 @@ class AuditJob:
         }
 
 
+def zygote_ready(zygote: Zygote) -> bool:
+    try:
+        zygote.wait_ready()
+        return True
+    except ZygoteUnavailable:
+        return False
+
+
 def isolation_text(job: AuditJob, zygote: Zygote | None, forked: bool) -> str:
     if forked:
         return "fork (workers forked from one warm interpreter)"
@@ -240,21 +246,24 @@ def isolation_text(job: AuditJob, zygote: Zygote | None, forked: bool) -> str:
 def load_inventory(
     job: AuditJob, on_event: Callable[[Event], None], stop: threading.Event | None = None, zygote: Zygote | None = None
 ) -> ModelLoaded | LoadFailed:
-    """Load and inventory the model in a worker; a worker that dies is a load failure.
+    """Load and inventory the model in a fresh worker; a worker that dies is a load failure.
 
-    The environment the worker describes gains ``isolation``: how this audit's workers start.
+    It runs while the zygote imports TensorFlow on the other core (the zygote cannot fork before
+    it is ready, and the inventory needs no preloaded checks), so the checks start about when
+    the zygote is ready. The environment the worker describes gains ``isolation``: how this
+    audit's check workers start.
     """
     def forward(event: Event) -> None:
         if not isinstance(event, ModelLoaded):  # sent below, with the isolation added
             on_event(event)
 
     outcome = run_worker(
-        job.worker_job(mode="inventory"), forward,
-        INVENTORY_TIMEOUT_S, stop=stop, memory_limit_mb=job.memory_limit_mb, zygote=zygote,
+        job.worker_job(mode="inventory"), forward, INVENTORY_TIMEOUT_S, stop=stop, memory_limit_mb=job.memory_limit_mb
     )
     for event in outcome.events:
         if isinstance(event, ModelLoaded):
-            event = replace(event, environment={**event.environment, "isolation": isolation_text(job, zygote, outcome.forked)})
+            forked = zygote is not None and zygote_ready(zygote)
+            event = replace(event, environment={**event.environment, "isolation": isolation_text(job, zygote, forked)})
             on_event(event)
             return event
         if isinstance(event, LoadFailed):
