@@ -44,6 +44,7 @@ def test_list_checks_shows_origin(fake_checks):
         ([], "give a MODEL path or --demo"),
         (["m", "--demo"], "give a MODEL path or --demo"),
         (["m", "--budget", "huge"], "invalid choice"),
+        (["m", "--isolate", "thread"], "invalid choice"),
         (["m", "--checks", "nope"], "unknown check id nope"),
         (["/no/such/model"], "no such file or directory: /no/such/model"),
         (["m", "--report", "/no/such/dir/r.md"], "--report: cannot write"),

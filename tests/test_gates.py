@@ -182,8 +182,8 @@ def test_config_from_pyproject_and_explicit_file(tmp_path):
     config = load_config(directory=str(tmp_path))
     assert config.options == {"budget": "quick", "checks": ["memory"]} and config.budgets == {"memory.peak_memory_mb": 900.0}
     plain = tmp_path / "ci.toml"
-    plain.write_text('fail_on = "high"\n[budgets]\n"retracing.serving_latency_ms" = 2.5\n')
-    assert load_config(str(plain)).options == {"fail_on": "high"}
+    plain.write_text('fail_on = "high"\nisolate = "fresh"\n[budgets]\n"retracing.serving_latency_ms" = 2.5\n')
+    assert load_config(str(plain)).options == {"fail_on": "high", "isolate": "fresh"}
     assert load_config(directory=str(tmp_path / "nowhere")).options == {}
 
 
@@ -193,6 +193,7 @@ def test_config_from_pyproject_and_explicit_file(tmp_path):
         ("budget = ", "not valid TOML"),
         ('colour = "red"', "unknown key 'colour'"),
         ('budget = "huge"', "choose one of"),
+        ('isolate = "thread"', "choose one of fork, fresh"),
         ("max_fidelity_loss = true", "wrong type"),
         ('[budgets]\nlatency = 3', "must name a metric as check.name"),
         ('[budgets]\n"r.latency_ms" = "fast"', "must be a number"),
