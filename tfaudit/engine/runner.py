@@ -226,14 +226,6 @@ class AuditJob:
         }
 
 
-def zygote_ready(zygote: Zygote) -> bool:
-    try:
-        zygote.wait_ready()
-        return True
-    except ZygoteUnavailable:
-        return False
-
-
 def isolation_text(job: AuditJob, zygote: Zygote | None, forked: bool) -> str:
     if forked:
         return "fork (workers forked from one warm interpreter)"
@@ -246,23 +238,20 @@ def isolation_text(job: AuditJob, zygote: Zygote | None, forked: bool) -> str:
 def load_inventory(
     job: AuditJob, on_event: Callable[[Event], None], stop: threading.Event | None = None, zygote: Zygote | None = None
 ) -> ModelLoaded | LoadFailed:
-    """Load and inventory the model in a fresh worker; a worker that dies is a load failure.
+    """Load and inventory the model in a worker; a worker that dies is a load failure.
 
-    It runs while the zygote imports TensorFlow on the other core (the zygote cannot fork before
-    it is ready, and the inventory needs no preloaded checks), so the checks start about when
-    the zygote is ready. The environment the worker describes gains ``isolation``: how this
-    audit's check workers start.
+    The environment the worker describes gains ``isolation``: how this audit's check workers start.
     """
     def forward(event: Event) -> None:
         if not isinstance(event, ModelLoaded):  # sent below, with the isolation added
             on_event(event)
 
     outcome = run_worker(
-        job.worker_job(mode="inventory"), forward, INVENTORY_TIMEOUT_S, stop=stop, memory_limit_mb=job.memory_limit_mb
+        job.worker_job(mode="inventory"), forward, INVENTORY_TIMEOUT_S, stop=stop, memory_limit_mb=job.memory_limit_mb, zygote=zygote
     )
     for event in outcome.events:
         if isinstance(event, ModelLoaded):
-            forked = zygote is not None and zygote_ready(zygote)
+            forked = zygote is not None and not zygote.unavailable  # how the checks' workers will start
             event = replace(event, environment={**event.environment, "isolation": isolation_text(job, zygote, forked)})
             on_event(event)
             return event

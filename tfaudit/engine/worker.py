@@ -134,10 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     job = json.loads(argv[0])
     for key, value in WORKER_ENVIRONMENT.items():
         os.environ.setdefault(key, value)
-    if job["mode"] == "check":
-        from tfaudit.engine.zygote import preload
+    from tfaudit.engine.zygote import preload
 
-        preload(job.get("preload") or [])  # what a forked worker inherits: the same modules and memory either way
+    preload(job.get("preload") or [])  # what a forked worker inherits: the same modules and memory either way
     stream = os.fdopen(int(os.environ["TFAUDIT_EVENT_FD"]), "w", buffering=1)
 
     def emit(event: Event) -> None:
