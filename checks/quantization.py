@@ -23,6 +23,14 @@ selective variant keeps them in float. Full int8 is calibrated once: the debugge
 selective variant start from that calibrated model, the one measured. float64 weights or
 inputs get their own finding with the measured cost.
 
+The float32 TFLite model must reproduce the SavedModel (within the bound) before any variant
+is compared with it: when it does not, the check says so (``quantization/float32-mismatch``,
+high when the outputs are unrelated, e.g. the weights never made it into the flatbuffer) and
+recommends nothing. One cause is fixed on the way: a SavedModel whose graph restores other
+variable handles than its signature reads (a Keras 3 model tracked inside a tf.Module) is
+converted from the loaded model saved again (``conversion_source``); a float32 model out of
+the bound for any other reason gets one such re-export tried, and is used when it reproduces.
+
 Metrics
 -------
 
@@ -41,6 +49,8 @@ import os
 import time
 from typing import Any, Iterator
 
+import numpy as np
+
 from tfaudit.checks._compression import (
     ConversionCrashed,
     ConversionFailed,
@@ -55,6 +65,7 @@ from tfaudit.checks._compression import (
     crash_evidence,
     EXTRA_ROWS,
     eval_feeds,
+    export_serving,
     fidelity,
     float32_flatbuffer,
     interpreter_runner,
@@ -70,6 +81,8 @@ from tfaudit.checks._compression import (
     quiet_converter,
     read_feeds,
     representative_code,
+    reexport_reason,
+    resource_variable_ops,
     reuse_loaded_model,
     run_serving,
     samples_for,
@@ -78,6 +91,7 @@ from tfaudit.checks._compression import (
     severity_for,
     top1_text,
     top1_verdict,
+    unrestored_variables,
     within_bound,
     write_feeds,
 )
@@ -122,8 +136,16 @@ VARIANT_LINES = {
 }
 
 
-def converter_code(ctx, name: str, denylisted: list[str] | None = None, select_ops: bool = False) -> str:
-    if ctx.model.format == "keras":
+def converter_code(ctx, name: str, denylisted: list[str] | None = None, select_ops: bool = False, resave: bool = False) -> str:
+    if resave and ctx.model.format != "keras":
+        head = (
+            "import tensorflow as tf\n\n"
+            f'loaded = tf.saved_model.load("{ctx.model.path}")\n'
+            "# Saved again, the signature reads the variables the restore op restores: converted as written, the weights are lost.\n"
+            f'tf.saved_model.save(loaded, "resaved_saved_model", signatures={{"{ctx.model.signature}": loaded.signatures["{ctx.model.signature}"]}})\n'
+            f'converter = tf.lite.TFLiteConverter.from_saved_model("resaved_saved_model", signature_keys=["{ctx.model.signature}"])\n'
+        )
+    elif ctx.model.format == "keras":
         head = (
             "import keras\nimport tensorflow as tf\n\n"
             f'keras.saving.load_model("{ctx.model.path}").export("exported_saved_model")\n'
@@ -185,6 +207,7 @@ class QuantizationCheck(Check):
             except ConversionFailed as exc:
                 raise SkipCheck(str(exc)) from None
             prepare_conversions(isolated, ctx, source)
+            reexported = reexport_reason(source)
             yield from float64_findings(ctx)
             try:
                 feeds = eval_feeds(ctx)
@@ -219,6 +242,18 @@ class QuantizationCheck(Check):
                     result.extra["select_tf_ops"] = converted.select_ops
                     litert.measure(result, converted.path)
                     paths[name] = converted.path
+                    if name == "float32":
+                        variable_ops = resource_variable_ops(converted.content)
+                        if variable_ops:
+                            result.extra["resource_variable_ops"] = variable_ops
+                if name == "float32" and float32_broken(result, bound) and reexported is None and ctx.model.format != "keras":
+                    yield Progress(0.05, "float32 does not reproduce the SavedModel: converting it saved again")
+                    retried = retry_reexported(ctx, isolated, litert, tmp, bound, result)
+                    if retried is not None:
+                        source, result, paths[name] = retried
+                        results[name] = result
+                        reexported = {"why": "the float32 conversion of the SavedModel as written did not reproduce its outputs; the loaded model saved again does"}
+                        prepare_conversions(isolated, ctx, source)
                 yield from samples_for(result)
                 if name == "float32":
                     yield from float32_metrics(result)
@@ -234,7 +269,41 @@ class QuantizationCheck(Check):
                     results[SELECTIVE] = debug["selective"]
                     yield from samples_for(debug["selective"])
         yield Progress(1.0, "done")
-        yield from judge(ctx, results, bound, debug)
+        yield from judge(ctx, results, bound, debug, reexported)
+
+
+def retry_reexported(ctx, isolated: Isolated, litert: LiteRT, tmp: str, bound: float, first: Measured):
+    """(source, float32 result, flatbuffer path) from the loaded model saved again, when that reproduces the SavedModel; else None.
+
+    What the first try measured stays in the evidence: ``as_written`` on the new result, or
+    ``reexport`` on ``first`` when the re-export did not help.
+    """
+    directory = os.path.join(tmp, "reexported")
+    try:
+        export_serving(ctx, directory)
+        converted = convert_isolated(isolated, directory, ctx.model.signature, "float32", os.path.join(tmp, "float32-reexported.tflite"), reuse=directory)
+    except Exception as exc:  # noqa: BLE001 - the export or the conversion: either way, the first result stands
+        first.extra["reexport"] = {"tried": "the loaded model saved again with tf.saved_model.save, then converted", "error": one_line(exc)}
+        return None
+    second = Measured("float32", note="converted from the loaded model saved again: converted as written, it did not reproduce the SavedModel")
+    second.extra["select_tf_ops"] = converted.select_ops
+    litert.measure(second, converted.path)
+    if second.ran and within_bound(second.fidelity, bound):
+        second.extra["as_written"] = {"size_bytes": first.size_bytes, "fidelity": first.fidelity, **({"error": first.error} if first.error else {}),
+                                      **({"resource_variable_ops": first.extra["resource_variable_ops"]} if "resource_variable_ops" in first.extra else {})}
+        return directory, second, converted.path
+    first.extra["reexport"] = {"tried": "the loaded model saved again with tf.saved_model.save, then converted",
+                               "size_bytes": second.size_bytes, "fidelity": second.fidelity, **({"error": second.error} if second.error else {})}
+    return None
+
+
+def float32_broken(result: Measured, bound: float) -> bool:
+    """The float32 flatbuffer converted but does not reproduce the SavedModel: outputs beyond the bound, or resource variables LiteRT cannot read."""
+    if result.extra.get("crash") or not result.size_bytes:
+        return False
+    if result.fidelity is not None:
+        return not within_bound(result.fidelity, bound)
+    return any(op in result.error for op in ("READ_VARIABLE", "VAR_HANDLE", "ASSIGN_VARIABLE"))
 
 
 def resolve_top1(ctx, litert: LiteRT, results: dict[str, Measured], paths: dict[str, str], bound: float) -> None:
@@ -400,7 +469,7 @@ def variant_table(results: dict[str, Measured]) -> dict[str, Any]:
     return {name: r.summary() for name, r in results.items()}
 
 
-def judge(ctx, results: dict[str, Measured], bound: float, debug: dict | None) -> Iterator[Finding]:
+def judge(ctx, results: dict[str, Measured], bound: float, debug: dict | None, reexported: dict | None = None) -> Iterator[Finding]:
     base = results["float32"]
     table = variant_table(results)
     frontier = pareto_frontier(list(results.values()))
@@ -417,6 +486,11 @@ def judge(ctx, results: dict[str, Measured], bound: float, debug: dict | None) -
         "budget": ctx.budget.name,
         "inputs": "synthetic" if ctx.inputs.synthetic else "--inputs",
     }
+    if reexported and "reexport_failed" not in reexported:
+        common["converted_from"] = {"what": "the loaded SavedModel saved again (tf.saved_model.save), not the directory as written", **reexported}
+    if float32_broken(base, bound):
+        yield float32_mismatch_finding(ctx, results, bound, common, reexported)
+        return
     if not base.ran:
         yield not_convertible_finding(ctx, results, common)
         return
@@ -492,12 +566,12 @@ def recommendation_finding(ctx, results, recommended, tied, common) -> Finding:
         summary=(
             f"Measured on this host: {size_text}{speed_text}. Fidelity against the SavedModel: relative L2 error "
             f"{fid['relative_l2']:.2g}, cosine {fid['cosine']:.4f}{top1} — within the bound ({common['max_fidelity_loss']}). "
-            f"Pareto frontier (size, latency, fidelity): {', '.join(common['pareto_frontier'])}.{tie}{crash_note(common)}"
+            f"Pareto frontier (size, latency, fidelity): {', '.join(common['pareto_frontier'])}.{tie}{crash_note(common)}{reexport_note(common)}"
         ),
         evidence={**common, "recommended": name, "tied_within_noise": tied, **latency, "size_pct_of": "float32 TFLite"},
         savings=saved,
         effort=Effort("hours", 1.5, "A converter setting and a re-validation of the outputs."),
-        fix=Fix(f"Convert with the {TITLES[name]} settings and serve the .tflite with LiteRT.", converter_code(ctx, name, denylisted, result.extra.get("select_tf_ops", False))),
+        fix=Fix(f"Convert with the {TITLES[name]} settings and serve the .tflite with LiteRT.", converter_code(ctx, name, denylisted, result.extra.get("select_tf_ops", False), resave="converted_from" in common)),
         risk=Risk("low" if fid["relative_l2"] > 0 else "none", "Measured on the audit inputs; re-check on real data.", fidelity_loss=fid["relative_l2"]),
         confidence=0.9 if not ctx.inputs.synthetic else 0.75,
         why="A smaller model loads faster, costs less memory and bandwidth on every replica or device.",
@@ -520,11 +594,21 @@ def nothing_worth_it_finding(ctx, results, bound, common) -> Finding:
             + (f"; did not run: {', '.join(failed)}" if failed else "")
             + "."
             + crash_note(common)
+            + reexport_note(common)
         ),
         evidence=common,
         effort=Effort("minutes", 0.1, "Nothing to do."),
         fix=Fix("Keep the float model; see the variant table for the measured alternatives."),
         confidence=0.8,
+    )
+
+
+def reexport_note(common) -> str:
+    if "converted_from" not in common:
+        return ""
+    return (
+        " Converted from the loaded model saved again: TFLiteConverter.from_saved_model on the SavedModel as written "
+        "drops its weights (see evidence converted_from); the snippet saves it again first."
     )
 
 
@@ -595,6 +679,111 @@ def not_convertible_finding(ctx, results, common) -> Finding:
     )
 
 
+RESOURCE_OP_MARKERS = ("READ_VARIABLE", "VAR_HANDLE", "ASSIGN_VARIABLE")
+
+
+def float32_mismatch_finding(ctx, results, bound, common, reexported: dict | None) -> Finding:
+    """The float32 flatbuffer converted, but does not compute what the SavedModel computes."""
+    base = results["float32"]
+    fid = base.fidelity
+    variables = (ctx.inventory.get("variables") or {}).get("bytes") or 0
+    saved_size = ctx.inventory.get("size_bytes") or 0
+    variable_ops = base.extra.get("resource_variable_ops") or {}
+    diagnosis = unrestored_variables(ctx.model.path, ctx.model.signature)
+    weights_missing = (bool(variable_ops.get("READ_VARIABLE")) and not variable_ops.get("CALL_ONCE")) or (
+        variables >= 64 * 1024 and base.size_bytes < 0.25 * variables
+    )
+    gross = fid is None or not np.isfinite(fid["relative_l2"]) or fid["relative_l2"] >= 0.5 or (fid.get("cosine") is not None and fid["cosine"] < 0.9)
+    if fid is None:
+        measured = f"LiteRT cannot run it: {base.error}"
+    else:
+        top1 = f", top-1 agreement {fid['top1_agreement']:.1%}" if fid.get("top1_agreement") is not None else ""
+        cosine = f", cosine {fid['cosine']:.3g}" if fid.get("cosine") is not None else ""
+        error = f"{fid['relative_l2']:.3g}" if np.isfinite(fid["relative_l2"]) else "inf (NaN or infinite outputs)"
+        measured = f"relative L2 error {error} against the bound {bound}{cosine}{top1}"
+    size = f"The flatbuffer is {base.size_bytes / 1024:,.0f} KiB against {mb(saved_size):.2f} MB for the SavedModel"
+    size += f" ({mb(variables):.2f} MB of variables)" if variables else ""
+    if weights_missing:
+        size += ": the weights are not in it"
+        if variable_ops.get("READ_VARIABLE"):
+            size += f" — it keeps {variable_ops['READ_VARIABLE']} variable read(s) as READ_VARIABLE ops with no values to read"
+    calibration = {
+        n: results[n].error for n in ("full-int8", "int16x8", SELECTIVE)
+        if n in results and results[n].error and any(m in results[n].error for m in RESOURCE_OP_MARKERS)
+    }
+    summary = f"Converted with TFLiteConverter.from_saved_model, the float32 TFLite model does not reproduce the SavedModel: {measured}. {size}."
+    if diagnosis:
+        summary += f" Why: {diagnosis['why']}"
+    if calibration:
+        summary += f" The same cause makes {', '.join(calibration)} fail in calibration (READ_VARIABLE)."
+    retried = base.extra.get("reexport")
+    if reexported and "reexport_failed" in reexported:
+        summary += f" Saving the loaded model again (the automatic fix) failed: {reexported['reexport_failed']}."
+    elif reexported:
+        summary += " It was converted from the loaded model saved again (the automatic fix), which did not help."
+    elif retried:
+        outcome = retried.get("error") or (f"relative L2 error {retried['fidelity']['relative_l2']:.3g}" if retried.get("fidelity") else "not measured")
+        summary += f" The loaded model saved again and converted does not reproduce it either ({outcome})."
+    summary += " Every variant converted the same way inherits the error, so none is compared or recommended: a .tflite shipped from this conversion would silently serve wrong outputs."
+    evidence = {
+        **common,
+        "float32": base.summary(),
+        "fidelity": fid,
+        "flatbuffer_bytes": base.size_bytes,
+        "savedmodel_size_bytes": saved_size,
+        "variable_bytes": variables,
+        "weights_in_flatbuffer": not weights_missing,
+        "resource_variable_ops": variable_ops,
+        "diagnosis": diagnosis,
+    }
+    if calibration:
+        evidence["calibration_failures"] = calibration
+        evidence["calibration_failures_why"] = "the calibrator runs the converted graph, whose variables hold no values (same cause as the float32 mismatch)"
+    if retried:
+        evidence["reexport"] = retried
+    return Finding(
+        id=f"{CHECK}/float32-mismatch",
+        check=CHECK,
+        severity="high" if gross else "medium",
+        title="The float32 TFLite conversion does not reproduce the model" + (" (its weights are lost)" if weights_missing else ""),
+        summary=summary,
+        evidence=evidence,
+        effort=Effort("hours", 1.0, "Export so the converter freezes the variables, then convert and compare the outputs again."),
+        fix=Fix(
+            "Convert the serving function with the loaded object as its trackable (the converter then freezes the variables it captures), "
+            "or export the model so its graph restores the variables the signature reads: a Keras 3 model with model.export(), not "
+            "tracked inside a tf.Module; or save the loaded model again. Check the .tflite's outputs against the SavedModel before shipping it.",
+            float32_fix_code(ctx),
+        ),
+        risk=Risk("high", "The converted model's outputs are wrong; measured against the SavedModel on the audit inputs.",
+                  fidelity_loss=fid["relative_l2"] if fid and np.isfinite(fid["relative_l2"]) else None),
+        confidence=0.9 if diagnosis or weights_missing else 0.75,
+        why="A TFLite model that converts without an error but computes something else reaches production unnoticed.",
+        verify=f"Re-run `tfaudit {ctx.model.path} --checks quantization`: the float32 variant's fidelity should be within the bound.",
+    )
+
+
+def float32_fix_code(ctx) -> str:
+    sig = ctx.model.signature
+    feed = ", ".join(f"{s.name}=tf.zeros({[d or 1 for d in s.shape or []]}, tf.{s.dtype})" for s in ctx.inputs.specs)
+    return (
+        "import numpy as np\nimport tensorflow as tf\nfrom ai_edge_litert.interpreter import Interpreter\n\n"
+        f'loaded = tf.saved_model.load("{ctx.model.path}")\n'
+        f'serve = loaded.signatures["{sig}"]\n'
+        "# The loaded object keeps the variables alive; the converter freezes the ones the function captures.\n"
+        "converter = tf.lite.TFLiteConverter.from_concrete_functions([serve], loaded)\n"
+        "tflite_model = converter.convert()\n"
+        "# Or fix the export itself: keras_model.export(path) for a Keras 3 model instead of tracking it in a tf.Module,\n"
+        f'# or tf.saved_model.save(loaded, "resaved_saved_model", signatures={{"{sig}": serve}}) and from_saved_model on that.\n\n'
+        "# Always compare before shipping:\n"
+        f"expected = serve({feed})\n"
+        "runner = Interpreter(model_content=tflite_model).get_signature_runner()\n"
+        f"got = runner(**{{k: v.numpy() for k, v in dict({feed}).items()}})\n"
+        "for name in expected:\n"
+        "    print(name, np.linalg.norm(got[name] - expected[name].numpy()) / np.linalg.norm(expected[name].numpy()))  # ~1e-6\n"
+    )
+
+
 def int8_fidelity_finding(ctx, results, bound, debug, common) -> Finding:
     int8, base = results["full-int8"], results["float32"]
     fid = int8.fidelity
@@ -636,7 +825,7 @@ def int8_fidelity_finding(ctx, results, bound, debug, common) -> Finding:
         effort=Effort("days", 24.0, "Selective quantization is a converter change (hours); recovering the rest needs quantization-aware training (days)."),
         fix=Fix(
             "Calibrate on real inputs; keep the named layers in float (selective quantization); if int8 is a must, use quantization-aware training (tfmot.quantization.keras.quantize_model on a tf_keras model).",
-            converter_code(ctx, SELECTIVE, debug.get("denylisted")),
+            converter_code(ctx, SELECTIVE, debug.get("denylisted"), resave="converted_from" in common),
         ),
         risk=Risk("high", "Measured output error beyond the bound.", fidelity_loss=fid["relative_l2"]),
         confidence=0.8,

@@ -241,3 +241,30 @@ CORPUS = (
     "lstm_masking",
 )
 NEEDS_INPUTS = {"ragged_input": ragged_input_samples}
+
+
+def build_keras_in_module(path: str) -> str:
+    """A tf.Module whose tf.function calls a Keras 3 conv net tracked as an attribute (as benchmarks/models.py does).
+
+    Saved so, each Keras variable is in the graph twice: the signature reads one set of handles,
+    the restore op assigns another. TFLiteConverter.from_saved_model on the directory as written
+    then freezes nothing and the flatbuffer has no weights (READ_VARIABLE ops without values).
+    """
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(shape=(16, 16, 3), name="image")
+    x = keras.layers.Conv2D(8, 3, activation="relu")(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.DepthwiseConv2D(3, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(10)(x))
+
+    class Wrapper(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.keep = model  # tracks the Keras variables
+            self.serve = tf.function(lambda image: {"scores": model(image, training=False)},
+                                     input_signature=[tf.TensorSpec([None, 16, 16, 3], tf.float32, name="image")])
+
+    return _save(Wrapper(), path)

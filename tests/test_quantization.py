@@ -338,3 +338,81 @@ def test_cli_runs_both_checks(huge_range, tmp_path):
     assert "quantization/full-int8-fidelity" in ids and any(i.startswith("pruning/") for i in ids)
     series = {(s["check"], s["series"]) for s in report["samples"]}
     assert ("quantization", "variant_fidelity_vs_size") in series and ("pruning", "sparsity_vs_fidelity") in series
+
+
+# --- a Keras 3 model inside a tf.Module: the converter loses the weights ------------------------------
+
+
+@pytest.fixture(scope="module")
+def keras_in_module(tmp_path_factory):
+    from odd_models import build_keras_in_module
+
+    return build_keras_in_module(str(tmp_path_factory.mktemp("keras_in_module") / "model"))
+
+
+def variants_of(outcome) -> dict:
+    return next(f for f in outcome.findings.values() if "variants" in f.evidence).evidence["variants"]
+
+
+@pytest.mark.slow
+def test_a_keras_model_inside_a_module_converts_with_its_weights(keras_in_module, huge_range):
+    """Converted as written, the flatbuffer has no weights (READ_VARIABLE, NaN outputs); the check converts a re-export."""
+    from tfaudit.checks._compression import unrestored_variables
+    from tfaudit.checks.quantization import QuantizationCheck
+
+    diagnosis = unrestored_variables(keras_in_module, "serving_default")
+    assert diagnosis and diagnosis["not_restored"] == diagnosis["signature_variables"] == 10
+    assert unrestored_variables(huge_range, "serving_default") is None  # variables of the module itself: restored
+
+    outcome = audit(keras_in_module, QuantizationCheck)
+    assert "quantization/float32-mismatch" not in outcome.findings
+    variants = variants_of(outcome)
+    float32 = variants["float32"]
+    assert float32["fidelity"]["relative_l2"] <= 1e-5, float32
+    assert "resource_variable_ops" not in float32
+    for name in ("float16", "dynamic-range-int8"):
+        assert variants[name]["fidelity"]["relative_l2"] < 0.05, (name, variants[name])
+    finding = next(f for f in outcome.findings.values() if "variants" in f.evidence)
+    assert finding.evidence["converted_from"]["not_restored"] == 10
+    if finding.fix.code and "from_saved_model" in finding.fix.code:
+        assert "tf.saved_model.save(loaded" in finding.fix.code  # the snippet the user pastes re-exports too
+
+
+@pytest.mark.slow
+def test_a_float32_conversion_that_loses_the_weights_is_a_finding(keras_in_module, monkeypatch):
+    """When no conversion path reproduces the SavedModel, the check says so instead of "no variant is worth it"."""
+    import tfaudit.checks._compression as compression
+    import tfaudit.checks.quantization as quantization
+
+    monkeypatch.setattr(compression, "unrestored_variables", lambda *args: None)  # converted as written
+    monkeypatch.setattr(quantization, "retry_reexported", lambda *args: None)  # and nothing recovers it
+    outcome = audit(keras_in_module, quantization.QuantizationCheck)
+    assert set(outcome.findings) == {"quantization/float32-mismatch"}, {f.id: f.summary for f in outcome.findings.values()}
+    finding = outcome.findings["quantization/float32-mismatch"]
+    evidence = finding.evidence
+    assert finding.severity == "high" and finding.risk.level == "high"
+    assert not evidence["weights_in_flatbuffer"] and evidence["resource_variable_ops"]["READ_VARIABLE"] == 10
+    assert evidence["flatbuffer_bytes"] < evidence["savedmodel_size_bytes"]
+    assert evidence["diagnosis"]["not_restored"] == 10 and "restore op" in finding.summary
+    fid = evidence["fidelity"]
+    assert fid is None or not fid["relative_l2"] <= 0.01
+    for name, error in evidence.get("calibration_failures", {}).items():
+        assert "READ_VARIABLE" in error and name in finding.summary
+    assert "from_concrete_functions([serve], loaded)" in finding.fix.code and "export" in finding.fix.text
+
+
+@pytest.mark.slow
+def test_a_float32_mismatch_is_retried_from_a_reexport(keras_in_module, monkeypatch):
+    """Not diagnosed up front, the mismatch is caught on the float32 variant and fixed by saving the loaded model again."""
+    import tfaudit.checks._compression as compression
+    from tfaudit.checks.quantization import QuantizationCheck
+
+    monkeypatch.setattr(compression, "unrestored_variables", lambda *args: None)
+    outcome = audit(keras_in_module, QuantizationCheck)
+    assert "quantization/float32-mismatch" not in outcome.findings
+    float32 = variants_of(outcome)["float32"]
+    assert float32["fidelity"]["relative_l2"] <= 1e-5
+    as_written = float32["as_written"]
+    assert as_written["resource_variable_ops"]["READ_VARIABLE"] == 10
+    assert as_written["fidelity"] is None or not as_written["fidelity"]["relative_l2"] <= 0.01
+    assert "saved again" in float32["note"]
