@@ -49,10 +49,12 @@ class Terminal:
 
 
 def worker_processes(check_id: str) -> list[psutil.Process]:
+    """The worker running ``check_id``: forked from the zygote (named tfa:CHECK) or a fresh interpreter."""
     found = []
-    for process in psutil.process_iter(["cmdline"]):
+    for process in psutil.process_iter(["cmdline", "name"]):
         cmdline = process.info["cmdline"] or []
-        if "tfaudit.engine.worker" in cmdline and any(f'"check": "{check_id}"' in part for part in cmdline):
+        fresh = "tfaudit.engine.worker" in cmdline and any(f'"check": "{check_id}"' in part for part in cmdline)
+        if fresh or process.info["name"] == f"tfa:{check_id}"[:15]:
             found.append(process)
     return found
 

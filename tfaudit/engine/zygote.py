@@ -84,6 +84,14 @@ def preload(modules: list[str]) -> None:
             pass
 
 
+def name_process(name: str) -> None:
+    """What ps, top and psutil's name() show for this process (Linux keeps 15 bytes), so forked workers are told apart."""
+    import ctypes
+
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None).prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
+
+
 def run_forked_worker(job: dict[str, Any], event_fd: int, log_fd: int) -> None:
     """In the child: become a worker in a session of its own, and never return."""
     code = 1
@@ -97,6 +105,7 @@ def run_forked_worker(job: dict[str, Any], event_fd: int, log_fd: int) -> None:
         os.dup2(log_fd, 2)
         os.close(log_fd)
         os.environ["TFAUDIT_EVENT_FD"] = str(event_fd)
+        name_process(f"tfa:{job.get('check') or job.get('mode')}")
         from tfaudit.engine import worker
 
         code = worker.main([json.dumps(job)])
