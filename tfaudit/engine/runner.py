@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable
 from tfaudit.events import CheckFinished, CheckStarted, Event, LoadFailed, ModelLoaded, from_json
 from tfaudit.engine.registry import CheckSpec
 from tfaudit.engine.worker import WORKER_ENVIRONMENT
-from tfaudit.engine.zygote import Zygote, ZygoteUnavailable, kill_group, platform_cannot_fork
+from tfaudit.engine.zygote import Zygote, ZygoteUnavailable, kill_group, model_format_modules, platform_cannot_fork
 
 STDERR_TAIL_LINES = 20
 INVENTORY_TIMEOUT_S = 300.0
@@ -321,7 +321,8 @@ def run_audit(
     """
     specs = list(specs)
     # Fresh workers import what the zygote imports, so both start from the same memory and modules.
-    job = replace(job, preload=[*job.imports, *dict.fromkeys(s.target.split(":")[0] for s in specs if not s.load_error)])
+    checks = dict.fromkeys(s.target.split(":")[0] for s in specs if not s.load_error)
+    job = replace(job, preload=[*job.imports, *model_format_modules(job.model), *checks])
     zygote = start_zygote(job)
     try:
         loaded = load_inventory(job, on_event, stop, zygote)

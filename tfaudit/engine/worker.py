@@ -7,6 +7,7 @@ the event stream.
 """
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import sys
@@ -45,10 +46,10 @@ def tensorflow_environment() -> dict[str, Any]:
 
     environment = host_environment()
     environment["tensorflow"] = tf.__version__
-    for module in ("tf_keras", "keras"):
-        try:
-            environment[module] = __import__(module).__version__
-        except Exception:
+    for module, distribution in (("tf_keras", "tf-keras"), ("keras", "keras")):
+        try:  # the installed version, without importing it (tf_keras alone takes ~0.25 s)
+            environment[module] = importlib.metadata.version(distribution)
+        except importlib.metadata.PackageNotFoundError:
             environment[module] = None
     environment["tf_gpus"] = [d.name for d in tf.config.list_physical_devices("GPU")]
     return environment

@@ -1,6 +1,7 @@
 """The zygote: one warm interpreter per audit that forks a worker for each job.
 
-It imports TensorFlow, tf_keras, tfmot, LiteRT and the audit's check modules once (~3 s), and
+It imports TensorFlow, LiteRT, the audit's check modules and, for Keras models, tf_keras and tfmot
+or Keras once (~3.5 s), and
 then never runs an op, loads a model or lists a device: a fork from such a process is safe,
 while a fork after any op hangs the child (TF #2448, #51832). Before each fork it checks that
 this still holds (one thread, no eager context) and refuses otherwise; the runner then starts
@@ -31,8 +32,11 @@ import traceback
 from typing import Any
 
 PACKET_BYTES = 1 << 20
-PRELOAD = ("tensorflow", "tf_keras", "tensorflow_model_optimization", "ai_edge_litert.interpreter",
-           "tfaudit.engine.worker", "tfaudit.engine.input_probe", "tfaudit.api")
+PRELOAD = ("tensorflow", "ai_edge_litert.interpreter", "tfaudit.engine.worker", "tfaudit.engine.input_probe", "tfaudit.api")
+KERAS_PRELOAD = {  # by model format: what the checks import to open a Keras model (~0.4 s, wasted on others)
+    "tf_keras_saved_model": ["tf_keras", "tensorflow_model_optimization"],
+    "keras": ["keras"],
+}
 READY_TIMEOUT_S = 180.0
 
 
@@ -71,6 +75,15 @@ def fork_unsafe_reason() -> str:
     if eager is not None and getattr(eager, "_initialized", True):
         return "TensorFlow's eager context is initialised (an op ran or a model was loaded)"
     return ""
+
+
+def model_format_modules(path: str) -> list[str]:
+    """What KERAS_PRELOAD adds for the model at ``path``, told from its files (no TensorFlow here)."""
+    if path.endswith(".keras"):
+        return KERAS_PRELOAD["keras"]
+    if os.path.exists(os.path.join(path, "keras_metadata.pb")):
+        return KERAS_PRELOAD["tf_keras_saved_model"]
+    return []
 
 
 def preload(modules: list[str]) -> None:
