@@ -1,11 +1,11 @@
 """The zygote: one warm interpreter per audit that forks a worker for each job.
 
-It imports TensorFlow, LiteRT, the audit's check modules and, for Keras models, tf_keras and tfmot
-or Keras once (~3.5 s), and
-then never runs an op, loads a model or lists a device: a fork from such a process is safe,
-while a fork after any op hangs the child (TF #2448, #51832). Before each fork it checks that
-this still holds (one thread, no eager context) and refuses otherwise; the runner then starts
-fresh interpreters, as it does with ``--isolate fresh`` or where ``os.fork`` is missing.
+It imports TensorFlow, LiteRT, the audit's check modules and, for Keras models, tf_keras and
+tfmot or Keras, once (~3.5 s), and then never runs an op, loads a model or lists a device: a
+fork from such a process is safe, while a fork after any op hangs the child (TF #2448, #51832).
+Before each fork it checks that this still holds (one thread, no eager context) and refuses
+otherwise; the runner then starts fresh interpreters, as it does with ``--isolate fresh`` or
+where ``os.fork`` is missing.
 
 Each forked worker starts a session of its own (the runner kills its process group), writes
 its output to the log and its events to the pipe the runner passed with the request, exactly
@@ -109,9 +109,7 @@ def run_forked_worker(job: dict[str, Any], event_fd: int, log_fd: int) -> None:
     """In the child: become a worker in a session of its own, and never return."""
     code = 1
     try:
-        os.setsid()
-        for number in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGPIPE):
-            signal.signal(number, signal.SIG_DFL)
+        os.setsid()  # signal handlers are Python's defaults, as in a fresh interpreter: the zygote sets none
         sys.stdout.flush()
         sys.stderr.flush()
         os.dup2(log_fd, 1)
