@@ -154,6 +154,8 @@ def test_ctrl_c_stops_workers_and_writes_what_finished(tmp_path, built_model, fa
     process = subprocess.Popen(
         [sys.executable, "-m", "tfaudit", built_model("mlp"), "--checks", "fake-low,fake-hang,fake-timed", "--json", str(js), "--isolate", isolate],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "TFAUDIT_TEST_TOKEN": token},
+        # As a terminal's Ctrl-C finds it: a suite started in the background (`.ci/run &`) inherits SIGINT ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     for line in process.stderr:
         if "[fake-hang] started" in line:
