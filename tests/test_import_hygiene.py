@@ -30,3 +30,16 @@ def test_cli_does_not_import_textual():
     loaded = modules_after("from tfaudit.cli import main\ntry:\n    main(['--list-checks'])\nexcept SystemExit:\n    pass")
     assert "textual" not in loaded
     assert "tfaudit.checks.retracing" in loaded  # the check classes were loaded, TensorFlow was not
+
+
+@pytest.mark.parametrize(
+    "front_end, others",
+    [
+        ("tfaudit.headless", {"tfaudit.cli", "tfaudit.tui"}),
+        ("tfaudit.tui", {"tfaudit.cli", "tfaudit.headless"}),
+        ("tfaudit.engine.runner", {"tfaudit.cli", "tfaudit.headless", "tfaudit.tui"}),
+    ],
+)
+def test_front_ends_and_the_engine_do_not_import_each_other(front_end, others):
+    """Exit codes live in tfaudit.exit_codes, so no front end needs another, and the engine needs none."""
+    assert not others & modules_after(f"import {front_end}")
