@@ -159,6 +159,22 @@ def test_baseline_from_another_host_warns():
     assert len(comparison.warnings) == 2 and "Other CPU" in comparison.warnings[0]
 
 
+def test_a_renamed_metric_is_named_not_silently_dropped(tmp_path):
+    """memory.peak_rss_mb became memory.peak_memory_mb (anonymous memory, lower than RSS): its old numbers do not carry over."""
+    old = baseline_report({"memory.peak_rss_mb": {"value": 480.0, "unit": "MB"}})
+    new = {"memory.peak_memory_mb": {"value": 210.0, "unit": "MB"}}
+    comparison = compare_with_baseline("old.json", old, new, [], ENVIRONMENT)
+    assert comparison.regressions == comparison.improvements == []
+    assert comparison.warnings == [
+        "baseline metric memory.peak_rss_mb is now memory.peak_memory_mb (anonymous memory, without TensorFlow's "
+        "mapped libraries: lower than RSS): not compared"
+    ]
+    path = tmp_path / "ci.toml"
+    path.write_text('[budgets]\n"memory.peak_rss_mb" = 900\n')
+    with pytest.raises(ConfigError, match="is now memory.peak_memory_mb .*; set that budget again"):
+        load_config(str(path))
+
+
 @pytest.mark.parametrize(
     "content, message",
     [

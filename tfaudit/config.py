@@ -37,6 +37,10 @@ OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "isolate": (str,),
 }
 ISOLATION = ("fork", "fresh")
+# Metrics whose meaning changed with their name: a budget on the old name must be set again, not carried over.
+RENAMED_METRICS = {
+    "memory.peak_rss_mb": "memory.peak_memory_mb (anonymous memory, without TensorFlow's mapped libraries: lower than RSS)",
+}
 CHOICES = {"budget": tuple(BUDGETS), "fail_on": (*SEVERITIES[:-1], "never"), "isolate": ISOLATION}
 
 
@@ -95,6 +99,8 @@ def _validate(table: dict[str, Any], path: str) -> Config:
     if not isinstance(budgets, dict):
         raise ConfigError(f"{path}: [tool.tfaudit.budgets] must be a table of metric = worst acceptable value")
     for metric, limit in budgets.items():
+        if metric in RENAMED_METRICS:
+            raise ConfigError(f"{path}: budget {metric!r} is now {RENAMED_METRICS[metric]}; set that budget again")
         if "." not in metric:
             raise ConfigError(f"{path}: budget {metric!r} must name a metric as check.name, e.g. retracing.serving_latency_ms")
         if not isinstance(limit, (int, float)) or isinstance(limit, bool):

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tfaudit.api import Effort, Finding, Fix
+from tfaudit.config import RENAMED_METRICS
 from tfaudit.engine.host_index import METRIC as HOST_INDEX
 
 REL_TOLERANCE = 0.02
@@ -129,6 +130,8 @@ def compare_with_baseline(path: str, old: dict[str, Any], metrics: dict, finding
         if old_env.get(key) != environment.get(key):
             result.warnings.append(f"baseline {key} was {old_env.get(key)!r}, this run {environment.get(key)!r}: timings may not compare")
     old_metrics = old.get("metrics", {})
+    for name in sorted(set(old_metrics) & set(RENAMED_METRICS)):
+        result.warnings.append(f"baseline metric {name} is now {RENAMED_METRICS[name]}: not compared")
     for name in sorted(set(metrics) & set(old_metrics)):
         if name.endswith(("." + HOST_INDEX, "." + BASELINE_MODEL_METRIC)):  # the host; a comparison made within each run
             continue
