@@ -89,6 +89,7 @@ import numpy as np
 from tfaudit.api import Check, CheckMeta, Effort, Finding, Fix, Measure, Metric, Progress, Risk, Sample, SkipCheck
 from tfaudit.engine.host_index import METRIC as HOST_INDEX_METRIC
 from tfaudit.engine.host_index import reference_workload, time_interleaved
+from tfaudit.engine.resources import process_memory_bytes
 from tfaudit.engine.inputs import DEFAULT_BATCH_SIZES
 from tfaudit.engine.measure import Timing, compare
 
@@ -720,16 +721,6 @@ class WarningCatcher(logging.Handler):
             self.messages.append(re.sub(r" at 0x[0-9a-f]+", "", message.split(". ")[0]))
 
 
-def memory_bytes() -> int:
-    """Anonymous memory (tfaudit.engine.resources), or RSS off Linux."""
-    import psutil
-
-    from tfaudit.engine.resources import anonymous_bytes
-
-    anonymous = anonymous_bytes()
-    return psutil.Process().memory_info().rss if anonymous is None else anonymous
-
-
 def replay(wrapper, stream: list[tuple], feeds: dict[tuple, list]) -> StreamResult:
     import tensorflow as tf
 
@@ -737,7 +728,7 @@ def replay(wrapper, stream: list[tuple], feeds: dict[tuple, list]) -> StreamResu
     logger = tf.get_logger()
     logger.addHandler(catcher)
     latencies, traced = [], []
-    memory_before = memory_bytes()
+    memory_before = process_memory_bytes()
     try:
         for key in stream:
             count = wrapper.experimental_get_tracing_count()
@@ -747,7 +738,7 @@ def replay(wrapper, stream: list[tuple], feeds: dict[tuple, list]) -> StreamResu
             traced.append(wrapper.experimental_get_tracing_count() > count)
     finally:
         logger.removeHandler(catcher)
-    return StreamResult(latencies, traced, memory_before, memory_bytes(), catcher.messages)
+    return StreamResult(latencies, traced, memory_before, process_memory_bytes(), catcher.messages)
 
 
 def probe_skip_reason(ctx) -> str | None:

@@ -144,9 +144,14 @@ def proc_status(pid: int | str = "self") -> dict[str, int]:
     return values
 
 
-def anonymous_bytes(pid: int | str = "self") -> int | None:
-    """Anonymous resident memory of a process; None where /proc does not tell."""
-    return proc_status(pid).get("RssAnon")
+def process_memory_bytes() -> int:
+    """What memory checks judge for this process now: anonymous memory, or RSS where /proc does not tell."""
+    anonymous = proc_status().get("RssAnon")
+    if anonymous is None:
+        import psutil
+
+        return int(psutil.Process().memory_info().rss)
+    return anonymous
 
 
 def reset_peak() -> bool:
@@ -278,16 +283,6 @@ class ResourceSampler:
     def peak_rss_bytes(self) -> int:
         with self._lock:
             return max((p.rss_bytes for p in self.points), default=0)
-
-    @property
-    def baseline_memory_bytes(self) -> int:
-        with self._lock:
-            return self.points[0].memory_bytes if self.points else 0
-
-    @property
-    def peak_memory_bytes(self) -> int:
-        with self._lock:
-            return max((p.memory_bytes for p in self.points), default=0)
 
     @property
     def peak_gpu_bytes(self) -> int | None:

@@ -62,8 +62,9 @@ def platform_cannot_fork() -> str:
 
 def fork_unsafe_reason() -> str:
     """"" when this process may fork a child that will run TensorFlow, else why not."""
-    if platform_cannot_fork():
-        return platform_cannot_fork()
+    reason = platform_cannot_fork()
+    if reason:
+        return reason
     try:
         threads = len(os.listdir("/proc/self/task"))
     except OSError:
