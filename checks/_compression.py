@@ -565,7 +565,8 @@ class Isolated:
     references).
     """
 
-    def __init__(self):
+    def __init__(self, env: dict[str, str] | None = None):
+        self.env = env  # a fresh interpreter's environment on top of this one's (what TensorFlow reads at import)
         self.pid: int | None = None
         self.popen: subprocess.Popen | None = None
         self.to_child = self.from_child = None
@@ -584,11 +585,12 @@ class Isolated:
 
         if self.starts == 0 and not platform_cannot_fork():
             import tensorflow  # noqa: F401 - before the fork, and before any op: the child inherits it
-        if self.starts == 0 and not fork_unsafe_reason():
+        if self.starts == 0 and self.env is None and not fork_unsafe_reason():
             self._fork()
         else:
             self.popen = subprocess.Popen(
                 [sys.executable, "-m", "tfaudit.checks._compression"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                env={**os.environ, **self.env} if self.env else None,
             )
             self.pid, self.to_child, self.from_child = self.popen.pid, self.popen.stdin, self.popen.stdout.fileno()
         self.pending, self.unread, self.starts = [], b"", self.starts + 1
@@ -713,6 +715,96 @@ class Isolated:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class ForkServer:
+    """Forks helper processes on request, from a process that forked while no op had run.
+
+    A check that needs several helpers, each set up before its first op (thread pools, Grappler
+    options), forks this server when it is made (see Isolated) and asks it for a helper when it
+    needs one; each is an Isolated process serving the same calls. The helper's pipes are made
+    here and handed over with SCM_RIGHTS. Where no fork is safe, every helper is a fresh
+    interpreter instead. Helpers are the server's children, so their exit status is not seen
+    here: a crash reads as "the process died".
+    """
+
+    def __init__(self):
+        from tfaudit.engine.zygote import fork_unsafe_reason, platform_cannot_fork
+
+        self.pid: int | None = None
+        self.socket = None
+        self.fresh_reason = platform_cannot_fork()
+        if not self.fresh_reason:
+            import tensorflow  # noqa: F401 - before the fork, and before any op: the server inherits it
+            self.fresh_reason = fork_unsafe_reason()
+        if self.fresh_reason:
+            return
+        import socket
+
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                ours.close()
+                event_fd = os.environ.get("TFAUDIT_EVENT_FD")
+                if event_fd:
+                    with contextlib.suppress(OSError):
+                        os.close(int(event_fd))
+                _fork_helpers(theirs)
+            finally:
+                os._exit(0)
+        theirs.close()
+        self.pid, self.socket = pid, ours
+
+    def spawn(self) -> Isolated:
+        """A started helper."""
+        import socket
+
+        if self.socket is None:
+            return Isolated(env={}).start()
+        down_read, down_write = os.pipe()
+        up_read, up_write = os.pipe()
+        socket.send_fds(self.socket, [b"spawn"], [down_read, up_write])
+        os.close(down_read)
+        os.close(up_write)
+        reply = self.socket.recv(64)
+        helper = Isolated()
+        helper.pid, helper.forked, helper.starts = int(reply or 0) or None, True, 1
+        helper.to_child, helper.from_child = os.fdopen(down_write, "w"), up_read
+        return helper
+
+    def close(self) -> None:
+        if self.socket is not None:
+            self.socket.close()  # the server exits at end of file; its helpers were closed by their owners
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.pid, 0)
+        self.socket = self.pid = None
+
+
+def _fork_helpers(channel) -> None:
+    """In the fork server: one helper per message, until the owner closes the socket."""
+    import signal
+    import socket
+
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # helpers are reaped by the kernel
+    while True:
+        try:
+            _, fds, _, _ = socket.recv_fds(channel, 16, 2)
+        except OSError:
+            return
+        if len(fds) != 2:
+            return
+        pid = os.fork()
+        if pid == 0:
+            try:
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                channel.close()
+                _serve(os.fdopen(fds[0]), os.fdopen(fds[1], "w", buffering=1))
+            finally:
+                os._exit(0)
+        for fd in fds:
+            os.close(fd)
+        channel.send(str(pid).encode())
 
 
 def _serve(requests, replies) -> None:

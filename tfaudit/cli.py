@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 
@@ -63,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-fidelity-loss", type=float, metavar="X",
         help="compression bound: relative L2 error of outputs (and 1 - top-1 agreement for class scores) at most X (default 0.01)",
     )
+    parser.add_argument(
+        "--latency-budget-ms", type=float, metavar="MS",
+        help="serving check: the p99 latency a batch may reach (default: 2x the batch-1 p50)",
+    )
+    parser.add_argument("--device", metavar="CPU|GPU:N|all", help="serving check: sweep only this device (default all that TensorFlow sees)")
     parser.add_argument("--check-timeout", type=float, metavar="S", help="time limit per check (default: the budget's)")
     parser.add_argument(
         "--memory-limit", type=int, metavar="MB",
@@ -165,6 +171,10 @@ def run(argv: list[str] | None) -> int:
             raise UsageError(f"{option}: cannot write {path}: {problem}")
     if args.max_fidelity_loss is not None and not 0 < args.max_fidelity_loss < 1:
         raise UsageError("--max-fidelity-loss must be between 0 and 1")
+    if args.latency_budget_ms is not None and args.latency_budget_ms <= 0:
+        raise UsageError("--latency-budget-ms must be a positive number of milliseconds")
+    if args.device is not None and not re.fullmatch(r"(?i)cpu|all|gpu:\d+", args.device):
+        raise UsageError(f"--device must be CPU, GPU:N or all, not {args.device!r}")
     if args.check_timeout is not None and args.check_timeout <= 0:
         raise UsageError("--check-timeout must be a positive number of seconds")
     if args.memory_limit is not None and args.memory_limit <= 0:
@@ -193,6 +203,8 @@ def run(argv: list[str] | None) -> int:
         options={
             **({} if args.max_fidelity_loss is None else {"max_fidelity_loss": args.max_fidelity_loss}),
             **({"baseline_model": os.path.abspath(args.baseline_model)} if args.baseline_model else {}),
+            **({} if args.latency_budget_ms is None else {"latency_budget_ms": args.latency_budget_ms}),
+            **({} if args.device is None else {"device": args.device}),
         },
         memory_limit_mb=args.memory_limit or default_memory_limit_mb(),
         check_timeout_s=args.check_timeout,

@@ -35,6 +35,8 @@ OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "signature": (str,),
     "import": (list,),
     "isolate": (str,),
+    "latency_budget_ms": (int, float),
+    "device": (str,),
 }
 ISOLATION = ("fork", "fresh")
 # Metrics whose meaning changed with their name: a budget on the old name must be set again, not carried over.

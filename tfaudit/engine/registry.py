@@ -54,7 +54,7 @@ def discover_checks() -> list[CheckSpec]:
     return sorted(unique.values(), key=run_order)
 
 
-BUILTIN_ORDER = ("safety", "retracing", "memory", "quantization", "pruning")  # fast and static first
+BUILTIN_ORDER = ("safety", "retracing", "memory", "quantization", "pruning", "serving")  # fast and static first
 
 
 def run_order(spec: CheckSpec) -> tuple:

@@ -13,7 +13,7 @@ noise within that run; between runs a shared host drifts by more (the same MLP m
 - its subject is the same (a metric whose value is of a choice the check made, the recommended
   quantization variant say, is compared only with the same choice; others are listed as not
   comparable);
-- a latency (unit ms) of a check that also timed the host's reference workload alternately with
+- a latency (unit ms) or a throughput (rows/s, inverted) of a check that also timed the host's reference workload alternately with
   it (its ``host_index_ms`` metric, tfaudit.engine.host_index) is first scaled by the ratio of the two
   runs' indexes, so a busier host is not read as a slower model;
 - its new interval lies entirely on the worse side of the old interval, and
@@ -49,6 +49,8 @@ MIN_UNREFERENCED_LATENCY_FACTOR = 4.0
 MIN_INTERLEAVED_FACTOR = 1.1
 BASELINE_MODEL_METRIC = "latency_vs_baseline_model"
 LATENCY_UNIT = "ms"
+THROUGHPUT_UNIT = "rows/s"  # judged like a latency (host-scaled, a minimum factor), inverted
+TIMED_UNITS = (LATENCY_UNIT, THROUGHPUT_UNIT)
 FINGERPRINT_KEYS = ("cpu", "cores_logical", "tensorflow")
 
 
@@ -87,7 +89,7 @@ def _worse(new: dict[str, Any], old: dict[str, Any], factor: float = MIN_LATENCY
         new_low, new_high = _bounds(new)
         old_low, old_high = _bounds(old)
         separated = new_low > old_high if lower_is_better else new_high < old_low
-        if not separated or new.get("unit") != LATENCY_UNIT:
+        if not separated or new.get("unit") not in TIMED_UNITS:
             return separated
         ratio = new["value"] / old["value"] if old["value"] > 0 else float("inf")
         return ratio >= factor if lower_is_better else ratio <= 1 / factor
@@ -141,13 +143,14 @@ def compare_with_baseline(path: str, old: dict[str, Any], metrics: dict, finding
             result.not_comparable.append(row)
             continue
         factor = MIN_LATENCY_FACTOR
-        if new_metric.get("unit") == LATENCY_UNIT:
+        if new_metric.get("unit") in TIMED_UNITS:
             scale = host_scale(name, old_metrics, metrics)
             if scale is None:
                 factor = MIN_UNREFERENCED_LATENCY_FACTOR
             else:
                 row["host_scale"] = scale
-                row["old_scaled"] = old_metric = scaled(old_metric, scale)
+                throughput = new_metric.get("unit") == THROUGHPUT_UNIT  # a slower host serves fewer rows
+                row["old_scaled"] = old_metric = scaled(old_metric, 1 / scale if throughput else scale)
         if _worse(new_metric, old_metric, factor):
             result.regressions.append(row)
         elif _worse(old_metric, new_metric, factor):
