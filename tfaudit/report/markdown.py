@@ -131,6 +131,38 @@ def gate_lines(state: AuditState) -> list[str]:
     return lines
 
 
+def _is_rows(value: object) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(row, dict) for row in value)
+
+
+def _value_text(value: object) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
+        return f"[{value[0]:g}–{value[1]:g}]"
+    return json.dumps(value)
+
+
+def evidence_lines(evidence: dict, prefix: str = "") -> list[str]:
+    """Scalars in a Measure/Value table; lists of rows (a sweep, say) as tables of their own; nested sections flattened."""
+    scalars, sections = [], []
+    for key, value in evidence.items():
+        name = f"{prefix}{key}"
+        if _is_rows(value):
+            columns = list(dict.fromkeys(k for row in value for k in row))
+            sections += [f"*{name}*", ""] + table(columns, [[_value_text(row.get(c, "")) for c in columns] for row in value])
+        elif isinstance(value, dict) and any(_is_rows(v) for v in value.values()):
+            sections += evidence_lines(value, prefix=f"{name} · ")
+        else:
+            scalars.append([name, _value_text(value)])
+    return (table(["Measure", "Value"], scalars) if scalars else []) + sections
+
+
+def serving_headline(findings: list[Finding]) -> list[str]:
+    found = next((f for f in findings if f.id == "serving/configuration"), None)
+    return [f"**Serving:** {found.title}", ""] if found else []
+
+
 def finding_lines(position: int, f: Finding) -> list[str]:
     lines = [
         f"### {position}. {f.title}",
@@ -142,7 +174,7 @@ def finding_lines(position: int, f: Finding) -> list[str]:
         "**What was measured**",
         "",
     ]
-    lines += table(["Measure", "Value"], [[k, json.dumps(v) if not isinstance(v, str) else v] for k, v in f.evidence.items()])
+    lines += evidence_lines(f.evidence)
     lines.append(f"**Saving:** {saving_text(f)}. {f.effort.note}")
     lines.append("")
     if f.risk.note:
@@ -169,6 +201,7 @@ def render_markdown(state: AuditState) -> str:
     findings = state.recommendations()
     name = model_name(state.model_path)
     lines = [f"# tfaudit report: {name}", "", summary_line(state, findings), ""]
+    lines += serving_headline(state.notes())
     if state.interrupted:
         lines += ["> **Interrupted:** the audit was stopped; this report holds what finished.", ""]
     for check in state.errored():

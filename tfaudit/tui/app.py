@@ -24,7 +24,7 @@ from textual.worker import Worker, WorkerFailed, WorkerState
 
 from tfaudit.api import SEVERITIES
 from tfaudit.report.audit import AuditState, CheckState
-from tfaudit.events import CheckStarted, Event, LoadFailed, SampleEmitted, to_json
+from tfaudit.events import CheckStarted, Event, FindingEmitted, LoadFailed, SampleEmitted, to_json
 from tfaudit.report.json import write_json
 from tfaudit.report.markdown import finding_lines, model_name, write_markdown
 from tfaudit.tui.source import EventSource
@@ -32,6 +32,7 @@ from tfaudit.tui.widgets import (
     COMPRESSION_CHECKS,
     ChecksTable,
     CompressionView,
+    ServingChart,
     FindingsTable,
     LatencyChart,
     MemoryPanels,
@@ -56,7 +57,7 @@ The audit runs in worker processes; this screen renders what they report.
 | `r` | re-run the selected check (when no check is running) |
 | `f` | filter the recommendations by severity (cycles) |
 | `enter` | details of the selected finding or check |
-| `1`–`4` | findings, latency, memory, compression tabs |
+| `1`–`5` | findings, latency, memory, compression, serving tabs |
 | `?` | this help |
 | `q` | quit (stops the running worker) |
 | `ctrl+p` | command palette |
@@ -113,7 +114,7 @@ class TfauditApp(App[None]):
         Binding("f", "filter", "Filter"),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("q", "quit", "Quit"),
-        *(Binding(str(i), f"show_tab('{tab}')", show=False) for i, tab in enumerate(("findings", "latency", "memory", "compression"), 1)),
+        *(Binding(str(i), f"show_tab('{tab}')", show=False) for i, tab in enumerate(("findings", "latency", "memory", "compression", "serving"), 1)),
     ]
 
     def __init__(
@@ -156,6 +157,8 @@ class TfauditApp(App[None]):
                 yield MemoryPanels(id="memory-panels")
             with TabPane("Compression", id="compression"):
                 yield CompressionView(id="compression-view")
+            with TabPane("Serving", id="serving"):
+                yield ServingChart(id="serving-chart")
         yield Footer()
 
     @property
@@ -241,8 +244,8 @@ class TfauditApp(App[None]):
             applied = True
             if isinstance(event, CheckStarted):
                 self.started_at[event.check] = self.clock()
-            elif isinstance(event, SampleEmitted):
-                self.dirty_charts.add(event.check)
+            elif isinstance(event, SampleEmitted) or (isinstance(event, FindingEmitted) and event.check == "serving"):
+                self.dirty_charts.add(event.check)  # the serving chart's title is the check's headline finding
             elif isinstance(event, LoadFailed):
                 self.exit()  # run_tui prints the cause once the terminal is restored
                 return
@@ -274,6 +277,8 @@ class TfauditApp(App[None]):
             self.main.query_one(MemoryPanels).replot(self.state)
         if checks & set(COMPRESSION_CHECKS):
             self.main.query_one(CompressionView).replot(self.state)
+        if "serving" in checks:
+            self.main.query_one(ServingChart).replot(self.state)
         self.dirty_charts.clear()
 
     @on(DataTable.RowSelected, "#ranked")

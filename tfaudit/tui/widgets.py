@@ -164,6 +164,26 @@ class LatencyChart(Chart):
             plt.scatter([x for x, _ in traced], [y for _, y in traced], marker="x", color="red", label="retrace")
 
 
+class ServingChart(Chart):
+    """Throughput against p50 latency, one point per batch size as the serving sweep measures it; the headline once known."""
+
+    def draw(self, state: AuditState) -> None:
+        plt = self.plt
+        plt.xlabel("p50 latency per call (ms)")
+        series = {name[: -len(" batch")]: points for (check, name), points in state.samples.items()
+                  if check == "serving" and name.endswith(" batch")}
+        headline = next((f.title for f in state.findings if f.id == "serving/configuration"), "")
+        if not series:
+            plt.title("throughput vs latency: waiting for the serving check")
+            return
+        plt.title(headline or "throughput (rows/s) vs latency, by batch size")
+        for device, points in series.items():
+            plt.plot([p[0] for p in points], [p[1] for p in points], marker="dot", label=f"{device} rows/s")
+            plt.scatter([p[0] for p in points], [p[1] for p in points], marker="o")
+        if headline:
+            plt.xlabel("p50 latency per call (ms) — points: batch 1, 2, 4, …")
+
+
 class MemoryPanel(Chart):
     def __init__(self, series: str, title: str, bars: bool = False, **kwargs) -> None:
         super().__init__(**kwargs)

@@ -1,0 +1,320 @@
+"""The serving check: batch-size knee, concurrency, XLA, threads and precision, cold start, devices."""
+import json
+import os
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from conftest import run_cli
+from tfaudit.checks import serving
+from tfaudit.report.gates import compare_with_baseline
+
+
+def point(batch, p50, p99=None):
+    return {"batch": batch, "p50_ms": p50, "p99_ms": p99 or p50 * 1.2, "rows_per_s": batch * 1000 / p50}
+
+
+def test_serving_batch_is_the_fastest_within_the_p99_bound_and_the_knee_reaches_90_percent():
+    sweep = serving.Sweep("CPU", points=[point(1, 1.0), point(2, 1.05), point(4, 1.2), point(8, 1.7), point(16, 3.2), point(32, 6.3)])
+    serving.choose_serving_batch(sweep, None)
+    assert sweep.bound_ms == 2.0 and "2 × the batch-1 p50" in sweep.bound_source
+    assert sweep.serving_batch == 4  # batch 8's p99 (2.04 ms) is past the bound
+    assert sweep.knee == 8  # 4706 rows/s is >= 90 % of the best (5079 at batch 32); batch 4 (3333) is not
+    serving.choose_serving_batch(sweep, 10.0)
+    assert sweep.serving_batch == 32 and sweep.bound_source == "--latency-budget-ms"
+
+
+def test_no_batch_within_the_bound_keeps_batch_1():
+    sweep = serving.Sweep("CPU", points=[point(1, 1.0, p99=5.0), point(2, 1.1, p99=6.0)])
+    serving.choose_serving_batch(sweep, None)
+    assert sweep.serving_batch == 1
+
+
+def test_batching_parameters_come_from_the_measured_curve():
+    sweep = serving.Sweep("CPU", points=[point(1, 1.0), point(2, 1.05), point(4, 1.2)])
+    serving.choose_serving_batch(sweep, None)
+    text = serving.batching_parameters(sweep, cores=2)
+    assert "max_batch_size { value: 4 }" in text
+    assert f"batch_timeout_micros {{ value: {int(round((2.0 - 1.44) * 1000))} }}" in text
+    assert "allowed_batch_sizes: 1\nallowed_batch_sizes: 2\nallowed_batch_sizes: 4\n" in text
+
+
+def test_thread_settings_cover_one_half_and_all_cores():
+    assert {(s.intra, s.inter) for s in serving.thread_settings(2)} == {(1, 1), (1, 2), (2, 1), (2, 2)}
+    assert {s.intra for s in serving.thread_settings(16)} == {1, 8, 16}
+    assert serving.Setting().default and serving.Setting().label() == "defaults"
+    assert serving.Setting(1, 2, "bfloat16").label() == "intra 1, inter 2, bfloat16 compute"
+
+
+def test_bfloat16_is_skipped_with_the_reason_on_a_cpu_without_it(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor : 0\nflags : fpu sse2 avx2 avx512f\n")
+    supported, why = serving.bf16_cpu_support(str(cpuinfo))
+    assert not supported and "avx512_bf16" in why and "emulated" in why
+    cpuinfo.write_text("flags : fpu avx512f amx_bf16 amx_tile\n")
+    assert serving.bf16_cpu_support(str(cpuinfo)) == (True, "the CPU has amx_bf16")
+    assert serving.bf16_cpu_support(str(tmp_path / "missing"))[0] is False
+
+
+def test_throughput_regresses_only_beyond_the_noise_factor_after_host_scaling():
+    def report(rows, low, high, host):
+        return {"metrics": {"serving.throughput_rows_per_s_best": {"value": rows, "low": low, "high": high, "unit": "rows/s", "better": "higher"},
+                            "serving.host_index_ms": {"value": host, "low": host, "high": host, "unit": "ms"}}, "findings": []}
+    old = report(10000, 9800, 10200, 1.0)
+    slower_host = report(6000, 5900, 6100, 2.0)  # the host ran its reference 2x slower: 6000 rows/s is 12000 there
+    result = compare_with_baseline("old.json", old, slower_host["metrics"], [], {})
+    assert not result.regressions and result.improvements == [] or result.improvements
+    regressed = report(4000, 3900, 4100, 1.0)
+    result = compare_with_baseline("old.json", old, regressed["metrics"], [], {})
+    assert [r["metric"] for r in result.regressions] == ["serving.throughput_rows_per_s_best"]
+    noise = report(9000, 8900, 9100, 1.0)  # separated intervals, but only 1.1x: between-run noise
+    assert not compare_with_baseline("old.json", old, noise["metrics"], [], {}).regressions
+
+
+# --- devices, with fakes at the TF-device and NVML boundaries -------------------------------------
+
+
+class FakeNvml:
+    def __init__(self):
+        self.initialised = 0
+
+    def nvmlInit(self):
+        self.initialised += 1
+
+    def nvmlShutdown(self):
+        self.initialised -= 1
+
+    def nvmlDeviceGetHandleByIndex(self, index):
+        return f"handle{index}"
+
+    def nvmlDeviceGetUtilizationRates(self, handle):
+        return SimpleNamespace(gpu=87)
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle):
+        return [SimpleNamespace(pid=os.getpid(), usedGpuMemory=512_000_000), SimpleNamespace(pid=1, usedGpuMemory=9)]
+
+
+def fake_tf(gpus=1):
+    calls = []
+    experimental = SimpleNamespace(
+        get_device_details=lambda gpu: {"compute_capability": (8, 0), "device_name": "Fake A100"},
+        reset_memory_stats=lambda name: calls.append(("reset", name)),
+        get_memory_info=lambda name: {"current": 1, "peak": 300_000_000},
+    )
+    config = SimpleNamespace(list_physical_devices=lambda kind: [f"PhysicalDevice:GPU:{i}" for i in range(gpus)], experimental=experimental)
+    return SimpleNamespace(config=config, calls=calls)
+
+
+def test_visible_devices_are_the_cpu_and_each_gpu():
+    devices = serving.visible_devices(fake_tf(gpus=2))
+    assert [d.name for d in devices] == ["CPU", "GPU:0", "GPU:1"]
+    assert devices[1].tf_name == "/GPU:0" and devices[1].nvml_index == 0 and devices[1].compute_capability == (8, 0)
+    assert [d.name for d in serving.visible_devices(fake_tf(gpus=0))] == ["CPU"]
+
+
+def test_gpu_monitor_reads_nvml_utilisation_memory_and_the_allocator_peak():
+    tf, nvml = fake_tf(), FakeNvml()
+    monitor = serving.GpuMonitor(serving.Device("GPU:0", "/GPU:0", 0), tf, nvml=nvml, interval_s=0.01)
+    ran = []
+    result = monitor.measure(lambda: (ran.append(1), __import__("time").sleep(0.05)))
+    monitor.close()
+    assert ran and result == {"gpu_utilization_pct": 87.0, "gpu_memory_mb": 512.0, "tf_allocator_peak_mb": 300.0}
+    assert tf.calls == [("reset", "GPU:0")] and nvml.initialised == 0
+    assert serving.GpuMonitor(serving.Device("CPU", "/CPU:0"), tf, nvml=nvml).measure(lambda: None) == {}
+
+
+def test_the_sweep_runs_on_a_faked_gpu_with_its_numbers_per_point(built_model, monkeypatch):
+    """The device loop end to end in this process: a 'GPU:0' that TensorFlow places on the CPU, NVML faked."""
+    import tensorflow as tf
+
+    from tfaudit.api import Context, Sample
+    from tfaudit.budget import BUDGETS
+    from tfaudit.engine.input_probe import open_inputs
+    from tfaudit.engine.model import load_model
+
+    model = load_model(built_model("mlp"))
+    ctx = Context(model=model, inputs=open_inputs(model), budget=BUDGETS["quick"])
+    device = serving.Device("GPU:0", "/CPU:0", nvml_index=0)
+    experimental = SimpleNamespace(reset_memory_stats=lambda name: None, get_memory_info=lambda name: {"peak": 2_000_000})
+    monitor = serving.GpuMonitor(device, SimpleNamespace(config=SimpleNamespace(experimental=experimental)), nvml=FakeNvml(), interval_s=0.01)
+    generator = serving.batch_sweep(ctx, serving.Endpoint(model.serving_fn(), device.tf_name), device, monitor, (0.0, 1.0))
+    items = []
+    try:
+        while True:
+            items.append(next(generator))
+    except StopIteration as done:
+        sweep = done.value
+    assert sweep.device == "GPU:0" and [p["batch"] for p in sweep.points][:3] == [1, 2, 4]
+    assert all(p["gpu_utilization_pct"] == 87.0 and p["gpu_memory_mb"] == 512.0 and p["tf_allocator_peak_mb"] == 2.0 for p in sweep.points)
+    assert {s.series for s in items if isinstance(s, Sample)} == {"GPU:0 batch"}
+    assert sweep.stop and sweep.serving_batch in [p["batch"] for p in sweep.points]
+    assert tf.config.list_physical_devices("GPU") == []  # nothing here was real GPU
+
+
+def test_an_unknown_device_skips_with_what_is_visible():
+    from tfaudit.api import SkipCheck
+
+    check = serving.ServingCheck.__new__(serving.ServingCheck)
+    ctx = SimpleNamespace(options={"device": "GPU:3"})
+    with pytest.raises(SkipCheck, match=r"--device GPU:3: not visible here \(visible: CPU, GPU:0\)"):
+        check.devices(ctx, fake_tf(gpus=1))
+    devices, note = check.devices(SimpleNamespace(options={}), fake_tf(gpus=0))
+    assert [d.name for d in devices] == ["CPU"] and note == "no GPU visible to TensorFlow: CPU only"
+
+
+def test_bad_serving_options_are_one_line_usage_errors(tmp_path):
+    for args, message in ((["--latency-budget-ms", "0"], "--latency-budget-ms must be"), (["--device", "TPU"], "--device must be CPU, GPU:N or all")):
+        done = run_cli(str(tmp_path), *args, timeout=60)
+        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+
+
+# --- end to end ----------------------------------------------------------------------------------
+
+
+def audit(path, tmp_path, *extra):
+    out = tmp_path / "report.json"
+    done = run_cli(path, "--checks", "serving", "--budget", "quick", "--headless", "--json", str(out), "--report", str(tmp_path / "report.md"), *extra, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["checks"][0]["status"] in ("passed", "findings"), report["checks"]
+    findings = {f["id"]: f for f in report["findings"]}
+    return findings, findings["serving/configuration"]["evidence"], report
+
+
+def build_wide_mlp(path):
+    import tensorflow as tf
+
+    class Wide(tf.Module):
+        def __init__(self):
+            super().__init__()
+            rng = np.random.default_rng(0)
+            self.w1 = tf.Variable(rng.standard_normal([256, 1024]).astype("float32") / 16)
+            self.w2 = tf.Variable(rng.standard_normal([1024, 1024]).astype("float32") / 32)
+            self.serve = tf.function(self._serve, input_signature=[tf.TensorSpec([None, 256], tf.float32, name="x")])
+
+        def _serve(self, x):
+            return {"y": tf.nn.relu(tf.nn.relu(x @ self.w1) @ self.w2)}
+
+    module = Wide()
+    tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
+    return path
+
+
+def build_row_by_row(path):
+    """Each row runs alone (tf.map_fn over 300 matmuls, ~2 ms a row): the cost is linear in the batch, batching cannot pay."""
+    import tensorflow as tf
+
+    class RowByRow(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = tf.Variable(np.random.default_rng(0).standard_normal([256, 256]).astype("float32") / 16)
+            self.serve = tf.function(self._serve, input_signature=[tf.TensorSpec([None, 256], tf.float32, name="x")])
+
+        def _serve(self, x):
+            def row(r):
+                h = r[None]
+                for _ in range(300):
+                    h = tf.tanh(h @ self.w)
+                return h[0]
+
+            return {"y": tf.map_fn(row, x)}
+
+    module = RowByRow()
+    tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
+    return path
+
+
+def build_string_output(path):
+    """A float model with a string output: XLA has no string kernels."""
+    import tensorflow as tf
+
+    class Labelled(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = tf.Variable(tf.ones([4, 4]))
+            self.serve = tf.function(self._serve, input_signature=[tf.TensorSpec([None, 4], tf.float32, name="x")])
+
+        def _serve(self, x):
+            y = x @ self.w
+            return {"y": y, "label": tf.strings.as_string(tf.reduce_sum(y, axis=1))}
+
+    module = Labelled()
+    tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
+    return path
+
+
+@pytest.mark.slow
+def test_batching_pays_on_a_wide_mlp_with_the_knee_headline_threads_and_precision(tmp_path):
+    findings, evidence, report = audit(build_wide_mlp(str(tmp_path / "wide")), tmp_path)
+    batch = findings["serving/batch-size"]
+    assert batch["evidence"]["serving_batch"] > 1 and batch["evidence"]["knee_batch"] >= 1
+    assert batch["savings"]["latency_pct"]["low"] >= serving.MIN_GAIN_PCT
+    assert "max_batch_size { value: %d }" % batch["evidence"]["serving_batch"] in batch["fix"]["code"]
+    sweep = evidence["CPU"]["batch_sweep"]
+    assert [p["batch"] for p in sweep][:4] == [1, 2, 4, 8] and sweep[-1]["rows_per_s"] > 3 * sweep[0]["rows_per_s"]
+    assert all(p["p99_ms"] >= p["p50_ms"] for p in sweep)
+    assert evidence["headline"].startswith("best measured configuration: batch ") and "× the throughput of the default at p99 ≤" in evidence["headline"]
+    assert evidence["combined"]["throughput_factor_ci"][0] > 1.1
+    labels = {row["setting"] for row in evidence["settings"]}
+    assert {s.label() for s in serving.thread_settings(os.cpu_count())} | {"defaults"} <= labels
+    supported, why = serving.bf16_cpu_support()
+    assert evidence["precision_support"] == why
+    if supported:
+        assert "bfloat16 compute" in labels
+        assert 0 < evidence["precision_fidelity"]["bfloat16"]["relative_l2"] < 0.05  # bfloat16 really computed: outputs moved
+    concurrency = evidence["CPU"]["concurrency"]
+    assert [r["callers"] for r in concurrency][:2] == [1, 2] and all(r["rows_per_s"] > 0 for r in concurrency)
+    xla = evidence["CPU"]["xla"]
+    assert xla["compiles"] and xla["relative_l2"] < 1e-4 and xla["speedup_ci"][0] <= xla["speedup"] <= xla["speedup_ci"][1]
+    metrics = report["metrics"]
+    assert metrics["serving.best_batch"]["subject"] == f"batch {metrics['serving.best_batch']['value']}"
+    assert metrics["serving.throughput_rows_per_s_best"]["better"] == "higher"
+    assert metrics["serving.p99_ms_batch_1"]["low"] <= metrics["serving.p99_ms_batch_1"]["value"]
+    markdown = (tmp_path / "report.md").read_text()
+    assert "**Serving:** best measured configuration" in markdown
+    assert "| batch | p50_ms | p50_ci_ms | p99_ms |" in markdown  # the sweep is a table, not JSON in a cell
+
+
+@pytest.mark.slow
+def test_no_batching_gain_when_each_row_runs_alone(tmp_path):
+    findings, evidence, _ = audit(build_row_by_row(str(tmp_path / "rows")), tmp_path)
+    assert "serving/batch-size" not in findings
+    assert "throughput stopped growing" in evidence["CPU"]["sweep_stop"]
+
+
+@pytest.mark.slow
+def test_xla_that_cannot_compile_says_why(tmp_path):
+    findings, evidence, _ = audit(build_string_output(str(tmp_path / "labelled")), tmp_path, "--latency-budget-ms", "50")
+    xla = evidence["CPU"]["xla"]
+    assert xla["compiles"] is False and "string" in xla["why"].lower() or "STRING" in xla["why"]
+    assert "serving/xla" not in findings
+    assert evidence["CPU"]["latency_bound"] == "--latency-budget-ms" and evidence["CPU"]["latency_bound_ms"] == 50
+
+
+@pytest.mark.slow
+def test_cold_start_on_mobilenet_v2_writes_the_warm_up_file_and_it_pays(tmp_path):
+    """keras.applications MobileNetV2 (random weights): its first request pays graph optimisation; TF Serving's warm-up replay removes it."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    net = keras.applications.MobileNetV2(alpha=0.35, input_shape=(96, 96, 3), weights=None)
+
+    class Exported(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = net
+            self.serve = tf.function(lambda image: {"scores": net(image, training=False)},
+                                     input_signature=[tf.TensorSpec([None, 96, 96, 3], tf.float32, name="image")])
+
+    module = Exported()
+    path = str(tmp_path / "mobilenet")
+    tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
+    findings, evidence, _ = audit(path, tmp_path)
+    cold = evidence["cold_start"]
+    assert cold["processes"] >= 2 and min(cold["first_request_ms"]) > 5 * cold["warm_p50_ms"]
+    finding = findings["serving/cold-start"]
+    assert max(cold["with_warmup_first_request_ms"]) < min(cold["first_request_ms"])
+    assert finding["savings"]["latency_ms"]["low"] > 0 and "tf_serving_warmup_requests" in finding["fix"]["code"]
+    assert not os.path.exists(os.path.join(path, "assets.extra")), "the user's model is never written"
