@@ -620,6 +620,18 @@ def concurrency_sweep(ctx, endpoint: Endpoint, feed: dict, batch: int, cores: in
 # --- findings ---------------------------------------------------------------------------------
 
 
+def xla_reason(exc: BaseException) -> str:
+    """The op XLA has no kernel for, with the attributes asked for, else the error's first line."""
+    import re
+
+    text = str(exc)
+    missing = re.search(r"No registered '([^']+)' OpKernel for (\S+) devices", text)
+    if missing:
+        wanted = re.search(r"Requested Attributes: ([^)}\n]+)", text)
+        return f"XLA ({missing.group(2)}) has no kernel for op {missing.group(1)}" + (f" with {wanted.group(1).strip()}" if wanted else "")
+    return one_line(exc)
+
+
 def gain_severity(pct: float) -> str:
     return "medium" if pct >= MEDIUM_GAIN_PCT else "low"
 
@@ -777,7 +789,7 @@ class ServingCheck(Check):
             first_ms = timed_first(lambda: compiled(tensors))
             outputs = compiled(tensors)
         except Exception as exc:  # noqa: BLE001 - what XLA cannot compile is a finding's evidence, not an error
-            return {"compiles": False, "why": one_line(exc)}
+            return {"compiles": False, "why": xla_reason(exc)}
         fid = fidelity([reference], [outputs])
         xla_timing, plain_timing = time_interleaved(lambda: compiled(tensors), lambda: plain(tensors),
                                                     warmup=ctx.budget.warmup, max_seconds=ctx.budget.timing_seconds / 2)
