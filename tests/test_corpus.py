@@ -10,7 +10,7 @@ import pytest
 import odd_models
 from conftest import run_cli
 
-BUILT_IN = ("safety", "retracing", "memory", "quantization", "pruning")
+BUILT_IN = ("safety", "retracing", "memory", "quantization", "pruning", "serving")
 
 
 @pytest.mark.slow
