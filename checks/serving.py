@@ -387,67 +387,41 @@ def visible_devices(tf) -> list[Device]:
 
 
 class GpuMonitor:
-    """NVML utilisation and this process's memory on one GPU, sampled while a sweep point runs; the TF allocator's peak."""
+    """While a sweep point runs on a GPU: NVML utilisation and this process's memory there (a ResourceSampler), and the TF allocator's peak."""
 
     def __init__(self, device: Device, tf, nvml=None, interval_s: float = 0.05):
-        self.device, self.tf, self.interval_s = device, tf, interval_s
-        self.nvml, self.handle = None, None
-        if device.nvml_index is None:
-            return
-        from tfaudit.engine.resources import _init, _load_nvml
-
-        module, _ = _load_nvml(nvml)
-        if module is not None and not _init(module):
-            self.nvml, self.handle = module, module.nvmlDeviceGetHandleByIndex(device.nvml_index)
+        self.device, self.tf, self.nvml, self.interval_s = device, tf, nvml, interval_s
 
     def measure(self, work) -> dict[str, Any]:
         """Run ``work()`` and return what the GPU did meanwhile ({} on the CPU)."""
-        if self.device.nvml_index is None:
+        index = self.device.nvml_index
+        if index is None:
             work()
             return {}
-        with_allocator = True
+        from tfaudit.engine.resources import ResourceSampler
+
+        tf_name = self.device.tf_name.strip("/")
         try:
-            self.tf.config.experimental.reset_memory_stats(self.device.tf_name.strip("/"))
-        except Exception:  # noqa: BLE001
+            self.tf.config.experimental.reset_memory_stats(tf_name)
+            with_allocator = True
+        except Exception:  # noqa: BLE001 - allocator numbers are optional
             with_allocator = False
-        readings, stop = [], threading.Event()
-
-        def sample() -> None:
-            while not stop.is_set():
-                try:
-                    utilization = self.nvml.nvmlDeviceGetUtilizationRates(self.handle).gpu
-                    processes = self.nvml.nvmlDeviceGetComputeRunningProcesses(self.handle)
-                    used = sum(int(p.usedGpuMemory or 0) for p in processes if p.pid == os.getpid())
-                    readings.append((float(utilization), used))
-                except Exception:  # noqa: BLE001 - NVML numbers are optional
-                    return
-                stop.wait(self.interval_s)
-
-        sampler = threading.Thread(target=sample, daemon=True) if self.nvml is not None else None
-        if sampler:
-            sampler.start()
-        try:
+        with ResourceSampler(self.interval_s, nvml=self.nvml) as sampler:
             work()
-        finally:
-            stop.set()
-            if sampler:
-                sampler.join()
+        points = sampler.points
+        utilization = [p.gpu_utilization_by_index[index] for p in points if p.gpu_utilization_by_index and index in p.gpu_utilization_by_index]
+        memory = [p.gpu_bytes_by_index[index] for p in points if p.gpu_bytes_by_index and index in p.gpu_bytes_by_index]
         result: dict[str, Any] = {}
-        if readings:
-            result["gpu_utilization_pct"] = round(float(np.median([r[0] for r in readings])), 1)
-            result["gpu_memory_mb"] = round(max(r[1] for r in readings) / 1e6, 1)
+        if utilization:
+            result["gpu_utilization_pct"] = round(float(np.median(utilization)), 1)
+        if memory:
+            result["gpu_memory_mb"] = round(max(memory) / 1e6, 1)
         if with_allocator:
             try:
-                result["tf_allocator_peak_mb"] = round(self.tf.config.experimental.get_memory_info(self.device.tf_name.strip("/"))["peak"] / 1e6, 1)
+                result["tf_allocator_peak_mb"] = round(self.tf.config.experimental.get_memory_info(tf_name)["peak"] / 1e6, 1)
             except Exception:  # noqa: BLE001
                 pass
         return result
-
-    def close(self) -> None:
-        if self.nvml is not None:
-            from tfaudit.engine.resources import _shutdown
-
-            _shutdown(self.nvml)
 
 
 # --- the sweeps (in the check's worker) -----------------------------------------------------------
@@ -701,12 +675,8 @@ class ServingCheck(Check):
         sweeps: dict[str, Sweep] = {}
         span = 0.45 / len(devices)
         for index, device in enumerate(devices):
-            monitor = GpuMonitor(device, tf)
-            try:
-                endpoint = Endpoint(serve, device.tf_name)
-                sweep = yield from batch_sweep(ctx, endpoint, device, monitor, (index * span, index * span + span * 0.6))
-            finally:
-                monitor.close()
+            endpoint = Endpoint(serve, device.tf_name)
+            sweep = yield from batch_sweep(ctx, endpoint, device, GpuMonitor(device, tf), (index * span, index * span + span * 0.6))
             sweeps[device.name] = sweep
             if not sweep.points:
                 evidence[f"{device.name}_error"] = sweep.stop

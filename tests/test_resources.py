@@ -23,9 +23,10 @@ class FakeNVML:
 
     NVMLError = FakeNVMLError
 
-    def __init__(self, gpus=(), processes=None, init_error=None):
+    def __init__(self, gpus=(), processes=None, init_error=None, utilization=None):
         self.gpus = list(gpus)  # (name, total bytes)
         self.processes = processes or {}  # gpu index -> [(pid, used bytes)]
+        self.utilization = utilization or {}  # gpu index -> % (a GPU without one raises, as NVML can)
         self.init_error = init_error
         self.initialised = 0
 
@@ -52,6 +53,11 @@ class FakeNVML:
 
     def nvmlSystemGetDriverVersion(self):
         return "550.54.15"
+
+    def nvmlDeviceGetUtilizationRates(self, handle):
+        if handle not in self.utilization:
+            raise FakeNVMLError("Not Supported")
+        return SimpleNamespace(gpu=self.utilization[handle], memory=0)
 
     def nvmlDeviceGetComputeRunningProcesses(self, handle):
         return [SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in self.processes.get(handle, [])]

@@ -8,6 +8,7 @@ import pytest
 
 from conftest import run_cli
 from tfaudit.checks import serving
+from test_resources import FakeNVML
 from tfaudit.report.gates import compare_with_baseline
 
 
@@ -75,26 +76,6 @@ def test_throughput_regresses_only_beyond_the_noise_factor_after_host_scaling():
 # --- devices, with fakes at the TF-device and NVML boundaries -------------------------------------
 
 
-class FakeNvml:
-    def __init__(self):
-        self.initialised = 0
-
-    def nvmlInit(self):
-        self.initialised += 1
-
-    def nvmlShutdown(self):
-        self.initialised -= 1
-
-    def nvmlDeviceGetHandleByIndex(self, index):
-        return f"handle{index}"
-
-    def nvmlDeviceGetUtilizationRates(self, handle):
-        return SimpleNamespace(gpu=87)
-
-    def nvmlDeviceGetComputeRunningProcesses(self, handle):
-        return [SimpleNamespace(pid=os.getpid(), usedGpuMemory=512_000_000), SimpleNamespace(pid=1, usedGpuMemory=9)]
-
-
 def fake_tf(gpus=1):
     calls = []
     experimental = SimpleNamespace(
@@ -113,12 +94,16 @@ def test_visible_devices_are_the_cpu_and_each_gpu():
     assert [d.name for d in serving.visible_devices(fake_tf(gpus=0))] == ["CPU"]
 
 
+def fake_gpu():
+    """One GPU at 87 % on which this process holds 512 MB (another process holds 9 bytes)."""
+    return FakeNVML(gpus=[("Fake A100", 80_000_000_000)], processes={0: [(os.getpid(), 512_000_000), (1, 9)]}, utilization={0: 87})
+
+
 def test_gpu_monitor_reads_nvml_utilisation_memory_and_the_allocator_peak():
-    tf, nvml = fake_tf(), FakeNvml()
+    tf, nvml = fake_tf(), fake_gpu()
     monitor = serving.GpuMonitor(serving.Device("GPU:0", "/GPU:0", 0), tf, nvml=nvml, interval_s=0.01)
     ran = []
     result = monitor.measure(lambda: (ran.append(1), __import__("time").sleep(0.05)))
-    monitor.close()
     assert ran and result == {"gpu_utilization_pct": 87.0, "gpu_memory_mb": 512.0, "tf_allocator_peak_mb": 300.0}
     assert tf.calls == [("reset", "GPU:0")] and nvml.initialised == 0
     assert serving.GpuMonitor(serving.Device("CPU", "/CPU:0"), tf, nvml=nvml).measure(lambda: None) == {}
@@ -137,7 +122,7 @@ def test_the_sweep_runs_on_a_faked_gpu_with_its_numbers_per_point(built_model, m
     ctx = Context(model=model, inputs=open_inputs(model), budget=BUDGETS["quick"])
     device = serving.Device("GPU:0", "/CPU:0", nvml_index=0)
     experimental = SimpleNamespace(reset_memory_stats=lambda name: None, get_memory_info=lambda name: {"peak": 2_000_000})
-    monitor = serving.GpuMonitor(device, SimpleNamespace(config=SimpleNamespace(experimental=experimental)), nvml=FakeNvml(), interval_s=0.01)
+    monitor = serving.GpuMonitor(device, SimpleNamespace(config=SimpleNamespace(experimental=experimental)), nvml=fake_gpu(), interval_s=0.01)
     generator = serving.batch_sweep(ctx, serving.Endpoint(model.serving_fn(), device.tf_name), device, monitor, (0.0, 1.0))
     items = []
     try:

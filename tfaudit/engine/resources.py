@@ -119,6 +119,15 @@ def _process_memory_per_gpu(nvml: Any, pid: int) -> dict[int, int] | None:
         return None
 
 
+def _utilization_per_gpu(nvml: Any) -> dict[int, float] | None:
+    """Each GPU's utilisation in %, over NVML's last sample period; NVML must already be initialised."""
+    try:
+        return {index: float(nvml.nvmlDeviceGetUtilizationRates(nvml.nvmlDeviceGetHandleByIndex(index)).gpu)
+                for index in range(nvml.nvmlDeviceGetCount())}
+    except Exception:
+        return None
+
+
 def gpu_process_memory(pid: int, nvml: Any = None) -> dict[int, int] | None:
     """GPU memory used by ``pid``, in bytes per GPU index; None when there is no GPU."""
     nvml, _ = _load_nvml(nvml)
@@ -178,6 +187,8 @@ class ResourcePoint:
     rss_bytes: int
     gpu_bytes: int | None  # None when there is no GPU; never 0 for "absent"
     anon_bytes: int | None = None  # RssAnon; None off Linux
+    gpu_bytes_by_index: dict[int, int] | None = None  # this process's memory on each GPU
+    gpu_utilization_by_index: dict[int, float] | None = None  # each GPU's utilisation (%, all processes)
 
     @property
     def memory_bytes(self) -> int:
@@ -186,7 +197,7 @@ class ResourcePoint:
 
 
 class ResourceSampler:
-    """Samples RSS and GPU memory of a process every ``interval_s`` on a background thread.
+    """Samples RSS and GPU memory (and GPU utilisation) of a process every ``interval_s`` on a background thread.
 
     Use as a context manager, or call ``start()`` and ``stop()``. ``start()``
     takes the first (baseline) point synchronously and ``stop()`` a last one,
@@ -253,11 +264,12 @@ class ResourceSampler:
             self._started_at = time.perf_counter()
         status = proc_status(self.pid)
         rss = status.get("VmRSS") or int(self._process.memory_info().rss)
-        gpu_bytes = None
+        gpu_bytes = per_gpu = utilization = None
         if self._nvml is not None:
             per_gpu = _process_memory_per_gpu(self._nvml, self.pid)
             gpu_bytes = None if per_gpu is None else sum(per_gpu.values())
-        point = ResourcePoint(time.perf_counter() - self._started_at, rss, gpu_bytes, status.get("RssAnon"))
+            utilization = _utilization_per_gpu(self._nvml)
+        point = ResourcePoint(time.perf_counter() - self._started_at, rss, gpu_bytes, status.get("RssAnon"), per_gpu, utilization)
         with self._lock:
             self.points.append(point)
         return point
