@@ -1089,10 +1089,11 @@ class Measured:
         return row
 
 
-def interpreter_runner(content: bytes, signature: str):
+def interpreter_runner(content: bytes, signature: str, num_threads: int | None = os.cpu_count() or 1):
+    """A signature runner; ``num_threads`` None is LiteRT's own default."""
     from ai_edge_litert.interpreter import Interpreter
 
-    interpreter = Interpreter(model_content=content, num_threads=os.cpu_count() or 1)
+    interpreter = Interpreter(model_content=content, num_threads=num_threads)
     signatures = interpreter.get_signature_list()
     return interpreter.get_signature_runner(signature if signature in signatures else next(iter(signatures)))
 

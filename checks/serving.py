@@ -77,6 +77,7 @@ from tfaudit.checks._compression import (
     eval_feeds,
     fidelity,
     float32_flatbuffer,
+    interpreter_runner,
     max_fidelity_loss,
     one_line,
     prepare_conversions,
@@ -86,7 +87,7 @@ from tfaudit.checks._compression import (
 )
 from tfaudit.engine.host_index import METRIC as HOST_INDEX_METRIC
 from tfaudit.engine.host_index import reference_workload, time_interleaved
-from tfaudit.engine.measure import Timing, compare
+from tfaudit.engine.measure import Timing, bootstrap, compare
 
 CHECK = "serving"
 POINT_SECONDS = {"quick": 0.2, "standard": 0.6, "thorough": 2.0}
@@ -198,32 +199,23 @@ def timed_first(call) -> float:
     return (time.perf_counter() - start) * 1000.0
 
 
+def p99(values, axis=None):
+    return np.percentile(values, 99, axis=axis)
+
+
 def timing_stats(timing: Timing, batch: int) -> dict[str, Any]:
     median = timing.median_interval()
+    tail = bootstrap(timing.samples_ms, p99)  # wide with few calls, as it should be
     return {
         "batch": batch,
         "p50_ms": round(timing.median_ms, 4),
         "p50_ci_ms": [round(median.low, 4), round(median.high, 4)],
-        "p99_ms": round(float(np.percentile(timing.samples_ms, 99)), 4),
-        "p99_ci_ms": [round(v, 4) for v in bootstrap_percentile(timing.samples_ms, 99)],
+        "p99_ms": round(tail.value, 4),
+        "p99_ci_ms": [round(tail.low, 4), round(tail.high, 4)],
         "rows_per_s": round(batch * 1000.0 / timing.median_ms, 1),
         "rows_per_s_ci": [round(batch * 1000.0 / median.high, 1), round(batch * 1000.0 / median.low, 1)],
         "calls": timing.n,
     }
-
-
-def bootstrap_percentile(values, q: float, rounds: int = 1000, seed: int = 0) -> tuple[float, float]:
-    """A 95 % percentile-bootstrap interval of the q-th percentile (wide with few calls, as it should be)."""
-    data = np.asarray(values, dtype=float)
-    picks = np.random.default_rng(seed).integers(0, len(data), size=(rounds, len(data)))
-    resampled = np.percentile(data[picks], q, axis=1)
-    return float(np.percentile(resampled, 2.5)), float(np.percentile(resampled, 97.5))
-
-
-def bootstrap_mean(values, rounds: int = 2000, seed: int = 0) -> Measure:
-    data = np.asarray(values, dtype=float)
-    means = data[np.random.default_rng(seed).integers(0, len(data), size=(rounds, len(data)))].mean(axis=1)
-    return Measure(float(data.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)))
 
 
 def per_row(timing: Timing, batch: int) -> Timing:
@@ -304,16 +296,10 @@ def helper_outputs(feeds: str, out: str) -> dict[str, Any]:
 def litert_threads_job(model: str, signature: str, feed: str, threads: list[int | None], rounds: int,
                        seconds: float, warmup: int) -> dict[str, Any]:
     """In the conversion process: the flatbuffer at each ``num_threads`` (None = LiteRT's default), in turn."""
-    from ai_edge_litert.interpreter import Interpreter
-
     with open(model, "rb") as f:
         content = f.read()
     request = read_feeds(feed)[0]
-    runners = []
-    for count in threads:
-        interpreter = Interpreter(model_content=content, num_threads=count) if count else Interpreter(model_content=content)
-        signatures = interpreter.get_signature_list()
-        runners.append(interpreter.get_signature_runner(signature if signature in signatures else next(iter(signatures))))
+    runners = [interpreter_runner(content, signature, num_threads=count) for count in threads]
     samples: list[list[list[float]]] = [[] for _ in runners]  # per runner, per round
     try:
         for _ in range(rounds):
@@ -575,7 +561,7 @@ def concurrency_sweep(ctx, endpoint: Endpoint, feed: dict, batch: int, cores: in
         counts, _ = np.histogram(finished, bins=edges)
         width = edges[1] - edges[0]
         rows_per_s = [c * batch / width for c in counts]
-        interval = bootstrap_mean(rows_per_s)  # the mean: a pause (a collection, another process) costs a server its share
+        interval = bootstrap(rows_per_s, np.mean)  # the mean: a pause (a collection, another process) costs a server its share
         results[callers] = {
             "callers": callers,
             "rows_per_s": round(interval.value, 1),

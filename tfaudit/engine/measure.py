@@ -83,22 +83,27 @@ def time_call(
     return Timing(samples_ms=tuple(samples), warmup=warmup)
 
 
-def _resample_medians(values: Sequence[float], rng: np.random.Generator) -> np.ndarray:
+def _resample(values: Sequence[float], rng: np.random.Generator, statistic=np.median) -> np.ndarray:
+    """``statistic`` (a numpy reduction taking ``axis``) of BOOTSTRAP_ROUNDS resamples of ``values``."""
     data = np.asarray(values, dtype=float)
     picks = rng.integers(0, len(data), size=(BOOTSTRAP_ROUNDS, len(data)))
-    return np.median(data[picks], axis=1)
+    return statistic(data[picks], axis=1)
+
+
+def bootstrap(values: Sequence[float], statistic=np.median, confidence: float = 0.95, seed: int = 0) -> Measure:
+    """``statistic`` of ``values`` with a percentile-bootstrap interval (median, mean, or e.g. a p99)."""
+    resampled = _resample(values, np.random.default_rng(seed), statistic)
+    tail = (1 - confidence) / 2 * 100
+    return Measure(
+        value=float(statistic(np.asarray(values, dtype=float), axis=0)),
+        low=float(np.percentile(resampled, tail)),
+        high=float(np.percentile(resampled, 100 - tail)),
+    )
 
 
 def bootstrap_median(values: Sequence[float], confidence: float = 0.95, seed: int = 0) -> Measure:
     """The median with a percentile-bootstrap interval."""
-    rng = np.random.default_rng(seed)
-    medians = _resample_medians(values, rng)
-    tail = (1 - confidence) / 2 * 100
-    return Measure(
-        value=float(np.median(values)),
-        low=float(np.percentile(medians, tail)),
-        high=float(np.percentile(medians, 100 - tail)),
-    )
+    return bootstrap(values, np.median, confidence, seed)
 
 
 @dataclass(frozen=True)
@@ -117,8 +122,8 @@ class Comparison:
 
 def compare(before: Timing, after: Timing, confidence: float = 0.95, seed: int = 0) -> Comparison:
     rng = np.random.default_rng(seed)
-    before_medians = _resample_medians(before.samples_ms, rng)
-    after_medians = _resample_medians(after.samples_ms, rng)
+    before_medians = _resample(before.samples_ms, rng)
+    after_medians = _resample(after.samples_ms, rng)
     saved = before_medians - after_medians
     saved_pct = 100.0 * saved / before_medians
     speedup = before_medians / np.maximum(after_medians, 1e-12)
