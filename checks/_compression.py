@@ -760,8 +760,8 @@ class ForkServer:
         """A started helper."""
         import socket
 
-        if self.socket is None:
-            return Isolated(env={}).start()
+        if self.socket is None:  # no fork is safe here: Isolated starts a fresh interpreter
+            return Isolated().start()
         down_read, down_write = os.pipe()
         up_read, up_write = os.pipe()
         socket.send_fds(self.socket, [b"spawn"], [down_read, up_write])

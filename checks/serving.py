@@ -140,6 +140,11 @@ class Setting:
     def default(self) -> bool:
         return self == Setting()
 
+    @property
+    def kind(self) -> str:
+        """Which finding a gain of this setting is: serving/threads, serving/precision or serving/onednn."""
+        return "precision" if self.precision != "float32" else "onednn" if self.onednn is not None else "threads"
+
     def label(self) -> str:
         parts = []
         if self.intra is not None or self.inter is not None:
@@ -671,7 +676,7 @@ class ServingCheck(Check):
             phase(f"{device.name} batch sweep")
             concurrency, windows = yield from concurrency_sweep(ctx, endpoint, feed, sweep.serving_batch, cores)
             phase(f"{device.name} concurrency")
-            xla = self.xla(ctx, serve, device, feed)
+            xla, xla_comparison = self.xla(ctx, serve, device, feed)
             phase(f"{device.name} XLA")
             sweep_evidence = {
                 "batch_sweep": sweep.points,
@@ -681,26 +686,27 @@ class ServingCheck(Check):
                 "knee_batch": sweep.knee,
                 "serving_batch": sweep.serving_batch,
                 "concurrency": concurrency,
-                "xla": {k: v for k, v in xla.items() if k != "comparison"},
+                "xla": xla,
             }
             evidence[device.name] = sweep_evidence
-            findings += self.device_findings(ctx, device, sweep, concurrency, windows, xla, cores)
+            findings += self.device_findings(ctx, device, sweep, concurrency, windows, xla, xla_comparison, cores)
             yield Progress(index * span + span, f"{device.name}: serving batch {sweep.serving_batch}")
         primary = sweeps.get(devices[0].name)
         if primary is None or not primary.points:
             raise SkipCheck(f"the serving signature could not be called: {primary.stop if primary else 'no device'}")
         if primary.host_index is not None:
-            yield Metric(HOST_INDEX_METRIC, round(primary.host_index.median_ms, 4), "ms", *[round(v, 4) for v in (primary.host_index.median_interval().low, primary.host_index.median_interval().high)])
+            index = primary.host_index.median_interval()
+            yield Metric(HOST_INDEX_METRIC, round(index.value, 4), "ms", round(index.low, 4), round(index.high, 4))
         first = primary.points[0]
         ci = first["p50_ci_ms"]
         yield Metric("p50_ms_batch_1", first["p50_ms"], "ms", ci[0], ci[1])
         yield Metric("p99_ms_batch_1", first["p99_ms"], "ms", *first["p99_ci_ms"])
-        xla_pays = bool(findings and any(f.id == "serving/xla" for f in findings))
-        processes = yield from self.processes(ctx, tf, primary, evidence, findings, xla_pays, key, phase)
+        xla_pays = any(f.id == "serving/xla" for f in findings)
+        processes = yield from self.processes(ctx, primary, evidence, findings, xla_pays, key, phase)
         yield from self.litert(ctx, evidence, findings, key, cores)
         phase("LiteRT threads")
         yield Progress(0.97, "ranking the configurations")
-        headline, combined = self.headline(primary, processes, xla_pays, devices[0])
+        headline, combined = self.headline(primary, processes, devices[0])
         best = combined if combined else primary.point(primary.serving_batch)  # within the latency bound
         yield Metric("throughput_rows_per_s_best", best["rows_per_s"], "rows/s", *best["rows_per_s_ci"], better="higher")
         yield Metric("best_batch", primary.serving_batch, "rows", better="higher", subject=f"batch {primary.serving_batch}")
@@ -735,8 +741,8 @@ class ServingCheck(Check):
             raise SkipCheck(f"--device {wanted}: not visible here (visible: {', '.join(d.name for d in found)})")
         return chosen, note
 
-    def xla(self, ctx, serve, device: Device, feed: dict) -> dict[str, Any]:
-        """Compile time, fidelity and the speed-up of jit_compile=True, timed in turn with the plain call."""
+    def xla(self, ctx, serve, device: Device, feed: dict) -> tuple[dict[str, Any], Any]:
+        """(evidence, the plain-vs-XLA Comparison or None): compile time, fidelity and the speed-up of jit_compile=True, timed in turn with the plain call."""
         plain = Endpoint(serve, device.tf_name)
         tensors = plain.tensors(feed)
         reference = plain(tensors)
@@ -745,7 +751,7 @@ class ServingCheck(Check):
             first_ms = timed_first(lambda: compiled(tensors))
             outputs = compiled(tensors)
         except Exception as exc:  # noqa: BLE001 - what XLA cannot compile is a finding's evidence, not an error
-            return {"compiles": False, "why": xla_reason(exc)}
+            return {"compiles": False, "why": xla_reason(exc)}, None
         fid = fidelity([reference], [outputs])
         xla_timing, plain_timing = time_interleaved(lambda: compiled(tensors), lambda: plain(tensors),
                                                     warmup=ctx.budget.warmup, max_seconds=ctx.budget.timing_seconds / 2)
@@ -758,10 +764,9 @@ class ServingCheck(Check):
             "speedup": round(comparison.speedup.value, 3),
             "speedup_ci": [round(comparison.speedup.low, 3), round(comparison.speedup.high, 3)],
             "relative_l2": fid["relative_l2"],
-            "comparison": comparison,
-        }
+        }, comparison
 
-    def device_findings(self, ctx, device: Device, sweep: Sweep, concurrency: list, windows: dict, xla: dict, cores: int) -> list[Finding]:
+    def device_findings(self, ctx, device: Device, sweep: Sweep, concurrency: list, windows: dict, xla: dict, xla_comparison, cores: int) -> list[Finding]:
         findings = []
         on = "" if device.name == "CPU" else f" on {device.name}"
         suffix = "" if device.name == "CPU" else f"-{device.name.lower().replace(':', '')}"
@@ -807,14 +812,14 @@ class ServingCheck(Check):
                                 f"num_batch_threads {{ value: {best['callers']} }}", "text"),
                         why="A single caller leaves cores idle between calls; concurrent calls fill them.",
                     ))
-        if xla.get("compiles") and xla["comparison"].saved_pct.low >= MIN_GAIN_PCT and xla["relative_l2"] <= max_fidelity_loss(ctx):
-            saved = xla["comparison"].saved_pct
+        if xla_comparison is not None and xla_comparison.saved_pct.low >= MIN_GAIN_PCT and xla["relative_l2"] <= max_fidelity_loss(ctx):
+            saved = xla_comparison.saved_pct
             findings.append(Finding(
                 id=f"serving/xla{suffix}", check=CHECK, severity=gain_severity(saved.low),
                 title=f"Compile with XLA{on}: {xla['speedup']:.2f}× faster at batch {sweep.serving_batch}",
                 summary=f"jit_compile=True: {xla['xla_ms']['median_ms']:.3f} ms against {xla['plain_ms']['median_ms']:.3f} ms per call at batch {sweep.serving_batch} "
                         f"(×{xla['speedup_ci'][0]:.2f}–{xla['speedup_ci'][1]:.2f}); compiling took {xla['compile_ms']:.0f} ms; outputs within relative L2 {xla['relative_l2']:.2g}.",
-                evidence={k: v for k, v in xla.items() if k != "comparison"},
+                evidence=xla,
                 savings={"latency_pct": measure_of(saved)},
                 effort=Effort("minutes", 0.5, "wrap the serving function; compile once per batch size"),
                 risk=Risk("low", "XLA compiles per input shape: pad batches to a few sizes", fidelity_loss=xla["relative_l2"]),
@@ -825,12 +830,12 @@ class ServingCheck(Check):
             ))
         return findings
 
-    def processes(self, ctx, tf, primary: Sweep, evidence: dict, findings: list, xla_pays: bool, key: str, phase) -> Iterator:
+    def processes(self, ctx, primary: Sweep, evidence: dict, findings: list, xla_pays: bool, key: str, phase) -> Iterator:
         """Threads, precision and oneDNN settings, cold start and warm-up, each in processes of their own."""
         cores = os.cpu_count() or 1
         bound = max_fidelity_loss(ctx)
         modules = list(ctx.inventory.get("op_libraries") or []) + list(ctx.options.get("imports") or [])
-        settings = [Setting()] + [s for s in thread_settings(cores)]
+        settings = [Setting(), *thread_settings(cores)]
         precision_ok, precision_why = bf16_cpu_support()
         if precision_ok:
             settings.append(Setting(precision="bfloat16"))
@@ -847,7 +852,6 @@ class ServingCheck(Check):
             feeds = {b: write_feeds(os.path.join(tmp, f"batch{b}.npz"), [ctx.inputs.make(batch=b, seed=3) if ctx.inputs.batch_dynamic else ctx.inputs.make(seed=3)])
                      for b in {primary.points[0]["batch"], batch}}
             cold, failures = [], {}
-            opened = {}
             for position, setting in enumerate(settings):
                 yield Progress(0.5 + 0.25 * position / len(settings), f"starting a process: {setting.label()}")
                 try:
@@ -864,12 +868,11 @@ class ServingCheck(Check):
                     failures[setting.label()] = reply["error"]
                     helper.close()
                     continue
-                helpers[setting], opened[setting] = helper, reply
+                helpers[setting] = helper
                 if setting.default:
                     cold.append(reply)
             phase("processes started")
-            timings: dict[tuple[Setting, int], list[float]] = {}
-            round_medians: dict[tuple[Setting, int], list[float]] = {}
+            rounds: dict[tuple[Setting, int], list[list[float]]] = {}  # the samples of each round
             for round_index in range(ROUNDS[key]):
                 for setting, helper in list(helpers.items()):
                     for b in sorted({batch} | ({primary.points[0]["batch"]} if setting.default else set())):
@@ -880,17 +883,16 @@ class ServingCheck(Check):
                             failures[setting.label()] = str(exc)
                             helpers.pop(setting).close()
                             break
-                        timings.setdefault((setting, b), []).extend(reply.get("samples_ms", []))
-                        round_medians.setdefault((setting, b), []).append(float(np.median(reply["samples_ms"])) if reply.get("samples_ms") else float("inf"))
+                        rounds.setdefault((setting, b), []).append(reply.get("samples_ms") or [])
                 yield Progress(0.75 + 0.1 * (round_index + 1) / ROUNDS[key], f"settings timed in turn: round {round_index + 1}")
-            rows = self.setting_rows(timings, batch, primary.serving_batch)
-            evidence["settings"] = rows
+            timings = {key: Timing(tuple(v for one in samples for v in one), 0) for key, samples in rounds.items()}
+            evidence["settings"] = [{"setting": setting.label(), **timing_stats(timing, b)}
+                                    for (setting, b), timing in timings.items() if b == batch and timing.n]
             if failures:
                 evidence["settings_failed"] = failures
-            default = timings.get((Setting(), batch))
             best_setting = None
-            if default:
-                best_setting = yield from self.setting_findings(ctx, helpers, timings, round_medians, tmp, default, batch, bound, findings, evidence)
+            if timings.get((Setting(), batch)):
+                best_setting = yield from self.setting_findings(ctx, helpers, timings, rounds, tmp, batch, bound, findings, evidence)
             phase("settings timed")
             yield from self.cold_start(ctx, tmp, modules, cold, feeds, primary, evidence, findings, key)
             phase("cold start")
@@ -905,25 +907,19 @@ class ServingCheck(Check):
                 helper.close()
             shutil.rmtree(tmp, ignore_errors=True)
 
-    @staticmethod
-    def setting_rows(timings: dict, batch: int, serving_batch: int) -> list[dict[str, Any]]:
-        rows = []
-        for (setting, b), samples in timings.items():
-            if b != batch or not samples:
-                continue
-            timing = Timing(tuple(samples), 0)
-            rows.append({"setting": setting.label(), **timing_stats(timing, b)})
-        return rows
-
-    def setting_findings(self, ctx, helpers, timings, round_medians, tmp, default, batch, bound, findings, evidence) -> Iterator:
+    def setting_findings(self, ctx, helpers, timings, rounds, tmp, batch, bound, findings, evidence) -> Iterator:
         """Threads, precision and oneDNN against the defaults; the best setting that paid (and kept fidelity)."""
-        base = Timing(tuple(default), 0)
+        base = timings[(Setting(), batch)]
+
+        def medians(key) -> list[float]:
+            return [float(np.median(one)) if one else float("inf") for one in rounds[key]]
+
         candidates = []
         reference = None
-        for (setting, b), samples in timings.items():
-            if setting.default or b != batch or len(samples) < 5:
+        for (setting, b), timing in timings.items():
+            if setting.default or b != batch or timing.n < 5:
                 continue
-            comparison = compare(base, Timing(tuple(samples), 0))
+            comparison = compare(base, timing)
             fid = None
             if setting.precision != "float32" and setting in helpers:
                 if reference is None:
@@ -935,24 +931,22 @@ class ServingCheck(Check):
                 helpers[setting].call(f"outputs ({setting.label()})", "tfaudit.checks.serving:helper_outputs", feeds=feeds_path, out=out)
                 fid = fidelity(reference, read_feeds(out))
                 evidence.setdefault("precision_fidelity", {})[setting.precision] = fid
-            every_round = all(ours < theirs for ours, theirs in zip(round_medians[(setting, b)], round_medians[(Setting(), b)]))
+            every_round = all(ours < theirs for ours, theirs in zip(medians((setting, b)), medians((Setting(), b))))
             if comparison.saved_pct.low >= MIN_SETTING_GAIN_PCT and every_round and (fid is None or within_bound(fid, bound)):
                 candidates.append((comparison, setting, fid))
         yield Progress(0.86, "settings judged")
         if not candidates:
             return None
-        for comparison, setting, fid in candidates:
-            kind = "precision" if setting.precision != "float32" else ("onednn" if setting.onednn is not None else "threads")
-            if any(f.id == f"serving/{kind}" for f in findings):
-                continue
-            same_kind = [c for c in candidates if (c[1].precision != "float32") == (kind == "precision") and (c[1].onednn is not None) == (kind == "onednn")]
-            best = max(same_kind, key=lambda c: c[0].saved_pct.low)
-            comparison, setting, fid = best
-            findings.append(self.setting_finding(ctx, kind, setting, comparison, fid, batch))
-        return max(candidates, key=lambda c: c[0].saved_pct.low)[1]
+        candidates.sort(key=lambda c: c[0].saved_pct.low, reverse=True)
+        best_of_kind = {}
+        for candidate in candidates:
+            best_of_kind.setdefault(candidate[1].kind, candidate)
+        for comparison, setting, fid in best_of_kind.values():
+            findings.append(self.setting_finding(ctx, setting, comparison, fid, batch))
+        return candidates[0][1]
 
-    def setting_finding(self, ctx, kind: str, setting: Setting, comparison, fid, batch: int) -> Finding:
-        saved = comparison.saved_pct
+    def setting_finding(self, ctx, setting: Setting, comparison, fid, batch: int) -> Finding:
+        saved, kind = comparison.saved_pct, setting.kind
         code = {
             "threads": "import tensorflow as tf\n# before the model is loaded or any op runs:\n"
                        + (f"tf.config.threading.set_intra_op_parallelism_threads({setting.intra})\n" if setting.intra else "")
@@ -1059,7 +1053,7 @@ class ServingCheck(Check):
         base, best = [], []
         for _ in range(ROUNDS[key]):
             for helper, samples, feed, xla in ((default, base, feeds[first_batch], False), (chosen, best, feeds[batch], xla_pays)):
-                reply = helper.call("timing the defaults" if helper is default and not samples else "timing the best configuration",
+                reply = helper.call("timing the defaults" if helper is default else "timing the best configuration",
                                     "tfaudit.checks.serving:helper_time", feed=feed, seconds=CONFIG_SECONDS[key], warmup=ctx.budget.warmup, xla=xla)
                 if "error" in reply:
                     raise ConversionFailed(reply["error"])
@@ -1075,7 +1069,7 @@ class ServingCheck(Check):
             "throughput_factor_ci": [round(comparison.speedup.low, 2), round(comparison.speedup.high, 2)],
         }
 
-    def headline(self, primary: Sweep, processes: dict, xla_pays: bool, device: Device) -> tuple[str, dict]:
+    def headline(self, primary: Sweep, processes: dict, device: Device) -> tuple[str, dict]:
         combined = processes.get("combined") or {}
         if processes.get("combined_error"):
             return f"the best settings measured one by one are in the findings; together they could not be measured ({processes['combined_error']})", combined

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+import odd_models
 from conftest import run_cli
 from tfaudit.checks import serving
 from test_resources import FakeNVML
@@ -181,9 +182,7 @@ def build_wide_mlp(path):
         def _serve(self, x):
             return {"y": tf.nn.relu(tf.nn.relu(x @ self.w1) @ self.w2)}
 
-    module = Wide()
-    tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
-    return path
+    return odd_models._save(Wide(), path)
 
 
 def build_row_by_row(path):
@@ -203,9 +202,7 @@ def build_row_by_row(path):
 
             return {"y": tf.map_fn(row, x, parallel_iterations=1)}  # one row after the other
 
-    module = RowByRow()
-    tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
-    return path
+    return odd_models._save(RowByRow(), path)
 
 
 def build_string_output(path):
@@ -222,9 +219,7 @@ def build_string_output(path):
             y = x @ self.w
             return {"y": y, "label": tf.strings.as_string(tf.reduce_sum(y, axis=1))}
 
-    module = Labelled()
-    tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
-    return path
+    return odd_models._save(Labelled(), path)
 
 
 @pytest.mark.slow

@@ -170,7 +170,7 @@ class ServingChart(Chart):
     def draw(self, state: AuditState) -> None:
         plt = self.plt
         plt.xlabel("p50 latency per call (ms)")
-        series = {name[: -len(" batch")]: points for (check, name), points in state.samples.items()
+        series = {name.removesuffix(" batch"): points for (check, name), points in state.samples.items()
                   if check == "serving" and name.endswith(" batch")}
         headline = next((f.title for f in state.findings if f.id == "serving/configuration"), "")
         if not series:
@@ -178,10 +178,7 @@ class ServingChart(Chart):
             return
         plt.title(headline or "throughput (rows/s) vs latency, by batch size")
         for device, points in series.items():
-            plt.plot([p[0] for p in points], [p[1] for p in points], marker="dot", label=f"{device} rows/s")
-            plt.scatter([p[0] for p in points], [p[1] for p in points], marker="o")
-        if headline:
-            plt.xlabel("p50 latency per call (ms) — points: batch 1, 2, 4, …")
+            plt.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=f"{device} rows/s (batch 1, 2, 4, …)")
 
 
 class MemoryPanel(Chart):
