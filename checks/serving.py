@@ -298,6 +298,14 @@ def helper_outputs(feeds: str, out: str) -> dict[str, Any]:
     return {}
 
 
+def helper_outputs_of(helper: Isolated, label: str, feeds: str, out: str) -> list[dict[str, np.ndarray]]:
+    """The helper's outputs on ``feeds``; ConversionFailed when it cannot give them."""
+    reply = helper.call(f"outputs ({label})", "tfaudit.checks.serving:helper_outputs", feeds=feeds, out=out)
+    if "error" in reply:
+        raise ConversionFailed(reply["error"])
+    return read_feeds(out)
+
+
 def litert_threads_job(model: str, signature: str, feed: str, threads: list[int | None], rounds: int,
                        seconds: float, warmup: int) -> dict[str, Any]:
     """In the conversion process: the flatbuffer at each ``num_threads`` (None = LiteRT's default), in turn."""
@@ -921,15 +929,16 @@ class ServingCheck(Check):
                 continue
             comparison = compare(base, timing)
             fid = None
-            if setting.precision != "float32" and setting in helpers:
-                if reference is None:
-                    feeds_path = write_feeds(os.path.join(tmp, "eval.npz"), eval_feeds(ctx))
-                    out = os.path.join(tmp, "reference.npz")
-                    helpers[Setting()].call("outputs (defaults)", "tfaudit.checks.serving:helper_outputs", feeds=feeds_path, out=out)
-                    reference = read_feeds(out)
-                out = os.path.join(tmp, "precision.npz")
-                helpers[setting].call(f"outputs ({setting.label()})", "tfaudit.checks.serving:helper_outputs", feeds=feeds_path, out=out)
-                fid = fidelity(reference, read_feeds(out))
+            if setting.precision != "float32":
+                try:
+                    if reference is None:
+                        feeds_path = write_feeds(os.path.join(tmp, "eval.npz"), eval_feeds(ctx))
+                        reference = helper_outputs_of(helpers[Setting()], "defaults", feeds_path, os.path.join(tmp, "reference.npz"))
+                    candidate = helper_outputs_of(helpers[setting], setting.label(), feeds_path, os.path.join(tmp, "precision.npz"))
+                except (ConversionFailed, KeyError) as exc:  # a helper that died or was dropped: no fidelity, no claim
+                    evidence.setdefault("settings_failed", {})[setting.label()] = f"outputs not compared: {exc}"
+                    continue
+                fid = fidelity(reference, candidate)
                 evidence.setdefault("precision_fidelity", {})[setting.precision] = fid
             every_round = all(ours < theirs for ours, theirs in zip(medians((setting, b)), medians((Setting(), b))))
             if comparison.saved_pct.low >= MIN_SETTING_GAIN_PCT and every_round and (fid is None or within_bound(fid, bound)):
