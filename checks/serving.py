@@ -629,6 +629,15 @@ def batching_parameters(sweep: Sweep, cores: int) -> str:
     )
 
 
+def configuration_label(combined: dict) -> str:
+    parts = [f"batch {combined['batch']}"]
+    if combined["setting"] != "defaults":
+        parts.append(combined["setting"])
+    if combined["xla"]:
+        parts.append("XLA on")
+    return ", ".join(parts)
+
+
 class ServingCheck(Check):
     meta = CheckMeta(
         CHECK,
@@ -716,7 +725,8 @@ class ServingCheck(Check):
         yield Progress(0.97, "ranking the configurations")
         headline, combined = self.headline(primary, processes, devices[0])
         best = combined if combined else primary.point(primary.serving_batch)  # within the latency bound
-        yield Metric("throughput_rows_per_s_best", best["rows_per_s"], "rows/s", *best["rows_per_s_ci"], better="higher")
+        configuration = configuration_label(combined) if combined else f"batch {primary.serving_batch}"
+        yield Metric("throughput_rows_per_s_best", best["rows_per_s"], "rows/s", *best["rows_per_s_ci"], better="higher", subject=configuration)
         yield Metric("best_batch", primary.serving_batch, "rows", better="higher", subject=f"batch {primary.serving_batch}")
         evidence["headline"] = headline
         evidence["combined"] = combined
@@ -1084,12 +1094,7 @@ class ServingCheck(Check):
             return f"the best settings measured one by one are in the findings; together they could not be measured ({processes['combined_error']})", combined
         if not combined or combined["throughput_factor_ci"][0] < 1 + MIN_GAIN_PCT / 100:
             return f"defaults are best here ({device.name}): nothing measured beat batch {primary.points[0]['batch']} with TensorFlow's defaults", combined
-        parts = [f"batch {combined['batch']}"]
-        if combined["setting"] != "defaults":
-            parts.append(combined["setting"])
-        if combined["xla"]:
-            parts.append("XLA on")
-        return (f"best measured configuration: {', '.join(parts)} — {combined['throughput_factor']:.1f}× the throughput of the default "
+        return (f"best measured configuration: {configuration_label(combined)} — {combined['throughput_factor']:.1f}× the throughput of the default "
                 f"at p99 ≤ {combined['p99_ms']:.2f} ms"), combined
 
     def litert(self, ctx, evidence, findings, key, cores) -> Iterator:

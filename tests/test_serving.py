@@ -72,6 +72,9 @@ def test_throughput_regresses_only_beyond_the_noise_factor_after_host_scaling():
     assert [r["metric"] for r in result.regressions] == ["serving.throughput_rows_per_s_best"]
     noise = report(9000, 8900, 9100, 1.0)  # separated intervals, but only 1.1x: between-run noise
     assert not compare_with_baseline("old.json", old, noise["metrics"], [], {}).regressions
+    same_index = report(10000 / 1.36, 7300, 7400, 1.0)  # measured between two unchanged runs: not a regression
+    assert not compare_with_baseline("old.json", old, same_index["metrics"], [], {}).regressions
+    assert compare_with_baseline("old.json", old, report(10000 / 2.1, 4700, 4800, 1.0)["metrics"], [], {}).regressions
 
 
 # --- devices, with fakes at the TF-device and NVML boundaries -------------------------------------

@@ -20,7 +20,9 @@ noise within that run; between runs a shared host drifts by more (the same MLP m
 - a latency is also at least ``MIN_LATENCY_FACTOR`` times the (scaled) old one, or
   ``MIN_UNREFERENCED_LATENCY_FACTOR`` times when its check timed no reference: the minimum
   practical effect, like asv's ``--factor``, set from self-compares measured on a loaded 2-core
-  host (benchmarks/self_compare.py, README);
+  host (benchmarks/self_compare.py, README); a throughput needs ``MIN_THROUGHPUT_FACTOR``: it is
+  timed at a batch that runs on every core, which the single-threaded reference does not track
+  (the MLP's batch-16 throughput fell 1.36× between two unchanged runs whose indexes agreed);
 
 metrics without intervals (sizes, counts) regress when they worsen by more than
 ``REL_TOLERANCE``.
@@ -46,6 +48,7 @@ from tfaudit.engine.host_index import METRIC as HOST_INDEX
 REL_TOLERANCE = 0.02
 MIN_LATENCY_FACTOR = 1.4
 MIN_UNREFERENCED_LATENCY_FACTOR = 4.0
+MIN_THROUGHPUT_FACTOR = 2.0
 MIN_INTERLEAVED_FACTOR = 1.1
 BASELINE_MODEL_METRIC = "latency_vs_baseline_model"
 LATENCY_UNIT = "ms"
@@ -142,15 +145,15 @@ def compare_with_baseline(path: str, old: dict[str, Any], metrics: dict, finding
         if new_metric.get("subject", "") != old_metric.get("subject", ""):
             result.not_comparable.append(row)
             continue
-        factor = MIN_LATENCY_FACTOR
+        throughput = new_metric.get("unit") == THROUGHPUT_UNIT
+        factor = MIN_THROUGHPUT_FACTOR if throughput else MIN_LATENCY_FACTOR
         if new_metric.get("unit") in TIMED_UNITS:
             scale = host_scale(name, old_metrics, metrics)
             if scale is None:
                 factor = MIN_UNREFERENCED_LATENCY_FACTOR
             else:
                 row["host_scale"] = scale
-                throughput = new_metric.get("unit") == THROUGHPUT_UNIT  # a slower host serves fewer rows
-                row["old_scaled"] = old_metric = scaled(old_metric, 1 / scale if throughput else scale)
+                row["old_scaled"] = old_metric = scaled(old_metric, 1 / scale if throughput else scale)  # a slower host serves fewer rows
         if _worse(new_metric, old_metric, factor):
             result.regressions.append(row)
         elif _worse(old_metric, new_metric, factor):
