@@ -225,7 +225,12 @@ def run(argv: list[str] | None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     try:
+        if argv[:1] == ["watch"]:
+            from tfaudit.watch.cli import run as watch
+
+            return watch(argv[1:])
         return run(argv)
     except UsageError as exc:
         print(f"tfaudit: error: {exc}", file=sys.stderr)

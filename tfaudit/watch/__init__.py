@@ -34,7 +34,8 @@ class Watch:
         from tfaudit.watch.recorder import Recorder
 
         self.recorder = Recorder(self.events.append)
-        self.tensorflow = hook.install(self.recorder)
+        hook.install(self.recorder)
+        self.tensorflow = hook.tensorflow_version()
         self.started = time.monotonic()
         return self
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import sys
 import time
 from typing import Any
 
@@ -52,8 +53,8 @@ def verify(module) -> None:
             raise HookError(f"{TRACING_MODULE}.{name} now takes ({', '.join(found)}), not ({', '.join(parameters)}); tfaudit watch needs updating")
 
 
-def install(recorder) -> str:
-    """Route every tf.function call and trace in this process through ``recorder``; returns TF's version."""
+def install(recorder) -> None:
+    """Route every tf.function call and trace in this process through ``recorder``."""
     module = tracing_module()
     verify(module)
     if _installed:
@@ -94,9 +95,10 @@ def install(recorder) -> str:
     _installed.update(call_function=call_function, _create_concrete_function=create)
     module.call_function = watched_call_function
     module._create_concrete_function = watched_create_concrete_function
-    from tensorflow.python.framework import versions
 
-    return versions.__version__
+
+def tensorflow_version() -> str:
+    return getattr(sys.modules.get("tensorflow"), "__version__", "") or ""
 
 
 def uninstall() -> None:

@@ -9,6 +9,7 @@ at most once a second and at exit.
 """
 from __future__ import annotations
 
+import functools
 import linecache
 import os
 import re
@@ -41,12 +42,15 @@ def anonymous_memory_bytes() -> int | None:
     return None
 
 
-def is_library_frame(frame) -> bool:
-    name = frame.f_globals.get("__name__") or ""
-    if name.partition(".")[0] in LIBRARY_PACKAGES or name.startswith("__autograph_generated"):
+@functools.lru_cache(maxsize=4096)
+def is_library_file(module: str, filename: str) -> bool:
+    if module.partition(".")[0] in LIBRARY_PACKAGES:
         return True
-    filename = frame.f_code.co_filename
     return filename.startswith("<") or "__autograph_generated_file" in filename or os.path.realpath(filename).startswith(STDLIB)
+
+
+def is_library_frame(frame) -> bool:
+    return is_library_file(frame.f_globals.get("__name__") or "", frame.f_code.co_filename)
 
 
 def user_call_site(frame) -> dict[str, Any] | None:
@@ -103,7 +107,9 @@ def error_summary(error: BaseException) -> dict[str, Any]:
     if found:
         filename, line, function, code = found[-1]
         site = {"file": filename, "line": int(line), "function": function, "code": code.strip()}
-    return {"message": f"{type(error).__name__}: {lines[-1] if lines else ''}"[:300], "site": site, "keras_predict": keras_predict_in_traceback(error)}
+    last = lines[-1] if lines else ""
+    message = last if last.startswith(type(error).__name__) else f"{type(error).__name__}: {last}"
+    return {"message": message[:300], "site": site, "keras_predict": keras_predict_in_traceback(error)}
 
 
 def python_function_of(tracing_options) -> Any:
@@ -227,7 +233,7 @@ class Recorder:
         with self.lock:
             function = self.function_object(tracing_options)
             function.calls += 1
-            now = self.now()
+            now = time.monotonic() - self.started
             function.first_call = now if function.first_call is None else function.first_call
             function.last_call = now
             if self.traces == traces_before:  # this call ran an existing graph
@@ -300,6 +306,14 @@ class Recorder:
         if not self.broken:
             self.broken = True
             self.sink({"event": "recorder_error", "t": self.now(), "pid": os.getpid(), "message": f"{type(error).__name__}: {error}"[:300]})
+
+    def forget_calls(self) -> None:
+        """In a forked child: its graphs are the parent's, its calls are its own."""
+        self.lock = threading.Lock()
+        for objects in self.instances.values():
+            for o in objects:
+                o.calls, o.call_seconds, o.call_times, o.first_call, o.last_call = 0, 0.0, [], None, None
+                o.call_sites.clear()
 
     def flush(self) -> None:
         with self.lock:

@@ -52,12 +52,12 @@ def watch_state(analysis: Analysis, command: str, wall_s: float, *, exit_status:
     return state
 
 
-def summary_text(analysis: Analysis) -> str:
+def summary_text(analysis: Analysis, findings: bool = True) -> str:
     lines = [f"{len(analysis.traces)} traces of {len(analysis.functions)} functions"]
     for row in analysis.functions:
         if not row["library"]:
             lines.append(f"  {row['function']} ({row['defined_at']}): {row['traces']} traces, {row['calls']} calls, {row['objects']} objects"
                          + (f"; last change {row['last_change']}" if row["last_change"] else ""))
-    for finding in analysis.findings:
+    for finding in analysis.findings if findings else []:
         lines.append(f"[{finding.severity}] {finding.title}")
     return "\n".join(lines)
