@@ -7,6 +7,7 @@ import textwrap
 import xml.etree.ElementTree as ET
 
 import pytest
+from test_tui import sync, until
 
 from tfaudit.watch import hook
 from tfaudit.watch.analysis import MIN_TRACES, analyse
@@ -221,3 +222,42 @@ def test_pytest_marker_fails_a_retracing_test_and_names_the_argument(tmp_path):
     assert "predict (test_user.py:5) was traced 3 times (limit 1)" in done.stdout
     assert "x: shape at axis 0 16 → 32" in done.stdout
     assert "tfaudit watch: tf.function traces" in done.stdout
+
+
+FAKE_PROGRAM = """
+import json, os, sys, time
+events = os.path.join(os.environ["TFAUDIT_WATCH_DIR"], "events-1.jsonl")
+sys.path.insert(0, {tests!r})
+from test_watch import trace
+print("serving requests")
+with open(events, "a") as out:
+    out.write(json.dumps({{"event": "hooked", "pid": 1, "t": 0.0}}) + "\\n")
+    for i, n in enumerate((16, 32, 64), 1):
+        out.write(json.dumps(trace(i, [n, 50])) + "\\n")
+        out.flush()
+time.sleep(0.5)
+"""
+
+
+@sync
+async def test_watch_tui_shows_traces_live_with_the_changed_argument(tmp_path):
+    """The live view on a program that writes watch events itself: no TensorFlow anywhere."""
+    from tfaudit.watch.tui import WatchApp
+
+    program = FAKE_PROGRAM.format(tests=os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "TFAUDIT_WATCH_DIR": str(tmp_path)}
+    app = WatchApp([sys.executable, "-c", program], env, str(tmp_path))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await until(pilot, lambda: app.status is not None and app.query_one("#functions").row_count, timeout_s=20)
+        table = app.query_one("#functions")
+        row = [str(cell) for cell in table.get_row_at(0)]
+        assert row[0] == "f" and row[2] == "3" and row[5] == "x: shape at axis 0 16 → 64"
+        assert "exited 0" in app.status_line
+        assert "serving requests" in "\n".join(app.query_one("#output").lines)
+        await pilot.press("q")
+    assert app.status == 0 and len([e for e in app.events if e["event"] == "trace"]) == 3
+
+
+def test_watch_front_ends_never_import_tensorflow():
+    code = "import sys, tfaudit.watch, tfaudit.watch.cli, tfaudit.watch.tui, tfaudit.watch.pytest_plugin; print('tensorflow' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"

@@ -420,7 +420,7 @@ def function_rows(by_definition: dict[tuple, list[FunctionObject]]) -> list[dict
         traces = [t for o in objs for t in o.traces]
         last_change = next((t["changes"] for t in reversed(traces) if t["changes"]), [])
         rows.append({
-            "function": objs[0].name, "defined_at": objs[0].defined_at, "library": bool(objs[0].info.get("library")), "pid": pid,
+            "function": objs[0].name, "defined_at": objs[0].defined_at, "library": bool(objs[0].info.get("library")), "pid": pid, "key": key,
             "objects": len(objs), "traces": len(traces), "calls": sum(o.calls.get("calls", 0) for o in objs),
             "trace_ms": round(sum(t["trace_ms"] for t in traces), 2), "graph_ops": traces[-1]["ops"],
             "last_change": "; ".join(change_text(c) for c in last_change),
