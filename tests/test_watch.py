@@ -261,3 +261,36 @@ async def test_watch_tui_shows_traces_live_with_the_changed_argument(tmp_path):
 def test_watch_front_ends_never_import_tensorflow():
     code = "import sys, tfaudit.watch, tfaudit.watch.cli, tfaudit.watch.tui, tfaudit.watch.pytest_plugin; print('tensorflow' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+@pytest.mark.slow
+def test_a_bert_backbone_served_with_new_sequence_lengths_gets_a_dict_input_signature():
+    """keras-hub BERT (random weights) behind a tf.function taking its dict of inputs, per request a new length."""
+    import keras
+    import keras_hub
+    import tensorflow as tf
+
+    import tfaudit.watch
+
+    keras.utils.set_random_seed(0)
+    backbone = keras_hub.models.BertBackbone(vocabulary_size=300, num_layers=2, num_heads=2, hidden_dim=32, intermediate_dim=64, max_sequence_length=64)
+
+    @tf.function
+    def embed(inputs):
+        return backbone(inputs)["pooled_output"]
+
+    with tfaudit.watch.watch() as session:
+        for length in (8, 16, 24):
+            embed({"token_ids": tf.ones([2, length], tf.int32), "segment_ids": tf.zeros([2, length], tf.int32),
+                   "padding_mask": tf.ones([2, length], tf.int32)})
+    finding = next(f for f in session.analysis().findings if f.id.startswith("watch/shape-varies/"))
+    assert {v["argument"]: v["values"] for v in finding.evidence["varied"]} == {
+        "inputs['padding_mask']": [8, 16, 24], "inputs['segment_ids']": [8, 16, 24], "inputs['token_ids']": [8, 16, 24]}
+    assert all(v["axis"] == 1 for v in finding.evidence["varied"])
+    assert '"token_ids": tf.TensorSpec(shape=[2, None], dtype=tf.int32)' in finding.fix.code
+    namespace = {"tf": tf}
+    exec(finding.fix.code.split("def ")[0].replace("@tf.function(", "signature = dict(").replace("input_signature=", "value="), namespace)
+    fixed = tf.function(embed.python_function, input_signature=namespace["signature"]["value"])
+    for length in (8, 16, 24):
+        fixed({"token_ids": tf.ones([2, length], tf.int32), "segment_ids": tf.zeros([2, length], tf.int32), "padding_mask": tf.ones([2, length], tf.int32)})
+    assert fixed.experimental_get_tracing_count() == 1  # the written signature really stops the retracing

@@ -22,6 +22,7 @@ trace time, as milliseconds and as a share of the watched run's wall time.
 from __future__ import annotations
 
 import os
+import re
 import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -134,16 +135,31 @@ def common_site(traces: list[dict]) -> dict | None:
     return next(t["call_site"] for t in traces if t["call_site"] and site_text(t["call_site"]) == best)
 
 
+PATH_PART = re.compile(r"\[(\d+|'[^']*')\]")
+
+
 def input_signature_code(obj: FunctionObject, varying_axes: dict[str, set[int]]) -> str:
-    last = obj.traces[-1]["signature"]
-    specs = []
-    for argument, leaf in last.items():
-        if leaf["kind"] != "tensor":
-            continue
-        shape = [None if k in varying_axes.get(argument, set()) else d for k, d in enumerate(leaf["shape"] or [])]
-        specs.append(f"    tf.TensorSpec(shape={shape}, dtype=tf.{leaf['dtype']}),  # {argument}")
+    """An input_signature for the newest trace: None exactly on the axes that varied, one entry per parameter (dicts and lists kept)."""
+    by_parameter: dict[str, list[tuple[str, dict]]] = {}
+    for path, leaf in obj.traces[-1]["signature"].items():
+        by_parameter.setdefault(path.split("[")[0], []).append((path[len(path.split("[")[0]):], leaf))
+    entries = []
+    for parameter, leaves in by_parameter.items():
+        if any(leaf["kind"] != "tensor" for _, leaf in leaves) or any(len(PATH_PART.findall(rest)) > 1 for rest, _ in leaves):
+            return f"@tf.function(reduce_retracing=True)  # `{parameter}` is not a tensor (or a flat dict/list of them): no input_signature fits\ndef {obj.info['name']}(...):\n    ..."
+        specs = []
+        for rest, leaf in leaves:
+            path = parameter + rest
+            shape = [None if k in varying_axes.get(path, set()) else d for k, d in enumerate(leaf["shape"] or [])]
+            specs.append((PATH_PART.findall(rest), f"tf.TensorSpec(shape={shape}, dtype=tf.{leaf['dtype']})"))
+        if specs[0][0] == []:
+            entries.append(f"    {specs[0][1]},  # {parameter}")
+        elif specs[0][0][0].startswith("'"):
+            entries.append(f"    {{{', '.join(f'{key[0]}: {spec}' for key, spec in specs)}}},  # {parameter}".replace("'", '"'))
+        else:
+            entries.append(f"    [{', '.join(spec for _, spec in specs)}],  # {parameter}")
     name = obj.info["name"]
-    return "@tf.function(input_signature=[\n" + "\n".join(specs) + f"\n])\ndef {name}(...):\n    ...\n\n# or, keeping one graph per rank:\n@tf.function(reduce_retracing=True)"
+    return "@tf.function(input_signature=[\n" + "\n".join(entries) + f"\n])\ndef {name}(...):\n    ...\n\n# or, keeping one graph per rank:\n@tf.function(reduce_retracing=True)"
 
 
 def trace_rows(traces: list[dict]) -> list[dict]:
@@ -210,7 +226,7 @@ def object_findings(obj: FunctionObject, wall_s: float) -> list[Finding]:
             evidence={**base, "varied": [{"function": name, "argument": a, "dtypes": v} for a, v in dtypes.items()], "trace_log": rows},
             effort=Effort("minutes", 0.5, "Cast once before the call."),
             fix=Fix("Convert inputs to one dtype before the call.", "\n".join(f"{a} = tf.convert_to_tensor({a}, dtype=tf.float32)" for a in arguments)),
-            savings=savings(len(dtypes) and len(traces) - 1, traces, wall_s), confidence=0.9,
+            savings=savings(len(traces) - 1, traces, wall_s), confidence=0.9,
             why="Each dtype is a separate graph.", verify="Run `tfaudit watch` again: one trace per shape.",
         ))
     if by_kind.get("python_value"):
@@ -264,7 +280,7 @@ def object_findings(obj: FunctionObject, wall_s: float) -> list[Finding]:
     return findings
 
 
-def definition_findings(pid_key: tuple, objects: list[FunctionObject], wall_s: float) -> list[Finding]:
+def definition_findings(objects: list[FunctionObject], wall_s: float) -> list[Finding]:
     if len(objects) < MIN_OBJECTS or objects[0].info.get("library"):
         return []
     traces = [t for o in objects for t in o.traces if not t["error"]]
@@ -386,7 +402,7 @@ def analyse(events: list[dict], wall_s: float, dispatch_ms: float | None = None)
         by_definition[(obj.pid, obj.key)].append(obj)
     covered = set()
     for ident, objs in by_definition.items():
-        made = definition_findings(ident, objs, wall_s)
+        made = definition_findings(objs, wall_s)
         for obj in objs if not made else []:
             made += object_findings(obj, wall_s)
         if made:
@@ -421,7 +437,8 @@ def function_rows(by_definition: dict[tuple, list[FunctionObject]]) -> list[dict
         last_change = next((t["changes"] for t in reversed(traces) if t["changes"]), [])
         rows.append({
             "function": objs[0].name, "defined_at": objs[0].defined_at, "library": bool(objs[0].info.get("library")), "pid": pid, "key": key,
-            "objects": len(objs), "traces": len(traces), "calls": sum(o.calls.get("calls", 0) for o in objs),
+            "objects": len(objs), "traces": len(traces), "calls": (calls := sum(o.calls.get("calls", 0) for o in objs)),
+            "calls_per_trace": round(calls / len(traces), 1),
             "trace_ms": round(sum(t["trace_ms"] for t in traces), 2), "graph_ops": traces[-1]["ops"],
             "last_change": "; ".join(change_text(c) for c in last_change),
         })

@@ -27,7 +27,7 @@ def summary_finding(analysis: Analysis, command: str, wall_s: float, exit_status
         id=f"{CHECK}/summary", check=CHECK, severity="info",
         title=f"{len(analysis.traces)} traces of {len(analysis.functions)} functions ({len(user)} of them yours) in {wall_s:.1f} s{status}",
         summary=f"`{command}`: every tf.function trace in the program, where it was defined, what called it and what changed.",
-        evidence={"functions": analysis.functions, "traces": trace_log(analysis)},
+        evidence={"functions": [{k: v for k, v in row.items() if k != "key"} for row in analysis.functions], "traces": trace_log(analysis)},
         effort=Effort("minutes", 0.1, "Nothing to do: the measurements behind the findings."),
         fix=Fix("See the other findings."),
     )
