@@ -158,6 +158,20 @@ def test_write_atomic_replaces_whole_files_and_leaves_no_temp(tmp_path):
     assert os.listdir(tmp_path) == ["r.md"]
 
 
+@pytest.mark.parametrize("mask", [0o022, 0o077, 0o002])
+def test_reports_get_the_permissions_the_umask_gives_a_new_file(tmp_path, mask):
+    old = os.umask(mask)
+    try:
+        write_atomic(str(tmp_path / "r.md"), "report")
+        write_atomic(str(tmp_path / "r.png"), b"\x89PNG")
+        (tmp_path / "plain").write_text("any new file")
+    finally:
+        os.umask(old)
+    expected = oct((tmp_path / "plain").stat().st_mode & 0o777)
+    assert oct((tmp_path / "r.md").stat().st_mode & 0o777) == expected == oct(0o666 & ~mask)
+    assert (tmp_path / "r.png").read_bytes() == b"\x89PNG" and oct((tmp_path / "r.png").stat().st_mode & 0o777) == expected
+
+
 def test_check_writable(tmp_path):
     assert check_writable(str(tmp_path / "ok.md")) is None
     assert "does not exist" in check_writable(str(tmp_path / "nope" / "r.md"))

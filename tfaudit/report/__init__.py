@@ -1,16 +1,27 @@
-"""Report writers. Every file is written atomically: readers never see half a report."""
+"""Report writers. Every file is written atomically: readers never see half a report.
+
+A report gets the permissions the user's umask gives any new file (mkstemp's 0600 would hide it
+from a CI artifact uploader running as another user).
+"""
 from __future__ import annotations
 
 import os
 import tempfile
 
 
-def write_atomic(path: str, text: str) -> None:
+def umask() -> int:
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
+def write_atomic(path: str, content: str | bytes) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tfaudit-", suffix=".tmp", dir=directory)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
+        os.fchmod(fd, 0o666 & ~umask())
+        with os.fdopen(fd, "wb" if isinstance(content, bytes) else "w", **({} if isinstance(content, bytes) else {"encoding": "utf-8"})) as out:
+            out.write(content)
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)
