@@ -46,3 +46,44 @@ def test_markdown_report_matches_the_json(demo_json):
         assert heading in text
     first = next(f for f in demo_json["findings"] if f["severity"] != "info")
     assert f"### 1. {first['title']}" in text
+
+
+def state_from_report(report: dict):
+    from tfaudit.report.audit import AuditState, CheckState
+
+    state = AuditState(model_path=report["model"]["path"], budget=report["budget"])
+    state.inventory, state.environment, state.metrics = report["model"], report["environment"], report["metrics"]
+    state.checks = {c["id"]: CheckState(c["id"], c["title"], c["status"], 1.0, "", c["duration_s"], c["error"]) for c in report["checks"]}
+    state.findings = [Finding.from_dict(f) for f in report["findings"]]
+    return state
+
+
+def table_cells(markdown: str) -> list[str]:
+    cells = []
+    for line in markdown.splitlines():
+        if line.startswith("|") and not set(line) <= set("|-"):
+            cells += [c.strip() for c in line.strip().strip("|").replace("\\|", "¦").split("|")]
+    return cells
+
+
+def test_no_table_cell_of_the_demo_report_holds_json(demo_json):
+    """Every cell of every table: no braces, no quoted keys, no lists of quoted strings."""
+    import re
+
+    from tfaudit.report.markdown import render_markdown
+
+    cells = table_cells(render_markdown(state_from_report(demo_json)))
+    assert len(cells) > 300
+    offending = [c for c in cells if re.search(r'[{}]|"\w+"\s*:|\[\s*"', c)]
+    assert offending == []
+    with open(os.path.join(REPORTS, "demo.md"), encoding="utf-8") as f:
+        assert [c for c in table_cells(f.read()) if re.search(r'[{}]|"\w+"\s*:|\[\s*"', c)] == []  # the committed example too
+
+
+def test_the_report_opens_with_a_three_line_verdict(demo_json):
+    from tfaudit.report.markdown import render_markdown
+
+    lines = render_markdown(state_from_report(demo_json)).splitlines()
+    first = next(f for f in demo_json["findings"] if f["severity"] != "info")
+    assert lines[2].startswith("> **Do first:** " + first["title"])
+    assert lines[3].startswith("> **Saves:** ") and lines[4].startswith("> **How sure:** confidence ")

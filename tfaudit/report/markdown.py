@@ -1,7 +1,6 @@
 """The Markdown report: pasteable into a pull request."""
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 
@@ -9,19 +8,10 @@ from tfaudit import __version__
 from tfaudit.api import SEVERITIES, Finding
 from tfaudit.report.audit import AuditState
 from tfaudit.report import write_atomic
+from tfaudit.report.evidence import evidence_lines, markdown_table as table
 from tfaudit.report.format import effort_text, human_bytes, risk_text, saving_text, shape_text
 
 TOP_OPS = 15
-
-
-def cell(text: object) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def table(header: list[str], rows: list[list[object]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return lines + [""]
 
 
 def summary_line(state: AuditState, findings: list[Finding]) -> str:
@@ -131,31 +121,26 @@ def gate_lines(state: AuditState) -> list[str]:
     return lines
 
 
-def _is_rows(value: object) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(row, dict) for row in value)
-
-
-def _value_text(value: object) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
-        return f"[{value[0]:g}–{value[1]:g}]"
-    return json.dumps(value)
-
-
-def evidence_lines(evidence: dict, prefix: str = "") -> list[str]:
-    """Scalars in a Measure/Value table; lists of rows (a sweep, say) as tables of their own; nested sections flattened."""
-    scalars, sections = [], []
-    for key, value in evidence.items():
-        name = f"{prefix}{key}"
-        if _is_rows(value):
-            columns = list(dict.fromkeys(k for row in value for k in row))
-            sections += [f"*{name}*", ""] + table(columns, [[_value_text(row.get(c, "")) for c in columns] for row in value])
-        elif isinstance(value, dict) and any(_is_rows(v) for v in value.values()):
-            sections += evidence_lines(value, prefix=f"{name} · ")
-        else:
-            scalars.append([name, _value_text(value)])
-    return (table(["Measure", "Value"], scalars) if scalars else []) + sections
+def verdict_lines(state: AuditState, findings: list[Finding]) -> list[str]:
+    """Three lines a reviewer reads first: what to do first, what it saves, how sure."""
+    if state.load_error:
+        return []
+    if not findings:
+        passed = sum(1 for c in state.checks.values() if c.status == "passed")
+        return [f"> **Verdict:** nothing measured needs fixing ({passed} of {len(state.checks)} checks passed).", ""]
+    top = findings[0]
+    measured = [m for m in top.savings.values() if m.low is not None]
+    certainty = ("; the saving's 95 % interval excludes zero" if any(m.low > 0 for m in measured) else
+                 "; the saving's interval reaches zero" if measured else "; the saving is one measurement, without an interval" if top.savings else "")
+    rest = f"; then {len(findings) - 1} more below" if len(findings) > 1 else ""
+    first_sentence = top.summary.split(". ")[0].rstrip(".")
+    saves = f"{saving_text(top)}, measured in this run" if top.savings else f"not priced; first by its severity ({top.severity}): {first_sentence}"
+    return [
+        f"> **Do first:** {top.title} (`{top.id}`, effort {effort_text(top)}){rest}.  ",
+        f"> **Saves:** {saves}.  ",
+        f"> **How sure:** confidence {top.confidence:.0%}{certainty}; risk {risk_text(top)}.",
+        "",
+    ]
 
 
 def serving_headline(findings: list[Finding]) -> list[str]:
@@ -200,7 +185,7 @@ def model_name(path: str) -> str:
 def render_markdown(state: AuditState) -> str:
     findings = state.recommendations()
     name = model_name(state.model_path)
-    lines = [f"# tfaudit report: {name}", "", summary_line(state, findings), ""]
+    lines = [f"# tfaudit report: {name}", "", *verdict_lines(state, findings), summary_line(state, findings), ""]
     lines += serving_headline(state.notes())
     if state.interrupted:
         lines += ["> **Interrupted:** the audit was stopped; this report holds what finished.", ""]
