@@ -231,3 +231,48 @@ def test_info_findings_are_notes_not_recommendations():
     assert "## Recommendations" not in text
     assert "## Measured, nothing to fix" in text and "### 1. stable title" in text
     assert json.loads(render_json(state))["findings"][0]["id"] == "memory/stable"  # JSON keeps everything
+
+
+def recorded_state(name="audit_replay.jsonl") -> AuditState:
+    """A real audit's event stream (tests/data), with samples for every chart the checks feed."""
+    from tfaudit.events import from_json
+
+    state = AuditState(model_path="mlp", budget="quick")
+    with open(os.path.join(os.path.dirname(__file__), "data", name), encoding="utf-8") as f:
+        for line in f:
+            state.apply(from_json(line))
+    return state
+
+
+def test_the_markdown_report_writes_its_charts_beside_it_and_links_them(tmp_path):
+    from matplotlib.image import imread
+
+    from tfaudit.report.markdown import write_markdown
+
+    state = recorded_state()
+    (tmp_path / "out").mkdir()
+    images = write_markdown(state, str(tmp_path / "out" / "report.md"))
+    text = (tmp_path / "out" / "report.md").read_text()
+    names = sorted(os.listdir(tmp_path / "out" / "report_files"))
+    assert {"memory_timeline.png", "latency.png", "compression.png"} <= set(names)
+    assert sorted(os.path.basename(p) for p in images) == names
+    for name in names:
+        assert f"](report_files/{name})" in text
+        pixels = imread(tmp_path / "out" / "report_files" / name)
+        assert pixels.shape[0] >= 1000 and pixels.shape[1] >= 2000  # 8 × 4.5 in at 300 DPI
+        assert pixels[..., :3].std() > 0.01  # something is drawn
+
+
+def test_html_report_is_one_self_contained_file(tmp_path):
+    import base64
+    import re
+
+    from tfaudit.report.html import write_html
+
+    write_html(recorded_state(), str(tmp_path / "r.html"))
+    page = (tmp_path / "r.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "<table>" in page and "<h2>Recommendations</h2>" in page
+    sources = re.findall(r'<img src="([^"]+)"', page)
+    assert len(sources) >= 3 and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert all(base64.b64decode(s.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n" for s in sources)
+    assert not re.search(r'(src|href)="https?://', page)

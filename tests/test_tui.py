@@ -13,7 +13,8 @@ from textual.widgets import Markdown
 from tfaudit.events import LoadFailed
 from tfaudit.tui.app import DetailScreen, HelpScreen, TfauditApp, terminal_theme
 from tfaudit.tui.source import ReplaySource
-from tfaudit.tui.widgets import ChecksTable, FindingsTable, MemoryPanel, Variant, pareto_frontier
+from tfaudit.report.variants import Variant, pareto_frontier
+from tfaudit.tui.widgets import ChecksTable, FindingsTable, MemoryPanel
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 REPLAY = os.path.join(DATA, "audit_replay.jsonl")
@@ -122,13 +123,16 @@ async def test_export_writes_the_reports_and_says_where(tmp_path):
     async with app.run_test() as pilot:
         await until(pilot, finished(app))
         await pilot.press("e", "j")
-        written = {os.path.splitext(name)[1]: tmp_path / name for name in os.listdir(tmp_path)}
+        await until(pilot, lambda: len(notes) == 2, timeout_s=60)
+        written = {os.path.splitext(name)[1]: tmp_path / name for name in os.listdir(tmp_path) if (tmp_path / name).is_file()}
         assert sorted(written) == [".json", ".md"]
+        charts = tmp_path / (written[".md"].stem + "_files")
+        assert sorted(os.listdir(charts)) and all(f"]({charts.name}/{name})" in written[".md"].read_text() for name in os.listdir(charts))
         assert all(path.name.startswith("mlp-") for path in written.values())
         markdown = written[".md"].read_text()
         assert "Float16 weights halve the model" in markdown and "Check `pruning` errored" in markdown
         assert '"schema_version": "1"' in written[".json"].read_text()
-        assert notes == [f"wrote {written['.md']}", f"wrote {written['.json']}"]
+        assert sorted(notes) == sorted([f"wrote {written['.md']}", f"wrote {written['.json']}"])
 
 
 @sync
@@ -137,6 +141,7 @@ async def test_export_goes_to_the_given_report_path(tmp_path):
     async with app.run_test() as pilot:
         await until(pilot, finished(app))
         await pilot.press("e")
+        await until(pilot, lambda: (tmp_path / "given.md").exists(), timeout_s=60)
         assert (tmp_path / "given.md").read_text().startswith("# tfaudit report: mlp")
         assert not (tmp_path / "unused").exists()
 

@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--list-checks", action="store_true", help="list the installed checks and exit")
     parser.add_argument("--report", metavar="FILE.md", help="write the Markdown report")
     parser.add_argument("--json", metavar="FILE.json", help="write the JSON report")
+    parser.add_argument("--html", metavar="FILE.html", help="one self-contained HTML report (charts inlined)")
     parser.add_argument("--junit", metavar="FILE.xml", help="JUnit XML: a testcase per check, a failure per finding at or above --fail-on (default high)")
     parser.add_argument("--record", metavar="FILE.jsonl", help="record the event stream (replayable without TensorFlow)")
     parser.add_argument("--signature", metavar="NAME", help="signature to audit (default: serving_default, else the only one)")
@@ -165,7 +166,7 @@ def run(argv: list[str] | None) -> int:
     chosen = select_checks(specs, parse_ids(args.checks), parse_ids(args.skip))
     from tfaudit.report import check_writable
 
-    for option, path in (("--report", args.report), ("--json", args.json), ("--junit", args.junit), ("--record", args.record)):
+    for option, path in (("--report", args.report), ("--json", args.json), ("--junit", args.junit), ("--html", args.html), ("--record", args.record)):
         problem = path and check_writable(path)
         if problem:
             raise UsageError(f"{option}: cannot write {path}: {problem}")
@@ -212,7 +213,7 @@ def run(argv: list[str] | None) -> int:
         isolate=args.isolate,
     )
     outputs = dict(
-        report=args.report, json_path=args.json, record=args.record, junit=args.junit, fail_on=args.fail_on,
+        report=args.report, json_path=args.json, record=args.record, junit=args.junit, html=args.html, fail_on=args.fail_on,
         budgets=config.budgets, baseline=baseline,
     )
     if not args.headless and sys.stdout.isatty() and sys.stdin.isatty():

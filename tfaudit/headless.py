@@ -138,6 +138,7 @@ def run_headless(
     json_path: str | None = None,
     record: str | None = None,
     junit: str | None = None,
+    html: str | None = None,
     fail_on: str = "never",
     budgets: dict[str, float] | None = None,
     baseline: tuple[str, dict] | None = None,
@@ -166,7 +167,7 @@ def run_headless(
         print(f"tfaudit: error: {state.load_error}", file=sys.stderr)
         return EXIT_USAGE
     written = finish_audit(
-        state, budgets=budgets, baseline=baseline, report=report, json_path=json_path, junit=junit, fail_on=fail_on
+        state, budgets=budgets, baseline=baseline, report=report, json_path=json_path, junit=junit, html=html, fail_on=fail_on
     )
     out = Console(width=None if sys.stdout.isatty() else 120, highlight=False)
     print_summary(state, out)

@@ -182,7 +182,14 @@ def model_name(path: str) -> str:
     return parts[-1] or path
 
 
-def render_markdown(state: AuditState) -> str:
+def image_lines(images: list[tuple[str, str]]) -> list[str]:
+    if not images:
+        return []
+    return ["## Charts", ""] + [line for title, link in images for line in (f"![{title}]({link})", "")]
+
+
+def render_markdown(state: AuditState, images: list[tuple[str, str]] | None = None) -> str:
+    """The report; ``images`` are (title, link) pairs shown under Charts."""
     findings = state.recommendations()
     name = model_name(state.model_path)
     lines = [f"# tfaudit report: {name}", "", *verdict_lines(state, findings), summary_line(state, findings), ""]
@@ -198,6 +205,7 @@ def render_markdown(state: AuditState) -> str:
             ["#", "Priority", "Severity", "Finding", "Saving", "Effort", "Risk"],
             [[i, f"{f.priority:g}", f.severity, f"{f.title} (`{f.id}`)", saving_text(f), effort_text(f), risk_text(f)] for i, f in enumerate(findings, 1)],
         )
+    lines += image_lines(images or [])
     if state.checks:
         lines += ["## Checks", ""]
         lines += table(
@@ -219,5 +227,17 @@ def render_markdown(state: AuditState) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_markdown(state: AuditState, path: str) -> None:
-    write_atomic(path, render_markdown(state))
+def images_directory(path: str) -> str:
+    """``out/report.md`` keeps its pictures in ``out/report_files/``."""
+    return os.path.splitext(os.path.abspath(path))[0] + "_files"
+
+
+def write_markdown(state: AuditState, path: str) -> list[str]:
+    """Write the report and its charts; returns the image paths."""
+    from tfaudit.report.images import write_images
+
+    directory = images_directory(path)
+    images = write_images(state, directory)
+    links = [(title, f"{os.path.basename(directory)}/{os.path.basename(image)}") for title, image in images]
+    write_atomic(path, render_markdown(state, links))
+    return [image for _, image in images]

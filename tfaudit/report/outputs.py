@@ -5,6 +5,7 @@ import os
 
 from tfaudit.report.audit import AuditState
 from tfaudit.report.gates import apply_gates
+from tfaudit.report.html import write_html
 from tfaudit.report.json import write_json
 from tfaudit.report.junit import write_junit
 from tfaudit.report.markdown import render_markdown, write_markdown
@@ -21,11 +22,12 @@ def finish_audit(
     report: str | None = None,
     json_path: str | None = None,
     junit: str | None = None,
+    html: str | None = None,
     fail_on: str = "never",
 ) -> list[str]:
     """Apply the budgets and the baseline, then write the reports; returns the paths written."""
     apply_gates(state, budgets or {}, baseline)
-    return write_outputs(state, report=report, json_path=json_path, junit=junit, fail_on=fail_on)
+    return write_outputs(state, report=report, json_path=json_path, junit=junit, html=html, fail_on=fail_on)
 
 
 def write_outputs(
@@ -34,13 +36,17 @@ def write_outputs(
     report: str | None = None,
     json_path: str | None = None,
     junit: str | None = None,
+    html: str | None = None,
     fail_on: str = "never",
 ) -> list[str]:
     """Write the reports asked for; returns the paths written."""
     written = []
     if report:
-        write_markdown(state, report)
-        written.append(report)
+        images = write_markdown(state, report)
+        written += [report, *images]
+    if html:
+        write_html(state, html)
+        written.append(html)
     if json_path:
         write_json(state, json_path)
         written.append(json_path)

@@ -6,6 +6,7 @@ costs one table update and one replot, not hundreds.
 """
 from __future__ import annotations
 
+import copy
 import os
 import threading
 import time
@@ -303,15 +304,25 @@ class TfauditApp(App[None]):
         os.makedirs(self.reports_dir, exist_ok=True)
         return os.path.join(self.reports_dir, f"{name}-{time.strftime('%Y%m%d-%H%M%S')}{suffix}")
 
-    def export(self, write: Callable[[AuditState, str], None], given: str | None, suffix: str) -> None:
+    def export(self, write: Callable[[AuditState, str], object], given: str | None, suffix: str) -> None:
+        """Write a snapshot of the state on a thread: drawing the report's charts takes seconds, the screen must not wait."""
         self.apply_inbox()
         try:
             path = self.export_path(given, suffix)
-            write(self.state, path)
         except OSError as exc:
             self.notify(f"cannot write the report: {exc}", severity="error", timeout=8)
             return
-        self.notify(f"wrote {path}", title="exported", timeout=8)
+        snapshot = copy.deepcopy(self.state)
+
+        def write_snapshot() -> None:
+            try:
+                write(snapshot, path)
+            except OSError as exc:
+                self.call_from_thread(self.notify, f"cannot write the report: {exc}", severity="error", timeout=8)
+                return
+            self.call_from_thread(self.notify, f"wrote {path}", title="exported", timeout=8)
+
+        self.run_worker(write_snapshot, thread=True, group="export")
 
     def action_export_markdown(self) -> None:
         self.export(write_markdown, self.report_path, ".md")

@@ -76,10 +76,11 @@ class Watch:
 
         return summary_text(self.analysis())
 
-    def write(self, *, report: str | None = None, json_path: str | None = None, junit: str | None = None, fail_on: str = "never") -> list[str]:
+    def write(self, *, report: str | None = None, json_path: str | None = None, junit: str | None = None, html: str | None = None,
+              fail_on: str = "never") -> list[str]:
         from tfaudit.report.outputs import finish_audit
 
-        return finish_audit(self.state(), report=report, json_path=json_path, junit=junit, fail_on=fail_on)
+        return finish_audit(self.state(), report=report, json_path=json_path, junit=junit, html=html, fail_on=fail_on)
 
 
 _current: Watch | None = None

@@ -47,6 +47,7 @@ def build_parser():
     parser.add_argument("--headless", action="store_true", help="no TUI: trace lines on stderr, the summary on stdout")
     parser.add_argument("--report", metavar="FILE.md", help="write the Markdown report")
     parser.add_argument("--json", metavar="FILE.json", help="write the JSON report")
+    parser.add_argument("--html", metavar="FILE.html", help="one self-contained HTML report (charts inlined)")
     parser.add_argument("--junit", metavar="FILE.xml", help="JUnit XML: a failure per finding at or above --fail-on (default high)")
     parser.add_argument("--record", metavar="FILE.jsonl", help="keep the raw trace events")
     parser.add_argument("--fail-on", choices=[*SEVERITIES[:-1], "never"], help="exit 1 when a finding is at or above this severity (default never)")
@@ -115,7 +116,7 @@ def run(argv: list[str]) -> int:
         budgets[MAX_TRACES_BUDGET] = args.max_traces_per_function
     from tfaudit.report import check_writable
 
-    for option, path in (("--report", args.report), ("--json", args.json), ("--junit", args.junit), ("--record", args.record)):
+    for option, path in (("--report", args.report), ("--json", args.json), ("--junit", args.junit), ("--html", args.html), ("--record", args.record)):
         problem = path and check_writable(path)
         if problem:
             raise UsageError(f"{option}: cannot write {path}: {problem}")
@@ -182,7 +183,7 @@ def conclude(command, events, status, wall_s, interrupted, fail_on, budgets, arg
     text = shlex.join(command)
     state = watch_state(analysis, text, wall_s, exit_status=status, hook_error="; ".join(errors), tensorflow=versions[0] if versions else "",
                         interrupted=interrupted)
-    written = finish_audit(state, budgets=budgets, report=args.report, json_path=args.json, junit=args.junit, fail_on=fail_on)
+    written = finish_audit(state, budgets=budgets, report=args.report, json_path=args.json, junit=args.junit, html=args.html, fail_on=fail_on)
     out = Console(width=None if sys.stdout.isatty() else 120, highlight=False)
     if not hooked and not errors:
         out.print("tfaudit watch: the program never imported TensorFlow's tracing; nothing to watch.")
