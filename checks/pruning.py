@@ -51,11 +51,14 @@ from tfaudit.checks._compression import (
     eval_feeds,
     export_serving,
     fidelity,
+    fix_dir,
     float32_flatbuffer,
     max_fidelity_loss,
     mb,
     one_line,
     prepare_conversions,
+    publish,
+    remeasure,
     run_serving,
     samples_for,
     savings,
@@ -64,6 +67,7 @@ from tfaudit.checks._compression import (
     severity_for,
     top1_text,
     unknown_shapes,
+    with_artifact,
     with_new_weights,
     within_bound,
     zipped_size,
@@ -264,9 +268,13 @@ class PruningCheck(Check):
                 combined = self._combined(ctx, recommended[1], source, litert, bound)
                 if combined is not None:
                     yield from samples_for(combined, combined.zipped_bytes)
+            fixed = {}
+            if fix_dir(ctx) and recommended is not None and base_content is not None:
+                yield Progress((steps - 0.5) / steps, "writing the pruned models to --fix-dir and measuring them again")
+                fixed = write_fixes(ctx, litert, base_content.path, recommended[1], combined)
             pruner.restore()
         yield Progress(1.0, "done")
-        yield from judge(ctx, pruner, base, results, recommended, combined, bound)
+        yield from judge(ctx, pruner, base, results, recommended, combined, bound, fixed)
 
     def _measure_sparsity(self, ctx, pruner, sparsity, reference, feeds, base_content, base, source, tmp, litert) -> Measured:
         result = Measured(label(sparsity))
@@ -332,6 +340,33 @@ class PruningCheck(Check):
         return last
 
 
+def write_fixes(ctx, litert: LiteRT, baseline: str, pruned: Measured, combined: Measured | None) -> dict[str, dict]:
+    """The pruned SavedModel and its float32 flatbuffer, and the pruned+quantized flatbuffer, in FIX_DIR, re-measured from there."""
+    fixed = {}
+    directory = pruned.saved_model_dir
+    if directory and os.path.exists(directory + ".tflite"):
+        slug = pruned.name.replace("%", "pct").replace(":", "-")
+        files = {"saved_model": directory, "model.tflite": directory + ".tflite"}
+        sparse = directory + ".tflite.sparse"  # what the latency was measured on: the sparse-encoded flatbuffer
+        if os.path.exists(sparse):
+            files["model_sparse.tflite"] = sparse
+        folder = publish(ctx, f"pruning-{slug}", files)
+        verified, measured = remeasure(litert, baseline, os.path.join(folder, "model.tflite"), size_key="zipped_bytes")
+        verified = {k: v for k, v in verified.items() if k.startswith("size")}
+        if "model_sparse.tflite" in files:
+            timed, measured["sparse_encoded"] = remeasure(litert, baseline, os.path.join(folder, "model_sparse.tflite"))
+            verified.update({k: v for k, v in timed.items() if k.startswith("latency")})
+        fixed["recommended"] = {"folder": folder, "verified": verified, "measured": measured,
+                                "what": f"the model pruned to {pruned.name}: a SavedModel (saved_model/), its float32 TFLite model (model.tflite)"
+                                        + (" and the same sparse-encoded (model_sparse.tflite)" if "model_sparse.tflite" in files else "")}
+    if combined is not None and combined.ran and directory:
+        kind = combined.extra["quantization"]
+        folder = publish(ctx, f"pruning-{pruned.name.replace('%', 'pct').replace(':', '-')}-{kind}", {"model.tflite": f"{directory}-{kind}.tflite"})
+        verified, measured = remeasure(litert, baseline, os.path.join(folder, "model.tflite"), size_key="zipped_bytes")
+        fixed["combined"] = {"folder": folder, "verified": verified, "measured": measured, "what": f"the {pruned.name}-pruned model with {kind} weights (model.tflite)"}
+    return fixed
+
+
 def pruning_samples(sparsity, result: Measured) -> Iterator[Sample]:
     if result.fidelity is not None and np.isfinite(result.loss) and not isinstance(sparsity, str):
         yield Sample("sparsity_vs_fidelity", round(sparsity * 100, 1), result.loss, result.name)
@@ -354,7 +389,7 @@ def sweep_table(base: Measured, results) -> dict[str, Any]:
     return table
 
 
-def judge(ctx, pruner: Pruner, base: Measured, results, recommended, combined, bound) -> Iterator[Finding]:
+def judge(ctx, pruner: Pruner, base: Measured, results, recommended, combined, bound, fixed: dict | None = None) -> Iterator[Finding]:
     common = {
         "method": pruner.method,
         "method_note": pruner.method_note,
@@ -368,12 +403,18 @@ def judge(ctx, pruner: Pruner, base: Measured, results, recommended, combined, b
         "latency": "LiteRT, sparse-encoded flatbuffer vs. the dense float32 flatbuffer, batch 1",
         "budget": ctx.budget.name,
     }
+    fixed = fixed or {}
+
+    def attached(finding: Finding, key: str) -> Finding:
+        fix = fixed.get(key)
+        return with_artifact(finding, fix["folder"], fix["what"], finding.fix.code, fix["verified"], fix["measured"]) if fix else finding
+
     if recommended is None:
         yield fine_tuning_finding(ctx, pruner, results, bound, common)
     else:
-        yield recommendation_finding(ctx, pruner, base, recommended, common)
+        yield attached(recommendation_finding(ctx, pruner, base, recommended, common), "recommended")
     if combined is not None:
-        yield combined_finding(ctx, base, recommended, combined, bound, common)
+        yield attached(combined_finding(ctx, base, recommended, combined, bound, common), "combined")
 
 
 def skipped_note(common) -> str:

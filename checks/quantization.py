@@ -69,6 +69,7 @@ from tfaudit.checks._compression import (
     eval_feeds,
     export_serving,
     fidelity,
+    fix_dir,
     float32_flatbuffer,
     interpreter_runner,
     latency_feed,
@@ -80,6 +81,8 @@ from tfaudit.checks._compression import (
     one_line,
     prepare_conversions,
     pareto_frontier,
+    publish,
+    remeasure,
     quiet_converter,
     read_feeds,
     representative_code,
@@ -94,6 +97,7 @@ from tfaudit.checks._compression import (
     top1_text,
     top1_verdict,
     unrestored_variables,
+    with_artifact,
     within_bound,
     write_feeds,
 )
@@ -274,8 +278,26 @@ class QuantizationCheck(Check):
                 if debug.get("selective") is not None:
                     results[SELECTIVE] = debug["selective"]
                     yield from samples_for(debug["selective"])
+            fixed = None
+            if fix_dir(ctx):
+                yield Progress(0.98, "writing the recommended variant to --fix-dir and measuring it again")
+                fixed = write_fix(ctx, litert, results, paths, bound)
         yield Progress(1.0, "done")
-        yield from judge(ctx, results, bound, debug, reexported)
+        yield from judge(ctx, results, bound, debug, reexported, fixed)
+
+
+def write_fix(ctx, litert: LiteRT, results: dict[str, Measured], paths: dict[str, str], bound: float) -> dict | None:
+    """The recommended flatbuffer in FIX_DIR/quantization-VARIANT/model.tflite, re-measured from there against float32."""
+    base = results["float32"]
+    if float32_broken(base, bound) or not base.ran:
+        return None
+    recommended, _, _ = rank_variants(base, results, bound)
+    if recommended is None or recommended["name"] not in paths:
+        return None
+    name = recommended["name"]
+    folder = publish(ctx, f"quantization-{name}", {"model.tflite": paths[name]})
+    verified, measured = remeasure(litert, paths["float32"], os.path.join(folder, "model.tflite"))
+    return {"folder": folder, "verified": verified, "measured": measured, "what": f"the {name} TFLite model (model.tflite)"}
 
 
 def retry_reexported(ctx, isolated: Isolated, litert: LiteRT, tmp: str, bound: float, first: Measured):
@@ -475,7 +497,8 @@ def variant_table(results: dict[str, Measured]) -> dict[str, Any]:
     return {name: r.summary() for name, r in results.items()}
 
 
-def judge(ctx, results: dict[str, Measured], bound: float, debug: dict | None, reexported: dict | None = None) -> Iterator[Finding]:
+def judge(ctx, results: dict[str, Measured], bound: float, debug: dict | None, reexported: dict | None = None,
+          fixed: dict | None = None) -> Iterator[Finding]:
     base = results["float32"]
     table = variant_table(results)
     frontier = pareto_frontier(list(results.values()))
@@ -510,7 +533,10 @@ def judge(ctx, results: dict[str, Measured], bound: float, debug: dict | None, r
         chosen = results[recommended["name"]]
         yield Metric("tflite_recommended_size_bytes", chosen.size_bytes, "bytes", subject=chosen.name)
         yield Metric("tflite_recommended_fidelity_loss", chosen.loss, "relative L2", subject=chosen.name)
-        yield recommendation_finding(ctx, results, recommended, tied, common)
+        finding = recommendation_finding(ctx, results, recommended, tied, common)
+        if fixed:
+            finding = with_artifact(finding, fixed["folder"], fixed["what"], finding.fix.code, fixed["verified"], fixed["measured"])
+        yield finding
     else:
         yield nothing_worth_it_finding(ctx, results, bound, common)
 

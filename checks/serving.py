@@ -72,6 +72,9 @@ from tfaudit.checks._compression import (
     ConversionCrashed,
     ConversionFailed,
     ForkServer,
+    fix_dir,
+    publish,
+    with_artifact,
     Isolated,
     conversion_source,
     eval_feeds,
@@ -629,6 +632,17 @@ def batching_parameters(sweep: Sweep, cores: int) -> str:
     )
 
 
+def batching_file(ctx, finding: Finding) -> Finding:
+    """FIX_DIR/serving/batching_parameters.txt, for `tensorflow_model_server --enable_batching --batching_parameters_file=…`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "batching_parameters.txt")
+        with open(path, "w", encoding="utf-8") as out:
+            out.write(finding.fix.code.rstrip() + "\n")
+        folder = publish(ctx, "serving", {"batching_parameters.txt": path})
+    return with_artifact(finding, folder, "TF Serving batching parameters (batching_parameters.txt), from this run's batch sweep", finding.fix.code,
+                         {}, {"note": "the batch sweep in this run measured this configuration; TF Serving itself is not run here"}, remeasured=False)
+
+
 def configuration_label(combined: dict) -> str:
     parts = [f"batch {combined['batch']}"]
     if combined["setting"] != "defaults":
@@ -732,7 +746,7 @@ class ServingCheck(Check):
         evidence["combined"] = combined
         evidence["check_seconds"] = round(time.perf_counter() - started, 2)
         for finding in findings:
-            yield finding
+            yield batching_file(ctx, finding) if fix_dir(ctx) and finding.id.startswith("serving/batch-size") else finding
         yield Finding(
             id="serving/configuration",
             check=CHECK,

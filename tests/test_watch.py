@@ -294,3 +294,108 @@ def test_a_bert_backbone_served_with_new_sequence_lengths_gets_a_dict_input_sign
     for length in (8, 16, 24):
         fixed({"token_ids": tf.ones([2, length], tf.int32), "segment_ids": tf.zeros([2, length], tf.int32), "padding_mask": tf.ones([2, length], tf.int32)})
     assert fixed.experimental_get_tracing_count() == 1  # the written signature really stops the retracing
+
+
+def watched(run):
+    import tfaudit.watch
+
+    with tfaudit.watch.watch() as session:
+        run()
+    analysis = session.analysis()
+    return analysis, {r["function"].split(".")[-1] if "." in r["function"] else r["function"]: r for r in analysis.functions}
+
+
+def test_a_module_that_builds_its_variables_on_the_first_call_is_one_object_and_no_finding():
+    import tensorflow as tf
+
+    class Dense(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = None
+
+        @tf.function
+        def __call__(self, x):
+            if self.w is None:
+                self.w = tf.Variable(tf.ones([4, 2]))
+            return x @ self.w
+
+    def run():
+        layers = [Dense() for _ in range(3)]
+        for layer in layers:
+            for _ in range(5):
+                layer(tf.ones([2, 4]))
+
+    analysis, rows = watched(run)
+    assert analysis.findings == []  # one tf.function per instance is how methods work
+    row = rows["__call__"]
+    assert row["objects"] == 3 and row["traces"] == 3 and row["calls"] == 15
+
+
+def test_lists_and_namedtuples_are_argument_paths_and_bounded_modes_are_not_findings():
+    import collections
+
+    import tensorflow as tf
+
+    Pair = collections.namedtuple("Pair", "left right")
+
+    @tf.function
+    def stack(xs, pair):
+        return tf.concat(xs, 0) + pair.left
+
+    @tf.function
+    def mode(x, m):
+        return x * 2 if m == "double" else x
+
+    def run():
+        for n in (1, 2, 3):
+            stack([tf.ones([n])], Pair(tf.ones([1]), tf.ones([n])))
+        for i in range(30):
+            mode(tf.ones([2]), ("double", "same", "other")[i % 3])
+
+    analysis, _ = watched(run)
+    assert [f.id for f in analysis.findings] == ["watch/shape-varies/test_lists_and_namedtuples_are_argument_paths_and_bounded_modes_are_not_findings.<locals>.stack"]
+    varied = analysis.findings[0].evidence["varied"]
+    assert {(v["argument"], v["axis"]) for v in varied} == {("xs[0]", 0), ("pair.right", 0)}
+
+
+def test_an_in_process_watch_inside_another_leaves_the_outer_one_watching():
+    import tensorflow as tf
+
+    import tfaudit.watch
+
+    @tf.function
+    def f(x):
+        return x + 1
+
+    with tfaudit.watch.watch() as outer:
+        with tfaudit.watch.watch() as inner:
+            f(tf.ones([1]))
+        f(tf.ones([2]))
+        f(tf.ones([3]))
+    assert len([e for e in inner.events if e["event"] == "trace"]) == 1
+    assert len([e for e in outer.events if e["event"] == "trace"]) == 3
+    assert not hook._installed  # both stopped: TensorFlow has its functions back
+
+
+def test_a_failing_recorder_never_fails_the_program():
+    import tensorflow as tf
+
+    from tfaudit.watch.recorder import Recorder
+
+    def full_disk(event):
+        raise OSError(28, "No space left on device")
+
+    recorder = Recorder(full_disk)
+    hook.install(recorder)
+    try:
+        f = tf.function(lambda x: x * 3)
+        assert float(f(tf.constant(2.0))) == 6.0 and float(f(tf.constant([1.0]))[0]) == 3.0
+    finally:
+        hook.uninstall(recorder)
+    assert recorder.broken
+
+
+def test_a_program_the_watch_cannot_enter_exits_3(tmp_path):
+    done = subprocess.run([*WATCH, "--", sys.executable, "-E", "-c", "print('unwatched')"], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 3 and "unwatched" in done.stdout
+    assert "was not loaded into the program" in done.stderr

@@ -100,13 +100,18 @@ class Finding:
     why: str = ""  # why it matters, for the report
     verify: str = ""  # how to verify the fix
     priority: float = 0.0  # filled by tfaudit.report.priority
+    # --fix-dir: the fixed artifact this run wrote and re-measured. ``verified`` has the keys of
+    # ``savings``, measured on the artifact; ``artifact`` says where it is, what it is, the code
+    # that made it and what was measured.
+    verified: dict[str, Measure] = field(default_factory=dict)
+    artifact: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.severity not in SEVERITIES:
             raise ValueError(f"severity must be one of {SEVERITIES}, not {self.severity!r}")
         if not self.id.startswith(self.check + "/"):
             raise ValueError(f"finding id {self.id!r} must start with '{self.check}/'")
-        unknown = set(self.savings) - set(SAVING_KEYS)
+        unknown = (set(self.savings) | set(self.verified)) - set(SAVING_KEYS)
         if unknown:
             raise ValueError(f"unknown savings keys {sorted(unknown)}; allowed: {SAVING_KEYS}")
         if not 0.0 <= self.confidence <= 1.0:
@@ -122,6 +127,7 @@ class Finding:
         data["fix"] = Fix(**data["fix"])
         data["risk"] = Risk(**data.get("risk") or {})
         data["savings"] = {k: Measure(**v) for k, v in (data.get("savings") or {}).items()}
+        data["verified"] = {k: Measure(**v) for k, v in (data.get("verified") or {}).items()}
         return cls(**data)
 
 

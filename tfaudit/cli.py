@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--report", metavar="FILE.md", help="write the Markdown report")
     parser.add_argument("--json", metavar="FILE.json", help="write the JSON report")
     parser.add_argument("--html", metavar="FILE.html", help="one self-contained HTML report (charts inlined)")
+    parser.add_argument("--fix-dir", metavar="DIR", help="write the fixed artifacts the checks can make (TFLite variants, pruned models, serving config) and measure them again")
     parser.add_argument("--junit", metavar="FILE.xml", help="JUnit XML: a testcase per check, a failure per finding at or above --fail-on (default high)")
     parser.add_argument("--record", metavar="FILE.jsonl", help="record the event stream (replayable without TensorFlow)")
     parser.add_argument("--signature", metavar="NAME", help="signature to audit (default: serving_default, else the only one)")
@@ -131,6 +132,23 @@ def ensure_demo_model() -> str:
     return path
 
 
+def checked_fix_dir(path: str, model: str) -> str:
+    """The --fix-dir folder, made if missing; never the model's own folder or one inside it (the model is never written)."""
+    fix, model = os.path.realpath(path), os.path.realpath(model)
+    own = model if os.path.isdir(model) else os.path.dirname(model)
+    if fix == own or fix.startswith(own + os.sep):
+        raise UsageError(f"--fix-dir {path} is the model's own directory (or inside it); give another folder: the model is never written")
+    if os.path.exists(fix) and not os.path.isdir(fix):
+        raise UsageError(f"--fix-dir {path} is not a directory")
+    try:
+        os.makedirs(fix, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--fix-dir: cannot create {path}: {exc.strerror}") from None
+    if not os.access(fix, os.W_OK):
+        raise UsageError(f"--fix-dir {path} is not writable")
+    return fix
+
+
 DEFAULTS = {"budget": "standard", "fail_on": "never", "isolate": "fork"}
 
 
@@ -184,6 +202,8 @@ def run(argv: list[str] | None) -> int:
         raise UsageError(f"no such file or directory: {args.model}")
     if args.baseline_model and not os.path.exists(args.baseline_model):
         raise UsageError(f"--baseline-model: no such file or directory: {args.baseline_model}")
+    model = ensure_demo_model() if args.demo else args.model
+    fix_dir = checked_fix_dir(args.fix_dir, model) if args.fix_dir else None
     baseline = None
     if args.baseline:
         from tfaudit.report.gates import BaselineError, load_baseline
@@ -192,7 +212,6 @@ def run(argv: list[str] | None) -> int:
             baseline = (args.baseline, load_baseline(args.baseline))
         except BaselineError as exc:
             raise UsageError(str(exc)) from None
-    model = ensure_demo_model() if args.demo else args.model
 
     from tfaudit.engine.runner import AuditJob, default_memory_limit_mb
 
@@ -206,6 +225,7 @@ def run(argv: list[str] | None) -> int:
             **({"baseline_model": os.path.abspath(args.baseline_model)} if args.baseline_model else {}),
             **({} if args.latency_budget_ms is None else {"latency_budget_ms": args.latency_budget_ms}),
             **({} if args.device is None else {"device": args.device}),
+            **({"fix_dir": fix_dir} if fix_dir else {}),
         },
         memory_limit_mb=args.memory_limit or default_memory_limit_mb(),
         check_timeout_s=args.check_timeout,
@@ -214,7 +234,7 @@ def run(argv: list[str] | None) -> int:
     )
     outputs = dict(
         report=args.report, json_path=args.json, record=args.record, junit=args.junit, html=args.html, fail_on=args.fail_on,
-        budgets=config.budgets, baseline=baseline,
+        budgets=config.budgets, baseline=baseline, fix_dir=fix_dir,
     )
     if not args.headless and sys.stdout.isatty() and sys.stdin.isatty():
         from tfaudit.tui import run_tui

@@ -142,6 +142,7 @@ def run_headless(
     fail_on: str = "never",
     budgets: dict[str, float] | None = None,
     baseline: tuple[str, dict] | None = None,
+    fix_dir: str | None = None,
 ) -> int:
     state = AuditState(model_path=job.model, budget=job.budget)
     err = Console(stderr=True)
@@ -167,7 +168,7 @@ def run_headless(
         print(f"tfaudit: error: {state.load_error}", file=sys.stderr)
         return EXIT_USAGE
     written = finish_audit(
-        state, budgets=budgets, baseline=baseline, report=report, json_path=json_path, junit=junit, html=html, fail_on=fail_on
+        state, budgets=budgets, baseline=baseline, report=report, json_path=json_path, junit=junit, html=html, fail_on=fail_on, fix_dir=fix_dir
     )
     out = Console(width=None if sys.stdout.isatty() else 120, highlight=False)
     print_summary(state, out)

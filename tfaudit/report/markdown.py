@@ -9,6 +9,7 @@ from tfaudit.api import SEVERITIES, Finding
 from tfaudit.report.audit import AuditState
 from tfaudit.report import write_atomic
 from tfaudit.report.evidence import evidence_lines, markdown_table as table
+from tfaudit.report.fixes import verified_lines
 from tfaudit.report.format import effort_text, human_bytes, risk_text, saving_text, shape_text
 
 TOP_OPS = 15
@@ -205,6 +206,7 @@ def render_markdown(state: AuditState, images: list[tuple[str, str]] | None = No
             ["#", "Priority", "Severity", "Finding", "Saving", "Effort", "Risk"],
             [[i, f"{f.priority:g}", f.severity, f"{f.title} (`{f.id}`)", saving_text(f), effort_text(f), risk_text(f)] for i, f in enumerate(findings, 1)],
         )
+    lines += verified_lines(state.findings)
     lines += image_lines(images or [])
     if state.checks:
         lines += ["## Checks", ""]

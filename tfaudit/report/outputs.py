@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 from tfaudit.report.audit import AuditState
+from tfaudit.report.fixes import write_fix_readme
 from tfaudit.report.gates import apply_gates
 from tfaudit.report.html import write_html
 from tfaudit.report.json import write_json
@@ -24,10 +25,13 @@ def finish_audit(
     junit: str | None = None,
     html: str | None = None,
     fail_on: str = "never",
+    fix_dir: str | None = None,
 ) -> list[str]:
-    """Apply the budgets and the baseline, then write the reports; returns the paths written."""
+    """Apply the budgets and the baseline, then write the reports (and --fix-dir's README); returns the paths written."""
     apply_gates(state, budgets or {}, baseline)
-    return write_outputs(state, report=report, json_path=json_path, junit=junit, html=html, fail_on=fail_on)
+    written = write_outputs(state, report=report, json_path=json_path, junit=junit, html=html, fail_on=fail_on)
+    readme = write_fix_readme(state.findings, fix_dir, state.model_path) if fix_dir else None
+    return written + ([readme] if readme else [])
 
 
 def write_outputs(

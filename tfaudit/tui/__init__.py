@@ -10,15 +10,15 @@ __all__ = ["run_tui", "run_app", "AuditSource", "ReplaySource"]
 
 def run_tui(specs, job, *, report: str | None = None, json_path: str | None = None, record: str | None = None,
             junit: str | None = None, html: str | None = None, fail_on: str = "never", budgets: dict | None = None,
-            baseline: tuple[str, dict] | None = None) -> int:
+            baseline: tuple[str, dict] | None = None, fix_dir: str | None = None) -> int:
     """Audit in the TUI; write the reports asked for at the end; return headless's exit code."""
     return run_app(AuditSource(specs, job), budget=job.budget, report=report, json_path=json_path, record=record,
-                   junit=junit, html=html, fail_on=fail_on, budgets=budgets, baseline=baseline)
+                   junit=junit, html=html, fail_on=fail_on, budgets=budgets, baseline=baseline, fix_dir=fix_dir)
 
 
 def run_app(source: EventSource, *, budget: str = "", report: str | None = None, json_path: str | None = None,
-            record: str | None = None, junit: str | None = None, fail_on: str = "never",
-            budgets: dict | None = None, baseline: tuple[str, dict] | None = None) -> int:
+            record: str | None = None, junit: str | None = None, html: str | None = None, fail_on: str = "never",
+            budgets: dict | None = None, baseline: tuple[str, dict] | None = None, fix_dir: str | None = None) -> int:
     from tfaudit.exit_codes import EXIT_USAGE
     from tfaudit.exit_codes import exit_code
     from tfaudit.report.outputs import finish_audit
@@ -35,7 +35,7 @@ def run_app(source: EventSource, *, budget: str = "", report: str | None = None,
         print(f"tfaudit: error: {state.load_error}", file=sys.stderr)
         return EXIT_USAGE
     written = finish_audit(
-        state, budgets=budgets, baseline=baseline, report=report, json_path=json_path, junit=junit, html=html, fail_on=fail_on
+        state, budgets=budgets, baseline=baseline, report=report, json_path=json_path, junit=junit, html=html, fail_on=fail_on, fix_dir=fix_dir
     )
     for path in written:
         print(f"tfaudit: wrote {path}", file=sys.stderr)

@@ -44,7 +44,7 @@ class Watch:
 
         if self.recorder is not None and self.stopped is None:
             self.recorder.flush()
-            hook.uninstall()
+            hook.uninstall(self.recorder)
             self.stopped = time.monotonic()
             if any(f.get("calls", 0) >= MIN_LOOP_CALLS for e in self.events if e["event"] == "calls" for f in e["functions"]):
                 self.dispatch_ms = hook.dispatch_ms()

@@ -33,7 +33,10 @@ from tfaudit.api import Effort, Finding, Fix, Measure, Metric, Risk
 CHECK = "watch"
 MIN_TRACES = 3
 MIN_OBJECTS = 3
-MIN_PREDICT_CALLS = 2
+MIN_PREDICT_CALLS = 3
+MAX_PREDICT_ROWS = 1024  # predict() on bigger arrays is the batch inference it is made for
+MAX_CALLS_PER_TRACE = 3  # above this, retraces are amortised: a bounded set of shapes or values, not one per call
+MIN_DISTINCT_VALUES = 5
 MIN_LOOP_CALLS = 100
 MIN_LOOP_BUSY = 0.5  # share of the loop's span spent inside the function's calls: back to back
 MIN_DISPATCH_SHARE = 0.25  # an empty call's cost over the median call: dispatch dominates (a training step's does not)
@@ -185,10 +188,17 @@ def change_text(change: dict) -> str:
     return f"{change['argument']}: {kind} {change.get('old')} → {change.get('new')}"
 
 
+def counted(traces: list[dict]) -> list[dict]:
+    """The traces a user can avoid: not failed, not TensorFlow's second trace of a first call, not inside another trace."""
+    return [t for t in traces if not t["error"] and not t.get("initialization") and not t["inside"]]
+
+
 def object_findings(obj: FunctionObject, wall_s: float) -> list[Finding]:
-    traces = [t for t in obj.traces if not t["error"]]
+    traces = counted(obj.traces)
     if len(traces) < MIN_TRACES or obj.info.get("library"):
         return []
+    calls_per_trace = obj.calls.get("calls", 0) / len(traces)
+    every_call = calls_per_trace <= MAX_CALLS_PER_TRACE
     by_kind: dict[str, list[dict]] = defaultdict(list)
     for trace in traces[1:]:
         for change in trace["changes"]:
@@ -205,7 +215,7 @@ def object_findings(obj: FunctionObject, wall_s: float) -> list[Finding]:
         described = ", ".join(f"`{v['argument']}` at axis {v['axis']} ({', '.join(map(str, v['values']))})" for v in varied) or "the rank of an argument"
         avoided = len(traces) - 1
         findings.append(Finding(
-            id=f"{CHECK}/shape-varies/{name}", check=CHECK, severity="medium",
+            id=f"{CHECK}/shape-varies/{name}", check=CHECK, severity="medium" if every_call else "low",
             title=f"`{name}` retraced {avoided}× because the shape of {described} changed",
             summary=f"Each new shape builds a new graph: {len(traces)} traces of `{name}` (defined at {obj.defined_at}), called from {site_text(site)}. "
                     f"It has no `input_signature`, so every new size is a new trace. Measured: {priced(avoided, traces)}.",
@@ -229,9 +239,9 @@ def object_findings(obj: FunctionObject, wall_s: float) -> list[Finding]:
             savings=savings(len(traces) - 1, traces, wall_s), confidence=0.9,
             why="Each dtype is a separate graph.", verify="Run `tfaudit watch` again: one trace per shape.",
         ))
-    if by_kind.get("python_value"):
-        arguments = sorted({c["argument"] for c in by_kind["python_value"]})
-        varied = [{"function": name, "argument": a, "python_values": values_seen(traces, a)} for a in arguments]
+    arguments = sorted({c["argument"] for c in by_kind.get("python_value", [])})
+    varied = [{"function": name, "argument": a, "python_values": values_seen(traces, a)} for a in arguments]
+    if varied and (every_call or max(len(v["python_values"]) for v in varied) >= MIN_DISTINCT_VALUES):  # not a small enum of modes
         ops = [t["ops"] for t in traces]
         unrolled = len(arguments) == 1 and all(isinstance(v, (int, float)) for v in varied[0]["python_values"]) and len(set(ops)) > 1
         avoided = len(traces) - 1
@@ -281,9 +291,11 @@ def object_findings(obj: FunctionObject, wall_s: float) -> list[Finding]:
 
 
 def definition_findings(objects: list[FunctionObject], wall_s: float) -> list[Finding]:
-    if len(objects) < MIN_OBJECTS or objects[0].info.get("library"):
+    if len(objects) < MIN_OBJECTS or objects[0].info.get("library") or objects[0].info.get("method_of"):
+        return []  # a tf.function method is one object per instance, by design
+    traces = counted([t for o in objects for t in o.traces])
+    if len(traces) < MIN_OBJECTS:
         return []
-    traces = [t for o in objects for t in o.traces if not t["error"]]
     first = objects[0]
     site = common_site(traces)
     avoided = len(traces) - 1
@@ -332,7 +344,9 @@ def predict_findings(traces: list[dict], wall_s: float) -> list[Finding]:
     for where, group_traces in by_site.items():
         per_function = Counter(t["function"]["name"] for t in group_traces)  # tf.data's functions share one definition
         predict_calls = max(per_function.values())
-        if predict_calls < MIN_PREDICT_CALLS:
+        rows = [leaf["shape"][0] for t in group_traces for leaf in t["signature"].values()
+                if leaf["kind"] == "tensor" and leaf["shape"] and len(leaf["shape"]) >= 2 and leaf["shape"][0]]
+        if predict_calls < MIN_PREDICT_CALLS or (rows and statistics.median(rows) > MAX_PREDICT_ROWS):
             continue
         total_ms = sum(t["trace_ms"] for t in group_traces)
         per_call = total_ms / predict_calls
@@ -416,7 +430,7 @@ def analyse(events: list[dict], wall_s: float, dispatch_ms: float | None = None)
         Metric("traces", len(traces), "traces"),
         Metric("max_traces_per_function", max((r["traces"] for r in functions), default=0), "traces"),
         Metric("functions_traced", len(functions), "functions"),
-        Metric("trace_ms_total", round(sum(t["trace_ms"] for t in traces), 2), "ms"),
+        Metric("trace_ms_total", round(sum(t["trace_ms"] for t in traces if not t["inside"]), 2), "ms"),  # a nested trace is inside its outer one
     ]
     return Analysis(objects, dedupe(findings), metrics, functions, traces)
 
@@ -433,13 +447,15 @@ def dedupe(findings: list[Finding]) -> list[Finding]:
 def function_rows(by_definition: dict[tuple, list[FunctionObject]]) -> list[dict]:
     rows = []
     for (pid, key), objs in by_definition.items():
-        traces = [t for o in objs for t in o.traces]
+        traces = [t for o in objs for t in o.traces if not t.get("initialization")]
+        if not traces:
+            continue
         last_change = next((t["changes"] for t in reversed(traces) if t["changes"]), [])
         rows.append({
             "function": objs[0].name, "defined_at": objs[0].defined_at, "library": bool(objs[0].info.get("library")), "pid": pid, "key": key,
             "objects": len(objs), "traces": len(traces), "calls": (calls := sum(o.calls.get("calls", 0) for o in objs)),
             "calls_per_trace": round(calls / len(traces), 1),
-            "trace_ms": round(sum(t["trace_ms"] for t in traces), 2), "graph_ops": traces[-1]["ops"],
+            "trace_ms": round(sum(t["trace_ms"] for t in traces), 2), "graph_ops": traces[-1]["ops"], "nested": all(t["inside"] for t in traces),
             "last_change": "; ".join(change_text(c) for c in last_change),
         })
     return sorted(rows, key=lambda r: (-r["traces"], r["function"]))

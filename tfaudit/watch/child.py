@@ -74,7 +74,7 @@ def begin(directory: str) -> None:
         loops = any(o.calls >= MIN_LOOP_CALLS for objects in recorder.instances.values() for o in objects)
         tensorflow = hook.tensorflow_version()
         if loops and hook._installed:
-            hook.uninstall()
+            hook.uninstall(recorder)
             sink({"event": "dispatch", "pid": os.getpid(), "ms": hook.dispatch_ms()})
         sink({"event": "exit", "pid": os.getpid(), "t": recorder.now(), "tensorflow": tensorflow})
 

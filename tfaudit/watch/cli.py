@@ -156,12 +156,18 @@ def run_headless(command: list[str], env: dict, directory: str) -> tuple[list[di
             pass
         except KeyboardInterrupt:  # the terminal sent SIGINT to the program too; let it finish
             interrupted = True
-        for event in read_events(directory, offsets):
-            events.append(event)
-            if event["event"] == "trace" and not event["function"].get("library") and (event["trace_of_instance"] > 1 or event.get("new_object") or event.get("error")):
-                print(trace_line(event), file=sys.stderr, flush=True)
-    events += read_events(directory, offsets)
+        events += report_new(read_events(directory, offsets))
+    events += report_new(read_events(directory, offsets))
     return events, status, time.monotonic() - started, interrupted
+
+
+def report_new(events: list[dict]) -> list[dict]:
+    """A stderr line per retrace of the user's functions (not their first trace, not TensorFlow's own functions)."""
+    for event in events:
+        if event["event"] == "trace" and not event["function"].get("library") and not event.get("initialization") \
+                and (event["trace_of_instance"] > 1 or event.get("new_object") or event.get("error")):
+            print(trace_line(event), file=sys.stderr, flush=True)
+    return events
 
 
 def conclude(command, events, status, wall_s, interrupted, fail_on, budgets, args) -> int:
@@ -179,13 +185,18 @@ def conclude(command, events, status, wall_s, interrupted, fail_on, budgets, arg
     dispatch = [e["ms"] for e in events if e["event"] == "dispatch"]
     versions = [e["tensorflow"] for e in events if e["event"] == "exit" and e.get("tensorflow")]
     hooked = any(e["event"] == "hooked" for e in events)
+    if not any(e["event"] == "started" for e in events) and not errors:  # python -E / -I, a cleared environment, or not Python
+        errors = ["tfaudit's watch was not loaded into the program (it is not Python, or runs with -E/-I or a cleared environment, "
+                  "which ignore PYTHONPATH): nothing was watched"]
     analysis = analyse(events, wall_s, min(dispatch) if dispatch else None)
     text = shlex.join(command)
     state = watch_state(analysis, text, wall_s, exit_status=status, hook_error="; ".join(errors), tensorflow=versions[0] if versions else "",
                         interrupted=interrupted)
     written = finish_audit(state, budgets=budgets, report=args.report, json_path=args.json, junit=args.junit, html=args.html, fail_on=fail_on)
     out = Console(width=None if sys.stdout.isatty() else 120, highlight=False)
-    if not hooked and not errors:
+    if errors:
+        print(f"tfaudit watch: {errors[0]}", file=sys.stderr)
+    elif not hooked:
         out.print("tfaudit watch: the program never imported TensorFlow's tracing; nothing to watch.")
     out.print(summary_text(analysis, findings=False))
     print_summary(state, out)

@@ -25,7 +25,7 @@ EXPECTED = {
     "call_function": ["args", "kwargs", "tracing_options"],
     "_create_concrete_function": ["function_type", "type_context", "func_graph", "tracing_options"],
 }
-MAX_VALUE_CHARS = 60
+MAX_VALUE_CHARS = 200
 
 
 class HookError(RuntimeError):
@@ -33,6 +33,7 @@ class HookError(RuntimeError):
 
 
 _installed: dict[str, Any] = {}  # name -> TensorFlow's original
+_recorders: list = []  # every active watch (a CLI watch and an in-process one may overlap)
 
 
 def tracing_module():
@@ -53,61 +54,85 @@ def verify(module) -> None:
             raise HookError(f"{TRACING_MODULE}.{name} now takes ({', '.join(found)}), not ({', '.join(parameters)}); tfaudit watch needs updating")
 
 
+def _each(method: str, *args) -> list:
+    """Call ``method`` on every recorder; a recorder that fails says so once and never fails the program's call."""
+    results = []
+    for recorder in list(_recorders):
+        try:
+            results.append(getattr(recorder, method)(*args))
+        except Exception as exc:
+            recorder.failed(exc)
+            results.append(None)
+    return results
+
+
 def install(recorder) -> None:
-    """Route every tf.function call and trace in this process through ``recorder``."""
+    """Route every tf.function call and trace in this process through ``recorder`` (and any recorder already watching)."""
     module = tracing_module()
     verify(module)
+    recorder.call_code = _watched_call_function.__code__
+    if recorder not in _recorders:
+        _recorders.append(recorder)
     if _installed:
-        uninstall()
-    call_function, create = module.call_function, module._create_concrete_function
+        return
+    _installed.update(call_function=module.call_function, _create_concrete_function=module._create_concrete_function)
+    module.call_function = _watched_call_function
+    module._create_concrete_function = _watched_create_concrete_function
 
-    def watched_call_function(args=None, kwargs=None, tracing_options=None):
-        traces_before, started = recorder.traces, time.perf_counter()
-        try:
-            return call_function(args, kwargs, tracing_options)
-        finally:
+
+def _watched_call_function(args=None, kwargs=None, tracing_options=None):
+    before = [r.traces for r in _recorders]
+    started = time.perf_counter()
+    try:
+        return _installed["call_function"](args, kwargs, tracing_options)
+    finally:
+        seconds = time.perf_counter() - started
+        for recorder, traces in zip(list(_recorders), before):
             try:
-                recorder.called(tracing_options, time.perf_counter() - started, traces_before)
+                recorder.called(tracing_options, seconds, traces)
             except Exception as exc:  # the program's call must never fail because of the watch
                 recorder.failed(exc)
 
-    def watched_create_concrete_function(function_type, type_context, func_graph, tracing_options):
+
+def _watched_create_concrete_function(function_type, type_context, func_graph, tracing_options):
+    tokens = _each("trace_started", tracing_options)
+    concrete, error = None, None
+    try:
+        concrete = _installed["_create_concrete_function"](function_type, type_context, func_graph, tracing_options)
+        return concrete
+    except BaseException as exc:
+        error = exc
+        raise
+    finally:
         try:
-            token = recorder.trace_started(tracing_options)
-        except Exception as exc:
-            recorder.failed(exc)
-            return create(function_type, type_context, func_graph, tracing_options)
-        concrete, error = None, None
-        try:
-            concrete = create(function_type, type_context, func_graph, tracing_options)
-            return concrete
-        except BaseException as exc:
-            error = exc
-            raise
-        finally:
+            signature, ops = describe(function_type), (len(concrete.graph.get_operations()) if concrete is not None else None)
+        except Exception:
+            signature, ops = {}, None
+        for recorder, token in zip(list(_recorders), tokens):
+            if token is None:
+                continue
             try:
-                ops = len(concrete.graph.get_operations()) if concrete is not None else None
-                recorder.trace_finished(token, describe(function_type), ops, error)
+                recorder.trace_finished(token, signature, ops, error)
             except Exception as exc:
                 recorder.failed(exc)
 
-    recorder.call_code = watched_call_function.__code__
-    _installed.update(call_function=call_function, _create_concrete_function=create)
-    module.call_function = watched_call_function
-    module._create_concrete_function = watched_create_concrete_function
 
-
-def tensorflow_version() -> str:
-    return getattr(sys.modules.get("tensorflow"), "__version__", "") or ""
-
-
-def uninstall() -> None:
-    if not _installed:
+def uninstall(recorder=None) -> None:
+    """Stop ``recorder`` (every recorder when None); TensorFlow gets its functions back when none is left."""
+    if recorder is None:
+        _recorders.clear()
+    elif recorder in _recorders:
+        _recorders.remove(recorder)
+    if _recorders or not _installed:
         return
     module = tracing_module()
     for name, original in _installed.items():
         setattr(module, name, original)
     _installed.clear()
+
+
+def tensorflow_version() -> str:
+    return getattr(sys.modules.get("tensorflow"), "__version__", "") or ""
 
 
 def describe(function_type) -> dict[str, dict[str, Any]]:
@@ -119,7 +144,15 @@ def describe(function_type) -> dict[str, dict[str, Any]]:
 
 
 def _flatten(path: str, trace_type: Any, leaves: dict) -> None:
-    components = getattr(trace_type, "components", None)  # default_types.Tuple, List
+    named = getattr(trace_type, "named_attributes", None)  # default_types.Attrs holds a NamedTuple
+    if named is not None:
+        trace_type = named
+    names = getattr(trace_type, "attribute_names", None)  # default_types.NamedTuple
+    if names is not None and hasattr(trace_type, "attributes"):
+        for name, component in zip(names, trace_type.attributes.components):
+            _flatten(f"{path}.{name}", component, leaves)
+        return
+    components = getattr(getattr(trace_type, "components_tuple", trace_type), "components", None)  # default_types.List, Tuple
     if isinstance(components, tuple):
         for i, component in enumerate(components):
             _flatten(f"{path}[{i}]", component, leaves)

@@ -34,7 +34,7 @@ def over_limit(events: list[dict], limit: int) -> list[str]:
 
     by_function = defaultdict(list)
     for event in events:
-        if event.get("event") == "trace" and not event.get("error"):
+        if event.get("event") == "trace" and not event.get("error") and not event.get("initialization") and not event["function"].get("library"):
             by_function[event["key"]].append(event)
     lines = []
     for traces in by_function.values():

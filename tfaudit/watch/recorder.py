@@ -86,6 +86,14 @@ def code_on_stack(frame, code) -> bool:
     return False
 
 
+def name_on_stack(frame, name: str) -> bool:
+    while frame is not None:
+        if frame.f_code.co_name == name:
+            return True
+        frame = frame.f_back
+    return False
+
+
 def keras_predict_in_traceback(error: BaseException) -> bool:
     tb = error.__traceback__
     while tb is not None:
@@ -112,22 +120,36 @@ def error_summary(error: BaseException) -> dict[str, Any]:
     return {"message": message[:300], "site": site, "keras_predict": keras_predict_in_traceback(error)}
 
 
-def python_function_of(tracing_options) -> Any:
-    function = tracing_options.python_function
-    while hasattr(function, "__wrapped__"):
-        function = function.__wrapped__
-    return getattr(function, "__func__", function)
+def python_function_of(tracing_options) -> tuple[Any, Any]:
+    """(the user's function, the object it is bound to or None), through decorators, partials and callable objects."""
+    function, bound = tracing_options.python_function, None
+    for _ in range(20):
+        if hasattr(function, "__wrapped__"):
+            function = function.__wrapped__
+        elif isinstance(function, functools.partial):
+            function = function.func
+        elif getattr(function, "__self__", None) is not None and hasattr(function, "__func__"):
+            bound, function = function.__self__, function.__func__
+        elif not hasattr(function, "__code__") and callable(function) and hasattr(type(function), "__call__"):
+            function = type(function).__call__
+        else:
+            break
+    return function, bound
 
 
 def definition(tracing_options) -> dict[str, Any]:
-    function = python_function_of(tracing_options)
+    function, bound = python_function_of(tracing_options)
     code = getattr(function, "__code__", None)
     qualname = getattr(function, "__qualname__", None) or tracing_options.name
+    method_of = type(bound).__name__ if bound is not None else None
     if code is None:
-        return {"name": tracing_options.name, "qualname": qualname, "file": "", "line": 0, "library": True}
+        return {"name": tracing_options.name, "qualname": qualname, "file": "", "line": 0, "library": True, "method_of": method_of}
     module = getattr(function, "__module__", "") or ""
     library = module.partition(".")[0] in LIBRARY_PACKAGES or os.path.realpath(code.co_filename).startswith(STDLIB)
-    return {"name": tracing_options.name, "qualname": qualname, "file": code.co_filename, "line": code.co_firstlineno, "library": library}
+    if library:  # tf.data's and Keras' functions share a few definitions; their names tell them apart
+        qualname = tracing_options.name or qualname
+    return {"name": tracing_options.name, "qualname": qualname, "file": code.co_filename, "line": code.co_firstlineno, "library": library,
+            "method_of": method_of}
 
 
 def percentiles_ms(seconds: list[float]) -> dict[str, float] | None:
@@ -179,6 +201,12 @@ class FunctionObject:
         self.first_call: float | None = None
         self.last_call: float | None = None
         self.call_sites: Counter = Counter()
+        self.pending_first_call: int | None = None  # id of the options a first call traced with (Function._initialize)
+        self.flushed_calls = -1
+
+    @property
+    def effective_calls(self) -> int:
+        return self.calls + (self.pending_first_call is not None)
 
     def alive(self, tracing_options) -> bool:
         options = self.options()
@@ -186,7 +214,7 @@ class FunctionObject:
 
     def summary(self) -> dict[str, Any]:
         return {
-            "key": self.key, "instance": self.instance, "traces": len(self.signatures), "calls": self.calls,
+            "key": self.key, "instance": self.instance, "traces": len(self.signatures), "calls": self.effective_calls,
             "call_seconds": round(self.call_seconds, 6), "call_ms": percentiles_ms(self.call_times),
             "first_call": self.first_call, "last_call": self.last_call,
             "call_sites": [{"site": site, "calls": n} for site, n in self.call_sites.most_common(3)],
@@ -232,6 +260,10 @@ class Recorder:
             return
         with self.lock:
             function = self.function_object(tracing_options)
+            if function.pending_first_call is not None:
+                if function.pending_first_call == id(tracing_options):  # the first call ran its graph without call_function
+                    function.calls += 1
+                function.pending_first_call = None  # else this call is that first call, continued after its variables were made
             function.calls += 1
             now = time.monotonic() - self.started
             function.first_call = now if function.first_call is None else function.first_call
@@ -256,6 +288,8 @@ class Recorder:
             "site": user_call_site(frame),
             "keras_predict": keras_predict_on_stack(frame),
             "in_call": self.call_code is not None and code_on_stack(frame, self.call_code),
+            "concrete_only": name_on_stack(frame, "get_concrete_function"),
+            "cache_empty": len(tracing_options.function_cache or ()) == 0,
             "memory": anonymous_memory_bytes(),
             "qualname": definition(tracing_options)["qualname"],
             "t": self.now(),
@@ -274,8 +308,9 @@ class Recorder:
         with self.lock:
             self.traces += 1
             function = self.function_object(options)
-            if signature in function.signatures:  # a live cache never traces a signature twice: a new object at a reused address
+            if token["cache_empty"] and function.signatures:  # an empty cache we have traces for: a new object at a reused address
                 function = self.function_object(options, fresh=True)
+            initialization = signature in function.signatures  # traced again without variable creation (Function._initialize)
             previous = function.signatures or self._last_signature_of_other_instance(function)
             closest = min(reversed(previous), key=lambda old: len(changes(signature, old)), default=None)  # the newest of the closest
             event = {
@@ -283,19 +318,22 @@ class Recorder:
                 "function": function.info, "key": function.key, "instance": function.instance,
                 "trace_of_instance": len(function.signatures) + 1, "call_site": token["site"], "inside": token["inside"],
                 "keras_predict": token["keras_predict"], "signature": signature,
-                "changes": changes(signature, closest) if closest is not None else [],
+                "changes": changes(signature, closest) if closest is not None and not initialization else [],
                 "new_object": not function.signatures and bool(previous),
+                "initialization": initialization,
                 "reduce_retracing": bool(getattr(options, "reduce_retracing", False)),
                 "input_signature": getattr(options, "input_signature", None) is not None,
                 "trace_ms": round(seconds * 1e3, 3), "ops": ops,
                 "memory_bytes": memory - token["memory"] if memory is not None and token["memory"] is not None else None,
                 "error": error_summary(error) if error is not None else None,
             }
-            if error is None:
+            if error is None and not initialization:
                 function.signatures.append(signature)
-            if not token["inside"] and not token["in_call"] and getattr(getattr(options, "scope_type", None), "name", "") == "VARIABLE_CREATION":
-                function.calls += 1  # a first call traces through Function._initialize and runs without call_function
+            first_call = not (token["inside"] or token["in_call"] or token["concrete_only"]) and not function.calls
+            if first_call and getattr(getattr(options, "scope_type", None), "name", "") == "VARIABLE_CREATION":
+                function.pending_first_call = id(options)
             self.sink(event)
+            self.flush_locked()  # call counts survive an os._exit or a kill
 
     def _last_signature_of_other_instance(self, function: FunctionObject) -> list[dict]:
         others = [o for o in self.instances.get(function.key, []) if o is not function and o.signatures]
@@ -305,7 +343,10 @@ class Recorder:
         """The recorder itself broke: say so once, and never break the user's program."""
         if not self.broken:
             self.broken = True
-            self.sink({"event": "recorder_error", "t": self.now(), "pid": os.getpid(), "message": f"{type(error).__name__}: {error}"[:300]})
+            try:
+                self.sink({"event": "recorder_error", "t": self.now(), "pid": os.getpid(), "message": f"{type(error).__name__}: {error}"[:300]})
+            except BaseException:  # a full disk, say: the program goes on unwatched
+                pass
 
     def forget_calls(self) -> None:
         """In a forked child: its graphs are the parent's, its calls are its own."""
@@ -313,6 +354,7 @@ class Recorder:
         for objects in self.instances.values():
             for o in objects:
                 o.calls, o.call_seconds, o.call_times, o.first_call, o.last_call = 0, 0.0, [], None, None
+                o.pending_first_call, o.flushed_calls = None, -1
                 o.call_sites.clear()
 
     def flush(self) -> None:
@@ -320,6 +362,13 @@ class Recorder:
             self.flush_locked()
 
     def flush_locked(self) -> None:
+        """The call summary of every function object whose calls changed since the last flush."""
         self.last_flush = self.now()
-        objects = [o.summary() for objects in self.instances.values() for o in objects if o.calls]
-        self.sink({"event": "calls", "t": self.last_flush, "pid": os.getpid(), "functions": objects})
+        changed = []
+        for objects in self.instances.values():
+            for o in objects:
+                if o.effective_calls and o.effective_calls != o.flushed_calls:
+                    o.flushed_calls = o.effective_calls
+                    changed.append(o.summary())
+        if changed:
+            self.sink({"event": "calls", "t": self.last_flush, "pid": os.getpid(), "functions": changed})

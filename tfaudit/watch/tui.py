@@ -89,7 +89,7 @@ class WatchApp(App):
     def on_mount(self) -> None:
         table = self.query_one("#functions", DataTable)
         table.add_columns("function", "defined at", "traces", "calls", "objects", "last change")
-        self.process = start(self.command, self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        self.process = start(self.command, {**self.env, "PYTHONUNBUFFERED": "1"}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
         self.read_output()
         self.set_interval(POLL_S, self.poll)
         self.show_status()

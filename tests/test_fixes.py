@@ -1,0 +1,84 @@
+"""--fix-dir: artifacts written, read back and measured again; predictions confirmed or corrected."""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tfaudit.api import Measure
+from tfaudit.report.fixes import corrected_savings, gap_text
+
+
+def test_a_prediction_the_artifact_confirms_stands_and_others_are_corrected():
+    predicted = {"size_pct": Measure(50.0), "latency_pct": Measure(72.0, 70.0, 75.0)}
+    verified = {"size_pct": Measure(49.0), "latency_pct": Measure(10.0, 5.0, 15.0), "latency_ms": Measure(0.01, 0.005, 0.02)}
+    savings, changed = corrected_savings(predicted, verified)
+    assert savings["size_pct"] is predicted["size_pct"] and savings["latency_pct"] is verified["latency_pct"]
+    assert changed == ["latency_pct", "latency_ms"] and savings["latency_ms"] is verified["latency_ms"]
+    dropped, changed = corrected_savings({"latency_pct": Measure(72.0)}, {})
+    assert dropped == {} and changed == ["latency_pct"]
+    text = gap_text({"size_pct": {"value": 50.0, "low": None, "high": None}, "latency_pct": {"value": 72.0, "low": 70.0, "high": 75.0}}, {"size_pct": Measure(30.0)})
+    assert text == "size_pct: off by -40%; latency_pct: predicted 72 % [70–75], no significant difference when timed in turn with the baseline"
+
+
+@pytest.mark.parametrize("inside", ["", "fixes"])
+def test_the_model_folder_is_refused(tmp_path, inside):
+    model = tmp_path / "model"
+    model.mkdir()
+    target = model / inside if inside else model
+    done = subprocess.run([sys.executable, "-m", "tfaudit", str(model), "--headless", "--fix-dir", str(target)], capture_output=True, text=True)
+    assert done.returncode == 2 and "is the model's own directory" in done.stderr and "Traceback" not in done.stderr
+    assert not (model / "fixes").exists()
+
+
+def tree_digest(path) -> str:
+    digest = hashlib.sha256()
+    for root, _, files in sorted(os.walk(path)):
+        for name in sorted(files):
+            with open(os.path.join(root, name), "rb") as f:
+                digest.update(name.encode() + f.read())
+    return digest.hexdigest()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_demo_fixes_are_written_load_run_and_are_verified(tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from tfaudit.engine.demo import demo_path
+
+    out = tmp_path / "fixes"
+    model = demo_path()
+    before = tree_digest(model) if os.path.exists(model) else None
+    command = [sys.executable, "-m", "tfaudit", "--demo", "--headless", "--budget", "quick", "--checks", "quantization,pruning",
+               "--fix-dir", str(out), "--report", str(tmp_path / "r.md"), "--json", str(tmp_path / "r.json")]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert before is None or tree_digest(model) == before  # the user's model is never written
+    report = json.loads((tmp_path / "r.json").read_text())
+    fixed = {f["id"]: f for f in report["findings"] if f["artifact"]}
+    assert {"quantization/float16", "pruning/combined"} <= set(fixed) and any(i.startswith("pruning/magnitude-") for i in fixed)
+    features = np.random.default_rng(0).standard_normal((1, 64)).astype(np.float32)
+    for finding in fixed.values():
+        folder = finding["artifact"]["path"]
+        assert os.path.dirname(folder) == str(out)
+        interpreter = Interpreter(model_path=os.path.join(folder, "model.tflite"))
+        runner = interpreter.get_signature_runner("serving_default")
+        scores = runner(features=features)["scores"]
+        assert scores.shape == (1, 10) and abs(float(scores.sum()) - 1.0) < 1e-2  # softmax probabilities
+        assert finding["verified"], finding["id"]
+        for key, verified in finding["verified"].items():
+            if key.startswith("size"):
+                assert verified["value"] == pytest.approx(finding["artifact"]["predicted"][key]["value"], rel=0.25)
+        assert finding["artifact"]["measured"]["fidelity"]["relative_l2"] <= 0.01
+    pruned = next(f for i, f in fixed.items() if i.startswith("pruning/magnitude-"))
+    check = "import sys, tensorflow as tf, numpy as np; f = tf.saved_model.load(sys.argv[1]).signatures['serving_default']; print(f(features=tf.zeros([1, 64]))['scores'].shape)"
+    loaded = subprocess.run([sys.executable, "-c", check, os.path.join(pruned["artifact"]["path"], "saved_model")], capture_output=True, text=True)
+    assert loaded.stdout.strip() == "(1, 10)", loaded.stderr[-2000:]
+    markdown = (tmp_path / "r.md").read_text()
+    assert "## Predicted and verified" in markdown and "**all fixes applied** (pruned + quantized)" in markdown
+    readme = (out / "README.md").read_text()
+    assert all(f"## `{os.path.basename(f['artifact']['path'])}/`" in readme for f in fixed.values()) and "```python" in readme
