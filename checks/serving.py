@@ -737,7 +737,7 @@ class ServingCheck(Check):
         yield from self.litert(ctx, evidence, findings, key, cores)
         phase("LiteRT threads")
         yield Progress(0.97, "ranking the configurations")
-        headline, combined = self.headline(primary, processes, devices[0])
+        headline, combined = self.headline(primary, processes, devices[0], [f.id for f in findings])
         best = combined if combined else primary.point(primary.serving_batch)  # within the latency bound
         configuration = configuration_label(combined) if combined else f"batch {primary.serving_batch}"
         yield Metric("throughput_rows_per_s_best", best["rows_per_s"], "rows/s", *best["rows_per_s_ci"], better="higher", subject=configuration)
@@ -1102,10 +1102,13 @@ class ServingCheck(Check):
             "throughput_factor_ci": [round(comparison.speedup.low, 2), round(comparison.speedup.high, 2)],
         }
 
-    def headline(self, primary: Sweep, processes: dict, device: Device) -> tuple[str, dict]:
+    def headline(self, primary: Sweep, processes: dict, device: Device, gains: list[str]) -> tuple[str, dict]:
         combined = processes.get("combined") or {}
         if processes.get("combined_error"):
             return f"the best settings measured one by one are in the findings; together they could not be measured ({processes['combined_error']})", combined
+        if combined and gains and combined["throughput_factor_ci"][0] < 1 + MIN_GAIN_PCT / 100:
+            return (f"not confirmed together ({device.name}): {', '.join(gains)} each won alone, but {configuration_label(combined)} timed in turn with "
+                    f"the defaults measured {combined['throughput_factor']:.2f}× [{combined['throughput_factor_ci'][0]:.2f}–{combined['throughput_factor_ci'][1]:.2f}]"), combined
         if not combined or combined["throughput_factor_ci"][0] < 1 + MIN_GAIN_PCT / 100:
             return f"defaults are best here ({device.name}): nothing measured beat batch {primary.points[0]['batch']} with TensorFlow's defaults", combined
         return (f"best measured configuration: {configuration_label(combined)} — {combined['throughput_factor']:.1f}× the throughput of the default "
