@@ -50,6 +50,7 @@ EXTRA_ROWS = 64  # rows per chunk when top-1 agreement needs more samples
 DEADLINE_SHARE = 0.85  # of the budget's check time limit, for the work in the other process
 MAX_REASON = 300
 MIN_LATENCY_MS = 0.05
+IN_TURN_SHARE = 0.5  # of the budget's measurement time, for a candidate and its baseline timed call by call in turn
 
 
 def max_fidelity_loss(ctx) -> float:
@@ -1065,6 +1066,7 @@ class Measured:
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
     saved_model_dir: str = ""  # where a pruned model was written, for reuse; not evidence
+    baseline_timing: Any = None  # the baseline timed in turn with this model, when it was; not evidence
     outputs: list[dict] | None = None  # LiteRT outputs on the fidelity feeds; not evidence
 
     @property
@@ -1099,8 +1101,13 @@ def interpreter_runner(content: bytes, signature: str, num_threads: int | None =
 
 
 def litert_job(model: str, signature: str, feeds: str, out: str, latency: str | None = None, warmup: int = 0,
-               repeats: int = 0, max_seconds: float = 0.0) -> dict[str, Any]:
-    """In the child: time ``model`` on the ``latency`` feed (as ctx.timer does), and write its outputs on ``feeds``."""
+               repeats: int = 0, max_seconds: float = 0.0, baseline: str | None = None) -> dict[str, Any]:
+    """In the child: time ``model`` on the ``latency`` feed (as ctx.timer does), and write its outputs on ``feeds``.
+
+    With ``baseline`` (another flatbuffer), the two are timed call by call in turn for ``max_seconds``
+    (host_index.time_interleaved), so a comparison of the two sees the same moments of the host.
+    """
+    from tfaudit.engine.host_index import time_interleaved
     from tfaudit.engine.measure import time_call
 
     with open(model, "rb") as f:
@@ -1109,7 +1116,14 @@ def litert_job(model: str, signature: str, feeds: str, out: str, latency: str | 
     try:
         if latency:
             request = read_feeds(latency)[0]
-            reply["samples_ms"] = list(time_call(lambda: runner(**request), warmup=warmup, repeats=repeats, max_seconds=max_seconds).samples_ms)
+            if baseline:
+                with open(baseline, "rb") as f:
+                    base = interpreter_runner(f.read(), signature)
+                base_timing, timing = time_interleaved(lambda: base(**request), lambda: runner(**request), warmup=warmup, max_seconds=max_seconds)
+                reply["baseline_samples_ms"] = list(base_timing.samples_ms)
+            else:
+                timing = time_call(lambda: runner(**request), warmup=warmup, repeats=repeats, max_seconds=max_seconds)
+            reply["samples_ms"] = list(timing.samples_ms)
             reply["warmup"] = warmup
         write_feeds(out, [runner(**feed) for feed in read_feeds(feeds)])
     except Exception as exc:  # LiteRT raises RuntimeError/ValueError with the failing node
@@ -1128,24 +1142,30 @@ class LiteRT:
         self.feeds_path = write_feeds(os.path.join(tmpdir, "feeds.npz"), feeds)
         self.latency_path = write_feeds(os.path.join(tmpdir, "latency.npz"), [latency_feed(ctx)])
 
-    def outputs(self, model: str, feeds_path: str, latency: bool = False, what: str = "") -> tuple[list[dict], Any]:
-        """(outputs on the feeds, Timing or None); raises ConversionFailed / ConversionCrashed."""
+    def outputs(self, model: str, feeds_path: str, latency: bool = False, what: str = "", baseline: str | None = None) -> tuple[list[dict], Any, Any]:
+        """(outputs on the feeds, Timing or None, the baseline's Timing timed in turn or None); raises ConversionFailed / ConversionCrashed."""
         from tfaudit.engine.measure import Timing
 
         out = os.path.join(self.tmpdir, "outputs.npz")
         budget = self.ctx.budget
         timing = {"latency": self.latency_path, "warmup": budget.warmup, "repeats": budget.repeats, "max_seconds": budget.timing_seconds} if latency else {}
+        if latency and baseline:
+            timing.update(baseline=baseline, max_seconds=budget.timing_seconds * IN_TURN_SHARE)
         reply = self.isolated.call(f"running {what or os.path.basename(model)} in LiteRT", "tfaudit.checks._compression:litert_job",
                                    model=model, signature=self.ctx.model.signature, feeds=feeds_path, out=out, **timing)
         if "error" in reply:
             raise ConversionFailed(reply["error"])
-        return read_feeds(out), (Timing(tuple(reply["samples_ms"]), reply["warmup"]) if latency else None)
+        made = lambda key: Timing(tuple(reply[key]), reply["warmup"]) if key in reply else None  # noqa: E731
+        return read_feeds(out), made("samples_ms"), made("baseline_samples_ms")
 
-    def measure(self, result: Measured, model: str) -> Measured:
-        """Size, latency (LiteRT, threads = host cores) and fidelity of the flatbuffer at ``model``; errors land in ``result.error``."""
+    def measure(self, result: Measured, model: str, baseline: str | None = None) -> Measured:
+        """Size, latency (LiteRT, threads = host cores) and fidelity of the flatbuffer at ``model``; errors land in ``result.error``.
+
+        With ``baseline``, the latency is timed call by call in turn with that flatbuffer (``result.baseline_timing``).
+        """
         result.size_bytes = os.path.getsize(model)
         try:
-            result.outputs, result.timing = self.outputs(model, self.feeds_path, latency=True, what=result.name)
+            result.outputs, result.timing, result.baseline_timing = self.outputs(model, self.feeds_path, latency=True, what=result.name, baseline=baseline)
             result.fidelity = fidelity(self.reference, result.outputs)
         except ConversionCrashed as exc:
             result.timing = None
@@ -1181,8 +1201,9 @@ def savings(base: Measured, candidate: Measured, size_key: str = "size_bytes") -
     if before and after:
         result["size_bytes"] = Measure(float(before - after))
         result["size_pct"] = Measure(round(100.0 * (before - after) / before, 2))
-    if base.timing is not None and candidate.timing is not None:
-        comparison = compare(base.timing, candidate.timing)
+    base_timing = candidate.baseline_timing or base.timing  # timed in turn with the candidate when it was
+    if base_timing is not None and candidate.timing is not None:
+        comparison = compare(base_timing, candidate.timing)
         faster = comparison.significant and comparison.saved_ms.value > 0
         slower = comparison.significant and comparison.saved_ms.value < 0
         evidence["latency_vs_baseline"] = {
@@ -1273,9 +1294,6 @@ if __name__ == "__main__":
 
 # --- --fix-dir: the fixed artifacts, written and measured again ---------------------------------------
 
-VERIFY_ROUNDS = 2  # baseline and artifact timed in turn, this many times each
-
-
 def fix_dir(ctx) -> str | None:
     return ctx.options.get("fix_dir")
 
@@ -1312,28 +1330,19 @@ def publish(ctx, name: str, files: dict[str, str]) -> str:
 def remeasure(litert: "LiteRT", baseline: str, artifact: str, size_key: str = "size_bytes") -> tuple[dict, dict]:
     """(verified savings, evidence) of the flatbuffer at ``artifact`` against ``baseline``, both read from disk now.
 
-    Both run in a fresh LiteRT interpreter, timed in turn VERIFY_ROUNDS times each, so the host's
-    drift falls on both; size and zipped size are of the files; fidelity is against the SavedModel.
+    A fresh LiteRT interpreter runs each, timed call by call in turn; sizes and zipped sizes are of
+    the files; fidelity is against the SavedModel.
     """
-    from tfaudit.engine.measure import Timing
-
-    runs: dict[str, list[Measured]] = {"baseline": [], "artifact": []}
-    for _ in range(VERIFY_ROUNDS):
-        for role, path in (("baseline", baseline), ("artifact", artifact)):
-            runs[role].append(litert.measure(Measured(role), path))
-    pooled = {}
-    for role, path in (("baseline", baseline), ("artifact", artifact)):
-        measured = runs[role][-1]
-        timings = [m.timing for m in runs[role] if m.timing is not None]
-        measured.timing = Timing(tuple(t for timing in timings for t in timing.samples_ms), timings[0].warmup) if len(timings) == VERIFY_ROUNDS else None
+    made = litert.measure(Measured("artifact"), artifact, baseline=baseline)
+    base = Measured("baseline", size_bytes=os.path.getsize(baseline), timing=made.baseline_timing)
+    for measured, path in ((made, artifact), (base, baseline)):
         with open(path, "rb") as f:
             measured.zipped_bytes = zipped_size(f.read())
-        pooled[role] = measured
-    verified, comparison = savings(pooled["baseline"], pooled["artifact"], size_key)
+    verified, comparison = savings(base, made, size_key)
     evidence = {
-        "artifact_bytes": pooled["artifact"].size_bytes, "baseline_bytes": pooled["baseline"].size_bytes,
-        "artifact_zipped_bytes": pooled["artifact"].zipped_bytes, "baseline_zipped_bytes": pooled["baseline"].zipped_bytes,
-        "fidelity": pooled["artifact"].fidelity, "error": pooled["artifact"].error or pooled["baseline"].error or None, **comparison,
+        "artifact_bytes": made.size_bytes, "baseline_bytes": base.size_bytes,
+        "artifact_zipped_bytes": made.zipped_bytes, "baseline_zipped_bytes": base.zipped_bytes,
+        "fidelity": made.fidelity, "error": made.error or None, **comparison,
     }
     return verified, evidence
 

@@ -265,7 +265,7 @@ class PruningCheck(Check):
             combined = None
             if recommended is not None and base.timing is not None:
                 yield Progress((steps - 1) / steps, f"{label(recommended[0])} with weight quantization")
-                combined = self._combined(ctx, recommended[1], source, litert, bound)
+                combined = self._combined(ctx, recommended[1], source, litert, bound, base_content.path)
                 if combined is not None:
                     yield from samples_for(combined, combined.zipped_bytes)
             fixed = {}
@@ -309,15 +309,15 @@ class PruningCheck(Check):
         result.zipped_bytes = zipped_size(converted.content)
         result.extra["zipped_mb"] = mb(result.zipped_bytes)
         if converted.sparse_path:
-            tflite = litert.measure(Measured(result.name), converted.sparse_path)
-            result.timing = tflite.timing
+            tflite = litert.measure(Measured(result.name), converted.sparse_path, baseline=base_content.path)
+            result.timing, result.baseline_timing = tflite.timing, tflite.baseline_timing
             result.extra["sparse_encoded_bytes"] = tflite.size_bytes
             result.extra["tflite_fidelity"] = tflite.fidelity
             if tflite.error:
                 result.extra["latency_error"] = tflite.error
         return result
 
-    def _combined(self, ctx, pruned: Measured, source: str, litert: LiteRT, bound) -> Measured | None:
+    def _combined(self, ctx, pruned: Measured, source: str, litert: LiteRT, bound, baseline: str) -> Measured | None:
         """The recommended sparsity converted with weight quantization (dynamic-range int8, else float16)."""
         directory = pruned.saved_model_dir
         if not directory:
@@ -331,7 +331,7 @@ class PruningCheck(Check):
                 result.error = str(exc)
                 last = result
                 continue
-            litert.measure(result, converted.path)
+            litert.measure(result, converted.path, baseline=baseline)
             result.zipped_bytes = zipped_size(converted.content)
             result.extra.update({"quantization": kind, "zipped_mb": mb(result.zipped_bytes)})
             last = result

@@ -250,7 +250,7 @@ class QuantizationCheck(Check):
                 else:
                     result.note = converted.note
                     result.extra["select_tf_ops"] = converted.select_ops
-                    litert.measure(result, converted.path)
+                    litert.measure(result, converted.path, baseline=paths.get("float32") if name != "float32" else None)
                     paths[name] = converted.path
                     if name == "float32":
                         variable_ops = resource_variable_ops(converted.content)
@@ -371,7 +371,7 @@ def resolve_top1(ctx, litert: LiteRT, results: dict[str, Measured], paths: dict[
                     extra = more_feeds(ctx, index)
                     path = write_feeds(os.path.join(litert.tmpdir, f"more-{index}.npz"), extra)
                     chunks.append((path, run_serving(ctx.model.serving_fn(), extra)))
-                more, _ = litert.outputs(paths[name], chunks[index][0])
+                more, _, _ = litert.outputs(paths[name], chunks[index][0])
             except Exception as exc:  # the first samples ran; more of them should too, but never fail the check
                 result.extra["top1_more_samples_error"] = one_line(exc)
                 break
@@ -424,7 +424,7 @@ def debug_full_int8(ctx, litert: LiteRT, source: str, calibration: str, calibrat
     if failed:
         selective.error = failed
     else:
-        litert.measure(selective, out)
+        litert.measure(selective, out, baseline=float32)
     debug["selective"] = selective
     return debug
 
