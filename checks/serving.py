@@ -535,7 +535,7 @@ def choose_serving_batch(sweep: Sweep, latency_budget_ms: float | None) -> None:
     best = max(p["rows_per_s"] for p in sweep.points)
     sweep.knee = next(p["batch"] for p in sweep.points if p["rows_per_s"] >= KNEE_SHARE * best)
     # Within the bound means the whole p99 interval is: a batch whose p99 straddles it would be chosen one run and not the next.
-    within = [p for p in sweep.points if p is first or max(p["p99_ms"], p["p99_ci_ms"][1]) <= sweep.bound_ms]
+    within = [p for p in sweep.points if p is first or max([p["p99_ms"], *p.get("p99_ci_ms", ())]) <= sweep.bound_ms]
     sweep.serving_batch = max(within, key=lambda p: p["rows_per_s"])["batch"]
 
 
