@@ -1192,7 +1192,7 @@ def zipped_size(content: bytes) -> int:
 
 
 def savings(base: Measured, candidate: Measured, size_key: str = "size_bytes") -> tuple[dict, dict]:
-    """(Finding.savings, evidence): size always; latency only when measurably faster."""
+    """(Finding.savings, evidence): size always; latency only when measurably faster, by at least MIN_LATENCY_MS."""
     from tfaudit.api import Measure
     from tfaudit.engine.measure import compare
 
@@ -1211,7 +1211,7 @@ def savings(base: Measured, candidate: Measured, size_key: str = "size_bytes") -
             "speedup_ci95": [round(comparison.speedup.low, 3), round(comparison.speedup.high, 3)],
             "verdict": "faster" if faster else "slower" if slower else "no significant difference",
         }
-        if faster:
+        if faster and comparison.saved_ms.value >= MIN_LATENCY_MS:  # a significant 0.1 µs is not a saving anyone serves
             result["latency_ms"] = comparison.saved_ms
             result["latency_pct"] = comparison.saved_pct
     return result, evidence
