@@ -51,6 +51,7 @@ DEADLINE_SHARE = 0.85  # of the budget's check time limit, for the work in the o
 MAX_REASON = 300
 MIN_LATENCY_MS = 0.05
 IN_TURN_SHARE = 0.5  # of the budget's measurement time, for a candidate and its baseline timed call by call in turn
+IN_TURN_ROUNDS_PER_REPEAT = 10  # … stopping earlier at 10 × the budget's repeats rounds (150 at quick): microsecond models need no full window
 
 
 def max_fidelity_loss(ctx) -> float:
@@ -1119,7 +1120,8 @@ def litert_job(model: str, signature: str, feeds: str, out: str, latency: str | 
             if baseline:
                 with open(baseline, "rb") as f:
                     base = interpreter_runner(f.read(), signature)
-                base_timing, timing = time_interleaved(lambda: base(**request), lambda: runner(**request), warmup=warmup, max_seconds=max_seconds)
+                base_timing, timing = time_interleaved(lambda: base(**request), lambda: runner(**request), warmup=warmup, max_seconds=max_seconds,
+                                                       max_rounds=repeats * IN_TURN_ROUNDS_PER_REPEAT)
                 reply["baseline_samples_ms"] = list(base_timing.samples_ms)
             else:
                 timing = time_call(lambda: runner(**request), warmup=warmup, repeats=repeats, max_seconds=max_seconds)

@@ -41,8 +41,8 @@ def reference_workload() -> Callable[[], None]:
     return lambda: workload(matrix, image).numpy()
 
 
-def time_interleaved(*calls: Callable[[], object], warmup: int, max_seconds: float) -> tuple[Timing, ...]:
-    """Time ``calls`` in turn, round after round, until ``max_seconds`` pass (at least MIN_REPEATS rounds).
+def time_interleaved(*calls: Callable[[], object], warmup: int, max_seconds: float, max_rounds: int | None = None) -> tuple[Timing, ...]:
+    """Time ``calls`` in turn, round after round, until ``max_seconds`` pass (at least MIN_REPEATS rounds, at most ``max_rounds``).
 
     Unlike ``measure.time_call`` it does not stop at a count: medians taken over the whole time
     average the host's contention instead of catching one moment of it, and every call sees the
@@ -53,7 +53,7 @@ def time_interleaved(*calls: Callable[[], object], warmup: int, max_seconds: flo
             call()
     samples: list[list[float]] = [[] for _ in calls]
     deadline = time.perf_counter() + max_seconds
-    while len(samples[0]) < MIN_REPEATS or time.perf_counter() < deadline:
+    while len(samples[0]) < MIN_REPEATS or (time.perf_counter() < deadline and (max_rounds is None or len(samples[0]) < max_rounds)):
         for call, out in zip(calls, samples):
             start = time.perf_counter()
             call()
