@@ -312,13 +312,14 @@ class Recorder:
                 function = self.function_object(options, fresh=True)
             initialization = signature in function.signatures  # traced again without variable creation (Function._initialize)
             previous = function.signatures or self._last_signature_of_other_instance(function)
-            closest = min(reversed(previous), key=lambda old: len(changes(signature, old)), default=None)  # the newest of the closest
+            candidates = [] if initialization else [changes(signature, old) for old in reversed(previous)]
+            changed = min(candidates, key=len, default=[])  # against the newest of the closest earlier traces
             event = {
                 "event": "trace", "seq": self.traces, "t": token["t"], "pid": os.getpid(),
                 "function": function.info, "key": function.key, "instance": function.instance,
                 "trace_of_instance": len(function.signatures) + 1, "call_site": token["site"], "inside": token["inside"],
                 "keras_predict": token["keras_predict"], "signature": signature,
-                "changes": changes(signature, closest) if closest is not None and not initialization else [],
+                "changes": changed,
                 "new_object": not function.signatures and bool(previous),
                 "initialization": initialization,
                 "reduce_retracing": bool(getattr(options, "reduce_retracing", False)),
