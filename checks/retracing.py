@@ -81,7 +81,7 @@ import logging
 import os
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -92,6 +92,8 @@ from tfaudit.engine.host_index import reference_workload, time_interleaved
 from tfaudit.engine.resources import process_memory_bytes
 from tfaudit.engine.inputs import DEFAULT_BATCH_SIZES
 from tfaudit.engine.measure import Timing, compare
+from tfaudit.checks._compression import fix_dir, one_line, publish, with_artifact
+from tfaudit.checks._relaxed_export import OUTPUT_TOLERANCE, RelaxedPlan, export, max_relative_gap, numpy_outputs, stacked
 
 CHECK = "retracing"
 MIB = 1024 * 1024
@@ -605,6 +607,9 @@ def fixed_batch_finding(ctx, batch: int, latency: Timing, overhead: Timing) -> F
         "# with max_batch_size { value: 32 } batch_timeout_micros { value: 1000 }"
     )
     padded = "one request per call" if batch == 1 else f"every call padded to exactly {batch} rows"
+    # Predicted: a request of `rows` rows in one call pays the per-call overhead once instead of `rows` times.
+    overhead_ms = overhead.median_interval()
+    predicted = Measure((rows - 1) * overhead_ms.value, (rows - 1) * overhead_ms.low, (rows - 1) * overhead_ms.high)
     return Finding(
         id=f"{CHECK}/fixed-batch-dim",
         check=CHECK,
@@ -615,7 +620,8 @@ def fixed_batch_finding(ctx, batch: int, latency: Timing, overhead: Timing) -> F
             f"requests. One call takes {per_call:.3f} ms here, of which about {overhead_share.value:.0f}% "
             f"[{overhead_share.low:.0f}–{overhead_share.high:.0f}] is per-call overhead (a no-op function with the same "
             f"signature takes {overhead.median_ms:.3f} ms). A request of {rows} rows costs {rows} calls, about "
-            f"{rows * per_call:.2f} ms; batching would pay that overhead once."
+            f"{rows * per_call:.2f} ms; batching would pay that overhead once: about {predicted.value:.2f} ms saved per "
+            f"{rows}-row request."
         ),
         evidence={
             "batch_size": batch,
@@ -627,6 +633,7 @@ def fixed_batch_finding(ctx, batch: int, latency: Timing, overhead: Timing) -> F
             "overhead_measured_as": "a no-op tf.function with the same input_signature, called and materialised the same way",
             f"cost_of_{rows}_row_request_ms": round(rows * per_call, 3),
         },
+        savings={"latency_ms": predicted},  # per request of `rows` rows; priced like other ms savings: not at all
         effort=Effort("hours", 1.0, "Change the input_signature to None on the batch dim, check the graph is batch-polymorphic, re-export."),
         fix=Fix(
             "Export the serving signature with `None` as the batch dimension, then let the server batch requests "
@@ -1124,6 +1131,190 @@ def keras_probe(ctx, model_clean: bool) -> Iterator:
     )
 
 
+# --- --fix-dir: the model re-exported with relaxed signatures --------------------------------------
+
+RELAXED_FOLDER = "relaxed_signature"
+KERAS_FORMATS = {"tf_keras_saved_model": "tf_keras", "keras": "keras"}
+
+
+def relaxed_plan(ctx, functions: list[SavedFunction], batch_finding: Finding | None, retraced: dict[str, Finding]) -> RelaxedPlan | None:
+    """What the re-export relaxes. Keras models are traced again from the Keras model (the batch axis
+    only: the export holds the serving signature alone); other SavedModels from their own graphs."""
+    args = signature_args(ctx)
+    relaxed_inputs = [(a.name, (None,) + tuple(a.shape[1:]) if batch_finding else a.shape, a.dtype) for a in args]
+    keras = KERAS_FORMATS.get(ctx.model.format)
+    if keras:
+        if batch_finding is None:
+            return None
+        model = ctx.model.keras_model()
+        served = numpy_outputs(ctx.model.serving_fn()(**as_tensors(ctx.inputs.make(batch=1))))
+        names = list(getattr(model, "output_names", None) or [])
+        return RelaxedPlan(ctx.model.signature, relaxed_inputs, True, keras=keras,
+                           output_names=names if sorted(names) == sorted(served) else sorted(served))
+    relaxed = {}
+    for function in functions:
+        if function.name in retraced:
+            specs = relaxed_specs(function.traces, varying_dims(function.traces))
+            relaxed[function.name] = [(spec.name, spec.shape, spec.dtype) for spec in specs]
+    # A signature function's inputs are its keyword arguments, flattened in sorted order.
+    return RelaxedPlan(ctx.model.signature, sorted(relaxed_inputs), batch_finding is not None, relaxed)
+
+
+def random_feed(args: list[TensorArg], sizes: dict | None = None, seed: int = 0) -> list:
+    """Tensors for ``args`` (None dims from ``sizes`` {axis: size}, else 1), random normals or small integers."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(seed)
+    tensors = []
+    for arg in args:
+        shape = [d if d is not None else (sizes or {}).get(i, 1) for i, d in enumerate(arg.shape)]
+        if arg.dtype == "bool":
+            value = rng.integers(0, 2, shape).astype(bool)
+        elif "int" in arg.dtype:
+            value = rng.integers(0, 10, shape)
+        else:
+            value = rng.normal(size=shape)
+        tensors.append(tf.constant(value, dtype=arg.dtype))
+    return tensors
+
+
+def check_relaxed_function(original: SavedFunction, restored) -> tuple[dict, str]:
+    """(measured, why it is wrong or ''): the re-exported function against the original on every saved shape, and on an unsaved one."""
+    varied = varying_dims(original.traces)
+    gaps = []
+    for position, trace in enumerate(original.traces):
+        feed = random_feed(trace.tensors, seed=position)
+        gaps.append(max_relative_gap(numpy_outputs(original.callable(*feed)), numpy_outputs(restored(*feed))))
+    first = varied[0] if varied and isinstance(varied[0]["axis"], int) else None
+    unsaved = None
+    if first is not None:
+        size = next(n for n in range(1, max(v for v in first["values"] if v) + 2) if n not in first["values"])
+        args = [TensorArg(t.name, tuple(size if (t.name == first["input"] and i == first["axis"]) else d for i, d in enumerate(t.shape)), t.dtype)
+                for t in original.traces[0].tensors]
+        unsaved = {"input": first["input"], "axis": first["axis"], "size": size,
+                   "error": call_raises(lambda: restored(*random_feed(args))) or None}
+    concrete = [read_trace(c)[1] for c in restored.concrete_functions]
+    measured = {
+        "function": original.name, "concrete_functions_before": len(original.traces), "concrete_functions_after": len(concrete),
+        "graph_bytes_before": sum(t.graph_bytes for t in original.traces), "graph_bytes_after": sum(t.graph_bytes for t in concrete),
+        "largest_output_gap_on_saved_shapes": max(gaps), "unsaved_shape_call": unsaved,
+    }
+    if max(gaps) > OUTPUT_TOLERANCE:
+        return measured, f"`{original.name}` re-traced from its graph gives other results (largest gap {max(gaps):.2g} of the outputs' scale)"
+    if unsaved and unsaved["error"]:
+        return measured, f"`{original.name}` re-traced from its graph still fails on {first['input']} axis {first['axis']} = {size}: {unsaved['error']}"
+    return measured, ""
+
+
+def check_relaxed_signature(ctx, serve, batch: int) -> tuple[dict, dict, str]:
+    """(verified savings, measured, why it is wrong or ''): ROWS_PER_EXAMPLE_REQUEST requests of the fixed
+    batch answered by the original one call each and by the relaxed signature in one call, compared
+    row by row, then timed call by call in turn."""
+    rows = ROWS_PER_EXAMPLE_REQUEST
+    original = ctx.model.serving_fn()
+    feeds = [ctx.inputs.make(batch=batch, seed=seed) for seed in range(rows)]
+    singles = [as_tensors(feed) for feed in feeds]
+    together = as_tensors(stacked(feeds))
+    expected = stacked([numpy_outputs(original(**feed)) for feed in singles])
+    try:
+        got = numpy_outputs(serve(**together))
+    except Exception as exc:  # the graph hard-codes the batch size somewhere: that is the finding's answer
+        return {}, {"rows": rows * batch}, f"the relaxed signature fails on {rows * batch} rows at once: {one_line(exc)}"
+    gap = max_relative_gap(expected, got)
+    measured: dict[str, Any] = {"rows_in_one_call": rows * batch, "largest_output_gap": gap}
+    if gap > OUTPUT_TOLERANCE:
+        return {}, measured, f"the relaxed signature gives other results for {rows * batch} rows at once (largest gap {gap:.2g} of the outputs' scale): the graph depends on the batch size"
+
+    def one_call_each() -> None:
+        for feed in singles:
+            materialise(original(**feed))
+
+    each, once, original_one, relaxed_one = time_interleaved(
+        one_call_each, lambda: materialise(serve(**together)),
+        lambda: materialise(original(**singles[0])), lambda: materialise(serve(**singles[0])),
+        warmup=ctx.budget.warmup, max_seconds=ctx.budget.timing_seconds,
+    )
+    saved = compare(each, once)
+    at_batch = compare(original_one, relaxed_one)
+    measured.update({
+        f"original_{rows}_calls": each.summary(), f"relaxed_one_call_of_{rows * batch}_rows": once.summary(),
+        f"saved_per_{rows}_row_request_ms": [round(saved.saved_ms.value, 4), round(saved.saved_ms.low, 4), round(saved.saved_ms.high, 4)],
+        f"original_at_batch_{batch}": original_one.summary(), f"relaxed_at_batch_{batch}": relaxed_one.summary(),
+        f"relaxed_vs_original_at_batch_{batch}_speedup": [round(at_batch.speedup.value, 3), round(at_batch.speedup.low, 3), round(at_batch.speedup.high, 3)],
+    })
+    return ({"latency_ms": saved.saved_ms} if saved.significant else {}), measured, ""
+
+
+def batching_gap_text(measured: dict, batch: int) -> str:
+    """What the prediction (the per-call overhead, paid once) leaves out: the rows' own work batches too, and the relaxed graph's cost per call."""
+    rows = ROWS_PER_EXAMPLE_REQUEST
+    once, one = measured[f"relaxed_one_call_of_{rows * batch}_rows"], measured[f"relaxed_at_batch_{batch}"]
+    speed = measured[f"relaxed_vs_original_at_batch_{batch}_speedup"]
+    return (f"the prediction counts only the per-call overhead; on the re-exported model one call of {rows * batch} rows took "
+            f"{once['median_ms']:.3f} ms against {one['median_ms']:.3f} ms for {batch} row{'s' if batch > 1 else ''}, so the rows' own work batches too. "
+            f"At batch {batch} the relaxed signature runs at {speed[0]:.2f}× [{speed[1]:.2f}–{speed[2]:.2f}] the original's speed.")
+
+
+def relaxed_fix(ctx, functions: list[SavedFunction], static: list[Finding], batch_finding: Finding | None, retraced: dict[str, Finding]):
+    """Write FIX_DIR/relaxed_signature/saved_model, load it back, check and time it; the findings with
+    their artifact attached, or with the reason it was not written (a generator: yields progress)."""
+    import shutil
+    import tempfile
+
+    import tensorflow as tf
+
+    plan = relaxed_plan(ctx, functions, batch_finding, retraced)
+    fixed = [f for f in (batch_finding, *(retraced[name] for name in (plan.functions if plan else {}))) if f is not None]
+    if plan is None or not fixed:
+        return static
+
+    def refused(why: str) -> list[Finding]:
+        return [replace(f, summary=f.summary + f" --fix-dir: not re-exported: {why}.", evidence={**f.evidence, "fix_not_written": why})
+                if f in fixed else f for f in static]
+
+    with tempfile.TemporaryDirectory(dir=fix_dir(ctx), prefix=".tfaudit-relaxed-") as staging:
+        try:
+            script = export(plan, ctx.model.path, os.path.join(staging, "saved_model"))
+        except Exception as exc:  # the graph does not import or save: a finding about the model, not an error
+            return refused(f"the re-export failed: {one_line(exc)}")
+        folder = publish(ctx, RELAXED_FOLDER, {"saved_model": os.path.join(staging, "saved_model")})
+    written = os.path.join(folder, "saved_model")
+    made_by = script.replace('MODEL, OUT = "model", "relaxed_signature/saved_model"', f"MODEL, OUT = {ctx.model.path!r}, {written!r}")
+    yield Progress(0.25, "--fix-dir: loading the re-exported model back and measuring it")
+    try:
+        back = tf.saved_model.load(written)
+    except Exception as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        return refused(f"the re-exported model does not load: {one_line(exc)}")
+    results: dict[str, tuple[dict, dict]] = {}
+    problems = []
+    for name in plan.functions:
+        original = next(f for f in functions if f.name == name)
+        measured, why = check_relaxed_function(original, getattr(back, name))
+        results[name] = ({"size_bytes": Measure(float(measured["graph_bytes_before"] - measured["graph_bytes_after"]))}, measured)
+        problems += [why] if why else []
+    if batch_finding is not None:
+        verified, measured, why = check_relaxed_signature(ctx, back.signatures[plan.signature], batch_finding.evidence["batch_size"])
+        results["serving"] = (verified, measured)
+        problems += [why] if why else []
+    if problems:
+        shutil.rmtree(folder, ignore_errors=True)
+        return refused("; ".join(problems))
+    kept = [f.name for f in functions if f.name not in plan.functions] if not plan.keras else []
+    relaxed_text = ", ".join([f"`{plan.signature}` with `None` as the batch dimension"] * bool(plan.relax_batch)
+                             + [f"`{name}` as one function for every size" for name in plan.functions])
+    what = (f"the model re-exported with {relaxed_text} (saved_model/; "
+            + (f"traced again from the {plan.keras} model" if plan.keras else "each graph imported again over the same variables")
+            + (f"; {', '.join(f'`{k}`' for k in kept)} kept as saved" if kept else "") + ")")
+    attached = {}
+    for name, finding in [("serving", batch_finding), *((name, retraced[name]) for name in plan.functions)]:
+        if finding is not None:
+            verified, measured = results[name]
+            why_gap = batching_gap_text(measured, finding.evidence["batch_size"]) if name == "serving" else ""
+            attached[id(finding)] = with_artifact(finding, folder, what, made_by, verified, measured, why_gap=why_gap)
+    return [attached.get(id(f), f) for f in static]
+
+
 # --- the check -----------------------------------------------------------------------------------
 
 
@@ -1146,14 +1337,19 @@ class RetracingCheck(Check):
         load_ms = None
         if any(same_signature_groups(f) for f in functions):
             load_ms = measure_load_ms(ctx.model.path, repeats=1 if ctx.budget.name == "quick" else 3)
+        static: list[Finding] = []  # yielded once --fix-dir has had its say
+        retraced: dict[str, Finding] = {}  # function name -> its finding, when one group holds all its traces
         for function in functions:
-            for group in same_signature_groups(function):
+            groups = same_signature_groups(function)
+            for group in groups:
                 found_problem = True
-                yield retraced_finding(ctx, function, group, load_ms)
+                static.append(retraced_finding(ctx, function, group, load_ms))
+                if len(groups) == 1 and len(group) == len(function.traces) and not group[0].python_args and callable_with(function, group[0]):
+                    retraced[function.name] = static[-1]
             baked = baked_python_args(function)
             if baked:
                 found_problem = True
-                yield python_argument_finding(ctx, function, baked)
+                static.append(python_argument_finding(ctx, function, baked))
         counts = [entry.get("concrete_functions", 0) for entry in ctx.inventory.get("functions", [])]
         if counts:
             yield Metric("concrete_functions_max", max(counts), "count")
@@ -1169,12 +1365,18 @@ class RetracingCheck(Check):
                 yield Metric(name, interval.value, "ms", interval.low, interval.high)
             if ctx.options.get("baseline_model"):
                 yield from baseline_model_ratio(ctx, ctx.options["baseline_model"])
+        batch_finding = None
         if batch is not None:
             found_problem = True
             if latency is None:  # a fixed batch means a known rank: only string inputs get here
                 yield Progress(0.2, "fixed batch: latency not measured (string inputs)")
             else:
-                yield fixed_batch_finding(ctx, batch, latency, overhead)
+                batch_finding = fixed_batch_finding(ctx, batch, latency, overhead)
+                static.append(batch_finding)
+        if fix_dir(ctx) and (batch_finding or retraced):
+            yield Progress(0.22, "writing the model with relaxed signatures (--fix-dir) and measuring it again")
+            static = yield from relaxed_fix(ctx, functions, static, batch_finding, retraced)
+        yield from static
         token_finding = fixed_token_dims_finding(ctx)
         if token_finding is not None:
             yield token_finding

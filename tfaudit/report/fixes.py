@@ -66,7 +66,8 @@ def gap_text(predicted: dict[str, dict], verified: dict[str, Measure]) -> str:
 def agreement(finding: Finding) -> str:
     if not finding.verified and not finding.artifact.get("corrected"):
         return f"not measured again: {finding.artifact.get('measured', {}).get('note', 'nothing here can run this file')}"
-    return gap_text(finding.artifact.get("predicted", {}), finding.verified)
+    gap = gap_text(finding.artifact.get("predicted", {}), finding.verified)
+    return f"{gap}: {finding.artifact['why_gap']}" if finding.artifact.get("why_gap") else gap
 
 
 def with_artifacts(findings: list[Finding]) -> list[Finding]:
@@ -97,16 +98,19 @@ def write_fix_readme(findings: list[Finding], fix_dir: str, model: str) -> str |
     if not fixed:
         return None
     lines = ["# Fixed artifacts", "", f"Written by tfaudit for `{model}` on {time.strftime('%Y-%m-%d %H:%M')}; every number was measured in that run.", ""]
-    for f in fixed:
-        artifact = f.artifact
-        lines += [
-            f"## `{os.path.basename(artifact['path'])}/`", "",
-            f"- **What:** {artifact['what']}.",
-            f"- **Finding:** `{f.id}`: {f.title}.",
-            f"- **Measured:** predicted {', '.join(f'{k} {measure_text(k, Measure(**m))}' for k, m in artifact.get('predicted', {}).items()) or 'nothing'}; "
-            f"verified on this file {', '.join(f'{k} {measure_text(k, m)}' for k, m in f.verified.items()) or 'nothing'} ({agreement(f)}).",
-            "- **Made by** (runnable):", "", "```python", artifact["made_by"].rstrip(), "```", "",
-        ]
+    folders: dict[str, list[Finding]] = {}
+    for f in fixed:  # one artifact can fix several findings (one re-export relaxes every signature)
+        folders.setdefault(f.artifact["path"], []).append(f)
+    for folder, found in folders.items():
+        artifact = found[0].artifact
+        lines += [f"## `{os.path.basename(folder)}/`", "", f"- **What:** {artifact['what']}."]
+        for f in found:
+            lines += [
+                f"- **Finding:** `{f.id}`: {f.title}. **Measured:** predicted "
+                f"{', '.join(f'{k} {measure_text(k, Measure(**m))}' for k, m in f.artifact.get('predicted', {}).items()) or 'nothing'}; "
+                f"verified on this file {', '.join(f'{k} {measure_text(k, m)}' for k, m in f.verified.items()) or 'nothing'} ({agreement(f)}).",
+            ]
+        lines += ["- **Made by** (runnable):", "", "```python", artifact["made_by"].rstrip(), "```", ""]
     path = os.path.join(fix_dir, "README.md")
     write_atomic(path, "\n".join(lines))
     return path
