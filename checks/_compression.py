@@ -238,7 +238,8 @@ def one_line(exc: BaseException) -> str:
         if message:
             return _clip(message[0])
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    useful = [line for line in lines if not line.startswith(("loc(", "<unknown>", "error: loc"))]
+    noise = ("loc(", "<unknown>", "error: loc", "Graph execution error:", "Detected at node", "<stack traces unavailable>", "[[")
+    useful = [line for line in lines if not line.startswith(noise)]
     text = (useful or lines or [type(exc).__name__])[0]
     select = next((line for line in lines if line.startswith("TF Select ops:")), "")
     return _clip(f"{text} ({select})" if select and select not in text else text)

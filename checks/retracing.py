@@ -1219,7 +1219,7 @@ def check_relaxed_signature(ctx, serve, batch: int) -> tuple[dict, dict, str]:
     try:
         got = numpy_outputs(serve(**together))
     except Exception as exc:  # the graph hard-codes the batch size somewhere: that is the finding's answer
-        return {}, {"rows": rows * batch}, f"the relaxed signature fails on {rows * batch} rows at once: {one_line(exc)}"
+        return {}, {"rows": rows * batch}, f"the relaxed signature fails on {rows * batch} rows at once, so the graph depends on the batch size: {one_line(exc)}"
     gap = max_relative_gap(expected, got)
     measured: dict[str, Any] = {"rows_in_one_call": rows * batch, "largest_output_gap": gap}
     if gap > OUTPUT_TOLERANCE:
@@ -1272,6 +1272,7 @@ def relaxed_fix(ctx, functions: list[SavedFunction], static: list[Finding], batc
         return [replace(f, summary=f.summary + f" --fix-dir: not re-exported: {why}.", evidence={**f.evidence, "fix_not_written": why})
                 if f in fixed else f for f in static]
 
+    os.makedirs(fix_dir(ctx), exist_ok=True)
     with tempfile.TemporaryDirectory(dir=fix_dir(ctx), prefix=".tfaudit-relaxed-") as staging:
         try:
             script = export(plan, ctx.model.path, os.path.join(staging, "saved_model"))

@@ -171,3 +171,33 @@ def build_fixed_length_tokens(path: str) -> str:
     module = _FixedLengthTokens()
     tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
     return path
+
+
+class _HardCodedBatch(tf.Module):
+    """A fixed batch of 1 that the graph relies on: tf.reshape to [1, -1] mixes rows for any other batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = _weights([16, 4], seed=2)
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 4, 4], tf.float32, name="x")])
+    def serve(self, x):
+        return {"y": tf.matmul(tf.reshape(x, [1, -1]), self.w)}
+
+
+def build_hard_coded_batch(path: str) -> str:
+    module = _HardCodedBatch()
+    tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
+    return path
+
+
+def build_tf_keras_fixed_batch(path: str) -> str:
+    """A tf_keras model with Input(batch_size=1) through Flatten and Reshape (both read the static batch)."""
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(0)
+    inputs = tf_keras.Input(shape=(4, 4), batch_size=1, name="image")
+    hidden = tf_keras.layers.Dense(6)(tf_keras.layers.Flatten()(inputs))
+    outputs = tf_keras.layers.Dense(2, name="logits")(tf_keras.layers.Reshape((2, 3))(hidden))
+    tf_keras.Model(inputs, outputs).save(path, save_format="tf")
+    return path

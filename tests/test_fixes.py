@@ -82,3 +82,58 @@ def test_demo_fixes_are_written_load_run_and_are_verified(tmp_path):
     assert "## Predicted and verified" in markdown and "**all fixes applied** (pruned + quantized)" in markdown
     readme = (out / "README.md").read_text()
     assert all(f"## `{os.path.basename(f['artifact']['path'])}/`" in readme for f in fixed.values()) and "```python" in readme
+
+
+def run_retracing_with_fix_dir(path: str, out) -> dict:
+    from checkrun import run_in_process
+    from tfaudit.checks.retracing import RetracingCheck
+
+    return run_in_process(RetracingCheck(), path, options={"fix_dir": str(out)}).findings
+
+
+def test_the_demo_is_re_exported_with_relaxed_signatures_and_the_code_that_made_it_runs(tmp_path):
+    import tensorflow as tf
+
+    from tfaudit.engine.demo import build_demo
+
+    model = build_demo(str(tmp_path / "demo"))
+    before = tree_digest(model)
+    findings = run_retracing_with_fix_dir(model, tmp_path / "fixes")
+    assert tree_digest(model) == before
+    batch, retraced = findings["retracing/fixed-batch-dim"], findings["retracing/retraced-before-export"]
+    folder = batch.artifact["path"]
+    assert retraced.artifact["path"] == folder == str(tmp_path / "fixes" / "relaxed_signature")
+    assert not findings["retracing/python-argument"].artifact  # an unrolled Python loop is no signature's to relax
+    saved = retraced.artifact["measured"]
+    assert (saved["concrete_functions_before"], saved["concrete_functions_after"]) == (5, 1)
+    assert saved["unsaved_shape_call"]["error"] is None and saved["largest_output_gap_on_saved_shapes"] < 1e-4
+    assert retraced.verified["size_bytes"].value == pytest.approx(retraced.artifact["predicted"]["size_bytes"]["value"], rel=0.25)
+    assert batch.artifact["predicted"]["latency_ms"]["value"] > 0 and batch.artifact["measured"]["largest_output_gap"] < 1e-4
+    assert batch.verified["latency_ms"].low > 0  # 8 rows in one call beat 8 calls of one row
+    loaded = tf.saved_model.load(os.path.join(folder, "saved_model"))
+    scores = loaded.signatures["serving_default"](features=tf.zeros([3, 64]))["scores"]
+    assert scores.shape == (3, 10) and len(loaded.predict.concrete_functions) == 1 and len(loaded.refine.concrete_functions) == 3
+    again = tmp_path / "again"
+    script = batch.artifact["made_by"].replace(repr(os.path.join(folder, "saved_model")), repr(str(again)))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert tf.saved_model.load(str(again)).signatures["serving_default"].structured_input_signature[1]["features"].shape.as_list() == [None, 64]
+
+
+def test_a_tf_keras_model_with_a_fixed_batch_is_traced_again_from_keras(built_model, tmp_path):
+    import tensorflow as tf
+
+    findings = run_retracing_with_fix_dir(built_model("tf_keras_fixed_batch"), tmp_path / "fixes")
+    batch = findings["retracing/fixed-batch-dim"]
+    assert "traced again from the tf_keras model" in batch.artifact["what"], batch.summary
+    assert batch.artifact["measured"]["largest_output_gap"] < 1e-4  # Flatten and Reshape follow the new batch
+    serve = tf.saved_model.load(os.path.join(batch.artifact["path"], "saved_model")).signatures["serving_default"]
+    assert serve(image=tf.zeros([5, 4, 4]))["logits"].shape == (5, 2, 2)
+
+
+def test_a_graph_that_hard_codes_its_batch_is_not_re_exported(built_model, tmp_path):
+    findings = run_retracing_with_fix_dir(built_model("hard_coded_batch"), tmp_path / "fixes")
+    batch = findings["retracing/fixed-batch-dim"]
+    assert not batch.artifact and "--fix-dir: not re-exported" in batch.summary, batch.summary
+    assert "batch" in batch.evidence["fix_not_written"]
+    assert not (tmp_path / "fixes" / "relaxed_signature").exists()
