@@ -118,6 +118,26 @@ def test_the_demo_is_re_exported_with_relaxed_signatures_and_the_code_that_made_
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert tf.saved_model.load(str(again)).signatures["serving_default"].structured_input_signature[1]["features"].shape.as_list() == [None, 64]
+    assert_predicted_verified_chart(findings.values(), tmp_path / "report")
+
+
+def assert_predicted_verified_chart(findings, out):
+    from matplotlib.image import imread
+
+    from tfaudit.events import CheckFinished, CheckStarted, FindingEmitted
+    from tfaudit.report.audit import AuditState
+    from tfaudit.report.markdown import write_markdown
+
+    state = AuditState(model_path="demo", budget="quick")
+    state.apply(CheckStarted("retracing", "Retracing"))
+    for finding in findings:
+        state.apply(FindingEmitted("retracing", finding.to_dict()))
+    state.apply(CheckFinished("retracing", "passed", 1.0))
+    out.mkdir()
+    write_markdown(state, str(out / "report.md"))
+    assert "](report_files/predicted_verified.png)" in (out / "report.md").read_text()
+    pixels = imread(out / "report_files" / "predicted_verified.png")
+    assert pixels.shape[1] >= 2000 and pixels[..., :3].std() > 0.01
 
 
 def test_a_tf_keras_model_with_a_fixed_batch_is_traced_again_from_keras(built_model, tmp_path):

@@ -278,3 +278,41 @@ def test_main_screen_snapshot(snap_compare, size):
         await until(pilot, finished(pilot.app))
 
     assert snap_compare(replay_app(), terminal_size=size, run_before=run_before)
+
+
+@sync
+async def test_x_writes_the_selected_findings_fix_by_re_running_its_check_with_a_fix_dir(tmp_path):
+    from tfaudit.events import FindingEmitted
+
+    class FixingSource(ReplaySource):
+        """Replays the recording; a re-run with a fix folder replays the check's findings with an artifact there."""
+
+        fix_dirs: list = []
+
+        def rerun(self, check_id, emit, stop, fix_dir=None):
+            self.fix_dirs.append(fix_dir)
+            events = [e for e in self.events if getattr(e, "check", None) == check_id]
+            for position, event in enumerate(events):
+                if fix_dir and isinstance(event, FindingEmitted):
+                    finding = {**event.finding, "verified": event.finding["savings"], "artifact": {
+                        "path": os.path.join(fix_dir, "float16"), "what": "the float16 TFLite model", "made_by": "convert()",
+                        "measured": {}, "predicted": event.finding["savings"], "corrected": []}}
+                    events[position] = FindingEmitted(event.check, finding)
+            self._replay(events, emit, stop)
+
+    source = FixingSource.from_file(REPLAY)
+    app = TfauditApp(source, budget="quick", clock=lambda: 0.0, reports_dir=str(tmp_path), fix_dir=str(tmp_path / "fixes"))
+    notes = []
+    app.notify = lambda message, **kwargs: notes.append(message)
+    async with app.run_test() as pilot:
+        await until(pilot, finished(app))
+        app.query_one(FindingsTable).focus()
+        selected = app.query_one(FindingsTable).selected_finding()
+        assert selected.check == "quantization" and not selected.artifact
+        await pilot.press("x")
+        await until(pilot, lambda: finished(app)() and app.fixing is None)
+        assert source.fix_dirs == [str(tmp_path / "fixes")]
+        fixed = next(f for f in app.state.findings if f.id == selected.id)
+        assert fixed.artifact["path"] == str(tmp_path / "fixes" / "float16")
+        assert "## `float16/`" in (tmp_path / "fixes" / "README.md").read_text()
+        assert notes[-1].startswith(f"wrote {tmp_path / 'fixes' / 'float16'} and measured it again")

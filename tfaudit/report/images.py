@@ -4,7 +4,8 @@
 - per-call latency of each replayed request stream, the calls that retraced marked;
 - compression variants: size against latency and against fidelity loss, the Pareto frontier named;
 - the serving throughput–latency curve, one line per device;
-- for a watched program, traces per function.
+- for a watched program, traces per function;
+- with --fix-dir, predicted against verified savings per fix.
 
 Each is a PNG at ``DPI``; a chart without data is not drawn.
 """
@@ -126,12 +127,52 @@ def watch_traces(state: AuditState):
     return figure
 
 
+SAVING_AXES = {"size_pct": "size saved (%)", "size_bytes": "size saved", "latency_pct": "latency saved (%)", "latency_ms": "latency saved (ms)", "memory_bytes": "memory saved"}
+
+
+def _bytes_unit(values: list[float]) -> tuple[float, str]:
+    largest = max((abs(v) for v in values), default=0.0)
+    return (1024.0 * 1024.0, "MiB") if largest >= 1024 * 1024 else (1024.0, "KiB")
+
+
+def predicted_verified(state: AuditState):
+    """--fix-dir: per saving, the predicted bar beside the verified one (95 % intervals as error bars); red when outside ±25 %."""
+    from tfaudit.api import Measure
+    from tfaudit.report.fixes import agrees
+
+    fixed = [f for f in state.findings if f.artifact]
+    keys = [k for k in SAVING_AXES if any(k in f.verified or k in f.artifact.get("predicted", {}) for f in fixed)]
+    if not keys:
+        return None
+    figure, axes = _figure(1, len(keys))
+    for axis, key in zip(axes[0], keys):
+        rows = [(f.id, Measure(**f.artifact["predicted"][key]) if key in f.artifact.get("predicted", {}) else None, f.verified.get(key)) for f in fixed]
+        rows = [r for r in rows if r[1] is not None or r[2] is not None][::-1]
+        scale, unit = _bytes_unit([m.value for _, *ms in rows for m in ms if m]) if key.endswith("_bytes") else (1.0, "")
+        for offset, index, color in ((-0.2, 1, "gray"), (0.2, 2, None)):
+            for position, row in enumerate(rows):
+                m = row[index]
+                if m is None:
+                    continue
+                shade = color or ("tab:green" if row[1] is not None and agrees(row[1], m) else "tab:red")
+                error = None if m.low is None else [[(m.value - m.low) / scale], [(m.high - m.value) / scale]]
+                axis.barh(position + offset, m.value / scale, height=0.4, color=shade, xerr=error, capsize=2,
+                          label=("predicted" if index == 1 else "verified") if position == 0 else None)
+        axis.set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=6)
+        axis.set_xlabel(SAVING_AXES[key] + (f" ({unit})" if unit else ""), fontsize=8)
+        axis.tick_params(axis="x", labelsize=7)
+    axes[0][0].legend(fontsize=6)
+    figure.suptitle("Predicted and verified savings of the fixes written to --fix-dir (green: within ±25 %)", fontsize=9)
+    return figure
+
+
 CHARTS: list[tuple[str, str, Callable]] = [
     ("memory_timeline", "Memory timeline", memory_timeline),
     ("latency", "Per-call latency with retraces", latency),
     ("compression", "Compression variants", compression),
     ("serving", "Serving throughput and latency", serving),
     ("watch_traces", "Traces per function", watch_traces),
+    ("predicted_verified", "Predicted and verified savings", predicted_verified),
 ]
 
 

@@ -24,7 +24,7 @@ def run_app(source: EventSource, *, budget: str = "", report: str | None = None,
     from tfaudit.report.outputs import finish_audit
     from tfaudit.tui.app import TfauditApp
 
-    app = TfauditApp(source, budget=budget, report=report, json_path=json_path, record=record)
+    app = TfauditApp(source, budget=budget, report=report, json_path=json_path, record=record, fix_dir=fix_dir)
     try:
         app.run()
     except KeyboardInterrupt:  # Ctrl-C outside Textual's own handling: still stop the worker

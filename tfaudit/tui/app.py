@@ -56,6 +56,7 @@ The audit runs in worker processes; this screen renders what they report.
 | `e` | export the Markdown report (to `--report`, else `reports/<model>-<time>.md`) |
 | `j` | export the JSON report (to `--json`, else `reports/<model>-<time>.json`) |
 | `r` | re-run the selected check (when no check is running) |
+| `x` | write the selected finding's fixed model (re-runs its check with `--fix-dir`, else into `fixes/<model>`) and measure it again |
 | `f` | filter the recommendations by severity (cycles) |
 | `enter` | details of the selected finding or check |
 | `1`–`5` | findings, latency, memory, compression, serving tabs |
@@ -112,6 +113,7 @@ class TfauditApp(App[None]):
         Binding("e", "export_markdown", "Export MD"),
         Binding("j", "export_json", "Export JSON"),
         Binding("r", "rerun", "Re-run"),
+        Binding("x", "write_fix", "Write fix"),
         Binding("f", "filter", "Filter"),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("q", "quit", "Quit"),
@@ -128,11 +130,14 @@ class TfauditApp(App[None]):
         record: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         reports_dir: str = "reports",
+        fix_dir: str | None = None,
     ) -> None:
         super().__init__()
         self.source = source
         self.state = AuditState(model_path=source.model_path, budget=budget)
         self.report_path, self.json_path, self.reports_dir = report, json_path, reports_dir
+        self.fix_dir = fix_dir
+        self.fixing: tuple[str, str] | None = None  # (finding id, folder) while `x` re-runs its check
         self.clock = clock
         self.theme = terminal_theme()
         self.stop = threading.Event()
@@ -201,10 +206,12 @@ class TfauditApp(App[None]):
             self.recording.write(to_json(event) + "\n")
 
     @work(thread=True, exit_on_error=False, group="audit")
-    def run_source(self, check_id: str | None) -> str:
+    def run_source(self, check_id: str | None, fix_dir: str | None = None) -> str:
         try:
             if check_id is None:
                 self.source.run(self.receive, self.stop)
+            elif fix_dir:
+                self.source.rerun(check_id, self.receive, self.stop, fix_dir=fix_dir)
             else:
                 self.source.rerun(check_id, self.receive, self.stop)
         except KeyboardInterrupt:
@@ -224,6 +231,22 @@ class TfauditApp(App[None]):
         self.state.finished_at = time.time()
         self.running = None
         self.refresh_views()
+        if self.fixing:
+            self.fix_written(*self.fixing)
+
+    def fix_written(self, finding_id: str, folder: str) -> None:
+        from tfaudit.report.fixes import write_fix_readme
+
+        self.fixing = None
+        fixed = next((f for f in self.state.findings if f.id == finding_id and f.artifact), None)
+        if fixed is None:
+            self.notify(f"{finding_id}: its check wrote no fixed model for it (see the finding for why)", severity="warning", timeout=10)
+            return
+        try:
+            write_fix_readme(self.state.findings, folder, self.state.model_path)
+        except OSError as exc:
+            self.notify(f"cannot write {folder}/README.md: {exc}", severity="error", timeout=8)
+        self.notify(f"wrote {fixed.artifact['path']} and measured it again: press enter on the finding for predicted and verified", title="fix written", timeout=10)
 
     def on_apply_tick(self) -> None:
         try:
@@ -336,7 +359,7 @@ class TfauditApp(App[None]):
             return ranked.selected_finding().check
         return self.main.query_one(ChecksTable).selected_check()
 
-    def action_rerun(self) -> None:
+    def action_rerun(self, fix_dir: str | None = None) -> None:
         check_id = self.selected_check()
         if self.running is not None:
             self.notify("a check is running: re-run when it has finished", severity="warning")
@@ -349,8 +372,29 @@ class TfauditApp(App[None]):
             del self.state.samples[key]
         self.state.interrupted = False
         self.dirty_charts.add(check_id)
-        self.notify(f"re-running {check_id}")
-        self.running = self.run_source(check_id)
+        self.notify(f"re-running {check_id}" + (f", writing its fixes into {fix_dir}" if fix_dir else ""))
+        self.running = self.run_source(check_id, fix_dir)
+
+    def action_write_fix(self) -> None:
+        """The selected finding's fixed artifact: its check again with --fix-dir, so it is written and measured in turn with the original."""
+        from tfaudit.cli import UsageError, checked_fix_dir
+
+        ranked = self.main.query_one(FindingsTable)
+        finding = ranked.selected_finding() if self.focused is ranked else None
+        if finding is None:
+            self.notify("select a finding to write its fix", severity="warning")
+            return
+        if self.running is not None:
+            self.notify("a check is running: write the fix when it has finished", severity="warning")
+            return
+        given = self.fix_dir or os.path.join("fixes", model_name(self.state.model_path).replace(os.sep, "-"))
+        try:
+            folder = checked_fix_dir(given, self.state.model_path)
+        except UsageError as exc:
+            self.notify(str(exc), severity="error", timeout=8)
+            return
+        self.fixing = (finding.id, folder)
+        self.action_rerun(fix_dir=folder)
 
     def action_filter(self) -> None:
         position = SEVERITY_FILTERS.index(self.severity_filter)
@@ -387,5 +431,6 @@ class TfauditApp(App[None]):
         yield SystemCommand("Export Markdown report", "Write the Markdown report (e)", self.action_export_markdown)
         yield SystemCommand("Export JSON report", "Write the JSON report (j)", self.action_export_json)
         yield SystemCommand("Re-run selected check", "Run the selected check again (r)", self.action_rerun)
+        yield SystemCommand("Write the selected finding's fix", "Write the fixed model and measure it again (x)", self.action_write_fix)
         yield SystemCommand("Filter by severity", "Cycle the minimum severity shown (f)", self.action_filter)
         yield SystemCommand("Help", "Keys and what they do (?)", self.action_help)

@@ -24,8 +24,8 @@ class EventSource(Protocol):
     def run(self, emit: Emit, stop: threading.Event) -> None:
         """The whole audit. Raises KeyboardInterrupt when stopped mid-way."""
 
-    def rerun(self, check_id: str, emit: Emit, stop: threading.Event) -> None:
-        """One check again."""
+    def rerun(self, check_id: str, emit: Emit, stop: threading.Event, fix_dir: str | None = None) -> None:
+        """One check again; with ``fix_dir``, as with ``--fix-dir`` (it writes and re-measures its fixes there)."""
 
 
 class AuditSource:
@@ -44,11 +44,14 @@ class AuditSource:
 
         run_audit(self.specs, self.job, emit, stop=stop)
 
-    def rerun(self, check_id: str, emit: Emit, stop: threading.Event) -> None:
+    def rerun(self, check_id: str, emit: Emit, stop: threading.Event, fix_dir: str | None = None) -> None:
+        from dataclasses import replace
+
         from tfaudit.engine.runner import run_check
 
         spec = next(s for s in self.specs if s.id == check_id)
-        run_check(spec, self.job, emit, stop=stop)
+        job = replace(self.job, options={**self.job.options, "fix_dir": fix_dir}) if fix_dir else self.job
+        run_check(spec, job, emit, stop=stop)
 
 
 class ReplaySource:
@@ -79,7 +82,7 @@ class ReplaySource:
     def run(self, emit: Emit, stop: threading.Event) -> None:
         self._replay(self.events, emit, stop)
 
-    def rerun(self, check_id: str, emit: Emit, stop: threading.Event) -> None:
+    def rerun(self, check_id: str, emit: Emit, stop: threading.Event, fix_dir: str | None = None) -> None:
         self._replay([e for e in self.events if getattr(e, "check", None) == check_id], emit, stop)
 
     def _replay(self, events: list[Event], emit: Emit, stop: threading.Event) -> None:
