@@ -268,3 +268,14 @@ def build_keras_in_module(path: str) -> str:
                                      input_signature=[tf.TensorSpec([None, 16, 16, 3], tf.float32, name="image")])
 
     return _save(Wrapper(), path)
+
+
+def build_tf_keras_mobilenet_fixed_batch(path: str) -> str:
+    """tf_keras.applications MobileNetV2 α0.35/96 (random weights) on Input(batch_size=1): a fixed batch, saved by tf_keras."""
+    import tf_keras
+
+    tf_keras.utils.set_random_seed(0)
+    image = tf_keras.Input(shape=(96, 96, 3), batch_size=1, name="image")
+    model = tf_keras.applications.MobileNetV2(alpha=0.35, input_tensor=image, weights=None, classifier_activation=None)
+    model.save(path, save_format="tf")
+    return path

@@ -91,6 +91,7 @@ def run_retracing_with_fix_dir(path: str, out) -> dict:
     return run_in_process(RetracingCheck(), path, options={"fix_dir": str(out)}).findings
 
 
+@pytest.mark.slow
 def test_the_demo_is_re_exported_with_relaxed_signatures_and_the_code_that_made_it_runs(tmp_path):
     import tensorflow as tf
 
@@ -157,3 +158,17 @@ def test_a_graph_that_hard_codes_its_batch_is_not_re_exported(built_model, tmp_p
     assert not batch.artifact and "--fix-dir: not re-exported" in batch.summary, batch.summary
     assert "batch" in batch.evidence["fix_not_written"]
     assert not (tmp_path / "fixes" / "relaxed_signature").exists()
+
+
+@pytest.mark.slow
+def test_a_tf_keras_mobilenet_with_a_fixed_batch_is_re_exported_and_serves_any_batch(built_model, tmp_path):
+    import tensorflow as tf
+
+    findings = run_retracing_with_fix_dir(built_model("tf_keras_mobilenet_fixed_batch"), tmp_path / "fixes")
+    batch = findings["retracing/fixed-batch-dim"]
+    assert batch.artifact, batch.summary
+    assert batch.artifact["measured"]["largest_output_gap"] < 1e-4  # batch norm, depthwise convs and pooling follow the batch
+    assert batch.verified["latency_ms"].low > 0, batch.artifact["measured"]
+    serve = tf.saved_model.load(os.path.join(batch.artifact["path"], "saved_model")).signatures["serving_default"]
+    outputs = serve(image=tf.zeros([3, 96, 96, 3]))
+    assert [o.shape for o in outputs.values()] == [(3, 1000)]
