@@ -1149,7 +1149,7 @@ def relaxed_plan(ctx, functions: list[SavedFunction], batch_finding: Finding | N
         model = ctx.model.keras_model()
         served = numpy_outputs(ctx.model.serving_fn()(**as_tensors(ctx.inputs.make(batch=1))))
         names = list(getattr(model, "output_names", None) or [])
-        return RelaxedPlan(ctx.model.signature, relaxed_inputs, True, keras=keras,
+        return RelaxedPlan("serving_default", relaxed_inputs, True, keras=keras,
                            output_names=names if sorted(names) == sorted(served) else sorted(served))
     relaxed = {}
     for function in functions:
@@ -1250,7 +1250,7 @@ def batching_gap_text(measured: dict, batch: int) -> str:
     rows = ROWS_PER_EXAMPLE_REQUEST
     once, one = measured[f"relaxed_one_call_of_{rows * batch}_rows"], measured[f"relaxed_at_batch_{batch}"]
     speed = measured[f"relaxed_vs_original_at_batch_{batch}_speedup"]
-    return (f"the prediction counts only the per-call overhead; on the re-exported model one call of {rows * batch} rows took "
+    return (f"The prediction counts only the per-call overhead; on the re-exported model one call of {rows * batch} rows took "
             f"{once['median_ms']:.3f} ms against {one['median_ms']:.3f} ms for {batch} row{'s' if batch > 1 else ''}, so the rows' own work batches too. "
             f"At batch {batch} the relaxed signature runs at {speed[0]:.2f}× [{speed[1]:.2f}–{speed[2]:.2f}] the original's speed.")
 

@@ -18,7 +18,7 @@ def built_model(tmp_path_factory):
             import odd_models
 
             builder = getattr(models, f"build_{name}", None) or getattr(odd_models, f"build_{name}")
-            target = tmp_path_factory.mktemp(name) / ("model.keras" if name == "keras3" else "model")
+            target = tmp_path_factory.mktemp(name) / ("model.keras" if name.startswith("keras3") else "model")
             cache[name] = builder(str(target))
         return cache[name]
 

@@ -201,3 +201,13 @@ def build_tf_keras_fixed_batch(path: str) -> str:
     outputs = tf_keras.layers.Dense(2, name="logits")(tf_keras.layers.Reshape((2, 3))(hidden))
     tf_keras.Model(inputs, outputs).save(path, save_format="tf")
     return path
+
+
+def build_keras3_fixed_batch(path: str) -> str:
+    """A Keras 3 functional model on Input(batch_size=1): x [1, 8] -> Dense 4, saved to ``path`` (.keras)."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input(shape=(8,), batch_size=1, name="x")
+    keras.Model(inputs, keras.layers.Dense(4, name="dense")(inputs), name="tiny_fixed").save(path)
+    return path

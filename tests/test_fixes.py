@@ -141,15 +141,19 @@ def assert_predicted_verified_chart(findings, out):
     assert pixels.shape[1] >= 2000 and pixels[..., :3].std() > 0.01
 
 
-def test_a_tf_keras_model_with_a_fixed_batch_is_traced_again_from_keras(built_model, tmp_path):
+@pytest.mark.parametrize("name, feed, output, shape", [
+    ("tf_keras_fixed_batch", ("image", [5, 4, 4]), "logits", (5, 2, 2)),  # Flatten and Reshape follow the new batch
+    ("keras3_fixed_batch", ("x", [5, 8]), "dense", (5, 4)),
+])
+def test_a_keras_model_with_a_fixed_batch_is_traced_again_from_keras(built_model, tmp_path, name, feed, output, shape):
     import tensorflow as tf
 
-    findings = run_retracing_with_fix_dir(built_model("tf_keras_fixed_batch"), tmp_path / "fixes")
+    findings = run_retracing_with_fix_dir(built_model(name), tmp_path / "fixes")
     batch = findings["retracing/fixed-batch-dim"]
-    assert "traced again from the tf_keras model" in batch.artifact["what"], batch.summary
-    assert batch.artifact["measured"]["largest_output_gap"] < 1e-4  # Flatten and Reshape follow the new batch
+    assert f"traced again from the {'tf_keras' if name.startswith('tf_keras') else 'keras'} model" in batch.artifact.get("what", ""), batch.summary
+    assert batch.artifact["measured"]["largest_output_gap"] < 1e-4
     serve = tf.saved_model.load(os.path.join(batch.artifact["path"], "saved_model")).signatures["serving_default"]
-    assert serve(image=tf.zeros([5, 4, 4]))["logits"].shape == (5, 2, 2)
+    assert serve(**{feed[0]: tf.zeros(feed[1])})[output].shape == shape
 
 
 def test_a_graph_that_hard_codes_its_batch_is_not_re_exported(built_model, tmp_path):
