@@ -24,6 +24,8 @@ selective variant start from that calibrated model, the one measured. float64 we
 inputs get their own finding with the measured cost: the graph frozen as is and re-typed to
 float32, timed call by call in turn; a latency saving is claimed only when its interval's low
 end is at least MIN_FLOAT32_SAVING_PCT (else it came and went between runs of the demo).
+When the selective variant is within the bound, ``quantization/full-int8-fidelity`` claims its
+savings against float32 (its fix), and ``--fix-dir`` writes it beside the recommended variant.
 
 The float32 TFLite model must reproduce the SavedModel (within the bound) before any variant
 is compared with it: when it does not, the check says so (``quantization/float32-mismatch``,
@@ -278,12 +280,25 @@ class QuantizationCheck(Check):
                 if debug.get("selective") is not None:
                     results[SELECTIVE] = debug["selective"]
                     yield from samples_for(debug["selective"])
-            fixed = None
+            fixed = fixed_selective = None
             if fix_dir(ctx):
                 yield Progress(0.98, "writing the recommended variant to --fix-dir and measuring it again")
                 fixed = write_fix(ctx, litert, results, paths, bound)
+                fixed_selective = write_selective_fix(ctx, litert, results, paths, bound)
         yield Progress(1.0, "done")
-        yield from judge(ctx, results, bound, debug, reexported, fixed)
+        yield from judge(ctx, results, bound, debug, reexported, fixed, fixed_selective)
+
+
+def write_selective_fix(ctx, litert: LiteRT, results: dict[str, Measured], paths: dict[str, str], bound: float) -> dict | None:
+    """The selective int8 flatbuffer (the full-int8 finding's fix) in FIX_DIR, when it was built and is within the bound."""
+    selective = results.get(SELECTIVE)
+    built = os.path.join(litert.tmpdir, SELECTIVE + ".tflite")
+    if selective is None or not selective.ran or not within_bound(selective.fidelity, bound) or not os.path.isfile(built):
+        return None
+    folder = publish(ctx, f"quantization-{SELECTIVE}", {"model.tflite": built})
+    verified, measured = remeasure(litert, paths["float32"], os.path.join(folder, "model.tflite"))
+    return {"folder": folder, "verified": verified, "measured": measured,
+            "what": "the int8 TFLite model with the layers the QuantizationDebugger named kept in float (model.tflite)"}
 
 
 def write_fix(ctx, litert: LiteRT, results: dict[str, Measured], paths: dict[str, str], bound: float) -> dict | None:
@@ -455,7 +470,13 @@ def debug_job(source: str, signature: str, calibration: str, calibrated: str, fl
     denylisted = (culprits or layers)[:max_denylisted]
     result: dict[str, Any] = {"layers": layers[:10], "culprits_stand_out": bool(culprits), "denylisted": [l["tensor"] for l in denylisted]}
     try:
-        debugger.options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=result["denylisted"])
+        options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=result["denylisted"])
+        try:
+            debugger.options = options
+        except ValueError:
+            # The setter rebuilds the debug model and refuses one with no NumericVerify op left, i.e. when every
+            # quantized layer is denylisted (the demo's 3 layers); the non-debug model needs only the options.
+            debugger._debug_options = options
         with quiet_converter():
             content = debugger.get_nondebug_quantized_model()
     except Exception as exc:
@@ -498,7 +519,7 @@ def variant_table(results: dict[str, Measured]) -> dict[str, Any]:
 
 
 def judge(ctx, results: dict[str, Measured], bound: float, debug: dict | None, reexported: dict | None = None,
-          fixed: dict | None = None) -> Iterator[Finding]:
+          fixed: dict | None = None, fixed_selective: dict | None = None) -> Iterator[Finding]:
     base = results["float32"]
     table = variant_table(results)
     frontier = pareto_frontier(list(results.values()))
@@ -542,7 +563,11 @@ def judge(ctx, results: dict[str, Measured], bound: float, debug: dict | None, r
 
     int8 = results["full-int8"]
     if int8.ran and not within_bound(int8.fidelity, bound):
-        yield int8_fidelity_finding(ctx, results, bound, debug or {}, common)
+        finding = int8_fidelity_finding(ctx, results, bound, debug or {}, common)
+        if fixed_selective:
+            finding = with_artifact(finding, fixed_selective["folder"], fixed_selective["what"], finding.fix.code,
+                                    fixed_selective["verified"], fixed_selective["measured"])
+        yield finding
 
 
 def rank_variants(base: Measured, results: dict[str, Measured], bound: float):
@@ -859,6 +884,8 @@ def int8_fidelity_finding(ctx, results, bound, debug, common) -> Finding:
             "Calibrate on real inputs; keep the named layers in float (selective quantization); if int8 is a must, use quantization-aware training (tfmot.quantization.keras.quantize_model on a tf_keras model).",
             converter_code(ctx, SELECTIVE, debug.get("denylisted"), resave="converted_from" in common),
         ),
+        # What the selective variant (this finding's fix) saves against float32, when it is within the bound.
+        savings=savings(base, selective)[0] if selective is not None and selective.ran and within_bound(selective.fidelity, bound) else {},
         risk=Risk("high", "Measured output error beyond the bound.", fidelity_loss=fid["relative_l2"]),
         confidence=0.8,
         why="Full-integer int8 is what integer-only accelerators (Edge TPU, many NPUs and DSPs) need; its error comes from a few layers with wide activation ranges.",

@@ -48,6 +48,12 @@ timed against a direct call.
   saved milliseconds only (the share is evidence), so guidance about the
   caller's code never outranks a fix to the model.
 
+With ``--fix-dir`` (``options["fix_dir"]``) the check writes the model re-exported with relaxed
+signatures (``relaxed_fix``: the batch axis of a fixed-batch signature, the varied axes of a
+function traced per shape), checks every output against the original's and times it in turn
+(``tfaudit.checks._relaxed_export``). The fixed-batch finding's prediction is the per-call
+overhead saved on a request of ROWS_PER_EXAMPLE_REQUEST rows: (rows − 1) × the no-op's median.
+
 Savings are claimed only when the 95 % interval excludes zero
 (``measure.compare(...).significant``). Inputs that cannot be synthesised
 (strings without ``--inputs``, unknown ranks) skip the probe with a reason.
