@@ -1350,11 +1350,10 @@ def remeasure(litert: "LiteRT", baseline: str, artifact: str, size_key: str = "s
     return verified, evidence
 
 
-def with_artifact(finding, folder: str, what: str, made_by: str, verified: dict, measured: dict, remeasured: bool = True, why_gap: str = ""):
+def with_artifact(finding, folder: str, what: str, made_by: str, verified: dict, measured: dict, remeasured: bool = True):
     """The finding with its artifact attached, its savings corrected to what the artifact measured (see tfaudit.report.fixes).
 
     ``remeasured`` False: a file nothing here can run (a TF Serving configuration); the savings stand as measured.
-    ``why_gap``: what the artifact's measurement shows that the prediction left out, said when a saving is corrected.
     """
     from dataclasses import asdict, replace
 
@@ -1365,7 +1364,5 @@ def with_artifact(finding, folder: str, what: str, made_by: str, verified: dict,
     summary = finding.summary
     if changed:
         summary += f" Measured again from the written file ({gap_text(predicted, verified)}), the saving is corrected to that measurement."
-        summary += f" {why_gap}" if why_gap else ""
     return replace(finding, savings=savings, verified=verified, summary=summary,
-                   artifact={"path": folder, "what": what, "made_by": made_by, "measured": measured, "predicted": predicted, "corrected": changed,
-                             **({"why_gap": why_gap} if changed and why_gap else {})})
+                   artifact={"path": folder, "what": what, "made_by": made_by, "measured": measured, "predicted": predicted, "corrected": changed})

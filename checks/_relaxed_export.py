@@ -78,24 +78,37 @@ def traced_again(concrete):
 '''
 
 
-def export_script(plan: RelaxedPlan) -> str:
-    """Runnable code: reads MODEL, writes OUT."""
+def _keras_module(plan: RelaxedPlan) -> str:
+    return "tf_keras" if plan.keras == "tf_keras" else "keras"
+
+
+def serving_lines(plan: RelaxedPlan) -> list[str]:
+    """The code that defines the relaxed ``serve`` from ``model`` (Keras) or ``loaded`` (a SavedModel, with ``traced_again``)."""
     params = ", ".join(a[0] for a in plan.signature_inputs)
     if plan.keras:
-        module = "tf_keras" if plan.keras == "tf_keras" else "keras"
-        load = f"{module}.models.load_model(MODEL, compile=False)" if module == "tf_keras" else "keras.saving.load_model(MODEL, compile=False)"
-        structured = f"tf.nest.pack_sequence_as(model.input, [{params}])" if module == "tf_keras" else f"keras.tree.pack_sequence_as(model.input, [{params}])"
-        flatten = "tf.nest.flatten" if module == "tf_keras" else "keras.tree.flatten"
+        tree = "tf.nest" if plan.keras == "tf_keras" else "keras.tree"
+        return [
+            f"OUTPUT_NAMES = {plan.output_names!r}  # the original serving signature's outputs, in the model's order",
+            "",
+            *_decorated("serve", plan.signature_inputs,
+                        f"return dict(zip(OUTPUT_NAMES, {tree}.flatten(model({tree}.pack_sequence_as(model.input, [{params}]), training=False))))"),
+        ]
+    return [f"serving_graph = traced_again(loaded.signatures[{plan.signature!r}])",
+            *_decorated("serve", plan.signature_inputs, f"return serving_graph({params})")]
+
+
+def export_script(plan: RelaxedPlan) -> str:
+    """Runnable code: reads MODEL, writes OUT."""
+    if plan.keras:
+        module = _keras_module(plan)
+        load = "tf_keras.models.load_model(MODEL, compile=False)" if module == "tf_keras" else "keras.saving.load_model(MODEL, compile=False)"
         lines = [
             "import tensorflow as tf",
             f"import {module}",
             "",
             'MODEL, OUT = "model", "relaxed_signature/saved_model"  # the original model, the folder to write',
             f"model = {load}",
-            f"OUTPUT_NAMES = {plan.output_names!r}  # the original serving signature's outputs, in the model's order",
-            "",
-            *_decorated("serve", plan.signature_inputs,
-                        f"return dict(zip(OUTPUT_NAMES, {flatten}(model({structured}, training=False))))"),
+            *serving_lines(plan),
             "module = tf.Module()",
             "module.model_variables = " + ("list(model.variables)" if module == "tf_keras" else "[v.value for v in model.variables]")
             + "  # the weights, saved with the function (the Keras model's own traces are not)",
@@ -117,11 +130,28 @@ def export_script(plan: RelaxedPlan) -> str:
                   f"loaded.{name} = {name}_relaxed", ""]
     signatures = "loaded.signatures"
     if plan.relax_batch:
-        lines += [f"serving_graph = traced_again(loaded.signatures[{plan.signature!r}])",
-                  *_decorated("serve", plan.signature_inputs, f"return serving_graph({params})")]
+        lines += serving_lines(plan)
         signatures = f"{{**loaded.signatures, {plan.signature!r}: serve.get_concrete_function()}}"
     lines.append(f"tf.saved_model.save(loaded, OUT, signatures={signatures})")
     return "\n".join(lines) + "\n"
+
+
+def relaxed_serving(plan: RelaxedPlan, model):
+    """The relaxed ``serve`` built in memory by the same code as the export, on the loaded ``model``
+    (the Keras model, or the loaded SavedModel, which is not changed)."""
+    import importlib
+
+    import tensorflow as tf
+
+    namespace: dict = {"tf": tf}
+    if plan.keras:
+        namespace[_keras_module(plan)] = importlib.import_module(_keras_module(plan))
+        namespace["model"] = model
+    else:
+        exec(GRAPH_HELPER, namespace)
+        namespace["loaded"] = model
+    exec("\n".join(serving_lines(plan)), namespace)
+    return namespace["serve"]
 
 
 def export(plan: RelaxedPlan, model: str, out: str) -> str:

@@ -66,8 +66,7 @@ def gap_text(predicted: dict[str, dict], verified: dict[str, Measure]) -> str:
 def agreement(finding: Finding) -> str:
     if not finding.verified and not finding.artifact.get("corrected"):
         return f"not measured again: {finding.artifact.get('measured', {}).get('note', 'nothing here can run this file')}"
-    gap = gap_text(finding.artifact.get("predicted", {}), finding.verified)
-    return f"{gap}: {finding.artifact['why_gap']}" if finding.artifact.get("why_gap") else gap
+    return gap_text(finding.artifact.get("predicted", {}), finding.verified)
 
 
 def with_artifacts(findings: list[Finding]) -> list[Finding]:
