@@ -2,8 +2,9 @@
 
     python benchmarks/fix_dir_verified.py --runs 3 --out /tmp/fix-dir-verified
 
-Audits the demo and a tf_keras MobileNetV2 (α0.35/96, random weights, fixed batch 1: the relaxed
-re-export, the TFLite variants and the pruned models all apply) `--runs` times with
+Audits the demo, a tf_keras MobileNetV2 (α0.35/96, random weights, logits, fixed batch 1: the
+relaxed re-export and the TFLite variants apply) and the same network as a Keras 3 model tracked
+in a tf.Module (benchmarks/models.py, dynamic batch, softmax) `--runs` times with
 `--headless --budget quick --fix-dir`, loads every artifact back in a fresh interpreter, and
 prints one row per run and fixed finding: predicted, verified, agreement. Exits 1 when an artifact
 does not load and run, or a verified saving is outside ±25 % of its prediction without the
@@ -47,6 +48,15 @@ def build_mobilenet(path: str) -> str:
     return odd_models.build_tf_keras_mobilenet_fixed_batch(path)
 
 
+def build_mobilenet_module(path: str) -> str:
+    import models
+
+    return models.build("mobilenet", path)
+
+
+BUILDERS = {"mobilenet": "build_mobilenet", "mobilenet-module": "build_mobilenet_module"}
+
+
 def fmt(measures: dict) -> str:
     parts = []
     for key, m in measures.items():
@@ -59,16 +69,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--out", default="/tmp/fix-dir-verified")
-    parser.add_argument("--models", default="demo,mobilenet")
+    parser.add_argument("--models", default="demo,mobilenet,mobilenet-module")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     failures = 0
     for name in args.models.split(","):
         target = ["--demo"]
-        if name == "mobilenet":
-            model = os.path.join(args.out, "mobilenet_fixed_batch")
+        if name in BUILDERS:
+            model = os.path.join(args.out, name)
             if not os.path.exists(model):
-                subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {HERE!r}); import fix_dir_verified as f; f.build_mobilenet({model!r})"], check=True)
+                subprocess.run([sys.executable, "-c", f"import sys; sys.path.insert(0, {HERE!r}); import fix_dir_verified as f; f.{BUILDERS[name]}({model!r})"], check=True)
             target = [model]
         for run in range(1, args.runs + 1):
             fixes, report = os.path.join(args.out, f"{name}-{run}-fixes"), os.path.join(args.out, f"{name}-{run}.json")
