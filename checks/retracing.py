@@ -1184,14 +1184,14 @@ def relaxed_plan(ctx, functions: list[SavedFunction], relax_batch: bool, retrace
     return RelaxedPlan(ctx.model.signature, sorted(relaxed_inputs), relax_batch, relaxed)
 
 
-def random_feed(args: list[TensorArg], sizes: dict | None = None, seed: int = 0) -> list:
-    """Tensors for ``args`` (None dims from ``sizes`` {axis: size}, else 1), random normals or small integers."""
+def random_feed(args: list[TensorArg], seed: int = 0) -> list:
+    """Tensors for ``args`` (None dims 1), random normals or small integers."""
     import tensorflow as tf
 
     rng = np.random.default_rng(seed)
     tensors = []
     for arg in args:
-        shape = [d if d is not None else (sizes or {}).get(i, 1) for i, d in enumerate(arg.shape)]
+        shape = [1 if d is None else d for d in arg.shape]
         if arg.dtype == "bool":
             value = rng.integers(0, 2, shape).astype(bool)
         elif "int" in arg.dtype:
