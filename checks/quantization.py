@@ -24,8 +24,8 @@ selective variant start from that calibrated model, the one measured. float64 we
 inputs get their own finding with the measured cost: the graph frozen as is and re-typed to
 float32, timed call by call in turn; a latency saving is claimed only when its interval's low
 end is at least MIN_FLOAT32_SAVING_PCT (else it came and went between runs of the demo).
-When the selective variant is within the bound, ``quantization/full-int8-fidelity`` claims its
-savings against float32 (its fix), and ``--fix-dir`` writes it beside the recommended variant.
+When the selective variant is within the bound and smaller than float32, ``quantization/full-int8-fidelity``
+claims its savings (its fix), and ``--fix-dir`` writes it beside the recommended variant.
 
 The float32 TFLite model must reproduce the SavedModel (within the bound) before any variant
 is compared with it: when it does not, the check says so (``quantization/float32-mismatch``,
@@ -291,9 +291,8 @@ class QuantizationCheck(Check):
 
 def write_selective_fix(ctx, litert: LiteRT, results: dict[str, Measured], paths: dict[str, str], bound: float) -> dict | None:
     """The selective int8 flatbuffer (the full-int8 finding's fix) in FIX_DIR, when it was built and is within the bound."""
-    selective = results.get(SELECTIVE)
     built = os.path.join(litert.tmpdir, SELECTIVE + ".tflite")
-    if selective is None or not selective.ran or not within_bound(selective.fidelity, bound) or not os.path.isfile(built):
+    if not selective_savings(results["float32"], results.get(SELECTIVE), bound) or not os.path.isfile(built):
         return None
     folder = publish(ctx, f"quantization-{SELECTIVE}", {"model.tflite": built})
     verified, measured = remeasure(litert, paths["float32"], os.path.join(folder, "model.tflite"))
@@ -841,6 +840,15 @@ def float32_fix_code(ctx) -> str:
     )
 
 
+def selective_savings(base: Measured, selective: Measured | None, bound: float) -> dict:
+    """What the selective variant saves against float32 when it is within the bound and smaller (keeping
+    every layer in float, as on the demo at the standard budget, saves nothing)."""
+    if selective is None or not selective.ran or not within_bound(selective.fidelity, bound):
+        return {}
+    saved = savings(base, selective)[0]
+    return saved if saved.get("size_bytes") and saved["size_bytes"].value > 0 else {}
+
+
 def int8_fidelity_finding(ctx, results, bound, debug, common) -> Finding:
     int8, base = results["full-int8"], results["float32"]
     fid = int8.fidelity
@@ -885,7 +893,7 @@ def int8_fidelity_finding(ctx, results, bound, debug, common) -> Finding:
             converter_code(ctx, SELECTIVE, debug.get("denylisted"), resave="converted_from" in common),
         ),
         # What the selective variant (this finding's fix) saves against float32, when it is within the bound.
-        savings=savings(base, selective)[0] if selective is not None and selective.ran and within_bound(selective.fidelity, bound) else {},
+        savings=selective_savings(base, selective, bound),
         risk=Risk("high", "Measured output error beyond the bound.", fidelity_loss=fid["relative_l2"]),
         confidence=0.8,
         why="Full-integer int8 is what integer-only accelerators (Edge TPU, many NPUs and DSPs) need; its error comes from a few layers with wide activation ranges.",

@@ -163,6 +163,7 @@ def test_a_graph_that_hard_codes_its_batch_is_not_re_exported(built_model, tmp_p
     assert "batch" in batch.evidence["fix_not_written"]
     # Measured in memory already, without --fix-dir: no saving is claimed for a batching that does not work.
     assert "depends on the batch size" in batch.evidence["batching_not_measured"] and not batch.savings
+    assert batch.severity == ("high" if batch.evidence["overhead_share_of_fast_calls_pct"] >= 50 else "medium")  # the fallback rule
     assert not (tmp_path / "fixes" / "relaxed_signature").exists()
 
 
