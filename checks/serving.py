@@ -72,6 +72,7 @@ from tfaudit.checks._compression import (
     ConversionCrashed,
     ConversionFailed,
     ForkServer,
+    MIN_LATENCY_MS,
     fix_dir,
     publish,
     with_artifact,
@@ -106,7 +107,7 @@ ROUNDS = {"quick": 3, "standard": 4, "thorough": 6}
 CONFIG_SECONDS = {"quick": 0.08, "standard": 0.25, "thorough": 1.0}  # per process per round
 COLD_STARTS = {"quick": 2, "standard": 4, "thorough": 6}
 COLD_FACTOR = 5.0
-COLD_MIN_MS = 20.0
+COLD_MIN_MS = 10.0  # at 20 the demo's first request (17-26 ms over 1 ms warm) was slow in 2 of 3 audits
 MIN_GAIN_PCT = 10.0
 # A process setting (threads, precision, oneDNN) or a LiteRT thread count must save this much at its interval's low
 # end and beat the defaults in every round: on the 2-core host the same demo read 0-26 % faster with 2 intra-op
@@ -580,12 +581,14 @@ def concurrency_sweep(ctx, endpoint: Endpoint, feed: dict, batch: int, cores: in
         width = edges[1] - edges[0]
         rows_per_s = [c * batch / width for c in counts]
         interval = bootstrap(rows_per_s, np.mean)  # the mean: a pause (a collection, another process) costs a server its share
+        tail = bootstrap(latencies[:: max(1, len(latencies) // MAX_SAMPLES_PER_ROUND)], p99) if latencies else None  # thinned: see MAX_SAMPLES_PER_ROUND
         results[callers] = {
             "callers": callers,
             "rows_per_s": round(interval.value, 1),
             "rows_per_s_ci": [round(interval.low, 1), round(interval.high, 1)],
             "p50_ms": round(float(np.median(latencies)), 4) if latencies else None,
-            "p99_ms": round(float(np.percentile(latencies, 99)), 4) if latencies else None,
+            "p99_ms": round(tail.value, 4) if tail else None,
+            "p99_ci_ms": [round(tail.low, 4), round(tail.high, 4)] if tail else None,
             "calls": len(latencies),
         }
         per_row_windows[callers] = Timing(tuple(1000.0 / max(r, 1e-9) for r in rows_per_s), 0)
@@ -832,7 +835,9 @@ class ServingCheck(Check):
                 ))
         if len(concurrency) > 1:
             base = concurrency[0]
-            within = [r for r in concurrency if r["p99_ms"] is not None and r["p99_ms"] <= sweep.bound_ms]
+            # Like the serving batch, the whole p99 interval must be within the bound: the demo's 2 callers
+            # had p99 1.6-2.9 ms against a 1.7-2.1 ms bound, and the finding came and went.
+            within = [r for r in concurrency if r["p99_ms"] is not None and max(r["p99_ms"], *(r.get("p99_ci_ms") or ())) <= sweep.bound_ms]
             best = max(within or [base], key=lambda r: r["rows_per_s"])
             if best["callers"] > 1:
                 comparison = compare(windows[1], windows[best["callers"]])
@@ -1152,7 +1157,8 @@ class ServingCheck(Check):
         comparisons = [(compare(timings[0], t), c, t, all(a < b for a, b in zip(m, medians[0])))
                        for c, t, m in zip(counts[1:], timings[1:], medians[1:])]
         comparison, count, timing, every_round = max(comparisons, key=lambda x: x[0].saved_pct.low)
-        if comparison.saved_pct.low >= MIN_SETTING_GAIN_PCT and every_round:
+        # The ms floor: the demo's 20 µs LiteRT call "gained" 6 µs with 2 threads in 1 audit of 3, on a 2-core host.
+        if comparison.saved_pct.low >= MIN_SETTING_GAIN_PCT and every_round and comparison.saved_ms.low >= MIN_LATENCY_MS:
             findings.append(Finding(
                 id="serving/litert-threads", check=CHECK, severity=gain_severity(comparison.saved_pct.low),
                 title=f"LiteRT with num_threads={count}: {comparison.speedup.value:.2f}× faster than its default",
