@@ -220,6 +220,7 @@ def timing_stats(timing: Timing, batch: int) -> dict[str, Any]:
         "batch": batch,
         "p50_ms": round(timing.median_ms, 4),
         "p50_ci_ms": [round(median.low, 4), round(median.high, 4)],
+        "p10_ms": round(timing.p10_ms, 4),
         "p99_ms": round(tail.value, 4),
         "p99_ci_ms": [round(tail.low, 4), round(tail.high, 4)],
         "rows_per_s": round(batch * 1000.0 / timing.median_ms, 1),
