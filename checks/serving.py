@@ -112,7 +112,7 @@ MIN_GAIN_PCT = 10.0
 # A process setting (threads, precision, oneDNN) or a LiteRT thread count must save this much at its interval's low
 # end and beat the defaults in every round: on the 2-core host the same demo read 0-26 % faster with 2 intra-op
 # threads between audits, while real gains (MobileNetV2 with 1 intra-op thread: 55-63 %) win every round.
-MIN_SETTING_GAIN_PCT = 20.0
+MIN_SETTING_GAIN_PCT = 20.0  # LiteRT threads: no combined run confirms them
 MEDIUM_GAIN_PCT = 50.0
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 MAX_SAMPLES_PER_ROUND = 400  # evenly thinned: 40,000 LiteRT calls of 5 µs made the bootstraps take 15 s
@@ -220,7 +220,6 @@ def timing_stats(timing: Timing, batch: int) -> dict[str, Any]:
         "batch": batch,
         "p50_ms": round(timing.median_ms, 4),
         "p50_ci_ms": [round(median.low, 4), round(median.high, 4)],
-        "p10_ms": round(timing.p10_ms, 4),
         "p99_ms": round(tail.value, 4),
         "p99_ci_ms": [round(tail.low, 4), round(tail.high, 4)],
         "rows_per_s": round(batch * 1000.0 / timing.median_ms, 1),
@@ -977,8 +976,11 @@ class ServingCheck(Check):
                     continue
                 fid = fidelity(reference, candidate)
                 evidence.setdefault("precision_fidelity", {})[setting.precision] = fid
-            every_round = all(ours < theirs for ours, theirs in zip(medians((setting, b)), medians((Setting(), b))))
-            if comparison.saved_pct.low >= MIN_SETTING_GAIN_PCT and every_round and (fid is None or within_bound(fid, bound)):
+            won = [ours < theirs for ours, theirs in zip(medians((setting, b)), medians((Setting(), b)))]
+            # A candidate only: the combined run times the best one in turn with the defaults again, and a gain
+            # it does not confirm is dropped. At 20 % and every round, the demo's intra-1 gain (low ends 14-43 %
+            # over 6 audits on a 2-core host) came and went.
+            if comparison.saved_pct.low >= MIN_GAIN_PCT and sum(won) > len(won) / 2 and (fid is None or within_bound(fid, bound)):
                 candidates.append((comparison, setting, fid))
         yield Progress(0.86, "settings judged")
         if not candidates:
