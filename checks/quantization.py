@@ -294,10 +294,15 @@ def write_selective_fix(ctx, litert: LiteRT, results: dict[str, Measured], paths
     built = os.path.join(litert.tmpdir, SELECTIVE + ".tflite")
     if not selective_savings(results["float32"], results.get(SELECTIVE), bound) or not os.path.isfile(built):
         return None
-    folder = publish(ctx, f"quantization-{SELECTIVE}", {"model.tflite": built})
-    verified, measured = remeasure(litert, paths["float32"], os.path.join(folder, "model.tflite"))
-    return {"folder": folder, "verified": verified, "measured": measured,
-            "what": "the int8 TFLite model with the layers the QuantizationDebugger named kept in float (model.tflite)"}
+    return published_variant(ctx, litert, SELECTIVE, built, paths["float32"],
+                             "the int8 TFLite model with the layers the QuantizationDebugger named kept in float (model.tflite)")
+
+
+def published_variant(ctx, litert: LiteRT, name: str, flatbuffer: str, float32: str, what: str) -> dict:
+    """``flatbuffer`` copied to FIX_DIR/quantization-NAME/model.tflite and re-measured from there against ``float32``."""
+    folder = publish(ctx, f"quantization-{name}", {"model.tflite": flatbuffer})
+    verified, measured = remeasure(litert, float32, os.path.join(folder, "model.tflite"))
+    return {"folder": folder, "verified": verified, "measured": measured, "what": what}
 
 
 def write_fix(ctx, litert: LiteRT, results: dict[str, Measured], paths: dict[str, str], bound: float) -> dict | None:
@@ -309,9 +314,7 @@ def write_fix(ctx, litert: LiteRT, results: dict[str, Measured], paths: dict[str
     if recommended is None or recommended["name"] not in paths:
         return None
     name = recommended["name"]
-    folder = publish(ctx, f"quantization-{name}", {"model.tflite": paths[name]})
-    verified, measured = remeasure(litert, paths["float32"], os.path.join(folder, "model.tflite"))
-    return {"folder": folder, "verified": verified, "measured": measured, "what": f"the {name} TFLite model (model.tflite)"}
+    return published_variant(ctx, litert, name, paths[name], paths["float32"], f"the {name} TFLite model (model.tflite)")
 
 
 def retry_reexported(ctx, isolated: Isolated, litert: LiteRT, tmp: str, bound: float, first: Measured):
