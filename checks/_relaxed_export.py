@@ -13,7 +13,6 @@ README shows the code that made it.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -35,22 +34,30 @@ class RelaxedPlan:
     output_names: list[str] = field(default_factory=list)
 
 
-def _shape(shape: tuple | None) -> str:
+def shape_code(shape: tuple | None) -> str:
     return "None" if shape is None else "[" + ", ".join("None" if d is None else str(d) for d in shape) + "]"
 
 
-def _spec(name: str, shape: tuple | None, dtype: str) -> str:
-    return f'tf.TensorSpec({_shape(shape)}, tf.{dtype}, name="{name}")'
+def tensor_spec_code(name: str, shape: tuple | None, dtype: str) -> str:
+    return f'tf.TensorSpec({shape_code(shape)}, tf.{dtype}, name="{name}")'
 
 
 def _decorated(name: str, args: list[tuple[str, tuple | None, str]], body: str) -> list[str]:
     params = [a[0] for a in args]
     return [
-        "@tf.function(input_signature=[" + ", ".join(_spec(*a) for a in args) + "], autograph=False)",
+        "@tf.function(input_signature=[" + ", ".join(tensor_spec_code(*a) for a in args) + "], autograph=False)",
         f"def {name}({', '.join(params)}):",
         f"    {body}",
         "",
     ]
+
+
+# The scripts' paths line; with_paths puts the real ones in.
+PATHS = 'MODEL, OUT = "model", "relaxed_signature/saved_model"'
+
+
+def with_paths(script: str, model: str, out: str) -> str:
+    return script.replace(PATHS, f"MODEL, OUT = {model!r}, {out!r}")
 
 
 GRAPH_HELPER = '''
@@ -106,7 +113,7 @@ def export_script(plan: RelaxedPlan) -> str:
             "import tensorflow as tf",
             f"import {module}",
             "",
-            'MODEL, OUT = "model", "relaxed_signature/saved_model"  # the original model, the folder to write',
+            PATHS + "  # the original model, the folder to write",
             f"model = {load}",
             *serving_lines(plan),
             "module = tf.Module()",
@@ -119,7 +126,7 @@ def export_script(plan: RelaxedPlan) -> str:
     lines = [
         "import tensorflow as tf",
         "",
-        'MODEL, OUT = "model", "relaxed_signature/saved_model"  # the original SavedModel, the folder to write',
+        PATHS + "  # the original SavedModel, the folder to write",
         "loaded = tf.saved_model.load(MODEL)" + GRAPH_HELPER.rstrip("\n"),
         "",
         "",
@@ -155,11 +162,9 @@ def relaxed_serving(plan: RelaxedPlan, model):
 
 
 def export(plan: RelaxedPlan, model: str, out: str) -> str:
-    """Run ``export_script`` on ``model``, writing ``out``; return the script with the real paths."""
+    """Run ``export_script`` on ``model``, writing ``out``; return the script (its paths still ``PATHS``)."""
     script = export_script(plan)
-    namespace: dict = {}
-    exec(compile(script.replace('MODEL, OUT = "model", "relaxed_signature/saved_model"', f"MODEL, OUT = {model!r}, {out!r}"),
-                 "<relaxed export>", "exec"), namespace)
+    exec(compile(with_paths(script, model, out), "<relaxed export>", "exec"), {})
     return script
 
 
@@ -193,9 +198,3 @@ def numpy_outputs(outputs) -> dict[str, np.ndarray]:
 
     return {str(i): t.numpy() for i, t in enumerate(tf.nest.flatten(outputs))}
 
-
-def artifact_folder_check(path: str) -> str | None:
-    """Why ``path`` is not a loadable SavedModel folder, or None."""
-    if not os.path.isfile(os.path.join(path, "saved_model.pb")):
-        return "no saved_model.pb was written"
-    return None

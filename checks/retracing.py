@@ -107,7 +107,18 @@ from tfaudit.engine.resources import process_memory_bytes
 from tfaudit.engine.inputs import DEFAULT_BATCH_SIZES
 from tfaudit.engine.measure import Timing, compare
 from tfaudit.checks._compression import fix_dir, one_line, publish, with_artifact
-from tfaudit.checks._relaxed_export import OUTPUT_TOLERANCE, RelaxedPlan, export, max_relative_gap, numpy_outputs, relaxed_serving, stacked
+from tfaudit.checks._relaxed_export import (
+    OUTPUT_TOLERANCE,
+    RelaxedPlan,
+    export,
+    max_relative_gap,
+    numpy_outputs,
+    relaxed_serving,
+    shape_code,
+    stacked,
+    tensor_spec_code,
+    with_paths,
+)
 
 CHECK = "retracing"
 MIB = 1024 * 1024
@@ -259,14 +270,8 @@ def baked_python_args(function: SavedFunction) -> dict[str, list]:
     return {name: sorted(v, key=repr) for name, v in values.items() if len(v) > 1}
 
 
-def shape_code(shape: tuple | None) -> str:
-    if shape is None:
-        return "None"
-    return "[" + ", ".join("None" if d is None else str(d) for d in shape) + "]"
-
-
 def spec_code(arg: TensorArg) -> str:
-    return f'tf.TensorSpec({shape_code(arg.shape)}, tf.{arg.dtype}, name="{arg.name}")'
+    return tensor_spec_code(arg.name, arg.shape, arg.dtype)
 
 
 def signature_decorator_code(specs: list[TensorArg]) -> str:
@@ -634,10 +639,9 @@ def fixed_batch_finding(ctx, batch: int, latency: Timing, overhead: Timing, batc
         batched = f" Relaxing the batch dimension here did not work, so the export must change in code: {why}."
     elif measured:
         once, each = measured[f"relaxed_one_call_of_{rows * batch}_rows"], measured[f"original_{rows}_calls"]
-        saved_low, saved_high = measured[f"saved_per_{rows}_row_request_ms"][1:]
         batched = (f" With the batch dimension relaxed in memory ({measured['relaxed_as']}; outputs equal row by row), one call of "
                    f"{rows * batch} rows took {once['median_ms']:.3f} ms against {each['median_ms']:.3f} ms for {rows} calls"
-                   + (f": {saved['latency_ms'].value:.2f} ms [{saved_low:.2f}–{saved_high:.2f}] saved per {rows}-row request "
+                   + (f": {saved['latency_ms'].value:.2f} ms [{saved['latency_ms'].low:.2f}–{saved['latency_ms'].high:.2f}] saved per {rows}-row request "
                       f"({measured['saved_pct'][0]:.0f} % of its time)." if saved else
                       ": no significant difference."))
     else:
@@ -1324,7 +1328,7 @@ def relaxed_fix(ctx, functions: list[SavedFunction], static: list[Finding], batc
             return refused(f"the re-export failed: {one_line(exc)}")
         folder = publish(ctx, RELAXED_FOLDER, {"saved_model": os.path.join(staging, "saved_model")})
     written = os.path.join(folder, "saved_model")
-    made_by = script.replace('MODEL, OUT = "model", "relaxed_signature/saved_model"', f"MODEL, OUT = {ctx.model.path!r}, {written!r}")
+    made_by = with_paths(script, ctx.model.path, written)
     yield Progress(0.25, "--fix-dir: loading the re-exported model back and measuring it")
     try:
         back = tf.saved_model.load(written)
