@@ -210,10 +210,8 @@ class TfauditApp(App[None]):
         try:
             if check_id is None:
                 self.source.run(self.receive, self.stop)
-            elif fix_dir:
-                self.source.rerun(check_id, self.receive, self.stop, fix_dir=fix_dir)
             else:
-                self.source.rerun(check_id, self.receive, self.stop)
+                self.source.rerun(check_id, self.receive, self.stop, fix_dir=fix_dir)
         except KeyboardInterrupt:
             return "interrupted"
         return "done"
