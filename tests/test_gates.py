@@ -6,7 +6,7 @@ import pytest
 from tfaudit.report.audit import AuditState
 from tfaudit.config import ConfigError, load_config
 from tfaudit.events import FindingEmitted, MetricEmitted, ModelLoaded
-from tfaudit.report.gates import MIN_LATENCY_FACTOR, MIN_UNREFERENCED_LATENCY_FACTOR, BaselineError, apply_gates, check_budgets, compare_with_baseline, load_baseline
+from tfaudit.report.gates import MIN_LATENCY_FACTOR, MIN_TAIL_LATENCY_FACTOR, MIN_UNREFERENCED_LATENCY_FACTOR, BaselineError, apply_gates, check_budgets, compare_with_baseline, load_baseline
 from tfaudit.exit_codes import exit_code
 from tfaudit.report.markdown import render_markdown
 from test_reports import ENVIRONMENT, INVENTORY, finding
@@ -105,6 +105,17 @@ def test_a_latency_regresses_only_past_the_minimum_practical_factor():
     state = state_with({"r.latency_ms": latency(1.6, spread=0.5)})
     apply_gates(state, {}, ("old.json", wide))
     assert state.baseline.regressions == []
+
+
+def test_a_tail_latency_needs_the_tail_factor():
+    def compare_p99(old_ms, new_ms):
+        old = baseline_report({"s.p99_ms_batch_1": latency(old_ms), "s.host_index_ms": latency(0.74)})
+        state = state_with({"s.p99_ms_batch_1": latency(new_ms), "s.host_index_ms": latency(0.74)})
+        apply_gates(state, {}, ("old.json", old))
+        return state.baseline.regressions
+
+    assert compare_p99(1.0, 1.6) == []  # past MIN_LATENCY_FACTOR, as unchanged runs' tails were
+    assert [r["metric"] for r in compare_p99(1.0, 1.05 * MIN_TAIL_LATENCY_FACTOR)] == ["s.p99_ms_batch_1"]
 
 
 def test_latencies_are_scaled_by_the_reference_timed_alongside_them():

@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--latency-budget-ms", type=float, metavar="MS",
-        help="serving check: the p99 latency a batch may reach (default: 2x the batch-1 p50)",
+        help="serving check: the p99 latency a batch may reach (default: the p50 may reach 2x the batch-1 p50)",
     )
     parser.add_argument("--device", metavar="CPU|GPU:N|all", help="serving check: sweep only this device (default all that TensorFlow sees)")
     parser.add_argument("--check-timeout", type=float, metavar="S", help="time limit per check (default: the budget's)")

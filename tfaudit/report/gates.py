@@ -22,7 +22,8 @@ noise within that run; between runs a shared host drifts by more (the same MLP m
   practical effect, like asv's ``--factor``, set from self-compares measured on a loaded 2-core
   host (benchmarks/self_compare.py, README); a throughput needs ``MIN_THROUGHPUT_FACTOR``: it is
   timed at a batch that runs on every core, which the single-threaded reference does not track
-  (the MLP's batch-16 throughput fell 1.36× between two unchanged runs whose indexes agreed);
+  (the MLP's batch-16 throughput fell 1.36× between two unchanged runs whose indexes agreed); a tail latency (a
+  ``.p99_`` metric) needs ``MIN_TAIL_LATENCY_FACTOR``: the host's jitter moves it more than the median;
 
 metrics without intervals (sizes, counts) regress when they worsen by more than
 ``REL_TOLERANCE``.
@@ -49,6 +50,7 @@ REL_TOLERANCE = 0.02
 MIN_LATENCY_FACTOR = 1.4
 MIN_UNREFERENCED_LATENCY_FACTOR = 4.0
 MIN_THROUGHPUT_FACTOR = 2.0
+MIN_TAIL_LATENCY_FACTOR = 2.0  # a p99 (metric named .p99_…): between two unchanged MLP runs with a busy core it rose 1.59× host-scaled while the p50 fell
 MIN_INTERLEAVED_FACTOR = 1.1
 BASELINE_MODEL_METRIC = "latency_vs_baseline_model"
 LATENCY_UNIT = "ms"
@@ -146,7 +148,7 @@ def compare_with_baseline(path: str, old: dict[str, Any], metrics: dict, finding
             result.not_comparable.append(row)
             continue
         throughput = new_metric.get("unit") == THROUGHPUT_UNIT
-        factor = MIN_THROUGHPUT_FACTOR if throughput else MIN_LATENCY_FACTOR
+        factor = MIN_THROUGHPUT_FACTOR if throughput else MIN_TAIL_LATENCY_FACTOR if ".p99_" in name else MIN_LATENCY_FACTOR
         if new_metric.get("unit") in TIMED_UNITS:
             scale = host_scale(name, old_metrics, metrics)
             if scale is None:
