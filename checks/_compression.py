@@ -565,7 +565,7 @@ class Isolated:
     fork then would hang), is a fresh interpreter (``python -m tfaudit.checks._compression``).
     Replies travel as JSON lines on a pipe of their own; the converter's prints go to the log.
     ``send`` queues a call without waiting (to load the model while the check computes its
-    references).
+    references, or in several processes at once); ``receive`` waits for its reply.
     """
 
     def __init__(self, env: dict[str, str] | None = None):
@@ -645,9 +645,13 @@ class Isolated:
 
     def call(self, what: str, target: str, **kwargs) -> dict[str, Any]:
         """The call's JSON reply; ConversionCrashed when the process dies, ConversionTimeout at the deadline."""
+        self.send(what, target, **kwargs)
+        return self.receive()
+
+    def receive(self) -> dict[str, Any]:
+        """Wait for every call sent: the last one's reply (call() is send() and receive())."""
         import time
 
-        self.send(what, target, **kwargs)
         reply: dict[str, Any] = {}
         while self.pending:
             left = None if self.deadline is None else self.deadline - time.monotonic()

@@ -115,6 +115,10 @@ MIN_GAIN_PCT = 10.0
 # they now need MIN_GAIN_PCT and most rounds, because the combined run confirms them (setting_findings).
 MIN_SETTING_GAIN_PCT = 20.0
 MEDIUM_GAIN_PCT = 50.0
+# Thread counts and concurrent callers are judged against the host's other load as much as the model: in 5 audits
+# of the demo in a row on a shared 2-core host, intra 1 (19-45 % faster, confirmed together) and 2 callers each
+# came and went 3 times of 5. Below this saving they are the headline's configuration, not a recommendation.
+MIN_LOAD_DEPENDENT_GAIN_PCT = 50.0
 BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 MAX_SAMPLES_PER_ROUND = 400  # evenly thinned: 40,000 LiteRT calls of 5 µs made the bootstraps take 15 s
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
@@ -869,7 +873,7 @@ class ServingCheck(Check):
             best = max(within or [base], key=lambda r: r["rows_per_s"])
             if best["callers"] > 1:
                 comparison = compare(windows[1], windows[best["callers"]])
-                if comparison.saved_pct.low >= MIN_GAIN_PCT:
+                if comparison.saved_pct.low >= MIN_LOAD_DEPENDENT_GAIN_PCT:
                     findings.append(Finding(
                         id=f"serving/concurrency{suffix}", check=CHECK, severity=gain_severity(comparison.saved_pct.low),
                         title=f"Serve {best['callers']} requests at once{on}: {best['rows_per_s'] / max(base['rows_per_s'], 1e-9):.1f}× the throughput of one at batch {sweep.serving_batch}",
@@ -924,25 +928,26 @@ class ServingCheck(Check):
             feeds = {b: write_feeds(os.path.join(tmp, f"batch{b}.npz"), [ctx.inputs.make(batch=b, seed=3) if ctx.inputs.batch_dynamic else ctx.inputs.make(seed=3)])
                      for b in {primary.points[0]["batch"], batch}}
             cold, failures = [], {}
+            opening: dict[Setting, Isolated] = {}
+            # The defaults' process loads alone (its first request is a cold start, timed), the others all at once.
             for position, setting in enumerate(settings):
                 yield Progress(0.5 + 0.25 * position / len(settings), f"starting a process: {setting.label()}")
                 try:
                     helper = self.servers.spawn() if setting.onednn is None else Isolated(env={"TF_ENABLE_ONEDNN_OPTS": setting.onednn}).start()
                     helper.deadline_for(time.monotonic(), ctx.budget)
-                    reply = helper.call(f"loading the model ({setting.label()})", "tfaudit.checks.serving:helper_open",
-                                        model=ctx.model.path, signature=ctx.model.signature, modules=modules, device="/CPU:0",
-                                        intra=setting.intra, inter=setting.inter, precision=setting.precision,
-                                        first_feed=feeds[primary.points[0]["batch"]])
+                    helper.send(f"loading the model ({setting.label()})", "tfaudit.checks.serving:helper_open",
+                                model=ctx.model.path, signature=ctx.model.signature, modules=modules, device="/CPU:0",
+                                intra=setting.intra, inter=setting.inter, precision=setting.precision,
+                                first_feed=feeds[primary.points[0]["batch"]])
                 except (ConversionFailed, OSError) as exc:
                     failures[setting.label()] = str(exc)
                     continue
-                if "error" in reply:
-                    failures[setting.label()] = reply["error"]
-                    helper.close()
-                    continue
-                helpers[setting] = helper
+                opening[setting] = helper
                 if setting.default:
-                    cold.append(reply)
+                    self.opened(helper, setting, helpers, failures, cold)
+            for setting, helper in opening.items():
+                if not setting.default:
+                    self.opened(helper, setting, helpers, failures, cold)
             phase("processes started")
             rounds: dict[tuple[Setting, int], list[list[float]]] = {}  # the samples of each round
             for round_index in range(ROUNDS[key]):
@@ -978,6 +983,22 @@ class ServingCheck(Check):
             for helper in helpers.values():
                 helper.close()
             shutil.rmtree(tmp, ignore_errors=True)
+
+    @staticmethod
+    def opened(helper: Isolated, setting: Setting, helpers: dict, failures: dict, cold: list) -> None:
+        """The helper's answer to helper_open: kept when the model loaded, its failure said otherwise."""
+        try:
+            reply = helper.receive()
+        except (ConversionFailed, OSError) as exc:
+            failures[setting.label()] = str(exc)
+            return
+        if "error" in reply:
+            failures[setting.label()] = reply["error"]
+            helper.close()
+            return
+        helpers[setting] = helper
+        if setting.default:
+            cold.append(reply)
 
     def setting_findings(self, ctx, helpers, timings, rounds, tmp, batch, bound, findings, evidence) -> Iterator:
         """Threads, precision and oneDNN against the defaults; the best setting that paid (and kept fidelity)."""
@@ -1018,7 +1039,8 @@ class ServingCheck(Check):
         for candidate in candidates:
             best_of_kind.setdefault(candidate[1].kind, candidate)
         for comparison, setting, fid in best_of_kind.values():
-            findings.append(self.setting_finding(ctx, setting, comparison, fid, batch))
+            if setting.kind != "threads" or comparison.saved_pct.low >= MIN_LOAD_DEPENDENT_GAIN_PCT:
+                findings.append(self.setting_finding(ctx, setting, comparison, fid, batch))
         return candidates[0][1]
 
     def setting_finding(self, ctx, setting: Setting, comparison, fid, batch: int) -> Finding:
