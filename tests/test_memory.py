@@ -306,10 +306,14 @@ def test_forked_and_fresh_workers_agree_on_memory(model, built_model, growing_mo
     fork, fresh = reports["fork"], reports["fresh"]
     assert verdict(fork) == verdict(fresh)
     peaks = [metric(r, "peak_memory_mb") for r in (fork, fresh)]
-    assert abs(peaks[0] - peaks[1]) <= max(30.0, 0.1 * max(peaks)), peaks  # MB
     growth = [metric(r, "growth_bytes_per_1000_calls") for r in (fork, fresh)]
     if model == "growing":
+        # Its peak is the growth over a timed phase (2,694 and 2,335 calls/s in one CI run: 562 and 502 MB);
+        # where it starts from is what the isolation could change.
+        starts = [next(f for f in r["findings"] if f["id"].startswith("memory/growth"))["evidence"]["baseline_memory_mb"] for r in (fork, fresh)]
+        assert abs(starts[0] - starts[1]) <= max(30.0, 0.1 * max(starts)), starts  # MB
         assert growth[0] == pytest.approx(growth[1], rel=0.05)
     else:
+        assert abs(peaks[0] - peaks[1]) <= max(30.0, 0.1 * max(peaks)), peaks  # MB
         assert all(abs(g) < 1000 * MIN_BYTES_PER_CALL for g in growth)
     print(f"{model}: peak anonymous MB fork/fresh {peaks}; growth B/1000 calls {growth}")
