@@ -10,13 +10,15 @@ Everything is measured through the serving signature, warm, on this host. On eac
   sweep's time (``SWEEP_SECONDS``) or ``MEMORY_SHARE`` of the available memory (anonymous memory
   of this process, doubling from the last point), or when a batch fails; each stop is said.
   The **knee** is the smallest batch with ``KNEE_SHARE`` of the best throughput. The **serving
-  batch** is the batch with the highest throughput whose p99 (its whole interval) stays within the latency bound:
-  ``--latency-budget-ms``, by default 2 × the batch-1 p50 (what a server may add to a request
-  by waiting for a batch to fill, as a rule of thumb; set the bound your service has). A
+  batch** is the batch with the highest throughput whose p99 (its whole interval) stays within
+  ``--latency-budget-ms``; without one, whose p50 (its whole interval) stays within 2 × the batch-1
+  p50 (what a server may add to a request by waiting for a batch to fill, as a rule of thumb; set
+  the bound your service has). A
   signature with a fixed batch dimension skips the sweep (the retracing check reports it).
 - **Concurrency**: 1, 2, 4, … callers (threads; TensorFlow releases the GIL) at the serving
-  batch for ``POINT_SECONDS`` each, up to 2 × the cores: throughput from the rows completed in
-  ``WINDOWS`` equal windows (median and interval over the windows) and p99 per call.
+  batch, up to 2 × the cores, the counts in turn for ``ROUNDS`` rounds of ``POINT_SECONDS``:
+  throughput from the rows completed in ``WINDOWS`` equal windows a round (mean and interval over
+  the windows), p50 and p99 per call, judged against the bound like the serving batch.
 - **XLA**: the signature wrapped in ``tf.function(jit_compile=True)`` at the serving batch:
   compile time (first call minus the warm median), outputs against the plain call (relative L2),
   and the steady-state latency timed call by call in turn with the plain call. A model XLA
@@ -42,7 +44,9 @@ Everything is measured through the serving signature, warm, on this host. On eac
   no XLA), in turn in their two processes: the headline's number is this measurement.
 
 A gain is claimed only when the saving's interval low end reaches ``MIN_GAIN_PCT`` (the between-
-run noise on a shared host exceeds a within-run interval); else the default stays.
+run noise on a shared host exceeds a within-run interval); else the default stays. Thread settings
+and concurrent callers answer the host's other load as much as the model: they are findings only
+at ``MIN_LOAD_DEPENDENT_GAIN_PCT``, and below it the headline's configuration.
 
 Findings: ``serving/batch-size``, ``serving/concurrency``, ``serving/threads``, ``serving/xla``,
 ``serving/precision``, ``serving/onednn``, ``serving/litert-threads``, ``serving/cold-start``
