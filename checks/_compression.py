@@ -41,6 +41,8 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from tfaudit.engine.launch import child_environment, python_command
+
 DEFAULT_MAX_FIDELITY_LOSS = 0.01
 MIB = 1024 * 1024
 # Per budget: inputs the fidelity is measured on, and representative samples for calibration.
@@ -562,7 +564,7 @@ class Isolated:
     after ``import tensorflow`` while no op has run here (the worker, when it makes the check):
     such a fork is safe (``tfaudit.engine.zygote.fork_unsafe_reason``), and the child needs no
     import of its own (~3 s). Any later one, or one started where TensorFlow already ran (a
-    fork then would hang), is a fresh interpreter (``python -m tfaudit.checks._compression``).
+    fork then would hang), is a fresh interpreter (``main`` below, under ``tfaudit.engine.launch``'s import rule).
     Replies travel as JSON lines on a pipe of their own; the converter's prints go to the log.
     ``send`` queues a call without waiting (to load the model while the check computes its
     references, or in several processes at once); ``receive`` waits for its reply.
@@ -592,8 +594,8 @@ class Isolated:
             self._fork()
         else:
             self.popen = subprocess.Popen(
-                [sys.executable, "-m", "tfaudit.checks._compression"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                env={**os.environ, **self.env} if self.env else None,
+                python_command("tfaudit.checks._compression"), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                env=child_environment(self.env),
             )
             self.pid, self.to_child, self.from_child = self.popen.pid, self.popen.stdin, self.popen.stdout.fileno()
         self.pending, self.unread, self.starts = [], b"", self.starts + 1
@@ -1293,10 +1295,12 @@ def representative_code(ctx) -> str:
     )
 
 
-if __name__ == "__main__":
+def main(argv: list[str]) -> int:
+    """A fresh helper (``tfaudit.engine.launch``): serve calls from stdin until it closes."""
     replies = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # the converter's prints go to stderr, never into the replies
     _serve(sys.stdin, replies)
+    return 0
 
 
 # --- --fix-dir: the fixed artifacts, written and measured again ---------------------------------------

@@ -96,11 +96,10 @@ def test_second_build_is_a_no_op(demo_dir):
 
 def test_module_entry_point_prints_only_the_path(tmp_path):
     # The CLI runs this in a subprocess and reads the path from stdout, so TF's chatter must stay on stderr.
+    from tfaudit.engine.launch import child_environment, python_command
+
     target = tmp_path / "built" / "saved_model"
-    result = subprocess.run(
-        [sys.executable, "-m", "tfaudit.engine.demo", str(target)],
-        capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": REPO_ROOT},
-    )
+    result = subprocess.run(python_command("tfaudit.engine.demo", str(target)), capture_output=True, text=True, check=True, env=child_environment())
     assert result.stdout == f"{target}\n"
     assert (target / "saved_model.pb").exists()
     assert oct(target.stat().st_mode & 0o777) == oct(0o777 & ~_umask())

@@ -146,7 +146,7 @@ def test_clean_audit_says_nothing_is_wrong():
     for event in [ModelLoaded(INVENTORY, ENVIRONMENT), CheckStarted("retracing", "R"), CheckFinished("retracing", "passed", 2.0)]:
         state.apply(event)
     text = render_markdown(state)
-    assert "No findings: nothing measured here needs fixing." in text
+    assert "> **Verdict:** No findings: nothing measured needs fixing (1 of 1 check passed)." in text
     assert "## Recommendations" not in text
 
 
@@ -227,7 +227,7 @@ def test_info_findings_are_notes_not_recommendations():
         state.apply(event)
     assert state.recommendations() == [] and [f.id for f in state.notes()] == ["memory/stable"]
     text = render_markdown(state)
-    assert "No findings: nothing measured here needs fixing." in text
+    assert "No findings: nothing measured needs fixing (1 of 1 check passed)." in text
     assert "## Recommendations" not in text
     assert "## Measured, nothing to fix" in text and "### 1. stable title" in text
     assert json.loads(render_json(state))["findings"][0]["id"] == "memory/stable"  # JSON keeps everything

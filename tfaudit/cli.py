@@ -125,7 +125,9 @@ def ensure_demo_model() -> str:
     if os.path.exists(path):
         return path
     print(f"tfaudit: building the demo model into {path} (once)…", file=sys.stderr)
-    done = subprocess.run([sys.executable, "-m", "tfaudit.engine.demo", path], capture_output=True, text=True)
+    from tfaudit.engine.launch import child_environment, python_command
+
+    done = subprocess.run(python_command("tfaudit.engine.demo", path), capture_output=True, text=True, env=child_environment())
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["unknown error"])[-1]
         raise UsageError(f"cannot build the demo model: {last}")

@@ -16,6 +16,8 @@ EXIT_INTERRUPTED = 130  # Ctrl-C; the reports hold what finished
 def exit_code(state: "AuditState", fail_on: str) -> int:
     if state.interrupted:
         return EXIT_INTERRUPTED
+    if state.all_errored():
+        return EXIT_CHECK_ERRORED  # nothing was measured: no gate can pass or fail
     if state.findings_at_or_above(fail_on) or state.gate_failures():
         return EXIT_FINDINGS  # a certain gate failure outranks an incomplete run
     if state.errored():

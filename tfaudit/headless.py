@@ -7,13 +7,14 @@ from typing import IO
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 from tfaudit.report.audit import AuditState
 from tfaudit.exit_codes import EXIT_USAGE, exit_code
 from tfaudit.events import CheckFinished, CheckProgress, CheckStarted, Event, ModelLoaded, to_json
 from tfaudit.engine.registry import CheckSpec
-from tfaudit.report.format import effort_text, human_bytes, risk_text, saving_text
+from tfaudit.report.format import effort_text, human_bytes, plural, risk_text, saving_text
 from tfaudit.report.outputs import finish_audit
 from tfaudit.engine.runner import AuditJob, run_audit
 
@@ -45,7 +46,7 @@ class PlainProgress:
                 line = f"[{event.check}] {event.fraction:4.0%} {event.message}"
         elif isinstance(event, CheckFinished):
             found = sum(1 for f in state.recommendations() if f.check == event.check)
-            detail = f" ({found} finding{'s' if found != 1 else ''})" if found else ""
+            detail = f" ({plural(found, 'finding')})" if found else ""
             line = f"[{event.check}] {event.status}{detail} in {event.duration_s:.1f} s" + (f": {event.error}" if event.error else "")
         if line:
             print(line, file=self.out, flush=True)
@@ -120,12 +121,10 @@ def print_summary(state: AuditState, out: Console) -> None:
     print_gates(state, out)  # regressions first
     if state.recommendations():
         out.print(ranked_table(state))
-    else:
-        passed = sum(1 for c in state.checks.values() if c.status == "passed")
-        notes = f"; {len(state.notes())} measurement notes in the reports" if state.notes() else ""
-        out.print(f"No findings: nothing measured needs fixing ({passed} check{'s' if passed != 1 else ''} passed{notes}).")
+    notes = f" {plural(len(state.notes()), 'measurement note')} in the reports." if state.notes() and not state.recommendations() else ""
+    out.print(escape(state.verdict()) + notes, style="red" if state.errored() else None)
     for check in state.errored():
-        out.print(f"[red]check {check.id} errored:[/] {check.error}")
+        out.print(f"[red]check {check.id} errored:[/] {escape(check.error)}")
     if state.interrupted:
         out.print("[yellow]interrupted: results above are what finished[/]")
 

@@ -14,7 +14,7 @@ that tfaudit's checks should find:
    call. (float64 *math* would also block TFLite conversion, hiding the quantization results.)
 
 TensorFlow is imported inside ``build_demo`` only, so the CLI can import this
-module without it; the CLI builds the model via ``python -m tfaudit.engine.demo``.
+module without it; the CLI builds the model in a process of its own (``tfaudit.engine.launch``).
 """
 from __future__ import annotations
 
@@ -134,13 +134,10 @@ def build_demo(path: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tfaudit.engine.demo", description="Build the tfaudit demo SavedModel.")
+    parser = argparse.ArgumentParser(prog="tfaudit.engine.demo", description="Build the tfaudit demo SavedModel.")
     parser.add_argument("path", nargs="?", default=None, help=f"where to build it (default: {demo_path()})")
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     print(build_demo(args.path or demo_path()), flush=True)
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -10,6 +10,8 @@ from importlib import import_module
 import os
 from importlib.metadata import entry_points
 
+from tfaudit.engine.launch import adopt_user_path
+
 ENTRY_POINT_GROUP = "tfaudit.checks"
 EXTRA_CHECKS_VARIABLE = "TFAUDIT_EXTRA_CHECKS"  # "module:Class,module:Class": checks under development
 BUILTIN_DISTRIBUTION = "tfaudit"
@@ -48,6 +50,8 @@ def discover_checks() -> list[CheckSpec]:
         dist = ep.dist.name if ep.dist is not None else "unknown"
         origin = "built-in" if dist == BUILTIN_DISTRIBUTION else f"plugin {dist}"
         specs.append(spec_for(ep.value, origin, fallback_id=ep.name))
+    if os.environ.get(EXTRA_CHECKS_VARIABLE):
+        adopt_user_path()  # the user's checks import from the user's folders, after the installation (tfaudit.engine.launch)
     for target in filter(None, os.environ.get(EXTRA_CHECKS_VARIABLE, "").split(",")):
         specs.append(spec_for(target.strip(), f"from {EXTRA_CHECKS_VARIABLE}"))
     unique = {spec.id: spec for spec in specs}  # an editable + regular install can list one twice

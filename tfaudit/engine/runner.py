@@ -2,7 +2,7 @@
 
 Each worker is forked from the audit's zygote (``tfaudit.engine.zygote``: TensorFlow imported
 once, ~0.35 s a worker instead of ~2.5 s), or, with ``isolate="fresh"`` or where the zygote
-cannot fork safely, a fresh interpreter (``python -m tfaudit.engine.worker``). Either way a
+cannot fork safely, a fresh interpreter (``tfaudit.engine.launch``, whose import rule both follow). Either way a
 worker is a process in its own session, run one at a time so timings do not fight over the
 cores. A worker that raises, crashes, is killed or runs past its time limit becomes an
 ``errored`` check with the cause and the tail of its output; the audit goes on.
@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable
 
 from tfaudit.events import CheckFinished, CheckStarted, Event, LoadFailed, ModelLoaded, from_json
+from tfaudit.engine.launch import WRONG_INSTALLATION, child_environment, python_command
 from tfaudit.engine.registry import CheckSpec
 from tfaudit.engine.worker import WORKER_ENVIRONMENT
 from tfaudit.engine.zygote import Zygote, ZygoteUnavailable, kill_group, model_format_modules, platform_cannot_fork
@@ -68,6 +69,8 @@ class WorkerOutcome:
             rss, limit = self.over_memory
             return f"killed at {rss} MiB: over the worker memory limit of {limit} MiB (--memory-limit)"
         rc = self.returncode
+        if rc == WRONG_INSTALLATION and self.output_tail:
+            return self.output_tail.splitlines()[-1].removeprefix("tfaudit: ")
         if rc is not None and rc < 0:
             name = signal.Signals(-rc).name
             if name == "SIGKILL":
@@ -106,7 +109,7 @@ def run_worker(
     With a ``zygote`` the worker is forked from it; when it cannot fork, a fresh interpreter runs.
     """
     read_fd, write_fd = os.pipe()
-    env = {**os.environ, **WORKER_ENVIRONMENT, "TFAUDIT_EVENT_FD": str(write_fd)}
+    env = child_environment({**WORKER_ENVIRONMENT, "TFAUDIT_EVENT_FD": str(write_fd)})
     outcome = WorkerOutcome()
     with tempfile.NamedTemporaryFile(prefix="tfaudit-worker-", suffix=".log", delete=False) as log:
         log_path = log.name
@@ -120,7 +123,7 @@ def run_worker(
                     pass
             if process is None:
                 process = subprocess.Popen(
-                    [python, "-m", "tfaudit.engine.worker", json.dumps(job)],
+                    python_command("tfaudit.engine.worker", json.dumps(job), python=python),
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -257,10 +260,13 @@ def load_inventory(
             return event
         if isinstance(event, LoadFailed):
             return event
-    failure = LoadFailed(
-        message=f"cannot load {job.model}: {outcome.death_cause(INVENTORY_TIMEOUT_S)}"
-        + (f" — {outcome.output_tail.splitlines()[-1]}" if outcome.output_tail else "")
-    )
+    cause = outcome.death_cause(INVENTORY_TIMEOUT_S)
+    if outcome.returncode == WRONG_INSTALLATION:  # not the model's fault: the line says what is
+        failure = LoadFailed(message=cause)
+    else:
+        failure = LoadFailed(
+            message=f"cannot load {job.model}: {cause}" + (f" — {outcome.output_tail.splitlines()[-1]}" if outcome.output_tail else "")
+        )
     on_event(failure)
     return failure
 
@@ -347,4 +353,4 @@ def start_zygote(job: AuditJob) -> Zygote | None:
     """The audit's zygote, preloading ``job.preload``; None for fresh workers."""
     if job.isolate == "fresh" or platform_cannot_fork():
         return None
-    return Zygote(job.preload, {**os.environ, **WORKER_ENVIRONMENT})
+    return Zygote(job.preload, child_environment(WORKER_ENVIRONMENT))

@@ -1,9 +1,9 @@
 """The worker process: loads the model, runs one job, writes events to its event pipe.
 
-Started by tfaudit.engine.runner as ``python -m tfaudit.engine.worker JOB_JSON`` with the event
-pipe's file descriptor in ``TFAUDIT_EVENT_FD``. Its stdout and stderr go to a log
-the runner keeps for the error report, so nothing TensorFlow prints can corrupt
-the event stream.
+Started by tfaudit.engine.runner, forked from the zygote or as a fresh interpreter
+(``tfaudit.engine.launch`` with JOB_JSON as its argument), with the event pipe's file descriptor
+in ``TFAUDIT_EVENT_FD``. Its stdout and stderr go to a log the runner keeps for the error report,
+so nothing TensorFlow prints can corrupt the event stream.
 """
 from __future__ import annotations
 
@@ -148,9 +148,3 @@ def main(argv: list[str] | None = None) -> int:
     stream.close()
     return 0
 
-
-if __name__ == "__main__":
-    code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)  # skips TensorFlow's teardown at exit (about a second): the events are written

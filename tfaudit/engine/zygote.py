@@ -9,7 +9,7 @@ where ``os.fork`` is missing.
 
 Each forked worker starts a session of its own (the runner kills its process group), writes
 its output to the log and its events to the pipe the runner passed with the request, exactly
-like a fresh ``python -m tfaudit.engine.worker``.
+like a fresh worker (``tfaudit.engine.launch``'s import rule holds in both).
 
 Protocol, over a SOCK_SEQPACKET socket (one JSON message a packet):
 runner → zygote ``{"job": {...}}`` with two descriptors (event pipe, log);
@@ -30,6 +30,8 @@ import sys
 import time
 import traceback
 from typing import Any
+
+from tfaudit.engine.launch import python_command
 
 PACKET_BYTES = 1 << 20
 PRELOAD = ("tensorflow", "ai_edge_litert.interpreter", "tfaudit.engine.worker", "tfaudit.engine.input_probe", "tfaudit.api")
@@ -173,9 +175,9 @@ def serve(channel: socket.socket) -> None:
             kill_group(pid)
 
 
-def main() -> int:
+def main(argv: list[str]) -> int:
     channel = socket.socket(fileno=int(os.environ.pop("TFAUDIT_ZYGOTE_FD")))
-    modules = json.loads(sys.argv[1]) if len(sys.argv) > 1 else []
+    modules = json.loads(argv[0]) if argv else []
     preload(modules)
     reason = fork_unsafe_reason()
     channel.send(json.dumps({"ready": not reason, "reason": reason}).encode())
@@ -218,7 +220,7 @@ class Zygote:
         self.unavailable = ""
         self.ready = False
         self.process = subprocess.Popen(
-            [python, "-m", "tfaudit.engine.zygote", json.dumps(modules)],
+            python_command("tfaudit.engine.zygote", json.dumps(modules), python=python),
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             pass_fds=(theirs.fileno(),),
             env={**env, "TFAUDIT_ZYGOTE_FD": str(theirs.fileno())},
@@ -291,6 +293,3 @@ class Zygote:
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from tfaudit import __version__
-from tfaudit.api import Finding, severity_rank
+from tfaudit.api import SEVERITIES, Finding, severity_rank
 from tfaudit.events import (
     CheckFinished,
     CheckProgress,
@@ -18,6 +19,7 @@ from tfaudit.events import (
     ModelLoaded,
     SampleEmitted,
 )
+from tfaudit.report.format import plural
 from tfaudit.report.priority import rank
 
 SCHEMA_VERSION = "1"
@@ -94,6 +96,37 @@ class AuditState:
     def errored(self) -> list[CheckState]:
         return [c for c in self.checks.values() if c.status == "errored"]
 
+    def all_errored(self) -> bool:
+        return bool(self.checks) and len(self.errored()) == len(self.checks)
+
+    def verdict(self) -> str:
+        """The audit's outcome in one sentence, the same in every front end and report.
+
+        An errored check is counted and the first error named: no findings from checks that did
+        not run is never "nothing needs fixing".
+        """
+        if self.load_error:
+            return f"The model could not be audited: {self.load_error}"
+        checks, errored = list(self.checks.values()), self.errored()
+        if not checks:
+            return "No check ran; nothing was measured."
+        first = f"first: {errored[0].id}: {errored[0].error or 'no cause reported'}" if errored else ""
+        if self.all_errored():
+            return f"All {plural(len(checks), 'check')} errored; nothing was measured ({first})."
+        found = self.recommendations()
+        finished = sum(1 for c in checks if c.status in ("passed", "findings"))
+        if errored:
+            head = plural(len(found), "finding") if found else "No findings"
+            return (f"{head} from the {plural(finished, 'check')} that finished, but {len(errored)} of {plural(len(checks), 'check')} "
+                    f"errored: the audit is incomplete ({first}).")
+        if found:
+            counts = Counter(f.severity for f in found)
+            return f"{plural(len(found), 'finding')} to fix ({', '.join(f'{counts[s]} {s}' for s in SEVERITIES if counts[s])}), ranked by return on effort."
+        passed = sum(1 for c in checks if c.status == "passed")
+        skipped = sum(1 for c in checks if c.status == "skipped")
+        return (f"No findings: nothing measured needs fixing ({passed} of {plural(len(checks), 'check')} passed"
+                + (f", {skipped} skipped" if skipped else "") + ").")
+
     def findings_at_or_above(self, severity: str) -> list[Finding]:
         if severity == "never":
             return []
@@ -120,6 +153,7 @@ class AuditState:
             "duration_s": round(end - self.started_at, 3),
             "budget": self.budget,
             "interrupted": self.interrupted,
+            "verdict": self.verdict(),
             "model": self.inventory or {"path": self.model_path},
             "environment": self.environment or {},
             "checks": [

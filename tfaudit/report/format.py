@@ -4,6 +4,10 @@ from __future__ import annotations
 from tfaudit.api import Finding, Measure
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def human_bytes(n: float | None) -> str:
     if n is None:
         return "n/a"

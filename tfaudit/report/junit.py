@@ -16,6 +16,7 @@ from tfaudit.report.format import saving_text
 def render_junit(state: AuditState, gate: str) -> str:
     gating = state.findings_at_or_above(gate)
     suite = ET.Element("testsuite", name="tfaudit", timestamp=state.started_iso)
+    ET.SubElement(ET.SubElement(suite, "properties"), "property", name="verdict", value=state.verdict())
     counts = {"tests": 0, "failures": 0, "errors": 0, "skipped": 0}
     for check in state.checks.values():
         case = ET.SubElement(suite, "testcase", classname=f"tfaudit.{check.id}", name=check.id, time=f"{check.duration_s or 0:.3f}")

@@ -10,7 +10,7 @@ from tfaudit.report.audit import AuditState
 from tfaudit.report import write_atomic
 from tfaudit.report.evidence import evidence_lines, markdown_table as table
 from tfaudit.report.fixes import verified_lines
-from tfaudit.report.format import effort_text, human_bytes, risk_text, saving_text, shape_text
+from tfaudit.report.format import effort_text, human_bytes, plural, risk_text, saving_text, shape_text
 
 TOP_OPS = 15
 
@@ -22,9 +22,9 @@ def summary_line(state: AuditState, findings: list[Finding]) -> str:
     by_severity = ", ".join(f"{counts[s]} {s}" for s in SEVERITIES if counts[s])
     statuses = Counter(c.status for c in state.checks.values())
     checks = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()))
-    found = f"**{len(findings)} finding{'s' if len(findings) != 1 else ''}** ({by_severity})" if findings else "**No findings: nothing measured here needs fixing.**"
+    found = f"**{plural(len(findings), 'finding')}** ({by_severity}) · " if findings else ""  # the verdict above says the rest
     duration = (state.finished_at or state.started_at) - state.started_at
-    return f"{found} · checks: {checks or 'none run'} · budget `{state.budget}` · {duration:.1f} s"
+    return f"{found}checks: {checks or 'none run'} · budget `{state.budget}` · {duration:.1f} s"
 
 
 def environment_lines(env: dict) -> list[str]:
@@ -127,8 +127,7 @@ def verdict_lines(state: AuditState, findings: list[Finding]) -> list[str]:
     if state.load_error:
         return []
     if not findings:
-        passed = sum(1 for c in state.checks.values() if c.status == "passed")
-        return [f"> **Verdict:** nothing measured needs fixing ({passed} of {len(state.checks)} checks passed).", ""]
+        return [f"> **Verdict:** {state.verdict()}", ""]
     top = findings[0]
     measured = [m for m in top.savings.values() if m.low is not None]
     certainty = ("; the saving's 95 % interval excludes zero" if any(m.low > 0 for m in measured) else
@@ -136,11 +135,13 @@ def verdict_lines(state: AuditState, findings: list[Finding]) -> list[str]:
     rest = f"; then {len(findings) - 1} more below" if len(findings) > 1 else ""
     first_sentence = top.summary.split(". ")[0].rstrip(".")
     saves = f"{saving_text(top)}, measured in this run" if top.savings else f"not priced; first by its severity ({top.severity}): {first_sentence}"
+    incomplete = [f"> **Incomplete:** {state.verdict()}", ""] if state.errored() else []
     return [
         f"> **Do first:** {top.title} (`{top.id}`, effort {effort_text(top)}){rest}.  ",
         f"> **Saves:** {saves}.  ",
         f"> **How sure:** confidence {top.confidence:.0%}{certainty}; risk {risk_text(top)}.",
         "",
+        *incomplete,
     ]
 
 

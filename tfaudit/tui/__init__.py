@@ -39,4 +39,6 @@ def run_app(source: EventSource, *, budget: str = "", report: str | None = None,
     )
     for path in written:
         print(f"tfaudit: wrote {path}", file=sys.stderr)
+    if state.checks:
+        print(f"tfaudit: {state.verdict()}", file=sys.stderr)
     return exit_code(state, fail_on)

@@ -13,6 +13,7 @@ import time
 from collections import deque
 from typing import Callable, Iterable
 
+from rich.markup import escape
 from textual import events, on, work
 from textual._time import get_time as monotonic  # the clock Textual stamps events with
 from textual.app import App, ComposeResult, SystemCommand
@@ -284,6 +285,8 @@ class TfauditApp(App[None]):
         checks.border_title = f"checks: {finished} of {max(len(self.source.planned_checks()), len(self.state.checks))} finished"
         if self.state.interrupted:
             checks.border_title += " (interrupted)"
+        elif self.running is None and self.state.checks:
+            checks.border_title += f" · {escape(self.state.verdict())}"
         ranked = self.main.query_one(FindingsTable)
         ranked.show(self.state.ranked_findings(), self.severity_filter)
         shown = f"{len(ranked.findings)} of {len(self.state.findings)}" if self.severity_filter else f"{len(self.state.findings)}"

@@ -9,9 +9,11 @@ def _tfaudit_watch() -> None:
     if not directory:
         return
     root = os.environ.get("TFAUDIT_WATCH_ROOT", "")  # the folder holding the tfaudit package
-    added = bool(root) and root not in sys.path
+    # The hook is tfaudit's own code: it comes from the installation that watches, never from a tfaudit/
+    # folder on the program's PYTHONPATH (tfaudit.engine.launch's import rule); the program's path is its own.
+    added = bool(root)
     if added:
-        sys.path.append(root)
+        sys.path.insert(0, root)
     try:
         from tfaudit.watch import child
 

@@ -1,0 +1,112 @@
+"""The verdict counts what failed: the same sentence in the headless summary, the TUI, every report, and the exit code (no TensorFlow)."""
+import json
+import xml.etree.ElementTree as ET
+
+from rich.console import Console
+
+from tfaudit.events import CheckFinished, CheckStarted, FindingEmitted, ModelLoaded
+from tfaudit.exit_codes import EXIT_CHECK_ERRORED, EXIT_FINDINGS, EXIT_OK, exit_code
+from tfaudit.headless import print_summary
+from tfaudit.report.audit import AuditState
+from tfaudit.report.json import render_json
+from tfaudit.report.junit import render_junit
+from tfaudit.report.markdown import render_markdown
+
+from test_reports import ENVIRONMENT, INVENTORY, finding
+
+IMPORT_ERROR = "ModuleNotFoundError: No module named 'tfaudit.checks'"
+CHECKS = ("safety", "retracing", "memory", "quantization", "pruning", "serving")
+
+
+def audited(statuses: dict[str, str], findings=()) -> AuditState:
+    state = AuditState(model_path="/m", budget="quick")
+    state.apply(ModelLoaded(INVENTORY, ENVIRONMENT))
+    for check, status in statuses.items():
+        state.apply(CheckStarted(check, check.title()))
+        for f in findings:
+            if f.check == check:
+                state.apply(FindingEmitted(check, f.to_dict()))
+        state.apply(CheckFinished(check, status, 0.0, IMPORT_ERROR if status == "errored" else ""))
+    return state
+
+
+def every_text(state: AuditState) -> dict[str, str]:
+    """What a user reads: the headless summary, the Markdown (and so HTML) report, the JSON verdict, the JUnit property."""
+    console = Console(record=True, width=200)
+    print_summary(state, console)
+    junit = ET.fromstring(render_junit(state, gate="never"))
+    return {
+        "headless": console.export_text(),
+        "markdown": render_markdown(state),
+        "json": json.loads(render_json(state))["verdict"],
+        "junit": junit.find("properties/property[@name='verdict']").get("value"),
+    }
+
+
+def test_all_errored_says_nothing_was_measured_and_exits_3():
+    state = audited(dict.fromkeys(CHECKS, "errored"))
+    expected = f"All 6 checks errored; nothing was measured (first: safety: {IMPORT_ERROR})."
+    assert state.verdict() == expected
+    for where, text in every_text(state).items():
+        assert expected in text, where
+        assert "needs fixing" not in text, where
+    assert exit_code(state, "never") == EXIT_CHECK_ERRORED
+    assert exit_code(state, "low") == EXIT_CHECK_ERRORED
+
+
+def test_partly_errored_counts_the_errors_and_names_the_first():
+    state = audited({"safety": "errored", "retracing": "errored", "memory": "passed"})
+    expected = f"No findings from the 1 check that finished, but 2 of 3 checks errored: the audit is incomplete (first: safety: {IMPORT_ERROR})."
+    assert state.verdict() == expected
+    for where, text in every_text(state).items():
+        assert expected in text, where
+        assert "needs fixing" not in text, where
+    assert exit_code(state, "never") == EXIT_CHECK_ERRORED
+
+
+def test_findings_with_an_errored_check_still_say_the_audit_is_incomplete():
+    wrapper = finding("retracing", "wrapper")
+    state = audited({"retracing": "findings", "memory": "errored"}, [wrapper])
+    assert state.verdict().startswith("1 finding from the 1 check that finished, but 1 of 2 checks errored")
+    texts = every_text(state)
+    assert "> **Incomplete:** 1 finding from the 1 check" in texts["markdown"]
+    assert "wrapper title" in texts["headless"]  # the ranked table is still shown
+    assert exit_code(state, "medium") == EXIT_FINDINGS  # a certain gate failure outranks an incomplete run
+    assert exit_code(state, "never") == EXIT_CHECK_ERRORED
+
+
+def test_a_clean_audit_and_one_with_findings():
+    clean = audited({"safety": "passed", "memory": "skipped"})
+    assert clean.verdict() == "No findings: nothing measured needs fixing (1 of 2 checks passed, 1 skipped)."
+    assert exit_code(clean, "never") == EXIT_OK
+    found = audited({"retracing": "findings"}, [finding("retracing", "a", severity="high"), finding("retracing", "b", severity="low")])
+    assert found.verdict() == "2 findings to fix (1 high, 1 low), ranked by return on effort."
+
+
+def test_no_check_ran():
+    state = AuditState(model_path="/m", budget="quick")
+    assert state.verdict() == "No check ran; nothing was measured."
+
+
+def test_the_tui_shows_the_verdict_when_the_audit_ends():
+    import asyncio
+
+    from tfaudit.tui.app import TfauditApp
+    from tfaudit.tui.source import ReplaySource
+
+    events = [ModelLoaded(INVENTORY, ENVIRONMENT)]
+    for check in ("safety", "memory"):
+        events += [CheckStarted(check, check), CheckFinished(check, "errored", 0.0, IMPORT_ERROR)]
+
+    async def run() -> str:
+        app = TfauditApp(ReplaySource(events, "/m"))
+        async with app.run_test() as pilot:
+            for _ in range(50):
+                await pilot.pause(0.05)
+                if app.running is None and len(app.state.checks) == 2:
+                    break
+            app.refresh_views()
+            return str(app.main.query_one("#checks").border_title)
+
+    title = asyncio.run(run())
+    assert "All 2 checks errored; nothing was measured" in title
