@@ -100,7 +100,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from tfaudit.api import Check, CheckMeta, Effort, Finding, Fix, Measure, Metric, Progress, Risk, Sample, SkipCheck
+from tfaudit.api import BASELINE_MODEL_METRIC, Check, CheckMeta, Effort, Finding, Fix, Measure, Metric, Progress, Risk, Sample, SkipCheck
 from tfaudit.engine.host_index import METRIC as HOST_INDEX_METRIC
 from tfaudit.engine.host_index import reference_workload, time_interleaved
 from tfaudit.engine.resources import process_memory_bytes
@@ -128,7 +128,6 @@ DUPLICATE_HIGH_SHARE = 0.5
 FIXED_BATCH_HIGH_OVERHEAD_SHARE = 0.5
 FIXED_BATCH_HIGH_SAVED_PCT = 80.0  # 8 requests in one call take a fifth of 8 calls: demo 88-89 %, MobileNetV2 69 %
 WRAPPER_LOW_MIN_PCT = 10.0
-BASELINE_MODEL_METRIC = "latency_vs_baseline_model"
 KERAS_FRAMEWORK_ARGS = frozenset({"training", "mask"})
 RETRACING_WARNING = "triggered tf.function retracing"
 

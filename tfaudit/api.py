@@ -1,13 +1,20 @@
 """The check API: what a check is, what it yields, and what it is given.
 
 A check is a class with a ``meta`` and a ``run(ctx)`` generator that yields
-``Progress``, ``Sample``, ``Metric`` and ``Finding`` objects. It runs inside a worker
-process; it imports TensorFlow inside ``run`` (never at module top) so that
+``Progress``, ``Sample``, ``Metric``, ``Measurements`` and ``Finding`` objects. It runs
+inside a worker process; it imports TensorFlow inside ``run`` (never at module top) so that
 ``tfaudit --list-checks`` stays fast and TensorFlow-free.
+
+A check reads best in three parts (``checks/safety/`` is the smallest example): ``gather``
+measures, in the worker, and returns plain data; ``judge`` turns that data into findings,
+metrics and samples without TensorFlow; a catalogue of ``Rule`` entries holds each finding's
+prose and estimates once. ``run`` yields the gathered ``Measurements``, then what the judge
+decided, so the report keeps the data a verdict came from.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from string import Template
 from typing import TYPE_CHECKING, Any, Iterator, Union
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -21,6 +28,7 @@ SEVERITIES = ("critical", "high", "medium", "low", "info")
 EFFORT_LEVELS = ("minutes", "hours", "days")
 RISK_LEVELS = ("none", "low", "medium", "high")
 SAVING_KEYS = ("latency_ms", "latency_pct", "size_bytes", "size_pct", "memory_bytes")
+BASELINE_MODEL_METRIC = "latency_vs_baseline_model"  # --baseline-model's ratio: compared within each run, never across runs
 
 
 def severity_rank(severity: str) -> int:
@@ -167,6 +175,72 @@ class Metric:
 
 
 @dataclass(frozen=True)
+class Measurements:
+    """What a check's ``gather`` measured: plain, JSON-serialisable data its ``judge`` decides from.
+
+    The report keeps it per check (``measurements`` in the JSON), so a verdict can be traced to
+    its numbers and judged again without TensorFlow.
+    """
+
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One finding's catalogue entry: its prose and estimates, stated once as data.
+
+    ``title``, ``summary``, ``fix``, ``example`` and ``verify`` are templates whose ``$name``
+    placeholders (``string.Template``, so code examples keep their braces) the judge fills with
+    what was measured. ``severity`` is the default; ``severity_rule`` says in words when the judge
+    decides another. ``minimum`` is the practical minimum effect the finding needs, in the user's
+    terms ("" for facts that need none).
+    """
+
+    id: str
+    severity: str
+    title: str
+    summary: str
+    why: str
+    fix: str
+    effort: Effort
+    example: str = ""
+    verify: str = ""
+    risk: Risk = field(default_factory=Risk)
+    severity_rule: str = ""
+    minimum: str = ""
+
+    def __post_init__(self) -> None:
+        if self.severity not in SEVERITIES:
+            raise ValueError(f"{self.id}: severity must be one of {SEVERITIES}, not {self.severity!r}")
+
+    @property
+    def check(self) -> str:
+        return self.id.split("/", 1)[0]
+
+    def finding(self, evidence: dict[str, Any], *, severity: str | None = None, savings: dict[str, Measure] | None = None,
+                risk: Risk | None = None, effort: Effort | None = None, confidence: float = 1.0, **facts: Any) -> Finding:
+        """The finding this rule describes, its templates filled with ``facts``."""
+        def fill(text: str) -> str:
+            return Template(text).substitute(facts)
+
+        return Finding(
+            id=self.id, check=self.check, severity=severity or self.severity, title=fill(self.title), summary=fill(self.summary),
+            evidence=evidence, effort=effort or self.effort, fix=Fix(fill(self.fix), fill(self.example)), savings=savings or {},
+            risk=risk or self.risk, confidence=confidence, why=self.why, verify=fill(self.verify),
+        )
+
+
+def catalogue(*rules: Rule) -> dict[str, Rule]:
+    """A check's rules by finding id; an id given twice is an error."""
+    by_id: dict[str, Rule] = {}
+    for rule in rules:
+        if rule.id in by_id:
+            raise ValueError(f"finding id {rule.id} is in the catalogue twice")
+        by_id[rule.id] = rule
+    return by_id
+
+
+@dataclass(frozen=True)
 class Progress:
     fraction: float  # 0..1
     message: str = ""
@@ -176,7 +250,7 @@ class SkipCheck(Exception):
     """Raise from ``run`` when the check does not apply; the message is the reason."""
 
 
-Yielded = Union[Progress, Sample, Finding, Metric]
+Yielded = Union[Progress, Sample, Finding, Metric, Measurements]
 
 
 class Check:

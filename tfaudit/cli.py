@@ -15,24 +15,16 @@ from tfaudit import __version__
 from tfaudit.api import SEVERITIES
 from tfaudit.budget import BUDGETS
 from tfaudit.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from tfaudit.usage import Parser, UsageError, checked_fix_dir
 
 
 EPILOG = """exit codes:
   0    done, nothing at or above --fail-on
   1    a finding at or above --fail-on
-  2    usage error, or a model or --inputs file that cannot be used
-  3    one or more checks errored (reports still hold everything else)
+  2    usage error, a model or --inputs file that cannot be used, or another tfaudit in the processes it starts
+  3    one or more checks errored (reports still hold everything else; all errored: nothing was measured)
   130  interrupted with Ctrl-C (reports hold what finished)
 """
-
-
-class UsageError(Exception):
-    pass
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, not argparse's usage block
-        raise UsageError(message)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,23 +124,6 @@ def ensure_demo_model() -> str:
         last = (done.stderr.strip().splitlines() or ["unknown error"])[-1]
         raise UsageError(f"cannot build the demo model: {last}")
     return path
-
-
-def checked_fix_dir(path: str, model: str) -> str:
-    """The --fix-dir folder, made if missing; never the model's own folder or one inside it (the model is never written)."""
-    fix, model = os.path.realpath(path), os.path.realpath(model)
-    own = model if os.path.isdir(model) else os.path.dirname(model)
-    if fix == own or fix.startswith(own + os.sep):
-        raise UsageError(f"--fix-dir {path} is the model's own directory (or inside it); give another folder: the model is never written")
-    if os.path.exists(fix) and not os.path.isdir(fix):
-        raise UsageError(f"--fix-dir {path} is not a directory")
-    try:
-        os.makedirs(fix, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"--fix-dir: cannot create {path}: {exc.strerror}") from None
-    if not os.access(fix, os.W_OK):
-        raise UsageError(f"--fix-dir {path} is not writable")
-    return fix
 
 
 DEFAULTS = {"budget": "standard", "fail_on": "never", "isolate": "fork"}

@@ -67,6 +67,15 @@ class MetricEmitted:
 
 
 @dataclass(frozen=True)
+class MeasurementsEmitted:
+    """What a check's gather measured (``tfaudit.api.Measurements``), kept in the JSON report."""
+
+    kind: ClassVar[str] = "measurements"
+    check: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
 class FindingEmitted:
     kind: ClassVar[str] = "finding"
     check: str
@@ -88,12 +97,14 @@ class CheckFinished:
 
 
 Event = Union[
-    ModelLoaded, LoadFailed, CheckStarted, CheckProgress, SampleEmitted, MetricEmitted, FindingEmitted, CheckFinished
+    ModelLoaded, LoadFailed, CheckStarted, CheckProgress, SampleEmitted, MetricEmitted, MeasurementsEmitted, FindingEmitted,
+    CheckFinished,
 ]
 EVENT_TYPES: dict[str, type] = {
     cls.kind: cls
     for cls in (
-        ModelLoaded, LoadFailed, CheckStarted, CheckProgress, SampleEmitted, MetricEmitted, FindingEmitted, CheckFinished
+        ModelLoaded, LoadFailed, CheckStarted, CheckProgress, SampleEmitted, MetricEmitted, MeasurementsEmitted, FindingEmitted,
+        CheckFinished,
     )
 }
 

@@ -21,6 +21,7 @@ from tfaudit.events import (
     Event,
     FindingEmitted,
     LoadFailed,
+    MeasurementsEmitted,
     MetricEmitted,
     ModelLoaded,
     SampleEmitted,
@@ -83,7 +84,7 @@ def run_inventory(job: dict[str, Any], emit: Callable[[Event], None]) -> None:
 
 
 def run_check(job: dict[str, Any], emit: Callable[[Event], None]) -> None:
-    from tfaudit.api import Context, Finding, Metric, Progress, Sample, SkipCheck
+    from tfaudit.api import Context, Finding, Measurements, Metric, Progress, Sample, SkipCheck
     from tfaudit.budget import BUDGETS
     from tfaudit.engine.registry import load_target
 
@@ -118,8 +119,10 @@ def run_check(job: dict[str, Any], emit: Callable[[Event], None]) -> None:
                 emit(CheckProgress(check_id, item.fraction, item.message))
             elif isinstance(item, Metric):
                 emit(MetricEmitted(check_id, item.name, item.value, item.unit, item.low, item.high, item.better, item.subject))
+            elif isinstance(item, Measurements):
+                emit(MeasurementsEmitted(check_id, item.data))
             else:
-                raise TypeError(f"check yielded {type(item).__name__}; expected Finding, Sample, Metric or Progress")
+                raise TypeError(f"check yielded {type(item).__name__}; expected Finding, Sample, Metric, Measurements or Progress")
     except SkipCheck as exc:
         finish("skipped", str(exc))
         return

@@ -15,6 +15,7 @@ from tfaudit.events import (
     Event,
     FindingEmitted,
     LoadFailed,
+    MeasurementsEmitted,
     MetricEmitted,
     ModelLoaded,
     SampleEmitted,
@@ -52,6 +53,7 @@ class AuditState:
     findings: list[Finding] = field(default_factory=list)
     samples: dict[tuple[str, str], list[tuple[float, float, str]]] = field(default_factory=dict)
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)  # "check.name" -> value, low, high, unit, better
+    measurements: dict[str, dict[str, Any]] = field(default_factory=dict)  # check -> what its gather measured
     budget_results: list[Any] = field(default_factory=list)  # tfaudit.report.gates.BudgetResult
     baseline: Any = None  # tfaudit.report.gates.BaselineComparison
 
@@ -72,6 +74,8 @@ class AuditState:
                 "value": event.value, "low": event.low, "high": event.high, "unit": event.unit, "better": event.better,
                 "subject": event.subject,
             }
+        elif isinstance(event, MeasurementsEmitted):
+            self.measurements[event.check] = event.data
         elif isinstance(event, FindingEmitted):
             self.findings.append(Finding.from_dict(event.finding))
         elif isinstance(event, CheckFinished):
@@ -161,6 +165,7 @@ class AuditState:
                 for c in self.checks.values()
             ],
             "metrics": self.metrics,
+            "measurements": self.measurements,
             "budgets": [dict(r.__dict__) for r in self.budget_results],
             "baseline": self.baseline.to_dict() if self.baseline is not None else None,
             "findings": [f.to_dict() for f in self.ranked_findings()],

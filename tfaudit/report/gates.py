@@ -42,7 +42,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from tfaudit.api import Effort, Finding, Fix
+from tfaudit.api import BASELINE_MODEL_METRIC, Effort, Finding, Fix
 from tfaudit.config import RENAMED_METRICS
 from tfaudit.engine.host_index import METRIC as HOST_INDEX
 
@@ -52,7 +52,6 @@ MIN_UNREFERENCED_LATENCY_FACTOR = 4.0
 MIN_THROUGHPUT_FACTOR = 2.0
 MIN_TAIL_LATENCY_FACTOR = 2.0  # a p99 (metric named .p99_…): between two unchanged MLP runs with a busy core it rose 1.59× host-scaled while the p50 fell
 MIN_INTERLEAVED_FACTOR = 1.1
-BASELINE_MODEL_METRIC = "latency_vs_baseline_model"
 LATENCY_UNIT = "ms"
 THROUGHPUT_UNIT = "rows/s"  # judged like a latency (host-scaled, a minimum factor), inverted
 TIMED_UNITS = (LATENCY_UNIT, THROUGHPUT_UNIT)

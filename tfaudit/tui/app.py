@@ -378,7 +378,7 @@ class TfauditApp(App[None]):
 
     def action_write_fix(self) -> None:
         """The selected finding's fixed artifact: its check again with --fix-dir, so it is written and measured in turn with the original."""
-        from tfaudit.cli import UsageError, checked_fix_dir
+        from tfaudit.usage import UsageError, checked_fix_dir
 
         ranked = self.main.query_one(FindingsTable)
         finding = ranked.selected_finding() if self.focused is ranked else None

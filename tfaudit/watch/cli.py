@@ -36,7 +36,7 @@ EPILOG = """exit codes:
 
 
 def build_parser():
-    from tfaudit.cli import Parser
+    from tfaudit.usage import Parser
 
     parser = Parser(
         prog="tfaudit watch",
@@ -58,7 +58,7 @@ def build_parser():
 
 def split_command(argv: list[str]) -> tuple[list[str], list[str]]:
     """(tfaudit's options, the command): the command follows ``--``, or is ``python -m MODULE …`` after ``-m``."""
-    from tfaudit.cli import UsageError
+    from tfaudit.usage import UsageError
 
     for i, token in enumerate(argv):
         if token == "--":
@@ -97,7 +97,7 @@ def trace_line(event: dict) -> str:
 
 
 def run(argv: list[str]) -> int:
-    from tfaudit.cli import UsageError
+    from tfaudit.usage import UsageError
     from tfaudit.config import ConfigError, load_config
 
     options, command = split_command(argv)
@@ -134,7 +134,7 @@ def run(argv: list[str]) -> int:
 
 
 def start(command: list[str], env: dict, **streams) -> subprocess.Popen:
-    from tfaudit.cli import UsageError
+    from tfaudit.usage import UsageError
 
     try:
         return subprocess.Popen(command, env=env, **streams)

@@ -1,0 +1,31 @@
+"""What every command line shares (the audit's, watch's, the TUI's `x`): one-line usage errors, and the --fix-dir rule."""
+from __future__ import annotations
+
+import argparse
+import os
+
+
+class UsageError(Exception):
+    pass
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, not argparse's usage block
+        raise UsageError(message)
+
+
+def checked_fix_dir(path: str, model: str) -> str:
+    """The --fix-dir folder, made if missing; never the model's own folder or one inside it (the model is never written)."""
+    fix, model = os.path.realpath(path), os.path.realpath(model)
+    own = model if os.path.isdir(model) else os.path.dirname(model)
+    if fix == own or fix.startswith(own + os.sep):
+        raise UsageError(f"--fix-dir {path} is the model's own directory (or inside it); give another folder: the model is never written")
+    if os.path.exists(fix) and not os.path.isdir(fix):
+        raise UsageError(f"--fix-dir {path} is not a directory")
+    try:
+        os.makedirs(fix, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--fix-dir: cannot create {path}: {exc.strerror}") from None
+    if not os.access(fix, os.W_OK):
+        raise UsageError(f"--fix-dir {path} is not writable")
+    return fix
