@@ -470,7 +470,7 @@ def debug_job(source: str, signature: str, calibration: str, calibrated: str, fl
         return {"error": one_line(exc)}
     culprits = [layer for layer in layers if layer["rmse_per_scale"] > CULPRIT_RATIO * HEALTHY_RMSE_PER_SCALE]
     denylisted = (culprits or layers)[:max_denylisted]
-    result: dict[str, Any] = {"layers": layers[:10], "culprits_stand_out": bool(culprits), "denylisted": [l["tensor"] for l in denylisted]}
+    result: dict[str, Any] = {"layers": layers[:10], "culprits_stand_out": bool(culprits), "denylisted": [layer["tensor"] for layer in denylisted]}
     try:
         options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=result["denylisted"])
         try:
@@ -866,7 +866,7 @@ def int8_fidelity_finding(ctx, results, bound, debug, common) -> Finding:
         summary += f" {debug['error']}."
     else:
         worst = debug["layers"][: len(debug["denylisted"])]
-        names = ", ".join(f"{l['tensor']} ({l['rmse_per_scale']:.2f})" for l in worst)
+        names = ", ".join(f"{layer['tensor']} ({layer['rmse_per_scale']:.2f})" for layer in worst)
         lead = "Worst layers by rmse/scale (healthy ≈ 0.29)" if debug["culprits_stand_out"] else "No layer stands out (all near the healthy 0.29); the worst by rmse/scale"
         summary += f" {lead}: {names}."
         if selective is not None and selective.ran:

@@ -16,7 +16,7 @@ from textual_plotext import PlotextPlot
 from tfaudit.api import Finding, severity_rank
 from tfaudit.report.audit import AuditState
 from tfaudit.report.format import effort_text, human_bytes, risk_text, saving_text, shape_text
-from tfaudit.report.variants import COMPRESSION_CHECKS, compression_variants, pareto_frontier
+from tfaudit.report.variants import compression_variants, pareto_frontier
 
 SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan", "info": "dim"}
 STATUS_STYLE = {"passed": "green", "findings": "yellow", "skipped": "dim", "errored": "bold red", "running": "cyan", "pending": "dim"}

@@ -26,7 +26,6 @@ import re
 import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Any
 
 from tfaudit.api import Effort, Finding, Fix, Measure, Metric, Risk
 
