@@ -151,14 +151,19 @@ def test_severity_thresholds():
 def test_clean_model_is_not_flagged_in_repeated_runs(built_model, monkeypatch):
     import tensorflow as tf
 
+    from test_resources import FakeNVML
+
     def no_gpu_memory_info(*args, **kwargs):
         raise AssertionError("get_memory_info must only be called when TensorFlow sees a GPU")
 
+    # A host without a GPU, on any host: NVML and TensorFlow both see none.
+    list_devices = tf.config.list_physical_devices
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [] if kind == "GPU" else list_devices(kind))
     monkeypatch.setattr(tf.config.experimental, "get_memory_info", no_gpu_memory_info)
     path = built_model("mlp")
     slopes = []
     for _ in range(3):
-        outcome = audit(path)
+        outcome = audit(path, nvml=FakeNVML())
         # The signature keeps ~64 KiB per new batch size (a TF runtime cache): at most an info finding.
         assert outcome.worst() == INFO, {f.id: f.severity for f in outcome.findings.values()}
         assert set(outcome.findings) <= {"memory/stable", "memory/growth-per-new-shape"}
