@@ -154,7 +154,7 @@ def test_metrics_of_different_subjects_are_not_comparable_never_regressions():
 
 
 def test_no_growth_at_its_resolution_is_not_a_regression_but_a_real_leak_is():
-    # The memory check reports "no growth" as 0 up to the phase's resolution (checks/memory.py).
+    # The memory check reports "no growth" as 0 up to the phase's resolution (checks/memory/growth.py).
     old = baseline_report({"m.growth_bytes_per_1000_calls": {"value": 0.0, "low": 0.0, "high": 1.1e6, "unit": "bytes"}})
     noise = state_with({"m.growth_bytes_per_1000_calls": {"value": 1.2e6, "low": -2e5, "high": 1.9e6, "unit": "bytes"}})
     apply_gates(noise, {}, ("old.json", old))

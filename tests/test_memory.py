@@ -9,16 +9,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from tfaudit.checks.memory import (
-    MIN_BYTES_PER_CALL,
-    MIN_PHASE_GROWTH_BYTES,
-    MemoryCheck,
-    fit_growth,
-    per_1000_calls,
-    severity_from_hours,
-    severity_from_shape_bytes,
-    theil_sen,
-)
+from tfaudit.checks.memory import MemoryCheck
+from tfaudit.checks.memory.growth import MIN_BYTES_PER_CALL, MIN_PHASE_GROWTH_BYTES, fit_growth, per_1000_calls, theil_sen
+from tfaudit.checks.memory.judge import severity_from_hours, severity_from_shape_bytes
 import checkrun
 from conftest import run_cli
 from tfaudit.api import severity_rank
@@ -124,14 +117,14 @@ def test_no_growth_metric_carries_its_resolution_and_growth_keeps_its_interval()
 
 
 def test_sustained_rate_ignores_intervals_the_host_took_away():
-    from tfaudit.checks.memory import Phase, sustained_rate
+    from tfaudit.checks.memory.growth import sustained_rate
 
     rng = np.random.default_rng(3)
     spans = np.where(rng.random(150) < 0.6, 0.01, 0.05)  # most intervals slowed 5x by other processes
-    times = np.concatenate([[0.0], np.cumsum(spans)])
-    phase = Phase("fixed", calls=[10 * i for i in range(151)], readings=[SimpleNamespace(t=t) for t in times], started=0.0, ended=times[-1])
-    assert sustained_rate(phase) == pytest.approx(1000.0)  # 10 calls in 10 ms when undisturbed
-    assert phase.n_calls / phase.seconds < 500  # the average would have said less than half
+    times = list(np.concatenate([[0.0], np.cumsum(spans)]))
+    calls = [10 * i for i in range(151)]
+    assert sustained_rate(calls, times, times[-1]) == pytest.approx(1000.0)  # 10 calls in 10 ms when undisturbed
+    assert calls[-1] / times[-1] < 500  # the average would have said less than half
 
 
 def test_severity_thresholds():

@@ -1,7 +1,7 @@
 """Ranking: leaks are priced by what they cost a server, so they outrank micro-savings (no TensorFlow)."""
 import pytest
 
-from tfaudit.checks.memory import KIB, MIB, SERVING_HORIZON_HOURS, horizon_bytes
+from tfaudit.checks.memory.growth import KIB, MIB, SERVING_HORIZON_HOURS, horizon_bytes
 from tfaudit.api import Effort, Finding, Fix, Measure, Risk
 from tfaudit.report.priority import priority, rank
 

@@ -29,6 +29,12 @@ EFFORT_LEVELS = ("minutes", "hours", "days")
 RISK_LEVELS = ("none", "low", "medium", "high")
 SAVING_KEYS = ("latency_ms", "latency_pct", "size_bytes", "size_pct", "memory_bytes")
 BASELINE_MODEL_METRIC = "latency_vs_baseline_model"  # --baseline-model's ratio: compared within each run, never across runs
+DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32)  # the batch sizes checks sweep (ctx.inputs.make(batch=…))
+DEFAULT_SEQUENCE_LENGTH = 16  # what ctx.inputs.make() gives a dynamic sequence dimension
+
+
+class InputError(Exception):
+    """Sample inputs that do not fit the signature (from ``ctx.inputs.make``); the message names the mismatch."""
 
 
 def severity_rank(severity: str) -> int:
@@ -290,7 +296,29 @@ class Context:
         )
 
     def sampler(self, interval_s: float = 0.05) -> "ResourceSampler":
-        """A background sampler of RSS (psutil) and GPU memory (NVML, when present)."""
+        """A background sampler of RSS, anonymous memory and GPU memory (NVML, when present; ``options["nvml"]`` in tests)."""
         from tfaudit.engine.resources import ResourceSampler
 
-        return ResourceSampler(interval_s=interval_s)
+        return ResourceSampler(interval_s=interval_s, nvml=self.options.get("nvml"))
+
+
+def reset_peak_memory() -> bool:
+    """Reset this process's resident high-water mark; False where the platform cannot."""
+    from tfaudit.engine.resources import reset_peak
+
+    return reset_peak()
+
+
+def peak_anonymous_bytes() -> int | None:
+    """Anonymous memory at this process's high-water mark since ``reset_peak_memory()``; None where it is not known."""
+    from tfaudit.engine import resources
+
+    return resources.peak_anonymous_bytes()
+
+
+def gpu_memory_total_bytes(nvml: Any = None) -> int | None:
+    """The largest GPU's memory (NVML), None without a GPU."""
+    from tfaudit.engine.resources import gpu_status
+
+    gpus = gpu_status(nvml).gpus
+    return max(g.memory_total_bytes for g in gpus) if gpus else None

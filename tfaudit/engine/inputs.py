@@ -26,16 +26,12 @@ from typing import Any
 
 import numpy as np
 
-DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32)
+from tfaudit.api import DEFAULT_BATCH_SIZES, DEFAULT_SEQUENCE_LENGTH, InputError  # noqa: F401 - part of the check API
+
 DEFAULT_SEQUENCE_LENGTHS = (8, 16, 32, 64, 128)
 DEFAULT_BATCH = 1
-DEFAULT_SEQUENCE_LENGTH = 16
 INT_HIGH = 10
 STRING_PLACEHOLDER = b"tfaudit sample"
-
-
-class InputError(Exception):
-    """Sample inputs that do not fit the signature; the message names the mismatch."""
 
 
 @dataclass(frozen=True)

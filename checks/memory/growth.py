@@ -1,0 +1,141 @@
+"""Growth of memory against calls: Theil–Sen slopes with Sen's interval, and when a slope counts (numpy only)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tfaudit.api import Metric
+
+KIB = 1024
+MIB = 1024 * 1024
+MIN_BYTES_PER_CALL = 1 * KIB
+MIN_BYTES_PER_SHAPE = 4 * KIB
+MIN_PHASE_GROWTH_BYTES = 1 * MIB
+PERSISTENCE = 0.5
+SERVING_HORIZON_HOURS = 24.0 * 7
+
+
+@dataclass(frozen=True)
+class Slope:
+    """Bytes per step with its 95 % interval (always known: a single point's slope is 0 [0, 0])."""
+
+    value: float
+    low: float
+    high: float
+
+    def excludes_zero(self) -> bool:
+        return self.low > 0 or self.high < 0
+
+
+def theil_sen(x, y, confidence: float = 0.95, max_points: int = 400) -> Slope:
+    """Median of pairwise slopes, with Sen's rank-based interval (Kendall's S variance, no ties correction).
+
+    More than ``max_points`` points are thinned evenly first, which keeps the pairs O(max_points²).
+    """
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) > max_points:
+        keep = np.linspace(0, len(x) - 1, max_points).round().astype(int)
+        x, y = x[keep], y[keep]
+    n = len(x)
+    i, j = np.triu_indices(n, k=1)
+    dx = x[j] - x[i]
+    usable = dx != 0
+    slopes = np.sort((y[j] - y[i])[usable] / dx[usable])
+    if len(slopes) == 0:
+        return Slope(0.0, 0.0, 0.0)
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    spread = z * np.sqrt(n * (n - 1) * (2 * n + 5) / 18.0)
+    count = len(slopes)
+    low = int(np.clip(np.floor((count - spread) / 2), 0, count - 1))
+    high = int(np.clip(np.ceil((count + spread) / 2), 0, count - 1))
+    return Slope(float(np.median(slopes)), float(slopes[low]), float(slopes[high]))
+
+
+@dataclass(frozen=True)
+class Growth:
+    """A fitted slope and whether it counts as growth (see the check's docstring)."""
+
+    slope: Slope  # bytes per step (call or new shape)
+    late_slope: float  # the second half's slope
+    steps: int
+    total_bytes: float  # slope × steps
+    min_step_bytes: float
+
+    @property
+    def resolution(self) -> float:
+        """The smallest slope this phase could report as growth (per step)."""
+        return max(self.min_step_bytes, MIN_PHASE_GROWTH_BYTES / self.steps) if self.steps else float("inf")
+
+    @property
+    def significant(self) -> bool:
+        return (
+            self.slope.excludes_zero()
+            and self.slope.low >= self.min_step_bytes
+            and self.total_bytes >= MIN_PHASE_GROWTH_BYTES
+            and self.late_slope >= PERSISTENCE * self.slope.value
+        )
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "bytes_per_step": round(self.slope.value, 1),
+            "bytes_per_step_ci95": [round(self.slope.low, 1), round(self.slope.high, 1)],
+            "second_half_bytes_per_step": round(self.late_slope, 1),
+            "steps": self.steps,
+            "total_growth_bytes": round(self.total_bytes),
+            "growth": self.significant,
+        }
+
+
+def fit_growth(steps, values, min_step_bytes: float = MIN_BYTES_PER_CALL) -> Growth:
+    steps, values = np.asarray(steps, dtype=float), np.asarray(values, dtype=float)
+    slope = theil_sen(steps, values)
+    half = len(steps) // 2
+    late = theil_sen(steps[half:], values[half:]).value if len(steps) - half >= 3 else slope.value
+    span = float(steps[-1] - steps[0]) if len(steps) else 0.0
+    return Growth(slope, late, int(span), slope.value * span, min_step_bytes)
+
+
+def beyond(slope: Slope, fixed: Slope) -> Slope:
+    """Per-call growth with new shapes minus the fixed-shape growth, with the conservative (widest) interval."""
+    return Slope(slope.value - fixed.value, slope.low - fixed.high, slope.high - fixed.low)
+
+
+def horizon_bytes(per_call: float, calls_per_second: float, available: float | None) -> float:
+    """Bytes a growth of ``per_call`` takes over the serving horizon, at most ``available``."""
+    grown = max(0.0, per_call) * calls_per_second * 3600 * SERVING_HORIZON_HOURS
+    return min(grown, available) if available else grown
+
+
+def sustained_rate(calls: list[int], times: list[float], seconds: float) -> float:
+    """Calls per second when the host disturbed the loop least: the 90th percentile over checkpoint intervals.
+
+    The phase's average rate swung 6× between audits of one leaking model on a shared host (677 to
+    4,291 calls/s), and with it the hours to exhaustion across the 1 h severity threshold.
+    """
+    spans, done = np.diff(np.array(times)), np.diff(np.array(calls, dtype=float))
+    usable = spans > 0
+    if usable.sum() < 5:
+        return calls[-1] / seconds if seconds > 0 and calls else 0.0
+    return float(np.percentile(done[usable] / spans[usable], 90))
+
+
+def per_1000_calls(name: str, growth: Growth) -> Metric:
+    """The slope × 1000 with its interval; "no growth" carries the resolution it was measured at.
+
+    When the check does not call the slope growth, the interval is widened to reach 0 and the
+    phase's resolution, so a baseline never reads "no growth" as exactly 0 (or as a tiny but
+    tight slope) and calls the next run's allocator noise a regression.
+    """
+    slope = growth.slope
+    low, high = slope.low, slope.high
+    if not growth.significant:
+        low, high = min(low, 0.0), max(high, growth.resolution)
+    return Metric(name, slope.value * 1000, "bytes", low * 1000, high * 1000)
+
+
+def mb(nbytes: float) -> float:
+    return round(nbytes / MIB, 3)
