@@ -30,8 +30,8 @@ from tfaudit.events import CheckStarted, Event, FindingEmitted, LoadFailed, Samp
 from tfaudit.report.json import write_json
 from tfaudit.report.markdown import finding_lines, model_name, write_markdown
 from tfaudit.tui.source import EventSource
+from tfaudit.report.variants import COMPRESSION_CHECKS
 from tfaudit.tui.widgets import (
-    COMPRESSION_CHECKS,
     ChecksTable,
     CompressionView,
     ServingChart,
