@@ -41,7 +41,6 @@ import numpy as np
 
 from tfaudit.checks._compression import (
     ConversionFailed,
-    Isolated,
     LiteRT,
     Measured,
     attribute_paths,
@@ -57,7 +56,7 @@ from tfaudit.checks._compression import (
     mb,
     one_line,
     prepare_conversions,
-    publish,
+    publish_fix,
     remeasure,
     run_serving,
     samples_for,
@@ -72,7 +71,7 @@ from tfaudit.checks._compression import (
     within_bound,
     zipped_size,
 )
-from tfaudit.api import Check, CheckMeta, Effort, Finding, Fix, Measure, Metric, Progress, Risk, Sample, SkipCheck
+from tfaudit.api import helper_process, Check, CheckMeta, Effort, Finding, Fix, Measure, Metric, Progress, Risk, Sample, SkipCheck
 
 CHECK = "pruning"
 SPARSITIES = {"quick": (0.5, 0.75, 0.9), "standard": (0.5, 0.75, 0.9), "thorough": (0.5, 0.6, 0.7, 0.75, 0.8, 0.9, 0.95)}
@@ -202,9 +201,9 @@ class PruningCheck(Check):
 
     def __init__(self):
         # The worker makes the check before it loads the model, and before any TensorFlow op:
-        # the conversion process forks now, without an import of its own (see Isolated).
+        # the conversion process forks now, without an import of its own (see tfaudit.engine.helpers).
         self.started = time.monotonic()
-        self.isolated = Isolated().start()
+        self.isolated = helper_process()
 
     def run(self, ctx) -> Iterator:
         bound = max_fidelity_loss(ctx)
@@ -350,7 +349,7 @@ def write_fixes(ctx, litert: LiteRT, baseline: str, pruned: Measured, combined: 
         sparse = directory + ".tflite.sparse"  # what the latency was measured on: the sparse-encoded flatbuffer
         if os.path.exists(sparse):
             files["model_sparse.tflite"] = sparse
-        folder = publish(ctx, f"pruning-{slug}", files)
+        folder = publish_fix(ctx, f"pruning-{slug}", files)
         verified, measured = remeasure(litert, baseline, os.path.join(folder, "model.tflite"), size_key="zipped_bytes")
         verified = {k: v for k, v in verified.items() if k.startswith("size")}
         if "model_sparse.tflite" in files:
@@ -361,7 +360,7 @@ def write_fixes(ctx, litert: LiteRT, baseline: str, pruned: Measured, combined: 
                                         + (" and the same sparse-encoded (model_sparse.tflite)" if "model_sparse.tflite" in files else "")}
     if combined is not None and combined.ran and directory:
         kind = combined.extra["quantization"]
-        folder = publish(ctx, f"pruning-{pruned.name.replace('%', 'pct').replace(':', '-')}-{kind}", {"model.tflite": f"{directory}-{kind}.tflite"})
+        folder = publish_fix(ctx, f"pruning-{pruned.name.replace('%', 'pct').replace(':', '-')}-{kind}", {"model.tflite": f"{directory}-{kind}.tflite"})
         verified, measured = remeasure(litert, baseline, os.path.join(folder, "model.tflite"), size_key="zipped_bytes")
         fixed["combined"] = {"folder": folder, "verified": verified, "measured": measured, "what": f"the {pruned.name}-pruned model with {kind} weights (model.tflite)"}
     return fixed

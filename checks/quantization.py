@@ -6,8 +6,7 @@ is reported with the converter's reason; when Flex ops are the cause it is retri
 ``SELECT_TF_OPS`` and marked so. Nothing is taken from published tables: int8 can be slower
 than float on x86, and the findings only claim a latency saving that the measurement shows.
 
-Conversions, LiteRT runs and the debugger happen in a separate process (``tfaudit.checks._compression.
-Isolated``): when it dies (LiteRT segfaults on a state variable of unknown shape), the variant
+Conversions, LiteRT runs and the debugger happen in a separate process (``tfaudit.api.helper_process``): when it dies (LiteRT segfaults on a state variable of unknown shape), the variant
 reports the signal, and a crash on float32 becomes ``quantization/not-convertible`` (low) with
 the likely trigger and a reproduction; the other variants are then not attempted.
 
@@ -58,7 +57,6 @@ import numpy as np
 from tfaudit.checks._compression import (
     ConversionCrashed,
     ConversionFailed,
-    Isolated,
     Measured,
     benefit_points,
     budget_name,
@@ -83,7 +81,7 @@ from tfaudit.checks._compression import (
     one_line,
     prepare_conversions,
     pareto_frontier,
-    publish,
+    publish_fix,
     remeasure,
     quiet_converter,
     read_feeds,
@@ -103,7 +101,7 @@ from tfaudit.checks._compression import (
     within_bound,
     write_feeds,
 )
-from tfaudit.api import Check, CheckMeta, Effort, Finding, Fix, Measure, Metric, Progress, Risk, SkipCheck
+from tfaudit.api import Helper, helper_process, Check, CheckMeta, Effort, Finding, Fix, Measure, Metric, Progress, Risk, SkipCheck
 
 CHECK = "quantization"
 VARIANTS = ("float32", "float16", "dynamic-range-int8", "full-int8", "int16x8")
@@ -206,9 +204,9 @@ class QuantizationCheck(Check):
 
     def __init__(self):
         # The worker makes the check before it loads the model, and before any TensorFlow op:
-        # the conversion process forks now, without an import of its own (see Isolated).
+        # the conversion process forks now, without an import of its own (see tfaudit.engine.helpers).
         self.started = time.monotonic()
-        self.isolated = Isolated().start()
+        self.isolated = helper_process()
 
     def run(self, ctx) -> Iterator:
         bound = max_fidelity_loss(ctx)
@@ -300,7 +298,7 @@ def write_selective_fix(ctx, litert: LiteRT, results: dict[str, Measured], paths
 
 def published_variant(ctx, litert: LiteRT, name: str, flatbuffer: str, float32: str, what: str) -> dict:
     """``flatbuffer`` copied to FIX_DIR/quantization-NAME/model.tflite and re-measured from there against ``float32``."""
-    folder = publish(ctx, f"quantization-{name}", {"model.tflite": flatbuffer})
+    folder = publish_fix(ctx, f"quantization-{name}", {"model.tflite": flatbuffer})
     verified, measured = remeasure(litert, float32, os.path.join(folder, "model.tflite"))
     return {"folder": folder, "verified": verified, "measured": measured, "what": what}
 
@@ -317,7 +315,7 @@ def write_fix(ctx, litert: LiteRT, results: dict[str, Measured], paths: dict[str
     return published_variant(ctx, litert, name, paths[name], paths["float32"], f"the {name} TFLite model (model.tflite)")
 
 
-def retry_reexported(ctx, isolated: Isolated, litert: LiteRT, tmp: str, bound: float, first: Measured):
+def retry_reexported(ctx, isolated: Helper, litert: LiteRT, tmp: str, bound: float, first: Measured):
     """(source, float32 result, flatbuffer path) from the loaded model saved again, when that reproduces the SavedModel; else None.
 
     What the first try measured stays in the evidence: ``as_written`` on the new result, or

@@ -106,7 +106,7 @@ from tfaudit.engine.host_index import reference_workload, time_interleaved
 from tfaudit.engine.resources import process_memory_bytes
 from tfaudit.engine.inputs import DEFAULT_BATCH_SIZES
 from tfaudit.engine.measure import Timing, compare
-from tfaudit.checks._compression import fix_dir, one_line, publish, with_artifact
+from tfaudit.checks._compression import fix_dir, one_line, publish_fix, with_artifact
 from tfaudit.checks._relaxed_export import (
     OUTPUT_TOLERANCE,
     RelaxedPlan,
@@ -1325,7 +1325,7 @@ def relaxed_fix(ctx, functions: list[SavedFunction], static: list[Finding], batc
             script = export(plan, ctx.model.path, os.path.join(staging, "saved_model"))
         except Exception as exc:  # the graph does not import or save: a finding about the model, not an error
             return refused(f"the re-export failed: {one_line(exc)}")
-        folder = publish(ctx, RELAXED_FOLDER, {"saved_model": os.path.join(staging, "saved_model")})
+        folder = publish_fix(ctx, RELAXED_FOLDER, {"saved_model": os.path.join(staging, "saved_model")})
     written = os.path.join(folder, "saved_model")
     made_by = with_paths(script, ctx.model.path, written)
     yield Progress(0.25, "--fix-dir: loading the re-exported model back and measuring it")

@@ -71,16 +71,14 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from tfaudit.api import Check, CheckMeta, Effort, Finding, Fix, Measure, Metric, Progress, Risk, Sample, SkipCheck
+from tfaudit.api import Helper, helper_process, helper_pool, Check, CheckMeta, Effort, Finding, Fix, Measure, Metric, Progress, Risk, Sample, SkipCheck
 from tfaudit.checks._compression import (
     ConversionCrashed,
     ConversionFailed,
-    ForkServer,
     MIN_LATENCY_MS,
     fix_dir,
-    publish,
+    publish_fix,
     with_artifact,
-    Isolated,
     conversion_source,
     eval_feeds,
     fidelity,
@@ -312,7 +310,7 @@ def helper_outputs(feeds: str, out: str) -> dict[str, Any]:
     return {}
 
 
-def helper_outputs_of(helper: Isolated, label: str, feeds: str, out: str) -> list[dict[str, np.ndarray]]:
+def helper_outputs_of(helper: Helper, label: str, feeds: str, out: str) -> list[dict[str, np.ndarray]]:
     """The helper's outputs on ``feeds``; ConversionFailed when it cannot give them."""
     reply = helper.call(f"outputs ({label})", "tfaudit.checks.serving:helper_outputs", feeds=feeds, out=out)
     if "error" in reply:
@@ -677,7 +675,7 @@ def batching_file(ctx, finding: Finding) -> Finding:
         path = os.path.join(tmp, "batching_parameters.txt")
         with open(path, "w", encoding="utf-8") as out:
             out.write(finding.fix.code.rstrip() + "\n")
-        folder = publish(ctx, "serving", {"batching_parameters.txt": path})
+        folder = publish_fix(ctx, "serving", {"batching_parameters.txt": path})
     return with_artifact(finding, folder, "TF Serving batching parameters (batching_parameters.txt), from this run's batch sweep", finding.fix.code,
                          {}, {"note": "the batch sweep in this run measured this configuration; TF Serving itself is not run here"}, remeasured=False)
 
@@ -700,9 +698,9 @@ class ServingCheck(Check):
     )
 
     def __init__(self):
-        # Helpers that must be set up before their first op fork from here, now (see ForkServer).
-        self.servers = ForkServer()
-        self.isolated = Isolated().start()
+        # Helpers that must be set up before their first op fork from here, now (see tfaudit.engine.helpers).
+        self.servers = helper_pool()
+        self.isolated = helper_process()
 
     def run(self, ctx) -> Iterator:
         import tensorflow as tf
@@ -926,18 +924,18 @@ class ServingCheck(Check):
             current = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1")
             settings.append(Setting(onednn="0" if current != "0" else "1"))
         tmp = tempfile.mkdtemp(prefix="tfaudit-serving-")
-        helpers: dict[Setting, Isolated] = {}
+        helpers: dict[Setting, Helper] = {}
         try:
             batch = primary.serving_batch
             feeds = {b: write_feeds(os.path.join(tmp, f"batch{b}.npz"), [ctx.inputs.make(batch=b, seed=3) if ctx.inputs.batch_dynamic else ctx.inputs.make(seed=3)])
                      for b in {primary.points[0]["batch"], batch}}
             cold, failures = [], {}
-            opening: dict[Setting, Isolated] = {}
+            opening: dict[Setting, Helper] = {}
             # The defaults' process loads alone (its first request is a cold start, timed), the others all at once.
             for position, setting in enumerate(settings):
                 yield Progress(0.5 + 0.25 * position / len(settings), f"starting a process: {setting.label()}")
                 try:
-                    helper = self.servers.spawn() if setting.onednn is None else Isolated(env={"TF_ENABLE_ONEDNN_OPTS": setting.onednn}).start()
+                    helper = self.servers.spawn() if setting.onednn is None else helper_process(env={"TF_ENABLE_ONEDNN_OPTS": setting.onednn})
                     helper.deadline_for(time.monotonic(), ctx.budget)
                     helper.send(f"loading the model ({setting.label()})", "tfaudit.checks.serving:helper_open",
                                 model=ctx.model.path, signature=ctx.model.signature, modules=modules, device="/CPU:0",
@@ -989,7 +987,7 @@ class ServingCheck(Check):
             shutil.rmtree(tmp, ignore_errors=True)
 
     @staticmethod
-    def opened(helper: Isolated, setting: Setting, helpers: dict, failures: dict, cold: list) -> None:
+    def opened(helper: Helper, setting: Setting, helpers: dict, failures: dict, cold: list) -> None:
         """The helper's answer to helper_open: kept when the model loaded, its failure said otherwise."""
         try:
             reply = helper.receive()

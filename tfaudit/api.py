@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, Any, Iterator, Union
 if TYPE_CHECKING:  # pragma: no cover
     from tfaudit.budget import Budget
     from tfaudit.engine.inputs import InputFactory
-    from tfaudit.engine.measure import Timing
+    from tfaudit.engine.measure import Comparison, Timing
     from tfaudit.engine.model import LoadedModel
     from tfaudit.engine.resources import ResourceSampler
+    from tfaudit.engine.helpers import Helper, HelperPool
 
 SEVERITIES = ("critical", "high", "medium", "low", "info")
 EFFORT_LEVELS = ("minutes", "hours", "days")
@@ -31,6 +32,9 @@ SAVING_KEYS = ("latency_ms", "latency_pct", "size_bytes", "size_pct", "memory_by
 BASELINE_MODEL_METRIC = "latency_vs_baseline_model"  # --baseline-model's ratio: compared within each run, never across runs
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32)  # the batch sizes checks sweep (ctx.inputs.make(batch=…))
 DEFAULT_SEQUENCE_LENGTH = 16  # what ctx.inputs.make() gives a dynamic sequence dimension
+
+
+HOST_INDEX_METRIC = "host_index_ms"  # the host reference's median, emitted beside a check's latencies (see host_reference)
 
 
 class InputError(Exception):
@@ -256,6 +260,22 @@ class SkipCheck(Exception):
     """Raise from ``run`` when the check does not apply; the message is the reason."""
 
 
+class HelperFailed(Exception):
+    """A call in a helper process did not answer: it crashed, or ran into the check's time limit."""
+
+
+class HelperCrashed(HelperFailed):
+    """The helper process died (a native crash): a fact about what it ran, not a tool failure."""
+
+    def __init__(self, message: str, signal: str):
+        super().__init__(message)
+        self.signal = signal
+
+
+class HelperTimeout(HelperFailed):
+    """A call ran into the check's deadline; its process was stopped."""
+
+
 Yielded = Union[Progress, Sample, Finding, Metric, Measurements]
 
 
@@ -322,3 +342,109 @@ def gpu_memory_total_bytes(nvml: Any = None) -> int | None:
 
     gpus = gpu_status(nvml).gpus
     return max(g.memory_total_bytes for g in gpus) if gpus else None
+
+
+# --- Measuring, in the worker, and the statistics judges use anywhere ---------------------------------
+# Each imports its engine module when called, so that importing the API stays cheap and TensorFlow-free.
+
+def __getattr__(name: str) -> Any:
+    """``Timing`` (per-call times of one measurement), ``Comparison`` (what switching saves, with intervals), ``Helper`` and ``HelperPool``."""
+    if name in ("Timing", "Comparison"):
+        from tfaudit.engine import measure
+
+        return getattr(measure, name)
+    if name in ("Helper", "HelperPool"):
+        from tfaudit.engine import helpers
+
+        return getattr(helpers, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def time_call(fn, *, warmup: int, repeats: int, max_seconds: float) -> "Timing":
+    """``fn()`` timed ``repeats`` times after ``warmup`` untimed calls (at least 5, stopping after ``max_seconds``)."""
+    from tfaudit.engine.measure import time_call as timed
+
+    return timed(fn, warmup=warmup, repeats=repeats, max_seconds=max_seconds)
+
+
+def time_in_turn(*calls, warmup: int, max_seconds: float, max_rounds: int | None = None) -> tuple["Timing", ...]:
+    """Time ``calls`` call by call in turn, round after round, so every one sees the same moments of the host's contention."""
+    from tfaudit.engine.host_index import time_interleaved
+
+    return time_interleaved(*calls, warmup=warmup, max_seconds=max_seconds, max_rounds=max_rounds)
+
+
+def host_reference():
+    """A fixed TensorFlow workload to time in turn with the model; its median is the ``HOST_INDEX_METRIC``."""
+    from tfaudit.engine.host_index import reference_workload
+
+    return reference_workload()
+
+
+def compare(before: "Timing", after: "Timing", confidence: float = 0.95, seed: int = 0) -> "Comparison":
+    """What switching from ``before`` to ``after`` saves (ms, %, speedup), with bootstrap intervals."""
+    from tfaudit.engine.measure import compare as compared
+
+    return compared(before, after, confidence, seed)
+
+
+def bootstrap(values, statistic=None, confidence: float = 0.95, seed: int = 0) -> Measure:
+    """``statistic`` (the median by default) of ``values`` with a percentile-bootstrap interval."""
+    import numpy as np
+
+    from tfaudit.engine.measure import bootstrap as resampled
+
+    return resampled(values, np.median if statistic is None else statistic, confidence, seed)
+
+
+def process_memory_bytes() -> int:
+    """This process's resident memory now."""
+    from tfaudit.engine.resources import process_memory_bytes as resident
+
+    return resident()
+
+
+def helper_process(env: dict[str, str] | None = None) -> "Helper":
+    """A started helper process (see tfaudit.engine.helpers); ``env`` makes it a fresh interpreter with those variables."""
+    from tfaudit.engine.helpers import Helper
+
+    return Helper(env).start()
+
+
+def helper_pool() -> "HelperPool":
+    """A fork server for several helpers, each set up before its first op; make it before any op runs here."""
+    from tfaudit.engine.helpers import HelperPool
+
+    return HelperPool()
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's first useful line (TensorFlow's run to pages of locations), clipped."""
+    from tfaudit.engine.helpers import one_line as first_line
+
+    return first_line(exc)
+
+
+# --- Fixes: --fix-dir's artifacts ----------------------------------------------------------------------
+
+def fix_dir(ctx: "Context") -> str | None:
+    """Where fixed artifacts go (``--fix-dir``); None when the user asked for none."""
+    return ctx.options.get("fix_dir")
+
+
+def publish_fix(ctx: "Context", name: str, files: dict[str, str]) -> str:
+    """Copy ``files`` ({name in the folder: source file or folder}) into FIX_DIR/name at once; the folder's path."""
+    from tfaudit.engine.artifacts import publish
+
+    return publish(fix_dir(ctx), name, files)
+
+
+def with_artifact(finding: Finding, folder: str, what: str, made_by: str, verified: dict[str, Measure], measured: dict[str, Any],
+                  remeasured: bool = True) -> Finding:
+    """The finding with its written artifact attached, its savings corrected to what the artifact measured.
+
+    ``remeasured`` False: a file nothing here can run (a TF Serving configuration); the savings stand as measured.
+    """
+    from tfaudit.engine.artifacts import attach
+
+    return attach(finding, folder, what, made_by, verified, measured, remeasured)
