@@ -436,7 +436,10 @@ def publish_fix(ctx: "Context", name: str, files: dict[str, str]) -> str:
     """Copy ``files`` ({name in the folder: source file or folder}) into FIX_DIR/name at once; the folder's path."""
     from tfaudit.engine.artifacts import publish
 
-    return publish(fix_dir(ctx), name, files)
+    root = fix_dir(ctx)
+    if root is None:
+        raise ValueError("publish_fix needs --fix-dir")
+    return publish(root, name, files)
 
 
 def with_artifact(finding: Finding, folder: str, what: str, made_by: str, verified: dict[str, Measure], measured: dict[str, Any],
