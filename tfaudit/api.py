@@ -280,9 +280,15 @@ Yielded = Union[Progress, Sample, Finding, Metric, Measurements]
 
 
 class Check:
-    """Base class for checks. Subclasses set ``meta`` and implement ``run``."""
+    """Base class for checks. Subclasses set ``meta`` and implement ``run``.
+
+    A check that yields its ``Measurements`` also sets ``judge`` (a static method: the
+    measurements' dict → what ``run`` yields after them, without TensorFlow), so that
+    ``tfaudit rejudge REPORT.json`` can decide again from the stored measurements.
+    """
 
     meta: CheckMeta
+    judge: Any = None
 
     def run(self, ctx: "Context") -> Iterator[Yielded]:  # pragma: no cover - interface
         raise NotImplementedError

@@ -229,6 +229,10 @@ def main(argv: list[str] | None = None) -> int:
             from tfaudit.watch.cli import run as watch
 
             return watch(argv[1:])
+        if argv[:1] == ["rejudge"]:
+            from tfaudit.rejudge import main as rejudge
+
+            return rejudge(argv[1:])
         return run(argv)
     except UsageError as exc:
         print(f"tfaudit: error: {exc}", file=sys.stderr)

@@ -82,8 +82,9 @@ class MemoryCheck(Check):
             "call and per new shape (Theil–Sen with an interval) and reports peaks per batch size."
         ),
     )
+    judge = staticmethod(judge)
 
     def run(self, ctx) -> Iterator[Yielded]:
         measured = yield from gather(ctx)
         yield Measurements(measured)
-        yield from judge(measured)
+        yield from self.judge(measured)
