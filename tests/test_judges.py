@@ -21,7 +21,7 @@ CASES = sorted(
     os.path.join(check, name) for check in os.listdir(MEASUREMENTS) for name in os.listdir(os.path.join(MEASUREMENTS, check))
     if name.endswith(".json")
 )
-JUDGED = sorted(m.name for m in pkgutil.iter_modules(tfaudit.checks.__path__) if m.ispkg)  # the checks split into gather/judge/catalogue
+JUDGED = sorted(m.name for m in pkgutil.iter_modules(tfaudit.checks.__path__) if m.ispkg and not m.name.startswith("_"))  # "_": shared libraries
 TENSORFLOW_SIDE = ("tensorflow", "keras", "tf_keras", "tensorflow_model_optimization", "ai_edge_litert")
 
 

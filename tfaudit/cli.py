@@ -18,7 +18,11 @@ from tfaudit.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from tfaudit.usage import Parser, UsageError, checked_fix_dir
 
 
-EPILOG = """exit codes:
+EPILOG = """other commands:
+  tfaudit watch [options] -- COMMAND…   name the retracing in your own program (tfaudit watch --help)
+  tfaudit rejudge REPORT.json [...]     judge a JSON report's stored measurements again, without TensorFlow
+
+exit codes:
   0    done, nothing at or above --fail-on
   1    a finding at or above --fail-on
   2    usage error, a model or --inputs file that cannot be used, or another tfaudit in the processes it starts
