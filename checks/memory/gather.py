@@ -207,8 +207,6 @@ def gather(ctx) -> Iterator:
 
 def phases(ctx, budget: str, fixed_inputs: dict, sampler, timeline: Timeline) -> Iterator:
     """Yields progress and samples; returns what each phase read."""
-    import psutil
-
     serve = ctx.model.serving_fn()
     allocator = tf_gpu_allocator()
     started = time.perf_counter()
@@ -226,12 +224,7 @@ def phases(ctx, budget: str, fixed_inputs: dict, sampler, timeline: Timeline) ->
     tf_gpu["warmup"] = allocator()
 
     yield Progress(0.1, "calling with one fixed shape")
-    cap = min(MAX_PHASE_GROWTH_BYTES, MAX_PHASE_GROWTH_SHARE * psutil.virtual_memory().available)
-    start_memory = sampler.sample_now().memory_bytes
-    fixed = drive(
-        "fixed", call_fixed, sampler.sample_now, clock, seconds=FIXED_SECONDS[budget],
-        max_calls=FIXED_MAX_CALLS[budget], give_up=lambda reading: reading.memory_bytes - start_memory > cap,
-    )
+    fixed = fixed_phase(call_fixed, budget, sampler, clock)
     timeline.baseline = fixed.readings[0].memory_bytes
     yield from timeline.emit("fixed")
     gpu_readings = [r.gpu_bytes for r in fixed.readings]
@@ -243,28 +236,12 @@ def phases(ctx, budget: str, fixed_inputs: dict, sampler, timeline: Timeline) ->
 
     yield Progress(0.6, "peak memory per batch size")
     batch_sizes = BATCH_SIZES[budget] if ctx.inputs.batch_dynamic else ()
-    batch_peaks: dict[int, int] = {}
-    for batch in batch_sizes or (None,):
-        inputs = as_tensors(ctx.inputs.make(batch=batch))
-        high_water_mark = reset_peak_memory()
-        phase = drive("batch", lambda _, feed=inputs: materialise(serve(**feed)), sampler.sample_now, clock, seconds=BATCH_SECONDS[budget], max_calls=10_000)
-        in_window = [p.memory_bytes for p in list(sampler.points) if phase.started <= p.t <= phase.ended]
-        between_samples = [peak_anonymous_bytes() or 0] if high_water_mark else []
-        batch_peaks[batch or signature_batch(ctx)] = max(in_window + phase.memory() + between_samples)
+    batch_peaks = peaks_per_batch(ctx, serve, batch_sizes, BATCH_SECONDS[budget], sampler, clock)
     yield from timeline.emit("batch")
     tf_gpu["batch"] = allocator()
 
     yield Progress(0.75, "calling with new shapes")
-    varies, shapes = new_shape_stream(ctx, batch_sizes, NEW_SHAPES[budget])
-    varied, wrapper_memory, wrapper_traces = None, [], 0
-    if shapes:
-        if varies == "sequence length":  # run the longest first, so the stream's working set is already paid for
-            materialise(serve(**as_tensors(ctx.inputs.make(seq=MAX_SEQUENCE_LENGTH))))
-        feeds = [as_tensors(ctx.inputs.make(batch=b, seq=s)) for b, s in shapes]
-        varied = drive("varied", lambda i: materialise(serve(**feeds[i])), sampler.sample_now, clock, seconds=3600, max_calls=len(feeds), every_call=True)
-        yield from timeline.emit("varied")
-        wrapper_memory, wrapper_traces = wrapper_phase(serve, feeds[: WRAPPER_SHAPES[budget]], sampler.sample_now)
-        yield from timeline.emit("wrapper")
+    varies, varied, wrapper_memory, wrapper_traces = yield from new_shapes_phase(ctx, serve, batch_sizes, budget, sampler, clock, timeline)
     tf_gpu["varied"] = allocator()
     return {
         "seconds": clock(),
@@ -282,6 +259,46 @@ def phases(ctx, budget: str, fixed_inputs: dict, sampler, timeline: Timeline) ->
         "wrapper_traces": wrapper_traces,
         "tf_gpu": tf_gpu,
     }
+
+
+def fixed_phase(call_fixed: Callable[[int], None], budget: str, sampler, clock) -> Phase:
+    """Calls with one fixed shape, stopped early when memory grows past what the host can spare."""
+    import psutil
+
+    cap = min(MAX_PHASE_GROWTH_BYTES, MAX_PHASE_GROWTH_SHARE * psutil.virtual_memory().available)
+    start_memory = sampler.sample_now().memory_bytes
+    return drive(
+        "fixed", call_fixed, sampler.sample_now, clock, seconds=FIXED_SECONDS[budget],
+        max_calls=FIXED_MAX_CALLS[budget], give_up=lambda reading: reading.memory_bytes - start_memory > cap,
+    )
+
+
+def peaks_per_batch(ctx, serve, batch_sizes, seconds: float, sampler, clock) -> dict[int, int]:
+    """The anonymous-memory peak while calling at each batch size: samples, and the kernel's high-water mark between them."""
+    batch_peaks: dict[int, int] = {}
+    for batch in batch_sizes or (None,):
+        inputs = as_tensors(ctx.inputs.make(batch=batch))
+        high_water_mark = reset_peak_memory()
+        phase = drive("batch", lambda _, feed=inputs: materialise(serve(**feed)), sampler.sample_now, clock, seconds=seconds, max_calls=10_000)
+        in_window = [p.memory_bytes for p in list(sampler.points) if phase.started <= p.t <= phase.ended]
+        between_samples = [peak_anonymous_bytes() or 0] if high_water_mark else []
+        batch_peaks[batch or signature_batch(ctx)] = max(in_window + phase.memory() + between_samples)
+    return batch_peaks
+
+
+def new_shapes_phase(ctx, serve, batch_sizes, budget: str, sampler, clock, timeline: Timeline) -> Iterator:
+    """Calls with a new shape each, directly and through a plain tf.function wrapper; returns (what varies, the phase, wrapper memory, its traces)."""
+    varies, shapes = new_shape_stream(ctx, batch_sizes, NEW_SHAPES[budget])
+    if not shapes:
+        return varies, None, [], 0
+    if varies == "sequence length":  # run the longest first, so the stream's working set is already paid for
+        materialise(serve(**as_tensors(ctx.inputs.make(seq=MAX_SEQUENCE_LENGTH))))
+    feeds = [as_tensors(ctx.inputs.make(batch=b, seq=s)) for b, s in shapes]
+    varied = drive("varied", lambda i: materialise(serve(**feeds[i])), sampler.sample_now, clock, seconds=3600, max_calls=len(feeds), every_call=True)
+    yield from timeline.emit("varied")
+    wrapper_memory, wrapper_traces = wrapper_phase(serve, feeds[: WRAPPER_SHAPES[budget]], sampler.sample_now)
+    yield from timeline.emit("wrapper")
+    return varies, varied, wrapper_memory, wrapper_traces
 
 
 def heap_phase(call: Callable[[int], None], clock, seconds: float) -> Phase | None:
