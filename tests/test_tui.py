@@ -13,8 +13,8 @@ from textual.widgets import Markdown
 from tfaudit.events import LoadFailed
 from tfaudit.tui.app import DetailScreen, HelpScreen, TfauditApp, terminal_theme
 from tfaudit.tui.source import ReplaySource
-from tfaudit.report.variants import Variant, pareto_frontier
-from tfaudit.tui.widgets import ChecksTable, FindingsTable, MemoryPanel
+from tfaudit.report.variants import pareto_frontier
+from tfaudit.tui.widgets import ChartPlot, ChecksTable, FindingsTable
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
 REPLAY = os.path.join(DATA, "audit_replay.jsonl")
@@ -207,8 +207,9 @@ async def test_charts_render_every_series_and_ignore_unknown_ones():
             await pilot.press(key)
             await pilot.pause()
         assert ("batch-one", "per_row_ms") in app.state.samples  # a plugin's series: kept, not charted
-        assert "no GPU" in str(list(app.query(MemoryPanel))[1].plt.build())
-        variants = str(app.query_one("#variants").render())
+        plots = {plot.chart.id: plot for plot in app.query(ChartPlot)}
+        assert "no GPU" in str(plots["gpu_mb"].plt.build())
+        variants = str(app.query_one("ChartTab .frontier").render())
         assert "★ dynamic_range" in variants and "  16x8" in variants
 
 
@@ -234,14 +235,14 @@ async def test_a_load_failure_closes_the_app_with_the_cause():
 
 
 def test_pareto_frontier_keeps_the_variants_nothing_beats_on_all_three():
-    variants = [
-        Variant("float32", 4.0, 1.0, 0.0),
-        Variant("float16", 2.0, 1.1, 0.001),
-        Variant("int8", 1.0, 1.5, 0.02),
-        Variant("16x8", 2.5, 1.2, 0.002),  # float16 is smaller, faster and more faithful
-        Variant("pruned", 1.0, 1.0),  # fidelity not measured yet
-    ]
-    assert pareto_frontier(variants) == {"float32", "float16", "int8"}
+    placed = {  # label: [latency ms, fidelity loss, size MB]
+        "float32": [1.0, 0.0, 4.0],
+        "float16": [1.1, 0.001, 2.0],
+        "int8": [1.5, 0.02, 1.0],
+        "16x8": [1.2, 0.002, 2.5],  # float16 is smaller, faster and more faithful
+        "pruned": [1.0, None, 1.0],  # fidelity not measured yet
+    }
+    assert pareto_frontier(placed) == {"float32", "float16", "int8"}
 
 
 @pytest.mark.parametrize(("colorfgbg", "theme"), [("15;0", "textual-dark"), ("0;15", "textual-light"), ("", "textual-dark")])

@@ -159,6 +159,60 @@ class Sample:
     label: str = ""
 
 
+CHART_KINDS = ("lines", "curve", "bars", "frontier")
+
+
+@dataclass(frozen=True)
+class Chart:
+    """How the front ends draw some of a check's samples without knowing the check: a TUI tab and a report image.
+
+    ``series`` names the sample series drawn, one line each; a name ending (starting) in ``*`` takes
+    every series with that prefix (suffix), the rest of its name labelling the line. Kinds: ``lines``, y over x (the
+    points whose label is ``mark`` are marked); ``curve``, a line with markers per series, each
+    point labelled; ``bars``, the latest y per x; ``frontier``, labelled points placed by two series
+    (x of the first against y, then x of the second), the ones nothing beats on all three in green
+    (checks declaring the same frontier ``id`` share one). Charts with the same ``figure`` are panels of
+    one image named by it (titled by the first panel's ``figure_title``); ``tab`` is the TUI tab that shows them. ``headline``: a finding id whose
+    title, once found, titles the chart; ``empty``: what a panel without points says.
+    """
+
+    id: str
+    title: str
+    series: tuple[str, ...]
+    kind: str = "lines"
+    x_label: str = ""
+    y_label: str = ""
+    tab: str = ""
+    figure: str = ""
+    log_y: bool = False
+    mark: str = ""
+    headline: str = ""
+    empty: str = "not measured"
+    figure_title: str = ""  # the title of the image its ``figure`` names (on the first panel's chart)
+
+    def __post_init__(self) -> None:
+        if self.kind not in CHART_KINDS:
+            raise ValueError(f"{self.id}: chart kind must be one of {CHART_KINDS}, not {self.kind!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Chart":
+        return cls(**{**data, "series": tuple(data["series"])})
+
+    def matches(self, series: str) -> str | None:
+        """The line label of ``series`` in this chart (its name, or what follows a ``*`` prefix); None when not drawn here."""
+        for name in self.series:
+            if name.endswith("*") and series.startswith(name[:-1]):
+                return series[len(name) - 1:]
+            if name.startswith("*") and series.endswith(name[1:]):
+                return series[: len(series) - len(name) + 1]
+            if series == name:
+                return series
+        return None
+
+
 @dataclass(frozen=True)
 class Metric:
     """A key number of this model, kept for baselines (``--baseline``) and budgets.
@@ -289,6 +343,7 @@ class Check:
 
     meta: CheckMeta
     judge: Any = None
+    charts: tuple[Chart, ...] = ()  # how front ends draw this check's samples
 
     def run(self, ctx: "Context") -> Iterator[Yielded]:  # pragma: no cover - interface
         raise NotImplementedError
@@ -457,3 +512,26 @@ def with_artifact(finding: Finding, folder: str, what: str, made_by: str, verifi
     from tfaudit.engine.artifacts import attach
 
     return attach(finding, folder, what, made_by, verified, measured, remeasured)
+
+
+# --- Loading and sampling outside a Context (helper processes; a GPU sweep point) ---------------------
+
+def load_model(path: str, signature: str | None = None) -> "LoadedModel":
+    """A SavedModel or .keras file loaded as the worker loads it (``serving_fn()`` gives the signature): for a helper process."""
+    from tfaudit.engine.model import load_model as loaded
+
+    return loaded(path, signature)
+
+
+def import_user_modules(names: list[str]) -> None:
+    """``--import``'s modules (they register custom ops), imported before a model is loaded; the load error names the one that failed."""
+    from tfaudit.engine.model import import_modules
+
+    import_modules(names)
+
+
+def resource_sampler(interval_s: float = 0.05, nvml: Any = None) -> "ResourceSampler":
+    """A background sampler of RSS, anonymous memory and GPU memory (NVML when present), where there is no Context to ask."""
+    from tfaudit.engine.resources import ResourceSampler
+
+    return ResourceSampler(interval_s=interval_s, nvml=nvml)

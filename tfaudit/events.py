@@ -33,6 +33,7 @@ class CheckStarted:
     kind: ClassVar[str] = "check_started"
     check: str
     title: str
+    charts: tuple[dict[str, Any], ...] = ()  # tfaudit.api.Chart descriptors, as dicts
 
 
 @dataclass(frozen=True)
@@ -132,4 +133,4 @@ def from_json(line: str) -> Event:
     if cls is None:
         raise ValueError(f"not a tfaudit event: {line[:80]!r}")
     names = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in data.items() if k in names})
+    return cls(**{k: tuple(v) if k == "charts" else v for k, v in data.items() if k in names})

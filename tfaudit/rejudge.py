@@ -70,7 +70,8 @@ def stored_state(report: dict):
     state.interrupted = bool(report.get("interrupted"))
     for check in report.get("checks") or []:
         state.checks[check["id"]] = CheckState(check["id"], check["title"], status=check["status"], fraction=1.0,
-                                               duration_s=check.get("duration_s"), error=check.get("error") or "")
+                                               duration_s=check.get("duration_s"), error=check.get("error") or "",
+                                               charts=tuple(check.get("charts") or ()))
     state.metrics = dict(report.get("metrics") or {})
     state.measurements = dict(report["measurements"])
     state.findings = [Finding.from_dict(f) for f in report.get("findings") or []]

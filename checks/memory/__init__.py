@@ -67,7 +67,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from tfaudit.api import Check, CheckMeta, Measurements, Yielded
+from tfaudit.api import Chart, Check, CheckMeta, Measurements, Yielded
 
 from .gather import gather
 from .judge import judge
@@ -83,6 +83,14 @@ class MemoryCheck(Check):
         ),
     )
     judge = staticmethod(judge)
+    charts = (
+        Chart("ram_mb", "anonymous memory (MB)", ("ram_mb",), x_label="s", tab="memory", figure="memory_timeline",
+              figure_title="Memory over the memory check's phases"),
+        Chart("gpu_mb", "GPU memory (MB)", ("gpu_mb",), x_label="s", tab="memory", figure="memory_timeline", empty="no GPU"),
+        Chart("delta_mb", "growth from the baseline (MB)", ("delta_mb",), x_label="s", tab="memory", figure="memory_timeline"),
+        Chart("peak_mb_by_batch", "peak by batch size (MB)", ("peak_mb_by_batch",), kind="bars", x_label="batch size", tab="memory",
+              figure="memory_timeline"),
+    )
 
     def run(self, ctx) -> Iterator[Yielded]:
         measured = yield from gather(ctx)

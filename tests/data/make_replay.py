@@ -2,15 +2,18 @@
 
 It starts from recorded_mlp.jsonl, a real ``--record`` of build_mlp audited by
 the retracing check and tests/fake_checks.py (LowFinding, Raises, TimedFinding),
-and adds hand-made memory, quantization and pruning events (those checks are not
-written yet) plus a plugin's unknown series. Findings arrive in an order the
+and adds hand-made memory, quantization and pruning events (those checks were not
+written yet) plus a plugin's unknown series. Each check's start carries the charts the
+installed check declares. Findings arrive in an order the
 ranking must change: the best one comes last. Run: python tests/data/make_replay.py
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 
+from tfaudit.engine.registry import discover_checks
 from tfaudit.events import CheckFinished, CheckProgress, CheckStarted, FindingEmitted, SampleEmitted, from_json, to_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -30,8 +33,15 @@ def measure(value, low=None, high=None):
     return {"value": value, "low": low, "high": high}
 
 
+CHARTS = {spec.id: spec.charts for spec in discover_checks()}  # what each built-in check declares (tfaudit.api.Chart)
+
+
+def started(check: str, title: str) -> CheckStarted:
+    return CheckStarted(check, title, CHARTS.get(check, ()))
+
+
 def memory_events():
-    yield CheckStarted("memory", "Memory timeline")
+    yield started("memory", "Memory timeline")
     for i in range(40):
         t = i * 0.15
         ram = 310 + 60 * (1 - math.exp(-t)) + (25 if 18 <= i < 24 else 0)
@@ -58,7 +68,7 @@ VARIANTS = {  # name: (latency ms, size MB, fidelity loss)
 
 
 def quantization_events():
-    yield CheckStarted("quantization", "Post-training quantization")
+    yield started("quantization", "Post-training quantization")
     for position, (name, (latency, size, loss)) in enumerate(VARIANTS.items(), 1):
         yield SampleEmitted("quantization", "variant_latency_vs_size", latency, size, name)
         yield SampleEmitted("quantization", "variant_fidelity_vs_size", loss, size, name)
@@ -77,7 +87,7 @@ def quantization_events():
 
 
 def pruning_events():
-    yield CheckStarted("pruning", "Magnitude pruning")
+    yield started("pruning", "Magnitude pruning")
     yield SampleEmitted("pruning", "variant_latency_vs_size", 0.41, 0.030, "pruned-50%")
     yield CheckProgress("pruning", 0.4, "pruning 50%")
     yield CheckFinished("pruning", "errored", 2.4, "ValueError: prune_low_magnitude cannot wrap a Keras 3 layer",
@@ -86,7 +96,7 @@ def pruning_events():
 
 
 def plugin_events():
-    yield CheckStarted("batch-one", "Batch-1 latency")
+    yield started("batch-one", "Batch-1 latency")
     yield SampleEmitted("batch-one", "per_row_ms", 1, 0.44)
     yield SampleEmitted("batch-one", "per_row_ms", 32, 0.02)
     yield CheckFinished("batch-one", "passed", 1.1)
@@ -97,6 +107,8 @@ def main() -> None:
         recorded = [from_json(line) for line in stream if line.strip()]
     by_check: dict[str, list] = {}
     for event in recorded[1:]:
+        if isinstance(event, CheckStarted):  # recorded before checks declared their charts
+            event = dataclasses.replace(event, charts=CHARTS.get(event.check, ()))
         by_check.setdefault(event.check, []).append(event)
     events = [recorded[0], *by_check["retracing"], *memory_events(), *by_check["fake-low"],
               *pruning_events(), *plugin_events(), *quantization_events(), *by_check["fake-raises"]]

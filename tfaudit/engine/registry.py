@@ -25,6 +25,7 @@ class CheckSpec:
     target: str  # "module:Class", imported again inside the worker
     origin: str  # "built-in" or "plugin <distribution>"
     load_error: str = ""
+    charts: tuple[dict, ...] = ()  # the check's Chart descriptors, as dicts (they travel in events)
 
 
 def load_target(target: str):
@@ -37,11 +38,12 @@ def load_target(target: str):
 
 def spec_for(target: str, origin: str = "built-in", fallback_id: str = "") -> CheckSpec:
     try:
-        meta = load_target(target).meta
+        check = load_target(target)
+        meta, charts = check.meta, tuple(chart.to_dict() for chart in getattr(check, "charts", ()))
     except Exception as exc:  # a broken plugin must not take the others down
         name = fallback_id or target
         return CheckSpec(name, name, "", target, origin, load_error=f"{type(exc).__name__}: {exc}")
-    return CheckSpec(meta.id, meta.title, meta.description, target, origin)
+    return CheckSpec(meta.id, meta.title, meta.description, target, origin, charts=charts)
 
 
 def discover_checks() -> list[CheckSpec]:

@@ -281,7 +281,7 @@ def run_check(
     from tfaudit.budget import BUDGETS
 
     timeout_s = job.check_timeout_s or BUDGETS[job.budget].check_timeout_s
-    on_event(CheckStarted(spec.id, spec.title))
+    on_event(CheckStarted(spec.id, spec.title, spec.charts))
     if spec.load_error:
         finished = CheckFinished(spec.id, "errored", 0.0, f"cannot import check {spec.target}: {spec.load_error}")
         on_event(finished)

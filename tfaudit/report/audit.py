@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tfaudit import __version__
-from tfaudit.api import SEVERITIES, Finding, severity_rank
+from tfaudit.api import SEVERITIES, Chart, Finding, severity_rank
 from tfaudit.events import (
     CheckFinished,
     CheckProgress,
@@ -37,6 +37,7 @@ class CheckState:
     duration_s: float | None = None
     error: str = ""
     stderr_tail: str = ""
+    charts: tuple[dict[str, Any], ...] = ()  # tfaudit.api.Chart descriptors
 
 
 @dataclass
@@ -63,7 +64,7 @@ class AuditState:
         elif isinstance(event, LoadFailed):
             self.load_error = event.message
         elif isinstance(event, CheckStarted):
-            self.checks[event.check] = CheckState(event.check, event.title, status="running")
+            self.checks[event.check] = CheckState(event.check, event.title, status="running", charts=tuple(event.charts))
         elif isinstance(event, CheckProgress):
             state = self._check(event.check)
             state.fraction, state.message = event.fraction, event.message
@@ -86,6 +87,28 @@ class AuditState:
 
     def _check(self, check_id: str) -> CheckState:
         return self.checks.setdefault(check_id, CheckState(check_id, check_id))
+
+    def charts(self) -> list[tuple[str, Chart]]:
+        """(check, chart) of every chart the checks that started declared, in their order."""
+        return [(c.id, Chart.from_dict(chart)) for c in self.checks.values() for chart in c.charts]
+
+    def figures(self) -> list[tuple[str, list[tuple[str, Chart]]]]:
+        """(name, panels) of each picture: charts sharing a ``figure`` are its panels; a frontier several checks declare is one."""
+        figures: dict[str, list[tuple[str, Chart]]] = {}
+        for check, chart in self.charts():
+            panels = figures.setdefault(chart.figure or chart.id, [])
+            if all(other.id != chart.id for _, other in panels):
+                panels.append((check, chart))
+        return list(figures.items())
+
+    def chart_points(self, check: str, chart: Chart) -> dict[str, list[tuple[float, float, str]]]:
+        """The chart's lines: line label → points, from the check's samples (a frontier takes every check's)."""
+        lines: dict[str, list[tuple[float, float, str]]] = {}
+        for (owner, series), points in self.samples.items():
+            label = chart.matches(series)
+            if label is not None and (owner == check or chart.kind == "frontier"):
+                lines.setdefault(label, []).extend(points)
+        return lines
 
     def ranked_findings(self) -> list[Finding]:
         return rank(self.findings)
@@ -161,7 +184,7 @@ class AuditState:
             "model": self.inventory or {"path": self.model_path},
             "environment": self.environment or {},
             "checks": [
-                {"id": c.id, "title": c.title, "status": c.status, "duration_s": c.duration_s, "error": c.error}
+                {"id": c.id, "title": c.title, "status": c.status, "duration_s": c.duration_s, "error": c.error, "charts": list(c.charts)}
                 for c in self.checks.values()
             ],
             "metrics": self.metrics,

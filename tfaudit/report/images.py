@@ -1,9 +1,8 @@
 """The report's pictures, drawn with matplotlib (Agg, no display) from the audit's own samples and findings.
 
-- the memory timeline in 4 panels (anonymous memory, GPU, growth from the baseline, peak by batch);
-- per-call latency of each replayed request stream, the calls that retraced marked;
-- compression variants: size against latency and against fidelity loss, the Pareto frontier named;
-- the serving throughput–latency curve, one line per device;
+- every chart the checks declare (``tfaudit.api.Chart``: the memory timeline's panels, per-call
+  latency with the calls that retraced marked, the compression variants' frontier, the serving
+  curve), drawn from their samples without knowing the checks;
 - for a watched program, traces per function;
 - with --fix-dir, predicted against verified savings per fix.
 
@@ -16,8 +15,9 @@ import os
 from typing import Callable
 
 from tfaudit.report import write_atomic
+from tfaudit.api import Chart
 from tfaudit.report.audit import AuditState
-from tfaudit.report.variants import compression_variants, pareto_frontier
+from tfaudit.report.variants import frontier_points, pareto_frontier
 
 DPI = 300
 SIZE = (8, 4.5)
@@ -33,83 +33,65 @@ def _figure(rows: int = 1, columns: int = 1):
     return figure, figure.subplots(rows, columns, squeeze=False)
 
 
-def memory_timeline(state: AuditState):
-    series = {name: state.samples.get(("memory", name), []) for name in ("ram_mb", "gpu_mb", "delta_mb", "peak_mb_by_batch")}
-    if not series["ram_mb"]:
-        return None
-    figure, axes = _figure(2, 2)
-    panels = (("ram_mb", "anonymous memory (MB)"), ("gpu_mb", "GPU memory (MB)"), ("delta_mb", "growth from the baseline (MB)"), ("peak_mb_by_batch", "peak by batch size (MB)"))
-    for axis, (name, title) in zip(axes.flat, panels):
-        points = series[name]
-        axis.set_title(title, fontsize=9)
-        if not points:
-            axis.text(0.5, 0.5, "no GPU" if name == "gpu_mb" else "not measured", ha="center", va="center", transform=axis.transAxes, color="gray")
-            axis.set_xticks([])
-            axis.set_yticks([])
+def draw_frontier(axis, chart: Chart, placed: dict[str, list[float | None]], best: set[str], index: int) -> None:
+    for label, point in placed.items():
+        x, y = point[index], point[-1]
+        if x is None or y is None:
             continue
-        if name == "peak_mb_by_batch":
-            peaks = {x: y for x, y, _ in points}
-            axis.bar([f"{x:g}" for x in peaks], list(peaks.values()), color="tab:purple")
-            axis.set_xlabel("batch size", fontsize=8)
+        on = label in best
+        axis.scatter(x, y, color="tab:green" if on else "gray", s=40 if on else 20, zorder=3)
+        axis.annotate(label, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points", color="tab:green" if on else "gray")
+    axis.set(xlabel=chart.x_label, ylabel=chart.y_label)
+
+
+def draw_panel(state: AuditState, check: str, chart: Chart, axis) -> None:
+    lines = state.chart_points(check, chart)
+    axis.set_title(headline(state, chart), fontsize=9, wrap=True)
+    if not any(lines.values()):
+        axis.text(0.5, 0.5, chart.empty, ha="center", va="center", transform=axis.transAxes, color="gray")
+        axis.set_xticks([])
+        axis.set_yticks([])
+        return
+    if chart.kind == "bars":
+        latest = {x: y for points in lines.values() for x, y, _ in points}
+        axis.bar([f"{x:g}" for x in latest], list(latest.values()), color="tab:purple")
+    for label, points in lines.items() if chart.kind != "bars" else ():
+        axis.plot([p[0] for p in points], [p[1] for p in points], linewidth=1, label=label, marker="o" if chart.kind == "curve" else None)
+        for x, y, point_label in points if chart.kind == "curve" else ():
+            if point_label:
+                axis.annotate(point_label, (x, y), fontsize=7, xytext=(3, -9), textcoords="offset points")
+    marked = [(x, y) for points in lines.values() for x, y, label in points if chart.mark and label == chart.mark]
+    if marked:
+        axis.scatter([x for x, _ in marked], [y for _, y in marked], marker="x", color="red", zorder=3, label=f"{chart.mark}")
+    if chart.log_y:
+        axis.set_yscale("log")
+    axis.set(xlabel=chart.x_label, ylabel=chart.y_label)
+    if len(lines) > 1 or marked:
+        axis.legend(fontsize=7)
+
+
+def headline(state: AuditState, chart: Chart) -> str:
+    """The chart's title: its headline finding's title once found."""
+    return next((f.title for f in state.findings if chart.headline and f.id == chart.headline), chart.title)
+
+
+def described(state: AuditState, panels: list[tuple[str, Chart]]):
+    """One image of the declared charts in ``panels``; None when none has points."""
+    if not any(state.chart_points(check, chart) for check, chart in panels):
+        return None
+    frontiers = [chart for _, chart in panels if chart.kind == "frontier"]
+    placed = frontier_points(state, frontiers)
+    best = pareto_frontier(placed)
+    columns = 2 if len(panels) > 1 else 1
+    figure, axes = _figure((len(panels) + columns - 1) // columns, columns)
+    for axis, (check, chart) in zip(axes.flat, panels):
+        if chart.kind == "frontier":
+            draw_frontier(axis, chart, placed, best, frontiers.index(chart))
         else:
-            axis.plot([p[0] for p in points], [p[1] for p in points], linewidth=1)
-            axis.set_xlabel("s", fontsize=8)
+            draw_panel(state, check, chart, axis)
         axis.tick_params(labelsize=7)
-    figure.suptitle("Memory over the memory check's phases", fontsize=10)
-    return figure
-
-
-def latency(state: AuditState):
-    series = {name.split(":", 1)[1]: points for (check, name), points in state.samples.items() if check == "retracing" and name.startswith("latency_ms:")}
-    if not series:
-        return None
-    figure, axes = _figure()
-    axis = axes[0][0]
-    for pattern, points in series.items():
-        axis.plot([p[0] for p in points], [p[1] for p in points], linewidth=1, label=pattern)
-    traced = [(x, y) for points in series.values() for x, y, label in points if label == "trace"]
-    if traced:
-        axis.scatter([x for x, _ in traced], [y for _, y in traced], marker="x", color="red", zorder=3, label="call that retraced")
-    axis.set_yscale("log")
-    axis.set(xlabel="request", ylabel="latency per call (ms, log)", title="Per-call latency of each request stream")
-    axis.legend(fontsize=7)
-    return figure
-
-
-def compression(state: AuditState):
-    variants = [v for v in compression_variants(state) if v.size_mb is not None]
-    if not variants:
-        return None
-    frontier = pareto_frontier(variants)
-    figure, axes = _figure(1, 2)
-    for axis, metric, label in ((axes[0][0], "latency_ms", "latency (ms)"), (axes[0][1], "fidelity_loss", "fidelity loss (relative L2)")):
-        for v in variants:
-            value = getattr(v, metric)
-            if value is None:
-                continue
-            on = v.name in frontier
-            axis.scatter(value, v.size_mb, color="tab:green" if on else "gray", s=40 if on else 20, zorder=3)
-            axis.annotate(v.name, (value, v.size_mb), fontsize=7, xytext=(3, 3), textcoords="offset points", color="tab:green" if on else "gray")
-        axis.set(xlabel=label, ylabel="size (MB)")
-    figure.suptitle("Compression variants (green: Pareto frontier on size, latency and fidelity)", fontsize=10)
-    return figure
-
-
-def serving(state: AuditState):
-    series = {name.removesuffix(" batch"): points for (check, name), points in state.samples.items() if check == "serving" and name.endswith(" batch")}
-    if not series:
-        return None
-    figure, axes = _figure()
-    axis = axes[0][0]
-    for device, points in series.items():
-        axis.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=device)
-        for x, y, label in points:
-            if label:
-                axis.annotate(label, (x, y), fontsize=7, xytext=(3, -9), textcoords="offset points")
-    headline = next((f.title for f in state.findings if f.id == "serving/configuration"), "Serving: throughput against latency")
-    axis.set(xlabel="p50 latency per call (ms)", ylabel="throughput (rows/s)")
-    axis.set_title(headline, fontsize=9, wrap=True)
-    axis.legend(fontsize=7)
+    if panels[0][1].figure_title:
+        figure.suptitle(panels[0][1].figure_title, fontsize=10)
     return figure
 
 
@@ -166,11 +148,7 @@ def predicted_verified(state: AuditState):
     return figure
 
 
-CHARTS: list[tuple[str, str, Callable]] = [
-    ("memory_timeline", "Memory timeline", memory_timeline),
-    ("latency", "Per-call latency with retraces", latency),
-    ("compression", "Compression variants", compression),
-    ("serving", "Serving throughput and latency", serving),
+REPORT_CHARTS: list[tuple[str, str, Callable]] = [  # pictures of the report's own, beside those the checks declare
     ("watch_traces", "Traces per function", watch_traces),
     ("predicted_verified", "Predicted and verified savings", predicted_verified),
 ]
@@ -179,7 +157,9 @@ CHARTS: list[tuple[str, str, Callable]] = [
 def png_images(state: AuditState) -> list[tuple[str, str, bytes]]:
     """(file name, title, PNG bytes) of every chart this state has data for."""
     images = []
-    for slug, title, draw in CHARTS:
+    declared = [(name, panels[0][1].figure_title or panels[0][1].title, lambda state, panels=panels: described(state, panels))
+                for name, panels in state.figures()]
+    for slug, title, draw in declared + REPORT_CHARTS:
         figure = draw(state)
         if figure is None:
             continue

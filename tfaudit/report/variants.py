@@ -1,42 +1,41 @@
-"""Compression variants as the quantization and pruning checks report them (shared by the TUI and the report images)."""
+"""Variants on a frontier: the points ``frontier`` charts place (tfaudit.api.Chart), shared by the TUI and the report images.
+
+A check declares one ``frontier`` chart per axis (the compression checks: latency and fidelity
+loss, each against size); every check's samples of those series place the same labelled variants,
+so quantization's and pruning's variants share one frontier.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from tfaudit.api import Chart
 from tfaudit.report.audit import AuditState
 
-COMPRESSION_CHECKS = ("quantization", "pruning")
+Placed = dict[str, list]  # label → [x on each frontier chart …, y]; None where not measured yet
 
 
-@dataclass
-class Variant:
-    name: str
-    size_mb: float | None = None
-    latency_ms: float | None = None
-    fidelity_loss: float | None = None
-
-    def metrics(self) -> tuple[float, float, float] | None:
-        values = (self.size_mb, self.latency_ms, self.fidelity_loss)
-        return None if None in values else values  # type: ignore[return-value]
+def frontier_charts(state: AuditState) -> list[Chart]:
+    """The frontier charts the checks declared, each once, in order."""
+    seen: dict[str, Chart] = {}
+    for _, chart in state.charts():
+        if chart.kind == "frontier":
+            seen.setdefault(chart.id, chart)
+    return list(seen.values())
 
 
-def compression_variants(state: AuditState) -> list[Variant]:
-    variants: dict[str, Variant] = {}
-    for check in COMPRESSION_CHECKS:
-        for x, y, label in state.samples.get((check, "variant_latency_vs_size"), []):
-            variant = variants.setdefault(label, Variant(label))
-            variant.latency_ms, variant.size_mb = x, y
-        for x, y, label in state.samples.get((check, "variant_fidelity_vs_size"), []):
-            variant = variants.setdefault(label, Variant(label))
-            variant.fidelity_loss, variant.size_mb = x, y
-    return list(variants.values())
+def frontier_points(state: AuditState, charts: list[Chart]) -> Placed:
+    placed: Placed = {}
+    for index, chart in enumerate(charts):
+        for points in state.chart_points("", chart).values():
+            for x, y, label in points:
+                point = placed.setdefault(label, [None] * (len(charts) + 1))
+                point[index], point[-1] = x, y
+    return placed
 
 
-def pareto_frontier(variants: list[Variant]) -> set[str]:
-    """Names of the fully measured variants no other variant beats on size, latency and fidelity loss at once."""
-    measured = [(v.name, v.metrics()) for v in variants if v.metrics() is not None]
+def pareto_frontier(placed: Placed) -> set[str]:
+    """Labels of the fully measured points that no other beats on every coordinate at once (lower is better)."""
+    full = {label: point for label, point in placed.items() if None not in point}
 
     def dominates(a, b) -> bool:
         return all(x <= y for x, y in zip(a, b)) and any(x < y for x, y in zip(a, b))
 
-    return {name for name, m in measured if not any(dominates(other, m) for _, other in measured)}
+    return {label for label, point in full.items() if not any(dominates(other, point) for other in full.values())}

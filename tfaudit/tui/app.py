@@ -30,19 +30,11 @@ from tfaudit.events import CheckStarted, Event, FindingEmitted, LoadFailed, Samp
 from tfaudit.report.json import write_json
 from tfaudit.report.markdown import finding_lines, model_name, write_markdown
 from tfaudit.tui.source import EventSource
-from tfaudit.report.variants import COMPRESSION_CHECKS
-from tfaudit.tui.widgets import (
-    ChecksTable,
-    CompressionView,
-    ServingChart,
-    FindingsTable,
-    LatencyChart,
-    MemoryPanels,
-    ModelHeader,
-)
+from tfaudit.tui.widgets import ChartTab, ChecksTable, FindingsTable, ModelHeader
 
 APPLY_INTERVAL_S = 0.1  # events reach the tables within this
 REPLOT_INTERVAL_S = 0.3  # charts replot at most this often while samples stream in
+CHART_TABS = ("latency", "memory", "compression", "serving")  # where the checks' charts go (tfaudit.api.Chart.tab)
 SEVERITY_FILTERS = (None, *SEVERITIES[:-1])  # `f` cycles: all, critical, high and up, medium and up, low and up
 LIGHT_BACKGROUNDS = {"7", "15"}  # COLORFGBG background colours of light terminal themes
 LATENCY_LOG_VARIABLE = "TFAUDIT_TUI_LATENCY_LOG"  # a file to append "key milliseconds" lines: key press to repaint
@@ -118,7 +110,7 @@ class TfauditApp(App[None]):
         Binding("f", "filter", "Filter"),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("q", "quit", "Quit"),
-        *(Binding(str(i), f"show_tab('{tab}')", show=False) for i, tab in enumerate(("findings", "latency", "memory", "compression", "serving"), 1)),
+        *(Binding(str(i), f"show_tab('{tab}')", show=False) for i, tab in enumerate(("findings", *CHART_TABS), 1)),
     ]
 
     def __init__(
@@ -158,14 +150,9 @@ class TfauditApp(App[None]):
             with TabPane("Findings", id="findings"):
                 yield ChecksTable(id="checks")
                 yield FindingsTable(id="ranked")
-            with TabPane("Latency", id="latency"):
-                yield LatencyChart(id="latency-chart")
-            with TabPane("Memory", id="memory"):
-                yield MemoryPanels(id="memory-panels")
-            with TabPane("Compression", id="compression"):
-                yield CompressionView(id="compression-view")
-            with TabPane("Serving", id="serving"):
-                yield ServingChart(id="serving-chart")
+            for tab in CHART_TABS:
+                with TabPane(tab.capitalize(), id=tab):
+                    yield ChartTab(tab, id=f"{tab}-charts")
         yield Footer()
 
     @property
@@ -177,7 +164,7 @@ class TfauditApp(App[None]):
         self.main.query_one(FindingsTable).border_title = "ranked recommendations"
         self.main.query_one(ChecksTable).border_title = "checks"
         self.refresh_views()
-        self.replot(("retracing", "memory", *COMPRESSION_CHECKS))
+        self.replot(None)
         self.set_interval(APPLY_INTERVAL_S, self.on_apply_tick)
         self.set_interval(REPLOT_INTERVAL_S, self.on_replot_tick)
         self.running = self.run_source(None)
@@ -267,8 +254,9 @@ class TfauditApp(App[None]):
             applied = True
             if isinstance(event, CheckStarted):
                 self.started_at[event.check] = self.clock()
-            elif isinstance(event, SampleEmitted) or (isinstance(event, FindingEmitted) and event.check == "serving"):
-                self.dirty_charts.add(event.check)  # the serving chart's title is the check's headline finding
+                self.dirty_charts.add(event.check)  # its charts are mounted
+            elif isinstance(event, (SampleEmitted, FindingEmitted)):
+                self.dirty_charts.add(event.check)  # a chart's title can be its check's headline finding
             elif isinstance(event, LoadFailed):
                 self.exit()  # run_tui prints the cause once the terminal is restored
                 return
@@ -294,16 +282,10 @@ class TfauditApp(App[None]):
         ranked.border_title = f"ranked recommendations ({shown})" + (f" · {notes} info = measured, nothing to fix" if notes else "")
         ranked.border_subtitle = f"severity ≥ {self.severity_filter}" if self.severity_filter else "all severities"
 
-    def replot(self, checks: Iterable[str]) -> None:
-        checks = set(checks)
-        if "retracing" in checks:
-            self.main.query_one(LatencyChart).replot(self.state)
-        if "memory" in checks:
-            self.main.query_one(MemoryPanels).replot(self.state)
-        if checks & set(COMPRESSION_CHECKS):
-            self.main.query_one(CompressionView).replot(self.state)
-        if "serving" in checks:
-            self.main.query_one(ServingChart).replot(self.state)
+    def replot(self, checks: Iterable[str] | None) -> None:
+        """Replot the charts of ``checks`` (None: every chart), mounting those of checks that started since."""
+        for tab in self.main.query(ChartTab):
+            tab.show(self.state, None if checks is None else set(checks))
         self.dirty_charts.clear()
 
     @on(DataTable.RowSelected, "#ranked")

@@ -9,14 +9,14 @@ from typing import Callable
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Grid, Horizontal, Vertical
+from textual.containers import Grid, Vertical
 from textual.widgets import DataTable, Static
 from textual_plotext import PlotextPlot
 
-from tfaudit.api import Finding, severity_rank
+from tfaudit.api import Chart, Finding, severity_rank
 from tfaudit.report.audit import AuditState
 from tfaudit.report.format import effort_text, human_bytes, risk_text, saving_text, shape_text
-from tfaudit.report.variants import compression_variants, pareto_frontier
+from tfaudit.report.variants import frontier_charts, frontier_points, pareto_frontier
 
 SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan", "info": "dim"}
 STATUS_STYLE = {"passed": "green", "findings": "yellow", "skipped": "dim", "errored": "bold red", "running": "cyan", "pending": "dim"}
@@ -131,8 +131,17 @@ class FindingsTable(DataTable):
         return self.findings[self.cursor_row]
 
 
-class Chart(PlotextPlot):
-    """A PlotextPlot that replots from the audit state; ``draw`` gets this widget's own ``plt``."""
+def chart_title(state: AuditState, chart: Chart) -> str:
+    """The chart's title: its headline finding's title once found."""
+    return next((f.title for f in state.findings if chart.headline and f.id == chart.headline), chart.title)
+
+
+class ChartPlot(PlotextPlot):
+    """One chart a check declared (``tfaudit.api.Chart``), replotted from the audit state's samples."""
+
+    def __init__(self, check: str, chart: Chart, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.check, self.chart = check, chart
 
     def replot(self, state: AuditState) -> None:
         self.plt.clear_data()
@@ -140,126 +149,92 @@ class Chart(PlotextPlot):
         self.draw(state)
         self.refresh()
 
-    def draw(self, state: AuditState) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
-
-
-class LatencyChart(Chart):
-    """Per-call latency over the request stream of each serving pattern; calls that traced are marked."""
+    def waiting(self, state: AuditState) -> str:
+        check = state.checks.get(self.check)
+        done = check is not None and check.status not in ("running", "pending")
+        return f"{self.chart.title}: {self.chart.empty if done else 'waiting'}"
 
     def draw(self, state: AuditState) -> None:
-        plt = self.plt
-        plt.title("per-call latency (ms); x = call that retraced")
-        plt.xlabel("request")
-        series = {name.split(":", 1)[1]: points for (check, name), points in state.samples.items()
-                  if check == "retracing" and name.startswith("latency_ms:")}
-        if not series:
-            plt.title("per-call latency (ms): waiting for the retracing check")
+        plt, chart = self.plt, self.chart
+        if chart.kind == "frontier":
+            self.draw_frontier(state)
             return
-        for pattern, points in series.items():
-            plt.plot([p[0] for p in points], [p[1] for p in points], label=pattern)
-        traced = [(x, y) for points in series.values() for x, y, label in points if label == "trace"]
-        if traced:
-            plt.scatter([x for x, _ in traced], [y for _, y in traced], marker="x", color="red", label="retrace")
-
-
-class ServingChart(Chart):
-    """Throughput against p50 latency, one point per batch size as the serving sweep measures it; the headline once known."""
-
-    def draw(self, state: AuditState) -> None:
-        plt = self.plt
-        plt.xlabel("p50 latency per call (ms)")
-        series = {name.removesuffix(" batch"): points for (check, name), points in state.samples.items()
-                  if check == "serving" and name.endswith(" batch")}
-        headline = next((f.title for f in state.findings if f.id == "serving/configuration"), "")
-        if not series:
-            plt.title("throughput vs latency: waiting for the serving check")
+        lines = state.chart_points(self.check, chart)
+        if not any(lines.values()):
+            plt.title(self.waiting(state))
             return
-        plt.title(headline or "throughput (rows/s) vs latency, by batch size")
-        for device, points in series.items():
-            plt.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=f"{device} rows/s (batch 1, 2, 4, …)")
-
-
-class MemoryPanel(Chart):
-    def __init__(self, series: str, title: str, bars: bool = False, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.series, self.chart_title, self.bars = series, title, bars
-
-    def draw(self, state: AuditState) -> None:
-        plt = self.plt
-        points = state.samples.get(("memory", self.series), [])
-        if self.series == "gpu_mb" and not points and not (state.environment or {}).get("gpus"):
-            plt.title(f"{self.chart_title}: no GPU")
+        plt.title(chart_title(state, chart))
+        plt.xlabel(chart.x_label)
+        if chart.kind == "bars":
+            latest = {x: y for points in lines.values() for x, y, _ in points}  # an x measured twice keeps its latest
+            plt.bar([f"{x:g}" for x in latest], list(latest.values()))
             return
-        plt.title(self.chart_title if points else f"{self.chart_title}: waiting")
+        for label, points in lines.items():
+            plt.plot([p[0] for p in points], [p[1] for p in points], label=label, **({"marker": "o"} if chart.kind == "curve" else {}))
+        marked = [(x, y) for points in lines.values() for x, y, label in points if chart.mark and label == chart.mark]
+        if marked:
+            plt.scatter([x for x, _ in marked], [y for _, y in marked], marker="x", color="red", label=chart.mark)
+
+    def draw_frontier(self, state: AuditState) -> None:
+        plt, charts = self.plt, frontier_charts(state)
+        placed = frontier_points(state, charts)
+        index = [c.id for c in charts].index(self.chart.id)
+        points = {label: (p[index], p[-1]) for label, p in placed.items() if p[index] is not None and p[-1] is not None}
+        plt.title(self.chart.title if points else self.waiting(state))
         if not points:
             return
-        if self.bars:
-            peaks = {x: y for x, y, _ in points}  # a batch size measured twice keeps its latest peak
-            plt.bar([f"{x:g}" for x in peaks], list(peaks.values()))
-            plt.xlabel("batch size")
-        else:
-            plt.plot([p[0] for p in points], [p[1] for p in points])
-            plt.xlabel("s")
-
-
-class MemoryPanels(Grid):
-    def compose(self) -> ComposeResult:
-        yield MemoryPanel("ram_mb", "Memory (MB, anonymous)")
-        yield MemoryPanel("gpu_mb", "GPU (MB)")
-        yield MemoryPanel("delta_mb", "delta from baseline (MB)")
-        yield MemoryPanel("peak_mb_by_batch", "peak by batch size (MB)", bars=True)
-
-    def replot(self, state: AuditState) -> None:
-        for panel in self.query(MemoryPanel):
-            panel.replot(state)
-
-
-class VariantChart(Chart):
-    def __init__(self, metric: str, title: str, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.metric, self.chart_title = metric, title
-
-    def draw(self, state: AuditState) -> None:
-        plt = self.plt
-        variants = [v for v in compression_variants(state) if getattr(v, self.metric) is not None and v.size_mb is not None]
-        plt.title(self.chart_title if variants else f"{self.chart_title}: waiting")
-        if not variants:
-            return
-        frontier = pareto_frontier(compression_variants(state))
-        for on_frontier, color, label in ((False, "gray", "dominated"), (True, "green", "Pareto frontier")):
-            chosen = [v for v in variants if (v.name in frontier) == on_frontier]
+        best = pareto_frontier(placed)
+        plt.xlabel(self.chart.x_label)
+        for on_frontier, color in ((False, "gray"), (True, "green")):
+            chosen = [xy for label, xy in points.items() if (label in best) == on_frontier]
             if chosen:
-                plt.scatter([getattr(v, self.metric) for v in chosen], [v.size_mb for v in chosen],
-                            color=color, marker="●" if on_frontier else "•")
-        for v in variants:
-            plt.text(v.name, getattr(v, self.metric), v.size_mb, alignment="left", color="green" if v.name in frontier else "gray")
+                plt.scatter([x for x, _ in chosen], [y for _, y in chosen], color=color, marker="●" if on_frontier else "•")
+        for label, (x, y) in points.items():
+            plt.text(label, x, y, alignment="left", color="green" if label in best else "gray")
 
 
-def variants_text(state: AuditState) -> Text:
-    variants = compression_variants(state)
-    if not variants:
-        return Text("compression variants appear here when the quantization or pruning check runs", style="dim")
-    frontier = pareto_frontier(variants)
+def frontier_text(state: AuditState) -> Text:
+    """The frontier's variants, smallest first, each with its coordinates; the ones nothing beats starred."""
+    charts = frontier_charts(state)
+    placed = frontier_points(state, charts)
+    if not placed:
+        return Text("variants appear here when a check that places them (quantization, pruning) runs", style="dim")
+    best = pareto_frontier(placed)
+    axes = [charts[0].y_label] + [chart.x_label for chart in charts]
     text = Text()
-    for v in sorted(variants, key=lambda v: (v.size_mb is None, v.size_mb or 0)):
-        def fmt(value, spec):
-            return "?" if value is None else format(value, spec)
-
-        line = f"{'★' if v.name in frontier else ' '} {v.name:<16} {fmt(v.size_mb, '.2f')} MB  {fmt(v.latency_ms, '.2f')} ms  fidelity loss {fmt(v.fidelity_loss, '.3g')}\n"
-        text.append(line, style="bold green" if v.name in frontier else "")
-    text.append("★ green: Pareto frontier (no variant is smaller, faster and as faithful)", style="dim")
+    for label, point in sorted(placed.items(), key=lambda item: (item[1][-1] is None, item[1][-1] or 0)):
+        values = "  ".join(f"{'?' if value is None else format(value, '.3g')} {axis}" for value, axis in zip([point[-1], *point[:-1]], axes))
+        text.append(f"{'★' if label in best else ' '} {label:<16} {values}\n", style="bold green" if label in best else "")
+    text.append("★ green: on the frontier (nothing is better on every axis at once)", style="dim")
     return text
 
 
-class CompressionView(Vertical):
-    def compose(self) -> ComposeResult:
-        with Horizontal():
-            yield VariantChart("latency_ms", "size MB vs latency ms")
-            yield VariantChart("fidelity_loss", "size MB vs fidelity loss")
-        yield Static(id="variants")
+class ChartTab(Vertical):
+    """A tab's charts, mounted as the checks that declare them start; a frontier's variants listed below its charts."""
 
-    def replot(self, state: AuditState) -> None:
-        for chart in self.query(VariantChart):
-            chart.replot(state)
-        self.query_one("#variants", Static).update(variants_text(state))
+    def __init__(self, tab: str, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.tab = tab
+
+    def compose(self) -> ComposeResult:
+        yield Static(f"charts appear here when a check that draws {self.tab} starts", classes="placeholder")
+        yield Grid(classes="plots")
+        yield Static(classes="frontier")
+
+    def show(self, state: AuditState, checks: set[str] | None = None) -> None:
+        """Mount the charts declared for this tab that are not shown yet, then replot those of ``checks`` (None: all)."""
+        shown = {plot.chart.id for plot in self.query(ChartPlot)}
+        for check, chart in state.charts():
+            if chart.tab == self.tab and chart.id not in shown:
+                self.query_one(".plots", Grid).mount(ChartPlot(check, chart))
+                shown.add(chart.id)
+        self.query_one(".placeholder", Static).display = not shown
+        plots = list(self.query(ChartPlot))
+        self.query_one(".plots", Grid).styles.grid_size_columns = 2 if len(plots) > 1 else 1
+        frontier = any(plot.chart.kind == "frontier" for plot in plots)
+        for plot in plots:
+            if checks is None or plot.check in checks or (frontier and plot.chart.kind == "frontier"):
+                plot.replot(state)
+        self.query_one(".frontier", Static).display = frontier
+        if frontier:
+            self.query_one(".frontier", Static).update(frontier_text(state))
