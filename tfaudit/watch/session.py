@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import time
 
-from tfaudit.api import Effort, Finding, Fix
+from tfaudit.api import Finding
 from tfaudit.events import CheckFinished, CheckStarted, FindingEmitted, MetricEmitted
 from tfaudit.report.audit import AuditState
-from tfaudit.watch.analysis import CHECK, Analysis, change_text, site_text
+from tfaudit.watch import catalogue as text
+from tfaudit.watch.analysis import CHECK, Analysis, change_text, fill, site_text
+from tfaudit.watch.catalogue import RULES
 
 TITLE = "tf.function traces in the running program"
 
@@ -14,7 +16,7 @@ TITLE = "tf.function traces in the running program"
 def trace_log(analysis: Analysis) -> list[dict]:
     return [
         {"seq": t["seq"], "at_s": round(t["t"], 3), "function": t["function"]["qualname"], "object": t["instance"],
-         "call_site": site_text(t["call_site"]), "what_changed": "; ".join(change_text(c) for c in t["changes"]) or ("new object" if t.get("new_object") else "first"),
+         "call_site": site_text(t["call_site"]), "what_changed": "; ".join(change_text(c) for c in t["changes"]) or (text.LOG_NEW_OBJECT if t.get("new_object") else text.LOG_FIRST),
          "trace_ms": t["trace_ms"], "graph_ops": t["ops"], "error": (t["error"] or {}).get("message")}
         for t in analysis.traces
     ]
@@ -22,14 +24,10 @@ def trace_log(analysis: Analysis) -> list[dict]:
 
 def summary_finding(analysis: Analysis, command: str, wall_s: float, exit_status: int | None) -> Finding:
     user = [r for r in analysis.functions if not r["library"]]
-    status = "" if exit_status is None else f"; the program exited {exit_status}"
-    return Finding(
-        id=f"{CHECK}/summary", check=CHECK, severity="info",
-        title=f"{len(analysis.traces)} traces of {len(analysis.functions)} functions ({len(user)} of them yours) in {wall_s:.1f} s{status}",
-        summary=f"`{command}`: every tf.function trace in the program, where it was defined, what called it and what changed.",
-        evidence={"functions": [{k: v for k, v in row.items() if k != "key"} for row in analysis.functions], "traces": trace_log(analysis)},
-        effort=Effort("minutes", 0.1, "Nothing to do: the measurements behind the findings."),
-        fix=Fix("See the other findings."),
+    return RULES[f"{CHECK}/summary"].finding(
+        {"functions": [{k: v for k, v in row.items() if k != "key"} for row in analysis.functions], "traces": trace_log(analysis)},
+        traces=len(analysis.traces), functions=len(analysis.functions), yours=len(user), seconds=f"{wall_s:.1f}", command=command,
+        exited="" if exit_status is None else fill(text.EXITED, status=exit_status),
     )
 
 
