@@ -8,21 +8,24 @@ import sys
 
 import pytest
 
-from tfaudit.checks.retracing import (
-    RetracingCheck,
+from tfaudit.checks.retracing import RetracingCheck
+from tfaudit.checks.retracing.judge import judge, skip_reason
+from tfaudit.checks.retracing.traces import (
     SavedFunction,
     SavedTrace,
     TensorArg,
     baked_python_args,
     relaxed_specs,
     same_signature_groups,
+    shown,
     varying_dims,
 )
 import checkrun
 from conftest import run_cli
-from tfaudit.api import Metric, severity_rank
+from tfaudit.api import Finding, Metric, severity_rank
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MEASURED = os.path.join(REPO_ROOT, "tests", "data", "measurements", "retracing")
 LOW = severity_rank("low")
 
 
@@ -88,6 +91,51 @@ def test_python_values_split_groups_and_keras_training_flag_is_not_baked():
     )
     assert baked_python_args(keras) == {}
     assert same_signature_groups(keras) == []
+
+
+class Mode:
+    def __repr__(self) -> str:
+        return "<Mode.FAST>"
+
+
+def test_python_values_that_are_not_json_are_stored_by_their_repr():
+    saved = SavedTrace([TensorArg("x", (2, 8), "float32")], {"steps": 2, "mode": Mode()}, 10, 1).to_json()
+    assert saved["python_args"] == {"steps": 2, "mode": {"repr": "<Mode.FAST>"}}
+    back = SavedTrace.from_json(json.loads(json.dumps(saved)))
+    assert back.tensors == [TensorArg("x", (2, 8), "float32")]
+    other = SavedTrace(back.tensors, {"steps": 3, "mode": {"repr": "<Mode.SLOW>"}}, 10, 1)
+    baked = baked_python_args(SavedFunction("run", ["x", "steps", "mode"], [back, other]))
+    assert {name: [shown(v) for v in values] for name, values in baked.items()} == {"steps": ["2", "3"], "mode": ["<Mode.FAST>", "<Mode.SLOW>"]}
+
+
+def stored(case: str) -> dict:
+    with open(os.path.join(MEASURED, case + ".json"), encoding="utf-8") as f:
+        return json.load(f)["measurements"]
+
+
+def test_no_probe_and_nothing_found_reports_the_check_skipped():
+    measured = stored("string_input")
+    judged = list(judge(measured))
+    assert not any(isinstance(item, Finding) for item in judged)
+    assert "serving probe skipped: string inputs (text)" in skip_reason(measured, judged)
+    # A fixed batch is a problem of the model even when its latency could not be measured: not skipped.
+    measured["inputs"] = [["text", [1], "string"]]
+    assert skip_reason(measured, list(judge(measured))) is None
+
+
+def test_the_judge_recomputes_metrics_and_savings_from_the_stored_calls():
+    measured = stored("demo")
+    first, again = list(judge(measured)), list(judge(measured))
+    assert first == again  # the bootstrap is seeded: judging again gives the same report
+    metrics = {item.name: item for item in first if isinstance(item, Metric)}
+    assert set(metrics) == {"concrete_functions_max", "serving_latency_ms", "host_index_ms"}
+    latency = metrics["serving_latency_ms"]
+    assert latency.low <= latency.value <= latency.high
+    findings = {item.id: item for item in first if isinstance(item, Finding)}
+    batch = findings["retracing/fixed-batch-dim"]
+    saved = batch.evidence["batching_relaxed_in_memory"]["saved_per_8_row_request_ms"]
+    assert batch.savings["latency_ms"].value == pytest.approx(saved[0], abs=1e-4)
+    assert "| Concrete functions | 5 | 1 |" in findings["retracing/retraced-before-export"].summary
 
 
 # --- A. what the saved model reveals ------------------------------------------------------------
