@@ -43,6 +43,7 @@ from typing import Iterator
 from tfaudit.api import Check, CheckMeta, Measurements, Progress, Yielded, fix_dir, helper_process
 
 from .._compression import scratch_dir
+from .._compression.charts import VARIANT_CHARTS
 from .fix import write_fixes
 from .gather import gather
 from .judge import judge
@@ -57,6 +58,8 @@ class PruningCheck(Check):
             "fidelity, zipped TFLite size and sparse LiteRT latency; recommends the largest sparsity within the bound."
         ),
     )
+    judge = staticmethod(judge)
+    charts = VARIANT_CHARTS
 
     def __init__(self):
         # The worker makes the check before it loads the model, and before any TensorFlow op:
@@ -69,7 +72,7 @@ class PruningCheck(Check):
             isolated.deadline_for(self.started, ctx.budget)
             measured, workspace = yield from gather(ctx, isolated, tmp)
             yield Measurements(measured)
-            decided = list(judge(measured))
+            decided = list(self.judge(measured))
             if fix_dir(ctx) and workspace.fixable:
                 yield Progress((workspace.steps - 0.5) / workspace.steps, "writing the pruned models to --fix-dir and measuring them again")
                 decided = write_fixes(ctx, workspace, decided)
