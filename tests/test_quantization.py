@@ -133,7 +133,7 @@ def timing(rng, median_ms, spread_ms, n=50):
 
 
 def test_variants_tied_within_noise_go_to_the_lower_loss_whatever_their_order():
-    from tfaudit.checks.quantization import rank_variants
+    from tfaudit.checks.quantization.ranking import rank_variants
 
     rng = np.random.default_rng(0)
     base = Measured("float32", size_bytes=1000, timing=timing(rng, 10.0, 0.2), fidelity={"relative_l2": 0.0})
@@ -362,11 +362,14 @@ def test_a_keras_model_inside_a_module_converts_with_its_weights(keras_in_module
 @pytest.mark.slow
 def test_a_float32_conversion_that_loses_the_weights_is_a_finding(keras_in_module, monkeypatch):
     """When no conversion path reproduces the SavedModel, the check says so instead of "no variant is worth it"."""
-    import tfaudit.checks._compression as compression
+    import importlib
+
+    import tfaudit.checks._compression.savedmodel as savedmodel
     import tfaudit.checks.quantization as quantization
 
-    monkeypatch.setattr(compression, "unrestored_variables", lambda *args: None)  # converted as written
-    monkeypatch.setattr(quantization, "retry_reexported", lambda *args: None)  # and nothing recovers it
+    gather = importlib.import_module("tfaudit.checks.quantization.gather")  # the module, not the function the package exports
+    monkeypatch.setattr(savedmodel, "unrestored_variables", lambda *args: None)  # conversion_source converts as written
+    monkeypatch.setattr(gather, "retry_reexported", lambda *args: None)  # and nothing recovers it
     outcome = audit(keras_in_module, quantization.QuantizationCheck)
     assert set(outcome.findings) == {"quantization/float32-mismatch"}, {f.id: f.summary for f in outcome.findings.values()}
     finding = outcome.findings["quantization/float32-mismatch"]
@@ -385,10 +388,10 @@ def test_a_float32_conversion_that_loses_the_weights_is_a_finding(keras_in_modul
 @pytest.mark.slow
 def test_a_float32_mismatch_is_retried_from_a_reexport(keras_in_module, monkeypatch):
     """Not diagnosed up front, the mismatch is caught on the float32 variant and fixed by saving the loaded model again."""
-    import tfaudit.checks._compression as compression
+    import tfaudit.checks._compression.savedmodel as savedmodel
     from tfaudit.checks.quantization import QuantizationCheck
 
-    monkeypatch.setattr(compression, "unrestored_variables", lambda *args: None)
+    monkeypatch.setattr(savedmodel, "unrestored_variables", lambda *args: None)  # conversion_source converts as written
     outcome = audit(keras_in_module, QuantizationCheck)
     assert "quantization/float32-mismatch" not in outcome.findings
     float32 = variants_of(outcome)["float32"]

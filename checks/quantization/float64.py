@@ -1,0 +1,81 @@
+"""float64 weights or signature tensors: what they cost, measured on the graph re-typed to float32 (pure: no TensorFlow).
+
+``retyped`` (the TensorFlow side) times the serving graph frozen as it is and with every float64
+re-typed to float32, call by call in turn; a latency saving is claimed only when its interval's
+low end is at least MIN_FLOAT32_SAVING_PCT (timed apart, 15 calls each, the demo's saving came
+and went, 0 % vs 21–45 %, between runs).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from tfaudit.api import Finding, Measure, Timing, compare
+
+from . import catalogue as text
+from .catalogue import RULES
+from .snippets import float64_fix_code
+
+MIN_FLOAT32_SAVING_PCT = 10.0
+MIB = 1024 * 1024
+
+
+def twin_latency(twin: dict[str, Any]) -> dict[str, Any]:
+    """The float64 graph against its float32 twin: medians, speed-up, verdict, and ``saved`` (ms, %) when float32 is faster."""
+    if "error" in twin:
+        return {"reason": text.FLOAT64_NOT_MEASURABLE.substitute(error=twin["error"])}
+    t64, t32 = (Timing(tuple(twin[dtype]["samples_ms"]), twin[dtype]["warmup"]) for dtype in ("float64", "float32"))
+    comparison = compare(t64, t32)
+    faster = comparison.significant and comparison.saved_pct.low >= MIN_FLOAT32_SAVING_PCT
+    if faster:
+        verdict = text.FLOAT32_FASTER
+    elif comparison.significant and comparison.saved_ms.value < 0:
+        verdict = text.FLOAT32_SLOWER
+    else:
+        verdict = text.NO_DIFFERENCE_WORTH_CLAIMING.substitute(minimum=f"{MIN_FLOAT32_SAVING_PCT:g}")
+    result: dict[str, Any] = {
+        "median_ms": {"float64": round(t64.median_ms, 4), "float32": round(t32.median_ms, 4)},
+        "float64": t64.summary(),
+        "float32": t32.summary(),
+        "speedup": round(comparison.speedup.value, 3),
+        "saved_pct": [round(comparison.saved_pct.value, 1), round(comparison.saved_pct.low, 1), round(comparison.saved_pct.high, 1)],
+        "verdict": verdict,
+        "method": text.TWIN_METHOD,
+    }
+    if faster:
+        result["saved"] = (comparison.saved_ms, comparison.saved_pct)
+    return result
+
+
+def float64_finding(m: dict[str, Any]) -> Finding:
+    """float64 variables, inputs or outputs: double the bytes of float32, and slow or unsupported kernels."""
+    measured = m["float64"]
+    f64, tensors = measured["variables"], measured["signature_tensors"]
+    evidence: dict[str, Any] = {
+        "float64_variables": f64,
+        "float64_signature_tensors": tensors,
+        "variable_bytes_by_dtype": measured["variable_bytes_by_dtype"],
+        "bytes_saved_as_float32": f64["bytes"] // 2,
+    }
+    saved = {}
+    if f64["bytes"]:
+        saved["size_bytes"] = Measure(float(f64["bytes"] // 2))
+        total = m["savedmodel"]["size_bytes"] or 0
+        if total:
+            saved["size_pct"] = Measure(round(100.0 * (f64["bytes"] // 2) / total, 2))
+            evidence["size_pct_of"] = text.SIZE_PCT_OF_SAVEDMODEL
+    latency = twin_latency(measured["twin"])
+    evidence["latency"] = latency
+    if latency.get("saved") is not None:
+        saved["latency_ms"], saved["latency_pct"] = latency.pop("saved")
+    if "median_ms" in latency:
+        said = text.FLOAT64_MEASURED.substitute(float64_ms=f"{latency['median_ms']['float64']:.3f}",
+                                                float32_ms=f"{latency['median_ms']['float32']:.3f}", verdict=latency["verdict"])
+    else:
+        said = text.FLOAT64_LATENCY_REASON.substitute(reason=latency.get("reason", "not measured"))
+    return RULES["quantization/float64"].finding(
+        evidence, severity="medium" if f64["bytes"] >= MIB else "low", savings=saved, confidence=0.9,
+        what=text.FLOAT64_WEIGHTS if f64["count"] else text.FLOAT64_TENSORS, count=f64["count"], parameters=f"{f64['parameters']:,}",
+        nbytes=f"{f64['bytes']:,}", half=f"{f64['bytes'] // 2:,}",
+        tensors=text.FLOAT64_SIGNATURE_TENSORS.substitute(tensors=", ".join(tensors)) if tensors else "", latency=said,
+        code=float64_fix_code(m["model"], m["inputs"]["specs"]),
+    )
