@@ -8,7 +8,10 @@ import pytest
 
 import odd_models
 from conftest import run_cli
-from tfaudit.checks import serving
+from tfaudit.checks.serving import batching, devices, settings
+from tfaudit.checks.serving.judge import MIN_GAIN_PCT, batching_parameters
+from tfaudit.checks.serving.endpoint import Endpoint
+from tfaudit.checks.serving.sweep import batch_sweep
 from test_resources import FakeNVML
 from tfaudit.report.gates import compare_with_baseline
 
@@ -18,58 +21,58 @@ def point(batch, p50, p99=None):
 
 
 def test_serving_batch_is_the_fastest_within_the_bound_and_the_knee_reaches_90_percent():
-    sweep = serving.Sweep("CPU", points=[point(1, 1.0), point(2, 1.05), point(4, 1.2), point(8, 1.7), point(16, 3.2), point(32, 6.3)])
-    serving.choose_serving_batch(sweep, None)
+    sweep = batching.Sweep("CPU", points=[point(1, 1.0), point(2, 1.05), point(4, 1.2), point(8, 1.7), point(16, 3.2), point(32, 6.3)])
+    batching.choose_serving_batch(sweep, None)
     assert sweep.bound_ms == 2.0 and "2 × the batch-1 p50" in sweep.bound_source and sweep.bound_stat == "p50"
     assert sweep.serving_batch == 8  # by default the median is bounded: batch 16's p50 (3.2 ms) is past 2 × 1.0 ms
     assert sweep.knee == 8  # 4706 rows/s is >= 90 % of the best (5079 at batch 32); batch 4 (3333) is not
-    serving.choose_serving_batch(sweep, 2.0)
+    batching.choose_serving_batch(sweep, 2.0)
     assert sweep.serving_batch == 4 and sweep.bound_stat == "p99"  # a budget bounds the p99: batch 8's (2.04 ms) is past it
-    serving.choose_serving_batch(sweep, 10.0)
+    batching.choose_serving_batch(sweep, 10.0)
     assert sweep.serving_batch == 32 and sweep.bound_source == "--latency-budget-ms"
 
 
 def test_a_batch_counts_as_within_the_bound_only_with_its_whole_interval():
-    sweep = serving.Sweep("CPU", points=[point(1, 1.0), {**point(2, 1.5), "p50_ci_ms": [1.4, 2.1]}, {**point(4, 1.9), "p50_ci_ms": [1.8, 1.95]}])
-    serving.choose_serving_batch(sweep, None)
+    sweep = batching.Sweep("CPU", points=[point(1, 1.0), {**point(2, 1.5), "p50_ci_ms": [1.4, 2.1]}, {**point(4, 1.9), "p50_ci_ms": [1.8, 1.95]}])
+    batching.choose_serving_batch(sweep, None)
     assert sweep.serving_batch == 4  # batch 2's median interval reaches past 2.0 ms; batch 4's does not
 
 
 def test_no_batch_within_the_bound_keeps_batch_1():
-    sweep = serving.Sweep("CPU", points=[point(1, 1.0, p99=5.0), point(2, 1.1, p99=6.0)])
-    serving.choose_serving_batch(sweep, 4.0)
+    sweep = batching.Sweep("CPU", points=[point(1, 1.0, p99=5.0), point(2, 1.1, p99=6.0)])
+    batching.choose_serving_batch(sweep, 4.0)
     assert sweep.serving_batch == 1
-    sweep = serving.Sweep("CPU", points=[point(1, 1.0), point(2, 2.5)])
-    serving.choose_serving_batch(sweep, None)
+    sweep = batching.Sweep("CPU", points=[point(1, 1.0), point(2, 2.5)])
+    batching.choose_serving_batch(sweep, None)
     assert sweep.serving_batch == 1
 
 
 def test_batching_parameters_come_from_the_measured_curve():
-    sweep = serving.Sweep("CPU", points=[point(1, 1.0), point(2, 1.05), point(4, 1.2)])
-    serving.choose_serving_batch(sweep, None)
-    text = serving.batching_parameters(sweep, cores=2)
+    sweep = batching.Sweep("CPU", points=[point(1, 1.0), point(2, 1.05), point(4, 1.2)])
+    batching.choose_serving_batch(sweep, None)
+    text = batching_parameters(sweep, cores=2)
     assert "max_batch_size { value: 4 }" in text
     assert f"batch_timeout_micros {{ value: {int(round((2.0 - 1.2) * 1000))} }}" in text and "batch 4's p50 of 1.20 ms" in text
     assert "allowed_batch_sizes: 1\nallowed_batch_sizes: 2\nallowed_batch_sizes: 4\n" in text
-    serving.choose_serving_batch(sweep, 2.0)
-    assert f"batch_timeout_micros {{ value: {int(round((2.0 - 1.44) * 1000))} }}" in serving.batching_parameters(sweep, cores=2)
+    batching.choose_serving_batch(sweep, 2.0)
+    assert f"batch_timeout_micros {{ value: {int(round((2.0 - 1.44) * 1000))} }}" in batching_parameters(sweep, cores=2)
 
 
 def test_thread_settings_cover_one_half_and_all_cores():
-    assert {(s.intra, s.inter) for s in serving.thread_settings(2)} == {(1, 1), (1, 2), (2, 1), (2, 2)}
-    assert {s.intra for s in serving.thread_settings(16)} == {1, 8, 16}
-    assert serving.Setting().default and serving.Setting().label() == "defaults"
-    assert serving.Setting(1, 2, "bfloat16").label() == "intra 1, inter 2, bfloat16 compute"
+    assert {(s.intra, s.inter) for s in settings.thread_settings(2)} == {(1, 1), (1, 2), (2, 1), (2, 2)}
+    assert {s.intra for s in settings.thread_settings(16)} == {1, 8, 16}
+    assert settings.Setting().default and settings.Setting().label() == "defaults"
+    assert settings.Setting(1, 2, "bfloat16").label() == "intra 1, inter 2, bfloat16 compute"
 
 
 def test_bfloat16_is_skipped_with_the_reason_on_a_cpu_without_it(tmp_path):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor : 0\nflags : fpu sse2 avx2 avx512f\n")
-    supported, why = serving.bf16_cpu_support(str(cpuinfo))
+    supported, why = settings.bf16_cpu_support(str(cpuinfo))
     assert not supported and "avx512_bf16" in why and "emulated" in why
     cpuinfo.write_text("flags : fpu avx512f amx_bf16 amx_tile\n")
-    assert serving.bf16_cpu_support(str(cpuinfo)) == (True, "the CPU has amx_bf16")
-    assert serving.bf16_cpu_support(str(tmp_path / "missing"))[0] is False
+    assert settings.bf16_cpu_support(str(cpuinfo)) == (True, "the CPU has amx_bf16")
+    assert settings.bf16_cpu_support(str(tmp_path / "missing"))[0] is False
 
 
 def test_throughput_regresses_only_beyond_the_noise_factor_after_host_scaling():
@@ -105,10 +108,10 @@ def fake_tf(gpus=1):
 
 
 def test_visible_devices_are_the_cpu_and_each_gpu():
-    devices = serving.visible_devices(fake_tf(gpus=2))
-    assert [d.name for d in devices] == ["CPU", "GPU:0", "GPU:1"]
-    assert devices[1].tf_name == "/GPU:0" and devices[1].nvml_index == 0 and devices[1].compute_capability == (8, 0)
-    assert [d.name for d in serving.visible_devices(fake_tf(gpus=0))] == ["CPU"]
+    visible = devices.visible_devices(fake_tf(gpus=2))
+    assert [d.name for d in visible] == ["CPU", "GPU:0", "GPU:1"]
+    assert visible[1].tf_name == "/GPU:0" and visible[1].nvml_index == 0 and visible[1].compute_capability == (8, 0)
+    assert [d.name for d in devices.visible_devices(fake_tf(gpus=0))] == ["CPU"]
 
 
 def fake_gpu():
@@ -118,12 +121,12 @@ def fake_gpu():
 
 def test_gpu_monitor_reads_nvml_utilisation_memory_and_the_allocator_peak():
     tf, nvml = fake_tf(), fake_gpu()
-    monitor = serving.GpuMonitor(serving.Device("GPU:0", "/GPU:0", 0), tf, nvml=nvml, interval_s=0.01)
+    monitor = devices.GpuMonitor(devices.Device("GPU:0", "/GPU:0", 0), tf, nvml=nvml, interval_s=0.01)
     ran = []
     result = monitor.measure(lambda: (ran.append(1), __import__("time").sleep(0.05)))
     assert ran and result == {"gpu_utilization_pct": 87.0, "gpu_memory_mb": 512.0, "tf_allocator_peak_mb": 300.0}
     assert tf.calls == [("reset", "GPU:0")] and nvml.initialised == 0
-    assert serving.GpuMonitor(serving.Device("CPU", "/CPU:0"), tf, nvml=nvml).measure(lambda: None) == {}
+    assert devices.GpuMonitor(devices.Device("CPU", "/CPU:0"), tf, nvml=nvml).measure(lambda: None) == {}
 
 
 def test_the_sweep_runs_on_a_faked_gpu_with_its_numbers_per_point(built_model, monkeypatch):
@@ -137,10 +140,10 @@ def test_the_sweep_runs_on_a_faked_gpu_with_its_numbers_per_point(built_model, m
 
     model = load_model(built_model("mlp"))
     ctx = Context(model=model, inputs=open_inputs(model), budget=BUDGETS["quick"])
-    device = serving.Device("GPU:0", "/CPU:0", nvml_index=0)
+    device = devices.Device("GPU:0", "/CPU:0", nvml_index=0)
     experimental = SimpleNamespace(reset_memory_stats=lambda name: None, get_memory_info=lambda name: {"peak": 2_000_000})
-    monitor = serving.GpuMonitor(device, SimpleNamespace(config=SimpleNamespace(experimental=experimental)), nvml=fake_gpu(), interval_s=0.01)
-    generator = serving.batch_sweep(ctx, serving.Endpoint(model.serving_fn(), device.tf_name), device, monitor, (0.0, 1.0))
+    monitor = devices.GpuMonitor(device, SimpleNamespace(config=SimpleNamespace(experimental=experimental)), nvml=fake_gpu(), interval_s=0.01)
+    generator = batch_sweep(ctx, Endpoint(model.serving_fn(), device.tf_name), device, monitor, (0.0, 1.0))
     items = []
     try:
         while True:
@@ -157,12 +160,11 @@ def test_the_sweep_runs_on_a_faked_gpu_with_its_numbers_per_point(built_model, m
 def test_an_unknown_device_skips_with_what_is_visible():
     from tfaudit.api import SkipCheck
 
-    check = serving.ServingCheck.__new__(serving.ServingCheck)
     ctx = SimpleNamespace(options={"device": "GPU:3"})
     with pytest.raises(SkipCheck, match=r"--device GPU:3: not visible here \(visible: CPU, GPU:0\)"):
-        check.devices(ctx, fake_tf(gpus=1))
-    devices, note = check.devices(SimpleNamespace(options={}), fake_tf(gpus=0))
-    assert [d.name for d in devices] == ["CPU"] and note == "no GPU visible to TensorFlow: CPU only"
+        devices.chosen_devices(ctx, fake_tf(gpus=1))
+    chosen, note = devices.chosen_devices(SimpleNamespace(options={}), fake_tf(gpus=0))
+    assert [d.name for d in chosen] == ["CPU"] and note == "no GPU visible to TensorFlow: CPU only"
 
 
 def test_bad_serving_options_are_one_line_usage_errors(tmp_path):
@@ -244,7 +246,7 @@ def test_batching_pays_on_a_wide_mlp_with_the_knee_headline_threads_and_precisio
     findings, evidence, report = audit(build_wide_mlp(str(tmp_path / "wide")), tmp_path)
     batch = findings["serving/batch-size"]
     assert batch["evidence"]["serving_batch"] > 1 and batch["evidence"]["knee_batch"] >= 1
-    assert batch["savings"]["latency_pct"]["low"] >= serving.MIN_GAIN_PCT
+    assert batch["savings"]["latency_pct"]["low"] >= MIN_GAIN_PCT
     assert "max_batch_size { value: %d }" % batch["evidence"]["serving_batch"] in batch["fix"]["code"]
     sweep = evidence["CPU"]["batch_sweep"]
     assert [p["batch"] for p in sweep][:4] == [1, 2, 4, 8] and sweep[-1]["rows_per_s"] > 3 * sweep[0]["rows_per_s"]
@@ -252,8 +254,8 @@ def test_batching_pays_on_a_wide_mlp_with_the_knee_headline_threads_and_precisio
     assert evidence["headline"].startswith("best measured configuration: batch ") and "× the throughput of the default at p99 ≤" in evidence["headline"]
     assert evidence["combined"]["throughput_factor_ci"][0] > 1.1
     labels = {row["setting"] for row in evidence["settings"]}
-    assert {s.label() for s in serving.thread_settings(os.cpu_count())} | {"defaults"} <= labels
-    supported, why = serving.bf16_cpu_support()
+    assert {s.label() for s in settings.thread_settings(os.cpu_count())} | {"defaults"} <= labels
+    supported, why = settings.bf16_cpu_support()
     assert evidence["precision_support"] == why
     if supported:
         assert "bfloat16 compute" in labels

@@ -1,0 +1,179 @@
+"""The serving check's findings: what each says, why it matters, how to fix and verify it."""
+from __future__ import annotations
+
+from tfaudit.api import Effort, Risk, Rule, catalogue
+
+GAIN_SEVERITY = "low; medium when the saving's interval low end reaches 50 %"
+EXAMPLE_LANGUAGE = {"serving/batch-size": "text", "serving/concurrency": "text", "serving/configuration": "text"}  # else python
+
+BATCHING_PARAMETERS = (
+    "# batching_parameters.txt  (tensorflow_model_server --enable_batching --batching_parameters_file=batching_parameters.txt)\n"
+    "max_batch_size { value: $batch }\n"
+    "batch_timeout_micros { value: $timeout_us }   # the $bound ms bound minus batch $batch's $stat of $stat_ms ms\n"
+    "num_batch_threads { value: $cores }\n"
+    "max_enqueued_batches { value: 100 }\n"
+    "$allowed"
+    "# allowed_batch_sizes pads each batch to a size measured here (XLA then compiles once per size)\n"
+)
+ALLOWED_BATCH_SIZE = "allowed_batch_sizes: $batch\n"
+BATCH_RISK = "a request may wait up to the batch timeout; p99 at batch $batch was $p99 ms"
+CONCURRENCY_RISK = "p99 goes from $base_p99 to $p99 ms"
+XLA_RISK = "XLA compiles per input shape: pad batches to a few sizes"
+PRECISION_RISK = "outputs moved by relative L2 $relative_l2 against float32"
+
+BEFORE_FIRST_OP = "import tensorflow as tf\n# before the model is loaded or any op runs:\n"
+INTRA_LINE = "tf.config.threading.set_intra_op_parallelism_threads($intra)\n"
+INTER_LINE = "tf.config.threading.set_inter_op_parallelism_threads($inter)\n"
+PRECISION_OPTION = {"bfloat16": "auto_mixed_precision_onednn_bfloat16", "float16": "auto_mixed_precision"}
+
+WARMUP_NOT_WRITTEN = "not written: TF Serving serves SavedModel directories (export the .keras model first)"
+
+HEADLINE_BEST = "best measured configuration: $configuration — $factor× the throughput of the default at p99 ≤ $p99 ms"
+HEADLINE_DEFAULTS = "defaults are best here ($device): nothing measured beat batch $batch with TensorFlow's defaults"
+HEADLINE_NOT_CONFIRMED = (
+    "not confirmed together ($device): $gains each won alone, but $configuration timed in turn with the defaults measured "
+    "$factor× [$low–$high]"
+)
+HEADLINE_NOT_MEASURED = "the best settings measured one by one are in the findings; together they could not be measured ($error)"
+CONFIGURATION_GAINS = "Each gain above was measured against the defaults in this run."
+CONFIGURATION_NO_GAINS = "No setting measured here beat the defaults by its interval's low end."
+
+WARMUP_CODE = (
+    "import os\nimport tensorflow as tf\nfrom tensorflow_serving.apis import predict_pb2, prediction_log_pb2\n\n"
+    "os.makedirs(\"MODEL/assets.extra\", exist_ok=True)\n"
+    "with tf.io.TFRecordWriter(\"MODEL/assets.extra/tf_serving_warmup_requests\") as writer:\n"
+    "    for batch in $batch_list:\n"
+    "        inputs = {$inputs}  # one real request of `batch` rows per input\n"
+    "        request = predict_pb2.PredictRequest()\n"
+    "        request.model_spec.signature_name = \"$signature\"\n"
+    "        for name, value in inputs.items():\n"
+    "            request.inputs[name].CopyFrom(tf.make_tensor_proto(value))\n"
+    "        log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))\n"
+    "        writer.write(log.SerializeToString())"
+)
+
+
+def setting_rule(kind: str, example: str, minimum: str) -> Rule:
+    """serving/threads, serving/precision and serving/onednn: a process setting that beat the defaults."""
+    return Rule(
+        id=f"serving/{kind}",
+        severity="low",
+        title="Serve with $setting: $speedup× faster at batch $batch",
+        summary="$setting: $saved % [$low–$high] less time per call at batch $batch than TensorFlow's defaults, each in a process of its own, timed in turn.",
+        why="",
+        fix="Start the serving process with $setting.",
+        example=example,
+        effort=Effort("minutes", 0.5, "set before the first op (or a server flag)"),
+        risk=Risk("low", "", None),
+        severity_rule=GAIN_SEVERITY + "; dropped when the combined run (timed in turn with the defaults) does not confirm it",
+        minimum=minimum,
+    )
+
+
+RULES = catalogue(
+    Rule(
+        id="serving/batch-size",
+        severity="low",
+        title="Batch requests$on: batch $batch serves $factor× the rows of batch 1 at p99 $p99 ms",
+        summary=(
+            "Batch $batch: $rows rows/s (p99 $p99 ms) against $first_rows rows/s at batch 1 (p99 $first_p99 ms); the knee is batch $knee, "
+            "and the bound is $stat ≤ $bound ms ($bound_source)."
+        ),
+        why="Each call pays a fixed dispatch cost; batching shares it between requests. The saving is per row served.",
+        fix="Batch up to $batch requests per call; the timeout below keeps the $stat within $bound ms.",
+        example="$parameters",
+        verify="Re-run `tfaudit MODEL --checks serving` with your --latency-budget-ms and compare rows/s.",
+        effort=Effort("hours", 2, "enable server-side batching (TF Serving --enable_batching) or batch in the client"),
+        severity_rule=GAIN_SEVERITY + " (the per-row saving of the serving batch over batch 1)",
+        minimum="the per-row saving's interval low end at 10 %, at a batch whose bounded statistic (its whole interval) fits the latency bound",
+    ),
+    Rule(
+        id="serving/concurrency",
+        severity="low",
+        title="Serve $callers requests at once$on: $factor× the throughput of one at batch $batch",
+        summary=(
+            "$callers concurrent callers at batch $batch: $rows rows/s, p99 $p99 ms; one caller: $base_rows rows/s, p99 $base_p99 ms "
+            "(the most callers whose $stat stays within $bound ms)."
+        ),
+        why="A single caller leaves cores idle between calls; concurrent calls fill them.",
+        fix="Run $callers inferences at once: TF Serving's num_batch_threads, or $callers worker threads calling the model.",
+        example="num_batch_threads { value: $callers }",
+        effort=Effort("hours", 1, "more batch threads, or more model instances per replica"),
+        severity_rule=GAIN_SEVERITY,
+        minimum="the throughput saving's interval low end at 50 % (it answers the host's other load as much as the model)",
+    ),
+    Rule(
+        id="serving/xla",
+        severity="low",
+        title="Compile with XLA$on: $speedup× faster at batch $batch",
+        summary=(
+            "jit_compile=True: $xla_ms ms against $plain_ms ms per call at batch $batch (×$low–$high); compiling took $compile_ms ms; "
+            "outputs within relative L2 $relative_l2."
+        ),
+        why="",
+        fix="Wrap the serving signature in a jit-compiled tf.function (and serve padded batch sizes).",
+        example=(
+            "serve = tf.saved_model.load(path).signatures[\"$signature\"]\n"
+            "fast = tf.function(lambda **inputs: serve(**inputs), jit_compile=True)"
+        ),
+        effort=Effort("minutes", 0.5, "wrap the serving function; compile once per batch size"),
+        severity_rule=GAIN_SEVERITY,
+        minimum="the saving's interval low end at 10 %, outputs within --max-fidelity-loss",
+    ),
+    setting_rule(
+        "threads", BEFORE_FIRST_OP + "$intra_line$inter_line"
+        "# TF Serving: --tensorflow_intra_op_parallelism=$intra --tensorflow_inter_op_parallelism=$inter",
+        "the saving's interval low end at 50 %, faster than the defaults in most rounds (thread counts answer the host's other load)",
+    ),
+    setting_rule(
+        "precision", BEFORE_FIRST_OP + "tf.config.optimizer.set_experimental_options({\"$option\": True})",
+        "the saving's interval low end at 10 %, faster in most rounds, outputs within --max-fidelity-loss",
+    ),
+    setting_rule(
+        "onednn", "export TF_ENABLE_ONEDNN_OPTS=$onednn   # read when TensorFlow is imported",
+        "the saving's interval low end at 10 %, faster than the defaults in most rounds",
+    ),
+    Rule(
+        id="serving/litert-threads",
+        severity="low",
+        title="LiteRT with num_threads=$threads: $speedup× faster than its default",
+        summary="The float32 TFLite model: $ms ms per request with $threads threads against $default_ms ms with LiteRT's default.",
+        why="",
+        fix="Create the interpreter with num_threads=$threads.",
+        example="from ai_edge_litert.interpreter import Interpreter\ninterpreter = Interpreter(model_path=\"model.tflite\", num_threads=$threads)",
+        effort=Effort("minutes", 0.5, "one argument, where the model is served with LiteRT"),
+        severity_rule=GAIN_SEVERITY,
+        minimum="the saving's interval low end at 20 % and 0.05 ms, faster than LiteRT's default in every round",
+    ),
+    Rule(
+        id="serving/cold-start",
+        severity="low",
+        title="Cold start: a new replica's first request takes $first_ms ms (warm: $warm_ms ms); a warm-up file cuts it to $after_ms ms",
+        summary=(
+            "In $processes fresh processes the first request took $first_low–$first_high ms after a $load_ms ms load; "
+            "with the TF Serving warm-up records replayed at load, $after_low–$after_high ms."
+        ),
+        why="An autoscaled replica's first requests pay graph optimisation and lazy allocation; users see it as timeouts after every scale-up.",
+        fix=(
+            "Add assets.extra/tf_serving_warmup_requests (PredictionLog records of batch $batches) to the SavedModel; "
+            "TF Serving replays them before serving."
+        ),
+        example=WARMUP_CODE,
+        effort=Effort("minutes", 0.5, "ship the warm-up file in the SavedModel"),
+        severity_rule="low; medium when the median first request takes 1 s or more",
+        minimum="the first request at least 5 × the warm median and 10 ms slower; every replayed first request faster than every cold one",
+    ),
+)
+
+# Not in RULES: the headline is no verdict. It is emitted on every audit the check finishes, whatever was measured.
+CONFIGURATION = Rule(
+    id="serving/configuration",
+    severity="info",
+    title="$headline",
+    summary="$headline. $verdict",
+    why="The serving configuration decides most of a deployment's latency and cost; these are this host's measurements.",
+    fix="Serve with the configuration above.",
+    example="$code",
+    effort=Effort("minutes", 0.25, "nothing to change when the defaults are best"),
+    severity_rule="info: the headline, always, with every table measured",
+)

@@ -1,0 +1,56 @@
+"""Cold start: what a new replica pays before its first answer, and again with TF Serving's warm-up file replayed at load."""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Iterator
+
+from tfaudit.api import HelperFailed, Progress
+
+from .batching import Sweep
+from .budgets import COLD_STARTS, budget_key, feed_of
+from .fix import write_warmup_copy
+from .in_helper import helper_open
+from .judge import cold_start_is_slow
+
+
+def cold_start(ctx, servers, tmp: str, modules: list[str], cold: list[dict], feeds: dict, primary: Sweep) -> Iterator:
+    """COLD_STARTS fresh processes' load and first two requests (``cold`` holds those already timed); when the first is slow
+    and the model is a SavedModel, as many again loading a copy with the warm-up file. None when no process answered."""
+    first_batch = primary.points[0]["batch"]
+    for _ in range(max(0, COLD_STARTS[budget_key(ctx)] - len(cold))):
+        reply = open_fresh(ctx, servers, modules, feeds[first_batch])
+        if reply:
+            cold.append(reply)
+    if not cold:
+        return None
+    warm = primary.points[0]["p50_ms"]
+    measured: dict[str, Any] = {"first_requests": cold, "warm_p50_ms": warm, "saved_model": os.path.isdir(ctx.model.path)}
+    if not measured["saved_model"] or not cold_start_is_slow([r["first_ms"] for r in cold], warm):
+        return measured
+    yield Progress(0.9, "cold start: writing the warm-up file and replaying it")
+    copy = os.path.join(tmp, "with-warmup")
+    batches = sorted({first_batch, primary.serving_batch})
+    records = write_warmup_copy(ctx.model.path, copy, ctx.model.signature, [feed_of(ctx, b, seed=7) for b in batches])
+    replayed = []
+    for _ in range(len(cold)):
+        reply = open_fresh(ctx, servers, modules, feeds[first_batch], model=copy, warmup_records=records)
+        if reply:
+            replayed.append(reply)
+    measured.update(warmup_batches=batches, after_warmup=replayed)
+    return measured
+
+
+def open_fresh(ctx, servers, modules: list[str], feed: str, model: str | None = None, warmup_records: str | None = None) -> dict | None:
+    """A fresh process's helper_open reply (load, first and second request), None when it failed."""
+    helper = servers.spawn()
+    try:
+        helper.deadline_for(time.monotonic(), ctx.budget)
+        reply = helper.call("loading the model (cold start)", helper_open,
+                            model=model or ctx.model.path, signature=ctx.model.signature, modules=modules, device="/CPU:0",
+                            first_feed=feed, warmup_records=warmup_records)
+    except HelperFailed:
+        return None
+    finally:
+        helper.close()
+    return None if "error" in reply else reply

@@ -1,0 +1,456 @@
+"""Serving's verdicts from what gather measured: which knob paid, by how much, and the headline (pure: no TensorFlow).
+
+Gather asks three of these verdicts while it measures, since what it measures next depends on them: whether XLA
+pays (the combined run uses it), the best process setting (the combined run times it), and whether a cold start is
+slow (only then is the warm-up file written and replayed). Judged again here from the same data, they agree.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from string import Template
+from typing import Any, Iterator
+
+import numpy as np
+
+from tfaudit.api import HOST_INDEX_METRIC, Finding, Measure, Metric, Risk, Yielded, bootstrap, compare
+
+from .._compression import MIN_LATENCY_MS, within_bound
+from . import catalogue as text
+from .batching import Sweep, fits_bound
+from .catalogue import RULES
+from .settings import Setting
+from .stats import p99, per_row, timing_of, timing_stats
+
+COMBINED_FINDINGS = ("serving/threads", "serving/precision", "serving/onednn", "serving/xla")  # settings the combined run re-times
+MIN_GAIN_PCT = 10.0
+# A LiteRT thread count must save this much at its interval's low end and beat the default in every round. Process
+# settings (threads, precision, oneDNN) once had the same rule, set when the 2-core host read the demo 0-26 % faster
+# with 2 intra-op threads between audits (real gains, MobileNetV2 with 1 intra-op thread: 55-63 %, win every round);
+# they now need MIN_GAIN_PCT and most rounds, because the combined run confirms them (setting_candidates).
+MIN_SETTING_GAIN_PCT = 20.0
+MEDIUM_GAIN_PCT = 50.0
+# Thread counts and concurrent callers are judged against the host's other load as much as the model: in 5 audits
+# of the demo in a row on a shared 2-core host, intra 1 (19-45 % faster, confirmed together) and 2 callers each
+# came and went 3 times of 5. Below this saving they are the headline's configuration, not a recommendation.
+MIN_LOAD_DEPENDENT_GAIN_PCT = 50.0
+COLD_FACTOR = 5.0
+COLD_MIN_MS = 10.0  # at 20 the demo's first request (17-26 ms over 1 ms warm) was slow in 2 of 3 audits
+
+
+def judge(m: dict[str, Any]) -> Iterator[Yielded]:
+    """Metrics, then the findings of every knob that paid, then ``serving/configuration`` (the headline)."""
+    sweeps = {name: Sweep.from_measured(name, m["sweeps"][name], m["latency_budget_ms"]) for name in m["devices"]}
+    evidence: dict[str, Any] = {"devices": m["devices"], "cores": m["cores"], "phase_seconds": m["phase_seconds"]}
+    if m["devices_note"]:
+        evidence["devices_note"] = m["devices_note"]
+    findings: list[Finding] = []
+    for name, sweep in sweeps.items():
+        if sweep.points:
+            findings += device_findings(m, sweep, evidence)
+        else:
+            evidence[f"{name}_error"] = sweep.stop
+    primary = sweeps[m["devices"][0]]
+    yield from batch_1_metrics(primary)
+    processes = m["processes"]
+    findings += process_findings(m, processes, primary.serving_batch, evidence)
+    findings += litert_findings(m["litert"], evidence)
+    in_combined = [f for f in findings if f.id.startswith(COMBINED_FINDINGS)]
+    combined = combined_table(processes["combined"])
+    headline = headline_of(primary, combined, processes["combined_error"], m["devices"][0], [f.id for f in in_combined])
+    if combined and in_combined and combined["throughput_factor_ci"][0] < 1 + MIN_GAIN_PCT / 100:
+        # Won alone, not together with the defaults timed in turn: two measurements disagree, so neither is claimed.
+        findings = [f for f in findings if f not in in_combined]
+        evidence["not_confirmed_together"] = [{"finding": f.id, "measured_alone": f.title} for f in in_combined]
+    best = combined if combined else primary.point(primary.serving_batch)  # within the latency bound
+    configuration = configuration_label(combined) if combined else f"batch {primary.serving_batch}"
+    low, high = best["rows_per_s_ci"]
+    yield Metric("throughput_rows_per_s_best", best["rows_per_s"], "rows/s", low, high, better="higher", subject=configuration)
+    yield Metric("best_batch", primary.serving_batch, "rows", better="higher", subject=f"batch {primary.serving_batch}")
+    evidence.update(headline=headline, combined=combined, check_seconds=m["check_seconds"])
+    yield from findings
+    verdict = text.CONFIGURATION_GAINS if findings else text.CONFIGURATION_NO_GAINS
+    yield configuration_finding(evidence, headline=headline, verdict=verdict, code="\n\n".join(f.fix.code for f in findings if f.fix.code))
+
+
+def found(rule_id: str, evidence: dict[str, Any], *, suffix: str = "", **facts: Any) -> Finding:
+    return as_written(RULES[rule_id].finding(evidence, **facts), suffix)
+
+
+def configuration_finding(evidence: dict[str, Any], **facts: Any) -> Finding:
+    return as_written(text.CONFIGURATION.finding(evidence, **facts))
+
+
+def as_written(finding: Finding, suffix: str = "") -> Finding:
+    """The finding, its id suffixed with the device (``-gpu0``), its example in the catalogue's language."""
+    language = text.EXAMPLE_LANGUAGE.get(finding.id, "python")
+    return replace(finding, id=finding.id + suffix, fix=replace(finding.fix, language=language))
+
+
+def batch_1_metrics(primary: Sweep) -> Iterator[Metric]:
+    if primary.host_index_ms is not None:
+        index = timing_of(primary.host_index_ms).median_interval()
+        low, high = rounded_ci(index, 4)
+        yield Metric(HOST_INDEX_METRIC, round(index.value, 4), "ms", low, high)
+    first = primary.points[0]
+    yield Metric("p50_ms_batch_1", first["p50_ms"], "ms", *first["p50_ci_ms"])
+    yield Metric("p99_ms_batch_1", first["p99_ms"], "ms", *first["p99_ci_ms"])
+
+
+def gain_severity(pct: float) -> str:
+    return "medium" if pct >= MEDIUM_GAIN_PCT else "low"
+
+
+def measure_of(interval: Measure, digits: int = 2) -> Measure:
+    return Measure(round(interval.value, digits), *rounded_ci(interval, digits))
+
+
+def ends(interval: Measure) -> tuple[float, float]:
+    """An interval's low and high end (compare and bootstrap always give both)."""
+    return (interval.value if interval.low is None else interval.low, interval.value if interval.high is None else interval.high)
+
+
+def low_end(interval: Measure) -> float:
+    return ends(interval)[0]
+
+
+def rounded_ci(interval: Measure, digits: int) -> list[float]:
+    return [round(end, digits) for end in ends(interval)]
+
+
+# --- one device: batch size, concurrency, XLA ------------------------------------------------------
+
+
+def device_findings(m: dict[str, Any], sweep: Sweep, evidence: dict[str, Any]) -> list[Finding]:
+    measured = m["sweeps"][sweep.device]
+    concurrency, windows = concurrency_table(measured["concurrency"])
+    xla, xla_comparison = xla_table(measured["xla"])
+    evidence[sweep.device] = {
+        "batch_sweep": sweep.points,
+        "sweep_stop": sweep.stop,
+        "latency_bound_ms": round(sweep.bound_ms or 0.0, 4),
+        "latency_bound": sweep.bound_source,
+        "latency_bound_stat": sweep.bound_stat,
+        "knee_batch": sweep.knee,
+        "serving_batch": sweep.serving_batch,
+        "concurrency": concurrency,
+        "xla": xla,
+    }
+    on = "" if sweep.device == "CPU" else f" on {sweep.device}"
+    suffix = "" if sweep.device == "CPU" else f"-{sweep.device.lower().replace(':', '')}"
+    findings = [batch_size_finding(sweep, m["cores"], on, suffix), concurrency_finding(sweep, concurrency, windows, on, suffix)]
+    if compiled_pays(xla_comparison, xla.get("relative_l2"), m["max_fidelity_loss"]):
+        findings.append(xla_finding(sweep, xla, xla_comparison, m["signature"], on, suffix))
+    return [f for f in findings if f is not None]
+
+
+def batching_parameters(sweep: Sweep, cores: int) -> str:
+    """TF Serving's batching_parameters from the measured curve: wait at most what the bound leaves after the batch's call."""
+    point, stat = sweep.point(sweep.serving_batch), sweep.bound_stat
+    timeout_us = max(0, int(round((sweep.bound_ms - point[f"{stat}_ms"]) * 1000))) if sweep.bound_ms else 0
+    allowed = [p["batch"] for p in sweep.points if p["batch"] <= sweep.serving_batch]
+    return Template(text.BATCHING_PARAMETERS).substitute(
+        batch=sweep.serving_batch, timeout_us=timeout_us, bound=f"{sweep.bound_ms:.2f}", stat=stat, stat_ms=f"{point[f'{stat}_ms']:.2f}",
+        cores=cores, allowed="".join(Template(text.ALLOWED_BATCH_SIZE).substitute(batch=b) for b in allowed),
+    )
+
+
+def batch_size_finding(sweep: Sweep, cores: int, on: str, suffix: str) -> Finding | None:
+    first = sweep.points[0]
+    if len(sweep.points) < 2 or sweep.serving_batch == first["batch"]:
+        return None
+    chosen = sweep.point(sweep.serving_batch)
+    comparison = compare(per_row(sweep.timing(first["batch"]), first["batch"]), per_row(sweep.timing(sweep.serving_batch), sweep.serving_batch))
+    if low_end(comparison.saved_pct) < MIN_GAIN_PCT:
+        return None
+    p99_text = f"{chosen['p99_ms']:.2f}"
+    return found(
+        "serving/batch-size",
+        {"batch_sweep": sweep.points, "serving_batch": sweep.serving_batch, "knee_batch": sweep.knee,
+         "latency_bound_ms": round(sweep.bound_ms or 0.0, 4), "latency_bound": sweep.bound_source, "latency_bound_stat": sweep.bound_stat,
+         "sweep_stop": sweep.stop},
+        suffix=suffix, severity=gain_severity(low_end(comparison.saved_pct)), savings={"latency_pct": measure_of(comparison.saved_pct)},
+        risk=Risk("low", Template(text.BATCH_RISK).substitute(batch=sweep.serving_batch, p99=p99_text)), confidence=0.9,
+        on=on, batch=sweep.serving_batch, factor=f"{chosen['rows_per_s'] / first['rows_per_s']:.1f}", p99=p99_text,
+        rows=f"{chosen['rows_per_s']:.0f}", first_rows=f"{first['rows_per_s']:.0f}", first_p99=f"{first['p99_ms']:.2f}", knee=sweep.knee,
+        stat=sweep.bound_stat, bound=f"{sweep.bound_ms:.2f}", bound_source=sweep.bound_source, parameters=batching_parameters(sweep, cores),
+    )
+
+
+def concurrency_table(levels: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[int, Any]]:
+    """Per number of callers: throughput (the mean over the windows, with its interval), p50 and p99 per call."""
+    results, per_row_windows = [], {}
+    for level in levels:
+        callers, windows, took = level["callers"], level["rows_per_s_windows"], level["latencies_ms"]
+        interval = bootstrap(windows, np.mean)  # the mean: a pause (a collection, another process) costs a server its share
+        tail = bootstrap(took, p99) if took else None
+        median = bootstrap(took, np.median) if took else None
+        results.append({
+            "callers": callers,
+            "rows_per_s": round(interval.value, 1),
+            "rows_per_s_ci": rounded_ci(interval, 1),
+            "p50_ms": round(median.value, 4) if median else None,
+            "p50_ci_ms": rounded_ci(median, 4) if median else None,
+            "p99_ms": round(tail.value, 4) if tail else None,
+            "p99_ci_ms": rounded_ci(tail, 4) if tail else None,
+            "calls": len(took),
+        })
+        per_row_windows[callers] = timing_of(1000.0 / max(r, 1e-9) for r in windows)
+    return results, per_row_windows
+
+
+def concurrency_finding(sweep: Sweep, concurrency: list[dict], windows: dict, on: str, suffix: str) -> Finding | None:
+    if len(concurrency) < 2:
+        return None
+    base = concurrency[0]
+    # Judged like the serving batch: the demo's 2 callers had p99 1.6-2.9 ms against a 1.7-2.1 ms bound (2 × the
+    # batch-1 p50), and the finding came and went while the bound was on the p99.
+    within = [r for r in concurrency if fits_bound(sweep, r)]
+    best = max(within or [base], key=lambda r: r["rows_per_s"])
+    if best["callers"] == 1:
+        return None
+    comparison = compare(windows[1], windows[best["callers"]])
+    if low_end(comparison.saved_pct) < MIN_LOAD_DEPENDENT_GAIN_PCT:
+        return None
+    p99_text, base_p99 = f"{best['p99_ms']:.2f}", f"{base['p99_ms']:.2f}"
+    return found(
+        "serving/concurrency", {"concurrency": concurrency, "batch": sweep.serving_batch},
+        suffix=suffix, severity=gain_severity(low_end(comparison.saved_pct)), savings={"latency_pct": measure_of(comparison.saved_pct)},
+        risk=Risk("low", Template(text.CONCURRENCY_RISK).substitute(base_p99=base_p99, p99=p99_text)), confidence=0.8,
+        callers=best["callers"], on=on, factor=f"{best['rows_per_s'] / max(base['rows_per_s'], 1e-9):.1f}", batch=sweep.serving_batch,
+        rows=f"{best['rows_per_s']:.0f}", p99=p99_text, base_rows=f"{base['rows_per_s']:.0f}", base_p99=base_p99,
+        stat=sweep.bound_stat, bound=f"{sweep.bound_ms:.2f}",
+    )
+
+
+def xla_table(measured: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """(evidence, the plain-vs-XLA Comparison or None): compile time, fidelity and the speed-up of jit_compile=True."""
+    if not measured["compiles"]:
+        return {"compiles": False, "why": measured["why"]}, None
+    plain_timing, xla_timing = timing_of(measured["plain_ms"], measured["warmup"]), timing_of(measured["xla_ms"], measured["warmup"])
+    comparison = compare(plain_timing, xla_timing)
+    return {
+        "compiles": True,
+        "compile_ms": round(max(0.0, measured["first_ms"] - xla_timing.median_ms), 2),
+        "plain_ms": plain_timing.summary(),
+        "xla_ms": xla_timing.summary(),
+        "speedup": round(comparison.speedup.value, 3),
+        "speedup_ci": rounded_ci(comparison.speedup, 3),
+        "relative_l2": measured["relative_l2"],
+    }, comparison
+
+
+def xla_pays(measured: dict[str, Any], max_fidelity_loss: float) -> bool:
+    """XLA saved at least MIN_GAIN_PCT at its interval's low end, with outputs within the fidelity bound."""
+    return compiled_pays(xla_table(measured)[1], measured.get("relative_l2"), max_fidelity_loss)
+
+
+def compiled_pays(comparison, relative_l2: float | None, max_fidelity_loss: float) -> bool:
+    return comparison is not None and relative_l2 is not None and low_end(comparison.saved_pct) >= MIN_GAIN_PCT and relative_l2 <= max_fidelity_loss
+
+
+def xla_finding(sweep: Sweep, xla: dict[str, Any], comparison, signature: str, on: str, suffix: str) -> Finding:
+    return found(
+        "serving/xla", xla,
+        suffix=suffix, severity=gain_severity(low_end(comparison.saved_pct)), savings={"latency_pct": measure_of(comparison.saved_pct)},
+        risk=Risk("low", text.XLA_RISK, fidelity_loss=xla["relative_l2"]), confidence=0.85,
+        on=on, speedup=f"{xla['speedup']:.2f}", batch=sweep.serving_batch, xla_ms=f"{xla['xla_ms']['median_ms']:.3f}",
+        plain_ms=f"{xla['plain_ms']['median_ms']:.3f}", low=f"{xla['speedup_ci'][0]:.2f}", high=f"{xla['speedup_ci'][1]:.2f}",
+        compile_ms=f"{xla['compile_ms']:.0f}", relative_l2=f"{xla['relative_l2']:.2g}", signature=signature,
+    )
+
+
+# --- the processes: threads, precision, oneDNN, cold start, combined ------------------------------------
+
+
+def process_findings(m: dict[str, Any], processes: dict[str, Any], batch: int, evidence: dict[str, Any]) -> list[Finding]:
+    for key in ("precision_support", "onednn"):
+        if key in processes:
+            evidence[key] = processes[key]
+    evidence["settings"] = [{"setting": Setting(**row["setting"]).label(), **timing_stats(timing_of(sum(row["rounds_ms"], [])), row["batch"])}
+                            for row in processes["settings"] if row["batch"] == batch and any(row["rounds_ms"])]
+    for key in ("settings_failed", "precision_fidelity"):
+        if processes.get(key):
+            evidence[key] = processes[key]
+    findings = setting_findings(setting_candidates(processes, batch, m["max_fidelity_loss"]), batch, m["max_fidelity_loss"])
+    if processes.get("cold_start"):
+        finding = cold_start_finding(processes["cold_start"], m, evidence)
+        if finding is not None:
+            findings.append(finding)
+    return findings
+
+
+def setting_candidates(processes: dict[str, Any], batch: int, bound: float) -> list[tuple[Any, Setting, dict | None]]:
+    """Each setting that beat the defaults at ``batch`` (and kept fidelity), the largest saving's low end first."""
+    rounds = {(Setting(**row["setting"]), row["batch"]): row["rounds_ms"] for row in processes["settings"]}
+    if (Setting(), batch) not in rounds:
+        return []
+    base = timing_of(sum(rounds[(Setting(), batch)], []))
+    default_medians = medians(rounds[(Setting(), batch)])
+    candidates = []
+    for (setting, b), setting_rounds in rounds.items():
+        timing = timing_of(sum(setting_rounds, []))
+        if setting.default or b != batch or timing.n < 5:
+            continue
+        fid = None
+        if setting.precision != "float32":
+            fid = (processes.get("precision_fidelity") or {}).get(setting.precision)
+            if fid is None:  # its outputs could not be compared: no fidelity, no claim
+                continue
+        comparison = compare(base, timing)
+        won = [ours < theirs for ours, theirs in zip(medians(setting_rounds), default_medians)]
+        # A candidate only: the combined run times the best one in turn with the defaults again, and a gain
+        # it does not confirm is dropped. At 20 % and every round, the demo's intra-1 gain (low ends 14-43 %
+        # over 6 audits on a 2-core host) came and went.
+        if low_end(comparison.saved_pct) >= MIN_GAIN_PCT and sum(won) > len(won) / 2 and (fid is None or within_bound(fid, bound)):
+            candidates.append((comparison, setting, fid))
+    candidates.sort(key=lambda c: low_end(c[0].saved_pct), reverse=True)
+    return candidates
+
+
+def medians(rounds: list[list[float]]) -> list[float]:
+    return [float(np.median(one)) if one else float("inf") for one in rounds]
+
+
+def best_setting(processes: dict[str, Any], batch: int, bound: float) -> Setting | None:
+    """The setting the combined run times: the candidate with the largest saving's low end."""
+    candidates = setting_candidates(processes, batch, bound)
+    return candidates[0][1] if candidates else None
+
+
+def setting_findings(candidates: list, batch: int, bound: float) -> list[Finding]:
+    """The best candidate of each kind; thread counts only at MIN_LOAD_DEPENDENT_GAIN_PCT."""
+    best_of_kind: dict[str, tuple] = {}
+    for candidate in candidates:
+        best_of_kind.setdefault(candidate[1].kind, candidate)
+    return [setting_finding(setting, comparison, fid, batch, bound) for comparison, setting, fid in best_of_kind.values()
+            if setting.kind != "threads" or low_end(comparison.saved_pct) >= MIN_LOAD_DEPENDENT_GAIN_PCT]
+
+
+def setting_finding(setting: Setting, comparison, fid: dict | None, batch: int, bound: float) -> Finding:
+    saved = comparison.saved_pct
+    low, high = ends(saved)
+    risk = None
+    if fid is not None:
+        risk = Risk("medium" if fid["relative_l2"] > bound / 10 else "low",
+                    Template(text.PRECISION_RISK).substitute(relative_l2=f"{fid['relative_l2']:.2g}"), fidelity_loss=fid["relative_l2"])
+    return found(
+        f"serving/{setting.kind}",
+        {"setting": setting.label(), "batch": batch, "speedup": round(comparison.speedup.value, 3), "speedup_ci": rounded_ci(comparison.speedup, 3),
+         **({"fidelity": fid} if fid else {})},
+        severity=gain_severity(low), savings={"latency_pct": measure_of(saved)}, risk=risk, confidence=0.8,
+        setting=setting.label(), speedup=f"{comparison.speedup.value:.2f}", batch=batch, saved=f"{saved.value:.0f}", low=f"{low:.0f}",
+        high=f"{high:.0f}", intra=setting.intra or 0, inter=setting.inter or 0, onednn=setting.onednn,
+        intra_line=Template(text.INTRA_LINE).substitute(intra=setting.intra) if setting.intra else "",
+        inter_line=Template(text.INTER_LINE).substitute(inter=setting.inter) if setting.inter else "",
+        option=text.PRECISION_OPTION.get(setting.precision, ""),
+    )
+
+
+def cold_start_is_slow(first_ms: list[float], warm_ms: float) -> bool:
+    """Every new process's first request at least COLD_FACTOR × the warm median and COLD_MIN_MS slower."""
+    return min(first_ms) >= max(COLD_FACTOR * warm_ms, warm_ms + COLD_MIN_MS)
+
+
+def cold_start_finding(cold: dict[str, Any], m: dict[str, Any], evidence: dict[str, Any]) -> Finding | None:
+    """What a new replica pays before its first answer, and what TF Serving's warm-up file saves of it."""
+    warm, before = cold["warm_p50_ms"], cold["first_requests"]
+    first, loads = [r["first_ms"] for r in before], [r["load_ms"] for r in before]
+    result: dict[str, Any] = {
+        "processes": len(before), "load_ms": [round(v, 1) for v in loads], "first_request_ms": [round(v, 2) for v in first],
+        "second_request_ms": [round(r["second_ms"], 3) for r in before], "warm_p50_ms": warm,
+    }
+    evidence["cold_start"] = result
+    slow = cold_start_is_slow(first, warm)
+    if not slow or not cold["saved_model"]:
+        if slow:
+            result["warmup"] = text.WARMUP_NOT_WRITTEN
+        return None
+    replayed = cold.get("after_warmup") or []
+    if not replayed:
+        return None
+    after, batches = [r["first_ms"] for r in replayed], cold["warmup_batches"]
+    result.update({"warmup_batches": batches, "with_warmup_first_request_ms": [round(v, 2) for v in after],
+                   "with_warmup_load_ms": [round(r["load_ms"] + r.get("warmup_ms", 0.0), 1) for r in replayed]})
+    low = min(first) - max(after)
+    if low <= 0:
+        return None
+    return found(
+        "serving/cold-start", result,
+        severity="medium" if np.median(first) >= 1000 else "low", confidence=0.8,
+        savings={"latency_ms": Measure(round(float(np.median(first) - np.median(after)), 2), round(low, 2), round(max(first) - min(after), 2))},
+        first_ms=f"{np.median(first):.0f}", warm_ms=f"{warm:.2f}", after_ms=f"{np.median(after):.1f}", processes=len(before),
+        first_low=f"{min(first):.0f}", first_high=f"{max(first):.0f}", load_ms=f"{np.median(loads):.0f}", after_low=f"{min(after):.1f}",
+        after_high=f"{max(after):.1f}", batches=", ".join(map(str, batches)), batch_list=f"{batches}",
+        inputs=", ".join(f"\"{name}\": ..." for name in m["input_names"]), signature=m["signature"],
+    )
+
+
+def combined_table(combined: dict[str, Any]) -> dict[str, Any]:
+    """The best of each knob together against the defaults at the first batch, timed in turn ({} when not measured)."""
+    if not combined:
+        return {}
+    first_batch, batch = combined["first_batch"], combined["batch"]
+    base_timing, best_timing = timing_of(combined["default_ms"]), timing_of(combined["best_ms"])
+    comparison = compare(per_row(base_timing, first_batch), per_row(best_timing, batch))
+    stats = timing_stats(best_timing, batch)
+    return {
+        "batch": batch, "setting": Setting(**combined["setting"]).label(), "xla": combined["xla"],
+        "rows_per_s": stats["rows_per_s"], "rows_per_s_ci": stats["rows_per_s_ci"], "p99_ms": stats["p99_ms"],
+        "default": timing_stats(base_timing, first_batch),
+        "throughput_factor": round(comparison.speedup.value, 2),
+        "throughput_factor_ci": rounded_ci(comparison.speedup, 2),
+    }
+
+
+def configuration_label(combined: dict) -> str:
+    parts = [f"batch {combined['batch']}"]
+    if combined["setting"] != "defaults":
+        parts.append(combined["setting"])
+    if combined["xla"]:
+        parts.append("XLA on")
+    return ", ".join(parts)
+
+
+def headline_of(primary: Sweep, combined: dict, combined_error: str, device: str, gains: list[str]) -> str:
+    if combined_error:
+        return Template(text.HEADLINE_NOT_MEASURED).substitute(error=combined_error)
+    confirmed = combined and combined["throughput_factor_ci"][0] >= 1 + MIN_GAIN_PCT / 100
+    if combined and gains and not confirmed:
+        low, high = combined["throughput_factor_ci"]
+        return Template(text.HEADLINE_NOT_CONFIRMED).substitute(
+            device=device, gains=", ".join(gains), configuration=configuration_label(combined), factor=f"{combined['throughput_factor']:.2f}",
+            low=f"{low:.2f}", high=f"{high:.2f}",
+        )
+    if not confirmed:
+        return Template(text.HEADLINE_DEFAULTS).substitute(device=device, batch=primary.points[0]["batch"])
+    return Template(text.HEADLINE_BEST).substitute(
+        configuration=configuration_label(combined), factor=f"{combined['throughput_factor']:.1f}", p99=f"{combined['p99_ms']:.2f}",
+    )
+
+
+# --- LiteRT ------------------------------------------------------------------------------------------
+
+
+def litert_findings(litert: dict[str, Any], evidence: dict[str, Any]) -> list[Finding]:
+    """LiteRT num_threads for the float32 flatbuffer: a count must beat the default in every round."""
+    if "error" in litert:
+        evidence["litert_threads"] = litert["error"]
+        return []
+    counts, rounds_ms = litert["threads"], litert["rounds_ms"]
+    timings = [timing_of(v for one_round in rounds for v in one_round) for rounds in rounds_ms]
+    round_medians = [[float(np.median(r)) for r in rounds] for rounds in rounds_ms]
+    rows = [{"num_threads": "default" if c is None else c, **{k: v for k, v in timing_stats(t, 1).items() if k != "batch"}}
+            for c, t in zip(counts, timings)]
+    evidence["litert_threads"] = rows
+    comparisons = [(compare(timings[0], t), c, t, all(a < b for a, b in zip(m, round_medians[0])))
+                   for c, t, m in zip(counts[1:], timings[1:], round_medians[1:])]
+    comparison, count, timing, every_round = max(comparisons, key=lambda x: low_end(x[0].saved_pct))
+    # The ms floor: the demo's 20 µs LiteRT call "gained" 6 µs with 2 threads in 1 audit of 3, on a 2-core host.
+    if low_end(comparison.saved_pct) < MIN_SETTING_GAIN_PCT or not every_round or low_end(comparison.saved_ms) < MIN_LATENCY_MS:
+        return []
+    return [found(
+        "serving/litert-threads", {"litert_threads": rows},
+        severity=gain_severity(low_end(comparison.saved_pct)), savings={"latency_pct": measure_of(comparison.saved_pct)},
+        confidence=0.5,  # it pays only where the TFLite model is what gets served
+        threads=count, speedup=f"{comparison.speedup.value:.2f}", ms=f"{timing.median_ms:.3f}", default_ms=f"{timings[0].median_ms:.3f}",
+    )]

@@ -1,0 +1,41 @@
+"""LiteRT threads: the float32 TFLite model (reused from the quantization check when it ran) at num_threads 1 … cores
+against LiteRT's default, in turn, in the conversion process."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from typing import Any, Iterator
+
+from tfaudit.api import HelperFailed, Progress
+
+from .._compression import conversion_source, float32_flatbuffer, prepare_conversions, write_feeds
+from .budgets import CONFIG_SECONDS, ROUNDS, budget_key, feed_of
+from .in_helper import litert_threads_job
+
+
+def litert_threads(ctx, isolated, cores: int) -> Iterator:
+    """Returns {"threads": [None (the default), 1, 2, …], "rounds_ms": per count, per round, the samples}, or {"error": why not}."""
+    yield Progress(0.92, "LiteRT threads")
+    key = budget_key(ctx)
+    tmp = tempfile.mkdtemp(prefix="tfaudit-serving-litert-")
+    counts: list[int | None] = [None] + sorted({1, *[2 ** i for i in range(1, 8) if 2 ** i <= cores], cores})
+    try:
+        source = conversion_source(ctx, tmp)
+        prepare_conversions(isolated, ctx, source)
+        converted = float32_flatbuffer(ctx, source, isolated, tmp)
+        path = converted.path or os.path.join(tmp, "float32.tflite")
+        if not converted.path:
+            with open(path, "wb") as f:
+                f.write(converted.content)
+        feed = write_feeds(os.path.join(tmp, "request.npz"), [feed_of(ctx, 1, seed=2)])
+        reply = isolated.call("timing LiteRT threads", litert_threads_job, model=path, signature=ctx.model.signature,
+                              feed=feed, threads=counts, rounds=ROUNDS[key], seconds=CONFIG_SECONDS[key], warmup=ctx.budget.warmup)
+    except HelperFailed as exc:  # HelperCrashed too: a converter that crashed
+        return {"error": f"not measured: {exc}"}
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if "error" in reply:
+        return {"error": f"not measured: {reply['error']}"}
+    measured: dict[str, Any] = {"threads": counts, "rounds_ms": reply["samples_ms"]}
+    return measured

@@ -1,0 +1,179 @@
+"""Threads, precision and oneDNN, each in a serving process of its own, timed in turn; then the best of each knob together.
+
+Each setting needs a process of its own: ``tf.config.threading`` and Grappler's options take effect only before the first
+op, and ``TF_ENABLE_ONEDNN_OPTS`` only at import (a fresh interpreter). The processes are timed in turn, ROUNDS rounds,
+so they share the host's moments.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from typing import Any, Iterator
+
+from tfaudit.api import Helper, HelperFailed, Progress, helper_process
+
+from .._compression import eval_feeds, fidelity, max_fidelity_loss, read_feeds, write_feeds
+from .batching import Sweep
+from .budgets import CONFIG_SECONDS, ROUNDS, budget_key, feed_of
+from .cold_start import cold_start
+from .in_helper import helper_open, helper_outputs, helper_time
+from .judge import best_setting
+from .settings import Setting, bf16_cpu_support, thread_settings
+
+
+def gather_processes(ctx, servers, primary: Sweep, xla_pays: bool, clock) -> Iterator:
+    """Returns the settings' per-round samples, the precision's fidelity, the cold start and the combined run."""
+    settings, measured = settings_to_try(ctx)
+    modules = list(ctx.inventory.get("op_libraries") or []) + list(ctx.options.get("imports") or [])
+    first_batch, batch = primary.points[0]["batch"], primary.serving_batch
+    tmp = tempfile.mkdtemp(prefix="tfaudit-serving-")
+    helpers: dict[Setting, Helper] = {}
+    try:
+        feeds = {b: write_feeds(os.path.join(tmp, f"batch{b}.npz"), [feed_of(ctx, b, seed=3)]) for b in {first_batch, batch}}
+        failures: dict[str, str] = {}
+        cold = yield from start_processes(ctx, servers, settings, modules, feeds[first_batch], helpers, failures)
+        clock("processes started")
+        rounds = yield from time_in_rounds(ctx, helpers, feeds, first_batch, batch, failures)
+        measured["settings"] = [{"setting": setting.measured(), "batch": b, "rounds_ms": samples} for (setting, b), samples in rounds.items()]
+        if (Setting(), batch) in rounds:
+            measured["precision_fidelity"] = precision_fidelity(ctx, helpers, rounds, batch, tmp, failures)
+            yield Progress(0.86, "settings judged")
+        measured["settings_failed"] = failures
+        best = best_setting(measured, batch, max_fidelity_loss(ctx))
+        clock("settings timed")
+        measured["cold_start"] = yield from cold_start(ctx, servers, tmp, modules, cold, feeds, primary)
+        clock("cold start")
+        try:
+            measured["combined"], measured["combined_error"] = combine(ctx, helpers, best, xla_pays, feeds, first_batch, batch), ""
+        except HelperFailed as exc:
+            measured["combined"], measured["combined_error"] = {}, str(exc)
+        clock("combined")
+        return measured
+    finally:
+        for helper in helpers.values():
+            helper.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def settings_to_try(ctx) -> tuple[list[Setting], dict[str, Any]]:
+    """The defaults, the thread counts, bfloat16 where the CPU computes it, oneDNN flipped (not at quick); and why any is left out."""
+    settings = [Setting(), *thread_settings(os.cpu_count() or 1)]
+    precision_ok, precision_why = bf16_cpu_support()
+    if precision_ok:
+        settings.append(Setting(precision="bfloat16"))
+    measured: dict[str, Any] = {"precision_support": precision_why}
+    if budget_key(ctx) == "quick":
+        measured["onednn"] = "not measured at --budget quick (it needs a fresh interpreter, ~4 s of import)"
+    else:
+        current = os.environ.get("TF_ENABLE_ONEDNN_OPTS", "1")
+        settings.append(Setting(onednn="0" if current != "0" else "1"))
+    return settings, measured
+
+
+def start_processes(ctx, servers, settings: list[Setting], modules: list[str], first_feed: str, helpers: dict, failures: dict) -> Iterator:
+    """A serving process per setting, in ``helpers`` once its model loaded; returns the defaults' first request (a cold start)."""
+    cold: list[dict] = []
+    opening: dict[Setting, Helper] = {}
+    # The defaults' process loads alone (its first request is a cold start, timed), the others all at once.
+    for position, setting in enumerate(settings):
+        yield Progress(0.5 + 0.25 * position / len(settings), f"starting a process: {setting.label()}")
+        try:
+            helper = servers.spawn() if setting.onednn is None else helper_process(env={"TF_ENABLE_ONEDNN_OPTS": setting.onednn})
+            helper.deadline_for(time.monotonic(), ctx.budget)
+            helper.send(f"loading the model ({setting.label()})", helper_open,
+                        model=ctx.model.path, signature=ctx.model.signature, modules=modules, device="/CPU:0",
+                        intra=setting.intra, inter=setting.inter, precision=setting.precision, first_feed=first_feed)
+        except (HelperFailed, OSError) as exc:
+            failures[setting.label()] = str(exc)
+            continue
+        opening[setting] = helper
+        if setting.default:
+            opened(helper, setting, helpers, failures, cold)
+    for setting, helper in opening.items():
+        if not setting.default:
+            opened(helper, setting, helpers, failures, cold)
+    return cold
+
+
+def opened(helper: Helper, setting: Setting, helpers: dict, failures: dict, cold: list) -> None:
+    """The helper's answer to helper_open: kept when the model loaded, its failure said otherwise."""
+    try:
+        reply = helper.receive()
+    except (HelperFailed, OSError) as exc:
+        failures[setting.label()] = str(exc)
+        return
+    if "error" in reply:
+        failures[setting.label()] = reply["error"]
+        helper.close()
+        return
+    helpers[setting] = helper
+    if setting.default:
+        cold.append(reply)
+
+
+def time_in_rounds(ctx, helpers: dict, feeds: dict, first_batch: int, batch: int, failures: dict) -> Iterator:
+    """Each process at the serving batch (the defaults at the first batch too), in turn: {(setting, batch): samples per round}."""
+    key = budget_key(ctx)
+    rounds: dict[tuple[Setting, int], list[list[float]]] = {}
+    for round_index in range(ROUNDS[key]):
+        for setting, helper in list(helpers.items()):
+            for b in sorted({batch} | ({first_batch} if setting.default else set())):
+                try:
+                    reply = helper.call(f"timing batch {b} ({setting.label()})", helper_time,
+                                        feed=feeds[b], seconds=CONFIG_SECONDS[key], warmup=ctx.budget.warmup)
+                except HelperFailed as exc:
+                    failures[setting.label()] = str(exc)
+                    helpers.pop(setting).close()
+                    break
+                rounds.setdefault((setting, b), []).append(reply.get("samples_ms") or [])
+        yield Progress(0.75 + 0.1 * (round_index + 1) / ROUNDS[key], f"settings timed in turn: round {round_index + 1}")
+    return rounds
+
+
+def precision_fidelity(ctx, helpers: dict, rounds: dict, batch: int, tmp: str, failures: dict) -> dict[str, Any]:
+    """Each timed precision's outputs against the defaults' process on the same inputs: {precision: fidelity}."""
+    found: dict[str, Any] = {}
+    reference = None
+    for (setting, b), samples in rounds.items():
+        if setting.precision == "float32" or b != batch or sum(len(one) for one in samples) < 5:
+            continue
+        try:
+            if reference is None:
+                feeds_path = write_feeds(os.path.join(tmp, "eval.npz"), eval_feeds(ctx))
+                reference = outputs_of(helpers[Setting()], "defaults", feeds_path, os.path.join(tmp, "reference.npz"))
+            candidate = outputs_of(helpers[setting], setting.label(), feeds_path, os.path.join(tmp, "precision.npz"))
+        except (HelperFailed, KeyError) as exc:  # a helper that died or was dropped: no fidelity, no claim
+            failures[setting.label()] = f"outputs not compared: {exc}"
+            continue
+        found[setting.precision] = fidelity(reference, candidate)
+    return found
+
+
+def outputs_of(helper: Helper, label: str, feeds: str, out: str) -> list[dict]:
+    """The helper's outputs on ``feeds``; HelperFailed when it cannot give them."""
+    reply = helper.call(f"outputs ({label})", helper_outputs, feeds=feeds, out=out)
+    if "error" in reply:
+        raise HelperFailed(reply["error"])
+    return read_feeds(out)
+
+
+def combine(ctx, helpers: dict, best: Setting | None, xla_pays: bool, feeds: dict, first_batch: int, batch: int) -> dict[str, Any]:
+    """The best of each knob together, timed in turn with the defaults at the first batch ({} when nothing is to combine)."""
+    key = budget_key(ctx)
+    default = helpers.get(Setting())
+    chosen = helpers.get(best) if best else default
+    if default is None or chosen is None or (chosen is default and batch == first_batch and not xla_pays):
+        return {}
+    base: list[float] = []
+    together: list[float] = []
+    for _ in range(ROUNDS[key]):
+        for helper, samples, feed, xla in ((default, base, feeds[first_batch], False), (chosen, together, feeds[batch], xla_pays)):
+            reply = helper.call("timing the defaults" if helper is default else "timing the best configuration",
+                                helper_time, feed=feed, seconds=CONFIG_SECONDS[key], warmup=ctx.budget.warmup, xla=xla)
+            if "error" in reply:
+                raise HelperFailed(reply["error"])
+            samples += reply["samples_ms"]
+    return {"first_batch": first_batch, "batch": batch, "setting": (best or Setting()).measured(), "xla": xla_pays,
+            "default_ms": base, "best_ms": together}

@@ -1,0 +1,106 @@
+"""The batch sweep, in the check's worker: back-to-back calls at batch 1, 2, 4, … until growth, time or memory stops it."""
+from __future__ import annotations
+
+import time
+from typing import Any, Iterator
+
+import psutil
+
+from tfaudit.api import Progress, Sample, host_reference, one_line, peak_anonymous_bytes, process_memory_bytes, reset_peak_memory, time_in_turn
+
+from .batching import Sweep, choose_serving_batch
+from .budgets import MAX_BATCH, MEMORY_SHARE, MIN_POINT_CALLS, POINT_SECONDS, SWEEP_SECONDS, THROUGHPUT_GROWTH, budget_key, feed_of
+from .devices import Device, GpuMonitor
+from .endpoint import Endpoint, timed_first
+from .stats import MAX_SAMPLES_PER_WINDOW, thinned, timing_of, timing_stats
+
+
+def batch_sizes(ctx) -> list[int]:
+    if not ctx.inputs.batch_dynamic:
+        fixed = next((s.shape[0] for s in ctx.inputs.specs if s.shape), 1) or 1
+        return [fixed]
+    sizes, batch = [], 1
+    while batch <= MAX_BATCH[budget_key(ctx)]:
+        sizes.append(batch)
+        batch *= 2
+    return sizes
+
+
+def batch_sweep(ctx, endpoint: Endpoint, device: Device, monitor: GpuMonitor, progress: tuple[float, float]) -> Iterator:
+    """Yields a sample and progress per point; returns the Sweep, its serving batch chosen."""
+    return (yield from BatchSweep(ctx, endpoint, device, monitor).run(progress))
+
+
+class BatchSweep:
+    def __init__(self, ctx, endpoint: Endpoint, device: Device, monitor: GpuMonitor):
+        self.ctx, self.endpoint, self.device, self.monitor = ctx, endpoint, device, monitor
+        self.key = budget_key(ctx)
+        self.sweep = Sweep(device.name)
+        self.available = psutil.virtual_memory().available
+        self.baseline = process_memory_bytes()
+        self.deadline = time.perf_counter() + SWEEP_SECONDS[self.key]
+
+    def run(self, progress: tuple[float, float]) -> Iterator:
+        sweep, sizes = self.sweep, batch_sizes(self.ctx)
+        reference = host_reference() if self.device.name == "CPU" else None
+        for position, batch in enumerate(sizes):
+            sweep.stop = self.reason_to_stop_before(batch)
+            if sweep.stop:
+                break
+            try:
+                tensors = self.endpoint.tensors(feed_of(self.ctx, batch, seed=3))
+                reset_peak_memory()
+                first_ms = timed_first(lambda: self.endpoint(tensors))
+            except Exception as exc:  # an OOM, or a batch the model rejects: the sweep ends here
+                sweep.stop = f"batch {batch} failed: {one_line(exc)}"
+                break
+            point = self.measure(batch, tensors, first_ms, reference if batch == sizes[0] else None)
+            yield Sample(f"{self.device.name} batch", point["p50_ms"], point["rows_per_s"], label=f"batch {batch}")
+            low, high = progress
+            yield Progress(low + (high - low) * (position + 1) / len(sizes),
+                           f"{self.device.name}: batch {batch}: {point['rows_per_s']:.0f} rows/s, p99 {point['p99_ms']:.2f} ms")
+            if len(sweep.points) >= 3 and all(
+                sweep.points[-i]["rows_per_s"] < THROUGHPUT_GROWTH * sweep.points[-i - 1]["rows_per_s"] for i in (1, 2)
+            ):
+                sweep.stop = f"throughput stopped growing: two doublings added less than {THROUGHPUT_GROWTH - 1:.0%} each"
+                break
+        else:
+            if len(sizes) > 1:
+                sweep.stop = f"reached the largest batch measured at this budget ({sizes[-1]})"
+        choose_serving_batch(sweep, self.ctx.options.get("latency_budget_ms"))
+        return sweep
+
+    def reason_to_stop_before(self, batch: int) -> str:
+        """Why the sweep ends before ``batch`` ("" when it goes on): the sweep's time, or the memory the last point projects."""
+        if not self.sweep.points:
+            return ""
+        last, key = self.sweep.points[-1], self.key
+        projected_s = 2 * last["p50_ms"] / 1000.0 * (self.ctx.budget.warmup + MIN_POINT_CALLS + 1)
+        if time.perf_counter() + max(projected_s, POINT_SECONDS[key]) > self.deadline:
+            return f"batch {batch} skipped: it would take ~{projected_s:.1f} s, past the sweep's {SWEEP_SECONDS[key]:g} s (--budget)"
+        grown = last.get("memory_mb", 0.0) * 1e6
+        if 2 * grown > MEMORY_SHARE * self.available:
+            return f"batch {batch} skipped: ~{2 * grown / 1e6:.0f} MB projected, over {MEMORY_SHARE:.0%} of the {self.available / 1e6:.0f} MB available"
+        return ""
+
+    def measure(self, batch: int, tensors: dict, first_ms: float, reference) -> dict[str, Any]:
+        """One point: back-to-back calls for POINT_SECONDS (the host reference in turn with them), at least MIN_POINT_CALLS."""
+        timings: list = []
+
+        def work() -> None:
+            calls = [lambda: self.endpoint(tensors)] + ([reference] if reference else [])
+            timings.extend(time_in_turn(*calls, warmup=self.ctx.budget.warmup, max_seconds=POINT_SECONDS[self.key]))
+
+        gpu = self.monitor.measure(work)
+        samples = thinned(timings[0].samples_ms)
+        if len(timings) > 1:
+            self.sweep.host_index_ms = thinned(timings[1].samples_ms, MAX_SAMPLES_PER_WINDOW)
+        while len(samples) < MIN_POINT_CALLS:
+            samples.append(round(timed_first(lambda: self.endpoint(tensors)), 5))
+        peak = peak_anonymous_bytes()
+        point = {**timing_stats(timing_of(samples), batch), "first_call_ms": round(first_ms, 3), **gpu}
+        if peak is not None:
+            point["memory_mb"] = round(max(0, peak - self.baseline) / 1e6, 1)
+        self.sweep.points.append(point)
+        self.sweep.samples_ms.append(samples)
+        return point
