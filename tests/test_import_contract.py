@@ -1,7 +1,8 @@
 """The import contract, read from the files on disk (checks/ installs as tfaudit.checks, which path-based tools miss).
 
-- A check split into gather/judge/catalogue imports tfaudit only through ``tfaudit.api`` (the door plugins use);
-  its judge and catalogue import no TensorFlow.
+- Every check is a package under checks/ (gather/judge/catalogue/fix); it, and the libraries the checks
+  share, import tfaudit only through ``tfaudit.api`` (the door plugins use); judges and catalogues import no
+  TensorFlow.
 - The front ends (command line, headless, TUI, reports) import neither TensorFlow nor the checks.
 """
 import ast
@@ -10,7 +11,7 @@ import shutil
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 TENSORFLOW_SIDE = {"tensorflow", "keras", "tf_keras", "tensorflow_model_optimization", "ai_edge_litert"}
-FRONT_ENDS = ["tfaudit/cli.py", "tfaudit/headless.py", "tfaudit/usage.py", "tfaudit/exit_codes.py", "tfaudit/tui", "tfaudit/report"]
+FRONT_ENDS = ["tfaudit/cli.py", "tfaudit/headless.py", "tfaudit/usage.py", "tfaudit/exit_codes.py", "tfaudit/rejudge.py", "tfaudit/tui", "tfaudit/report"]
 
 
 def imported(path: str) -> list[tuple[int, str]]:
@@ -33,7 +34,13 @@ def python_files(path: str) -> list[str]:
 
 
 def split_checks(checks_dir: str) -> list[str]:
-    return sorted(os.path.join(checks_dir, d) for d in os.listdir(checks_dir) if os.path.exists(os.path.join(checks_dir, d, "judge.py")))
+    """Every package under checks/: the checks and the libraries they share (``_compression``)."""
+    return sorted(os.path.join(checks_dir, d) for d in os.listdir(checks_dir) if os.path.exists(os.path.join(checks_dir, d, "__init__.py")))
+
+
+def loose_modules(checks_dir: str) -> list[str]:
+    """Modules beside the packages: one check is one folder."""
+    return sorted(name for name in os.listdir(checks_dir) if name.endswith(".py") and name != "__init__.py")
 
 
 def check_violations(checks_dir: str) -> list[str]:
@@ -61,7 +68,8 @@ def front_end_violations(root: str) -> list[str]:
 
 
 def test_split_checks_import_only_the_api_and_front_ends_no_tensorflow():
-    assert split_checks(os.path.join(ROOT, "checks")), "the contract sees no check package"
+    assert len(split_checks(os.path.join(ROOT, "checks"))) >= 7, "the contract sees no check package"
+    assert loose_modules(os.path.join(ROOT, "checks")) == []
     assert [e for e in FRONT_ENDS if not os.path.exists(os.path.join(ROOT, e))] == []
     assert check_violations(os.path.join(ROOT, "checks")) == []
     assert front_end_violations(ROOT) == []

@@ -107,7 +107,7 @@ def test_json_report_schema_and_order():
     assert report["environment"]["cpu"] == "Test CPU"
     assert [c["id"] for c in report["checks"]] == ["retracing", "quantization", "memory"]
     assert report["checks"][2] == {"id": "memory", "title": "Memory", "status": "errored", "duration_s": 1.0,
-                                   "error": "worker crashed with SIGSEGV"}
+                                   "error": "worker crashed with SIGSEGV", "charts": []}
     ids = [f["id"] for f in report["findings"]]
     assert ids == ["retracing/wrapper", "quantization/int8", "retracing/python-arg"]
     priorities = [f["priority"] for f in report["findings"]]

@@ -209,7 +209,7 @@ async def test_charts_render_every_series_and_ignore_unknown_ones():
         assert ("batch-one", "per_row_ms") in app.state.samples  # a plugin's series: kept, not charted
         plots = {plot.chart.id: plot for plot in app.query(ChartPlot)}
         assert "no GPU" in str(plots["gpu_mb"].plt.build())
-        variants = str(app.query_one("ChartTab .frontier").render())
+        variants = str(app.query_one("#compression-charts .frontier").render())
         assert "★ dynamic_range" in variants and "  16x8" in variants
 
 
