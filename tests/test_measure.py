@@ -1,4 +1,7 @@
 import numpy as np
+import pytest
+
+from tfaudit.engine import measure
 
 from tfaudit.engine.measure import MIN_REPEATS, bootstrap_median, compare, time_call, Timing
 
@@ -45,3 +48,17 @@ def test_timing_summary_is_json_ready():
     summary = Timing((1.0, 2.0, 3.0, 4.0, 100.0), warmup=1).summary()
     assert summary["median_ms"] == 3.0 and summary["n"] == 5 and summary["mad_ms"] == 1.0
     assert summary["p90_ms"] > summary["p10_ms"]
+
+
+@pytest.mark.parametrize("n", [5, 8, 31, 400])
+@pytest.mark.parametrize("q", [50, 99])
+def test_percentiles_of_resamples_follow_the_distribution_resampling_gives(n, q):
+    """The order-statistic sampler draws what building BOOTSTRAP_ROUNDS resamples would, without building them."""
+    values = np.random.default_rng(n).lognormal(0, 0.5, n)
+    statistic = measure.percentile(q)
+    built = np.percentile(values[np.random.default_rng(1).integers(0, n, size=(20000, n))], q, axis=1)
+    drawn = np.concatenate([measure._resample(values, np.random.default_rng(seed), statistic) for seed in range(10)])
+    spread = np.percentile(built, 97.5) - np.percentile(built, 2.5)
+    for level in (2.5, 25, 50, 75, 97.5):
+        assert abs(np.percentile(drawn, level) - np.percentile(built, level)) <= 0.05 * spread + 1e-12
+    assert measure._resample(values, np.random.default_rng(0), np.median).shape == (measure.BOOTSTRAP_ROUNDS,)

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-import numpy as np
 
-from tfaudit.api import Timing, bootstrap
+from tfaudit.api import Timing, bootstrap, percentile
 
 MAX_SAMPLES_PER_ROUND = 400  # evenly thinned: 40,000 LiteRT calls of 5 µs made the bootstraps take 15 s
 MAX_SAMPLES_PER_WINDOW = 2000  # one timing window kept whole up to here (XLA against plain, the host reference)
@@ -22,8 +21,7 @@ def timing_of(samples_ms: Iterable[float], warmup: int = 0) -> Timing:
     return Timing(tuple(samples_ms), warmup)
 
 
-def p99(values, axis=None):
-    return np.percentile(values, 99, axis=axis)
+p99 = percentile(99)
 
 
 def timing_stats(timing: Timing, batch: int) -> dict[str, Any]:

@@ -83,11 +83,45 @@ def time_call(
     return Timing(samples_ms=tuple(samples), warmup=warmup)
 
 
+def percentile(q: float) -> Callable:
+    """The ``q``-th percentile as a bootstrap statistic (numpy's linear interpolation), resampled from its exact distribution."""
+    def statistic(values, axis=None):
+        return np.percentile(values, q, axis=axis)
+
+    statistic.percentile = q  # type: ignore[attr-defined]
+    return statistic
+
+
 def _resample(values: Sequence[float], rng: np.random.Generator, statistic=np.median) -> np.ndarray:
     """``statistic`` (a numpy reduction taking ``axis``) of BOOTSTRAP_ROUNDS resamples of ``values``."""
     data = np.asarray(values, dtype=float)
+    q = 50.0 if statistic is np.median else getattr(statistic, "percentile", None)
+    if q is not None:
+        return _resampled_percentiles(data, rng, q)
     picks = rng.integers(0, len(data), size=(BOOTSTRAP_ROUNDS, len(data)))
     return statistic(data[picks], axis=1)
+
+
+def _resampled_percentiles(data: np.ndarray, rng: np.random.Generator, q: float) -> np.ndarray:
+    """The ``q``-th percentiles of BOOTSTRAP_ROUNDS resamples, drawn from their exact distribution without building one.
+
+    numpy's percentile of n values interpolates between the k-th and (k+1)-th smallest, k = ⌊(n − 1)·q/100⌋ + 1.
+    A resample is n draws from the empirical distribution F, so its k-th smallest value is F⁻¹(U₍ₖ₎),
+    U₍ₖ₎ the k-th smallest of n uniforms: Beta(k, n − k + 1); the next one up is U₍ₖ₎ + (1 − U₍ₖ₎)·Beta(1, n − k)
+    (the least of the n − k uniforms above it). O(rounds) instead of O(rounds · n).
+    """
+    ordered, n = np.sort(data), len(data)
+
+    def quantile(u: np.ndarray) -> np.ndarray:  # F⁻¹(u): the ceil(u·n)-th smallest value
+        return ordered[np.clip(np.ceil(u * n).astype(int) - 1, 0, n - 1)]
+
+    position = (n - 1) * q / 100.0
+    k, fraction = int(position) + 1, position - int(position)
+    lower = rng.beta(k, n - k + 1, size=BOOTSTRAP_ROUNDS)
+    if k >= n or fraction == 0:
+        return quantile(lower)
+    upper = lower + (1 - lower) * rng.beta(1, n - k, size=BOOTSTRAP_ROUNDS)
+    return quantile(lower) + fraction * (quantile(upper) - quantile(lower))
 
 
 def bootstrap(values: Sequence[float], statistic=np.median, confidence: float = 0.95, seed: int = 0) -> Measure:
