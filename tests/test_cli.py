@@ -196,7 +196,7 @@ def test_readme_check_example_runs_as_documented(tmp_path, built_model, monkeypa
     result = run_cli(built_model("fixed_batch"), "--checks", "batch-one", "--budget", "quick", "--json", str(js))
     assert json.loads(js.read_text())["checks"][0] == {
         "id": "batch-one", "title": "Batch-1 latency", "status": "skipped", "duration_s": pytest.approx(0, abs=30),
-        "error": "the signature has a fixed batch dimension",
+        "error": "the signature has a fixed batch dimension", "charts": [],
     }
 
 
