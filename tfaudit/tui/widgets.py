@@ -170,7 +170,8 @@ class ChartPlot(PlotextPlot):
             plt.bar([f"{x:g}" for x in latest], list(latest.values()))
             return
         for label, points in lines.items():
-            plt.plot([p[0] for p in points], [p[1] for p in points], label=label, **({"marker": "o"} if chart.kind == "curve" else {}))
+            named = {"label": label} if len(lines) > 1 or chart.kind == "curve" else {}  # a lone line needs no legend
+            plt.plot([p[0] for p in points], [p[1] for p in points], **named, **({"marker": "o"} if chart.kind == "curve" else {}))
         marked = [(x, y) for points in lines.values() for x, y, label in points if chart.mark and label == chart.mark]
         if marked:
             plt.scatter([x for x, _ in marked], [y for _, y in marked], marker="x", color="red", label=chart.mark)
