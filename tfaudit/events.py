@@ -110,6 +110,23 @@ EVENT_TYPES: dict[str, type] = {
 }
 
 
+def event_of(check: str, item: Any) -> Event:
+    """The event that carries what ``check`` yielded (a ``tfaudit.api`` Finding, Sample, Progress, Metric or Measurements)."""
+    from tfaudit.api import Finding, Measurements, Metric, Progress, Sample
+
+    if isinstance(item, Finding):
+        return FindingEmitted(check, item.to_dict())
+    if isinstance(item, Sample):
+        return SampleEmitted(check, item.series, item.x, item.y, item.label)
+    if isinstance(item, Progress):
+        return CheckProgress(check, item.fraction, item.message)
+    if isinstance(item, Metric):
+        return MetricEmitted(check, item.name, item.value, item.unit, item.low, item.high, item.better, item.subject)
+    if isinstance(item, Measurements):
+        return MeasurementsEmitted(check, item.data)
+    raise TypeError(f"check yielded {type(item).__name__}; expected Finding, Sample, Metric, Measurements or Progress")
+
+
 def json_safe(value: Any) -> Any:
     """NaN and infinities become None: JSON has no spelling for them."""
     if isinstance(value, float):

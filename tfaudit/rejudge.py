@@ -14,7 +14,8 @@ import os
 import sys
 import time
 
-from tfaudit.api import SEVERITIES, Finding, Metric, Sample
+from tfaudit.api import SEVERITIES, Finding, Measurements, Progress, Sample
+from tfaudit.events import event_of
 from tfaudit.exit_codes import EXIT_USAGE, exit_code
 from tfaudit.usage import Parser, UsageError
 
@@ -99,20 +100,17 @@ def rejudge(state, judge_of: dict[str, object]) -> list[str]:
         if judge is None:
             continue
         stored = {f.id: f for f in state.findings if f.check == check}
-        findings, metrics, samples = [], {}, {}
-        for item in judge(data):  # type: ignore[operator]
+        items = list(judge(data))  # type: ignore[operator]
+        state.findings = [f for f in state.findings if f.check != check]
+        for series in {item.series for item in items if isinstance(item, Sample)}:
+            state.samples[(check, series)] = []  # the judge's samples replace the stored ones, in place; gather's stay
+        for item in items:
             if isinstance(item, Finding):
-                findings.append(with_stored_artifact(item, stored.get(item.id)))
-            elif isinstance(item, Metric):
-                metrics[f"{check}.{item.name}"] = {"value": item.value, "low": item.low, "high": item.high, "unit": item.unit,
-                                                   "better": item.better, "subject": item.subject}
-            elif isinstance(item, Sample):
-                samples.setdefault((check, item.series), []).append((item.x, item.y, item.label))
-        state.findings = [f for f in state.findings if f.check != check] + findings
-        state.metrics.update(metrics)
-        state.samples.update(samples)
+                item = with_stored_artifact(item, stored.get(item.id))
+            if not isinstance(item, (Measurements, Progress)):
+                state.apply(event_of(check, item))  # a metric replaces the stored one of its name
         if check in state.checks and state.checks[check].status in ("passed", "findings"):
-            state.checks[check].status = "findings" if any(f.severity != "info" for f in findings) else "passed"
+            state.checks[check].status = "findings" if any(f.severity != "info" for f in state.findings if f.check == check) else "passed"
         judged.append(check)
     return judged
 

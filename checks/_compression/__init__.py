@@ -12,8 +12,7 @@ Everything is re-exported here under the names the checks import.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field  # noqa: F401 - importable from here, as before the package
-from typing import Any, Iterator  # noqa: F401
+from typing import Any
 
 from tfaudit.api import HelperCrashed as ConversionCrashed
 from tfaudit.api import HelperFailed as ConversionFailed

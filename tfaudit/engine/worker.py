@@ -15,18 +15,7 @@ import time
 import traceback
 from typing import Any, Callable
 
-from tfaudit.events import (
-    CheckFinished,
-    CheckProgress,
-    Event,
-    FindingEmitted,
-    LoadFailed,
-    MeasurementsEmitted,
-    MetricEmitted,
-    ModelLoaded,
-    SampleEmitted,
-    to_json,
-)
+from tfaudit.events import CheckFinished, Event, LoadFailed, ModelLoaded, event_of, to_json
 
 WORKER_ENVIRONMENT = {
     "TF_CPP_MIN_LOG_LEVEL": "2",  # C++ info/warnings off; Python warnings (retracing) stay
@@ -84,7 +73,7 @@ def run_inventory(job: dict[str, Any], emit: Callable[[Event], None]) -> None:
 
 
 def run_check(job: dict[str, Any], emit: Callable[[Event], None]) -> None:
-    from tfaudit.api import Context, Finding, Measurements, Metric, Progress, Sample, SkipCheck
+    from tfaudit.api import Context, Finding, SkipCheck
     from tfaudit.budget import BUDGETS
     from tfaudit.engine.registry import load_target
 
@@ -112,17 +101,7 @@ def run_check(job: dict[str, Any], emit: Callable[[Event], None]) -> None:
                 if item.check != check_id:
                     raise ValueError(f"finding {item.id!r} names check {item.check!r}, not {check_id!r}")
                 findings += item.severity != "info"  # info only reports what was measured
-                emit(FindingEmitted(check_id, item.to_dict()))
-            elif isinstance(item, Sample):
-                emit(SampleEmitted(check_id, item.series, item.x, item.y, item.label))
-            elif isinstance(item, Progress):
-                emit(CheckProgress(check_id, item.fraction, item.message))
-            elif isinstance(item, Metric):
-                emit(MetricEmitted(check_id, item.name, item.value, item.unit, item.low, item.high, item.better, item.subject))
-            elif isinstance(item, Measurements):
-                emit(MeasurementsEmitted(check_id, item.data))
-            else:
-                raise TypeError(f"check yielded {type(item).__name__}; expected Finding, Sample, Metric, Measurements or Progress")
+            emit(event_of(check_id, item))
     except SkipCheck as exc:
         finish("skipped", str(exc))
         return

@@ -92,6 +92,10 @@ class AuditState:
         """(check, chart) of every chart the checks that started declared, in their order."""
         return [(c.id, Chart.from_dict(chart)) for c in self.checks.values() for chart in c.charts]
 
+    def chart_title(self, chart: Chart) -> str:
+        """The chart's title: its headline finding's title once found."""
+        return next((f.title for f in self.findings if chart.headline and f.id == chart.headline), chart.title)
+
     def figures(self) -> list[tuple[str, list[tuple[str, Chart]]]]:
         """(name, panels) of each picture: charts sharing a ``figure`` are its panels; a frontier several checks declare is one."""
         figures: dict[str, list[tuple[str, Chart]]] = {}

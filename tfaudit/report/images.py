@@ -46,7 +46,7 @@ def draw_frontier(axis, chart: Chart, placed: dict[str, list[float | None]], bes
 
 def draw_panel(state: AuditState, check: str, chart: Chart, axis) -> None:
     lines = state.chart_points(check, chart)
-    axis.set_title(headline(state, chart), fontsize=9, wrap=True)
+    axis.set_title(state.chart_title(chart), fontsize=9, wrap=True)
     if not any(lines.values()):
         axis.text(0.5, 0.5, chart.empty, ha="center", va="center", transform=axis.transAxes, color="gray")
         axis.set_xticks([])
@@ -68,11 +68,6 @@ def draw_panel(state: AuditState, check: str, chart: Chart, axis) -> None:
     axis.set(xlabel=chart.x_label, ylabel=chart.y_label)
     if len(lines) > 1 or marked:
         axis.legend(fontsize=7)
-
-
-def headline(state: AuditState, chart: Chart) -> str:
-    """The chart's title: its headline finding's title once found."""
-    return next((f.title for f in state.findings if chart.headline and f.id == chart.headline), chart.title)
 
 
 def described(state: AuditState, panels: list[tuple[str, Chart]]):

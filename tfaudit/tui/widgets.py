@@ -131,11 +131,6 @@ class FindingsTable(DataTable):
         return self.findings[self.cursor_row]
 
 
-def chart_title(state: AuditState, chart: Chart) -> str:
-    """The chart's title: its headline finding's title once found."""
-    return next((f.title for f in state.findings if chart.headline and f.id == chart.headline), chart.title)
-
-
 class ChartPlot(PlotextPlot):
     """One chart a check declared (``tfaudit.api.Chart``), replotted from the audit state's samples."""
 
@@ -163,7 +158,7 @@ class ChartPlot(PlotextPlot):
         if not any(lines.values()):
             plt.title(self.waiting(state))
             return
-        plt.title(chart_title(state, chart))
+        plt.title(state.chart_title(chart))
         plt.xlabel(chart.x_label)
         if chart.kind == "bars":
             latest = {x: y for points in lines.values() for x, y, _ in points}  # an x measured twice keeps its latest
