@@ -29,7 +29,7 @@ def built_model(tmp_path_factory):
 def fake_checks(monkeypatch):
     """Make tests/fake_checks.py importable in workers and listed by the CLI."""
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [TESTS_DIR, os.environ.get("PYTHONPATH")])))
-    targets = ["TimedFinding", "LowFinding", "Raises", "Segfaults", "Hangs", "Skips", "Killed", "WrongCheckId", "Hog", "Chatty"]
+    targets = ["TimedFinding", "LowFinding", "Raises", "Segfaults", "Hangs", "Skips", "Killed", "WrongCheckId", "Hog", "Chatty", "HelperTrouble"]
     monkeypatch.setenv("TFAUDIT_EXTRA_CHECKS", ",".join(f"fake_checks:{t}" for t in targets))
 
 

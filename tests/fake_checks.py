@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import time
 
-from tfaudit.api import Check, CheckMeta, Effort, Finding, Fix, Measure, Metric, Progress, Sample, SkipCheck
+from tfaudit.api import Check, CheckMeta, Effort, Finding, Fix, HelperCrashed, Measure, Metric, Progress, Sample, SkipCheck, helper_process
 
 
 class TimedFinding(Check):
@@ -116,3 +117,32 @@ class Chatty(Check):
             i += 1
             yield Sample("noise", i, 1.0)
             time.sleep(0.001)
+
+
+def who_am_i() -> dict:
+    """Called in a helper process: its pid and its parent's."""
+    return {"pid": os.getpid(), "parent": os.getppid()}
+
+
+def hoard(limit_mb: int) -> dict:
+    """Called in a helper process: hold up to ``limit_mb`` resident, then wait to be killed."""
+    held = [bytearray(64 * 1024 * 1024) for _ in range(limit_mb // 64)]
+    time.sleep(600)
+    return {"held": len(held)}
+
+
+class HelperTrouble(Check):
+    """A helper that crashes, restarts, and is then left to hog memory or hang: the runner must count and stop it."""
+
+    meta = CheckMeta("fake-helpers", "Fake check with troubled helpers", "crashes a helper, then leaves one that hoards")
+
+    def run(self, ctx):
+        helper = helper_process()
+        first = helper.call("asking who it is", who_am_i)
+        try:
+            helper.call("reading address 0", ctypes.string_at, ptr=0)
+        except HelperCrashed as crash:
+            signal_name = crash.signal
+        second = helper.call("asking who it is", who_am_i)
+        yield Progress(0.5, json.dumps({"worker": os.getpid(), "first": first, "second": second, "signal": signal_name}))
+        helper.call("hoarding memory", hoard, limit_mb=int(os.environ.get("FAKE_HOARD_MB", "0")))

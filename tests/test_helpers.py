@@ -1,4 +1,6 @@
-"""Helper processes: calls by function reference, a native crash that ends one call, the check's deadline."""
+"""Helper processes: calls by function reference, a native crash that ends one call, the check's deadline.
+
+Here, outside any worker, helpers are fresh interpreters; tests/test_runner.py has those the zygote forks."""
 import ctypes
 import os
 import subprocess
@@ -6,7 +8,7 @@ import time
 
 import pytest
 
-from tfaudit.api import HelperCrashed, HelperTimeout, helper_pool, helper_process
+from tfaudit.api import HelperCrashed, HelperTimeout, helper_process
 from tfaudit.engine.helpers import target_name
 
 
@@ -29,18 +31,6 @@ def test_a_native_crash_in_a_helper_is_caught_and_the_next_call_restarts_it():
             helper.call("asking its pid", os.getpid)
     finally:
         helper.close()
-
-
-def test_a_pool_forks_helpers_that_answer_apart():
-    pool = helper_pool()
-    try:
-        helpers = [pool.spawn(), pool.spawn()]
-        pids = {h.call("asking its pid", os.getpid) for h in helpers}
-        assert len(pids) == 2 and os.getpid() not in pids
-        for helper in helpers:
-            helper.close()
-    finally:
-        pool.close()
 
 
 def test_only_module_level_functions_travel_by_reference():

@@ -1,8 +1,12 @@
 """The runner isolates each check in a worker: crashes, hangs and errors stay contained."""
+import json
+import time
+
+import psutil
 import pytest
 
 from tfaudit.report.audit import AuditState
-from tfaudit.events import CheckFinished, CheckStarted, ModelLoaded, SampleEmitted
+from tfaudit.events import CheckFinished, CheckProgress, CheckStarted, ModelLoaded, SampleEmitted
 from tfaudit.engine.registry import discover_checks
 from tfaudit.engine.runner import AuditJob, run_audit
 
@@ -16,7 +20,7 @@ def isolate(request):
 
 
 def test_misbehaving_checks_are_contained_and_the_rest_still_run(built_model, fake_checks, isolate):
-    specs = [s for s in discover_checks() if s.id.startswith("fake-") and s.id not in ("fake-hog", "fake-chatty")]
+    specs = [s for s in discover_checks() if s.id.startswith("fake-") and s.id not in ("fake-hog", "fake-chatty", "fake-helpers")]
     order = ["fake-raises", "fake-segfault", "fake-hang", "fake-killed", "fake-skip", "fake-wrong-id", "fake-timed", "fake-low"]
     specs.sort(key=lambda s: order.index(s.id))
     events = []
@@ -118,3 +122,44 @@ def test_a_worker_that_never_pauses_still_times_out(built_model, fake_checks, is
     finished = [e for e in events if isinstance(e, CheckFinished)]
     assert finished[0].status == "errored" and "timed out after 10 s" in finished[0].error
     assert 10 <= finished[0].duration_s < 20
+
+
+def gone(pid: int, within_s: float = 5.0) -> bool:
+    """Dead (a zombie counts) within ``within_s``: a killed process holding gigabytes takes a moment to unmap them."""
+    end = time.monotonic() + within_s
+    while time.monotonic() < end:
+        try:
+            if psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+                return True
+        except psutil.NoSuchProcess:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.mark.parametrize("limit", ["memory", "time"])
+def test_a_checks_helpers_crash_apart_count_toward_its_memory_and_die_with_it(built_model, fake_checks, isolate, limit, monkeypatch):
+    """Forked workers' helpers are the zygote's children: their crash still has its signal, their memory counts, and they die with the worker."""
+    monkeypatch.setenv("FAKE_HOARD_MB", "2560" if limit == "memory" else "64")
+    specs = {s.id: s for s in discover_checks()}
+    said: dict = {}
+    helpers_gone = []
+
+    def on_event(event):
+        if isinstance(event, CheckProgress) and event.message.startswith("{"):
+            said.update(json.loads(event.message))
+        if isinstance(event, CheckFinished) and event.check == "fake-helpers":
+            helpers_gone.append(gone(said["second"]["pid"]))  # already, while the zygote and the audit go on
+
+    job = AuditJob(isolate=isolate, model=built_model("mlp"), budget="quick", check_timeout_s=12,
+                   memory_limit_mb=1500 if limit == "memory" else None)
+    events = []
+    assert run_audit([specs["fake-helpers"], specs["fake-low"]], job, lambda e: (events.append(e), on_event(e)))
+    finished = {e.check: e for e in events if isinstance(e, CheckFinished)}
+    assert said["signal"] == "SIGSEGV" and said["second"]["pid"] != said["first"]["pid"]
+    forked_by_worker = said["first"]["parent"] == said["worker"]
+    assert forked_by_worker == (isolate == "fresh")  # else the zygote forked it
+    expected = "over the worker memory limit of 1500 MiB" if limit == "memory" else "timed out after 12 s"
+    assert expected in finished["fake-helpers"].error
+    assert helpers_gone == [True]
+    assert finished["fake-low"].status == "findings"

@@ -23,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from tfaudit.engine.measure import Comparison, Timing
     from tfaudit.engine.model import LoadedModel
     from tfaudit.engine.resources import ResourceSampler
-    from tfaudit.engine.helpers import Helper, HelperPool
+    from tfaudit.engine.helpers import Helper
 
 SEVERITIES = ("critical", "high", "medium", "low", "info")
 EFFORT_LEVELS = ("minutes", "hours", "days")
@@ -409,12 +409,12 @@ def gpu_memory_total_bytes(nvml: Any = None) -> int | None:
 # Each imports its engine module when called, so that importing the API stays cheap and TensorFlow-free.
 
 def __getattr__(name: str) -> Any:
-    """``Timing`` (per-call times of one measurement), ``Comparison`` (what switching saves, with intervals), ``Helper`` and ``HelperPool``."""
+    """``Timing`` (per-call times of one measurement), ``Comparison`` (what switching saves, with intervals) and ``Helper``."""
     if name in ("Timing", "Comparison"):
         from tfaudit.engine import measure
 
         return getattr(measure, name)
-    if name in ("Helper", "HelperPool"):
+    if name == "Helper":
         from tfaudit.engine import helpers
 
         return getattr(helpers, name)
@@ -473,17 +473,10 @@ def process_memory_bytes() -> int:
 
 
 def helper_process(env: dict[str, str] | None = None) -> "Helper":
-    """A started helper process (see tfaudit.engine.helpers); ``env`` makes it a fresh interpreter with those variables."""
+    """A started helper process, where no op has run yet, at any time (see tfaudit.engine.helpers); ``env`` makes it a fresh interpreter with those variables."""
     from tfaudit.engine.helpers import Helper
 
     return Helper(env).start()
-
-
-def helper_pool() -> "HelperPool":
-    """A fork server for several helpers, each set up before its first op; make it before any op runs here."""
-    from tfaudit.engine.helpers import HelperPool
-
-    return HelperPool()
 
 
 def one_line(exc: BaseException) -> str:

@@ -62,8 +62,7 @@ class PruningCheck(Check):
     charts = VARIANT_CHARTS
 
     def __init__(self):
-        # The worker makes the check before it loads the model, and before any TensorFlow op:
-        # the conversion process forks now, without an import of its own (see tfaudit.engine.helpers).
+        # Started now, the conversion process's start overlaps with the model's load in this process.
         self.started = time.monotonic()
         self.isolated = helper_process()
 

@@ -64,7 +64,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from tfaudit.api import Chart, Check, CheckMeta, Measurements, Yielded, helper_pool, helper_process
+from tfaudit.api import Chart, Check, CheckMeta, Measurements, Yielded, helper_process
 
 from .fix import with_fixes
 from .gather import gather
@@ -85,15 +85,13 @@ class ServingCheck(Check):
     )
 
     def __init__(self):
-        # Helpers that must be set up before their first op fork from here, now (see tfaudit.engine.helpers).
-        self.servers = helper_pool()
+        # Started now, its start overlaps with the model's load in this process.
         self.isolated = helper_process()
 
     def run(self, ctx) -> Iterator[Yielded]:
         try:
-            measured = yield from gather(ctx, self.servers, self.isolated)
+            measured = yield from gather(ctx, self.isolated)
         finally:
             self.isolated.close()
-            self.servers.close()
         yield Measurements(measured)
         yield from with_fixes(ctx, self.judge(measured))

@@ -5,7 +5,7 @@ import os
 import time
 from typing import Any, Iterator
 
-from tfaudit.api import HelperFailed, Progress
+from tfaudit.api import HelperFailed, Progress, helper_process
 
 from .batching import Sweep
 from .budgets import COLD_STARTS, budget_key, feed_of
@@ -14,12 +14,12 @@ from .in_helper import helper_open
 from .judge import cold_start_is_slow
 
 
-def cold_start(ctx, servers, tmp: str, modules: list[str], cold: list[dict], feeds: dict, primary: Sweep) -> Iterator:
+def cold_start(ctx, tmp: str, modules: list[str], cold: list[dict], feeds: dict, primary: Sweep) -> Iterator:
     """COLD_STARTS fresh processes' load and first two requests (``cold`` holds those already timed); when the first is slow
     and the model is a SavedModel, as many again loading a copy with the warm-up file. None when no process answered."""
     first_batch = primary.points[0]["batch"]
     for _ in range(max(0, COLD_STARTS[budget_key(ctx)] - len(cold))):
-        reply = open_fresh(ctx, servers, modules, feeds[first_batch])
+        reply = open_fresh(ctx, modules, feeds[first_batch])
         if reply:
             cold.append(reply)
     if not cold:
@@ -34,16 +34,16 @@ def cold_start(ctx, servers, tmp: str, modules: list[str], cold: list[dict], fee
     records = write_warmup_copy(ctx.model.path, copy, ctx.model.signature, [feed_of(ctx, b, seed=7) for b in batches])
     replayed = []
     for _ in range(len(cold)):
-        reply = open_fresh(ctx, servers, modules, feeds[first_batch], model=copy, warmup_records=records)
+        reply = open_fresh(ctx, modules, feeds[first_batch], model=copy, warmup_records=records)
         if reply:
             replayed.append(reply)
     measured.update(warmup_batches=batches, after_warmup=replayed)
     return measured
 
 
-def open_fresh(ctx, servers, modules: list[str], feed: str, model: str | None = None, warmup_records: str | None = None) -> dict | None:
+def open_fresh(ctx, modules: list[str], feed: str, model: str | None = None, warmup_records: str | None = None) -> dict | None:
     """A fresh process's helper_open reply (load, first and second request), None when it failed."""
-    helper = servers.spawn()
+    helper = helper_process()
     try:
         helper.deadline_for(time.monotonic(), ctx.budget)
         reply = helper.call("loading the model (cold start)", helper_open,

@@ -39,7 +39,7 @@ class PhaseClock:
         self.last = now
 
 
-def gather(ctx, servers, isolated) -> Iterator:
+def gather(ctx, isolated) -> Iterator:
     """Yields progress and live samples; returns the measurements."""
     if ctx.inputs.placeholder_string_inputs:
         raise SkipCheck("string inputs without a vocabulary: a sweep of placeholder strings would not be what the model serves (give --inputs)")
@@ -65,7 +65,7 @@ def gather(ctx, servers, isolated) -> Iterator:
         raise SkipCheck(f"the serving signature could not be called: {primary.stop}")
     cpu = measured["sweeps"].get("CPU") or {}
     xla_paid = "xla" in cpu and xla_pays(cpu["xla"], measured["max_fidelity_loss"])
-    measured["processes"] = yield from gather_processes(ctx, servers, primary, xla_paid, clock)
+    measured["processes"] = yield from gather_processes(ctx, primary, xla_paid, clock)
     measured["litert"] = yield from litert_threads(ctx, isolated, cores)
     clock("LiteRT threads")
     yield Progress(0.97, "ranking the configurations")

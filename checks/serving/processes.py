@@ -23,7 +23,7 @@ from .judge import best_setting
 from .settings import Setting, bf16_cpu_support, thread_settings
 
 
-def gather_processes(ctx, servers, primary: Sweep, xla_pays: bool, clock) -> Iterator:
+def gather_processes(ctx, primary: Sweep, xla_pays: bool, clock) -> Iterator:
     """Returns the settings' per-round samples, the precision's fidelity, the cold start and the combined run."""
     settings, measured = settings_to_try(ctx)
     modules = list(ctx.inventory.get("op_libraries") or []) + list(ctx.options.get("imports") or [])
@@ -33,7 +33,7 @@ def gather_processes(ctx, servers, primary: Sweep, xla_pays: bool, clock) -> Ite
     try:
         feeds = {b: write_feeds(os.path.join(tmp, f"batch{b}.npz"), [feed_of(ctx, b, seed=3)]) for b in {first_batch, batch}}
         failures: dict[str, str] = {}
-        cold = yield from start_processes(ctx, servers, settings, modules, feeds[first_batch], helpers, failures)
+        cold = yield from start_processes(ctx, settings, modules, feeds[first_batch], helpers, failures)
         clock("processes started")
         rounds = yield from time_in_rounds(ctx, helpers, feeds, first_batch, batch, failures)
         measured["settings"] = [{"setting": setting.measured(), "batch": b, "rounds_ms": samples} for (setting, b), samples in rounds.items()]
@@ -43,7 +43,7 @@ def gather_processes(ctx, servers, primary: Sweep, xla_pays: bool, clock) -> Ite
         measured["settings_failed"] = failures
         best = best_setting(measured, batch, max_fidelity_loss(ctx))
         clock("settings timed")
-        measured["cold_start"] = yield from cold_start(ctx, servers, tmp, modules, cold, feeds, primary)
+        measured["cold_start"] = yield from cold_start(ctx, tmp, modules, cold, feeds, primary)
         clock("cold start")
         try:
             measured["combined"], measured["combined_error"] = combine(ctx, helpers, best, xla_pays, feeds, first_batch, batch), ""
@@ -72,7 +72,7 @@ def settings_to_try(ctx) -> tuple[list[Setting], dict[str, Any]]:
     return settings, measured
 
 
-def start_processes(ctx, servers, settings: list[Setting], modules: list[str], first_feed: str, helpers: dict, failures: dict) -> Iterator:
+def start_processes(ctx, settings: list[Setting], modules: list[str], first_feed: str, helpers: dict, failures: dict) -> Iterator:
     """A serving process per setting, in ``helpers`` once its model loaded; returns the defaults' first request (a cold start)."""
     cold: list[dict] = []
     opening: dict[Setting, Helper] = {}
@@ -80,7 +80,7 @@ def start_processes(ctx, servers, settings: list[Setting], modules: list[str], f
     for position, setting in enumerate(settings):
         yield Progress(0.5 + 0.25 * position / len(settings), f"starting a process: {setting.label()}")
         try:
-            helper = servers.spawn() if setting.onednn is None else helper_process(env={"TF_ENABLE_ONEDNN_OPTS": setting.onednn})
+            helper = helper_process(env=None if setting.onednn is None else {"TF_ENABLE_ONEDNN_OPTS": setting.onednn})
             helper.deadline_for(time.monotonic(), ctx.budget)
             helper.send(f"loading the model ({setting.label()})", helper_open,
                         model=ctx.model.path, signature=ctx.model.signature, modules=modules, device="/CPU:0",

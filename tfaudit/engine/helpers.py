@@ -1,19 +1,29 @@
 """Helper processes a check calls functions in, one call at a time, that outlive the native crashes of what they run.
 
-A check asks ``tfaudit.api.helper_process()`` for one process, or ``tfaudit.api.helper_pool()``
-for a fork server that gives it several. It calls module-level functions by reference
-(``helper.call("what it does", function, **kwargs)``); keyword arguments and replies travel as
-JSON, so they are paths, numbers and strings. A native crash kills the helper only: the call
-raises ``HelperCrashed`` naming the signal and what was running, and the next call starts a new
-process.
+A check asks ``tfaudit.api.helper_process()`` for a process and calls module-level functions
+by reference (``helper.call("what it does", function, **kwargs)``); keyword arguments and
+replies travel as JSON, so they are paths, numbers and strings. A native crash kills the helper
+only: the call raises ``HelperCrashed`` naming the signal and what was running, and the next call
+starts a new process.
+
+In a worker forked from the zygote, every helper is forked by the zygote too
+(``tfaudit.engine.zygote``): TensorFlow is imported there and no op has run, so the helper needs
+no import of its own (~3 s) and may still set what takes effect only before the first op (thread
+pools, Grappler options). Elsewhere (``--isolate fresh``, no ``os.fork``, the zygote refused) and
+for a helper with an environment of its own, a helper is a fresh interpreter under
+``tfaudit.engine.launch``'s import rule.
 """
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import select
+import socket
 import subprocess
 import sys
+import threading
+import time
 from typing import Any, Callable, Union
 
 from tfaudit.api import HelperCrashed, HelperTimeout
@@ -21,6 +31,8 @@ from tfaudit.engine.launch import child_environment, python_command
 
 DEADLINE_SHARE = 0.85  # of the budget's check time limit, for the work in the other process
 MAX_REASON = 300
+PACKET_BYTES = 1 << 16
+EXIT_RELAY_S = 10.0  # how long a crashed helper's exit status may take to come back from the zygote
 
 Target = Union[str, Callable[..., Any]]
 
@@ -67,14 +79,11 @@ class Helper:
     """Calls functions of the checks in another process, one at a time, in order.
 
     A native crash kills that process only: the call raises HelperCrashed naming the signal
-    and what was running, and the next call starts a new process. The first process is forked
-    after ``import tensorflow`` while no op has run here (the worker, when it makes the check):
-    such a fork is safe (``tfaudit.engine.zygote.fork_unsafe_reason``), and the child needs no
-    import of its own (~3 s). Any later one, or one started where TensorFlow already ran (a
-    fork then would hang), is a fresh interpreter (``main`` below, under ``tfaudit.engine.launch``'s import rule).
-    Replies travel as JSON lines on a pipe of their own; the converter's prints go to the log.
-    ``send`` queues a call without waiting (to load the model while the check computes its
-    references, or in several processes at once); ``receive`` waits for its reply.
+    and what was running, and the next call starts a new process (see the module docstring for
+    where it comes from). Replies travel as JSON lines on a pipe of their own; the converter's
+    prints go to the worker's log. ``send`` queues a call without waiting (to load the model while
+    the check computes its references, or in several processes at once); ``receive`` waits for
+    its reply.
     """
 
     def __init__(self, env: dict[str, str] | None = None):
@@ -93,18 +102,17 @@ class Helper:
         """Start the process now, so that its start overlaps with the caller's own work."""
         if self.pid is not None:
             return self
-        from tfaudit.engine.zygote import fork_unsafe_reason, platform_cannot_fork
-
-        if self.starts == 0 and not platform_cannot_fork():
-            import tensorflow  # noqa: F401 - before the fork, and before any op: the child inherits it
-        if self.starts == 0 and self.env is None and not fork_unsafe_reason():
-            self._fork()
+        forked = _zygote.fork() if _zygote is not None and self.env is None else None
+        if forked is not None:
+            self.pid, self.to_child, self.from_child = forked
+            self.forked = True
         else:
             self.popen = subprocess.Popen(
                 python_command("tfaudit.engine.helpers"), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                 env=child_environment(self.env),
             )
             self.pid, self.to_child, self.from_child = self.popen.pid, self.popen.stdin, self.popen.stdout.fileno()
+            self.forked = False
         self.pending, self.unread, self.starts = [], b"", self.starts + 1
         if self.setup is not None:
             what, target, kwargs = self.setup
@@ -119,29 +127,7 @@ class Helper:
         else:
             self.send(what, target, **kwargs)
 
-    def _fork(self) -> None:
-        down_read, down_write = os.pipe()
-        up_read, up_write = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the child: serve, and never return into the caller's code
-            try:
-                os.close(down_write)
-                os.close(up_read)
-                event_fd = os.environ.get("TFAUDIT_EVENT_FD")
-                if event_fd:  # the worker's event pipe: the runner waits for its end of file
-                    with contextlib.suppress(OSError):
-                        os.close(int(event_fd))
-                _serve(os.fdopen(down_read), os.fdopen(up_write, "w", buffering=1))
-            finally:
-                os._exit(0)
-        os.close(down_read)
-        os.close(up_write)
-        self.pid, self.forked = pid, True
-        self.to_child, self.from_child = os.fdopen(down_write, "w"), up_read
-
     def send(self, what: str, target: Target, **kwargs) -> None:
-        import time
-
         if self.deadline is not None and time.monotonic() >= self.deadline:
             raise HelperTimeout(f"not started: the check's time limit is near ({what})")
         self.start()
@@ -159,8 +145,6 @@ class Helper:
 
     def receive(self) -> dict[str, Any]:
         """Wait for every call sent: the last one's reply (call() is send() and receive())."""
-        import time
-
         reply: dict[str, Any] = {}
         while self.pending:
             left = None if self.deadline is None else self.deadline - time.monotonic()
@@ -172,7 +156,7 @@ class Helper:
             if not line:
                 cause = exit_cause(self._wait())
                 crashed = self.pending[0]
-                self.close()
+                self.close(reaped=True)
                 raise HelperCrashed(f"the process died with {cause} while {crashed}", cause)
             self.pending.pop(0)
             reply = json.loads(line)
@@ -180,9 +164,6 @@ class Helper:
 
     def _readline(self, seconds: float | None) -> bytes | None:
         """One reply line; b"" at end of file (the process died), None when ``seconds`` ran out."""
-        import select
-        import time
-
         end = None if seconds is None else time.monotonic() + seconds
         while b"\n" not in self.unread:
             left = None if end is None else end - time.monotonic()
@@ -201,18 +182,19 @@ class Helper:
     def _wait(self) -> int | None:
         if self.popen is not None:
             return self.popen.wait()
-        try:
-            return os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
-        except ChildProcessError:  # already reaped
-            return None
+        return _zygote.exit_status(self.pid) if _zygote is not None else None
 
-    def close(self) -> None:
-        """Stop the process: every reply this check needs has been read."""
+    def close(self, reaped: bool = False) -> None:
+        """Stop the process (``reaped``: it ended and its status was read): every reply this check needs has been read."""
         if self.pid is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, 9)
-        self._wait()
+        if not reaped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, 9)
+            if self.popen is None and _zygote is not None:
+                _zygote.forget(self.pid)  # the zygote reaps it; nothing waits for a process that was told to die
+        if self.popen is not None:
+            self.popen.wait()
         with contextlib.suppress(OSError):
             self.to_child.close()
         if self.popen is not None:
@@ -233,97 +215,80 @@ class Helper:
         self.close()
 
 
-class HelperPool:
-    """Forks helper processes on request, from a process that forked while no op had run.
+class ZygoteLine:
+    """A forked worker's channel to the zygote, which forks its helpers and relays how each ended."""
 
-    A check that needs several helpers, each set up before its first op (thread pools, Grappler
-    options), forks this server when it is made (see Helper) and asks it for a helper when it
-    needs one; each is a Helper process serving the same calls. The helper's pipes are made
-    here and handed over with SCM_RIGHTS. Where no fork is safe, every helper is a fresh
-    interpreter instead. Helpers are the server's children, so their exit status is not seen
-    here: a crash reads as "the process died".
-    """
+    def __init__(self, channel: socket.socket):
+        self.channel = channel
+        self.exits: dict[int, int] = {}  # helper pid → its exit status, as relayed
+        self.forgotten: set[int] = set()  # helpers killed on purpose: their exit is not kept
+        self.lock = threading.Lock()
 
-    def __init__(self):
-        from tfaudit.engine.zygote import fork_unsafe_reason, platform_cannot_fork
-
-        self.pid: int | None = None
-        self.socket = None
-        self.fresh_reason = platform_cannot_fork()
-        if not self.fresh_reason:
-            import tensorflow  # noqa: F401 - before the fork, and before any op: the server inherits it
-            self.fresh_reason = fork_unsafe_reason()
-        if self.fresh_reason:
-            return
-        import socket
-
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        pid = os.fork()
-        if pid == 0:
-            try:
-                ours.close()
-                event_fd = os.environ.get("TFAUDIT_EVENT_FD")
-                if event_fd:
-                    with contextlib.suppress(OSError):
-                        os.close(int(event_fd))
-                _fork_helpers(theirs)
-            finally:
-                os._exit(0)
-        theirs.close()
-        self.pid, self.socket = pid, ours
-
-    def spawn(self) -> Helper:
-        """A started helper."""
-        import socket
-
-        if self.socket is None:  # no fork is safe here: Helper starts a fresh interpreter
-            return Helper().start()
+    def fork(self) -> tuple[int, Any, int] | None:
+        """A new helper's (pid, requests' writer, replies' descriptor); None when the zygote cannot fork one."""
         down_read, down_write = os.pipe()
         up_read, up_write = os.pipe()
-        socket.send_fds(self.socket, [b"spawn"], [down_read, up_write])
-        os.close(down_read)
-        os.close(up_write)
-        reply = self.socket.recv(64)
-        helper = Helper()
-        helper.pid, helper.forked, helper.starts = int(reply or 0) or None, True, 1
-        helper.to_child, helper.from_child = os.fdopen(down_write, "w"), up_read
-        return helper
-
-    def close(self) -> None:
-        if self.socket is not None:
-            self.socket.close()  # the server exits at end of file; its helpers were closed by their owners
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(self.pid, 0)
-        self.socket = self.pid = None
-
-
-def _fork_helpers(channel) -> None:
-    """In the fork server: one helper per message, until the owner closes the socket."""
-    import signal
-    import socket
-
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # helpers are reaped by the kernel
-    while True:
+        reply: dict = {}
         try:
-            _, fds, _, _ = socket.recv_fds(channel, 16, 2)
+            with self.lock:
+                socket.send_fds(self.channel, [b'{"helper": true}'], [down_read, up_write, sys.stdout.fileno()])
+                reply = self._next_reply(30.0) or {}
         except OSError:
-            return
-        if len(fds) != 2:
-            return
-        pid = os.fork()
-        if pid == 0:
-            try:
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                channel.close()
-                _serve(os.fdopen(fds[0]), os.fdopen(fds[1], "w", buffering=1))
-            finally:
-                os._exit(0)
-        for fd in fds:
-            os.close(fd)
-        channel.send(str(pid).encode())
+            pass
+        finally:
+            os.close(down_read)
+            os.close(up_write)
+        if "pid" not in reply:
+            os.close(down_write)
+            os.close(up_read)
+            return None
+        return reply["pid"], os.fdopen(down_write, "w"), up_read
+
+    def exit_status(self, pid: int) -> int | None:
+        """How helper ``pid`` ended, once the zygote has reaped it (None if that takes over EXIT_RELAY_S)."""
+        end = time.monotonic() + EXIT_RELAY_S
+        with self.lock:
+            while pid not in self.exits and time.monotonic() < end:
+                try:
+                    self._next_reply(min(0.1, end - time.monotonic()))
+                except OSError:
+                    break
+            return self.exits.pop(pid, None)
+
+    def forget(self, pid: int) -> None:
+        with self.lock:
+            if self.exits.pop(pid, None) is None:
+                self.forgotten.add(pid)
+
+    def _next_reply(self, seconds: float) -> dict | None:
+        """The zygote's next answer to a request, keeping the exits it relays meanwhile; None after ``seconds``."""
+        end = time.monotonic() + seconds
+        while True:
+            left = end - time.monotonic()
+            if left <= 0 or not select.select([self.channel], [], [], left)[0]:
+                return None
+            data = self.channel.recv(PACKET_BYTES)
+            if not data:
+                raise OSError("the zygote is gone")
+            message = json.loads(data)
+            if "exited" not in message:
+                return message
+            if message["exited"] in self.forgotten:
+                self.forgotten.discard(message["exited"])
+            else:
+                self.exits[message["exited"]] = message["returncode"]
 
 
-def _serve(requests, replies) -> None:
+_zygote: ZygoteLine | None = None
+
+
+def fork_helpers_from(channel: socket.socket) -> None:
+    """In a worker the zygote forked: ask it for every helper from now on."""
+    global _zygote
+    _zygote = ZygoteLine(channel)
+
+
+def serve(requests, replies) -> None:
     """The child: run each requested call, answer with its JSON result (errors as {"error"})."""
     import importlib
 
@@ -341,5 +306,5 @@ def main(argv: list[str]) -> int:
     """A fresh helper (``tfaudit.engine.launch``): serve calls from stdin until it closes."""
     replies = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # the converter's prints go to stderr, never into the replies
-    _serve(sys.stdin, replies)
+    serve(sys.stdin, replies)
     return 0

@@ -25,7 +25,7 @@ from tfaudit.events import CheckFinished, CheckStarted, Event, LoadFailed, Model
 from tfaudit.engine.launch import WRONG_INSTALLATION, child_environment, python_command
 from tfaudit.engine.registry import CheckSpec
 from tfaudit.engine.worker import WORKER_ENVIRONMENT
-from tfaudit.engine.zygote import Zygote, ZygoteUnavailable, kill_group, model_format_modules, platform_cannot_fork
+from tfaudit.engine.zygote import ForkedWorker, Zygote, ZygoteUnavailable, kill_group, model_format_modules, platform_cannot_fork
 
 STDERR_TAIL_LINES = 20
 INVENTORY_TIMEOUT_S = 300.0
@@ -156,7 +156,7 @@ def run_worker(
                     break
                 if memory_limit_mb and time.monotonic() >= next_memory_poll:
                     next_memory_poll = time.monotonic() + MEMORY_POLL_S
-                    rss_mb = tree_rss(process.pid) // MIB
+                    rss_mb = sum(tree_rss(pid) for pid in [process.pid, *helper_pids(process)]) // MIB
                     if rss_mb > memory_limit_mb:
                         outcome.over_memory = (rss_mb, memory_limit_mb)
                         break
@@ -187,8 +187,16 @@ def run_worker(
     return outcome
 
 
+def helper_pids(process) -> list[int]:
+    """A forked worker's helpers, which the zygote forked; a fresh worker's are its own children."""
+    return process.helper_pids() if isinstance(process, ForkedWorker) else []
+
+
 def _kill_group(process) -> None:
-    kill_group(process.pid)
+    if isinstance(process, ForkedWorker):
+        process.kill()
+    else:
+        kill_group(process.pid)
 
 
 def _reap(process) -> int:

@@ -11,11 +11,22 @@ Each forked worker starts a session of its own (the runner kills its process gro
 its output to the log and its events to the pipe the runner passed with the request, exactly
 like a fresh worker (``tfaudit.engine.launch``'s import rule holds in both).
 
-Protocol, over a SOCK_SEQPACKET socket (one JSON message a packet):
+The zygote also forks the workers' helper processes (``tfaudit.engine.helpers``): a worker has
+run ops by the time it needs one, and a fork from it would hang. Each worker gets a channel of
+its own for that. A helper is the zygote's child in a session of its own, so the zygote relays
+its exit status to the worker that asked for it (a crash's signal), tells the runner its pid
+(whose memory limit and kill cover the worker's helpers too), and kills a worker's helpers
+when that worker ends.
+
+Protocol, over SOCK_SEQPACKET sockets (one JSON message a packet):
 runner → zygote ``{"job": {...}}`` with two descriptors (event pipe, log);
 zygote → runner ``{"ready": true}`` once, then per request ``{"pid": N}`` or
-``{"refused": "why"}``, and ``{"exited": N, "returncode": RC}`` as each worker ends.
-End of file on the socket stops the zygote and the workers it still has.
+``{"refused": "why"}``, ``{"helper": N, "worker": W}`` as worker W's helpers start, and
+``{"exited": N, "returncode": RC}`` as each worker ends.
+worker → zygote ``{"helper": true}`` with three descriptors (requests, replies, log);
+zygote → worker ``{"pid": N}`` or ``{"refused": "why"}``, and ``{"exited": N, "returncode": RC}``
+as each of its helpers ends.
+End of file on the runner's socket stops the zygote and every process it forked.
 """
 from __future__ import annotations
 
@@ -108,7 +119,7 @@ def name_process(name: str) -> None:
         ctypes.CDLL(None).prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
 
 
-def run_forked_worker(job: dict[str, Any], event_fd: int, log_fd: int) -> None:
+def run_forked_worker(job: dict[str, Any], event_fd: int, log_fd: int, helper_channel: socket.socket) -> None:
     """In the child: become a worker in a session of its own, and never return."""
     code = 1
     try:
@@ -120,8 +131,9 @@ def run_forked_worker(job: dict[str, Any], event_fd: int, log_fd: int) -> None:
         os.close(log_fd)
         os.environ["TFAUDIT_EVENT_FD"] = str(event_fd)
         name_process(f"tfa:{job.get('check') or job.get('mode')}")
-        from tfaudit.engine import worker
+        from tfaudit.engine import helpers, worker
 
+        helpers.fork_helpers_from(helper_channel)
         code = worker.main([json.dumps(job)])
     except BaseException:
         traceback.print_exc()
@@ -132,47 +144,130 @@ def run_forked_worker(job: dict[str, Any], event_fd: int, log_fd: int) -> None:
         os._exit(code)
 
 
-def serve(channel: socket.socket) -> None:
-    """The zygote's loop: fork a worker per request, report each exit, stop at end of file."""
-    children: set[int] = set()
-
-    def send(message: dict) -> None:
-        channel.send(json.dumps(message).encode())
-
-    def reap() -> None:
-        for pid in list(children):
-            with contextlib.suppress(ChildProcessError):
-                done, status = os.waitpid(pid, os.WNOHANG)
-                if done:
-                    children.discard(pid)
-                    send({"exited": pid, "returncode": os.waitstatus_to_exitcode(status)})
-
+def run_forked_helper(requests_fd: int, replies_fd: int, log_fd: int) -> None:
+    """In the child: serve a worker's calls in a session of its own, and never return."""
     try:
-        while True:
-            reap()
-            if not select.select([channel], [], [], 0.05)[0]:
-                continue
-            data, fds, _, _ = socket.recv_fds(channel, PACKET_BYTES, 2)
-            if not data:
-                return
-            request = json.loads(data)
-            reason = fork_unsafe_reason()
-            if reason or len(fds) != 2:
-                for fd in fds:
-                    os.close(fd)
-                send({"refused": reason or "the request did not carry the event pipe and the log"})
-                continue
-            pid = os.fork()
-            if pid == 0:
-                channel.close()
-                run_forked_worker(request["job"], *fds)
+        os.setsid()
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        os.close(log_fd)
+        name_process("tfa:helper")
+        from tfaudit.engine import helpers
+
+        helpers.serve(os.fdopen(requests_fd), os.fdopen(replies_fd, "w", buffering=1))
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(0)
+
+
+class Forks:
+    """What the zygote forked and still has to reap: workers (each with its helper channel) and their helpers."""
+
+    def __init__(self, channel: socket.socket):
+        self.channel = channel  # to the runner
+        self.workers: dict[int, socket.socket | None] = {}  # pid → its helper channel (None once the worker closed it)
+        self.helpers: dict[int, int] = {}  # helper pid → its worker's pid
+
+    def tell(self, to: socket.socket | None, message: dict) -> None:
+        if to is not None:
+            with contextlib.suppress(OSError):
+                to.send(json.dumps(message).encode())
+
+    def fork(self, run, fds: list[int]) -> int:
+        """Fork a child that runs ``run()`` (and never returns), holding none of the zygote's sockets; ``fds`` are the child's."""
+        pid = os.fork()
+        if pid == 0:
+            self.channel.close()
+            for other in self.workers.values():
+                if other is not None:
+                    other.close()
+            run()
+        for fd in fds:
+            os.close(fd)
+        return pid
+
+    def fork_worker(self, job: dict[str, Any], fds: list[int]) -> int:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = self.fork(lambda: (ours.close(), run_forked_worker(job, *fds, theirs)), fds)
+        theirs.close()
+        self.workers[pid] = ours
+        return pid
+
+    def fork_helper(self, worker: int) -> None:
+        """Answer worker ``worker``'s request for a helper on its channel."""
+        channel = self.workers[worker]
+        data, fds, _, _ = socket.recv_fds(channel, PACKET_BYTES, 3)
+        if not data:  # the worker closed its channel: it wants no more helpers
+            self.end_helpers_of(worker)
+            self.workers[worker] = None
+            channel.close()
+            return
+        reason = fork_unsafe_reason()
+        if reason or len(fds) != 3:
             for fd in fds:
                 os.close(fd)
-            children.add(pid)
-            send({"pid": pid})
-    finally:
-        for pid in children:
+            self.tell(channel, {"refused": reason or "the request did not carry the helper's pipes and the log"})
+            return
+        pid = self.fork(lambda: run_forked_helper(*fds), fds)
+        self.helpers[pid] = worker
+        self.tell(self.channel, {"helper": pid, "worker": worker})
+        self.tell(channel, {"pid": pid})
+
+    def end_helpers_of(self, worker: int) -> None:
+        for helper, owner in self.helpers.items():
+            if owner == worker:
+                kill_group(helper)
+
+    def reap(self) -> None:
+        """Report each child that ended: a helper to its worker, a worker to the runner (its helpers end with it)."""
+        for pid in [*self.helpers, *self.workers]:
+            with contextlib.suppress(ChildProcessError):
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if not done:
+                    continue
+                returncode = os.waitstatus_to_exitcode(status)
+                if pid in self.helpers:
+                    self.tell(self.workers.get(self.helpers.pop(pid)), {"exited": pid, "returncode": returncode})
+                else:
+                    self.end_helpers_of(pid)
+                    channel = self.workers.pop(pid)
+                    if channel is not None:
+                        channel.close()
+                    self.tell(self.channel, {"exited": pid, "returncode": returncode})
+
+    def kill_all(self) -> None:
+        for pid in [*self.workers, *self.helpers]:
             kill_group(pid)
+
+
+def serve(channel: socket.socket) -> None:
+    """The zygote's loop: fork a worker per request and a helper per worker's request, report each exit, stop at end of file."""
+    forks = Forks(channel)
+    try:
+        while True:
+            forks.reap()
+            helper_channels = {c: pid for pid, c in forks.workers.items() if c is not None}
+            ready = select.select([channel, *helper_channels], [], [], 0.05)[0]
+            for asking in ready:
+                if asking is not channel:
+                    forks.fork_helper(helper_channels[asking])
+                    continue
+                data, fds, _, _ = socket.recv_fds(channel, PACKET_BYTES, 2)
+                if not data:
+                    return
+                reason = fork_unsafe_reason()
+                if reason or len(fds) != 2:
+                    for fd in fds:
+                        os.close(fd)
+                    forks.tell(channel, {"refused": reason or "the request did not carry the event pipe and the log"})
+                    continue
+                forks.tell(channel, {"pid": forks.fork_worker(json.loads(data)["job"], fds)})
+    finally:
+        forks.kill_all()
 
 
 def main(argv: list[str]) -> int:
@@ -197,6 +292,16 @@ class ForkedWorker:
         self.zygote.read(0)
         return self.zygote.returncodes.get(self.pid)
 
+    def helper_pids(self) -> list[int]:
+        """The helpers the zygote forked for this worker (each in a session of its own)."""
+        self.zygote.read(0)
+        return self.zygote.helpers.get(self.pid, [])
+
+    def kill(self) -> None:
+        """SIGKILL the worker's process group and its helpers'."""
+        for pid in [self.pid, *self.helper_pids()]:
+            kill_group(pid)
+
     def wait(self, timeout: float | None = None) -> int:
         end = None if timeout is None else time.monotonic() + timeout
         while self.poll() is None:
@@ -216,6 +321,7 @@ class Zygote:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.channel = ours
         self.returncodes: dict[int, int] = {}
+        self.helpers: dict[int, list[int]] = {}  # worker pid → its helpers' pids
         self.replies: list[dict] = []
         self.unavailable = ""
         self.ready = False
@@ -245,6 +351,9 @@ class Zygote:
             message = json.loads(data)
             if "exited" in message:
                 self.returncodes[message["exited"]] = message["returncode"]
+                self.helpers.pop(message["exited"], None)
+            elif "helper" in message:
+                self.helpers.setdefault(message["worker"], []).append(message["helper"])
             else:
                 self.replies.append(message)
 
