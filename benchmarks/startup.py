@@ -7,7 +7,11 @@ times over, three fresh processes from start to exit:
   import TensorFlow, load the model, 3 tf.function wrappers (plain, input_signature with a None
   batch, reduce_retracing) × batch 1–6, 500 batch-1 calls of the serving signature, 4 TFLite
   conversions (float32, float16, dynamic-range int8, full int8) each run 55 times in LiteRT, and
-  the kernels magnitude-pruned to 50/75/90 % with one serving call each;
+  the kernels magnitude-pruned to 50/75/90 % with one serving call each; and serving's work: a
+  batch sweep 1–32 (20 calls a batch), 1–4 concurrent callers (20 calls each), the signature
+  under XLA (compile and 20 calls), and three processes forked before the first op, run one
+  after another: two thread settings (intra-op 1, and all cores) that load the model and make
+  20 calls, and a cold start (load and first request);
 - quick and standard: `python -m tfaudit MODEL --headless --budget quick|standard --json RUN.json
   [EXTRA]`, run in an empty temp directory so no pyproject budgets apply (exit 0 or 1 is fine,
   1 only with the JSON report written).
@@ -30,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 HERE = os.path.abspath(__file__)
@@ -38,7 +43,43 @@ DIRECT_CALLS = 500
 LITERT_RUNS = 55
 CALIBRATION_SAMPLES = 8
 SPARSITIES = (0.5, 0.75, 0.9)
+SWEEP_BATCHES = (1, 2, 4, 8, 16, 32)
+SERVING_CALLS = 20  # per batch, per caller, under XLA, per thread setting
+CALLERS = range(1, 5)
 KINDS = ("floor", "quick", "standard")
+
+
+def forked_before_any_op(model_dir: str, intra: int | None, calls: int) -> tuple[int, int]:
+    """Fork a child now (no op has run: a fork is safe) that waits for a byte on the returned pipe, then sets its
+    threads, loads the model and makes ``calls`` requests (a cold start with ``calls`` = 1) and exits."""
+    go_read, go_write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(go_write)
+            os.read(go_read, 1)
+            import numpy as np
+            import tensorflow as tf
+
+            if intra is not None:
+                tf.config.threading.set_intra_op_parallelism_threads(intra)
+            serve = tf.saved_model.load(model_dir).signatures["serving_default"]
+            (key, spec), = serve.structured_input_signature[1].items()
+            x = tf.constant(np.zeros([1, *spec.shape[1:]], "float32"))
+            for _ in range(calls):
+                [y.numpy() for y in serve(**{key: x}).values()]
+        finally:
+            os._exit(0)
+    os.close(go_read)
+    return pid, go_write
+
+
+def run_forked(children) -> None:
+    """Start each child forked by ``forked_before_any_op`` in turn, and wait for it."""
+    for pid, go in children:
+        os.write(go, b"g")
+        os.close(go)
+        os.waitpid(pid, 0)
 
 
 def floor(model_dir: str) -> None:
@@ -47,6 +88,7 @@ def floor(model_dir: str) -> None:
     import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter
 
+    children = [forked_before_any_op(model_dir, intra, calls) for intra, calls in ((1, SERVING_CALLS), (os.cpu_count(), SERVING_CALLS), (None, 1))]
     rng = np.random.default_rng(0)
     loaded = tf.saved_model.load(model_dir)  # the signature's variables live as long as this
     serve = loaded.signatures["serving_default"]
@@ -66,6 +108,21 @@ def floor(model_dir: str) -> None:
     x = tf.constant(sample(1))
     for _ in range(DIRECT_CALLS):
         [y.numpy() for y in call(x).values()]
+
+    for batch in SWEEP_BATCHES:
+        xb = tf.constant(sample(batch))
+        for _ in range(SERVING_CALLS):
+            [y.numpy() for y in call(xb).values()]
+    for callers in CALLERS:
+        threads = [threading.Thread(target=lambda: [[y.numpy() for y in call(x).values()] for _ in range(SERVING_CALLS)])
+                   for _ in range(callers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    compiled = tf.function(call, jit_compile=True)
+    for _ in range(SERVING_CALLS + 1):
+        [y.numpy() for y in compiled(x).values()]
 
     for variant in ("float32", "float16", "dynamic-range-int8", "full-int8"):
         converter = tf.lite.TFLiteConverter.from_saved_model(model_dir)
@@ -94,6 +151,7 @@ def floor(model_dir: str) -> None:
             cut = np.partition(np.abs(value).ravel(), int(sparsity * value.size) - 1)[int(sparsity * value.size) - 1]
             variable.assign(np.where(np.abs(value) > cut, value, 0).astype(value.dtype))
         [y.numpy() for y in call(x).values()]
+    run_forked(children)
 
 
 def build_models(out: str, kinds: list[str]) -> dict[str, str]:
