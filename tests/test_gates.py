@@ -23,7 +23,7 @@ def state_with(metrics, findings=(), environment=ENVIRONMENT):
     state.apply(ModelLoaded(INVENTORY, environment))
     for name, m in metrics.items():
         check, _, metric = name.partition(".")
-        state.apply(MetricEmitted(check, metric, m["value"], m["unit"], m.get("low"), m.get("high"), m.get("better", "lower"), m.get("subject", "")))
+        state.apply(MetricEmitted(check, metric, m["value"], m["unit"], m.get("low"), m.get("high"), m.get("better", "lower"), m.get("subject", ""), m.get("decision")))
     for f in findings:
         state.apply(FindingEmitted(f.check, f.to_dict()))
     return state
@@ -236,22 +236,26 @@ def test_malformed_config_is_one_clear_error(tmp_path, content, message):
         load_config(str(tmp_path / "missing.toml"))
 
 
-def ratio_state(value, low, high):
-    return state_with({"retracing.latency_vs_baseline_model": {"value": value, "low": low, "high": high, "unit": "× baseline model", "subject": "/models/old"}})
+def ratio_state(value, low, high, outcome=None):
+    decision = {"decision": {"outcome": outcome, "band": 0.1}} if outcome else {}
+    return state_with({"retracing.latency_vs_baseline_model": {"value": value, "low": low, "high": high, "unit": "× baseline model", "subject": "/models/old", **decision}})
 
 
 def test_baseline_model_ratio_gates_without_a_baseline_report():
-    slower = ratio_state(1.9, 1.8, 2.0)
+    slower = ratio_state(1.9, 1.8, 2.0, "slower")
     apply_gates(slower, {}, None)
     assert slower.baseline.path == "/models/old" and exit_code(slower, "never") == 1
     assert "| **regressed** | `retracing.latency_vs_baseline_model` | 1 × baseline model | 1.9 [1.8–2] × baseline model |" in render_markdown(slower)
-    same = ratio_state(1.02, 0.99, 1.05)
+    same = ratio_state(1.02, 0.99, 1.05, "same")
     apply_gates(same, {}, None)
     assert same.baseline.regressions == [] and exit_code(same, "never") == 0
-    barely = ratio_state(1.05, 1.03, 1.07)  # beyond its interval, short of the practical factor
-    apply_gates(barely, {}, None)
-    assert barely.baseline.regressions == []
-    faster = ratio_state(0.5, 0.45, 0.55)
+    undecided = ratio_state(1.12, 1.03, 1.2, "undecided")  # the cap came first: no claim either way
+    apply_gates(undecided, {}, None)
+    assert undecided.baseline.regressions == [] and undecided.baseline.improvements == []
+    unjudged = ratio_state(1.9, 1.8, 2.0)  # a report from before the rounds: its ratio is shown, it gates nothing
+    apply_gates(unjudged, {}, None)
+    assert unjudged.baseline.regressions == []
+    faster = ratio_state(0.5, 0.45, 0.55, "faster")
     apply_gates(faster, {}, None)
     assert [r["metric"] for r in faster.baseline.improvements] == ["retracing.latency_vs_baseline_model"]
 

@@ -40,13 +40,14 @@ def test_baseline_model_times_old_and_new_alternately(tmp_path):
         ratio = outcome.metrics[BASELINE_MODEL_METRIC]
         assert ratio.subject == old and ratio.low <= ratio.value <= ratio.high
         state = AuditState(model_path=model, budget="quick")
-        state.apply(MetricEmitted("retracing", ratio.name, ratio.value, ratio.unit, ratio.low, ratio.high, ratio.better, ratio.subject))
+        state.apply(MetricEmitted("retracing", ratio.name, ratio.value, ratio.unit, ratio.low, ratio.high, ratio.better, ratio.subject, ratio.decision))
         apply_gates(state, {}, None)
         return ratio, state.baseline
 
     same, comparison = gated(models["base"], models["base"])
-    assert 0.9 < same.value < 1.1 and comparison.regressions == []
+    assert same.decision["outcome"] in ("same", "undecided") and comparison.regressions == []
     slower, comparison = gated(models["slow"], models["base"])
-    assert slower.value > 1.6 and [r["metric"] for r in comparison.regressions] == ["retracing.latency_vs_baseline_model"]
+    assert slower.value > 1.6 and slower.decision["outcome"] == "slower"
+    assert [r["metric"] for r in comparison.regressions] == ["retracing.latency_vs_baseline_model"]
     unrelated = checkrun.run_in_process(RetracingCheck(), models["base"], "quick", options={"baseline_model": str(tmp_path / "missing")})
     assert BASELINE_MODEL_METRIC not in unrelated.metrics and "serving_latency_ms" in unrelated.metrics

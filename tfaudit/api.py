@@ -13,6 +13,7 @@ decided, so the report keeps the data a verdict came from.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from string import Template
 from typing import TYPE_CHECKING, Any, Iterator, Union
@@ -24,6 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from tfaudit.engine.model import LoadedModel
     from tfaudit.engine.resources import ResourceSampler
     from tfaudit.engine.helpers import Helper
+    from tfaudit.engine.sequential import Decision
 
 SEVERITIES = ("critical", "high", "medium", "low", "info")
 EFFORT_LEVELS = ("minutes", "hours", "days")
@@ -63,6 +65,24 @@ class Measure:
 
     def excludes_zero(self) -> bool:
         return self.low is not None and self.high is not None and (self.low > 0 or self.high < 0)
+
+
+@dataclass(frozen=True)
+class PracticalMinimum:
+    """The least difference a finding is worth: ``relative`` of a call (0.10: 10 %), and at least ``absolute_ms``.
+
+    A catalogue states it once per finding, with ``why`` in the user's terms; ``compare_in_turn``
+    stops once its interval is wholly past it, or wholly within it.
+    """
+
+    relative: float
+    absolute_ms: float = 0.0
+    why: str = ""
+
+    def band(self, base_ms: float) -> float:
+        """The band's half-width in log space for a side whose median call takes ``base_ms``."""
+        relative = max(self.relative, self.absolute_ms / base_ms if base_ms > 0 else 0.0)
+        return math.log1p(relative)
 
 
 @dataclass(frozen=True)
@@ -223,6 +243,8 @@ class Metric:
     ``subject`` names what the value is of when that is itself a choice the check made (the
     recommended variant "float16", say): a baseline compares two values only when their
     subjects are equal, so a changed choice is never read as a regression.
+    ``decision`` is what ``compare_in_turn`` decided when the value is such a comparison
+    (``Decision.to_json()``): a gate acts on its outcome, not on the value.
     """
 
     name: str
@@ -232,6 +254,7 @@ class Metric:
     high: float | None = None
     better: str = "lower"
     subject: str = ""
+    decision: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.better not in ("lower", "higher"):
@@ -409,11 +432,15 @@ def gpu_memory_total_bytes(nvml: Any = None) -> int | None:
 # Each imports its engine module when called, so that importing the API stays cheap and TensorFlow-free.
 
 def __getattr__(name: str) -> Any:
-    """``Timing`` (per-call times of one measurement), ``Comparison`` (what switching saves, with intervals) and ``Helper``."""
+    """``Timing`` (per-call times of one measurement), ``Comparison`` (what switching saves, with intervals), ``Decision`` (what ``compare_in_turn`` decided) and ``Helper``."""
     if name in ("Timing", "Comparison"):
         from tfaudit.engine import measure
 
         return getattr(measure, name)
+    if name == "Decision":
+        from tfaudit.engine import sequential
+
+        return sequential.Decision
     if name == "Helper":
         from tfaudit.engine import helpers
 
@@ -456,6 +483,25 @@ def bootstrap(values, statistic=None, confidence: float = 0.95, seed: int = 0) -
     from tfaudit.engine.measure import bootstrap as resampled
 
     return resampled(values, np.median if statistic is None else statistic, confidence, seed)
+
+
+def compare_in_turn(a, b, minimum: PracticalMinimum, *, warmup: int, max_seconds: float, confidence: float = 0.95,
+                    calibration=None) -> tuple["Decision", Any]:
+    """Time ``b`` against ``a`` in ABBA rounds until a planned look decides (slower, faster, the same) or the cap (undecided).
+
+    ``calibration`` (A again: a second load, the same call) widens the band to the bias identical sides show.
+    Returns the decision and the rounds (``.to_json()`` for the measurements, ``decide`` replays them).
+    """
+    from tfaudit.engine.sequential import compare_in_turn as compared
+
+    return compared(a, b, minimum, warmup=warmup, max_seconds=max_seconds, confidence=confidence, calibration=calibration)
+
+
+def decide(rounds: dict[str, Any], minimum: PracticalMinimum, confidence: float = 0.95) -> "Decision":
+    """The decision ``compare_in_turn`` reached, replayed from its rounds' JSON (pure: for judges)."""
+    from tfaudit.engine.sequential import decide as decided
+
+    return decided(rounds["a_ms"], rounds["b_ms"], minimum, confidence, rounds.get("calibration_ms"))
 
 
 def percentile(q: float):

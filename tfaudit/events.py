@@ -65,6 +65,7 @@ class MetricEmitted:
     high: float | None = None
     better: str = "lower"
     subject: str = ""
+    decision: dict | None = None
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ def event_of(check: str, item: Any) -> Event:
     if isinstance(item, Progress):
         return CheckProgress(check, item.fraction, item.message)
     if isinstance(item, Metric):
-        return MetricEmitted(check, item.name, item.value, item.unit, item.low, item.high, item.better, item.subject)
+        return MetricEmitted(check, item.name, item.value, item.unit, item.low, item.high, item.better, item.subject, item.decision)
     if isinstance(item, Measurements):
         return MeasurementsEmitted(check, item.data)
     raise TypeError(f"check yielded {type(item).__name__}; expected Finding, Sample, Metric, Measurements or Progress")

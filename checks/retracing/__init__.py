@@ -24,8 +24,8 @@ A. What the saved model reveals (static, plus a few cheap measurements):
   and so is the per-call overhead (a trivial tf.function with the same
   signature, called the same way, alternately with the model over the
   budget's measurement time so both see the same host). Severity **medium**;
-  **high** when batching measured (below) saves at least
-  ``FIXED_BATCH_HIGH_SAVED_PCT`` % of a request's time; without that measurement,
+  **high** when batching measured (below) is decided to at least halve the
+  requests' time (``catalogue.BATCHING_HIGH``); without that measurement,
   when the overhead is at least ``FIXED_BATCH_HIGH_OVERHEAD_SHARE`` of the call,
   judged on the fast calls (10th percentiles of both), which other processes'
   load disturbs least.
@@ -33,8 +33,10 @@ A. What the saved model reveals (static, plus a few cheap measurements):
   ``--fix-dir`` writes with: traced again from Keras for Keras models, else the
   graph imported with ``None`` as its batch dimension) answers
   ROWS_PER_EXAMPLE_REQUEST requests in one call, compared row by row with the
-  original and timed in turn against one call per row; a graph that hard-codes
-  its batch size says so instead, and no saving is claimed.
+  original and timed against one call per row in ABBA rounds until the saving
+  is decided past ``catalogue.BATCHING_MINIMUM`` (and the halving decided either
+  way) or the budget's time runs out; a graph that hard-codes its batch size
+  says so instead, and no saving is claimed.
 - ``retracing/fixed-dims``: integer (token-id) inputs with a fixed non-batch
   dimension: every request is padded to it. Severity **info**.
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from string import Template
 from typing import Any, Iterator
 
-from tfaudit.api import BASELINE_MODEL_METRIC, HOST_INDEX_METRIC, Finding, Measure, Metric, Timing, Yielded, compare
+from tfaudit.api import BASELINE_MODEL_METRIC, HOST_INDEX_METRIC, Finding, Measure, Metric, Timing, Yielded, compare, decide
 
 from . import catalogue as text
 from .catalogue import RULES
@@ -34,7 +34,6 @@ MIB = 1024 * 1024
 DUPLICATE_HIGH_BYTES = 10 * MIB
 DUPLICATE_HIGH_SHARE = 0.5
 FIXED_BATCH_HIGH_OVERHEAD_SHARE = 0.5
-FIXED_BATCH_HIGH_SAVED_PCT = 80.0  # 8 requests in one call take a fifth of 8 calls: demo 88-89 %, MobileNetV2 69 %
 
 
 def fill(template: str, mapping: dict | None = None, **facts: Any) -> str:
@@ -75,8 +74,18 @@ def metrics(m: dict[str, Any]) -> Iterator[Metric]:
             yield Metric(name, interval.value, "ms", interval.low, interval.high)
     baseline = m["baseline_model"]
     if baseline and "error" not in baseline:
+        yield baseline_model_metric(baseline)
+
+
+def baseline_model_metric(baseline: dict[str, Any]) -> Metric:
+    """new/old latency; the gate acts on the decision of the rounds (a report from before them has none, and gates nothing)."""
+    if "rounds" not in baseline:
         ratio = compare(timing(baseline["new"]), timing(baseline["old"])).speedup  # before/after = new/old
-        yield Metric(BASELINE_MODEL_METRIC, ratio.value, "× baseline model", ratio.low, ratio.high, subject=baseline["path"])
+        return Metric(BASELINE_MODEL_METRIC, ratio.value, "× baseline model", ratio.low, ratio.high, subject=baseline["path"])
+    decision = decide(baseline["rounds"], text.BASELINE_MODEL_MINIMUM, baseline["confidence"])
+    ratio = decision.ratio
+    return Metric(BASELINE_MODEL_METRIC, ratio.value, "× baseline model", ratio.low, ratio.high, subject=baseline["path"],
+                  decision=decision.to_json())
 
 
 def skip_reason(m: dict[str, Any], judged: list) -> str | None:
@@ -194,7 +203,12 @@ def batching_outcome(record: dict, batch: int) -> tuple[dict, dict, str]:
 
 
 def timed_batching(record: dict, batch: int, measured: dict) -> dict:
-    """Adds the timings' summaries to ``measured``; the saving per request, when significant."""
+    """Adds the timings' summaries and the decisions to ``measured``; the saving per request, when decided past the minimum.
+
+    ``halves`` (the severity) is whether one call was decided to take under half the requests' time (``BATCHING_HIGH``).
+    A record from before the rounds has no decisions: its saving needs a significant bootstrap interval, and halving
+    its interval's low end.
+    """
     rows = ROWS_PER_EXAMPLE_REQUEST
     original, relaxed = timing(record["original_calls"]), timing(record["relaxed_call"])
     saved = compare(original, relaxed)
@@ -204,6 +218,15 @@ def timed_batching(record: dict, batch: int, measured: dict) -> dict:
         f"saved_per_{rows}_row_request_ms": measure_list(saved.saved_ms, 4),
         "saved_pct": measure_list(saved.saved_pct, 1),
     })
+    if "rounds" in record:
+        decision = decide(record["rounds"], text.BATCHING_MINIMUM, record["confidence"])
+        halves = decide(record["rounds"], text.BATCHING_HIGH, record["confidence"])
+        measured.update({"decision": decision.describe("one call", f"{rows} calls"), "halves": halves.outcome == "faster",
+                         "support": round(decision.support, 4), "decided_by": decision.method})
+        claimed = decision.outcome == "faster"
+    else:
+        measured["halves"] = bounds(saved.saved_pct)[1] >= 50
+        claimed = saved.significant
     if "original_at_batch" in record:
         original, relaxed = timing(record["original_at_batch"]), timing(record["relaxed_at_batch"])
         at_batch = compare(original, relaxed)
@@ -211,7 +234,8 @@ def timed_batching(record: dict, batch: int, measured: dict) -> dict:
             f"original_at_batch_{batch}": original.summary(), f"relaxed_at_batch_{batch}": relaxed.summary(),
             f"relaxed_vs_original_at_batch_{batch}_speedup": measure_list(at_batch.speedup),
         })
-    return {"latency_ms": saved.saved_ms} if saved.significant else {}
+    return {"latency_ms": saved.saved_ms} if claimed else {}
+
 
 
 def batching_text(saved: dict, measured: dict, why: str, batch: int) -> str:
@@ -242,7 +266,8 @@ def fixed_batch_finding(m: dict, batch: int, batching: tuple[dict, dict, str]) -
     saved, measured, why = batching
     # Measured batching decides when there is one: on the demo the overhead share sat at 49-53 %, on the threshold,
     # while 8 requests in one call saved 88-89 % of 8 calls' time in every run.
-    high = measured["saved_pct"][0] >= FIXED_BATCH_HIGH_SAVED_PCT if saved else undisturbed_share >= FIXED_BATCH_HIGH_OVERHEAD_SHARE
+    high = measured["halves"] if saved else undisturbed_share >= FIXED_BATCH_HIGH_OVERHEAD_SHARE
+    confidence = measured.get("support", 0.9) if saved else 0.9
     rows, per_call, first = ROWS_PER_EXAMPLE_REQUEST, latency.median_ms, args[0]
     evidence = {
         "batch_size": batch,
@@ -258,7 +283,7 @@ def fixed_batch_finding(m: dict, batch: int, batching: tuple[dict, dict, str]) -
     }
     dynamic = [TensorArg(a.name, (None,) + tuple(a.shape or ())[1:], a.dtype) for a in args]  # a fixed batch: every rank is known
     return RULES["retracing/fixed-batch-dim"].finding(
-        evidence, severity="high" if high else "medium", savings=saved, confidence=0.9,  # ms per request of `rows` rows
+        evidence, severity="high" if high else "medium", savings=saved, confidence=confidence,  # ms per request of `rows` rows
         batch=batch, signature=m["model"]["signature"], first=first.name, shape=shape_code(first.shape),
         padded=text.ONE_PER_CALL if batch == 1 else fill(text.PADDED, batch=batch), per_call=f"{per_call:.3f}",
         share=f"{overhead_share.value:.0f}", share_low=f"{overhead_share.low:.0f}", share_high=f"{overhead_share.high:.0f}",

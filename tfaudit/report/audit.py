@@ -73,7 +73,7 @@ class AuditState:
         elif isinstance(event, MetricEmitted):
             self.metrics[f"{event.check}.{event.name}"] = {
                 "value": event.value, "low": event.low, "high": event.high, "unit": event.unit, "better": event.better,
-                "subject": event.subject,
+                "subject": event.subject, **({"decision": event.decision} if event.decision else {}),
             }
         elif isinstance(event, MeasurementsEmitted):
             self.measurements[event.check] = event.data

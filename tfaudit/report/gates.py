@@ -29,10 +29,12 @@ metrics without intervals (sizes, counts) regress when they worsen by more than
 ``REL_TOLERANCE``.
 
 Baseline model (``--baseline-model OLD_MODEL``): the retracing check times the old export
-call by call alternately with the new one in the same process, so the host's drift cancels;
-``retracing.latency_vs_baseline_model`` regresses when its interval lies above 1 and the ratio
-reaches ``MIN_INTERLEAVED_FACTOR``. It needs no baseline report, and is never compared across
-reports. Regressions exit 1 and are listed first. New and resolved findings are listed;
+against the new one in ABBA rounds in the same process, with the old export loaded a second time
+beside them (``tfaudit.engine.sequential``), until the ratio's interval decides;
+``retracing.latency_vs_baseline_model`` regresses when that decision is "slower": the interval
+lies wholly past the check's practical minimum (10 % of a call), widened to what the two loads of
+the old export differ by. "The same" and "undecided" pass. It needs no baseline report, and is
+never compared across reports. Regressions exit 1 and are listed first. New and resolved findings are listed;
 they gate through ``--fail-on`` as usual. A baseline from another host or TensorFlow version is
 compared all the same, with a warning.
 """
@@ -51,7 +53,6 @@ MIN_LATENCY_FACTOR = 1.4
 MIN_UNREFERENCED_LATENCY_FACTOR = 4.0
 MIN_THROUGHPUT_FACTOR = 2.0
 MIN_TAIL_LATENCY_FACTOR = 2.0  # a p99 (metric named .p99_…): between two unchanged MLP runs with a busy core it rose 1.59× host-scaled while the p50 fell
-MIN_INTERLEAVED_FACTOR = 1.1
 LATENCY_UNIT = "ms"
 THROUGHPUT_UNIT = "rows/s"  # judged like a latency (host-scaled, a minimum factor), inverted
 TIMED_UNITS = (LATENCY_UNIT, THROUGHPUT_UNIT)
@@ -228,10 +229,10 @@ def apply_gates(state, budgets: dict[str, float], baseline: tuple[str, dict[str,
 
 
 def gate_baseline_model(comparison: BaselineComparison, name: str, ratio: dict[str, Any]) -> None:
-    """A new/old latency ratio timed within this run: a regression past MIN_INTERLEAVED_FACTOR, beyond its interval."""
+    """A new/old latency ratio decided within this run: a regression when the new export is slower past the band."""
     row = {"metric": name, "unit": ratio["unit"], "old": {"value": 1.0, "unit": ratio["unit"]}, "new": ratio}
-    low, high = _bounds(ratio)
-    if low > 1 and ratio["value"] >= MIN_INTERLEAVED_FACTOR:
+    outcome = (ratio.get("decision") or {}).get("outcome")
+    if outcome == "slower":
         comparison.regressions.append(row)
-    elif high < 1 and ratio["value"] <= 1 / MIN_INTERLEAVED_FACTOR:
+    elif outcome == "faster":
         comparison.improvements.append(row)
