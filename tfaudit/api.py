@@ -504,6 +504,13 @@ def decide(rounds: dict[str, Any], minimum: PracticalMinimum, confidence: float 
     return decided(rounds["a_ms"], rounds["b_ms"], minimum, confidence, rounds.get("calibration_ms"))
 
 
+def rounds_of_calls(a_ms, b_ms) -> dict[str, Any]:
+    """Rounds for ``decide`` made of calls timed one by one in turn (``time_in_turn``): how a record from before the rounds is judged."""
+    from tfaudit.engine.sequential import rounds_of_calls as made
+
+    return made(a_ms, b_ms)
+
+
 def percentile(q: float):
     """The ``q``-th percentile as a ``bootstrap`` statistic (``bootstrap(values, percentile(99))``): resampled exactly, in O(rounds)."""
     from tfaudit.engine.measure import percentile as statistic

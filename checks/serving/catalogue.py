@@ -1,9 +1,12 @@
 """The serving check's findings: what each says, why it matters, how to fix and verify it."""
 from __future__ import annotations
 
-from tfaudit.api import Effort, Risk, Rule, catalogue
+from tfaudit.api import Effort, PracticalMinimum, Risk, Rule, catalogue
 
 GAIN_SEVERITY = "low; medium when the saving's interval low end reaches 50 %"
+# serving/xla: jit_compile=True against the plain call, decided in ABBA rounds (tfaudit.api.compare_in_turn)
+XLA_MINIMUM = PracticalMinimum(0.10, why="10 % of a call, the least speed-up worth a compiler flag and its outputs' risk")
+XLA_MEDIUM = PracticalMinimum(1.0, why="XLA at least halves a call")
 EXAMPLE_LANGUAGE = {"serving/batch-size": "text", "serving/concurrency": "text", "serving/configuration": "text"}  # else python
 
 BATCHING_PARAMETERS = (
@@ -117,8 +120,8 @@ RULES = catalogue(
             "fast = tf.function(lambda **inputs: serve(**inputs), jit_compile=True)"
         ),
         effort=Effort("minutes", 0.5, "wrap the serving function; compile once per batch size"),
-        severity_rule=GAIN_SEVERITY,
-        minimum="the saving's interval low end at 10 %, outputs within --max-fidelity-loss",
+        severity_rule="low; medium when XLA is decided to at least halve a call",
+        minimum="decided faster by at least 10 % of a call (see How comparisons decide), outputs within --max-fidelity-loss",
     ),
     setting_rule(
         "threads", BEFORE_FIRST_OP + "$intra_line$inter_line"

@@ -11,8 +11,9 @@ import re
 import time
 from typing import Any, Iterator
 
-from tfaudit.api import Progress, SkipCheck, one_line, time_in_turn
+from tfaudit.api import Progress, SkipCheck, compare_in_turn, one_line
 
+from . import catalogue as text
 from .._compression import fidelity, max_fidelity_loss
 from .batching import Sweep
 from .budgets import budget_key, feed_of
@@ -102,11 +103,12 @@ def measure_xla(ctx, serve, device: Device, feed: dict) -> dict[str, Any]:
         outputs = compiled(tensors)
     except Exception as exc:  # noqa: BLE001 - what XLA cannot compile is a finding's evidence, not an error
         return {"compiles": False, "why": xla_reason(exc)}
-    xla_timing, plain_timing = time_in_turn(lambda: compiled(tensors), lambda: plain(tensors),
-                                            warmup=ctx.budget.warmup, max_seconds=ctx.budget.timing_seconds / 2)
+    _, rounds = compare_in_turn(lambda: plain(tensors), lambda: compiled(tensors), (text.XLA_MINIMUM, text.XLA_MEDIUM),
+                                warmup=ctx.budget.warmup, max_seconds=ctx.budget.timing_seconds / 2, confidence=ctx.budget.confidence)
     return {
         "compiles": True, "first_ms": first_ms, "warmup": ctx.budget.warmup, "relative_l2": fidelity([reference], [outputs])["relative_l2"],
-        "plain_ms": thinned(plain_timing.samples_ms, MAX_SAMPLES_PER_WINDOW), "xla_ms": thinned(xla_timing.samples_ms, MAX_SAMPLES_PER_WINDOW),
+        "rounds": rounds.to_json(), "confidence": ctx.budget.confidence,
+        "plain_ms": thinned(rounds.calls_a, MAX_SAMPLES_PER_WINDOW), "xla_ms": thinned(rounds.calls_b, MAX_SAMPLES_PER_WINDOW),
     }
 
 

@@ -12,7 +12,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from tfaudit.api import HOST_INDEX_METRIC, Finding, Measure, Metric, Risk, Yielded, bootstrap, compare
+from tfaudit.api import HOST_INDEX_METRIC, Finding, Measure, Metric, Risk, Yielded, bootstrap, compare, decide, rounds_of_calls
 
 from .._compression import MIN_LATENCY_MS, within_bound
 from . import catalogue as text
@@ -138,7 +138,7 @@ def device_findings(m: dict[str, Any], sweep: Sweep, evidence: dict[str, Any]) -
     on = "" if sweep.device == "CPU" else f" on {sweep.device}"
     suffix = "" if sweep.device == "CPU" else f"-{sweep.device.lower().replace(':', '')}"
     findings = [batch_size_finding(sweep, m["cores"], on, suffix), concurrency_finding(sweep, concurrency, windows, on, suffix)]
-    if compiled_pays(xla_comparison, xla.get("relative_l2"), m["max_fidelity_loss"]):
+    if xla_faster(xla, m["max_fidelity_loss"]):
         findings.append(xla_finding(sweep, xla, xla_comparison, m["signature"], on, suffix))
     return [f for f in findings if f is not None]
 
@@ -223,11 +223,15 @@ def concurrency_finding(sweep: Sweep, concurrency: list[dict], windows: dict, on
 
 
 def xla_table(measured: dict[str, Any]) -> tuple[dict[str, Any], Any]:
-    """(evidence, the plain-vs-XLA Comparison or None): compile time, fidelity and the speed-up of jit_compile=True."""
+    """(evidence, the plain-vs-XLA Comparison or None): compile time, fidelity, the speed-up of jit_compile=True and what its rounds
+    decided (``faster`` past XLA_MINIMUM, ``halves`` past XLA_MEDIUM); a record from before the rounds is judged on rounds of its calls."""
     if not measured["compiles"]:
         return {"compiles": False, "why": measured["why"]}, None
     plain_timing, xla_timing = timing_of(measured["plain_ms"], measured["warmup"]), timing_of(measured["xla_ms"], measured["warmup"])
     comparison = compare(plain_timing, xla_timing)
+    rounds = measured.get("rounds") or rounds_of_calls(measured["plain_ms"], measured["xla_ms"])
+    confidence = measured.get("confidence", 0.95)
+    decision = decide(rounds, text.XLA_MINIMUM, confidence)
     return {
         "compiles": True,
         "compile_ms": round(max(0.0, measured["first_ms"] - xla_timing.median_ms), 2),
@@ -236,23 +240,29 @@ def xla_table(measured: dict[str, Any]) -> tuple[dict[str, Any], Any]:
         "speedup": round(comparison.speedup.value, 3),
         "speedup_ci": rounded_ci(comparison.speedup, 3),
         "relative_l2": measured["relative_l2"],
+        "decision": decision.describe("jit_compile=True", "the plain call"),
+        "decided_by": decision.method,
+        "faster": decision.outcome == "faster",
+        "halves": decide(rounds, text.XLA_MEDIUM, confidence).outcome == "faster",
+        "support": round(decision.support, 4),
     }, comparison
 
 
 def xla_pays(measured: dict[str, Any], max_fidelity_loss: float) -> bool:
-    """XLA saved at least MIN_GAIN_PCT at its interval's low end, with outputs within the fidelity bound."""
-    return compiled_pays(xla_table(measured)[1], measured.get("relative_l2"), max_fidelity_loss)
+    """XLA decided faster past XLA_MINIMUM, with outputs within the fidelity bound."""
+    xla, _ = xla_table(measured)
+    return xla_faster(xla, max_fidelity_loss)
 
 
-def compiled_pays(comparison, relative_l2: float | None, max_fidelity_loss: float) -> bool:
-    return comparison is not None and relative_l2 is not None and low_end(comparison.saved_pct) >= MIN_GAIN_PCT and relative_l2 <= max_fidelity_loss
+def xla_faster(xla: dict[str, Any], max_fidelity_loss: float) -> bool:
+    return xla["compiles"] and xla["faster"] and xla["relative_l2"] is not None and xla["relative_l2"] <= max_fidelity_loss
 
 
 def xla_finding(sweep: Sweep, xla: dict[str, Any], comparison, signature: str, on: str, suffix: str) -> Finding:
     return found(
         "serving/xla", xla,
-        suffix=suffix, severity=gain_severity(low_end(comparison.saved_pct)), savings={"latency_pct": measure_of(comparison.saved_pct)},
-        risk=Risk("low", text.XLA_RISK, fidelity_loss=xla["relative_l2"]), confidence=0.85,
+        suffix=suffix, severity="medium" if xla["halves"] else "low", savings={"latency_pct": measure_of(comparison.saved_pct)},
+        risk=Risk("low", text.XLA_RISK, fidelity_loss=xla["relative_l2"]), confidence=xla["support"],
         on=on, speedup=f"{xla['speedup']:.2f}", batch=sweep.serving_batch, xla_ms=f"{xla['xla_ms']['median_ms']:.3f}",
         plain_ms=f"{xla['plain_ms']['median_ms']:.3f}", low=f"{xla['speedup_ci'][0]:.2f}", high=f"{xla['speedup_ci'][1]:.2f}",
         compile_ms=f"{xla['compile_ms']:.0f}", relative_l2=f"{xla['relative_l2']:.2g}", signature=signature,

@@ -198,6 +198,15 @@ class Rounds:
         return data
 
 
+def rounds_of_calls(a_ms: Sequence[float], b_ms: Sequence[float], per_round: int = 5) -> dict[str, Any]:
+    """Rounds (``Rounds.to_json()``) made of calls timed one by one in turn, ``per_round`` pairs a round: how a record
+    from before the rounds is judged by ``decide``."""
+    n = min(len(a_ms), len(b_ms)) // per_round
+    a = [float(np.median(a_ms[i * per_round:(i + 1) * per_round])) for i in range(n)]
+    b = [float(np.median(b_ms[i * per_round:(i + 1) * per_round])) for i in range(n)]
+    return {"a_ms": a, "b_ms": b, "quads": 0}
+
+
 def _timed(call: Callable[[], object]) -> float:
     start = time.perf_counter()
     call()
