@@ -39,6 +39,7 @@ class LowFinding(Check):
     meta = CheckMeta("fake-low", "Fake low check", "emits one low finding without TensorFlow work")
 
     def run(self, ctx):
+        yield Progress(0.5, f"parent {os.getppid()}")  # the zygote's pid in a forked worker, the runner's in a fresh one
         yield Metric("input_count", len(ctx.inputs.specs), "inputs")
         yield Finding(
             id="fake-low/minor", check="fake-low", severity="low", title="Minor thing", summary="minor",
@@ -145,4 +146,8 @@ class HelperTrouble(Check):
             signal_name = crash.signal
         second = helper.call("asking who it is", who_am_i)
         yield Progress(0.5, json.dumps({"worker": os.getpid(), "first": first, "second": second, "signal": signal_name}))
+        closed = helper_process()
+        closed.call("asking who it is", who_am_i)
+        closed.close()  # its exit, relayed by the zygote, stays unread here when this worker dies
+        time.sleep(0.3)
         helper.call("hoarding memory", hoard, limit_mb=int(os.environ.get("FAKE_HOARD_MB", "0")))

@@ -1,5 +1,6 @@
 """The runner isolates each check in a worker: crashes, hangs and errors stay contained."""
 import json
+import os
 import time
 
 import psutil
@@ -148,6 +149,8 @@ def test_a_checks_helpers_crash_apart_count_toward_its_memory_and_die_with_it(bu
     def on_event(event):
         if isinstance(event, CheckProgress) and event.message.startswith("{"):
             said.update(json.loads(event.message))
+        if isinstance(event, CheckProgress) and event.message.startswith("parent "):
+            said["next_worker_parent"] = int(event.message.split()[1])
         if isinstance(event, CheckFinished) and event.check == "fake-helpers":
             helpers_gone.append(gone(said["second"]["pid"]))  # already, while the zygote and the audit go on
 
@@ -163,3 +166,5 @@ def test_a_checks_helpers_crash_apart_count_toward_its_memory_and_die_with_it(bu
     assert expected in finished["fake-helpers"].error
     assert helpers_gone == [True]
     assert finished["fake-low"].status == "findings"
+    # The next check's worker is forked too: the zygote outlived a worker that left its helpers' exits unread.
+    assert (said["next_worker_parent"] != os.getpid()) == (isolate == "fork")

@@ -200,7 +200,10 @@ class Forks:
     def fork_helper(self, worker: int) -> None:
         """Answer worker ``worker``'s request for a helper on its channel."""
         channel = self.workers[worker]
-        data, fds, _, _ = socket.recv_fds(channel, PACKET_BYTES, 3)
+        try:
+            data, fds, _, _ = socket.recv_fds(channel, PACKET_BYTES, 3)
+        except ConnectionResetError:  # it exited with relayed exits unread (helpers it closed): as good as end of file
+            data, fds = b"", []
         if not data:  # the worker closed its channel: it wants no more helpers
             self.end_helpers_of(worker)
             self.workers[worker] = None
