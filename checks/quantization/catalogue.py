@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from string import Template
 
-from tfaudit.api import Effort, Risk, Rule, catalogue
+from tfaudit.api import Effort, PracticalMinimum, Risk, Rule, catalogue
 
 SELECTIVE = "full-int8-selective"
 TITLES = {
@@ -147,11 +147,14 @@ FLOAT64_SIGNATURE_TENSORS = Template("; float64 signature tensors: $tensors")
 FLOAT64_MEASURED = Template(" Measured: $float64_ms ms per request in float64 vs $float32_ms ms with the same graph in float32 ($verdict).")
 FLOAT64_LATENCY_REASON = Template(" Latency: $reason.")
 FLOAT64_NOT_MEASURABLE = Template("not measurable: a float32 copy of the graph could not be built ($error)")
+FLOAT32_MINIMUM = PracticalMinimum(0.10, why="10 % of a call, the least latency saving worth claiming beside the halved bytes")
 FLOAT32_FASTER = "float32 is faster"
 FLOAT32_SLOWER = "float32 is slower"
-NO_DIFFERENCE_WORTH_CLAIMING = Template("no difference worth claiming (a saving must be at least $minimum % at the interval's low end)")
+NO_DIFFERENCE_WORTH_CLAIMING = Template("no difference past $minimum % of a call")
+UNDECIDED = "not decided within the budget's time, so no claim"
 TWIN_METHOD = (
-    "the serving graph frozen (variables as constants), timed as is and with every float64 re-typed to float32, call by call in turn"
+    "the serving graph frozen (variables as constants), timed as is and with every float64 re-typed to float32, in ABBA rounds until "
+    "decided (see How comparisons decide)"
 )
 SIZE_PCT_OF_SAVEDMODEL = "the SavedModel on disk"
 

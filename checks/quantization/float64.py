@@ -1,21 +1,20 @@
 """float64 weights or signature tensors: what they cost, measured on the graph re-typed to float32 (pure: no TensorFlow).
 
 ``retyped`` (the TensorFlow side) times the serving graph frozen as it is and with every float64
-re-typed to float32, call by call in turn; a latency saving is claimed only when its interval's
-low end is at least MIN_FLOAT32_SAVING_PCT (timed apart, 15 calls each, the demo's saving came
-and went, 0 % vs 21–45 %, between runs).
+re-typed to float32 in ABBA rounds until decided; a latency saving is claimed only when float32 is
+decided faster past ``catalogue.FLOAT32_MINIMUM`` (a record from before the rounds is judged on
+rounds of its calls).
 """
 from __future__ import annotations
 
 from typing import Any
 
-from tfaudit.api import Finding, Measure, Timing, compare
+from tfaudit.api import Finding, Measure, Timing, compare, decide, rounds_of_calls
 
 from . import catalogue as text
 from .catalogue import RULES
 from .snippets import float64_fix_code
 
-MIN_FLOAT32_SAVING_PCT = 10.0
 MIB = 1024 * 1024
 
 
@@ -25,13 +24,17 @@ def twin_latency(twin: dict[str, Any]) -> dict[str, Any]:
         return {"reason": text.FLOAT64_NOT_MEASURABLE.substitute(error=twin["error"])}
     t64, t32 = (Timing(tuple(twin[dtype]["samples_ms"]), twin[dtype]["warmup"]) for dtype in ("float64", "float32"))
     comparison = compare(t64, t32)
-    faster = comparison.significant and comparison.saved_pct.low >= MIN_FLOAT32_SAVING_PCT
+    rounds = twin.get("rounds") or rounds_of_calls(t64.samples_ms, t32.samples_ms)
+    decision = decide(rounds, text.FLOAT32_MINIMUM, twin.get("confidence", 0.95))
+    faster = decision.outcome == "faster"
     if faster:
         verdict = text.FLOAT32_FASTER
-    elif comparison.significant and comparison.saved_ms.value < 0:
+    elif decision.outcome == "slower":
         verdict = text.FLOAT32_SLOWER
+    elif decision.outcome == "same":
+        verdict = text.NO_DIFFERENCE_WORTH_CLAIMING.substitute(minimum=f"{100 * text.FLOAT32_MINIMUM.relative:g}")
     else:
-        verdict = text.NO_DIFFERENCE_WORTH_CLAIMING.substitute(minimum=f"{MIN_FLOAT32_SAVING_PCT:g}")
+        verdict = text.UNDECIDED
     result: dict[str, Any] = {
         "median_ms": {"float64": round(t64.median_ms, 4), "float32": round(t32.median_ms, 4)},
         "float64": t64.summary(),
@@ -39,6 +42,8 @@ def twin_latency(twin: dict[str, Any]) -> dict[str, Any]:
         "speedup": round(comparison.speedup.value, 3),
         "saved_pct": [round(comparison.saved_pct.value, 1), round(comparison.saved_pct.low, 1), round(comparison.saved_pct.high, 1)],
         "verdict": verdict,
+        "decision": decision.describe("float32", "float64"),
+        "support": round(decision.support, 4),
         "method": text.TWIN_METHOD,
     }
     if faster:

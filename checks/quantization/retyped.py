@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from tfaudit.api import one_line, time_in_turn
+from tfaudit.api import compare_in_turn, one_line
+
+from . import catalogue as text
 
 from .._compression.feeds import latency_feed
 
@@ -45,13 +47,13 @@ def float32_twin_timings(ctx) -> dict[str, Any]:
         def call(fn, inputs):
             return lambda: [t.numpy() for t in tf.nest.flatten(fn(*inputs))]
 
-        # Call by call in turn, so both see the same moments of a shared host.
-        t64, t32 = time_in_turn(
-            call(frozen64, feed64), call(frozen32, feed32), warmup=ctx.budget.warmup, max_seconds=TWIN_SECONDS_SHARE * ctx.budget.timing_seconds
-        )
+        # In ABBA rounds, so both see the same moments of a shared host, until decided.
+        _, rounds = compare_in_turn(call(frozen64, feed64), call(frozen32, feed32), text.FLOAT32_MINIMUM, warmup=ctx.budget.warmup,
+                                    max_seconds=TWIN_SECONDS_SHARE * ctx.budget.timing_seconds, confidence=ctx.budget.confidence)
     except Exception as exc:  # graphs with float64-only ops cannot be re-typed
         return {"error": one_line(exc)}
-    return {dtype: {"samples_ms": list(t.samples_ms), "warmup": t.warmup} for dtype, t in (("float64", t64), ("float32", t32))}
+    return {"rounds": rounds.to_json(), "confidence": ctx.budget.confidence,
+            **{dtype: {"samples_ms": list(calls), "warmup": ctx.budget.warmup} for dtype, calls in (("float64", rounds.calls_a), ("float32", rounds.calls_b))}}
 
 
 def frozen_pair(concrete):
