@@ -152,3 +152,12 @@ def test_a_decision_reads_as_one_sentence():
     decision = decide(*rounds(2.0, 0.05)[:2], TEN_PERCENT)
     text = decision.describe("the new export", "the old one")
     assert text.startswith("the new export takes 1.9") and "slower past the ±10% band (5 rounds, 95.0% confidence over 1 look)" in text
+
+
+def test_a_slow_call_still_gets_the_first_looks_rounds():
+    """Past the time cap after one round, the rounds still reach the first look (as timing never stopped before 5 calls)."""
+    def slow():
+        sum(range(20000))
+
+    _, measured = compare_in_turn(slow, slow, TEN_PERCENT, warmup=1, max_seconds=0.0)
+    assert len(measured.a_ms) == LOOKS[0]

@@ -14,8 +14,8 @@ practical minimum), wholly below it (faster), or wholly inside it (the same, for
 purpose). The band is the finding's practical minimum, widened to the difference two identical
 sides show in the same run (its mean log ratio) when a calibration side A' (A again: a second
 load, the same call) is timed in the same rounds: no difference smaller than that is claimed. At
-the cap (``max_rounds`` or ``max_seconds``) the last look spends what is left; a comparison it
-does not decide is **undecided**, which is no claim at all.
+the cap (``max_rounds``, or ``max_seconds`` once the first look's rounds are in) the last look
+spends what is left; a comparison it does not decide is **undecided**, which is no claim at all.
 
 ``decide`` is pure and replays exactly from the rounds' medians kept in the measurements, so a
 judge decides what the measuring decided.
@@ -244,7 +244,7 @@ def compare_in_turn(a: Callable[[], object], b: Callable[[], object], minimum: P
         if rounds.calibration_ms is not None:
             rounds.calibration_ms.append(float(np.median(times[2])))
         n = len(rounds.a_ms)
-        at_cap = n >= max_rounds or (time.perf_counter() > deadline and n >= 2)
+        at_cap = n >= max_rounds or (time.perf_counter() > deadline and n >= LOOKS[0])  # a slow model still gets its first look
         if n in LOOKS or at_cap:
             decisions = [decide(rounds.a_ms, rounds.b_ms, m, confidence, rounds.calibration_ms) for m in minimums]
             if at_cap or all(d.decided for d in decisions):
