@@ -145,7 +145,7 @@ def decide(a_ms: Sequence[float], b_ms: Sequence[float], minimum: PracticalMinim
     if n_total >= 2 and n_total not in LOOKS:
         looks.append(n_total)
     method = (f"t interval over per-round log ratios (ABBA order), {len(LOOKS)} planned looks sharing "
-              f"{alpha:.0%} by a Pocock-type spending rule")
+              f"{100 * alpha:.3g}% by a Pocock-type spending rule")
     spent_so_far = 0.0
     last = None
     for k, n in enumerate(looks, start=1):
