@@ -164,6 +164,15 @@ def run_forked_helper(requests_fd: int, replies_fd: int, log_fd: int) -> None:
         os._exit(0)
 
 
+def refusal(fds: list[int], expected: int, carried: str) -> str:
+    """Why a request cannot be forked ("" when it can); a refused request's descriptors are closed here."""
+    reason = fork_unsafe_reason() or ("" if len(fds) == expected else f"the request did not carry {carried}")
+    if reason:
+        for fd in fds:
+            os.close(fd)
+    return reason
+
+
 class Forks:
     """What the zygote forked and still has to reap: workers (each with its helper channel) and their helpers."""
 
@@ -209,11 +218,9 @@ class Forks:
             self.workers[worker] = None
             channel.close()
             return
-        reason = fork_unsafe_reason()
-        if reason or len(fds) != 3:
-            for fd in fds:
-                os.close(fd)
-            self.tell(channel, {"refused": reason or "the request did not carry the helper's pipes and the log"})
+        reason = refusal(fds, 3, "the helper's pipes and the log")
+        if reason:
+            self.tell(channel, {"refused": reason})
             return
         pid = self.fork(lambda: run_forked_helper(*fds), fds)
         self.helpers[pid] = worker
@@ -262,11 +269,9 @@ def serve(channel: socket.socket) -> None:
                 data, fds, _, _ = socket.recv_fds(channel, PACKET_BYTES, 2)
                 if not data:
                     return
-                reason = fork_unsafe_reason()
-                if reason or len(fds) != 2:
-                    for fd in fds:
-                        os.close(fd)
-                    forks.tell(channel, {"refused": reason or "the request did not carry the event pipe and the log"})
+                reason = refusal(fds, 2, "the event pipe and the log")
+                if reason:
+                    forks.tell(channel, {"refused": reason})
                     continue
                 forks.tell(channel, {"pid": forks.fork_worker(json.loads(data)["job"], fds)})
     finally:
