@@ -93,7 +93,6 @@ class Helper:
         self.to_child = self.from_child = None
         self.pending: list[str] = []  # what each unanswered call does, oldest first
         self.starts = 0
-        self.forked = False
         self.deadline: float | None = None  # time.monotonic() by which every call must have answered
         self.unread = b""
         self.setup: tuple | None = None  # (what, target, kwargs) every new process runs first
@@ -105,14 +104,12 @@ class Helper:
         forked = _zygote.fork() if _zygote is not None and self.env is None else None
         if forked is not None:
             self.pid, self.to_child, self.from_child = forked
-            self.forked = True
         else:
             self.popen = subprocess.Popen(
                 python_command("tfaudit.engine.helpers"), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
                 env=child_environment(self.env),
             )
             self.pid, self.to_child, self.from_child = self.popen.pid, self.popen.stdin, self.popen.stdout.fileno()
-            self.forked = False
         self.pending, self.unread, self.starts = [], b"", self.starts + 1
         if self.setup is not None:
             what, target, kwargs = self.setup
