@@ -504,11 +504,12 @@ def decide(rounds: dict[str, Any], minimum: PracticalMinimum, confidence: float 
     return decided(rounds["a_ms"], rounds["b_ms"], minimum, confidence, rounds.get("calibration_ms"))
 
 
-def rounds_of_calls(a_ms, b_ms) -> dict[str, Any]:
-    """Rounds for ``decide`` made of calls timed one by one in turn (``time_in_turn``): how a record from before the rounds is judged."""
+def rounds_of_calls(a_ms, b_ms, per_round: int = 5) -> dict[str, Any]:
+    """Rounds for ``decide`` made of calls timed one by one in turn (``time_in_turn``), ``per_round`` pairs a round: how a
+    record from before the rounds is judged."""
     from tfaudit.engine.sequential import rounds_of_calls as made
 
-    return made(a_ms, b_ms)
+    return made(a_ms, b_ms, per_round)
 
 
 def percentile(q: float):

@@ -17,10 +17,11 @@ TF Serving files. Everything is measured through the serving signature, warm, on
   p50 (what a server may add to a request by waiting for a batch to fill, as a rule of thumb; set
   the bound your service has). A
   signature with a fixed batch dimension skips the sweep (the retracing check reports it).
-- **Concurrency** (``concurrency``): 1, 2, 4, … callers (threads; TensorFlow releases the GIL) at the serving
-  batch, up to 2 × the cores, the counts in turn for ``ROUNDS`` rounds of ``POINT_SECONDS``:
-  throughput from the rows completed in ``WINDOWS`` equal windows a round (mean and interval over
-  the windows), p50 and p99 per call, judged against the bound like the serving batch.
+- **Concurrency** (``concurrency``): 2, 4, … callers (threads; TensorFlow releases the GIL) at the serving batch,
+  up to 2 × the cores, each against one caller doing the same calls, in ABBA turns through the comparison engine
+  (``compare_in_turn``) until decided or the cap; more callers while a doubling adds ``THROUGHPUT_GROWTH``.
+  Throughput per turn, p50 and p99 per call, judged against the bound like the serving batch; a finding when
+  decided to serve at least ``CONCURRENCY_MINIMUM`` more rows/s than one caller.
 - **XLA**: the signature wrapped in ``tf.function(jit_compile=True)`` at the serving batch:
   compile time (first call minus the warm median), outputs against the plain call (relative L2),
   and the steady-state latency timed call by call in turn with the plain call. A model XLA
@@ -47,8 +48,8 @@ TF Serving files. Everything is measured through the serving signature, warm, on
 
 A gain is claimed only when the saving's interval low end reaches ``MIN_GAIN_PCT`` (the between-
 run noise on a shared host exceeds a within-run interval); else the default stays. Thread settings
-and concurrent callers answer the host's other load as much as the model: they are findings only
-at ``MIN_LOAD_DEPENDENT_GAIN_PCT``, and below it the headline's configuration.
+answer the host's other load as much as the model: they are findings only at
+``MIN_LOAD_DEPENDENT_GAIN_PCT``, and below it the headline's configuration.
 
 Findings: ``serving/batch-size``, ``serving/concurrency``, ``serving/threads``, ``serving/xla``,
 ``serving/precision``, ``serving/onednn``, ``serving/litert-threads``, ``serving/cold-start``

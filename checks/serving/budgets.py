@@ -1,13 +1,12 @@
 """What each phase of the serving check may spend, per ``--budget``."""
 from __future__ import annotations
 
-POINT_SECONDS = {"quick": 0.2, "standard": 0.6, "thorough": 2.0}  # a batch-sweep point; a concurrency level a round
+POINT_SECONDS = {"quick": 0.2, "standard": 0.6, "thorough": 2.0}  # a batch-sweep point
 SWEEP_SECONDS = {"quick": 3.0, "standard": 12.0, "thorough": 45.0}
 MIN_POINT_CALLS = 10
 MAX_BATCH = {"quick": 128, "standard": 512, "thorough": 2048}
 THROUGHPUT_GROWTH = 1.10  # two doublings in a row adding less than this end the sweep
 MEMORY_SHARE = 0.5  # of the memory available, that the next batch may take
-WINDOWS = 10  # a concurrency round's throughput windows
 ROUNDS = {"quick": 3, "standard": 4, "thorough": 6}
 CONFIG_SECONDS = {"quick": 0.08, "standard": 0.25, "thorough": 1.0}  # per process per round
 COLD_STARTS = {"quick": 2, "standard": 4, "thorough": 6}

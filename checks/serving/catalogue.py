@@ -7,6 +7,9 @@ GAIN_SEVERITY = "low; medium when the saving's interval low end reaches 50 %"
 # serving/xla: jit_compile=True against the plain call, decided in ABBA rounds (tfaudit.api.compare_in_turn)
 XLA_MINIMUM = PracticalMinimum(0.10, why="10 % of a call, the least speed-up worth a compiler flag and its outputs' risk")
 XLA_MEDIUM = PracticalMinimum(1.0, why="XLA at least halves a call")
+# serving/concurrency: N callers against one caller doing the same calls, decided in ABBA turns
+CONCURRENCY_MINIMUM = PracticalMinimum(1.0, why=(
+    "twice one caller's rows/s: what a second replica on the same cores gives at best, without raising each call's latency"))
 EXAMPLE_LANGUAGE = {"serving/batch-size": "text", "serving/concurrency": "text", "serving/configuration": "text"}  # else python
 
 BATCHING_PARAMETERS = (
@@ -102,8 +105,9 @@ RULES = catalogue(
         fix="Run $callers inferences at once: TF Serving's num_batch_threads, or $callers worker threads calling the model.",
         example="num_batch_threads { value: $callers }",
         effort=Effort("hours", 1, "more batch threads, or more model instances per replica"),
-        severity_rule=GAIN_SEVERITY,
-        minimum="the throughput saving's interval low end at 50 % (it answers the host's other load as much as the model)",
+        severity_rule="medium: decided to at least double one caller's rows/s",
+        minimum=("decided, in turns with one caller doing the same calls, to serve at least twice its rows/s, at a count whose "
+                 "bounded statistic fits the latency bound"),
     ),
     Rule(
         id="serving/xla",

@@ -1,45 +1,57 @@
-"""Concurrent callers, in the check's worker: 1, 2, 4, … threads calling the signature at the serving batch, in turn."""
+"""Concurrent callers, in the check's worker: 2, 4, … threads against one, at the serving batch, through the comparison engine."""
 from __future__ import annotations
 
 import gc
+import math
 import threading
 import time
 from typing import Any, Iterator
 
-import numpy as np
+from tfaudit.api import Sample, compare_in_turn
 
-from tfaudit.api import Sample
-
-from .budgets import POINT_SECONDS, ROUNDS, WINDOWS, budget_key
+from . import catalogue as text
+from .budgets import THROUGHPUT_GROWTH
 from .endpoint import Endpoint
-from .stats import thinned
+from .stats import MAX_SAMPLES_PER_WINDOW, thinned
+
+TURN_MS = 4.0  # a turn's work, split between the callers: long beside the ~0.1 ms it takes to wake the threads
 
 
-def callers_at_once(ctx, endpoint: Endpoint, tensors, callers: int, seconds: float) -> tuple[list[float], list[float], float]:
-    """``callers`` threads calling back to back for ``seconds``: their calls' end times and latencies, and when they began."""
-    ends: list[list[tuple[float, float]]] = [[] for _ in range(callers)]
-    start_line = threading.Barrier(callers + 1)
+class Callers:
+    """``count`` warmed threads that share ``calls`` back-to-back calls of the endpoint each time the pool is called (a turn)."""
 
-    def caller(out: list) -> None:
-        for _ in range(ctx.budget.warmup):  # a thread's first calls set up TensorFlow's per-thread state (~0.1 s)
+    def __init__(self, endpoint: Endpoint, tensors: dict, count: int, calls: int, warmup: int):
+        self.latencies_ms: list[float] = []
+        self._go = threading.Barrier(count + 1)
+        self._done = threading.Barrier(count + 1)
+        self._closing = False
+        shares = [calls // count + (1 if i < calls % count else 0) for i in range(count)]
+        self._threads = [threading.Thread(target=self._caller, args=(endpoint, tensors, share, warmup), daemon=True) for share in shares]
+        for thread in self._threads:
+            thread.start()
+
+    def _caller(self, endpoint: Endpoint, tensors: dict, share: int, warmup: int) -> None:
+        for _ in range(warmup):  # a thread's first calls set up TensorFlow's per-thread state (~0.1 s)
             endpoint(tensors)
-        start_line.wait()
-        stop = time.perf_counter() + seconds
-        while time.perf_counter() < stop:
-            t0 = time.perf_counter()
-            endpoint(tensors)
-            t1 = time.perf_counter()
-            out.append((t1, (t1 - t0) * 1000.0))
+        while True:
+            self._go.wait()
+            if self._closing:
+                return
+            for _ in range(share):
+                start = time.perf_counter()
+                endpoint(tensors)
+                self.latencies_ms.append((time.perf_counter() - start) * 1000.0)
+            self._done.wait()
 
-    gc.collect()  # not in the window: one collection of the audit's large heap paused a caller for 135 ms
-    threads = [threading.Thread(target=caller, args=(out,), daemon=True) for out in ends]
-    for thread in threads:
-        thread.start()
-    start_line.wait()
-    began = time.perf_counter()
-    for thread in threads:
-        thread.join()
-    return [t for out in ends for t, _ in out], [ms for out in ends for _, ms in out], began
+    def __call__(self) -> None:
+        self._go.wait()
+        self._done.wait()
+
+    def close(self) -> None:
+        self._closing = True
+        self._go.wait()
+        for thread in self._threads:
+            thread.join()
 
 
 def caller_counts(cores: int) -> list[int]:
@@ -50,32 +62,37 @@ def caller_counts(cores: int) -> list[int]:
     return counts
 
 
-def concurrency_sweep(ctx, endpoint: Endpoint, feed: dict, batch: int, cores: int) -> Iterator:
-    """Per number of callers, the rows/s of each of WINDOWS windows a round and the calls' latencies, the counts in turn for ROUNDS rounds.
+def concurrency_sweep(ctx, endpoint: Endpoint, feed: dict, batch: int, cores: int, call_ms: float) -> Iterator:
+    """Each number of callers against one caller doing the same calls, in ABBA turns until decided (``compare_in_turn``).
 
-    In turn because the host's moments differ more than the counts do: timed one after the other, the demo's
-    single caller read 2,445-3,153 rows/s between audits and the 2-caller finding came and went."""
-    key = budget_key(ctx)
+    More callers are tried while each doubling adds at least THROUGHPUT_GROWTH rows/s (as the batch sweep goes on).
+    Returns per count: each turn's rows/s, the calls' latencies and (past one) the rounds."""
     tensors = endpoint.tensors(feed)
     levels = caller_counts(cores)
-    seconds = POINT_SECONDS[key]
-    windows: dict[int, list[float]] = {}  # rows/s in each of WINDOWS windows of each round
-    latencies: dict[int, list[float]] = {}
-    for round_index in range(ROUNDS[key]):
-        for position, callers in enumerate(levels):
-            finished, took, began = callers_at_once(ctx, endpoint, tensors, callers, seconds)
-            edges = np.linspace(began, max(finished + [began + seconds]), WINDOWS + 1)
-            counts, _ = np.histogram(finished, bins=edges)
-            windows.setdefault(callers, []).extend(float(c * batch / (edges[1] - edges[0])) for c in counts)
-            latencies.setdefault(callers, []).extend(thinned(took))  # thinned: see MAX_SAMPLES_PER_ROUND
-            if round_index > 0:
-                continue
-            yield Sample("concurrency", callers, float(np.mean(windows[callers])), label=f"{callers} callers")
-            means = [float(np.mean(windows[c])) for c in levels[: position + 1]]
-            if len(means) >= 3 and means[-1] < means[-2] < means[-3]:  # two falls in throughput: no more callers
-                levels = levels[: position + 1]
-                break
-    measured: list[dict[str, Any]] = [
-        {"callers": callers, "rows_per_s_windows": windows[callers], "latencies_ms": latencies[callers]} for callers in levels
-    ]
+    one: dict[str, Any] = {"callers": 1, "rows_per_s_windows": [], "latencies_ms": []}
+    measured: list[dict[str, Any]] = [one]
+    gc.collect()  # not in the turns: one collection of the audit's large heap paused a caller for 135 ms
+    for callers in levels[1:]:
+        calls = callers * max(1, math.ceil(TURN_MS / callers / max(call_ms, 1e-3)))
+        alone, together = (Callers(endpoint, tensors, count, calls, ctx.budget.warmup) for count in (1, callers))
+        try:
+            _, rounds = compare_in_turn(alone, together, text.CONCURRENCY_MINIMUM,
+                                               warmup=ctx.budget.warmup, max_seconds=ctx.budget.timing_seconds / 2,
+                                               confidence=ctx.budget.confidence)
+        finally:
+            alone.close()
+            together.close()
+        one["rows_per_s_windows"] += [calls * batch * 1000.0 / ms for ms in rounds.calls_a]
+        one["latencies_ms"] += thinned(alone.latencies_ms, MAX_SAMPLES_PER_WINDOW)
+        rows = [calls * batch * 1000.0 / ms for ms in rounds.calls_b]
+        measured.append({"callers": callers, "calls_per_turn": calls, "rows_per_s_windows": rows,
+                         "latencies_ms": thinned(together.latencies_ms, MAX_SAMPLES_PER_WINDOW), "rounds": rounds.to_json(),
+                         "confidence": ctx.budget.confidence})
+        mean_rows = sum(rows) / len(rows)
+        yield Sample("concurrency", callers, mean_rows, label=f"{callers} callers")
+        before = measured[-2]["rows_per_s_windows"] if len(measured) > 2 else one["rows_per_s_windows"]
+        if mean_rows < THROUGHPUT_GROWTH * sum(before) / len(before):
+            break
+    if len(measured) > 1:
+        yield Sample("concurrency", 1, sum(one["rows_per_s_windows"]) / len(one["rows_per_s_windows"]), label="1 caller")
     return measured

@@ -84,7 +84,8 @@ def device_phases(ctx, tf, serve, device: Device, span: tuple[float, float], cor
         return sweep, measured
     feed = feed_of(ctx, sweep.serving_batch, seed=3)
     clock(f"{device.name} batch sweep")
-    measured["concurrency"] = yield from concurrency_sweep(ctx, endpoint, feed, sweep.serving_batch, cores)
+    call_ms = sweep.point(sweep.serving_batch)["p50_ms"]
+    measured["concurrency"] = yield from concurrency_sweep(ctx, endpoint, feed, sweep.serving_batch, cores, call_ms)
     clock(f"{device.name} concurrency")
     measured["xla"] = measure_xla(ctx, serve, device, feed)
     clock(f"{device.name} XLA")

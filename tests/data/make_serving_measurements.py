@@ -78,12 +78,23 @@ def sweep(per_call_ms, bound_batches=(1, 2, 4)):
     return {"points": points, "samples_ms": kept, "stop": "throughput stopped growing: two doublings added less than 10% each"}
 
 
-def concurrency(rows_per_s, batch=1):
-    """rows_per_s: {callers: mean rows/s}; latencies from the rows/s each caller sees."""
-    levels = []
+def concurrency(rows_per_s, batch=1, calls=8, turns=20):
+    """rows_per_s: {callers: mean rows/s}; per count past one, ABBA turns of ``calls`` calls against one caller; latencies
+    from the rows/s each caller sees."""
+    one = {"callers": 1, "rows_per_s_windows": [], "latencies_ms": []}
+    levels = [one]
     for callers, rows in rows_per_s.items():
-        windows = [round(float(rows * np.exp(RNG.normal(0, 0.03))), 1) for _ in range(20)]
-        levels.append({"callers": callers, "rows_per_s_windows": windows, "latencies_ms": samples(1000.0 * batch * callers / rows, 30)})
+        if callers == 1:
+            continue
+        a = [calls * batch * 1000.0 / rows_per_s[1] * float(np.exp(RNG.normal(0, 0.03))) for _ in range(turns)]
+        b = [calls * batch * 1000.0 / rows * float(np.exp(RNG.normal(0, 0.03))) for _ in range(turns)]
+        one["rows_per_s_windows"] += [round(calls * batch * 1000.0 / ms, 1) for ms in a]
+        levels.append({"callers": callers, "calls_per_turn": calls, "rows_per_s_windows": [round(calls * batch * 1000.0 / ms, 1) for ms in b],
+                       "latencies_ms": samples(1000.0 * batch * callers / rows, 30),
+                       "rounds": {"a_ms": [float(np.median(a[i:i + 2])) for i in range(0, turns, 2)],
+                                  "b_ms": [float(np.median(b[i:i + 2])) for i in range(0, turns, 2)], "quads": 1},
+                       "confidence": 0.95})
+    one["latencies_ms"] = samples(1000.0 * batch / rows_per_s[1], 30)
     return levels
 
 
