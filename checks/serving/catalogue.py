@@ -3,10 +3,16 @@ from __future__ import annotations
 
 from tfaudit.api import Effort, PracticalMinimum, Risk, Rule, catalogue
 
+from .._compression.variants import MIN_LATENCY_MS
+
 GAIN_SEVERITY = "low; medium when the saving's interval low end reaches 50 %"
 # serving/xla: jit_compile=True against the plain call, decided in ABBA rounds (tfaudit.api.compare_in_turn)
 XLA_MINIMUM = PracticalMinimum(0.10, why="10 % of a call, the least speed-up worth a compiler flag and its outputs' risk")
 XLA_MEDIUM = PracticalMinimum(1.0, why="XLA at least halves a call")
+# serving/litert-threads: a num_threads against LiteRT's default, decided in ABBA rounds
+LITERT_MINIMUM = PracticalMinimum(0.10, absolute_ms=MIN_LATENCY_MS, why=(
+    f"10 % of a call and at least {MIN_LATENCY_MS} ms: a thread count is a one-line change, but below that its cores buy nothing"))
+LITERT_MEDIUM = PracticalMinimum(1.0, why="the count at least halves a call")
 # serving/concurrency: N callers against one caller doing the same calls, decided in ABBA turns
 CONCURRENCY_MINIMUM = PracticalMinimum(1.0, why=(
     "twice one caller's rows/s: what a second replica on the same cores gives at best, without raising each call's latency"))
@@ -149,8 +155,8 @@ RULES = catalogue(
         fix="Create the interpreter with num_threads=$threads.",
         example="from ai_edge_litert.interpreter import Interpreter\ninterpreter = Interpreter(model_path=\"model.tflite\", num_threads=$threads)",
         effort=Effort("minutes", 0.5, "one argument, where the model is served with LiteRT"),
-        severity_rule=GAIN_SEVERITY,
-        minimum="the saving's interval low end at 20 % and 0.05 ms, faster than LiteRT's default in every round",
+        severity_rule="low; medium when the count is decided to at least halve a call",
+        minimum="decided faster than LiteRT's default by at least 10 % of a call and 0.05 ms (see How comparisons decide)",
     ),
     Rule(
         id="serving/cold-start",

@@ -8,7 +8,7 @@ import os
 import time
 from typing import Any
 
-from tfaudit.api import import_user_modules, load_model, one_line, time_in_turn
+from tfaudit.api import PracticalMinimum, compare_in_turn, import_user_modules, load_model, one_line, time_in_turn
 
 from .._compression import interpreter_runner, read_feeds, write_feeds
 from .endpoint import Endpoint, timed_first
@@ -97,19 +97,22 @@ def replay_warmup(serve, path: str) -> int:
     return count
 
 
-def litert_threads_job(model: str, signature: str, feed: str, threads: list[int | None], rounds: int,
-                       seconds: float, warmup: int) -> dict[str, Any]:
-    """In the conversion process: the flatbuffer at each ``num_threads`` (None = LiteRT's default), in turn."""
+def litert_threads_job(model: str, signature: str, feed: str, threads: list[int | None], minimums: list[dict[str, Any]],
+                       seconds: float, warmup: int, confidence: float) -> dict[str, Any]:
+    """In the conversion process: the flatbuffer at each ``num_threads`` against LiteRT's default (``threads[0]``, None), in
+    ABBA rounds until decided (``compare_in_turn``): per count, the rounds and its calls, thinned."""
     with open(model, "rb") as f:
         content = f.read()
     request = read_feeds(feed)[0]
     runners = [interpreter_runner(content, signature, num_threads=count) for count in threads]
-    samples: list[list[list[float]]] = [[] for _ in runners]  # per runner, per round
+    default = runners[0]
+    compared: list[dict[str, Any]] = []
     try:
-        for _ in range(rounds):
-            for runner, out in zip(runners, samples):
-                (timing,) = time_in_turn(lambda: runner(**request), warmup=warmup, max_seconds=seconds)
-                out.append(thinned(timing.samples_ms))
+        for runner in runners[1:]:
+            _, rounds = compare_in_turn(lambda: default(**request), lambda runner=runner: runner(**request),
+                                        [PracticalMinimum(**one) for one in minimums],
+                                        warmup=warmup, max_seconds=seconds, confidence=confidence)
+            compared.append({"rounds": rounds.to_json(), "default_ms": thinned(rounds.calls_a), "ms": thinned(rounds.calls_b)})
     except Exception as exc:  # LiteRT raises RuntimeError/ValueError with the failing node
         return {"error": f"LiteRT cannot run the float32 model: {one_line(exc)}"}
-    return {"samples_ms": samples}
+    return {"compared": compared}

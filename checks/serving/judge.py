@@ -14,7 +14,7 @@ import numpy as np
 
 from tfaudit.api import HOST_INDEX_METRIC, Finding, Measure, Metric, Risk, Yielded, bootstrap, compare, decide, rounds_of_calls
 
-from .._compression import MIN_LATENCY_MS, within_bound
+from .._compression import within_bound
 from . import catalogue as text
 from .batching import Sweep, fits_bound
 from .catalogue import RULES
@@ -23,11 +23,6 @@ from .stats import p99, per_row, timing_of, timing_stats
 
 COMBINED_FINDINGS = ("serving/threads", "serving/precision", "serving/onednn", "serving/xla")  # settings the combined run re-times
 MIN_GAIN_PCT = 10.0
-# A LiteRT thread count must save this much at its interval's low end and beat the default in every round. Process
-# settings (threads, precision, oneDNN) once had the same rule, set when the 2-core host read the demo 0-26 % faster
-# with 2 intra-op threads between audits (real gains, MobileNetV2 with 1 intra-op thread: 55-63 %, win every round);
-# they now need MIN_GAIN_PCT and most rounds, because the combined run confirms them (setting_candidates).
-MIN_SETTING_GAIN_PCT = 20.0
 MEDIUM_GAIN_PCT = 50.0
 # Thread counts are judged against the host's other load as much as the model: in 5 audits of the demo in a row on
 # a shared 2-core host, intra 1 (19-45 % faster, confirmed together) came and went 3 times of 5. Below this saving
@@ -460,25 +455,41 @@ def headline_of(primary: Sweep, combined: dict, combined_error: str, device: str
 
 
 def litert_findings(litert: dict[str, Any], evidence: dict[str, Any]) -> list[Finding]:
-    """LiteRT num_threads for the float32 flatbuffer: a count must beat the default in every round."""
+    """LiteRT num_threads for the float32 flatbuffer: the count decided fastest against the default, past LITERT_MINIMUM."""
     if "error" in litert:
         evidence["litert_threads"] = litert["error"]
         return []
-    counts, rounds_ms = litert["threads"], litert["rounds_ms"]
-    timings = [timing_of(v for one_round in rounds for v in one_round) for rounds in rounds_ms]
-    round_medians = [[float(np.median(r)) for r in rounds] for rounds in rounds_ms]
-    rows = [{"num_threads": "default" if c is None else c, **{k: v for k, v in timing_stats(t, 1).items() if k != "batch"}}
-            for c, t in zip(counts, timings)]
+    counts, compared = litert["threads"], litert_comparisons(litert)
+    default = timing_of(ms for one in compared for ms in one["default_ms"])
+    rows = [{"num_threads": "default", **{k: v for k, v in timing_stats(default, 1).items() if k != "batch"}}]
+    decided = []
+    for count, one in zip(counts[1:], compared):
+        timing = timing_of(one["ms"])
+        decision = decide(one["rounds"], text.LITERT_MINIMUM, litert.get("confidence", 0.95))
+        rows.append({"num_threads": count, **{k: v for k, v in timing_stats(timing, 1).items() if k != "batch"},
+                     "against_default": decision.outcome})
+        if decision.outcome == "faster":
+            decided.append((decision, count, timing, one))
     evidence["litert_threads"] = rows
-    comparisons = [(compare(timings[0], t), c, t, all(a < b for a, b in zip(m, round_medians[0])))
-                   for c, t, m in zip(counts[1:], timings[1:], round_medians[1:])]
-    comparison, count, timing, every_round = max(comparisons, key=lambda x: low_end(x[0].saved_pct))
-    # The ms floor: the demo's 20 µs LiteRT call "gained" 6 µs with 2 threads in 1 audit of 3, on a 2-core host.
-    if low_end(comparison.saved_pct) < MIN_SETTING_GAIN_PCT or not every_round or low_end(comparison.saved_ms) < MIN_LATENCY_MS:
+    if not decided:
         return []
+    decision, count, timing, one = min(decided, key=lambda d: d[0].ratio.value)
+    halves = decide(one["rounds"], text.LITERT_MEDIUM, litert.get("confidence", 0.95)).outcome == "faster"
+    comparison = compare(timing_of(one["default_ms"]), timing)
     return [found(
-        "serving/litert-threads", {"litert_threads": rows},
-        severity=gain_severity(low_end(comparison.saved_pct)), savings={"latency_pct": measure_of(comparison.saved_pct)},
-        confidence=0.5,  # it pays only where the TFLite model is what gets served
-        threads=count, speedup=f"{comparison.speedup.value:.2f}", ms=f"{timing.median_ms:.3f}", default_ms=f"{timings[0].median_ms:.3f}",
+        "serving/litert-threads", {"litert_threads": rows, "decision": decision.describe(f"{count} threads", "the default"),
+                                   "decided_by": decision.method},
+        severity="medium" if halves else "low", savings={"latency_pct": measure_of(comparison.saved_pct)},
+        confidence=round(decision.support, 4),
+        threads=count, speedup=f"{comparison.speedup.value:.2f}", ms=f"{timing.median_ms:.3f}", default_ms=f"{default.median_ms:.3f}",
     )]
+
+
+def litert_comparisons(litert: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per count past the default: its rounds against the default and both sides' calls. A record from before the rounds
+    (``rounds_ms``: per count, per round, the calls, the counts in turn) gives its per-round medians as the rounds."""
+    if "compared" in litert:
+        return litert["compared"]
+    default_rounds = litert["rounds_ms"][0]
+    return [{"rounds": {"a_ms": medians(default_rounds), "b_ms": medians(rounds), "quads": 0},
+             "default_ms": sum(default_rounds, []), "ms": sum(rounds, [])} for rounds in litert["rounds_ms"][1:]]
