@@ -6,7 +6,9 @@
 The check calls the serving signature in phases, after a warm-up:
 
 1. ``fixed``: one input shape, repeatedly, for ``FIXED_SECONDS[budget]`` (at most
-   ``FIXED_MAX_CALLS``). Growth here is state the model keeps per call, or a leak.
+   ``FIXED_MAX_CALLS``), or until an early look (``EARLY_LOOKS`` of that time) decides no
+   growth: over calls enough to see 1 MiB at 1 KiB a call, the slope's whole interval below
+   1 KiB a call (``no_growth_decided``). Growth here is state the model keeps per call, or a leak.
 2. ``heap``: a short repeat of the fixed phase under tracemalloc (it doubles the cost of a
    call, so it is kept short) to tell growth in Python objects from native/TF memory.
 3. ``batch``: each batch size for ``BATCH_SECONDS[budget]``; the peak memory per batch size.

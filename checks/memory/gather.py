@@ -25,7 +25,7 @@ from tfaudit.api import (
     reset_peak_memory,
 )
 
-from .growth import mb
+from .growth import EARLY_LOOKS, mb, no_growth_decided
 
 WARMUP_SECONDS = {"quick": 0.3, "standard": 1.0, "thorough": 3.0}
 FIXED_SECONDS = {"quick": 1.5, "standard": 6.0, "thorough": 30.0}
@@ -55,6 +55,7 @@ class Phase:
     started: float = 0.0  # seconds on the sampler's clock
     ended: float = 0.0
     stopped_early: bool = False  # memory grew past the safety cap
+    decided_at: float | None = None  # seconds in, where an early look decided no growth
 
     @property
     def n_calls(self) -> int:
@@ -71,9 +72,12 @@ class Phase:
 def drive(
     name: str, call: Callable[[int], None], read: Callable[[], Any], clock: Callable[[], float], *,
     seconds: float, max_calls: int, every_call: bool = False, give_up: Callable[[Any], bool] | None = None,
+    decided: Callable[[Phase], bool] | None = None,
 ) -> Phase:
-    """Call ``call(i)`` until ``seconds`` pass or ``max_calls`` are done; read memory at ~FIT_POINTS checkpoints (or after every call)."""
+    """Call ``call(i)`` until ``seconds`` pass or ``max_calls`` are done; read memory at ~FIT_POINTS checkpoints (or after every call).
+    ``decided`` is asked at EARLY_LOOKS of ``seconds``: when it answers yes, the phase ends there."""
     phase = Phase(name, started=clock())
+    looks = [share * seconds for share in EARLY_LOOKS] if decided is not None else []
     every = 0.0 if every_call else seconds / FIT_POINTS
     phase.calls.append(0)
     phase.readings.append(read())
@@ -90,6 +94,11 @@ def drive(
             if give_up is not None and give_up(phase.readings[-1]):
                 phase.stopped_early = True
                 break
+            if looks and now - phase.started >= looks[0]:
+                looks.pop(0)
+                if decided(phase):
+                    phase.decided_at = now - phase.started
+                    break
         if now - phase.started >= seconds:
             break
     phase.ended = clock()
@@ -224,7 +233,7 @@ def phases(ctx, budget: str, fixed_inputs: dict, sampler, timeline: Timeline) ->
     tf_gpu["warmup"] = allocator()
 
     yield Progress(0.1, "calling with one fixed shape")
-    fixed = fixed_phase(call_fixed, budget, sampler, clock)
+    fixed = fixed_phase(call_fixed, budget, sampler, clock, ctx.budget.confidence)
     timeline.baseline = fixed.readings[0].memory_bytes
     yield from timeline.emit("fixed")
     gpu_readings = [r.gpu_bytes for r in fixed.readings]
@@ -249,7 +258,7 @@ def phases(ctx, budget: str, fixed_inputs: dict, sampler, timeline: Timeline) ->
         "fixed": {
             "calls": fixed.calls, "t": [r.t for r in fixed.readings], "memory": fixed.memory(),
             "gpu": gpu_readings if all(g is not None for g in gpu_readings) else None,
-            "seconds": fixed.seconds, "stopped_early": fixed.stopped_early,
+            "seconds": fixed.seconds, "stopped_early": fixed.stopped_early, "decided_at_s": fixed.decided_at,
         },
         "heap": {"calls": heap.calls, "bytes": heap.readings} if heap else None,
         "batch_peaks": [[batch, peak] for batch, peak in batch_peaks.items()],
@@ -261,8 +270,9 @@ def phases(ctx, budget: str, fixed_inputs: dict, sampler, timeline: Timeline) ->
     }
 
 
-def fixed_phase(call_fixed: Callable[[int], None], budget: str, sampler, clock) -> Phase:
-    """Calls with one fixed shape, stopped early when memory grows past what the host can spare."""
+def fixed_phase(call_fixed: Callable[[int], None], budget: str, sampler, clock, confidence: float) -> Phase:
+    """Calls with one fixed shape, stopped early when memory grows past what the host can spare, or at an early look
+    that decided no growth (``no_growth_decided``)."""
     import psutil
 
     cap = min(MAX_PHASE_GROWTH_BYTES, MAX_PHASE_GROWTH_SHARE * psutil.virtual_memory().available)
@@ -270,6 +280,7 @@ def fixed_phase(call_fixed: Callable[[int], None], budget: str, sampler, clock) 
     return drive(
         "fixed", call_fixed, sampler.sample_now, clock, seconds=FIXED_SECONDS[budget],
         max_calls=FIXED_MAX_CALLS[budget], give_up=lambda reading: reading.memory_bytes - start_memory > cap,
+        decided=lambda phase: no_growth_decided(phase.calls, phase.memory(), confidence),
     )
 
 

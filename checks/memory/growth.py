@@ -14,6 +14,7 @@ MIN_BYTES_PER_CALL = 1 * KIB
 MIN_BYTES_PER_SHAPE = 4 * KIB
 MIN_PHASE_GROWTH_BYTES = 1 * MIB
 PERSISTENCE = 0.5
+EARLY_LOOKS = (0.125, 0.25, 0.375, 0.5, 0.75)  # shares of the fixed phase's time where it may stop, no growth decided
 SERVING_HORIZON_HOURS = 24.0 * 7
 
 
@@ -97,6 +98,15 @@ def fit_growth(steps, values, min_step_bytes: float = MIN_BYTES_PER_CALL) -> Gro
     late = theil_sen(steps[half:], values[half:]).value if len(steps) - half >= 3 else slope.value
     span = float(steps[-1] - steps[0]) if len(steps) else 0.0
     return Growth(slope, late, int(span), slope.value * span, min_step_bytes)
+
+
+def no_growth_decided(calls, memory, confidence: float) -> bool:
+    """Whether the fixed phase may stop at an early look: over calls enough to have seen MIN_PHASE_GROWTH_BYTES at
+    MIN_BYTES_PER_CALL, the slope's whole interval lies below MIN_BYTES_PER_CALL. Each look (the early ones and the
+    phase's end) spends an equal share of ``1 - confidence`` (a union bound), so looking early adds no missed leaks."""
+    if len(calls) < 5 or calls[-1] - calls[0] < MIN_PHASE_GROWTH_BYTES / MIN_BYTES_PER_CALL:
+        return False
+    return theil_sen(calls, memory, confidence=1 - (1 - confidence) / (len(EARLY_LOOKS) + 1)).high < MIN_BYTES_PER_CALL
 
 
 def beyond(slope: Slope, fixed: Slope) -> Slope:
