@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from string import Template
-from typing import TYPE_CHECKING, Any, Iterator, Union
+from typing import TYPE_CHECKING, Any, Iterator, Sequence, Union
 
 if TYPE_CHECKING:  # pragma: no cover
     from tfaudit.budget import Budget
@@ -485,16 +485,18 @@ def bootstrap(values, statistic=None, confidence: float = 0.95, seed: int = 0) -
     return resampled(values, np.median if statistic is None else statistic, confidence, seed)
 
 
-def compare_in_turn(a, b, minimum: PracticalMinimum, *, warmup: int, max_seconds: float, confidence: float = 0.95,
-                    calibration=None) -> tuple["Decision", Any]:
+def compare_in_turn(a, b, minimum: "PracticalMinimum | Sequence[PracticalMinimum]", *, warmup: int, max_seconds: float,
+                    confidence: float = 0.95, calibration=None, self_timed: bool = False) -> tuple["Decision", Any]:
     """Time ``b`` against ``a`` in ABBA rounds until a planned look decides (slower, faster, the same) or the cap (undecided).
 
     ``calibration`` (A again: a second load, the same call) widens the band to the bias identical sides show.
+    ``self_timed``: each side returns its own time in ms (work in another process, timed there, without the pipe).
     Returns the decision and the rounds (``.to_json()`` for the measurements, ``decide`` replays them).
     """
     from tfaudit.engine.sequential import compare_in_turn as compared
 
-    return compared(a, b, minimum, warmup=warmup, max_seconds=max_seconds, confidence=confidence, calibration=calibration)
+    return compared(a, b, minimum, warmup=warmup, max_seconds=max_seconds, confidence=confidence, calibration=calibration,
+                    self_timed=self_timed)
 
 
 def decide(rounds: dict[str, Any], minimum: PracticalMinimum, confidence: float = 0.95) -> "Decision":

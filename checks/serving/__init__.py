@@ -32,10 +32,11 @@ TF Serving files. Everything is measured through the serving signature, warm, on
   compute (Grappler's ``auto_mixed_precision_onednn_bfloat16``) where the CPU has AVX512-BF16
   or AMX, float16 (``auto_mixed_precision``) on GPUs of compute capability ≥ 7; oneDNN off/on
   (``TF_ENABLE_ONEDNN_OPTS``, read at import: a fresh interpreter, so at standard and thorough
-  only). The processes are timed in turn, ``ROUNDS`` rounds, so they share the host's moments.
+  only). Each setting's process against the defaults' in ABBA turns of ``TURN_MS`` of calls, each turn timed in
+  its process, until decided (``compare_in_turn``), so they share the host's moments.
   Precision is judged for fidelity against float32 on the same inputs (``--max-fidelity-loss``).
 - **LiteRT threads** (``litert``): the float32 TFLite model (reused from the quantization check when it ran)
-  at ``num_threads`` 1 … cores against LiteRT's default, in turn, in the conversion process.
+  at ``num_threads`` 1 … cores, each against LiteRT's default in ABBA rounds until decided, in the conversion process.
 - **Cold start** (``cold_start``): ``COLD_STARTS`` processes that load the model and serve their first request
   (what an autoscaled replica pays after its import). When the first request is at least
   ``COLD_FACTOR`` × the warm median and ``COLD_MIN_MS`` slower, a copy of the SavedModel gets
@@ -44,12 +45,14 @@ TF Serving files. Everything is measured through the serving signature, warm, on
   load before their first request is timed again.
 - **Combined**: the best setting of each knob that paid, together (the serving batch, the
   threads/precision process, XLA when it paid) against the default (batch 1, default threads,
-  no XLA), in turn in their two processes: the headline's number is this measurement.
+  no XLA), the same rows a turn, in ABBA turns in their two processes until decided: the headline's number
+  is this measurement.
 
-A gain is claimed only when the saving's interval low end reaches ``MIN_GAIN_PCT`` (the between-
-run noise on a shared host exceeds a within-run interval); else the default stays. Thread settings
-answer the host's other load as much as the model: they are findings only at
-``MIN_LOAD_DEPENDENT_GAIN_PCT``, and below it the headline's configuration.
+A comparison in turns (concurrency, XLA, the settings, LiteRT threads, the combined run) claims a gain only
+when decided past its catalogue's practical minimum (``SETTING_MINIMUM``: 10 % of a call); the batch sweep's
+per-row saving needs its interval's low end at ``MIN_GAIN_PCT``. Thread settings answer the host's other load
+as much as the model: they are findings only when decided to halve a call (``SETTING_HALVES``), and below it
+the headline's configuration.
 
 Findings: ``serving/batch-size``, ``serving/concurrency``, ``serving/threads``, ``serving/xla``,
 ``serving/precision``, ``serving/onednn``, ``serving/litert-threads``, ``serving/cold-start``

@@ -7,8 +7,7 @@ MIN_POINT_CALLS = 10
 MAX_BATCH = {"quick": 128, "standard": 512, "thorough": 2048}
 THROUGHPUT_GROWTH = 1.10  # two doublings in a row adding less than this end the sweep
 MEMORY_SHARE = 0.5  # of the memory available, that the next batch may take
-ROUNDS = {"quick": 3, "standard": 4, "thorough": 6}
-CONFIG_SECONDS = {"quick": 0.08, "standard": 0.25, "thorough": 1.0}  # per process per round
+TURN_MS = 4.0  # a comparison's turn of calls (concurrent callers, a serving process): long beside waking threads or a pipe
 COLD_STARTS = {"quick": 2, "standard": 4, "thorough": 6}
 
 

@@ -9,6 +9,11 @@ GAIN_SEVERITY = "low; medium when the saving's interval low end reaches 50 %"
 # serving/xla: jit_compile=True against the plain call, decided in ABBA rounds (tfaudit.api.compare_in_turn)
 XLA_MINIMUM = PracticalMinimum(0.10, why="10 % of a call, the least speed-up worth a compiler flag and its outputs' risk")
 XLA_MEDIUM = PracticalMinimum(1.0, why="XLA at least halves a call")
+# serving/threads, serving/precision, serving/onednn and the combined run: a serving process against the defaults', in ABBA turns
+SETTING_MINIMUM = PracticalMinimum(0.10, why="10 % of a call, the least gain worth a process setting")
+SETTING_HALVES = PracticalMinimum(1.0, why=(
+    "the setting halves a call; a thread count must, to be a finding: it takes cores from the host's other work or leaves "
+    "them to it, so its gain moves with their load (smaller gains reach the headline's configuration only)"))
 # serving/litert-threads: a num_threads against LiteRT's default, decided in ABBA rounds
 LITERT_MINIMUM = PracticalMinimum(0.10, absolute_ms=MIN_LATENCY_MS, why=(
     f"10 % of a call and at least {MIN_LATENCY_MS} ms: a thread count is a one-line change, but below that its cores buy nothing"))
@@ -71,13 +76,13 @@ def setting_rule(kind: str, example: str, minimum: str) -> Rule:
         id=f"serving/{kind}",
         severity="low",
         title="Serve with $setting: $speedup× faster at batch $batch",
-        summary="$setting: $saved % [$low–$high] less time per call at batch $batch than TensorFlow's defaults, each in a process of its own, timed in turn.",
+        summary="$setting: $saved % [$low–$high] less time per call at batch $batch than TensorFlow's defaults, each in a process of its own, in turns.",
         why="",
         fix="Start the serving process with $setting.",
         example=example,
         effort=Effort("minutes", 0.5, "set before the first op (or a server flag)"),
         risk=Risk("low", "", None),
-        severity_rule=GAIN_SEVERITY + "; dropped when the combined run (timed in turn with the defaults) does not confirm it",
+        severity_rule="low; medium when decided to at least halve a call; dropped when the combined run (in turns with the defaults) does not confirm it",
         minimum=minimum,
     )
 
@@ -136,15 +141,15 @@ RULES = catalogue(
     setting_rule(
         "threads", BEFORE_FIRST_OP + "$intra_line$inter_line"
         "# TF Serving: --tensorflow_intra_op_parallelism=$intra --tensorflow_inter_op_parallelism=$inter",
-        "the saving's interval low end at 50 %, faster than the defaults in most rounds (thread counts answer the host's other load)",
+        "decided, in turns with the defaults' process, to at least halve a call (a thread count answers the host's other load)",
     ),
     setting_rule(
         "precision", BEFORE_FIRST_OP + "tf.config.optimizer.set_experimental_options({\"$option\": True})",
-        "the saving's interval low end at 10 %, faster in most rounds, outputs within --max-fidelity-loss",
+        "decided, in turns with the defaults' process, faster by at least 10 % of a call; outputs within --max-fidelity-loss",
     ),
     setting_rule(
         "onednn", "export TF_ENABLE_ONEDNN_OPTS=$onednn   # read when TensorFlow is imported",
-        "the saving's interval low end at 10 %, faster than the defaults in most rounds",
+        "decided, in turns with the defaults' process, faster by at least 10 % of a call",
     ),
     Rule(
         id="serving/litert-threads",

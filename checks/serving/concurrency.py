@@ -10,11 +10,9 @@ from typing import Any, Iterator
 from tfaudit.api import Sample, compare_in_turn
 
 from . import catalogue as text
-from .budgets import THROUGHPUT_GROWTH
+from .budgets import THROUGHPUT_GROWTH, TURN_MS
 from .endpoint import Endpoint
 from .stats import MAX_SAMPLES_PER_WINDOW, thinned
-
-TURN_MS = 4.0  # a turn's work, split between the callers: long beside the ~0.1 ms it takes to wake the threads
 
 
 class Callers:

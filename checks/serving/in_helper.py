@@ -75,6 +75,18 @@ def helper_time(feed: str, seconds: float, warmup: int, xla: bool = False) -> di
     return {"samples_ms": thinned(timing.samples_ms)}
 
 
+def helper_turn(feed: str, calls: int, xla: bool = False) -> dict[str, Any]:
+    """One turn of a comparison: ``calls`` back-to-back calls on ``feed``, their total and each one's time in ms."""
+    endpoint = helper_endpoint(xla)
+    tensors = helper_tensors(endpoint, feed)
+    took = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        endpoint(tensors)
+        took.append((time.perf_counter() - start) * 1000.0)
+    return {"ms": sum(took), "calls_ms": took}
+
+
 def helper_outputs(feeds: str, out: str) -> dict[str, Any]:
     """The outputs on each of ``feeds``, written to ``out``."""
     endpoint = helper_endpoint(False)

@@ -24,10 +24,6 @@ from .stats import p99, per_row, timing_of, timing_stats
 COMBINED_FINDINGS = ("serving/threads", "serving/precision", "serving/onednn", "serving/xla")  # settings the combined run re-times
 MIN_GAIN_PCT = 10.0
 MEDIUM_GAIN_PCT = 50.0
-# Thread counts are judged against the host's other load as much as the model: in 5 audits of the demo in a row on
-# a shared 2-core host, intra 1 (19-45 % faster, confirmed together) came and went 3 times of 5. Below this saving
-# they are the headline's configuration, not a recommendation.
-MIN_LOAD_DEPENDENT_GAIN_PCT = 50.0
 COLD_FACTOR = 5.0
 COLD_MIN_MS = 10.0  # at 20 the demo's first request (17-26 ms over 1 ms warm) was slow in 2 of 3 audits
 
@@ -52,7 +48,7 @@ def judge(m: dict[str, Any]) -> Iterator[Yielded]:
     in_combined = [f for f in findings if f.id.startswith(COMBINED_FINDINGS)]
     combined = combined_table(processes["combined"])
     headline = headline_of(primary, combined, processes["combined_error"], m["devices"][0], [f.id for f in in_combined])
-    if combined and in_combined and combined["throughput_factor_ci"][0] < 1 + MIN_GAIN_PCT / 100:
+    if combined and in_combined and not combined["confirmed"]:
         # Won alone, not together with the defaults timed in turn: two measurements disagree, so neither is claimed.
         findings = [f for f in findings if f not in in_combined]
         evidence["not_confirmed_together"] = [{"finding": f.id, "measured_alone": f.title} for f in in_combined]
@@ -289,8 +285,12 @@ def process_findings(m: dict[str, Any], processes: dict[str, Any], batch: int, e
     for key in ("precision_support", "onednn"):
         if key in processes:
             evidence[key] = processes[key]
-    evidence["settings"] = [{"setting": Setting(**row["setting"]).label(), **timing_stats(timing_of(sum(row["rounds_ms"], [])), row["batch"])}
-                            for row in processes["settings"] if row["batch"] == batch and any(row["rounds_ms"])]
+    rows = [row for row in settings_rows(processes) if row["batch"] == batch]
+    if rows:
+        defaults = timing_of(ms for row in rows for ms in row["default_ms"])
+        evidence["settings"] = [{"setting": "defaults", **timing_stats(defaults, batch)}] + [
+            {"setting": Setting(**row["setting"]).label(), **timing_stats(timing_of(row["ms"]), batch),
+             "against_defaults": decide(row["rounds"], text.SETTING_MINIMUM, row["confidence"]).outcome} for row in rows if row["ms"]]
     for key in ("settings_failed", "precision_fidelity"):
         if processes.get(key):
             evidence[key] = processes[key]
@@ -302,31 +302,36 @@ def process_findings(m: dict[str, Any], processes: dict[str, Any], batch: int, e
     return findings
 
 
-def setting_candidates(processes: dict[str, Any], batch: int, bound: float) -> list[tuple[Any, Setting, dict | None]]:
-    """Each setting that beat the defaults at ``batch`` (and kept fidelity), the largest saving's low end first."""
-    rounds = {(Setting(**row["setting"]), row["batch"]): row["rounds_ms"] for row in processes["settings"]}
-    if (Setting(), batch) not in rounds:
-        return []
-    base = timing_of(sum(rounds[(Setting(), batch)], []))
-    default_medians = medians(rounds[(Setting(), batch)])
+def settings_rows(processes: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per setting: its rounds against the defaults (``rounds``), both sides' calls and the batch. A record from before the
+    turns (``rounds_ms``: per setting and batch, per round, the calls) gives its per-round medians as the rounds."""
+    rows = processes["settings"]
+    if not rows or "rounds" in rows[0]:
+        return rows
+    by_key = {(Setting(**row["setting"]), row["batch"]): row["rounds_ms"] for row in rows}
+    return [{"setting": setting.measured(), "batch": b, "confidence": 0.95,
+             "rounds": {"a_ms": medians(by_key[(Setting(), b)]), "b_ms": medians(one), "quads": 0},
+             "default_ms": sum(by_key[(Setting(), b)], []), "ms": sum(one, [])}
+            for (setting, b), one in by_key.items() if not setting.default and (Setting(), b) in by_key]
+
+
+def setting_candidates(processes: dict[str, Any], batch: int, bound: float) -> list[tuple[Any, Setting, dict | None, dict]]:
+    """Each setting decided faster than the defaults at ``batch`` past SETTING_MINIMUM (and kept fidelity), fastest first:
+    (decision, setting, fidelity, its row)."""
     candidates = []
-    for (setting, b), setting_rounds in rounds.items():
-        timing = timing_of(sum(setting_rounds, []))
-        if setting.default or b != batch or timing.n < 5:
+    for row in settings_rows(processes):
+        setting = Setting(**row["setting"])
+        if row["batch"] != batch:
             continue
         fid = None
         if setting.precision != "float32":
             fid = (processes.get("precision_fidelity") or {}).get(setting.precision)
             if fid is None:  # its outputs could not be compared: no fidelity, no claim
                 continue
-        comparison = compare(base, timing)
-        won = [ours < theirs for ours, theirs in zip(medians(setting_rounds), default_medians)]
-        # A candidate only: the combined run times the best one in turn with the defaults again, and a gain
-        # it does not confirm is dropped. At 20 % and every round, the demo's intra-1 gain (low ends 14-43 %
-        # over 6 audits on a 2-core host) came and went.
-        if low_end(comparison.saved_pct) >= MIN_GAIN_PCT and sum(won) > len(won) / 2 and (fid is None or within_bound(fid, bound)):
-            candidates.append((comparison, setting, fid))
-    candidates.sort(key=lambda c: low_end(c[0].saved_pct), reverse=True)
+        decision = decide(row["rounds"], text.SETTING_MINIMUM, row["confidence"])
+        if decision.outcome == "faster" and (fid is None or within_bound(fid, bound)):
+            candidates.append((decision, setting, fid, row))
+    candidates.sort(key=lambda c: c[0].ratio.value)
     return candidates
 
 
@@ -335,21 +340,26 @@ def medians(rounds: list[list[float]]) -> list[float]:
 
 
 def best_setting(processes: dict[str, Any], batch: int, bound: float) -> Setting | None:
-    """The setting the combined run times: the candidate with the largest saving's low end."""
+    """The setting the combined run times: the candidate decided fastest."""
     candidates = setting_candidates(processes, batch, bound)
     return candidates[0][1] if candidates else None
 
 
 def setting_findings(candidates: list, batch: int, bound: float) -> list[Finding]:
-    """The best candidate of each kind; thread counts only at MIN_LOAD_DEPENDENT_GAIN_PCT."""
+    """The best candidate of each kind; a thread count only when decided to halve a call (SETTING_HALVES)."""
     best_of_kind: dict[str, tuple] = {}
     for candidate in candidates:
         best_of_kind.setdefault(candidate[1].kind, candidate)
-    return [setting_finding(setting, comparison, fid, batch, bound) for comparison, setting, fid in best_of_kind.values()
-            if setting.kind != "threads" or low_end(comparison.saved_pct) >= MIN_LOAD_DEPENDENT_GAIN_PCT]
+    findings = []
+    for decision, setting, fid, row in best_of_kind.values():
+        halves = decide(row["rounds"], text.SETTING_HALVES, row["confidence"]).outcome == "faster"
+        if setting.kind != "threads" or halves:
+            findings.append(setting_finding(setting, decision, halves, row, fid, batch, bound))
+    return findings
 
 
-def setting_finding(setting: Setting, comparison, fid: dict | None, batch: int, bound: float) -> Finding:
+def setting_finding(setting: Setting, decision, halves: bool, row: dict, fid: dict | None, batch: int, bound: float) -> Finding:
+    comparison = compare(timing_of(row["default_ms"]), timing_of(row["ms"]))
     saved = comparison.saved_pct
     low, high = ends(saved)
     risk = None
@@ -359,8 +369,8 @@ def setting_finding(setting: Setting, comparison, fid: dict | None, batch: int, 
     return found(
         f"serving/{setting.kind}",
         {"setting": setting.label(), "batch": batch, "speedup": round(comparison.speedup.value, 3), "speedup_ci": rounded_ci(comparison.speedup, 3),
-         **({"fidelity": fid} if fid else {})},
-        severity=gain_severity(low), savings={"latency_pct": measure_of(saved)}, risk=risk, confidence=0.8,
+         "decision": decision.describe(setting.label(), "the defaults"), "decided_by": decision.method, **({"fidelity": fid} if fid else {})},
+        severity="medium" if halves else "low", savings={"latency_pct": measure_of(saved)}, risk=risk, confidence=round(decision.support, 4),
         setting=setting.label(), speedup=f"{comparison.speedup.value:.2f}", batch=batch, saved=f"{saved.value:.0f}", low=f"{low:.0f}",
         high=f"{high:.0f}", intra=setting.intra or 0, inter=setting.inter or 0, onednn=setting.onednn,
         intra_line=Template(text.INTRA_LINE).substitute(intra=setting.intra) if setting.intra else "",
@@ -409,19 +419,27 @@ def cold_start_finding(cold: dict[str, Any], m: dict[str, Any], evidence: dict[s
 
 
 def combined_table(combined: dict[str, Any]) -> dict[str, Any]:
-    """The best of each knob together against the defaults at the first batch, timed in turn ({} when not measured)."""
+    """The best of each knob together against the defaults at the first batch, in turns ({} when not measured): the throughput
+    factor and whether it is ``confirmed`` (decided faster past SETTING_MINIMUM)."""
     if not combined:
         return {}
     first_batch, batch = combined["first_batch"], combined["batch"]
     base_timing, best_timing = timing_of(combined["default_ms"]), timing_of(combined["best_ms"])
     comparison = compare(per_row(base_timing, first_batch), per_row(best_timing, batch))
     stats = timing_stats(best_timing, batch)
+    if "rounds" in combined:  # turns of the same rows on both sides: the ratio of turns is the ratio of rows/s
+        decision = decide(combined["rounds"], text.SETTING_MINIMUM, combined["confidence"])
+        factor, factor_ci, confirmed = 1 / decision.ratio.value, [1 / decision.ratio.high, 1 / decision.ratio.low], decision.outcome == "faster"
+    else:
+        factor, factor_ci = comparison.speedup.value, list(ends(comparison.speedup))
+        confirmed = factor_ci[0] >= 1 + MIN_GAIN_PCT / 100
     return {
         "batch": batch, "setting": Setting(**combined["setting"]).label(), "xla": combined["xla"],
         "rows_per_s": stats["rows_per_s"], "rows_per_s_ci": stats["rows_per_s_ci"], "p99_ms": stats["p99_ms"],
         "default": timing_stats(base_timing, first_batch),
-        "throughput_factor": round(comparison.speedup.value, 2),
-        "throughput_factor_ci": rounded_ci(comparison.speedup, 2),
+        "throughput_factor": round(factor, 2),
+        "throughput_factor_ci": [round(end, 2) for end in factor_ci],
+        "confirmed": confirmed,
     }
 
 
@@ -437,7 +455,7 @@ def configuration_label(combined: dict) -> str:
 def headline_of(primary: Sweep, combined: dict, combined_error: str, device: str, gains: list[str]) -> str:
     if combined_error:
         return Template(text.HEADLINE_NOT_MEASURED).substitute(error=combined_error)
-    confirmed = combined and combined["throughput_factor_ci"][0] >= 1 + MIN_GAIN_PCT / 100
+    confirmed = combined and combined["confirmed"]
     if combined and gains and not confirmed:
         low, high = combined["throughput_factor_ci"]
         return Template(text.HEADLINE_NOT_CONFIRMED).substitute(

@@ -1,26 +1,29 @@
 """Threads, precision and oneDNN, each in a serving process of its own, timed in turn; then the best of each knob together.
 
 Each setting needs a process of its own: ``tf.config.threading`` and Grappler's options take effect only before the first
-op, and ``TF_ENABLE_ONEDNN_OPTS`` only at import (a fresh interpreter). The processes are timed in turn, ROUNDS rounds,
-so they share the host's moments.
+op, and ``TF_ENABLE_ONEDNN_OPTS`` only at import (a fresh interpreter). Each setting's process is compared with the
+defaults' in ABBA turns until decided (``compare_in_turn``), each turn timed in its process, so they share the host's moments.
 """
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
 import time
 from typing import Any, Iterator
 
-from tfaudit.api import Helper, HelperFailed, Progress, helper_process
+from tfaudit.api import Helper, HelperFailed, Progress, compare_in_turn, helper_process
 
 from .._compression import eval_feeds, fidelity, max_fidelity_loss, read_feeds, write_feeds
 from .batching import Sweep
-from .budgets import CONFIG_SECONDS, ROUNDS, budget_key, feed_of
+from . import catalogue as text
+from .budgets import TURN_MS, budget_key, feed_of
 from .cold_start import cold_start
-from .in_helper import helper_open, helper_outputs, helper_time
+from .in_helper import helper_open, helper_outputs, helper_turn
 from .judge import best_setting
 from .settings import Setting, bf16_cpu_support, thread_settings
+from .stats import thinned
 
 
 def gather_processes(ctx, primary: Sweep, xla_pays: bool, clock) -> Iterator:
@@ -35,10 +38,10 @@ def gather_processes(ctx, primary: Sweep, xla_pays: bool, clock) -> Iterator:
         failures: dict[str, str] = {}
         cold = yield from start_processes(ctx, settings, modules, feeds[first_batch], helpers, failures)
         clock("processes started")
-        rounds = yield from time_in_rounds(ctx, helpers, feeds, first_batch, batch, failures)
-        measured["settings"] = [{"setting": setting.measured(), "batch": b, "rounds_ms": samples} for (setting, b), samples in rounds.items()]
-        if (Setting(), batch) in rounds:
-            measured["precision_fidelity"] = precision_fidelity(ctx, helpers, rounds, batch, tmp, failures)
+        calls = turn_calls(primary.point(batch)["p50_ms"])
+        measured["settings"] = yield from compare_settings(ctx, helpers, feeds[batch], batch, calls, failures)
+        if measured["settings"]:
+            measured["precision_fidelity"] = precision_fidelity(ctx, helpers, measured["settings"], tmp, failures)
             yield Progress(0.86, "settings judged")
         measured["settings_failed"] = failures
         best = best_setting(measured, batch, max_fidelity_loss(ctx))
@@ -46,7 +49,7 @@ def gather_processes(ctx, primary: Sweep, xla_pays: bool, clock) -> Iterator:
         measured["cold_start"] = yield from cold_start(ctx, tmp, modules, cold, feeds, primary)
         clock("cold start")
         try:
-            measured["combined"], measured["combined_error"] = combine(ctx, helpers, best, xla_pays, feeds, first_batch, batch), ""
+            measured["combined"], measured["combined_error"] = combine(ctx, helpers, best, xla_pays, feeds, first_batch, batch, calls), ""
         except HelperFailed as exc:
             measured["combined"], measured["combined_error"] = {}, str(exc)
         clock("combined")
@@ -113,31 +116,64 @@ def opened(helper: Helper, setting: Setting, helpers: dict, failures: dict, cold
         cold.append(reply)
 
 
-def time_in_rounds(ctx, helpers: dict, feeds: dict, first_batch: int, batch: int, failures: dict) -> Iterator:
-    """Each process at the serving batch (the defaults at the first batch too), in turn: {(setting, batch): samples per round}."""
-    key = budget_key(ctx)
-    rounds: dict[tuple[Setting, int], list[list[float]]] = {}
-    for round_index in range(ROUNDS[key]):
-        for setting, helper in list(helpers.items()):
-            for b in sorted({batch} | ({first_batch} if setting.default else set())):
-                try:
-                    reply = helper.call(f"timing batch {b} ({setting.label()})", helper_time,
-                                        feed=feeds[b], seconds=CONFIG_SECONDS[key], warmup=ctx.budget.warmup)
-                except HelperFailed as exc:
-                    failures[setting.label()] = str(exc)
-                    helpers.pop(setting).close()
-                    break
-                rounds.setdefault((setting, b), []).append(reply.get("samples_ms") or [])
-        yield Progress(0.75 + 0.1 * (round_index + 1) / ROUNDS[key], f"settings timed in turn: round {round_index + 1}")
-    return rounds
+class Turn:
+    """One side of a comparison in a serving process: ``calls`` calls there, timed there (``self_timed``: no pipe in the time)."""
+
+    def __init__(self, helper: Helper, label: str, feed: str, calls: int, xla: bool = False):
+        self.helper, self.label, self.feed, self.calls, self.xla = helper, label, feed, calls, xla
+        self.calls_ms: list[float] = []
+        self.failed = False
+
+    def __call__(self) -> float:
+        try:
+            reply = self.helper.call(f"timing {self.label}", helper_turn, feed=self.feed, calls=self.calls, xla=self.xla)
+            if "error" in reply:
+                raise HelperFailed(reply["error"])
+        except HelperFailed:
+            self.failed = True
+            raise
+        self.calls_ms += reply["calls_ms"]
+        return reply["ms"]
 
 
-def precision_fidelity(ctx, helpers: dict, rounds: dict, batch: int, tmp: str, failures: dict) -> dict[str, Any]:
-    """Each timed precision's outputs against the defaults' process on the same inputs: {precision: fidelity}."""
+def turn_calls(call_ms: float) -> int:
+    return max(1, math.ceil(TURN_MS / max(call_ms, 1e-3)))
+
+
+def compare_settings(ctx, helpers: dict, feed: str, batch: int, calls: int, failures: dict) -> Iterator:
+    """Each setting's process against the defaults' at the serving batch, in ABBA turns of ``calls`` calls until decided past
+    SETTING_MINIMUM and SETTING_HALVES, or the cap (half the budget's timing time, shared): per setting, the rounds and both
+    sides' calls."""
+    default = helpers.get(Setting())
+    rows: list[dict[str, Any]] = []
+    others = [setting for setting in helpers if not setting.default]
+    for position, setting in enumerate(others):
+        if default is None:
+            break
+        yield Progress(0.75 + 0.1 * position / len(others), f"settings in turn with the defaults: {setting.label()}")
+        base, candidate = Turn(default, "the defaults", feed, calls), Turn(helpers[setting], setting.label(), feed, calls)
+        try:
+            _, rounds = compare_in_turn(base, candidate, (text.SETTING_MINIMUM, text.SETTING_HALVES), warmup=ctx.budget.warmup,
+                                        max_seconds=ctx.budget.timing_seconds / 2 / len(others), confidence=ctx.budget.confidence,
+                                        self_timed=True)
+        except HelperFailed as exc:
+            failed = Setting() if base.failed else setting
+            failures[failed.label()] = str(exc)
+            helpers.pop(failed).close()
+            default = helpers.get(Setting())
+            continue
+        rows.append({"setting": setting.measured(), "batch": batch, "calls_per_turn": calls, "rounds": rounds.to_json(),
+                     "confidence": ctx.budget.confidence, "default_ms": thinned(base.calls_ms), "ms": thinned(candidate.calls_ms)})
+    return rows
+
+
+def precision_fidelity(ctx, helpers: dict, rows: list[dict[str, Any]], tmp: str, failures: dict) -> dict[str, Any]:
+    """Each compared precision's outputs against the defaults' process on the same inputs: {precision: fidelity}."""
     found: dict[str, Any] = {}
     reference = None
-    for (setting, b), samples in rounds.items():
-        if setting.precision == "float32" or b != batch or sum(len(one) for one in samples) < 5:
+    for row in rows:
+        setting = Setting(**row["setting"])
+        if setting.precision == "float32":
             continue
         try:
             if reference is None:
@@ -159,21 +195,18 @@ def outputs_of(helper: Helper, label: str, feeds: str, out: str) -> list[dict]:
     return read_feeds(out)
 
 
-def combine(ctx, helpers: dict, best: Setting | None, xla_pays: bool, feeds: dict, first_batch: int, batch: int) -> dict[str, Any]:
-    """The best of each knob together, timed in turn with the defaults at the first batch ({} when nothing is to combine)."""
-    key = budget_key(ctx)
+def combine(ctx, helpers: dict, best: Setting | None, xla_pays: bool, feeds: dict, first_batch: int, batch: int,
+            calls: int) -> dict[str, Any]:
+    """The best of each knob together against the defaults at the first batch, the same rows a turn, in ABBA turns until
+    decided past SETTING_MINIMUM ({} when nothing is to combine)."""
     default = helpers.get(Setting())
     chosen = helpers.get(best) if best else default
     if default is None or chosen is None or (chosen is default and batch == first_batch and not xla_pays):
         return {}
-    base: list[float] = []
-    together: list[float] = []
-    for _ in range(ROUNDS[key]):
-        for helper, samples, feed, xla in ((default, base, feeds[first_batch], False), (chosen, together, feeds[batch], xla_pays)):
-            reply = helper.call("timing the defaults" if helper is default else "timing the best configuration",
-                                helper_time, feed=feed, seconds=CONFIG_SECONDS[key], warmup=ctx.budget.warmup, xla=xla)
-            if "error" in reply:
-                raise HelperFailed(reply["error"])
-            samples += reply["samples_ms"]
+    base = Turn(default, "the defaults", feeds[first_batch], calls * batch // first_batch)
+    together = Turn(chosen, "the best configuration", feeds[batch], calls, xla=xla_pays)
+    _, rounds = compare_in_turn(base, together, text.SETTING_MINIMUM, warmup=ctx.budget.warmup, max_seconds=ctx.budget.timing_seconds / 4,
+                                confidence=ctx.budget.confidence, self_timed=True)
     return {"first_batch": first_batch, "batch": batch, "setting": (best or Setting()).measured(), "xla": xla_pays,
-            "default_ms": base, "best_ms": together}
+            "default_ms": thinned(base.calls_ms), "best_ms": thinned(together.calls_ms), "rounds": rounds.to_json(),
+            "confidence": ctx.budget.confidence}

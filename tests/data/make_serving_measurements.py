@@ -64,10 +64,6 @@ def samples(median, n=24, spread=0.04):
     return [round(float(median * np.exp(RNG.normal(0, spread))), 5) for _ in range(n)]
 
 
-def rounds(median, count=3, n=16, spread=0.04):
-    return [samples(median, n, spread) for _ in range(count)]
-
-
 def sweep(per_call_ms, bound_batches=(1, 2, 4)):
     """per_call_ms: {batch: median ms per call}."""
     points, kept = [], []
@@ -119,10 +115,21 @@ def setting(intra=None, inter=None, precision="float32", onednn=None):
 THREADS = [setting(a, b) for a in (1, 2) for b in (1, 2)]
 
 
+def in_turns(a_ms, b_ms, turns=10, spread=0.03):
+    """ABBA rounds (per-round medians of two turns a side) of turns taking ``a_ms`` and ``b_ms``."""
+    return {"a_ms": [float(np.median(samples(a_ms, 2, spread))) for _ in range(turns)],
+            "b_ms": [float(np.median(samples(b_ms, 2, spread))) for _ in range(turns)], "quads": 1}
+
+
+def setting_row(which, median, default_ms=1.0, calls=4):
+    """A setting's process against the defaults', in turns of ``calls`` calls."""
+    return {"setting": which, "batch": 1, "calls_per_turn": calls, "rounds": in_turns(calls * default_ms, calls * median),
+            "confidence": 0.95, "default_ms": samples(default_ms), "ms": samples(median)}
+
+
 def base(budget="quick"):
     """CPU only, 2 cores, nothing pays: batching costs per row, callers share the cores, XLA and every setting as fast as the defaults."""
-    settings = [{"setting": setting(), "batch": 1, "rounds_ms": rounds(1.0)}]
-    settings += [{"setting": s, "batch": 1, "rounds_ms": rounds(1.0)} for s in THREADS]
+    settings = [setting_row(s, 1.0) for s in THREADS]
     processes = {
         "precision_support": "the CPU has none of avx512_bf16, amx_bf16: bfloat16 would be emulated, slower than float32",
         "settings": settings, "precision_fidelity": {}, "settings_failed": {},
@@ -133,9 +140,7 @@ def base(budget="quick"):
     if budget == "quick":
         processes["onednn"] = "not measured at --budget quick (it needs a fresh interpreter, ~4 s of import)"
     else:
-        settings.append({"setting": setting(onednn="0"), "batch": 1, "rounds_ms": rounds(1.0, 4)})
-        for row in settings:
-            row["rounds_ms"] = rounds(np.median(row["rounds_ms"]), 4)
+        settings.append(setting_row(setting(onednn="0"), 1.0))
     return {
         "budget": budget, "cores": 2, "latency_budget_ms": None, "max_fidelity_loss": 0.01, "signature": "serving_default",
         "input_names": ["x"], "devices": ["CPU"], "devices_note": "no GPU visible to TensorFlow: CPU only",
@@ -150,15 +155,16 @@ def base(budget="quick"):
 
 
 def set_rounds(m, which, median):
-    for row in m["processes"]["settings"]:
-        if row["setting"] == which:
-            row["rounds_ms"] = rounds(median, len(row["rounds_ms"]))
+    rows = m["processes"]["settings"]
+    rows[:] = [setting_row(which, median) if row["setting"] == which else row for row in rows]
 
 
-def combined(m, setting_, factor, batch=1, xla_on=False):
-    """The combined run: the defaults at batch 1 against ``setting_`` at ``batch``, ``factor`` × the throughput."""
+def combined(m, setting_, factor, batch=1, xla_on=False, calls=4):
+    """The combined run: the defaults at batch 1 against ``setting_`` at ``batch``, ``factor`` × the throughput, in turns of
+    the same rows (``calls`` calls at ``batch``, ``calls`` × ``batch`` at batch 1)."""
     m["processes"]["combined"] = {"first_batch": 1, "batch": batch, "setting": setting_, "xla": xla_on,
-                                  "default_ms": samples(1.0, 48), "best_ms": samples(batch / factor, 48)}
+                                  "default_ms": samples(1.0, 48), "best_ms": samples(batch / factor, 48),
+                                  "rounds": in_turns(calls * batch * 1.0, calls * batch / factor), "confidence": 0.95}
 
 
 def main():
@@ -194,7 +200,7 @@ def main():
     set_rounds(m, setting(1, 1), 0.7)
     combined(m, setting(1, 1), 1.4)
     save("synthetic_threads_below_load_minimum",
-         "synthetic: intra 1 saves ~30 %, a candidate the combined run confirms (the headline) but under the 50 % threads need", m,
+         "synthetic: intra 1 saves ~30 %, a candidate the combined run confirms (the headline), but a thread count must halve a call", m,
          {"serving/configuration": "info"})
 
     m = base("standard")
@@ -206,7 +212,7 @@ def main():
 
     m = base()
     m["processes"]["precision_support"] = "the CPU has avx512_bf16"
-    m["processes"]["settings"].append({"setting": setting(precision="bfloat16"), "batch": 1, "rounds_ms": rounds(0.6)})
+    m["processes"]["settings"].append(setting_row(setting(precision="bfloat16"), 0.6))
     m["processes"]["precision_fidelity"] = {"bfloat16": {"relative_l2": 0.004, "max_abs": 0.006, "cosine": 0.99999}}
     m["sweeps"]["CPU"]["xla"] = xla(1.0, 0.7, 2e-7)
     combined(m, setting(precision="bfloat16"), 2.3, xla_on=True)

@@ -207,16 +207,18 @@ def rounds_of_calls(a_ms: Sequence[float], b_ms: Sequence[float], per_round: int
     return {"a_ms": a, "b_ms": b, "quads": 0}
 
 
-def _timed(call: Callable[[], object]) -> float:
+def _timed(call: Callable[[], object], self_timed: bool = False) -> float:
     start = time.perf_counter()
-    call()
-    return (time.perf_counter() - start) * 1000.0
+    answer = call()
+    return float(answer) if self_timed else (time.perf_counter() - start) * 1000.0  # type: ignore[arg-type]
 
 
 def compare_in_turn(a: Callable[[], object], b: Callable[[], object], minimum: PracticalMinimum | Sequence[PracticalMinimum], *,
                     warmup: int, max_seconds: float, confidence: float = 0.95, calibration: Callable[[], object] | None = None,
-                    max_rounds: int = LOOKS[-1]) -> tuple[Decision, Rounds]:
+                    max_rounds: int = LOOKS[-1], self_timed: bool = False) -> tuple[Decision, Rounds]:
     """Time ``b`` against ``a`` (and ``calibration``, A again, beside them) in ABBA rounds until a planned look decides or the cap.
+
+    ``self_timed``: each side returns its own time in ms (work in another process, timed there, without the pipe).
 
     Several minimums (a finding's, and the one its severity turns on) keep the rounds going until
     each is decided; each one's verdict is the first look that decided it (``decide`` replays it).
@@ -227,7 +229,7 @@ def compare_in_turn(a: Callable[[], object], b: Callable[[], object], minimum: P
     for _ in range(max(warmup, 1)):
         for call in sides:
             call()
-    per_call = max(min(_timed(call) for _ in range(3)) for call in sides)
+    per_call = max(min(_timed(call, self_timed) for _ in range(3)) for call in sides)
     quads = max(1, min(MAX_QUADS, math.ceil(ROUND_MS / (4 * max(per_call, 1e-3)))))
     rounds = Rounds(calibration_ms=[] if calibration is not None else None, quads=quads)
     deadline = time.perf_counter() + max_seconds
@@ -236,7 +238,7 @@ def compare_in_turn(a: Callable[[], object], b: Callable[[], object], minimum: P
         for _ in range(quads):
             order = (0, 1, 1, 0) if calibration is None else (0, 1, 2, 2, 1, 0)
             for side in order:
-                times[side].append(_timed(sides[side]))
+                times[side].append(_timed(sides[side], self_timed))
         rounds.a_ms.append(float(np.median(times[0])))
         rounds.b_ms.append(float(np.median(times[1])))
         rounds.calls_a.extend(times[0])
