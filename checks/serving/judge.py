@@ -429,7 +429,8 @@ def combined_table(combined: dict[str, Any]) -> dict[str, Any]:
     stats = timing_stats(best_timing, batch)
     if "rounds" in combined:  # turns of the same rows on both sides: the ratio of turns is the ratio of rows/s
         decision = decide(combined["rounds"], text.SETTING_MINIMUM, combined["confidence"])
-        factor, factor_ci, confirmed = 1 / decision.ratio.value, [1 / decision.ratio.high, 1 / decision.ratio.low], decision.outcome == "faster"
+        low, high = ends(decision.ratio)
+        factor, factor_ci, confirmed = 1 / decision.ratio.value, [1 / high, 1 / low], decision.outcome == "faster"
     else:
         factor, factor_ci = comparison.speedup.value, list(ends(comparison.speedup))
         confirmed = factor_ci[0] >= 1 + MIN_GAIN_PCT / 100
