@@ -12,6 +12,7 @@ BASELINE_MODEL_MINIMUM = PracticalMinimum(0.10, why="10 % of a call, the least s
 
 # retracing/fixed-batch-dim: 8 requests in one call of the relaxed signature against one call each
 BATCHING_MINIMUM = PracticalMinimum(0.10, why="10 % of the requests' time, the least saving worth changing an export for")
+RE_EXPORT_MINIMUM = PracticalMinimum(0.10, why="10 % of a call: a re-export that costs less at the old batch size serves the same")
 BATCHING_HIGH = PracticalMinimum(1.0, why="batching at least halves the requests' time: a server answers twice as many per core")
 
 RETRACING_WARNING = "triggered tf.function retracing"  # TF's own warning, caught from the tensorflow logger

@@ -234,6 +234,9 @@ def timed_batching(record: dict, batch: int, measured: dict) -> dict:
             f"original_at_batch_{batch}": original.summary(), f"relaxed_at_batch_{batch}": relaxed.summary(),
             f"relaxed_vs_original_at_batch_{batch}_speedup": measure_list(at_batch.speedup),
         })
+        if "at_batch_rounds" in record:
+            decision = decide(record["at_batch_rounds"], text.RE_EXPORT_MINIMUM, record["confidence"])
+            measured[f"relaxed_vs_original_at_batch_{batch}"] = decision.describe("the re-export", "the original")
     return {"latency_ms": saved.saved_ms} if claimed else {}
 
 
