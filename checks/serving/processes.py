@@ -142,11 +142,12 @@ def turn_calls(call_ms: float) -> int:
 
 def compare_settings(ctx, helpers: dict, feed: str, batch: int, calls: int, failures: dict) -> Iterator:
     """Each setting's process against the defaults' at the serving batch, in ABBA turns of ``calls`` calls until decided past
-    SETTING_MINIMUM and SETTING_HALVES, or the cap (half the budget's timing time, shared): per setting, the rounds and both
-    sides' calls."""
+    SETTING_MINIMUM and SETTING_HALVES, or the cap (the budget's timing time, shared by the settings left): per setting,
+    the rounds and both sides' calls."""
     default = helpers.get(Setting())
     rows: list[dict[str, Any]] = []
     others = [setting for setting in helpers if not setting.default]
+    deadline = time.monotonic() + ctx.budget.timing_seconds  # shared: what one setting decides early, the next may spend
     for position, setting in enumerate(others):
         if default is None:
             break
@@ -154,8 +155,8 @@ def compare_settings(ctx, helpers: dict, feed: str, batch: int, calls: int, fail
         base, candidate = Turn(default, "the defaults", feed, calls), Turn(helpers[setting], setting.label(), feed, calls)
         try:
             _, rounds = compare_in_turn(base, candidate, (text.SETTING_MINIMUM, text.SETTING_HALVES), warmup=ctx.budget.warmup,
-                                        max_seconds=ctx.budget.timing_seconds / 2 / len(others), confidence=ctx.budget.confidence,
-                                        self_timed=True)
+                                        max_seconds=max(0.0, deadline - time.monotonic()) / (len(others) - position),
+                                        confidence=ctx.budget.confidence, self_timed=True)
         except HelperFailed as exc:
             failed = Setting() if base.failed else setting
             failures[failed.label()] = str(exc)
