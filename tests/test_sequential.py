@@ -161,3 +161,44 @@ def test_a_slow_call_still_gets_the_first_looks_rounds():
 
     _, measured = compare_in_turn(slow, slow, TEN_PERCENT, warmup=1, max_seconds=0.0)
     assert len(measured.a_ms) == LOOKS[0]
+
+
+def stored_rounds() -> list[tuple[str, dict]]:
+    """Every comparison's rounds kept in the stored measurements and reports (serving, retracing, quantization …)."""
+    import json
+    import os
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    paths = [os.path.join(root, name) for root, _, names in os.walk(os.path.join(here, "data")) for name in names if name.endswith(".json")]
+    paths.append(os.path.join(here, "..", "reports", "demo.json"))
+    found = []
+
+    def walk(value, where: str) -> None:
+        if isinstance(value, dict):
+            if isinstance(value.get("a_ms"), list) and isinstance(value.get("b_ms"), list) and len(value["a_ms"]) >= 2:
+                found.append((where, value))
+            for key, inner in value.items():
+                walk(inner, f"{where}/{key}")
+        elif isinstance(value, list):
+            for position, inner in enumerate(value):
+                walk(inner, f"{where}[{position}]")
+
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            walk(json.load(f), os.path.relpath(path, here))
+    return found
+
+
+def test_stored_rounds_with_the_noise_scaled_keep_their_verdict_or_leave_it_undecided():
+    """Measured rounds replayed with their own noise halved or tripled around their mean: no verdict flips to another."""
+    cases = stored_rounds()
+    assert len(cases) >= 20, "the stored measurements should hold rounds of real and synthetic comparisons"
+    for where, record in cases:
+        a, b = np.asarray(record["a_ms"], float), np.asarray(record["b_ms"], float)
+        d = np.log(b) - np.log(a)
+        for minimum in (TEN_PERCENT, PracticalMinimum(1.0, why="halves")):
+            verdict = decide(a, b, minimum, 0.95, record.get("calibration_ms")).outcome
+            for scale in (0.5, 3.0):
+                scaled_b = a * np.exp(d.mean() + scale * (d - d.mean()))
+                other = decide(a, scaled_b, minimum, 0.95, record.get("calibration_ms")).outcome
+                assert other in (verdict, "undecided") or verdict == "undecided", (where, minimum.relative, scale, verdict, other)

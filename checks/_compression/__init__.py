@@ -88,7 +88,6 @@ from .savedmodel import (
     with_new_weights,
 )
 from .variants import (
-    MIN_LATENCY_MS,
     Measured,
     benefit_points,
     pareto_frontier,
@@ -113,7 +112,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "CALIBRATION_SAMPLES", "DEFAULT_MAX_FIDELITY_LOSS", "EVAL_SAMPLES", "EXTRA_ROWS", "IN_TURN_ROUNDS_PER_REPEAT", "IN_TURN_SHARE",
-    "MIB", "MIN_LATENCY_MS", "NEAR_TIE_FACTOR", "Z95", "ConversionCrashed", "ConversionFailed", "ConversionTimeout", "Converted",
+    "MIB", "NEAR_TIE_FACTOR", "Z95", "ConversionCrashed", "ConversionFailed", "ConversionTimeout", "Converted",
     "LiteRT", "Measured", "attribute_paths", "audit_cache", "benefit_points", "budget_name", "calibrate_only", "calibration_rows",
     "configure_variant", "conversion_source", "convert", "convert_isolated", "convert_job", "crash_evidence", "crash_suspects",
     "eval_feeds", "export_serving", "fidelity", "fix_dir", "float32_flatbuffer", "input_names", "input_specs", "interpreter_runner",

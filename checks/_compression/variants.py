@@ -13,11 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from tfaudit.api import Measure, Sample, compare
+from tfaudit.api import MIN_PRACTICAL_LATENCY_MS, Measure, Sample, compare
 
 from .agreement import MIB, mb
 
-MIN_LATENCY_MS = 0.05
 
 
 @dataclass
@@ -97,7 +96,7 @@ def zipped_size(content: bytes) -> int:
 
 
 def savings(base: Measured, candidate: Measured, size_key: str = "size_bytes") -> tuple[dict, dict]:
-    """(Finding.savings, evidence): size always; latency only when measurably faster, by at least MIN_LATENCY_MS."""
+    """(Finding.savings, evidence): size always; latency only when measurably faster, by at least MIN_PRACTICAL_LATENCY_MS."""
     before, after = getattr(base, size_key), getattr(candidate, size_key)
     result, evidence = {}, {}
     if before and after:
@@ -113,14 +112,14 @@ def savings(base: Measured, candidate: Measured, size_key: str = "size_bytes") -
             "speedup_ci95": [round(comparison.speedup.low, 3), round(comparison.speedup.high, 3)],
             "verdict": "faster" if faster else "slower" if slower else "no significant difference",
         }
-        if faster and comparison.saved_ms.value >= MIN_LATENCY_MS:  # a significant 0.1 µs is not a saving anyone serves
+        if faster and comparison.saved_ms.value >= MIN_PRACTICAL_LATENCY_MS:  # a significant 0.1 µs is not a saving anyone serves
             result["latency_ms"] = comparison.saved_ms
             result["latency_pct"] = comparison.saved_pct
     return result, evidence
 
 
 def benefit_points(saved: dict, end: str = "low") -> float:
-    """What tfaudit.report.priority counts: latency % (when its ms reach MIN_LATENCY_MS) + ½ size %.
+    """What tfaudit.report.priority counts: latency % (when its ms reach MIN_PRACTICAL_LATENCY_MS) + ½ size %.
 
     ``end`` "low" (conservative, as the ranking counts) or "high": the ends of its interval.
     """
@@ -132,7 +131,7 @@ def benefit_points(saved: dict, end: str = "low") -> float:
         return m.value if bound is None else bound
 
     latency = 0.0
-    if "latency_pct" in saved and at("latency_ms") >= MIN_LATENCY_MS:
+    if "latency_pct" in saved and at("latency_ms") >= MIN_PRACTICAL_LATENCY_MS:
         latency = max(0.0, at("latency_pct"))
     return latency + 0.5 * max(0.0, at("size_pct"))
 
@@ -141,8 +140,8 @@ def severity_for(saved: dict) -> str:
     """medium: a quarter of the size and at least 1 MiB, or 20 % faster; low: any real saving; else info."""
     size_bytes = saved["size_bytes"].value if "size_bytes" in saved else 0.0
     size_pct = saved["size_pct"].value if "size_pct" in saved else 0.0
-    # A latency saving counts only when it is worth a user's notice: at least MIN_LATENCY_MS at the low end.
-    latency_pct = saved["latency_pct"].low if "latency_pct" in saved and saved["latency_ms"].low >= MIN_LATENCY_MS else 0.0
+    # A latency saving counts only when it is worth a user's notice: at least MIN_PRACTICAL_LATENCY_MS at the low end.
+    latency_pct = saved["latency_pct"].low if "latency_pct" in saved and saved["latency_ms"].low >= MIN_PRACTICAL_LATENCY_MS else 0.0
     if (size_pct >= 25 and size_bytes >= MIB) or latency_pct >= 20:
         return "medium"
     if size_bytes >= 100 * 1024 or latency_pct >= 5:

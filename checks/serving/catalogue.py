@@ -1,9 +1,7 @@
 """The serving check's findings: what each says, why it matters, how to fix and verify it."""
 from __future__ import annotations
 
-from tfaudit.api import Effort, PracticalMinimum, Risk, Rule, catalogue
-
-from .._compression.variants import MIN_LATENCY_MS
+from tfaudit.api import MIN_PRACTICAL_LATENCY_MS, Effort, PracticalMinimum, Risk, Rule, catalogue
 
 GAIN_SEVERITY = "low; medium when the saving's interval low end reaches 50 %"
 # serving/xla: jit_compile=True against the plain call, decided in ABBA rounds (tfaudit.api.compare_in_turn)
@@ -15,8 +13,8 @@ SETTING_HALVES = PracticalMinimum(1.0, why=(
     "the setting halves a call; a thread count must, to be a finding: it takes cores from the host's other work or leaves "
     "them to it, so its gain moves with their load (smaller gains reach the headline's configuration only)"))
 # serving/litert-threads: a num_threads against LiteRT's default, decided in ABBA rounds
-LITERT_MINIMUM = PracticalMinimum(0.10, absolute_ms=MIN_LATENCY_MS, why=(
-    f"10 % of a call and at least {MIN_LATENCY_MS} ms: a thread count is a one-line change, but below that its cores buy nothing"))
+LITERT_MINIMUM = PracticalMinimum(0.10, absolute_ms=MIN_PRACTICAL_LATENCY_MS, why=(
+    f"10 % of a call and at least {MIN_PRACTICAL_LATENCY_MS} ms: a thread count is a one-line change, but below that its cores buy nothing"))
 LITERT_MEDIUM = PracticalMinimum(1.0, why="the count at least halves a call")
 # serving/concurrency: N callers against one caller doing the same calls, decided in ABBA turns
 CONCURRENCY_MINIMUM = PracticalMinimum(1.0, why=(

@@ -20,12 +20,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from tfaudit.api import Finding, Measure, severity_rank
+from tfaudit.api import MIN_PRACTICAL_LATENCY_MS, Finding, Measure, severity_rank
 
 SEVERITY_FLOOR = {"critical": 50.0, "high": 20.0, "medium": 5.0, "low": 1.0, "info": 0.0}
 RISK_PENALTY = {"none": 0.0, "low": 0.1, "medium": 0.3, "high": 0.6}
 MIB = 1024 * 1024
-MIN_PRACTICAL_LATENCY_MS = 0.05
 
 
 def _conservative(measure: Measure | None) -> float:
