@@ -329,3 +329,22 @@ def test_xla_speeds_up_an_lstm_and_the_headline_combines_it(built_model, tmp_pat
     assert xla["evidence"]["speedup_ci"][0] > 1.1 and xla["evidence"]["relative_l2"] < 1e-3
     assert "jit_compile=True" in xla["fix"]["code"]
     assert evidence["combined"]["xla"] is True and evidence["headline"].startswith("best measured configuration:") and "XLA on" in evidence["headline"]
+
+
+def test_a_caller_thread_whose_call_raises_ends_the_turn_with_its_error_instead_of_hanging():
+    from tfaudit.checks.serving.concurrency import CallFailed, Callers
+
+    calls = []
+
+    def endpoint(tensors):
+        calls.append(1)
+        if len(calls) > 4:  # the warm-up calls pass, then one caller's call fails
+            raise ValueError("out of memory in a kernel")
+
+    pool = Callers(endpoint, {}, 2, 4, warmup=1)
+    with pytest.raises(CallFailed) as failed:
+        for _ in range(3):
+            pool()
+    assert isinstance(failed.value.__cause__, ValueError)
+    pool.close()  # every thread ends
+    assert not any(thread.is_alive() for thread in pool._threads)

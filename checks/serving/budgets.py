@@ -1,6 +1,8 @@
 """What each phase of the serving check may spend, per ``--budget``."""
 from __future__ import annotations
 
+import math
+
 POINT_SECONDS = {"quick": 0.2, "standard": 0.6, "thorough": 2.0}  # a batch-sweep point
 SWEEP_SECONDS = {"quick": 3.0, "standard": 12.0, "thorough": 45.0}
 MIN_POINT_CALLS = 10
@@ -9,6 +11,11 @@ THROUGHPUT_GROWTH = 1.10  # two doublings in a row adding less than this end the
 MEMORY_SHARE = 0.5  # of the memory available, that the next batch may take
 TURN_MS = 4.0  # a comparison's turn of calls (concurrent callers, a serving process): long beside waking threads or a pipe
 COLD_STARTS = {"quick": 2, "standard": 4, "thorough": 6}
+
+
+def turn_calls(call_ms: float, callers: int = 1) -> int:
+    """Calls a turn makes so that each of ``callers`` spends about TURN_MS on them (a multiple of ``callers``)."""
+    return callers * max(1, math.ceil(TURN_MS / callers / max(call_ms, 1e-3)))
 
 
 def budget_key(ctx) -> str:

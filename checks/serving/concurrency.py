@@ -2,17 +2,20 @@
 from __future__ import annotations
 
 import gc
-import math
 import threading
 import time
 from typing import Any, Iterator
 
-from tfaudit.api import Sample, compare_in_turn
+from tfaudit.api import Progress, Sample, compare_in_turn, one_line
 
 from . import catalogue as text
-from .budgets import THROUGHPUT_GROWTH, TURN_MS
+from .budgets import THROUGHPUT_GROWTH, turn_calls
 from .endpoint import Endpoint
 from .stats import MAX_SAMPLES_PER_WINDOW, thinned
+
+
+class CallFailed(Exception):
+    """A caller thread's call raised (the cause): the turn ended without it."""
 
 
 class Callers:
@@ -23,27 +26,37 @@ class Callers:
         self._go = threading.Barrier(count + 1)
         self._done = threading.Barrier(count + 1)
         self._closing = False
+        self._error: BaseException | None = None
         shares = [calls // count + (1 if i < calls % count else 0) for i in range(count)]
         self._threads = [threading.Thread(target=self._caller, args=(endpoint, tensors, share, warmup), daemon=True) for share in shares]
         for thread in self._threads:
             thread.start()
 
     def _caller(self, endpoint: Endpoint, tensors: dict, share: int, warmup: int) -> None:
-        for _ in range(warmup):  # a thread's first calls set up TensorFlow's per-thread state (~0.1 s)
-            endpoint(tensors)
+        """Every thread reaches both barriers each turn, even when its calls raise, so the pool never waits forever."""
+        try:
+            for _ in range(warmup):  # a thread's first calls set up TensorFlow's per-thread state (~0.1 s)
+                endpoint(tensors)
+        except Exception as exc:  # noqa: BLE001 - raised to the turn's caller as CallFailed
+            self._error = exc
         while True:
             self._go.wait()
             if self._closing:
                 return
-            for _ in range(share):
-                start = time.perf_counter()
-                endpoint(tensors)
-                self.latencies_ms.append((time.perf_counter() - start) * 1000.0)
+            try:
+                for _ in range(share if self._error is None else 0):
+                    start = time.perf_counter()
+                    endpoint(tensors)
+                    self.latencies_ms.append((time.perf_counter() - start) * 1000.0)
+            except Exception as exc:  # noqa: BLE001 - raised to the turn's caller as CallFailed
+                self._error = exc
             self._done.wait()
 
     def __call__(self) -> None:
         self._go.wait()
         self._done.wait()
+        if self._error is not None:
+            raise CallFailed() from self._error
 
     def close(self) -> None:
         self._closing = True
@@ -71,12 +84,14 @@ def concurrency_sweep(ctx, endpoint: Endpoint, feed: dict, batch: int, cores: in
     measured: list[dict[str, Any]] = [one]
     gc.collect()  # not in the turns: one collection of the audit's large heap paused a caller for 135 ms
     for callers in levels[1:]:
-        calls = callers * max(1, math.ceil(TURN_MS / callers / max(call_ms, 1e-3)))
+        calls = turn_calls(call_ms, callers)
         alone, together = (Callers(endpoint, tensors, count, calls, ctx.budget.warmup) for count in (1, callers))
         try:
-            _, rounds = compare_in_turn(alone, together, text.CONCURRENCY_MINIMUM,
-                                               warmup=ctx.budget.warmup, max_seconds=ctx.budget.timing_seconds / 2,
-                                               confidence=ctx.budget.confidence)
+            _, rounds = compare_in_turn(alone, together, text.CONCURRENCY_MINIMUM, warmup=ctx.budget.warmup,
+                                        max_seconds=ctx.budget.timing_seconds / 2, confidence=ctx.budget.confidence)
+        except CallFailed as exc:  # a count the model cannot serve ends the sweep there, said
+            yield Progress(0.4, f"concurrency stopped at {callers} callers: {one_line(exc.__cause__)}")
+            break
         finally:
             alone.close()
             together.close()
@@ -91,6 +106,7 @@ def concurrency_sweep(ctx, endpoint: Endpoint, feed: dict, batch: int, cores: in
         before = measured[-2]["rows_per_s_windows"] if len(measured) > 2 else one["rows_per_s_windows"]
         if mean_rows < THROUGHPUT_GROWTH * sum(before) / len(before):
             break
-    if len(measured) > 1:
-        yield Sample("concurrency", 1, sum(one["rows_per_s_windows"]) / len(one["rows_per_s_windows"]), label="1 caller")
+    if len(measured) == 1:  # no count was measured against one caller
+        return []
+    yield Sample("concurrency", 1, sum(one["rows_per_s_windows"]) / len(one["rows_per_s_windows"]), label="1 caller")
     return measured

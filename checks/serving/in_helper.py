@@ -8,7 +8,7 @@ import os
 import time
 from typing import Any
 
-from tfaudit.api import PracticalMinimum, compare_in_turn, import_user_modules, load_model, one_line, time_in_turn
+from tfaudit.api import PracticalMinimum, compare_in_turn, import_user_modules, load_model, one_line
 
 from .._compression import interpreter_runner, read_feeds, write_feeds
 from .endpoint import Endpoint, timed_first
@@ -65,14 +65,6 @@ def helper_tensors(endpoint: Endpoint, feed_path: str) -> dict:
     if feed_path not in _HELPER["tensors"]:
         _HELPER["tensors"][feed_path] = endpoint.tensors(read_feeds(feed_path)[0])
     return _HELPER["tensors"][feed_path]
-
-
-def helper_time(feed: str, seconds: float, warmup: int, xla: bool = False) -> dict[str, Any]:
-    """Back-to-back calls on ``feed`` for ``seconds``: their times, thinned."""
-    endpoint = helper_endpoint(xla)
-    tensors = helper_tensors(endpoint, feed)
-    (timing,) = time_in_turn(lambda: endpoint(tensors), warmup=warmup, max_seconds=seconds)
-    return {"samples_ms": thinned(timing.samples_ms)}
 
 
 def helper_turn(feed: str, calls: int, xla: bool = False) -> dict[str, Any]:

@@ -6,7 +6,6 @@ defaults' in ABBA turns until decided (``compare_in_turn``), each turn timed in 
 """
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import tempfile
@@ -18,7 +17,7 @@ from tfaudit.api import Helper, HelperFailed, Progress, compare_in_turn, helper_
 from .._compression import eval_feeds, fidelity, max_fidelity_loss, read_feeds, write_feeds
 from .batching import Sweep
 from . import catalogue as text
-from .budgets import TURN_MS, budget_key, feed_of
+from .budgets import budget_key, feed_of, turn_calls
 from .cold_start import cold_start
 from .in_helper import helper_open, helper_outputs, helper_turn
 from .judge import best_setting
@@ -134,10 +133,6 @@ class Turn:
             raise
         self.calls_ms += reply["calls_ms"]
         return reply["ms"]
-
-
-def turn_calls(call_ms: float) -> int:
-    return max(1, math.ceil(TURN_MS / max(call_ms, 1e-3)))
 
 
 def compare_settings(ctx, helpers: dict, feed: str, batch: int, calls: int, failures: dict) -> Iterator:
