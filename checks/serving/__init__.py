@@ -1,7 +1,8 @@
 """Serving: the batch size, concurrency, threads, XLA and precision that serve this model fastest here.
 
 ``gather`` measures (the phases below, in the worker and in helper processes) and returns each timing's samples;
-``judge`` decides from them (numpy only); ``catalogue`` holds the findings' prose; ``fix`` writes ``--fix-dir``'s
+``judge`` decides from them (numpy only; the process settings' and LiteRT threads' verdicts in ``knobs``, how a
+finding is written in ``findings``); ``catalogue`` holds the findings' prose; ``fix`` writes ``--fix-dir``'s
 TF Serving files. Everything is measured through the serving signature, warm, on this host. On each device
 (``--device CPU|GPU:0|…``, default all that TensorFlow sees; no GPU → CPU only, said once):
 

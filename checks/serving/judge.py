@@ -6,7 +6,6 @@ slow (only then is the warm-up file written and replayed). Judged again here fro
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from string import Template
 from typing import Any, Iterator
 
@@ -14,10 +13,10 @@ import numpy as np
 
 from tfaudit.api import HOST_INDEX_METRIC, Finding, Measure, Metric, Risk, Yielded, bootstrap, compare, decide, rounds_of_calls
 
-from .._compression import within_bound
 from . import catalogue as text
 from .batching import Sweep, fits_bound
-from .catalogue import RULES
+from .findings import configuration_finding, ends, found, low_end, measure_of, rounded_ci
+from .knobs import litert_findings, setting_candidates, setting_findings, settings_rows
 from .settings import Setting
 from .stats import p99, per_row, timing_of, timing_stats
 
@@ -64,20 +63,6 @@ def judge(m: dict[str, Any]) -> Iterator[Yielded]:
     yield configuration_finding(evidence, headline=headline, verdict=verdict, code="\n\n".join(f.fix.code for f in findings if f.fix.code))
 
 
-def found(rule_id: str, evidence: dict[str, Any], *, suffix: str = "", **facts: Any) -> Finding:
-    return as_written(RULES[rule_id].finding(evidence, **facts), suffix)
-
-
-def configuration_finding(evidence: dict[str, Any], **facts: Any) -> Finding:
-    return as_written(text.CONFIGURATION.finding(evidence, **facts))
-
-
-def as_written(finding: Finding, suffix: str = "") -> Finding:
-    """The finding, its id suffixed with the device (``-gpu0``), its example in the catalogue's language."""
-    language = text.EXAMPLE_LANGUAGE.get(finding.id, "python")
-    return replace(finding, id=finding.id + suffix, fix=replace(finding.fix, language=language))
-
-
 def batch_1_metrics(primary: Sweep) -> Iterator[Metric]:
     if primary.host_index_ms is not None:
         index = timing_of(primary.host_index_ms).median_interval()
@@ -90,23 +75,6 @@ def batch_1_metrics(primary: Sweep) -> Iterator[Metric]:
 
 def gain_severity(pct: float) -> str:
     return "medium" if pct >= MEDIUM_GAIN_PCT else "low"
-
-
-def measure_of(interval: Measure, digits: int = 2) -> Measure:
-    return Measure(round(interval.value, digits), *rounded_ci(interval, digits))
-
-
-def ends(interval: Measure) -> tuple[float, float]:
-    """An interval's low and high end (compare and bootstrap always give both)."""
-    return (interval.value if interval.low is None else interval.low, interval.value if interval.high is None else interval.high)
-
-
-def low_end(interval: Measure) -> float:
-    return ends(interval)[0]
-
-
-def rounded_ci(interval: Measure, digits: int) -> list[float]:
-    return [round(end, digits) for end in ends(interval)]
 
 
 # --- one device: batch size, concurrency, XLA ------------------------------------------------------
@@ -303,83 +271,6 @@ def process_findings(m: dict[str, Any], processes: dict[str, Any], batch: int, e
     return findings
 
 
-def settings_rows(processes: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per setting: its rounds against the defaults (``rounds``), both sides' calls and the batch. A record from before the
-    turns (``rounds_ms``: per setting and batch, per round, the calls) gives its per-round medians as the rounds."""
-    rows = processes["settings"]
-    if not rows or "rounds" in rows[0]:
-        return rows
-    by_key = {(Setting(**row["setting"]), row["batch"]): row["rounds_ms"] for row in rows}
-    return [{"setting": setting.measured(), "batch": b, "confidence": 0.95,
-             "rounds": {"a_ms": medians(by_key[(Setting(), b)]), "b_ms": medians(one), "quads": 0},
-             "default_ms": sum(by_key[(Setting(), b)], []), "ms": sum(one, [])}
-            for (setting, b), one in by_key.items() if not setting.default and (Setting(), b) in by_key]
-
-
-def setting_candidates(processes: dict[str, Any], batch: int, bound: float) -> list[tuple[Any, Setting, dict | None, dict]]:
-    """Each setting decided faster than the defaults at ``batch`` past SETTING_MINIMUM (and kept fidelity), fastest first:
-    (decision, setting, fidelity, its row)."""
-    candidates = []
-    for row in settings_rows(processes):
-        setting = Setting(**row["setting"])
-        if row["batch"] != batch:
-            continue
-        fid = None
-        if setting.precision != "float32":
-            fid = (processes.get("precision_fidelity") or {}).get(setting.precision)
-            if fid is None:  # its outputs could not be compared: no fidelity, no claim
-                continue
-        decision = decide(row["rounds"], text.SETTING_MINIMUM, row["confidence"])
-        if decision.outcome == "faster" and (fid is None or within_bound(fid, bound)):
-            candidates.append((decision, setting, fid, row))
-    candidates.sort(key=lambda c: c[0].ratio.value)
-    return candidates
-
-
-def medians(rounds: list[list[float]]) -> list[float]:
-    return [float(np.median(one)) if one else float("inf") for one in rounds]
-
-
-def best_setting(processes: dict[str, Any], batch: int, bound: float) -> Setting | None:
-    """The setting the combined run times: the candidate decided fastest."""
-    candidates = setting_candidates(processes, batch, bound)
-    return candidates[0][1] if candidates else None
-
-
-def setting_findings(candidates: list, batch: int, bound: float) -> list[Finding]:
-    """The best candidate of each kind; a thread count only when decided to halve a call (SETTING_HALVES)."""
-    best_of_kind: dict[str, tuple] = {}
-    for candidate in candidates:
-        best_of_kind.setdefault(candidate[1].kind, candidate)
-    findings = []
-    for decision, setting, fid, row in best_of_kind.values():
-        halves = decide(row["rounds"], text.SETTING_HALVES, row["confidence"]).outcome == "faster"
-        if setting.kind != "threads" or halves:
-            findings.append(setting_finding(setting, decision, halves, row, fid, batch, bound))
-    return findings
-
-
-def setting_finding(setting: Setting, decision, halves: bool, row: dict, fid: dict | None, batch: int, bound: float) -> Finding:
-    comparison = compare(timing_of(row["default_ms"]), timing_of(row["ms"]))
-    saved = comparison.saved_pct
-    low, high = ends(saved)
-    risk = None
-    if fid is not None:
-        risk = Risk("medium" if fid["relative_l2"] > bound / 10 else "low",
-                    Template(text.PRECISION_RISK).substitute(relative_l2=f"{fid['relative_l2']:.2g}"), fidelity_loss=fid["relative_l2"])
-    return found(
-        f"serving/{setting.kind}",
-        {"setting": setting.label(), "batch": batch, "speedup": round(comparison.speedup.value, 3), "speedup_ci": rounded_ci(comparison.speedup, 3),
-         "decision": decision.describe(setting.label(), "the defaults"), "decided_by": decision.method, **({"fidelity": fid} if fid else {})},
-        severity="medium" if halves else "low", savings={"latency_pct": measure_of(saved)}, risk=risk, confidence=round(decision.support, 4),
-        setting=setting.label(), speedup=f"{comparison.speedup.value:.2f}", batch=batch, saved=f"{saved.value:.0f}", low=f"{low:.0f}",
-        high=f"{high:.0f}", intra=setting.intra or 0, inter=setting.inter or 0, onednn=setting.onednn,
-        intra_line=Template(text.INTRA_LINE).substitute(intra=setting.intra) if setting.intra else "",
-        inter_line=Template(text.INTER_LINE).substitute(inter=setting.inter) if setting.inter else "",
-        option=text.PRECISION_OPTION.get(setting.precision, ""),
-    )
-
-
 def cold_start_is_slow(first_ms: list[float], warm_ms: float) -> bool:
     """Every new process's first request at least COLD_FACTOR × the warm median and COLD_MIN_MS slower."""
     return min(first_ms) >= max(COLD_FACTOR * warm_ms, warm_ms + COLD_MIN_MS)
@@ -471,45 +362,3 @@ def headline_of(primary: Sweep, combined: dict, combined_error: str, device: str
     )
 
 
-# --- LiteRT ------------------------------------------------------------------------------------------
-
-
-def litert_findings(litert: dict[str, Any], evidence: dict[str, Any]) -> list[Finding]:
-    """LiteRT num_threads for the float32 flatbuffer: the count decided fastest against the default, past LITERT_MINIMUM."""
-    if "error" in litert:
-        evidence["litert_threads"] = litert["error"]
-        return []
-    counts, compared = litert["threads"], litert_comparisons(litert)
-    default = timing_of(ms for one in compared for ms in one["default_ms"])
-    rows = [{"num_threads": "default", **{k: v for k, v in timing_stats(default, 1).items() if k != "batch"}}]
-    decided = []
-    for count, one in zip(counts[1:], compared):
-        timing = timing_of(one["ms"])
-        decision = decide(one["rounds"], text.LITERT_MINIMUM, litert.get("confidence", 0.95))
-        rows.append({"num_threads": count, **{k: v for k, v in timing_stats(timing, 1).items() if k != "batch"},
-                     "against_default": decision.outcome})
-        if decision.outcome == "faster":
-            decided.append((decision, count, timing, one))
-    evidence["litert_threads"] = rows
-    if not decided:
-        return []
-    decision, count, timing, one = min(decided, key=lambda d: d[0].ratio.value)
-    halves = decide(one["rounds"], text.LITERT_MEDIUM, litert.get("confidence", 0.95)).outcome == "faster"
-    comparison = compare(timing_of(one["default_ms"]), timing)
-    return [found(
-        "serving/litert-threads", {"litert_threads": rows, "decision": decision.describe(f"{count} threads", "the default"),
-                                   "decided_by": decision.method},
-        severity="medium" if halves else "low", savings={"latency_pct": measure_of(comparison.saved_pct)},
-        confidence=round(decision.support, 4),
-        threads=count, speedup=f"{comparison.speedup.value:.2f}", ms=f"{timing.median_ms:.3f}", default_ms=f"{default.median_ms:.3f}",
-    )]
-
-
-def litert_comparisons(litert: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per count past the default: its rounds against the default and both sides' calls. A record from before the rounds
-    (``rounds_ms``: per count, per round, the calls, the counts in turn) gives its per-round medians as the rounds."""
-    if "compared" in litert:
-        return litert["compared"]
-    default_rounds = litert["rounds_ms"][0]
-    return [{"rounds": {"a_ms": medians(default_rounds), "b_ms": medians(rounds), "quads": 0},
-             "default_ms": sum(default_rounds, []), "ms": sum(rounds, [])} for rounds in litert["rounds_ms"][1:]]

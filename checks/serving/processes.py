@@ -20,7 +20,7 @@ from . import catalogue as text
 from .budgets import budget_key, feed_of, turn_calls
 from .cold_start import cold_start
 from .in_helper import helper_open, helper_outputs, helper_turn
-from .judge import best_setting
+from .knobs import best_setting
 from .settings import Setting, bf16_cpu_support, thread_settings
 from .stats import thinned
 
