@@ -6,11 +6,13 @@ from tfaudit.api import Effort, Finding, Fix, Measure, Risk
 from tfaudit.report.priority import priority, rank
 
 
-def finding(fid, severity="low", hours=0.5, confidence=1.0, risk="none", **savings):
+def finding(fid, severity="low", hours=0.5, confidence=1.0, risk="none", applies_if="", **savings):
+    """An opportunity when it prices a saving (``confidence`` its support), else a fact."""
     check = fid.split("/")[0]
     return Finding(
         id=fid, check=check, severity=severity, title=fid, summary="", evidence={}, effort=Effort("hours", hours, ""),
-        fix=Fix(""), savings=savings, confidence=confidence, risk=Risk(risk),
+        fix=Fix(""), savings=savings, risk=Risk(risk), applies_if=applies_if,
+        **({"kind": "opportunity", "confidence": confidence, "basis": "a test's"} if savings else {}),
     )
 
 
@@ -57,3 +59,54 @@ def test_a_leak_is_priced_by_its_week_at_the_measured_rate():
     assert slow.savings["memory_bytes"].value == pytest.approx(1024 * 0.1 * 3600 * SERVING_HORIZON_HOURS)
     assert priority(slow) < priority(latency)
     assert priority(leak(1 * KIB, 10.0, 64 * 1024 * MIB)) > priority(latency)
+
+
+def test_what_applies_only_under_a_condition_ranks_after_what_applies_as_it_is():
+    # LiteRT's num_threads matters only to whoever serves the flatbuffer: it ranked first on MobileNetV2 by its support alone.
+    litert = finding("serving/litert-threads", latency_pct=Measure(60.0, 55.0, 65.0), applies_if="you serve the TFLite flatbuffer")
+    size = finding("quantization/float16", hours=1.5, size_pct=Measure(50.0))
+    fact = finding("safety/python-ops", severity="high", hours=2.0)
+    assert priority(litert) > priority(size) and priority(litert) > priority(fact)
+    assert [f.id for f in rank([litert, size, fact])] == ["quantization/float16", "safety/python-ops", "serving/litert-threads"]
+
+
+def test_only_opportunities_carry_a_confidence_and_each_states_its_basis():
+    with pytest.raises(ValueError, match="only an opportunity"):
+        Finding(id="safety/x", check="safety", severity="high", title="", summary="", evidence={}, effort=Effort("hours", 1, ""),
+                fix=Fix(""), confidence=0.9)
+    with pytest.raises(ValueError, match="needs the support"):
+        Finding(id="q/x", check="q", severity="low", title="", summary="", evidence={}, effort=Effort("hours", 1, ""),
+                fix=Fix(""), kind="opportunity", savings={"size_pct": Measure(10.0)})
+    with pytest.raises(ValueError, match="applies_if"):
+        Finding(id="w/x", check="w", severity="low", title="", summary="", evidence={}, effort=Effort("hours", 1, ""),
+                fix=Fix(""), kind="advice")
+    # A report from before: its hand-set number is kept and said to be one; a fact loses it.
+    old = finding("quantization/float16", size_pct=Measure(50.0)).to_dict()
+    for key in ("kind", "basis", "applies_if", "fix_writer"):
+        old.pop(key)
+    assert Finding.from_dict({**old, "confidence": 0.75}).basis.startswith("set by hand")
+    assert Finding.from_dict({**old, "savings": {}, "confidence": 0.9}).confidence is None
+
+
+def test_support_is_computed_from_the_evidence_with_its_method_named():
+    from tfaudit.api import Support
+
+    assert Support.exact(120.0, 0.0, "bytes").value == 1.0 and Support.exact(0.0, 1.0, "bytes").value == 0.0
+    centred = Support.interval(Measure(10.0, 8.04, 11.96), 10.0, 0.95, "bootstrap")  # the minimum at the estimate: even odds
+    assert centred.value == pytest.approx(0.5) and "bootstrap" in centred.basis
+    assert Support.interval(Measure(20.0, 18.04, 21.96), 10.0, 0.95, "bootstrap").value > 0.9999
+    assert Support.interval(Measure(9.0, 7.04, 10.96), 10.0, 0.95, "bootstrap").value < 0.5
+    four = Support.ordered([900, 950, 1000, 980], [30, 31, 29, 33], "first requests")
+    assert four.value == pytest.approx(1 - 1 / 70, abs=1e-4) and "1/70" in four.basis
+
+
+def test_no_check_sets_a_confidence_by_hand():
+    """Every confidence comes from a Support computed from the evidence; a literal number in a judge is a defect."""
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    sources = [*root.joinpath("checks").rglob("*.py"), *root.joinpath("tfaudit", "watch").rglob("*.py")]
+    set_by_hand = [f"{path.relative_to(root)}:{n}" for path in sources for n, line in enumerate(path.read_text().splitlines(), 1)
+                   if re.search(r"\bconfidence=(0?\.\d|1\.0|round\()", line) or re.search(r"\bSupport\(\d", line)]
+    assert len(sources) > 30 and set_by_hand == []

@@ -80,8 +80,9 @@ def test_priority_formula():
     assert priority(slow) == 50.0  # low end of the interval × confidence 1 ÷ 1 h
     risky = finding("q", "b", hours=2.0, savings={"size_pct": Measure(80.0)}, risk=Risk("medium"))
     assert priority(risky) == pytest.approx(0.5 * 80 / 2 * 0.7)
-    unpriced = finding("r", "c", severity="high", hours=4.0, confidence=0.5)
+    unpriced = finding("r", "c", severity="high", hours=4.0, kind="opportunity", confidence=0.5, basis="a test's")
     assert priority(unpriced) == pytest.approx(20 * 0.5 / 4)
+    assert priority(finding("r", "fact", severity="high", hours=4.0)) == pytest.approx(20 / 4)  # a fact is certain
     memory = finding("m", "d", savings={"memory_bytes": Measure(300 * 2**20)})
     assert priority(memory) == 300.0  # a MiB a point, uncapped
     tiny = finding("t", "f", savings={"latency_pct": Measure(70.0, 65.0, 75.0), "latency_ms": Measure(0.006, 0.005, 0.007)})

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from statistics import NormalDist
 from string import Template
 from typing import TYPE_CHECKING, Any, Iterator, Sequence, Union
 
@@ -36,6 +37,12 @@ MIN_PRACTICAL_LATENCY_MS = 0.05
 BASELINE_MODEL_METRIC = "latency_vs_baseline_model"  # --baseline-model's ratio: compared within each run, never across runs
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32)  # the batch sizes checks sweep (ctx.inputs.make(batch=…))
 DEFAULT_SEQUENCE_LENGTH = 16  # what ctx.inputs.make() gives a dynamic sequence dimension
+# What a finding is (Finding.kind): an opportunity prices a saving this run measured and carries the support for it
+# (Finding.confidence); a fact was found in the model or its run and is certain; advice is about code or serving
+# the audit cannot see, and says when it applies (applies_if). Facts and advice carry no confidence number.
+FINDING_KINDS = ("opportunity", "fact", "advice")
+# Reviewing and deploying an artifact --fix-dir wrote, against writing the fix by hand: an estimate, as every effort is.
+WRITTEN_FIX_EFFORT_SHARE = 0.5
 
 
 HOST_INDEX_METRIC = "host_index_ms"  # the host reference's median, emitted beside a check's latencies (see host_reference)
@@ -64,6 +71,7 @@ class Measure:
     value: float
     low: float | None = None
     high: float | None = None
+    projected: bool = False  # computed from measured numbers (a week of growth at the measured rate), not measured itself
 
     def excludes_zero(self) -> bool:
         return self.low is not None and self.high is not None and (self.low > 0 or self.high < 0)
@@ -85,6 +93,40 @@ class PracticalMinimum:
         """The band's half-width in log space for a side whose median call takes ``base_ms``."""
         relative = max(self.relative, self.absolute_ms / base_ms if base_ms > 0 else 0.0)
         return math.log1p(relative)
+
+
+@dataclass(frozen=True)
+class Support:
+    """The evidence for an opportunity's claim, "the saving is at least the practical minimum": ``value`` in 0..1 and
+    ``basis``, the method that gave it, in words. It becomes the finding's confidence."""
+
+    value: float
+    basis: str
+
+    @classmethod
+    def exact(cls, saving: float, minimum: float, what: str) -> "Support":
+        """A saving counted rather than sampled (bytes on disk): certain when it reaches the minimum."""
+        return cls(1.0 if saving >= minimum else 0.0, f"exact: {what}, counted rather than sampled")
+
+    @classmethod
+    def interval(cls, saving: Measure, minimum: float, level: float, method: str) -> "Support":
+        """From a ``level`` interval of the saving (``method`` names it): a normal approximation, P(saving >= minimum)."""
+        if saving.low is None or saving.high is None:
+            raise ValueError("Support.interval needs a saving with an interval")
+        se = (saving.high - saving.low) / (2 * NormalDist().inv_cdf(0.5 + level / 2))
+        value = float(saving.value >= minimum) if se <= 0 else NormalDist().cdf((saving.value - minimum) / se)
+        return cls(round(value, 4), f"normal approximation to the saving's {level:.0%} {method} interval, against the minimum {minimum:g}")
+
+    @classmethod
+    def decided(cls, decision: "Decision") -> "Support":
+        """From the comparison engine's decision: 1 - p of "within the practical minimum" at the deciding look."""
+        return cls(round(decision.support, 4), decision.method or "the comparison engine's decision")
+
+    @classmethod
+    def ordered(cls, slower: Sequence[float], faster: Sequence[float], what: str) -> "Support":
+        """Every one of ``slower`` above every one of ``faster``: an exact permutation test, p = 1 / C(n + m, n)."""
+        arrangements = math.comb(len(slower) + len(faster), len(slower))
+        return cls(round(1 - 1 / arrangements, 4), f"exact permutation test: all {len(slower)} {what} (p = 1/{arrangements})")
 
 
 @dataclass(frozen=True)
@@ -136,7 +178,11 @@ class Finding:
     fix: Fix
     savings: dict[str, Measure] = field(default_factory=dict)
     risk: Risk = field(default_factory=Risk)
-    confidence: float = 1.0  # 0..1
+    kind: str = "fact"  # one of FINDING_KINDS
+    confidence: float | None = None  # an opportunity's support (0..1); None for facts and advice
+    basis: str = ""  # how the confidence was reached
+    applies_if: str = ""  # when the finding matters at all (advice, or a saving only some deployments see); ranked after the rest
+    fix_writer: str = ""  # what --fix-dir writes for it, whether or not this run passed --fix-dir
     why: str = ""  # why it matters, for the report
     verify: str = ""  # how to verify the fix
     priority: float = 0.0  # filled by tfaudit.report.priority
@@ -154,11 +200,20 @@ class Finding:
         unknown = (set(self.savings) | set(self.verified)) - set(SAVING_KEYS)
         if unknown:
             raise ValueError(f"unknown savings keys {sorted(unknown)}; allowed: {SAVING_KEYS}")
-        if not 0.0 <= self.confidence <= 1.0:
-            raise ValueError("confidence must be within 0..1")
+        if self.kind not in FINDING_KINDS:
+            raise ValueError(f"kind must be one of {FINDING_KINDS}, not {self.kind!r}")
+        if self.confidence is not None and (self.kind != "opportunity" or not self.basis or not 0.0 <= self.confidence <= 1.0):
+            raise ValueError(f"{self.id}: only an opportunity carries a confidence, within 0..1 and with its basis")
+        if self.kind == "opportunity" and self.savings and self.confidence is None:
+            raise ValueError(f"{self.id}: an opportunity that prices a saving needs the support for it (a Support)")
+        if self.kind == "advice" and not self.applies_if:
+            raise ValueError(f"{self.id}: advice says when it applies (applies_if)")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        for key in ("savings", "verified"):  # "projected" only where a number is one
+            data[key] = {k: {n: v for n, v in m.items() if n != "projected" or v} for k, m in data[key].items()}
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Finding":
@@ -168,6 +223,10 @@ class Finding:
         data["risk"] = Risk(**data.get("risk") or {})
         data["savings"] = {k: Measure(**v) for k, v in (data.get("savings") or {}).items()}
         data["verified"] = {k: Measure(**v) for k, v in (data.get("verified") or {}).items()}
+        if "kind" not in data:  # a report from before confidence was computed: its number was set by hand
+            set_by_hand = data.get("confidence") is not None and bool(data["savings"])
+            data.update(kind="opportunity" if set_by_hand else "fact", confidence=data.get("confidence") if set_by_hand else None,
+                        basis="set by hand (a report from before tfaudit computed confidence)" if set_by_hand else "")
         return cls(**data)
 
 
@@ -297,25 +356,39 @@ class Rule:
     risk: Risk = field(default_factory=Risk)
     severity_rule: str = ""
     minimum: str = ""
+    kind: str = "opportunity"  # one of FINDING_KINDS
+    applies_if: str = ""
+    fix_writer: str = ""  # what --fix-dir writes for this finding; its effort is then WRITTEN_FIX_EFFORT_SHARE of the catalogue's
 
     def __post_init__(self) -> None:
         if self.severity not in SEVERITIES:
             raise ValueError(f"{self.id}: severity must be one of {SEVERITIES}, not {self.severity!r}")
+        if self.kind not in FINDING_KINDS:
+            raise ValueError(f"{self.id}: kind must be one of {FINDING_KINDS}, not {self.kind!r}")
+        if self.kind == "advice" and not self.applies_if:
+            raise ValueError(f"{self.id}: advice says when it applies (applies_if)")
 
     @property
     def check(self) -> str:
         return self.id.split("/", 1)[0]
 
     def finding(self, evidence: dict[str, Any], *, severity: str | None = None, savings: dict[str, Measure] | None = None,
-                risk: Risk | None = None, effort: Effort | None = None, confidence: float = 1.0, **facts: Any) -> Finding:
-        """The finding this rule describes, its templates filled with ``facts``."""
+                risk: Risk | None = None, effort: Effort | None = None, support: Support | None = None, **facts: Any) -> Finding:
+        """The finding this rule describes, its templates filled with ``facts``; ``support``, an opportunity's evidence."""
         def fill(text: str) -> str:
             return Template(text).substitute(facts)
 
+        effort = effort or self.effort
+        if self.fix_writer:
+            hours = effort.hours * WRITTEN_FIX_EFFORT_SHARE
+            level = "minutes" if hours < 1 else "hours" if hours < 16 else "days"
+            effort = Effort(level, hours, f"{effort.note} tfaudit --fix-dir writes {self.fix_writer}.")
         return Finding(
             id=self.id, check=self.check, severity=severity or self.severity, title=fill(self.title), summary=fill(self.summary),
-            evidence=evidence, effort=effort or self.effort, fix=Fix(fill(self.fix), fill(self.example)), savings=savings or {},
-            risk=risk or self.risk, confidence=confidence, why=self.why, verify=fill(self.verify),
+            evidence=evidence, effort=effort, fix=Fix(fill(self.fix), fill(self.example)), savings=savings or {},
+            risk=risk or self.risk, kind=self.kind, confidence=None if support is None else support.value,
+            basis="" if support is None else support.basis, applies_if=fill(self.applies_if), fix_writer=self.fix_writer,
+            why=self.why, verify=fill(self.verify),
         )
 
 

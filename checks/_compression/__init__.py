@@ -93,6 +93,7 @@ from .variants import (
     pareto_frontier,
     representative_code_for,
     samples_for,
+    saving_support,
     savings,
     severity_for,
     shape_text,
@@ -119,7 +120,7 @@ __all__ = [
     "latency_feed", "litert_job", "loaded", "max_fidelity_loss", "mb", "more_feeds", "needs_select_ops", "one_line", "pareto_frontier",
     "preload", "prepare_conversions", "publish_fix", "quantize_calibrated", "quiet_converter", "read_feeds", "reexport_reason",
     "remeasure", "representative_code", "representative_code_for", "resource_variable_ops", "reuse_loaded_model", "run_serving",
-    "samples_for", "savings", "scratch_dir", "serving_variables", "severity_for", "shape_text", "top1_statistics", "top1_text",
+    "samples_for", "saving_support", "savings", "scratch_dir", "serving_variables", "severity_for", "shape_text", "top1_statistics", "top1_text",
     "top1_verdict", "unknown_shapes", "unrestored_variables", "wilson", "with_artifact", "with_new_weights", "within_bound",
     "write_feeds", "zipped_size", "_LOADED", "_REEXPORTED", "_audit_cache", "_classes", "_export_cached", "_float_outputs", "_write",
 ]

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from tfaudit.api import MIN_PRACTICAL_LATENCY_MS, Measure, Sample, compare
+from tfaudit.api import MIN_PRACTICAL_LATENCY_MS, Measure, Sample, Support, compare
 
 from .agreement import MIB, mb
 
@@ -134,6 +134,15 @@ def benefit_points(saved: dict, end: str = "low") -> float:
     if "latency_pct" in saved and at("latency_ms") >= MIN_PRACTICAL_LATENCY_MS:
         latency = max(0.0, at("latency_pct"))
     return latency + 0.5 * max(0.0, at("size_pct"))
+
+
+def saving_support(saved: dict, counted: str) -> Support | None:
+    """The evidence for "a benefit above zero": a size saving is ``counted`` bytes; a latency-only one rests on its interval."""
+    if "size_pct" in saved and saved["size_pct"].value > 0:
+        return Support.exact(saved["size_pct"].value, 0.0, counted)
+    if "latency_ms" in saved:
+        return Support.interval(saved["latency_ms"], MIN_PRACTICAL_LATENCY_MS, 0.95, "bootstrap")
+    return None
 
 
 def severity_for(saved: dict) -> str:

@@ -11,6 +11,7 @@ GROWTH_SUMMARY = (
 )
 LASTS = "; the $available_mb MB available now would last $hours h."
 EXHAUSTS = " (all the memory available: the server is OOM-killed first)."
+SLOPE_METHOD = "Theil–Sen slope (Sen's rank-based)"
 CAUSE_GPU = "GPU memory of this process grows with every call of one fixed shape"
 CAUSE_STATE = "the serving graph writes state on every call ($writes)"
 CAUSE_PYTHON = "Python objects grow with the calls (tracemalloc: $share of the growth)"
@@ -90,6 +91,7 @@ RULES = catalogue(
     ),
     Rule(
         id="memory/stable",
+        kind="fact",
         severity="info",
         title="Memory stays flat under repeated calls",
         summary=(

@@ -6,7 +6,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from tfaudit.api import Measure, Metric, Sample, Yielded
+from tfaudit.api import Measure, Metric, Sample, Support, Yielded
 
 from . import catalogue as text
 from .catalogue import RULES
@@ -91,7 +91,6 @@ def judge(m: dict[str, Any]) -> Iterator[Yielded]:
         yield RULES["memory/stable"].finding(
             evidence, slope=f"{growth.value:,.0f}", low=f"{growth.low:,.0f}", high=f"{growth.high:,.0f}",
             steps=f"{memory_growth.steps:,}", threshold=f"{MIN_BYTES_PER_CALL:,}", peak=f"{evidence['peak_memory_mb']:,.1f}",
-            confidence=0.8,
         )
 
 
@@ -144,7 +143,8 @@ def growth_finding(m: dict, which: str, growth: Growth, rate: float, available: 
     else:
         cause = text.CAUSE_NATIVE
     per_1000 = slope.value * 1000
-    horizon = Measure(*(horizon_bytes(b, rate, available) for b in (slope.value, slope.low, slope.high)))
+    week, week_low, week_high = (horizon_bytes(b, rate, available) for b in (slope.value, slope.low, slope.high))
+    horizon = Measure(week, week_low, week_high, projected=True)
     lasts = Template(text.LASTS).substitute(available_mb=f"{available / MIB:,.0f}", hours=f"{hours:,.1f}") if available else "."
     exhausts = text.EXHAUSTS if available and horizon.value >= available else "."
     inputs = m["inputs"]
@@ -163,7 +163,8 @@ def growth_finding(m: dict, which: str, growth: Growth, rate: float, available: 
             "mb_per_serving_week": mb(horizon.value),
             "savings_memory_bytes_means": "growth over a week of serving at the measured call rate, at most the memory available",
         },
-        severity=severity_from_hours(hours), savings={"memory_bytes": horizon}, confidence=0.9,
+        severity=severity_from_hours(hours), savings={"memory_bytes": horizon},
+        support=Support.interval(Measure(slope.value, slope.low, slope.high), growth.min_step_bytes, 0.95, text.SLOPE_METHOD),
         memory="GPU memory" if which == "gpu" else "memory", kib=f"{slope.value / KIB:,.1f}", low_kib=f"{slope.low / KIB:,.1f}",
         high_kib=f"{slope.high / KIB:,.1f}", calls=f"{growth.steps:,}", mb_per_1000=f"{per_1000 / MIB:,.1f}",
         mb_per_hour=f"{per_hour.value / MIB:,.0f}", rate=f"{rate:,.0f}", lasts=lasts, week_mb=f"{horizon.value / MIB:,.0f}",
@@ -184,7 +185,8 @@ def new_shape_finding(m: dict, per_shape: Slope, shapes: int, wrapper: dict | No
     )
     return RULES["memory/growth-per-new-shape"].finding(
         {**evidence, "bytes_per_new_shape": [round(per_shape.value), round(per_shape.low), round(per_shape.high)], "wrapper": wrapper},
-        severity=severity_from_shape_bytes(per_shape.value), confidence=0.7,
+        severity=severity_from_shape_bytes(per_shape.value),
+        support=Support.interval(Measure(per_shape.value, per_shape.low, per_shape.high), MIN_BYTES_PER_SHAPE, 0.95, text.SLOPE_METHOD),
         kib=f"{per_shape.value / KIB:,.0f}", kib_1=f"{per_shape.value / KIB:,.1f}", low_kib=f"{per_shape.low / KIB:,.1f}",
         high_kib=f"{per_shape.high / KIB:,.1f}", shapes=shapes, varies=m["varies"], mb_per_1000=f"{per_shape.value * 1000 / MIB:,.0f}",
         wrapper=retraced, specs=specs, names=", ".join(i["name"] for i in inputs), signature=m["model"]["signature"],

@@ -12,6 +12,7 @@ MEASURED_HOW = {
     "latency": "LiteRT, sparse-encoded flatbuffer vs. the dense float32 flatbuffer, batch 1",
 }
 SIZE_PCT_OF = "the zipped float32 TFLite model"
+COUNTED = "the zipped flatbuffers' bytes"
 SEVERITY_BY_SAVING = (
     "from the zipped size and latency saved: medium at 25 % smaller and at least 1 MiB, or 20 % faster; low at "
     "100 KiB smaller or 5 % faster; else info (a latency saving counts when its interval's low end reaches 0.05 ms)"
@@ -82,6 +83,7 @@ BUILD_TF_KERAS = "model = build_your_tf_keras_model()  # tfmot needs a tf_keras 
 def magnitude_rule(percent: int) -> Rule:
     return Rule(
         id=f"pruning/magnitude-{percent}",
+        fix_writer="the pruned SavedModel and its flatbuffers",
         severity="info",
         title="Prune $percent% of the weights$smaller",
         summary=(
@@ -103,6 +105,7 @@ RULES = catalogue(
     *(magnitude_rule(percent) for percent in PERCENTS),
     Rule(
         id="pruning/needs-fine-tuning",
+        kind="fact",
         severity="low",
         title="One-shot pruning breaks the fidelity bound; pruning needs fine-tuning",
         summary=(
@@ -129,6 +132,7 @@ RULES = catalogue(
         fix="Prune to $percent%, then convert with $kind.",
         example="$code",
         effort=Effort("hours", 3.0, "One-shot pruning plus a converter setting."),
+        fix_writer="the pruned and quantized flatbuffer (model.tflite)",
         risk=MEASURED_RISK,
         severity_rule=SEVERITY_BY_SAVING + ", on the zipped size; info when its outputs are beyond the bound (no savings then)",
         minimum="a recommended sparsity whose pruned model converts and runs in LiteRT",
@@ -138,6 +142,7 @@ RULES = catalogue(
 # The combined model that did not convert or run: the same finding id, as a fact.
 COMBINED_UNMEASURED = Rule(
     id="pruning/combined",
+    kind="fact",
     severity="info",
     title="$percent% pruning with $kind could not be measured",
     summary="The combined model did not run: $error.",

@@ -5,9 +5,9 @@ from dataclasses import replace
 from string import Template
 from typing import Any, Iterator
 
-from tfaudit.api import Finding, Measure, Metric, Yielded
+from tfaudit.api import Finding, Measure, Metric, Support, Yielded
 
-from .._compression import Measured, mb, savings, severity_for, top1_text, within_bound
+from .._compression import Measured, mb, saving_support, savings, severity_for, top1_text, within_bound
 from . import catalogue as text
 from .catalogue import RULES
 from .sweep import from_data, pick
@@ -63,7 +63,7 @@ def recommendation_finding(m: dict[str, Any], base: Measured, sparsity: float, r
     loss = fid["relative_l2"]
     return rule.finding(
         {**common, "recommended_sparsity": sparsity, **latency, "size_pct_of": text.SIZE_PCT_OF},
-        severity=severity_for(saved), savings=saved, confidence=0.7 if m["synthetic_inputs"] else 0.85,
+        severity=severity_for(saved), savings=saved, support=saving_support(saved, text.COUNTED),
         risk=replace(rule.risk, level="low" if loss > 0 else "none", fidelity_loss=loss),
         percent=percent, smaller=smaller, method=common["method"].split(" (")[0], loss=f"{loss:.3g}", top1=top1,
         zipped=zipped, latency=timed, not_pruned=not_pruned(common), code=one_shot_code(m["model"], sparsity),
@@ -74,7 +74,7 @@ def fine_tuning_finding(m: dict[str, Any], results: list[tuple[float | str, Meas
     measured = [(s, r) for s, r in results if r.fidelity is not None and not isinstance(s, str)]
     losses = ", ".join(f"{round(s * 100)}%: {r.loss:.3g}" for s, r in measured)
     return RULES["pruning/needs-fine-tuning"].finding(
-        common, severity="low" if measured else "info", confidence=0.6,
+        common, severity="low" if measured else "info",
         bound=m["max_fidelity_loss"], losses=losses or "none", not_pruned=not_pruned(common), code=fine_tuning_code(m["model"]),
     )
 
@@ -90,7 +90,8 @@ def combined_finding(m: dict[str, Any], base: Measured, sparsity: float, pruned:
     within = within_bound(combined.fidelity, bound)
     return RULES["pruning/combined"].finding(
         {**common, "combined": combined.summary(), "quantization": kind, "size_pct_of": text.SIZE_PCT_OF},
-        severity=severity_for(saved) if within else "info", savings=saved if within else {}, confidence=0.8,
+        severity=severity_for(saved) if within else "info", savings=saved if within else {},
+        support=Support.exact(saved["size_pct"].value, 0.0, text.COUNTED) if within else None,
         risk=replace(RULES["pruning/combined"].risk, fidelity_loss=combined.loss),
         percent=percent, kind=kind, size_pct=f"{saved['size_pct'].value:.0f}", combined_mb=zipped_mb(combined),
         base_mb=zipped_mb(base), pruned_mb=zipped_mb(pruned), loss=f"{combined.loss:.3g}",

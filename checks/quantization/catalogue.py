@@ -56,6 +56,7 @@ RECOMMENDATION_MINIMUM = (
 def recommendation_rule(variant: str) -> Rule:
     return Rule(
         id=f"quantization/{variant}",
+        fix_writer="the converted flatbuffer (model.tflite)",
         severity="low",
         title=f"Ship the {TITLES[variant]} TFLite model: $size_pct% smaller",
         summary=RECOMMENDATION_SUMMARY,
@@ -88,6 +89,7 @@ NOT_CONVERTIBLE_EFFORT = "Export a serving signature without the state (or with 
 # The same finding when TFLite crashes: another title, fix and reason to care (severity low, not info).
 NOT_CONVERTIBLE_CRASH = Rule(
     id="quantization/not-convertible",
+    kind="fact",
     severity="low",
     title="TFLite crashes on this model ($signal in $stage)",
     summary=(
@@ -157,12 +159,15 @@ TWIN_METHOD = (
     "decided (see How comparisons decide)"
 )
 SIZE_PCT_OF_SAVEDMODEL = "the SavedModel on disk"
+COUNTED = "the flatbuffers' bytes on disk"
+FLOAT64_COUNTED = "the float64 variables' bytes (float32 stores half of them: a projection)"
 
 
 RULES = catalogue(
     *(recommendation_rule(variant) for variant in ("float16", "dynamic-range-int8", "full-int8", "int16x8", SELECTIVE)),
     Rule(
         id="quantization/no-better-variant",
+        kind="fact",
         severity="info",
         title="No TFLite variant is worth switching to",
         summary="No quantized variant saved size or time within the fidelity bound on this host$beyond$failed.$crash_note$reexport_note",
@@ -173,6 +178,7 @@ RULES = catalogue(
     ),
     Rule(
         id="quantization/not-convertible",
+        kind="fact",
         severity="info",
         title="The model does not run as TFLite on the built-in ops",
         summary=(
@@ -190,6 +196,7 @@ RULES = catalogue(
     ),
     Rule(
         id="quantization/float32-mismatch",
+        kind="fact",
         severity="medium",
         title="The float32 TFLite conversion does not reproduce the model$weights_lost",
         summary=(
@@ -216,6 +223,7 @@ RULES = catalogue(
     ),
     Rule(
         id="quantization/full-int8-fidelity",
+        fix_writer="the selectively quantized flatbuffer (model.tflite)",
         severity="low",
         title="Full-integer int8 loses fidelity",
         summary=(

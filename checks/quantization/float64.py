@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tfaudit.api import Finding, Measure, Timing, compare, decide, rounds_of_calls
+from tfaudit.api import Finding, Measure, Support, Timing, compare, decide, rounds_of_calls
 
 from . import catalogue as text
 from .catalogue import RULES
@@ -45,6 +45,7 @@ def twin_latency(twin: dict[str, Any]) -> dict[str, Any]:
         "decision": decision.describe("float32", "float64"),
         "support": round(decision.support, 4),
         "method": text.TWIN_METHOD,
+        "decided_by": decision.method,
     }
     if faster:
         result["saved"] = (comparison.saved_ms, comparison.saved_pct)
@@ -63,22 +64,24 @@ def float64_finding(m: dict[str, Any]) -> Finding:
     }
     saved = {}
     if f64["bytes"]:
-        saved["size_bytes"] = Measure(float(f64["bytes"] // 2))
+        saved["size_bytes"] = Measure(float(f64["bytes"] // 2), projected=True)
         total = m["savedmodel"]["size_bytes"] or 0
         if total:
-            saved["size_pct"] = Measure(round(100.0 * (f64["bytes"] // 2) / total, 2))
+            saved["size_pct"] = Measure(round(100.0 * (f64["bytes"] // 2) / total, 2), projected=True)
             evidence["size_pct_of"] = text.SIZE_PCT_OF_SAVEDMODEL
     latency = twin_latency(measured["twin"])
     evidence["latency"] = latency
+    support = Support.exact(f64["bytes"] // 2, 1, text.FLOAT64_COUNTED) if f64["bytes"] else None
     if latency.get("saved") is not None:
         saved["latency_ms"], saved["latency_pct"] = latency.pop("saved")
+        support = Support(latency["support"], latency["decided_by"])
     if "median_ms" in latency:
         said = text.FLOAT64_MEASURED.substitute(float64_ms=f"{latency['median_ms']['float64']:.3f}",
                                                 float32_ms=f"{latency['median_ms']['float32']:.3f}", verdict=latency["verdict"])
     else:
         said = text.FLOAT64_LATENCY_REASON.substitute(reason=latency.get("reason", "not measured"))
     return RULES["quantization/float64"].finding(
-        evidence, severity="medium" if f64["bytes"] >= MIB else "low", savings=saved, confidence=0.9,
+        evidence, severity="medium" if f64["bytes"] >= MIB else "low", savings=saved, support=support,
         what=text.FLOAT64_WEIGHTS if f64["count"] else text.FLOAT64_TENSORS, count=f64["count"], parameters=f"{f64['parameters']:,}",
         nbytes=f"{f64['bytes']:,}", half=f"{f64['bytes'] // 2:,}",
         tensors=text.FLOAT64_SIGNATURE_TENSORS.substitute(tensors=", ".join(tensors)) if tensors else "", latency=said,

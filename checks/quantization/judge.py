@@ -14,7 +14,7 @@ import numpy as np
 from tfaudit.api import Finding, Metric, Yielded
 
 from .._compression.agreement import mb, top1_text, within_bound
-from .._compression.variants import Measured, pareto_frontier, severity_for
+from .._compression.variants import Measured, pareto_frontier, saving_support, severity_for
 from . import catalogue as text
 from .catalogue import RULES, SELECTIVE
 from .float64 import float64_finding
@@ -111,7 +111,7 @@ def recommendation_finding(m: dict[str, Any], results: dict[str, Measured], reco
         {**common, "recommended": name, "tied_within_noise": tied, **latency, "size_pct_of": "float32 TFLite"},
         severity=severity_for(saved), savings=saved,
         risk=replace(rule.risk, level="low" if fid["relative_l2"] > 0 else "none", fidelity_loss=fid["relative_l2"]),
-        confidence=0.9 if not m["inputs"]["synthetic"] else 0.75,
+        support=saving_support(saved, text.COUNTED),
         size_pct=f"{saved['size_pct'].value:.0f}",
         size_text=text.SIZE_TEXT.substitute(size=f"{mb(result.size_bytes):.2f}", base_size=f"{mb(base.size_bytes):.2f}",
                                             size_pct=f"{saved['size_pct'].value:.0f}"),
@@ -130,7 +130,7 @@ def nothing_worth_it_finding(results: dict[str, Measured], bound: float, common:
     failed = [n for n in candidates if not results[n].ran]
     out_of_bound = [n for n in candidates if results[n].ran and not within_bound(results[n].fidelity, bound)]
     return RULES["quantization/no-better-variant"].finding(
-        common, confidence=0.8,
+        common,
         beyond=text.BEYOND_BOUND.substitute(variants=", ".join(out_of_bound)) if out_of_bound else "",
         failed=text.DID_NOT_RUN.substitute(variants=", ".join(failed)) if failed else "",
         **notes(common),
@@ -143,7 +143,7 @@ def not_convertible_finding(m: dict[str, Any], results: dict[str, Measured], com
     if crash:
         suspects = crash["suspects"]
         return text.NOT_CONVERTIBLE_CRASH.finding(
-            {**common, "crash": crash}, confidence=0.9,
+            {**common, "crash": crash},
             signal=crash["signal"], stage="conversion" if crash["stage"] == "conversion" else "LiteRT",
             what=text.CRASHED_IN_CONVERTER if crash["stage"] == "conversion" else text.CRASHED_IN_LITERT,
             trigger=text.CRASH_TRIGGER.substitute(suspects="; ".join(suspects), why=crash["suspects_why"]) if suspects else text.CRASH_NO_TRIGGER,
@@ -151,7 +151,7 @@ def not_convertible_finding(m: dict[str, Any], results: dict[str, Measured], com
         )
     select = base.extra.get("select_tf_ops")
     return RULES["quantization/not-convertible"].finding(
-        common, confidence=0.9,
+        common,
         outcome=text.CONVERSION_NEEDED_SELECT if select else text.CONVERSION_FAILED, reason=base.error or "unknown",
         sequence_note=text.SEQUENCE_NOTE if m["inputs"]["has_sequence_dims"] else "",
         code=converter_code(m["model"], m["inputs"]["specs"], "float32", select_ops=True),
@@ -223,7 +223,6 @@ def float32_mismatch_finding(m: dict[str, Any], results: dict[str, Measured], co
     return rule.finding(
         evidence, severity="high" if gross else "medium",
         risk=replace(rule.risk, fidelity_loss=fid["relative_l2"] if fid and np.isfinite(fid["relative_l2"]) else None),
-        confidence=0.9 if diagnosis or weights_missing else 0.75,
         weights_lost=text.WEIGHTS_LOST if weights_missing else "", measured=mismatch_measured(base, bound),
         size=mismatch_size(base, saved_size, variables, weights_missing, variable_ops),
         diagnosis=text.DIAGNOSIS.substitute(why=diagnosis["why"]) if diagnosis else "",
@@ -266,9 +265,10 @@ def int8_fidelity_finding(m: dict[str, Any], results: dict[str, Measured], commo
     if selective_evidence is not None:
         evidence["selective"] = selective_evidence
     rule = RULES["quantization/full-int8-fidelity"]
+    saved = selective_savings(base, selective, bound)  # what the selective variant (the fix) saves against float32
     return rule.finding(
-        evidence, savings=selective_savings(base, selective, bound),  # what the selective variant (the fix) saves against float32
-        risk=replace(rule.risk, fidelity_loss=fid["relative_l2"]), confidence=0.8,
+        evidence, savings=saved, support=saving_support(saved, text.COUNTED),
+        risk=replace(rule.risk, fidelity_loss=fid["relative_l2"]),
         loss=f"{fid['relative_l2']:.3g}", bound=bound, max_abs=f"{fid['max_abs']:.3g}",
         top1=text.TOP1_AGREEMENT.substitute(agreement=f"{fid['top1_agreement']:.1%}") if fid.get("top1_agreement") is not None else "",
         debugger=said, synthetic=text.SYNTHETIC_CALIBRATION if m["inputs"]["synthetic"] else "",

@@ -108,6 +108,7 @@ FIX_KEPT = "; $functions kept as saved"
 RULES = catalogue(
     Rule(
         id="retracing/retraced-before-export",
+        kind="fact",
         severity="medium",
         title="`$function` was traced $count times before export",
         summary=(
@@ -141,6 +142,7 @@ RULES = catalogue(
     ),
     Rule(
         id="retracing/python-argument",
+        kind="fact",
         severity="medium",
         title="`$function` has Python argument$plural baked into its graphs",
         summary=(
@@ -166,6 +168,7 @@ RULES = catalogue(
     ),
     Rule(
         id="retracing/fixed-batch-dim",
+        fix_writer="the SavedModel re-exported with the batch dimension relaxed",
         severity="medium",
         title="The serving signature fixes the batch size to $batch",
         summary=(
@@ -201,6 +204,8 @@ RULES = catalogue(
     ),
     Rule(
         id="retracing/fixed-dims",
+        applies_if="these integer inputs are token ids padded to that length",
+        kind="advice",
         severity="info",
         title="Integer inputs have fixed lengths",
         summary=(
@@ -216,6 +221,7 @@ RULES = catalogue(
     ),
     Rule(
         id="retracing/wrapper-retraces",
+        applies_if="your code wraps the model in a tf.function without an input_signature, as the replayed pattern does",
         severity="info",
         title="$title",
         summary=(
@@ -252,6 +258,7 @@ RULES = catalogue(
     ),
     Rule(
         id="retracing/predict-in-loop",
+        applies_if="your serving code calls model.predict() per request",
         severity="info",
         title="model.predict() per small request is slower than calling the model",
         summary=(

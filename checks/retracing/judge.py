@@ -8,7 +8,7 @@ from __future__ import annotations
 from string import Template
 from typing import Any, Iterator
 
-from tfaudit.api import BASELINE_MODEL_METRIC, HOST_INDEX_METRIC, Finding, Measure, Metric, Timing, Yielded, compare, decide
+from tfaudit.api import BASELINE_MODEL_METRIC, HOST_INDEX_METRIC, Finding, Measure, Metric, Support, Timing, Yielded, compare, decide
 
 from . import catalogue as text
 from .catalogue import RULES
@@ -139,7 +139,7 @@ def retraced_finding(m: dict, function: SavedFunction, group: list[SavedTrace], 
     # input_signature must cover every argument, so Python arguments become scalar tensors.
     signature = relaxed_specs(group, varied) + [TensorArg(name, (), python_value_dtype([value])) for name, value in python_args.items()]
     return RULES["retracing/retraced-before-export"].finding(
-        evidence, severity="high" if high else "medium", savings={"size_bytes": Measure(float(duplicate_bytes))}, confidence=0.95,
+        evidence, severity="high" if high else "medium", savings={"size_bytes": Measure(float(duplicate_bytes))},
         function=function.name, count=len(group), dims="; ".join(varied_dim_text(v) for v in varied), duplicated=len(group) - 1,
         plural="s" if len(group) - 1 != 1 else "", duplicate_bytes=f"{duplicate_bytes:,}",
         share=fill(text.SHARE_OF_PB, share=f"{share:.0%}") if share is not None else "",
@@ -168,7 +168,7 @@ def python_argument_finding(function: SavedFunction, baked: dict[str, list], pro
         "unsaved_value_calls": {arg: probe for arg, probe in probes.items() if probe},
     }
     return RULES["retracing/python-argument"].finding(
-        evidence, savings={"size_bytes": Measure(float(extra_bytes))}, confidence=0.9,
+        evidence, savings={"size_bytes": Measure(float(extra_bytes))},
         function=function.name, plural="s" if len(baked) > 1 else "", count=len(traces),
         values="; ".join(fill(text.BAKED_VALUES, arg=arg, values=", ".join(map(shown, vals))) for arg, vals in baked.items()),
         total_bytes=f"{sum(t.graph_bytes for t in traces):,}", extra_bytes=f"{extra_bytes:,}",
@@ -270,7 +270,10 @@ def fixed_batch_finding(m: dict, batch: int, batching: tuple[dict, dict, str]) -
     # Measured batching decides when there is one: on the demo the overhead share sat at 49-53 %, on the threshold,
     # while 8 requests in one call saved 88-89 % of 8 calls' time in every run.
     high = measured["halves"] if saved else undisturbed_share >= FIXED_BATCH_HIGH_OVERHEAD_SHARE
-    confidence = measured.get("support", 0.9) if saved else 0.9
+    support = None
+    if saved:  # decided in rounds; a record from before them claimed a significant bootstrap interval
+        support = (Support(measured["support"], measured["decided_by"]) if "support" in measured
+                   else Support.interval(saved["latency_ms"], 0.0, 0.95, "bootstrap"))
     rows, per_call, first = ROWS_PER_EXAMPLE_REQUEST, latency.median_ms, args[0]
     evidence = {
         "batch_size": batch,
@@ -286,7 +289,7 @@ def fixed_batch_finding(m: dict, batch: int, batching: tuple[dict, dict, str]) -
     }
     dynamic = [TensorArg(a.name, (None,) + tuple(a.shape or ())[1:], a.dtype) for a in args]  # a fixed batch: every rank is known
     return RULES["retracing/fixed-batch-dim"].finding(
-        evidence, severity="high" if high else "medium", savings=saved, confidence=confidence,  # ms per request of `rows` rows
+        evidence, severity="high" if high else "medium", savings=saved, support=support,  # ms per request of `rows` rows
         batch=batch, signature=m["model"]["signature"], first=first.name, shape=shape_code(first.shape),
         padded=text.ONE_PER_CALL if batch == 1 else fill(text.PADDED, batch=batch), per_call=f"{per_call:.3f}",
         share=f"{overhead_share.value:.0f}", share_low=f"{overhead_share.low:.0f}", share_high=f"{overhead_share.high:.0f}",
@@ -305,7 +308,7 @@ def fixed_token_dims_finding(args: list[TensorArg]) -> Finding | None:
         return None
     relaxed = [TensorArg(a.name, (fixed[a.name][0],) + (None,) * (len(fixed[a.name]) - 1), a.dtype) if a.name in fixed else a for a in args]
     return RULES["retracing/fixed-dims"].finding(
-        {"fixed_inputs": {n: shape_code(s) for n, s in fixed.items()}}, confidence=0.5,
+        {"fixed_inputs": {n: shape_code(s) for n, s in fixed.items()}},
         listed=", ".join(fill(text.FIXED_INPUT, name=n, shape=shape_code(s)) for n, s in fixed.items()),
         decorator=signature_decorator_code(relaxed),
     )
@@ -329,11 +332,10 @@ def predict_in_loop_finding(m: dict, args: list[TensorArg], model_clean: bool) -
         "speedup": measure_list(result.speedup),
         "saved_pct": measure_list(result.saved_pct, 1),
     }
-    # Guidance about the caller's code: like wrapper-retraces, only the saved ms are claimed, so it
-    # cannot outrank fixes to the model itself. The share is in the evidence.
+    # About the caller's code (applies_if): like wrapper-retraces, only the saved ms are claimed. The share is in the evidence.
     return RULES["retracing/predict-in-loop"].finding(
         evidence, severity="low" if result.saved_pct.value >= WRAPPER_LOW_MIN_PCT else "info", savings={"latency_ms": result.saved_ms},
-        confidence=0.6,  # the pattern is measured; whether your code uses it is not known
+        support=Support.interval(result.saved_ms, 0.0, 0.95, "bootstrap"),
         count=len(sizes), smallest=min(sizes), largest=max(sizes), predict_ms=f"{predict.median_ms:.2f}",
         direct_ms=f"{direct.median_ms:.2f}", speedup=interval_text(result.speedup), fine=text.MODEL_FINE if model_clean else "",
         decorator=signature_decorator_code(args), name=args[0].name,

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from tfaudit.api import Finding, Measure, Metric, Timing, compare
+from tfaudit.api import Finding, Measure, Metric, Support, Timing, compare
 
 from . import catalogue as text
 from .catalogue import RULES
@@ -199,7 +199,8 @@ def wrapper_finding(m: dict[str, Any], model_clean: bool) -> Finding | None:
     specs = [TensorArg.from_json(a) for a in m["inputs"]]
     names = [s.name for s in specs]
     return RULES["retracing/wrapper-retraces"].finding(
-        evidence, severity="low" if low else "info", savings=savings, confidence=0.6,  # the pattern is measured; whether your code uses it is not
+        evidence, severity="low" if low else "info", savings=savings,
+        support=Support.interval(savings["latency_ms"], 0.0, 0.95, "bootstrap") if savings else None,
         title=text.TITLE_SHAPES if "shapes" in contrasts else text.TITLE_OPTION, requests=streams["requests"],
         runs=evidence["streams_per_pattern"], signature=m["model"]["signature"], path=m["model"]["path"],
         sentences=" ".join(sentences(contrasts, rows, batches, seqs, option, model_clean)), rows=table_rows(rows),

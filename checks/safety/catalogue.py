@@ -10,6 +10,7 @@ ASSETS = "These usually read the SavedModel's own assets; check the paths if the
 def ops_rule(slug: str, severity: str, verb: str, consequence: str) -> Rule:
     return Rule(
         id=f"safety/{slug}",
+        kind="fact",
         severity=severity,
         title=f"The serving graph holds ops that {verb}",
         summary=f"`$signature` contains $listed. {consequence}",

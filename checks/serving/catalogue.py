@@ -88,6 +88,7 @@ def setting_rule(kind: str, example: str, minimum: str) -> Rule:
 RULES = catalogue(
     Rule(
         id="serving/batch-size",
+        fix_writer="batching_parameters.txt for TF Serving",
         severity="low",
         title="Batch requests$on: batch $batch serves $factor× the rows of batch 1 at p99 $p99 ms",
         summary=(
@@ -151,6 +152,7 @@ RULES = catalogue(
     ),
     Rule(
         id="serving/litert-threads",
+        applies_if="you serve the TFLite flatbuffer with LiteRT",
         severity="low",
         title="LiteRT with num_threads=$threads: $speedup× faster than its default",
         summary="The float32 TFLite model: $ms ms per request with $threads threads against $default_ms ms with LiteRT's default.",
@@ -181,9 +183,11 @@ RULES = catalogue(
     ),
 )
 
+COLD_ORDERED = "first requests without the warm-up file slower than every one with it"
 # Not in RULES: the headline is no verdict. It is emitted on every audit the check finishes, whatever was measured.
 CONFIGURATION = Rule(
     id="serving/configuration",
+    kind="fact",
     severity="info",
     title="$headline",
     summary="$headline. $verdict",

@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from tfaudit.api import HOST_INDEX_METRIC, Finding, Measure, Metric, Risk, Yielded, bootstrap, compare, decide, rounds_of_calls
+from tfaudit.api import HOST_INDEX_METRIC, Finding, Measure, Metric, Risk, Support, Yielded, bootstrap, compare, decide, rounds_of_calls
 
 from . import catalogue as text
 from .batching import Sweep, fits_bound
@@ -129,7 +129,8 @@ def batch_size_finding(sweep: Sweep, cores: int, on: str, suffix: str) -> Findin
          "latency_bound_ms": round(sweep.bound_ms or 0.0, 4), "latency_bound": sweep.bound_source, "latency_bound_stat": sweep.bound_stat,
          "sweep_stop": sweep.stop},
         suffix=suffix, severity=gain_severity(low_end(comparison.saved_pct)), savings={"latency_pct": measure_of(comparison.saved_pct)},
-        risk=Risk("low", Template(text.BATCH_RISK).substitute(batch=sweep.serving_batch, p99=p99_text)), confidence=0.9,
+        risk=Risk("low", Template(text.BATCH_RISK).substitute(batch=sweep.serving_batch, p99=p99_text)),
+        support=Support.interval(comparison.saved_pct, MIN_GAIN_PCT, 0.95, "bootstrap"),
         on=on, batch=sweep.serving_batch, factor=f"{chosen['rows_per_s'] / first['rows_per_s']:.1f}", p99=p99_text,
         rows=f"{chosen['rows_per_s']:.0f}", first_rows=f"{first['rows_per_s']:.0f}", first_p99=f"{first['p99_ms']:.2f}", knee=sweep.knee,
         stat=sweep.bound_stat, bound=f"{sweep.bound_ms:.2f}", bound_source=sweep.bound_source, parameters=batching_parameters(sweep, cores),
@@ -181,7 +182,7 @@ def concurrency_finding(sweep: Sweep, concurrency: list[dict], levels: list[dict
         {"concurrency": concurrency, "batch": sweep.serving_batch, "decision": decision.describe(f"{best['callers']} callers", "one caller"),
          "decided_by": decision.method},
         suffix=suffix, severity="medium", savings={"latency_pct": measure_of(saved)},
-        risk=Risk("low", Template(text.CONCURRENCY_RISK).substitute(base_p99=base_p99, p99=p99_text)), confidence=round(decision.support, 4),
+        risk=Risk("low", Template(text.CONCURRENCY_RISK).substitute(base_p99=base_p99, p99=p99_text)), support=Support.decided(decision),
         callers=best["callers"], on=on, factor=f"{best['rows_per_s'] / max(base['rows_per_s'], 1e-9):.1f}", batch=sweep.serving_batch,
         rows=f"{best['rows_per_s']:.0f}", p99=p99_text, base_rows=f"{base['rows_per_s']:.0f}", base_p99=base_p99,
         stat=sweep.bound_stat, bound=f"{sweep.bound_ms:.2f}",
@@ -240,7 +241,7 @@ def xla_finding(sweep: Sweep, xla: dict[str, Any], comparison, signature: str, o
     return found(
         "serving/xla", xla,
         suffix=suffix, severity="medium" if xla["halves"] else "low", savings={"latency_pct": measure_of(comparison.saved_pct)},
-        risk=Risk("low", text.XLA_RISK, fidelity_loss=xla["relative_l2"]), confidence=xla["support"],
+        risk=Risk("low", text.XLA_RISK, fidelity_loss=xla["relative_l2"]), support=Support(xla["support"], xla["decided_by"]),
         on=on, speedup=f"{xla['speedup']:.2f}", batch=sweep.serving_batch, xla_ms=f"{xla['xla_ms']['median_ms']:.3f}",
         plain_ms=f"{xla['plain_ms']['median_ms']:.3f}", low=f"{xla['speedup_ci'][0]:.2f}", high=f"{xla['speedup_ci'][1]:.2f}",
         compile_ms=f"{xla['compile_ms']:.0f}", relative_l2=f"{xla['relative_l2']:.2g}", signature=signature,
@@ -301,7 +302,8 @@ def cold_start_finding(cold: dict[str, Any], m: dict[str, Any], evidence: dict[s
         return None
     return found(
         "serving/cold-start", result,
-        severity="medium" if np.median(first) >= 1000 else "low", confidence=0.8,
+        severity="medium" if np.median(first) >= 1000 else "low",
+        support=Support.ordered(first, after, text.COLD_ORDERED),
         savings={"latency_ms": Measure(round(float(np.median(first) - np.median(after)), 2), round(low, 2), round(max(first) - min(after), 2))},
         first_ms=f"{np.median(first):.0f}", warm_ms=f"{warm:.2f}", after_ms=f"{np.median(after):.1f}", processes=len(before),
         first_low=f"{min(first):.0f}", first_high=f"{max(first):.0f}", load_ms=f"{np.median(loads):.0f}", after_low=f"{min(after):.1f}",

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from tfaudit.api import Finding, Risk, compare, decide
+from tfaudit.api import Finding, Risk, Support, compare, decide
 
 from .._compression import within_bound
 from . import catalogue as text
@@ -84,7 +84,7 @@ def setting_finding(setting: Setting, decision, halves: bool, row: dict, fid: di
         f"serving/{setting.kind}",
         {"setting": setting.label(), "batch": batch, "speedup": round(comparison.speedup.value, 3), "speedup_ci": rounded_ci(comparison.speedup, 3),
          "decision": decision.describe(setting.label(), "the defaults"), "decided_by": decision.method, **({"fidelity": fid} if fid else {})},
-        severity="medium" if halves else "low", savings={"latency_pct": measure_of(saved)}, risk=risk, confidence=round(decision.support, 4),
+        severity="medium" if halves else "low", savings={"latency_pct": measure_of(saved)}, risk=risk, support=Support.decided(decision),
         setting=setting.label(), speedup=f"{comparison.speedup.value:.2f}", batch=batch, saved=f"{saved.value:.0f}", low=f"{low:.0f}",
         high=f"{high:.0f}", intra=setting.intra or 0, inter=setting.inter or 0, onednn=setting.onednn,
         intra_line=Template(text.INTRA_LINE).substitute(intra=setting.intra) if setting.intra else "",
@@ -119,7 +119,7 @@ def litert_findings(litert: dict[str, Any], evidence: dict[str, Any]) -> list[Fi
         "serving/litert-threads", {"litert_threads": rows, "decision": decision.describe(f"{count} threads", "the default"),
                                    "decided_by": decision.method},
         severity="medium" if halves else "low", savings={"latency_pct": measure_of(comparison.saved_pct)},
-        confidence=round(decision.support, 4),
+        support=Support.decided(decision),
         threads=count, speedup=f"{comparison.speedup.value:.2f}", ms=f"{timing.median_ms:.3f}", default_ms=f"{default.median_ms:.3f}",
     )]
 

@@ -26,26 +26,42 @@ def _interval(measure: Measure, fmt: str) -> str:
 
 
 def saving_text(finding: Finding) -> str:
-    """The savings in one cell, each with its 95 % interval when measured."""
+    """The savings in one cell, each with its 95 % interval when measured, and "projected" when computed from measured numbers."""
     s = finding.savings
     parts = []
+
+    def add(key: str, text: str) -> None:
+        parts.append(text + (" (projected)" if s[key].projected else ""))
+
     if "latency_ms" in s:
-        parts.append(f"{s['latency_ms'].value:.3g} ms{_interval(s['latency_ms'], '{:.3g}')}")
+        add("latency_ms", f"{s['latency_ms'].value:.3g} ms{_interval(s['latency_ms'], '{:.3g}')}")
     if "latency_pct" in s:
-        parts.append(f"{s['latency_pct'].value:.0f}% latency{_interval(s['latency_pct'], '{:.0f}')}")
+        add("latency_pct", f"{s['latency_pct'].value:.0f}% latency{_interval(s['latency_pct'], '{:.0f}')}")
     if "size_bytes" in s:
-        parts.append(human_bytes(s["size_bytes"].value))
+        add("size_bytes", human_bytes(s["size_bytes"].value))
     if "size_pct" in s:
-        parts.append(f"{s['size_pct'].value:.0f}% size")
+        add("size_pct", f"{s['size_pct'].value:.0f}% size")
     if "memory_bytes" in s:
-        parts.append(f"{human_bytes(s['memory_bytes'].value)} memory")
+        add("memory_bytes", f"{human_bytes(s['memory_bytes'].value)} memory")
     return ", ".join(parts) or "—"
 
 
 def effort_text(finding: Finding) -> str:
+    """The effort, labelled as the estimate it is."""
     hours = finding.effort.hours
     span = f"~{hours * 60:.0f} min" if hours < 1 else (f"~{hours:g} h" if hours < 16 else f"~{hours / 8:g} days")
-    return f"{finding.effort.level} ({span})"
+    return f"{finding.effort.level} (est. {span})"
+
+
+def confidence_text(finding: Finding) -> str:
+    """How sure: an opportunity's confidence (the support for its saving), or what kind of finding needs none."""
+    if finding.confidence is not None:
+        if finding.confidence >= 0.9999 and not finding.basis.startswith("exact"):
+            return "confidence > 99.99%"  # a sampled claim is never certain, however it rounds
+        return f"confidence {100 * finding.confidence:.4g}%"
+    if finding.kind == "advice":
+        return "advice, not measured as a saving"
+    return "a fact, certain" if finding.kind == "fact" else "no saving claimed"
 
 
 def risk_text(finding: Finding) -> str:

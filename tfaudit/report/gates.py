@@ -208,7 +208,6 @@ def budget_finding(result: BudgetResult) -> Finding:
         effort=Effort("hours", 2, "Depends on the cause; the other findings of this report are the first places to look."),
         fix=Fix("Fix what regressed (see the other findings), or raise the budget in [tool.tfaudit.budgets] if the change is intended."),
         savings={},
-        confidence=1.0,
         why="A budget is the worst value this project accepts; CI fails until it holds again.",
         verify="Re-run tfaudit with the same --config: the budget row reads ok.",
     )

@@ -10,7 +10,7 @@ from tfaudit.report.audit import AuditState
 from tfaudit.report import write_atomic
 from tfaudit.report.evidence import evidence_lines, markdown_table as table
 from tfaudit.report.fixes import verified_lines
-from tfaudit.report.format import effort_text, human_bytes, plural, risk_text, saving_text, shape_text
+from tfaudit.report.format import confidence_text, effort_text, human_bytes, plural, risk_text, saving_text, shape_text
 
 TOP_OPS = 15
 
@@ -139,7 +139,7 @@ def verdict_lines(state: AuditState, findings: list[Finding]) -> list[str]:
     return [
         f"> **Do first:** {top.title} (`{top.id}`, effort {effort_text(top)}){rest}.  ",
         f"> **Saves:** {saves}.  ",
-        f"> **How sure:** confidence {top.confidence:.0%}{certainty}; risk {risk_text(top)}.",
+        f"> **How sure:** {confidence_text(top)}{certainty}; risk {risk_text(top)}.",
         "",
         *incomplete,
     ]
@@ -154,7 +154,7 @@ def finding_lines(position: int, f: Finding) -> list[str]:
     lines = [
         f"### {position}. {f.title}",
         "",
-        f"`{f.id}` · severity **{f.severity}** · priority {f.priority:g} · confidence {f.confidence:.0%} · effort {effort_text(f)} · risk {risk_text(f)}",
+        f"`{f.id}` · severity **{f.severity}** · priority {f.priority:g} · {confidence_text(f)} · effort {effort_text(f)} · risk {risk_text(f)}",
         "",
         f.summary,
         "",
@@ -164,6 +164,10 @@ def finding_lines(position: int, f: Finding) -> list[str]:
     lines += evidence_lines(f.evidence)
     lines.append(f"**Saving:** {saving_text(f)}. {f.effort.note}")
     lines.append("")
+    if f.basis:
+        lines += [f"**How sure:** {confidence_text(f)}, from {f.basis}.", ""]
+    if f.applies_if:
+        lines += [f"**Applies if** {f.applies_if}: ranked after the findings that apply as they are.", ""]
     if f.risk.note:
         lines += [f"**Risk:** {f.risk.note}", ""]
     if f.why:

@@ -2,6 +2,11 @@
 
     priority = benefit × confidence ÷ effort_hours × (1 − risk_penalty)
 
+confidence is an opportunity's support for its saving (its basis says how it was computed);
+facts are certain (1) and advice counts 1 too, but findings that apply only under a condition
+the audit cannot see (advice, or a saving only some deployments get: ``applies_if``) rank after
+every finding that applies as it is, whatever their priority.
+
 benefit, in points: latency_pct + ½·size_pct + memory MiB, each taken at the
 conservative end of its measured interval (the low bound when one exists) and
 ignored when not positive. A latency share counts only when the milliseconds
@@ -47,11 +52,13 @@ def benefit(finding: Finding) -> float:
 
 
 def priority(finding: Finding) -> float:
-    score = benefit(finding) * finding.confidence / finding.effort.hours * (1 - RISK_PENALTY[finding.risk.level])
+    confidence = 1.0 if finding.confidence is None else finding.confidence
+    score = benefit(finding) * confidence / finding.effort.hours * (1 - RISK_PENALTY[finding.risk.level])
     return round(score, 2)
 
 
 def rank(findings: list[Finding]) -> list[Finding]:
-    """Findings with their priority filled in, highest first (ties: worse severity, then id)."""
+    """Findings with their priority filled in: those that apply as they are first, then the conditional ones; within each,
+    highest priority first (ties: worse severity, then id)."""
     scored = [replace(f, priority=priority(f)) for f in findings]
-    return sorted(scored, key=lambda f: (-f.priority, severity_rank(f.severity), f.id))
+    return sorted(scored, key=lambda f: (bool(f.applies_if), -f.priority, severity_rank(f.severity), f.id))

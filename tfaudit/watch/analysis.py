@@ -273,7 +273,7 @@ def shape_finding(retraced: Retraced, changes: list[dict], every_call: bool) -> 
     described = ", ".join(fill(text.VARIED_AXIS, argument=v["argument"], axis=v["axis"], values=", ".join(map(str, v["values"]))) for v in varied)
     return found(
         "watch/shape-varies", name, retraced.evidence(varied=varied), severity="medium" if every_call else "low",
-        savings=retraced.savings(), confidence=0.9, described=described or text.RANK_CHANGED, **retraced.facts(),
+        savings=retraced.savings(), described=described or text.RANK_CHANGED, **retraced.facts(),
         **signature_facts(retraced.obj, axes),
     )
 
@@ -284,7 +284,7 @@ def dtype_finding(retraced: Retraced, changes: list[dict]) -> Finding:
     dtypes = {a: values_seen(retraced.traces, a) for a in arguments}
     return found(
         "watch/dtype-varies", name, retraced.evidence(varied=[{"function": name, "argument": a, "dtypes": v} for a, v in dtypes.items()]),
-        savings=retraced.savings(), confidence=0.9, arguments=quoted(arguments), dtypes="; ".join(", ".join(map(str, v)) for v in dtypes.values()),
+        savings=retraced.savings(), arguments=quoted(arguments), dtypes="; ".join(", ".join(map(str, v)) for v in dtypes.values()),
         casts="\n".join(fill(text.CAST, argument=a) for a in arguments), **retraced.facts(),
     )
 
@@ -299,7 +299,7 @@ def python_value_findings(retraced: Retraced, changes: list[dict], every_call: b
     unrolled = len(arguments) == 1 and all(isinstance(v, (int, float)) for v in varied[0]["python_values"]) and len(set(ops)) > 1
     top = arguments[0].split("[")[0]
     return [found(
-        "watch/python-value", name, retraced.evidence(varied=varied, graph_ops=ops), savings=retraced.savings(), confidence=0.9,
+        "watch/python-value", name, retraced.evidence(varied=varied, graph_ops=ops), savings=retraced.savings(),
         arguments=quoted(arguments), took=", ".join(fill(text.TOOK, argument=v["argument"], values=v["python_values"]) for v in varied),
         unrolled=fill(text.UNROLLED, ops=", ".join(map(str, ops)), top=top) if unrolled else "", loop=text.AND_LOOP if unrolled else "",
         loop_code=fill(text.LOOP_CODE, name=name, top=top) if unrolled else "", top=top, **retraced.facts(),
@@ -314,7 +314,7 @@ def object_finding(retraced: Retraced, changes: list[dict]) -> Finding:
     varied = [{"function": retraced.obj.name, "argument": a, "new_objects": sum(1 for c in changes if c["argument"] == a), "type": type_name}
               for a in arguments]
     return found(
-        "watch/object-per-call", retraced.obj.name, retraced.evidence(varied=varied), savings=retraced.savings(), confidence=0.85,
+        "watch/object-per-call", retraced.obj.name, retraced.evidence(varied=varied), savings=retraced.savings(),
         type=type_name, arguments=quoted(arguments), new_objects=kinds[type_name], swap=text.SWAP_WEIGHTS if model else "",
         reuse=text.REUSE_MODEL if model else text.REUSE_OBJECT, **retraced.facts(),
     )
@@ -332,7 +332,7 @@ def definition_findings(objects: list[FunctionObject], wall_s: float) -> list[Fi
                 "trace_log": trace_rows(sorted(traces, key=lambda t: t["seq"]))}
     return [found(
         "watch/function-per-call", first.name, evidence, severity="high" if len(objects) >= HIGH_OBJECTS else "medium",
-        savings=savings(avoided, traces, wall_s), confidence=0.9, name=first.name, short=first.info["name"], defined_at=first.defined_at,
+        savings=savings(avoided, traces, wall_s), name=first.name, short=first.info["name"], defined_at=first.defined_at,
         objects=len(objects), traces=len(traces), site=site_text(common_site(traces)), priced=priced(avoided, traces),
     )]
 
@@ -351,7 +351,7 @@ def predict_inside_findings(traces: list[dict]) -> list[Finding]:
     where = site_text((t["error"] or {}).get("site")) if failed else site_text(t["call_site"])
     return [found(
         "watch/predict-in-tf-function", outer, {"function": outer, "call_site": where, "error": (t["error"] or {}).get("message"), "traces": len(traces)},
-        confidence=1.0 if failed else 0.9, outer=outer, where=where, short=outer.split(".")[-1],
+        outer=outer, where=where, short=outer.split(".")[-1],
         what=fill(text.TRACING_FAILED, message=t["error"]["message"]) if failed else text.PREDICT_TRACED_INSIDE,
     )]
 
@@ -375,7 +375,7 @@ def predict_per_call_findings(traces: list[dict], wall_s: float) -> list[Finding
                     "trace_ms_per_call": round(per_call, 2), "functions_traced": [{"function": k, "traces": n} for k, n in per_function.most_common()]}
         findings.append(found(
             "watch/predict-per-call", where, evidence, severity="high" if predict_calls >= HIGH_PREDICT_CALLS else "medium",
-            savings=saved_share(total_ms - max(t["trace_ms"] for t in group_traces), wall_s), confidence=0.9, where=where,
+            savings=saved_share(total_ms - max(t["trace_ms"] for t in group_traces), wall_s), where=where,
             traces=len(group_traces), calls=predict_calls, functions=len(per_function), per_call=ms_text(per_call), total=ms_text(total_ms),
         ))
     return findings
@@ -398,7 +398,7 @@ def loop_findings(obj: FunctionObject, dispatch_ms: float | None, covered: set) 
     evidence = {"function": obj.name, "call_site": where, "calls": n, "span_s": round(span, 3), "busy_share": round(busy, 3),
                 "call_ms_p50": p50, "call_ms_p10": calls["call_ms"]["p10"], "call_ms_p90": calls["call_ms"]["p90"], "dispatch_ms": dispatch_ms}
     return [found(
-        "watch/python-loop", obj.name, evidence, savings={"latency_ms": Measure(round(n * dispatch_ms, 2))}, confidence=0.6,
+        "watch/python-loop", obj.name, evidence, savings={"latency_ms": Measure(round(n * dispatch_ms, 2), projected=True)},
         name=obj.name, calls=n, where=where, p50=ms_text(p50), span=f"{span:.2f}", busy=f"{busy:.0%}", dispatch=ms_text(dispatch_ms),
         share=f"{dispatch_ms / p50:.0%}",
     )]

@@ -67,6 +67,7 @@ RETRACE_VERIFY = "Run `tfaudit watch` again: the function shows 1 trace."
 RULES = catalogue(
     Rule(
         id="watch/shape-varies",
+        kind="fact",
         severity="medium",
         title="`$name` retraced $avoided× because the shape of $described changed",
         summary=(
@@ -83,6 +84,7 @@ RULES = catalogue(
     ),
     Rule(
         id="watch/dtype-varies",
+        kind="fact",
         severity="medium",
         title="`$name` retraced because the dtype of $arguments changed ($dtypes)",
         summary="$traces traces of `$name`; a dtype is part of the signature, so float64 NumPy arrays and float32 tensors each get a graph.",
@@ -95,6 +97,7 @@ RULES = catalogue(
     ),
     Rule(
         id="watch/python-value",
+        kind="fact",
         severity="medium",
         title="`$name` retraced $avoided× for new Python values of $arguments",
         summary=(
@@ -113,6 +116,7 @@ RULES = catalogue(
     ),
     Rule(
         id="watch/object-per-call",
+        kind="fact",
         severity="medium",
         title="`$name` retraced $avoided× for a new $type object in $arguments each call",
         summary=(
@@ -128,6 +132,7 @@ RULES = catalogue(
     ),
     Rule(
         id="watch/function-per-call",
+        kind="fact",
         severity="medium",
         title="`$name` is a new tf.function $objects× (defined inside a loop or per request)",
         summary=(
@@ -144,6 +149,7 @@ RULES = catalogue(
     ),
     Rule(
         id="watch/predict-in-tf-function",
+        kind="fact",
         severity="high",
         title="`model.predict()` is called inside the tf.function `$outer`",
         summary="`$outer` calls `model.predict()` ($where); $what `predict()` is a batch loop for eager use; inside a graph call the model itself.",
@@ -156,6 +162,7 @@ RULES = catalogue(
     ),
     Rule(
         id="watch/predict-per-call",
+        kind="fact",
         severity="medium",
         title="`model.predict()` called per request at $where: $traces traces in $calls calls",
         summary=(
@@ -175,6 +182,8 @@ RULES = catalogue(
     ),
     Rule(
         id="watch/python-loop",
+        kind="advice",
+        applies_if="the loop's runs are independent, so one batched call can do them all",
         severity="low",
         title="`$name` called $calls× back to back from a Python loop at $where ($p50 per call)",
         summary=(
@@ -200,6 +209,7 @@ RULES = catalogue(
     ),
     Rule(
         id="watch/summary",
+        kind="fact",
         severity="info",
         title="$traces traces of $functions functions ($yours of them yours) in $seconds s$exited",
         summary="`$command`: every tf.function trace in the program, where it was defined, what called it and what changed.",
