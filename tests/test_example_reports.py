@@ -27,8 +27,11 @@ def test_json_report_follows_the_schema(demo_json):
     assert all(c["status"] in CHECK_STATUSES for c in demo_json["checks"])
     findings = [Finding.from_dict(f) for f in demo_json["findings"]]
     assert findings and all(f.severity in SEVERITIES for f in findings)
-    priorities = [f.priority for f in findings]
-    assert priorities == sorted(priorities, reverse=True)
+    for conditional in (False, True):  # what applies as it is first, then what applies only if; each by priority
+        priorities = [f.priority for f in findings if bool(f.applies_if) == conditional]
+        assert priorities == sorted(priorities, reverse=True)
+    assert [bool(f.applies_if) for f in findings] == sorted(bool(f.applies_if) for f in findings)
+    assert all(f.confidence is None or f.basis for f in findings) and {f.kind for f in findings} == {"opportunity", "fact"}
     for series in demo_json["samples"]:
         assert len(series["points"]) <= 200 and all(len(p) == 2 for p in series["points"])
 

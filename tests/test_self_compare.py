@@ -1,9 +1,9 @@
 """Baselines that do not cry wolf, end to end (slow): benchmarks/ holds the full runs.
 
-Audits a small MLP three times, each against the run before it with `--baseline`, while another
-process keeps one core busy: nothing changed, so neither compare may exit 1. After each, the same
-MLP computing its body six times (~2× slower on a 2-core host, where four times was 1.54-1.63×) must exit 1 with a
-latency regression.
+Audits a small MLP twice, the second against the first with `--baseline`, while another process
+keeps one core busy: nothing changed, so the compare may not exit 1. Then the same MLP computing its body
+six times (~2× slower on a 2-core host, where four times was 1.54-1.63×) must exit 1 with a latency
+regression (`benchmarks/self_compare.py --runs 8` for rates).
 """
 import os
 import sys
@@ -17,12 +17,12 @@ import self_compare  # noqa: E402
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_self_compares_pass_and_a_2x_slowdown_is_caught(tmp_path):
-    result = self_compare.run(["mlp"], runs=2, out=str(tmp_path), hog_mode="always", log=lambda *_: None)
+    result = self_compare.run(["mlp"], runs=1, out=str(tmp_path), hog_mode="always", log=lambda *_: None)  # the benchmark runs 8
     summary = result["summary"]["mlp"]
     assert min(summary["measured_slowdown_x3"]) > 1.6  # the twin really is about twice as slow
     failed = [c for c in result["comparisons"] if c["kind"] == "self" and c["exit_code"] != 0]
     assert summary["false_alarms"] == 0 and not failed, failed
-    assert summary["detected"] == summary["slowdowns"] == 2, result["comparisons"]
+    assert summary["detected"] == summary["slowdowns"] == 1, result["comparisons"]
 
 
 @pytest.mark.slow

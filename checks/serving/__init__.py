@@ -38,7 +38,8 @@ TF Serving files. Everything is measured through the serving signature, warm, on
   Precision is judged for fidelity against float32 on the same inputs (``--max-fidelity-loss``).
 - **LiteRT threads** (``litert``): the float32 TFLite model (reused from the quantization check when it ran)
   at ``num_threads`` 1 … cores, each against LiteRT's default in ABBA rounds until decided, in the conversion process.
-- **Cold start** (``cold_start``): ``COLD_STARTS`` processes that load the model and serve their first request
+- **Cold start** (``cold_start``): ``cold_starts`` processes (the fewest whose exact permutation test holds at the budget's
+  confidence: 3 at quick) that load the model and serve their first request
   (what an autoscaled replica pays after its import). When the first request is at least
   ``COLD_FACTOR`` × the warm median and ``COLD_MIN_MS`` slower, a copy of the SavedModel gets
   the TF Serving warm-up file (``assets.extra/tf_serving_warmup_requests``: PredictionLog

@@ -10,12 +10,21 @@ MAX_BATCH = {"quick": 128, "standard": 512, "thorough": 2048}
 THROUGHPUT_GROWTH = 1.10  # two doublings in a row adding less than this end the sweep
 MEMORY_SHARE = 0.5  # of the memory available, that the next batch may take
 TURN_MS = 4.0  # a comparison's turn of calls (concurrent callers, a serving process): long beside waking threads or a pipe
-COLD_STARTS = {"quick": 2, "standard": 4, "thorough": 6}
 
 
 def turn_calls(call_ms: float, callers: int = 1) -> int:
     """Calls a turn makes so that each of ``callers`` spends about TURN_MS on them (a multiple of ``callers``)."""
     return callers * max(1, math.ceil(TURN_MS / callers / max(call_ms, 1e-3)))
+
+
+def cold_starts(confidence: float, before: int = 0) -> int:
+    """Processes the cold-start comparison needs: with ``before`` first requests timed without the warm-up file, the fewest
+    with it for which "every one without slower than every one with" holds at ``confidence`` (exact permutation test,
+    p = 1/C(before + n, n)); with ``before`` 0, the fewest n a side (p = 1/C(2n, n)): 3 at 95 %, 5 at 99 %, 7 at 99.9 %."""
+    n = 1
+    while 1 / math.comb((before or n) + n, n) > 1 - confidence + 1e-12:
+        n += 1
+    return n
 
 
 def budget_key(ctx) -> str:

@@ -8,17 +8,19 @@ from typing import Any, Iterator
 from tfaudit.api import HelperFailed, Progress, helper_process
 
 from .batching import Sweep
-from .budgets import COLD_STARTS, budget_key, feed_of
+from .budgets import cold_starts, feed_of
 from .fix import write_warmup_copy
 from .in_helper import helper_open
 from .judge import cold_start_is_slow
 
 
 def cold_start(ctx, tmp: str, modules: list[str], cold: list[dict], feeds: dict, primary: Sweep) -> Iterator:
-    """COLD_STARTS fresh processes' load and first two requests (``cold`` holds those already timed); when the first is slow
-    and the model is a SavedModel, as many again loading a copy with the warm-up file. None when no process answered."""
+    """``cold_starts`` fresh processes' load and first two requests (``cold`` holds those already timed, by the settings'
+    processes); when the first is slow and the model is a SavedModel, as many processes loading a copy with the warm-up
+    file as the permutation test needs beside them. None when no process answered."""
     first_batch = primary.points[0]["batch"]
-    for _ in range(max(0, COLD_STARTS[budget_key(ctx)] - len(cold))):
+    processes = cold_starts(ctx.budget.confidence)
+    for _ in range(max(0, processes - len(cold))):
         reply = open_fresh(ctx, modules, feeds[first_batch])
         if reply:
             cold.append(reply)
@@ -33,7 +35,7 @@ def cold_start(ctx, tmp: str, modules: list[str], cold: list[dict], feeds: dict,
     batches = sorted({first_batch, primary.serving_batch})
     records = write_warmup_copy(ctx.model.path, copy, ctx.model.signature, [feed_of(ctx, b, seed=7) for b in batches])
     replayed = []
-    for _ in range(len(cold)):
+    for _ in range(cold_starts(ctx.budget.confidence, before=len(cold))):
         reply = open_fresh(ctx, modules, feeds[first_batch], model=copy, warmup_records=records)
         if reply:
             replayed.append(reply)

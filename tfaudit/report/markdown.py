@@ -209,7 +209,7 @@ def render_markdown(state: AuditState, images: list[tuple[str, str]] | None = No
         lines += ["## Recommendations", ""]
         lines += table(
             ["#", "Priority", "Severity", "Finding", "Saving", "Effort", "Risk"],
-            [[i, f"{f.priority:g}", f.severity, f"{f.title} (`{f.id}`)", saving_text(f), effort_text(f), risk_text(f)] for i, f in enumerate(findings, 1)],
+            [[i, f"{f.priority:g}", f.severity, f"{f.title} (`{f.id}`)" + (f"; applies if {f.applies_if}" if f.applies_if else ""), saving_text(f), effort_text(f), risk_text(f)] for i, f in enumerate(findings, 1)],
         )
     lines += verified_lines(state.findings)
     lines += image_lines(images or [])
