@@ -21,6 +21,7 @@ STREAM_REQUESTS = {"quick": 40, "standard": 120, "thorough": 400}
 STREAM_REPEATS = {"quick": 3, "standard": 5, "thorough": 10}
 KERAS_REQUESTS = {"quick": 10, "standard": 30, "thorough": 100}
 KERAS_BATCH_SIZES = (1, 2, 4, 8)
+MIN_DISTINCT = 3  # shapes or option values a stream holds at least: a retracing wrapper then traces more than once
 
 
 class WarningCatcher(logging.Handler):
@@ -79,6 +80,31 @@ class Pattern:
     feeds: dict
 
 
+def spread(values: list, count: int) -> list:
+    """``count`` of ``values`` evenly spread, the first and the last among them."""
+    if count >= len(values):
+        return list(values)
+    return [values[i] for i in sorted({round(k * (len(values) - 1) / (count - 1)) for k in range(count)})]
+
+
+def distinct_per_stream(ctx, shapes: list[tuple], repeats: int) -> int:
+    """How many distinct shapes (and option values) a stream may hold: each is a trace in every replay of a retracing
+    wrapper, so the replays' traces stay within twice the budget's timing time (a trace timed on a fresh wrapper here),
+    and at least MIN_DISTINCT so a retracing wrapper traces more than once."""
+    import tensorflow as tf
+
+    serve = ctx.model.serving_fn()
+    names = [s.name for s in ctx.inputs.specs]
+    batch, seq = shapes[0]
+    feed = as_tensors(ctx.inputs.make(batch=batch, seq=seq))
+    fresh = tf.function(lambda *tensors: serve(**dict(zip(names, tensors))))
+    start = time.perf_counter()
+    materialise(fresh(*[feed[n] for n in names]))
+    trace_ms = (time.perf_counter() - start) * 1000.0
+    traces = ctx.budget.timing_seconds * 1000.0 * 2 / (repeats * max(trace_ms, 1e-3))
+    return max(MIN_DISTINCT, int(traces / 2))  # half for the shapes, half for the option values
+
+
 def build_patterns(ctx, shape_stream: list, option_stream: list, option: str) -> list[Pattern]:
     """Fresh-wrapper factories: each replay starts from an empty trace cache, as a new process would."""
     import tensorflow as tf
@@ -112,19 +138,20 @@ def build_patterns(ctx, shape_stream: list, option_stream: list, option: str) ->
     default = as_tensors(ctx.inputs.make())
     base = [default[n] for n in names]
     option_spec = tf.TensorSpec([], tf.int32, name=option)
+    values = sorted(set(option_stream))
     patterns += [
-        Pattern("python_scalar", wrapper(predict_with_option), option_stream, {v: base + [v] for v in OPTION_VALUES}),
+        Pattern("python_scalar", wrapper(predict_with_option), option_stream, {v: base + [v] for v in values}),
         Pattern(
             "tensor_scalar",
             wrapper(predict_with_option, input_signature=specs + [option_spec]),
             option_stream,
-            {v: base + [tf.constant(v, tf.int32)] for v in OPTION_VALUES},
+            {v: base + [tf.constant(v, tf.int32)] for v in values},
         ),
     ]
     return patterns
 
 
-def stream_length(ctx, shapes: list[tuple], patterns: int, repeats: int) -> int:
+def stream_length(ctx, shapes: list[tuple], options: list[int], patterns: int, repeats: int) -> int:
     """Requests per replay: the budget's count, capped so a slow model stays within the budget."""
     serve = ctx.model.serving_fn()
     batch = max(b or 1 for b, _ in shapes)
@@ -136,7 +163,7 @@ def stream_length(ctx, shapes: list[tuple], patterns: int, repeats: int) -> int:
     call_ms = (time.perf_counter() - start) * 1000.0
     allowed = ctx.budget.timing_seconds * 1000.0 * 2 / (patterns * repeats * max(call_ms, 1e-3))
     wanted = STREAM_REQUESTS.get(ctx.budget.name, 120)
-    return int(max(2 * max(len(shapes), len(OPTION_VALUES)), min(wanted, allowed)))
+    return int(max(2 * max(len(shapes), len(options)), min(wanted, allowed)))
 
 
 def serving_probe(ctx, option: str, progress: Callable[[float, str], Progress]) -> Iterator:
@@ -145,9 +172,11 @@ def serving_probe(ctx, option: str, progress: Callable[[float, str], Progress]) 
     rng = np.random.default_rng(0)
     shapes = request_shapes(ctx)
     repeats = STREAM_REPEATS.get(ctx.budget.name, 5)
-    count = stream_length(ctx, shapes, len(PATTERNS) if len(shapes) > 1 else 2, repeats)
+    distinct = distinct_per_stream(ctx, shapes, repeats)
+    shapes, options = spread(shapes, distinct), spread(list(OPTION_VALUES), distinct)
+    count = stream_length(ctx, shapes, options, len(PATTERNS) if len(shapes) > 1 else 2, repeats)
     shape_stream = [shapes[i] for i in rng.integers(0, len(shapes), size=count)]
-    option_stream = [int(v) for v in rng.choice(OPTION_VALUES, size=count)]
+    option_stream = [int(v) for v in rng.choice(options, size=count)]
     patterns = build_patterns(ctx, shape_stream, option_stream, option)
 
     for pattern in patterns:  # untimed: the first traces in a process pay one-time costs
@@ -163,7 +192,8 @@ def serving_probe(ctx, option: str, progress: Callable[[float, str], Progress]) 
                 for i, ms in enumerate(result["ms"]):
                     yield Sample(f"latency_ms:{pattern.name}", i, ms, "trace" if i in traced_at else "")
         yield progress((rep + 1) / repeats, f"request stream {rep + 1}/{repeats}")
-    return {"requests": count, "shapes": [list(s) for s in sorted(set(shape_stream), key=str)], "option": option, "replays": results}
+    return {"requests": count, "shapes": [list(s) for s in sorted(set(shape_stream), key=str)], "option": option,
+            "option_values": sorted(set(option_stream)), "replays": results}
 
 
 def keras_probe(ctx) -> Iterator:

@@ -133,7 +133,7 @@ def contrasts_of(rows: dict, results: dict[str, list[StreamResult]]) -> dict[str
     return contrasts
 
 
-def sentences(contrasts: dict, rows: dict, batches: list, seqs: list, option: str, model_clean: bool) -> list[str]:
+def sentences(contrasts: dict, rows: dict, batches: list, seqs: list, option: str, values: int, model_clean: bool) -> list[str]:
     said = []
     if "shapes" in contrasts:
         varied = " and ".join(p for p in (
@@ -143,7 +143,7 @@ def sentences(contrasts: dict, rows: dict, batches: list, seqs: list, option: st
         warm_up = Template(text.WARM_UP_ONCE).substitute(trace_ms=fmt_ms(rows["plain"]["trace_ms_per_stream"]))
         said.append(text.UNBOUNDED if seqs else warm_up)
     if "python_scalar" in contrasts:
-        what = Template(text.OPTION_WHAT).substitute(option=option, count=len(OPTION_VALUES))
+        what = Template(text.OPTION_WHAT).substitute(option=option, count=values)
         said.append(contrast_sentence(contrasts["python_scalar"], what))
     said.append(text.CALLER_ONLY if model_clean else text.CALLER_TOO)
     return said
@@ -184,7 +184,7 @@ def wrapper_finding(m: dict[str, Any], model_clean: bool) -> Finding | None:
         "sequence_lengths": seqs,
         "shapes_unbounded": bool(seqs),
         "option": option,
-        "option_values": list(OPTION_VALUES),
+        "option_values": streams.get("option_values", list(OPTION_VALUES)),  # all of them in records from before the cap
         "patterns": rows,
         "contrasts": {k: {key: v for key, v in c.items() if key != "comparison"} for k, c in contrasts.items()},
         "headline": next(k for k, c in contrasts.items() if c is headline),
@@ -203,7 +203,7 @@ def wrapper_finding(m: dict[str, Any], model_clean: bool) -> Finding | None:
         support=Support.interval(savings["latency_ms"], 0.0, 0.95, "bootstrap") if savings else None,
         title=text.TITLE_SHAPES if "shapes" in contrasts else text.TITLE_OPTION, requests=streams["requests"],
         runs=evidence["streams_per_pattern"], signature=m["model"]["signature"], path=m["model"]["path"],
-        sentences=" ".join(sentences(contrasts, rows, batches, seqs, option, model_clean)), rows=table_rows(rows),
+        sentences=" ".join(sentences(contrasts, rows, batches, seqs, option, len(evidence["option_values"]), model_clean)), rows=table_rows(rows),
         decorator=signature_decorator_code(specs), names=", ".join(names), call=f"serve({', '.join(f'{n}={n}' for n in names)})",
         option=option, option_decorator=signature_decorator_code(specs + [TensorArg(option, (), "int32")]),
         option_names=", ".join(names + [option]),
