@@ -40,3 +40,11 @@ def run_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "tfaudit", *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
     )
+
+
+def run_clis(*runs: list[str], at_once: int = 2) -> list[subprocess.CompletedProcess]:
+    """``run_cli`` on each argument list, ``at_once`` at a time: for runs whose results time nothing (usage errors)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(at_once) as pool:
+        return list(pool.map(lambda args: run_cli(*args), runs))

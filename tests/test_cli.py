@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import HANG_LIMIT_S, run_cli
+from conftest import HANG_LIMIT_S, run_cli, run_clis
 
 pytestmark = pytest.mark.slow
 
@@ -79,8 +79,9 @@ def bad_models(tmp_path, built_model):
 
 
 def test_every_bad_model_exits_2_with_one_clear_line(tmp_path, built_model):
-    for label, (path, needle) in bad_models(tmp_path, built_model).items():
-        result = run_cli(str(path), "--headless")
+    cases = bad_models(tmp_path, built_model)
+    results = run_clis(*([str(path), "--headless"] for path, _ in cases.values()))
+    for (label, (path, needle)), result in zip(cases.items(), results):
         assert result.returncode == 2, (label, result.stderr)
         line = one_clear_line(result)
         assert needle in line, (label, line)
@@ -93,10 +94,10 @@ def test_bad_inputs_file_exits_2_naming_the_mismatch(tmp_path, built_model, fake
         "wrong_dtype": ({"x": np.zeros((2, 8), np.int32)}, "dtype int32"),
         "wrong_shape": ({"x": np.zeros((2, 5), np.float32)}, "shape [2, 5]"),
     }
-    for name, (arrays, needle) in cases.items():
-        path = tmp_path / f"{name}.npz"
-        np.savez(path, **arrays)
-        result = run_cli(model, "--headless", "--checks", "fake-low", "--inputs", str(path))
+    for name, (arrays, _) in cases.items():
+        np.savez(tmp_path / f"{name}.npz", **arrays)
+    results = run_clis(*([model, "--headless", "--checks", "fake-low", "--inputs", str(tmp_path / f"{name}.npz")] for name in cases))
+    for (name, (_, needle)), result in zip(cases.items(), results):
         assert result.returncode == 2, result.stderr
         assert needle in one_clear_line(result)
     good = tmp_path / "good.npz"
