@@ -228,17 +228,17 @@ def build_lstm_masking(path: str) -> str:
     return path
 
 
-CORPUS = (
+CORPUS = (  # the longest audits first: tests/test_corpus.py runs them side by side
     "bert_classifier",
-    "small_table_ids",
+    "lstm_masking",
     "text_classifier",
+    "tf_keras_lambda",
+    "small_table_ids",
     "lookup_table_assets",
     "dynamic_state",
     "ragged_input",
     "several_signatures",
     "no_variables",
-    "tf_keras_lambda",
-    "lstm_masking",
 )
 NEEDS_INPUTS = {"ragged_input": ragged_input_samples}
 

@@ -332,3 +332,12 @@ def test_demo_through_the_cli(tmp_path):
     latency = metrics["retracing.serving_latency_ms"]
     assert latency["unit"] == "ms" and 0 < latency["low"] <= latency["value"] <= latency["high"]
     assert fixed["severity"] == ("high" if fixed["evidence"]["batching_relaxed_in_memory"]["saved_pct"][0] >= 80 else "medium")
+
+
+def test_a_capped_stream_spreads_its_shapes_from_the_smallest_to_the_largest():
+    from tfaudit.checks.retracing.probe import spread
+
+    shapes = [(b, s) for b in (1, 2, 4, 8, 16, 32) for s in (8, 16, 32, 64)]
+    assert spread(shapes, 4) == [(1, 8), (4, 8), (8, 64), (32, 64)]
+    assert spread(shapes, 3) == [(1, 8), (8, 8), (32, 64)] and spread(shapes, 99) == shapes
+    assert spread(list(range(1, 9)), 3) == [1, 5, 8]

@@ -58,8 +58,8 @@ def test_batching_parameters_come_from_the_measured_curve():
     assert f"batch_timeout_micros {{ value: {int(round((2.0 - 1.44) * 1000))} }}" in batching_parameters(sweep, cores=2)
 
 
-def test_thread_settings_cover_one_half_and_all_cores():
-    assert {(s.intra, s.inter) for s in settings.thread_settings(2)} == {(1, 1), (1, 2), (2, 1), (2, 2)}
+def test_thread_settings_cover_one_half_and_all_cores_but_not_the_defaults():
+    assert {(s.intra, s.inter) for s in settings.thread_settings(2)} == {(1, 1), (1, 2), (2, 1)}  # (2, 2): the defaults
     assert {s.intra for s in settings.thread_settings(16)} == {1, 8, 16}
     assert settings.Setting().default and settings.Setting().label() == "defaults"
     assert settings.Setting(1, 2, "bfloat16").label() == "intra 1, inter 2, bfloat16 compute"
@@ -348,3 +348,15 @@ def test_a_caller_thread_whose_call_raises_ends_the_turn_with_its_error_instead_
     assert isinstance(failed.value.__cause__, ValueError)
     pool.close()  # every thread ends
     assert not any(thread.is_alive() for thread in pool._threads)
+
+
+def test_cold_starts_are_the_fewest_processes_whose_permutation_test_holds_at_the_budgets_confidence():
+    from math import comb
+
+    from tfaudit.checks.serving.budgets import cold_starts
+
+    assert [cold_starts(c) for c in (0.95, 0.99, 0.999)] == [3, 5, 7]
+    for confidence in (0.95, 0.99, 0.999):
+        n = cold_starts(confidence)
+        assert 1 / comb(2 * n, n) <= 1 - confidence < 1 / comb(2 * (n - 1), n - 1)
+    assert cold_starts(0.99, before=5) == 4 and 1 / comb(9, 4) <= 0.01 < 1 / comb(8, 3)  # more timed without: fewer with

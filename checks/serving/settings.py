@@ -40,8 +40,10 @@ class Setting:
 
 
 def thread_settings(cores: int) -> list[Setting]:
+    """Intra-op 1, half and all cores × inter-op 1 and 2; never all cores for both, which are TensorFlow's defaults
+    (each pool sized to the schedulable CPUs): timing it against the defaults would time the defaults against themselves."""
     intra = sorted({1, max(1, cores // 2), cores})
-    return [Setting(a, b) for a in intra for b in sorted({1, 2})]
+    return [Setting(a, b) for a in intra for b in sorted({1, 2}) if (a, b) != (cores, cores)]
 
 
 def bf16_cpu_support(cpuinfo: str = "/proc/cpuinfo") -> tuple[bool, str]:
