@@ -7,7 +7,7 @@ import pytest
 TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 # A check's time limit for the tests that hang one on purpose. It runs from the worker's start: a fresh interpreter imports
 # TensorFlow and loads the model first, a worker forked from the zygote has both already.
-HANG_LIMIT_S = {"fork": 8, "fresh": 20}
+HANG_LIMIT_S = {"fork": 8, "fresh": 15}
 
 
 @pytest.fixture(scope="session")

@@ -96,7 +96,7 @@ def ranked_table(state: AuditState) -> Table:
     for column in ("#", "priority", "severity", "finding", "saving", "effort", "risk"):
         table.add_column(column, overflow="fold")
     for i, f in enumerate(state.recommendations(), 1):
-        table.add_row(str(i), f"{f.priority:g}", f.severity, f"{f.title}\n[dim]{f.id}[/]", saving_text(f), effort_text(f), risk_text(f))
+        table.add_row(str(i), f"{f.priority:g}", f.severity, f"{f.title}\n[dim]{f.id}{'; applies if ' + f.applies_if if f.applies_if else ''}[/]", saving_text(f), effort_text(f), risk_text(f))
     return table
 
 
