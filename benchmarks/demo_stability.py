@@ -33,6 +33,7 @@ def differences(first: dict, other: dict) -> list[str]:
 
 
 def run(runs: int, out: str) -> list[dict]:
+    out = os.path.abspath(out)  # the audits run in it
     os.makedirs(out, exist_ok=True)
     verdicts = []
     for i in range(runs):
