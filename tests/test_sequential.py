@@ -189,8 +189,17 @@ def stored_rounds() -> list[tuple[str, dict]]:
     return found
 
 
+OPPOSITE = {"faster": "slower", "slower": "faster"}
+
+
 def test_stored_rounds_with_the_noise_scaled_keep_their_verdict_or_leave_it_undecided():
-    """Measured rounds replayed with their own noise halved or tripled around their mean: no verdict flips to another."""
+    """Measured rounds replayed with their own noise halved or tripled around their mean: with less noise no verdict
+    changes but from undecided; with more, none turns to the opposite direction.
+
+    Tripling a fixed series' deviations also triples how far its first rounds ran from the whole series' mean, so an
+    excursion the first look nearly claimed becomes one it claims (the demo's intra 1, inter 2 read 0.76× over its
+    first 5 rounds, "the same" 0.99× over 48): the looks' spending bounds how often that happens over noise drawn
+    again, not for every series, so the tripled check holds the line the issue draws, never the opposite claim."""
     cases = stored_rounds()
     assert len(cases) >= 20, "the stored measurements should hold rounds of real and synthetic comparisons"
     for where, record in cases:
@@ -201,4 +210,7 @@ def test_stored_rounds_with_the_noise_scaled_keep_their_verdict_or_leave_it_unde
             for scale in (0.5, 3.0):
                 scaled_b = a * np.exp(d.mean() + scale * (d - d.mean()))
                 other = decide(a, scaled_b, minimum, 0.95, record.get("calibration_ms")).outcome
-                assert other in (verdict, "undecided") or verdict == "undecided", (where, minimum.relative, scale, verdict, other)
+                if scale < 1:
+                    assert other in (verdict, "undecided") or verdict == "undecided", (where, minimum.relative, scale, verdict, other)
+                else:
+                    assert other != OPPOSITE.get(verdict), (where, minimum.relative, scale, verdict, other)
