@@ -119,7 +119,8 @@ class FindingsTable(DataTable):
         for position, f in enumerate(shown, 1):
             self.add_row(
                 str(position), f"{f.priority:g}", Text(f.severity, style=SEVERITY_STYLE[f.severity]),
-                f.title, saving_text(f), effort_text(f), risk_text(f),
+                Text(f.title).append(f" — applies if {f.applies_if}" if f.applies_if else "", style="dim"),
+                saving_text(f), effort_text(f), risk_text(f),
             )
         if selected is not None:
             row = next((i for i, f in enumerate(shown) if f.id == selected.id), 0)
