@@ -34,6 +34,9 @@ RISK_LEVELS = ("none", "low", "medium", "high")
 SAVING_KEYS = ("latency_ms", "latency_pct", "size_bytes", "size_pct", "memory_bytes")
 # A latency saving counts only from here: 70 % of a 10-microsecond call is real, but nobody's bottleneck.
 MIN_PRACTICAL_LATENCY_MS = 0.05
+# The level of the intervals compare() and bootstrap() give (every "[low–high]" a report prints), and the level a record
+# from before the comparison engine's rounds is judged at.
+INTERVAL_LEVEL = 0.95
 BASELINE_MODEL_METRIC = "latency_vs_baseline_model"  # --baseline-model's ratio: compared within each run, never across runs
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32)  # the batch sizes checks sweep (ctx.inputs.make(batch=…))
 DEFAULT_SEQUENCE_LENGTH = 16  # what ctx.inputs.make() gives a dynamic sequence dimension
@@ -109,7 +112,7 @@ class Support:
         return cls(1.0 if saving >= minimum else 0.0, f"exact: {what}, counted rather than sampled")
 
     @classmethod
-    def interval(cls, saving: Measure, minimum: float, level: float, method: str) -> "Support":
+    def interval(cls, saving: Measure, minimum: float, method: str, level: float = INTERVAL_LEVEL) -> "Support":
         """From a ``level`` interval of the saving (``method`` names it): a normal approximation, P(saving >= minimum)."""
         if saving.low is None or saving.high is None:
             raise ValueError("Support.interval needs a saving with an interval")
@@ -544,7 +547,7 @@ def host_reference():
     return reference_workload()
 
 
-def compare(before: "Timing", after: "Timing", confidence: float = 0.95, seed: int = 0) -> "Comparison":
+def compare(before: "Timing", after: "Timing", confidence: float = INTERVAL_LEVEL, seed: int = 0) -> "Comparison":
     """What switching from ``before`` to ``after`` saves (ms, %, speedup), with bootstrap intervals."""
     from tfaudit.engine.measure import compare as compared
 

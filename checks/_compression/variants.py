@@ -141,7 +141,7 @@ def saving_support(saved: dict, counted: str) -> Support | None:
     if "size_pct" in saved and saved["size_pct"].value > 0:
         return Support.exact(saved["size_pct"].value, 0.0, counted)
     if "latency_ms" in saved:
-        return Support.interval(saved["latency_ms"], MIN_PRACTICAL_LATENCY_MS, 0.95, "bootstrap")
+        return Support.interval(saved["latency_ms"], MIN_PRACTICAL_LATENCY_MS, "bootstrap")
     return None
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from tfaudit.api import Metric
+from tfaudit.api import INTERVAL_LEVEL, Metric
 
 KIB = 1024
 MIB = 1024 * 1024
@@ -30,7 +30,7 @@ class Slope:
         return self.low > 0 or self.high < 0
 
 
-def theil_sen(x, y, confidence: float = 0.95, max_points: int = 400) -> Slope:
+def theil_sen(x, y, confidence: float = INTERVAL_LEVEL, max_points: int = 400) -> Slope:
     """Median of pairwise slopes, with Sen's rank-based interval (Kendall's S variance, no ties correction).
 
     More than ``max_points`` points are thinned evenly first, which keeps the pairs O(max_points²).

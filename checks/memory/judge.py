@@ -164,7 +164,7 @@ def growth_finding(m: dict, which: str, growth: Growth, rate: float, available: 
             "savings_memory_bytes_means": "growth over a week of serving at the measured call rate, at most the memory available",
         },
         severity=severity_from_hours(hours), savings={"memory_bytes": horizon},
-        support=Support.interval(Measure(slope.value, slope.low, slope.high), growth.min_step_bytes, 0.95, text.SLOPE_METHOD),
+        support=Support.interval(Measure(slope.value, slope.low, slope.high), growth.min_step_bytes, text.SLOPE_METHOD),
         memory="GPU memory" if which == "gpu" else "memory", kib=f"{slope.value / KIB:,.1f}", low_kib=f"{slope.low / KIB:,.1f}",
         high_kib=f"{slope.high / KIB:,.1f}", calls=f"{growth.steps:,}", mb_per_1000=f"{per_1000 / MIB:,.1f}",
         mb_per_hour=f"{per_hour.value / MIB:,.0f}", rate=f"{rate:,.0f}", lasts=lasts, week_mb=f"{horizon.value / MIB:,.0f}",
@@ -186,7 +186,7 @@ def new_shape_finding(m: dict, per_shape: Slope, shapes: int, wrapper: dict | No
     return RULES["memory/growth-per-new-shape"].finding(
         {**evidence, "bytes_per_new_shape": [round(per_shape.value), round(per_shape.low), round(per_shape.high)], "wrapper": wrapper},
         severity=severity_from_shape_bytes(per_shape.value),
-        support=Support.interval(Measure(per_shape.value, per_shape.low, per_shape.high), MIN_BYTES_PER_SHAPE, 0.95, text.SLOPE_METHOD),
+        support=Support.interval(Measure(per_shape.value, per_shape.low, per_shape.high), MIN_BYTES_PER_SHAPE, text.SLOPE_METHOD),
         kib=f"{per_shape.value / KIB:,.0f}", kib_1=f"{per_shape.value / KIB:,.1f}", low_kib=f"{per_shape.low / KIB:,.1f}",
         high_kib=f"{per_shape.high / KIB:,.1f}", shapes=shapes, varies=m["varies"], mb_per_1000=f"{per_shape.value * 1000 / MIB:,.0f}",
         wrapper=retraced, specs=specs, names=", ".join(i["name"] for i in inputs), signature=m["model"]["signature"],

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tfaudit.api import Finding, Measure, Support, Timing, compare, decide, rounds_of_calls
+from tfaudit.api import INTERVAL_LEVEL, Finding, Measure, Support, Timing, compare, decide, rounds_of_calls
 
 from . import catalogue as text
 from .catalogue import RULES
@@ -25,7 +25,7 @@ def twin_latency(twin: dict[str, Any]) -> dict[str, Any]:
     t64, t32 = (Timing(tuple(twin[dtype]["samples_ms"]), twin[dtype]["warmup"]) for dtype in ("float64", "float32"))
     comparison = compare(t64, t32)
     rounds = twin.get("rounds") or rounds_of_calls(t64.samples_ms, t32.samples_ms)
-    decision = decide(rounds, text.FLOAT32_MINIMUM, twin.get("confidence", 0.95))
+    decision = decide(rounds, text.FLOAT32_MINIMUM, twin.get("confidence", INTERVAL_LEVEL))
     faster = decision.outcome == "faster"
     if faster:
         verdict = text.FLOAT32_FASTER

@@ -273,7 +273,7 @@ def fixed_batch_finding(m: dict, batch: int, batching: tuple[dict, dict, str]) -
     support = None
     if saved:  # decided in rounds; a record from before them claimed a significant bootstrap interval
         support = (Support(measured["support"], measured["decided_by"]) if "support" in measured
-                   else Support.interval(saved["latency_ms"], 0.0, 0.95, "bootstrap"))
+                   else Support.interval(saved["latency_ms"], 0.0, "bootstrap"))
     rows, per_call, first = ROWS_PER_EXAMPLE_REQUEST, latency.median_ms, args[0]
     evidence = {
         "batch_size": batch,
@@ -335,7 +335,7 @@ def predict_in_loop_finding(m: dict, args: list[TensorArg], model_clean: bool) -
     # About the caller's code (applies_if): like wrapper-retraces, only the saved ms are claimed. The share is in the evidence.
     return RULES["retracing/predict-in-loop"].finding(
         evidence, severity="low" if result.saved_pct.value >= WRAPPER_LOW_MIN_PCT else "info", savings={"latency_ms": result.saved_ms},
-        support=Support.interval(result.saved_ms, 0.0, 0.95, "bootstrap"),
+        support=Support.interval(result.saved_ms, 0.0, "bootstrap"),
         count=len(sizes), smallest=min(sizes), largest=max(sizes), predict_ms=f"{predict.median_ms:.2f}",
         direct_ms=f"{direct.median_ms:.2f}", speedup=interval_text(result.speedup), fine=text.MODEL_FINE if model_clean else "",
         decorator=signature_decorator_code(args), name=args[0].name,

@@ -200,7 +200,7 @@ def wrapper_finding(m: dict[str, Any], model_clean: bool) -> Finding | None:
     names = [s.name for s in specs]
     return RULES["retracing/wrapper-retraces"].finding(
         evidence, severity="low" if low else "info", savings=savings,
-        support=Support.interval(savings["latency_ms"], 0.0, 0.95, "bootstrap") if savings else None,
+        support=Support.interval(savings["latency_ms"], 0.0, "bootstrap") if savings else None,
         title=text.TITLE_SHAPES if "shapes" in contrasts else text.TITLE_OPTION, requests=streams["requests"],
         runs=evidence["streams_per_pattern"], signature=m["model"]["signature"], path=m["model"]["path"],
         sentences=" ".join(sentences(contrasts, rows, batches, seqs, option, len(evidence["option_values"]), model_clean)), rows=table_rows(rows),

@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from tfaudit.api import HOST_INDEX_METRIC, Finding, Measure, Metric, Risk, Support, Yielded, bootstrap, compare, decide, rounds_of_calls
+from tfaudit.api import HOST_INDEX_METRIC, INTERVAL_LEVEL, Finding, Measure, Metric, Risk, Support, Yielded, bootstrap, compare, decide, rounds_of_calls
 
 from . import catalogue as text
 from .batching import Sweep, fits_bound
@@ -130,7 +130,7 @@ def batch_size_finding(sweep: Sweep, cores: int, on: str, suffix: str) -> Findin
          "sweep_stop": sweep.stop},
         suffix=suffix, severity=gain_severity(low_end(comparison.saved_pct)), savings={"latency_pct": measure_of(comparison.saved_pct)},
         risk=Risk("low", Template(text.BATCH_RISK).substitute(batch=sweep.serving_batch, p99=p99_text)),
-        support=Support.interval(comparison.saved_pct, MIN_GAIN_PCT, 0.95, "bootstrap"),
+        support=Support.interval(comparison.saved_pct, MIN_GAIN_PCT, "bootstrap"),
         on=on, batch=sweep.serving_batch, factor=f"{chosen['rows_per_s'] / first['rows_per_s']:.1f}", p99=p99_text,
         rows=f"{chosen['rows_per_s']:.0f}", first_rows=f"{first['rows_per_s']:.0f}", first_p99=f"{first['p99_ms']:.2f}", knee=sweep.knee,
         stat=sweep.bound_stat, bound=f"{sweep.bound_ms:.2f}", bound_source=sweep.bound_source, parameters=batching_parameters(sweep, cores),
@@ -198,7 +198,7 @@ def concurrency_rounds(one: dict[str, Any], level: dict[str, Any]) -> tuple[dict
     if "rounds" in level:
         return level["rounds"], level["confidence"]
     a, b = (list(per_row_windows(x).samples_ms) for x in (one, level))
-    return rounds_of_calls(a, b, per_round=2), 0.95
+    return rounds_of_calls(a, b, per_round=2), INTERVAL_LEVEL
 
 
 def xla_table(measured: dict[str, Any]) -> tuple[dict[str, Any], Any]:
@@ -209,7 +209,7 @@ def xla_table(measured: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     plain_timing, xla_timing = timing_of(measured["plain_ms"], measured["warmup"]), timing_of(measured["xla_ms"], measured["warmup"])
     comparison = compare(plain_timing, xla_timing)
     rounds = measured.get("rounds") or rounds_of_calls(measured["plain_ms"], measured["xla_ms"])
-    confidence = measured.get("confidence", 0.95)
+    confidence = measured.get("confidence", INTERVAL_LEVEL)
     decision = decide(rounds, text.XLA_MINIMUM, confidence)
     return {
         "compiles": True,

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from tfaudit.api import Finding, Risk, Support, compare, decide
+from tfaudit.api import INTERVAL_LEVEL, Finding, Risk, Support, compare, decide
 
 from .._compression import within_bound
 from . import catalogue as text
@@ -23,7 +23,7 @@ def settings_rows(processes: dict[str, Any]) -> list[dict[str, Any]]:
     if not rows or "rounds" in rows[0]:
         return rows
     by_key = {(Setting(**row["setting"]), row["batch"]): row["rounds_ms"] for row in rows}
-    return [{"setting": setting.measured(), "batch": b, "confidence": 0.95,
+    return [{"setting": setting.measured(), "batch": b, "confidence": INTERVAL_LEVEL,
              "rounds": {"a_ms": medians(by_key[(Setting(), b)]), "b_ms": medians(one), "quads": 0},
              "default_ms": sum(by_key[(Setting(), b)], []), "ms": sum(one, [])}
             for (setting, b), one in by_key.items() if not setting.default and (Setting(), b) in by_key]
@@ -104,7 +104,7 @@ def litert_findings(litert: dict[str, Any], evidence: dict[str, Any]) -> list[Fi
     decided = []
     for count, one in zip(counts[1:], compared):
         timing = timing_of(one["ms"])
-        decision = decide(one["rounds"], text.LITERT_MINIMUM, litert.get("confidence", 0.95))
+        decision = decide(one["rounds"], text.LITERT_MINIMUM, litert.get("confidence", INTERVAL_LEVEL))
         rows.append({"num_threads": count, **{k: v for k, v in timing_stats(timing, 1).items() if k != "batch"},
                      "against_default": decision.outcome})
         if decision.outcome == "faster":
@@ -113,7 +113,7 @@ def litert_findings(litert: dict[str, Any], evidence: dict[str, Any]) -> list[Fi
     if not decided:
         return []
     decision, count, timing, one = min(decided, key=lambda d: d[0].ratio.value)
-    halves = decide(one["rounds"], text.LITERT_MEDIUM, litert.get("confidence", 0.95)).outcome == "faster"
+    halves = decide(one["rounds"], text.LITERT_MEDIUM, litert.get("confidence", INTERVAL_LEVEL)).outcome == "faster"
     comparison = compare(timing_of(one["default_ms"]), timing)
     return [found(
         "serving/litert-threads", {"litert_threads": rows, "decision": decision.describe(f"{count} threads", "the default"),
