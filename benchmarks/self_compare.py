@@ -39,6 +39,7 @@ class Comparison:
     regressions: list[str]
     latency_regressions: list[str]
     not_comparable: list[str]
+    unconfirmed: list[str]  # slower in their own process, not in the run's fresh processes together: not regressions
     host_index_ms: tuple[float | None, float | None]  # retracing's reference workload: baseline, new
     seconds: float
     extra: dict = field(default_factory=dict)
@@ -73,9 +74,11 @@ def describe(model: str, kind: str, code: int, seconds: float, new_json: str, ol
     new, old = (json.load(open(p)) for p in (new_json, old_json))
     baseline = new.get("baseline") or {}
     if rejudge:
+        from tfaudit.budget import BUDGETS
         from tfaudit.report.gates import compare_with_baseline
 
-        baseline = compare_with_baseline(old_json, old, new["metrics"], [], new["environment"]).to_dict()
+        confidence = BUDGETS[new.get("budget", "quick")].confidence
+        baseline = compare_with_baseline(old_json, old, new["metrics"], [], new["environment"], confidence).to_dict()
         errored = any(c["status"] == "errored" for c in new["checks"])
         code = 1 if baseline["regressions"] else 3 if errored else 0
     regressions = [r["metric"] for r in baseline.get("regressions", [])]
@@ -83,7 +86,7 @@ def describe(model: str, kind: str, code: int, seconds: float, new_json: str, ol
     index = lambda report: (report["metrics"].get("retracing.host_index_ms") or {}).get("value")  # noqa: E731
     return Comparison(
         model, kind, code, regressions, latency, [r["metric"] for r in baseline.get("not_comparable", [])],
-        (index(old), index(new)), round(seconds, 1),
+        [r["metric"] for r in baseline.get("unconfirmed", [])], (index(old), index(new)), round(seconds, 1),
     )
 
 
@@ -123,7 +126,7 @@ def run(kinds: list[str], runs: int, out: str, hog_mode: str, log=print) -> dict
                 current = os.path.join(out, f"{kind}-{i}.json")
                 code, seconds = next_audit(models[kind]["base"], current, previous, out)
                 comparisons.append(describe(kind, "self", code, seconds, current, previous))
-                log(f"{kind} self {i}: exit {code}, regressed {comparisons[-1].regressions}")
+                log(f"{kind} self {i}: exit {code}, regressed {comparisons[-1].regressions}, not confirmed {comparisons[-1].unconfirmed}")
                 slow = os.path.join(out, f"{kind}_slow-{i}.json")
                 code, seconds = next_audit(models[kind]["slow"], slow, current, out)
                 comparisons.append(describe(kind, "slow", code, seconds, slow, current))
@@ -141,6 +144,7 @@ def summarise(kinds: list[str], comparisons: list[Comparison], models: dict, hog
         selfs, slows = [c for c in own if c.kind == "self"], [c for c in own if c.kind == "slow"]
         summary[kind] = {
             "false_alarms": sum(c.exit_code == 1 for c in selfs),
+            "unconfirmed_in_self_compares": sum(bool(c.unconfirmed) for c in selfs),
             "self_compares": len(selfs),
             "detected": sum(c.exit_code == 1 and bool(c.latency_regressions) for c in slows),
             "slowdowns": len(slows),

@@ -75,22 +75,26 @@ def test_bfloat16_is_skipped_with_the_reason_on_a_cpu_without_it(tmp_path):
     assert settings.bf16_cpu_support(str(tmp_path / "missing"))[0] is False
 
 
-def test_throughput_regresses_only_beyond_the_noise_factor_after_host_scaling():
-    def report(rows, low, high, host):
+def test_throughput_regresses_past_the_minimum_after_host_scaling_when_the_runs_processes_show_it():
+    def report(rows, low, high, host, slower=1.0):
+        """``slower``: how much slower the run's fresh processes ran the serving batch per unit of the reference."""
         return {"metrics": {"serving.throughput_rows_per_s_best": {"value": rows, "low": low, "high": high, "unit": "rows/s", "better": "higher"},
-                            "serving.host_index_ms": {"value": host, "low": host, "high": host, "unit": "ms"}}, "findings": []}
+                            "serving.host_index_ms": {"value": host, "low": host, "high": host, "unit": "ms"},
+                            "serving.serving_batch_per_reference": {"value": 4.0 * slower, "unit": "×", "samples": 6},
+                            "serving.serving_batch_per_reference_spread_pct": {"value": 3.0, "unit": "%", "samples": 6}}, "findings": []}
     old = report(10000, 9800, 10200, 1.0)
     slower_host = report(6000, 5900, 6100, 2.0)  # the host ran its reference 2x slower: 6000 rows/s is 12000 there
     result = compare_with_baseline("old.json", old, slower_host["metrics"], [], {})
-    assert not result.regressions and result.improvements == [] or result.improvements
-    regressed = report(4000, 3900, 4100, 1.0)
+    assert not result.regressions
+    regressed = report(4000, 3900, 4100, 1.0, slower=2.5)
     result = compare_with_baseline("old.json", old, regressed["metrics"], [], {})
-    assert [r["metric"] for r in result.regressions] == ["serving.throughput_rows_per_s_best"]
-    noise = report(9000, 8900, 9100, 1.0)  # separated intervals, but only 1.1x: between-run noise
+    assert [r["metric"] for r in result.regressions] == ["serving.throughput_rows_per_s_best"] and result.regressions[0]["factor"] == pytest.approx(1.1)
+    assert result.whole_runs["throughput"]["slower"] > 2.3
+    noise = report(9500, 9400, 9600, 1.0)  # separated intervals, but only 1.05x: between-run noise
     assert not compare_with_baseline("old.json", old, noise["metrics"], [], {}).regressions
-    same_index = report(10000 / 1.36, 7300, 7400, 1.0)  # measured between two unchanged runs: not a regression
-    assert not compare_with_baseline("old.json", old, same_index["metrics"], [], {}).regressions
-    assert compare_with_baseline("old.json", old, report(10000 / 2.1, 4700, 4800, 1.0)["metrics"], [], {}).regressions
+    one_process = report(10000 / 1.36, 7300, 7400, 1.0)  # measured between two unchanged runs: the processes ran as before
+    result = compare_with_baseline("old.json", old, one_process["metrics"], [], {})
+    assert not result.regressions and [r["metric"] for r in result.unconfirmed] == ["serving.throughput_rows_per_s_best"]
 
 
 # --- devices, with fakes at the TF-device and NVML boundaries -------------------------------------
@@ -312,9 +316,14 @@ def test_cold_start_on_mobilenet_v2_writes_the_warm_up_file_and_it_pays(tmp_path
     module = Exported()
     path = str(tmp_path / "mobilenet")
     tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
-    findings, evidence, _ = audit(path, tmp_path)
+    findings, evidence, report = audit(path, tmp_path)
     cold = evidence["cold_start"]
     assert cold["processes"] >= 2 and min(cold["first_request_ms"]) > 5 * cold["warm_p50_ms"]
+    # Every fresh process also timed batch 1, the serving batch and the host reference in turn: the baseline gate's noise.
+    between = evidence["between_processes"]
+    assert between["processes"] == cold["processes"] + len(cold["with_warmup_first_request_ms"])
+    ratio = report["metrics"]["serving.batch_1_per_reference"]
+    assert ratio["samples"] == between["processes"] and ratio["value"] > 0 and report["metrics"]["serving.serving_batch_per_reference_spread_pct"]["samples"]
     finding = findings["serving/cold-start"]
     assert max(cold["with_warmup_first_request_ms"]) < min(cold["first_request_ms"])
     assert finding["savings"]["latency_ms"]["low"] > 0 and "tf_serving_warmup_requests" in finding["fix"]["code"]
@@ -348,6 +357,23 @@ def test_a_caller_thread_whose_call_raises_ends_the_turn_with_its_error_instead_
     assert isinstance(failed.value.__cause__, ValueError)
     pool.close()  # every thread ends
     assert not any(thread.is_alive() for thread in pool._threads)
+
+
+def test_the_spread_between_fresh_processes_is_of_latency_over_the_reference_per_batch():
+    from tfaudit.checks.serving.judge import per_reference_metrics
+
+    host_twice_as_busy = [{"calls": [1.0, 8.0], "reference": 1.0}, {"calls": [2.0, 16.0], "reference": 2.0}, {"calls": [1.1, 8.0], "reference": 1.0}]
+    cold = {"first_requests": [{"first_ms": 50.0, "in_turn_ms": one} for one in host_twice_as_busy[:2]],
+            "after_warmup": [{"first_ms": 5.0, "in_turn_ms": host_twice_as_busy[2]}]}
+    evidence: dict = {}
+    latency, latency_spread, batch, batch_spread = per_reference_metrics(cold, evidence)
+    logs = np.log([1.0, 1.0, 1.1])
+    assert (latency.name, latency.samples, latency.value) == ("batch_1_per_reference", 3, pytest.approx(np.exp(logs.mean()), abs=1e-4))
+    assert latency_spread.name == "batch_1_per_reference_spread_pct" and latency_spread.value == pytest.approx(100 * np.std(logs, ddof=1), abs=1e-3)
+    assert (batch.name, batch.value, batch_spread.value) == ("serving_batch_per_reference", 8.0, 0.0)  # the serving batch kept its ratio
+    assert evidence["between_processes"]["processes"] == 3
+    assert list(per_reference_metrics({"first_requests": cold["first_requests"][:1]}, {})) == []  # one process: no spread
+    assert list(per_reference_metrics(None, {})) == []
 
 
 def test_cold_starts_are_the_fewest_processes_whose_permutation_test_holds_at_the_budgets_confidence():

@@ -49,6 +49,11 @@ WRITTEN_FIX_EFFORT_SHARE = 0.5
 
 
 HOST_INDEX_METRIC = "host_index_ms"  # the host reference's median, emitted beside a check's latencies (see host_reference)
+# A call ÷ the host reference timed in turn with it, over fresh processes (process_ratios): its geometric mean, and as
+# NAME + SPREAD_SUFFIX the sd of its log in %; per kind of timed metric: batch 1 for latencies, the serving batch (every
+# core) for throughput. tfaudit.report.gates believes a slower latency or throughput only when these show it too.
+PER_REFERENCE_METRICS = {"latency": "batch_1_per_reference", "throughput": "serving_batch_per_reference"}
+SPREAD_SUFFIX = "_spread_pct"
 
 
 class InputError(Exception):
@@ -96,6 +101,9 @@ class PracticalMinimum:
         """The band's half-width in log space for a side whose median call takes ``base_ms``."""
         relative = max(self.relative, self.absolute_ms / base_ms if base_ms > 0 else 0.0)
         return math.log1p(relative)
+
+
+REGRESSION_MINIMUM = PracticalMinimum(0.10, why="10 % of a call, the least slowdown worth failing a merge for")
 
 
 @dataclass(frozen=True)
@@ -308,7 +316,8 @@ class Metric:
     recommended variant "float16", say): a baseline compares two values only when their
     subjects are equal, so a changed choice is never read as a regression.
     ``decision`` is what ``compare_in_turn`` decided when the value is such a comparison
-    (``Decision.to_json()``): a gate acts on its outcome, not on the value.
+    (``Decision.to_json()``): a gate acts on its outcome, not on the value. ``samples`` counts the
+    independent measurements a value rests on (the processes of a ``*_per_reference`` ratio and its spread): a gate weighs it.
     """
 
     name: str
@@ -319,6 +328,7 @@ class Metric:
     better: str = "lower"
     subject: str = ""
     decision: dict[str, Any] | None = None
+    samples: int | None = None
 
     def __post_init__(self) -> None:
         if self.better not in ("lower", "higher"):
@@ -545,6 +555,14 @@ def host_reference():
     from tfaudit.engine.host_index import reference_workload
 
     return reference_workload()
+
+
+def process_ratios(in_turn: Sequence[dict[str, Any]]) -> list[dict[str, float]] | None:
+    """Per call timed in turn with the host reference in several processes: the geometric mean of call ÷ reference
+    (``ratio``), the sd of its log in % (``spread_pct``) and the ``processes``; None with fewer than two (pure: for judges)."""
+    from tfaudit.engine.host_index import process_ratios as ratios
+
+    return ratios(in_turn)
 
 
 def compare(before: "Timing", after: "Timing", confidence: float = INTERVAL_LEVEL, seed: int = 0) -> "Comparison":

@@ -66,6 +66,7 @@ class MetricEmitted:
     better: str = "lower"
     subject: str = ""
     decision: dict | None = None
+    samples: int | None = None
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,7 @@ def event_of(check: str, item: Any) -> Event:
     if isinstance(item, Progress):
         return CheckProgress(check, item.fraction, item.message)
     if isinstance(item, Metric):
-        return MetricEmitted(check, item.name, item.value, item.unit, item.low, item.high, item.better, item.subject, item.decision)
+        return MetricEmitted(check, item.name, item.value, item.unit, item.low, item.high, item.better, item.subject, item.decision, item.samples)
     if isinstance(item, Measurements):
         return MeasurementsEmitted(check, item.data)
     raise TypeError(f"check yielded {type(item).__name__}; expected Finding, Sample, Metric, Measurements or Progress")

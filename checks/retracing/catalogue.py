@@ -5,10 +5,10 @@ what was measured, and the table rows of a summary.
 """
 from __future__ import annotations
 
-from tfaudit.api import Effort, PracticalMinimum, Risk, Rule, catalogue
+from tfaudit.api import REGRESSION_MINIMUM, Effort, PracticalMinimum, Risk, Rule, catalogue
 
 # --baseline-model: the least slowdown of the new export worth failing a merge for (asv's default --factor)
-BASELINE_MODEL_MINIMUM = PracticalMinimum(0.10, why="10 % of a call, the least slowdown worth failing a merge for")
+BASELINE_MODEL_MINIMUM = REGRESSION_MINIMUM  # the same merge gate as --baseline's
 
 # retracing/fixed-batch-dim: 8 requests in one call of the relaxed signature against one call each
 BATCHING_MINIMUM = PracticalMinimum(0.10, why="10 % of the requests' time, the least saving worth changing an export for")

@@ -64,7 +64,10 @@ Findings: ``serving/batch-size``, ``serving/concurrency``, ``serving/threads``, 
 
 Metrics: ``throughput_rows_per_s_best`` (higher is better), ``p99_ms_batch_1``, ``p50_ms_batch_1``
 (ms), ``best_batch`` (its subject is the batch, so a baseline compares it only with itself),
-``host_index_ms`` (the reference workload timed in turn with batch 1: gates scale the latencies).
+``host_index_ms`` (the reference workload timed in turn with batch 1: gates scale the latencies);
+``batch_1_per_reference`` and ``serving_batch_per_reference`` (×: the geometric mean, over every fresh process the
+check starts, of the call ÷ the reference timed in turn with it) with ``…_spread_pct`` (the sd of its log, %) and
+their process counts: a baseline believes a slower latency or throughput only when these show it too.
 """
 from __future__ import annotations
 

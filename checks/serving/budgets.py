@@ -9,6 +9,8 @@ MIN_POINT_CALLS = 10
 MAX_BATCH = {"quick": 128, "standard": 512, "thorough": 2048}
 THROUGHPUT_GROWTH = 1.10  # two doublings in a row adding less than this end the sweep
 MEMORY_SHARE = 0.5  # of the memory available, that the next batch may take
+NOISE_SECONDS = {"quick": 0.2, "standard": 0.4, "thorough": 1.0}  # per fresh process: the model and the host reference in turn
+NOISE_ROUNDS = 40  # enough rounds for a median; the noise that matters is between processes, not within one
 TURN_MS = 4.0  # a comparison's turn of calls (concurrent callers, a serving process): long beside waking threads or a pipe
 
 
@@ -29,6 +31,11 @@ def cold_starts(confidence: float, before: int = 0) -> int:
 
 def budget_key(ctx) -> str:
     return ctx.budget.name if ctx.budget.name in POINT_SECONDS else "standard"
+
+
+def noise_timing(ctx, feeds: dict[int, str], batches: list[int]) -> dict:
+    """helper_open's arguments that time ``batches``' feeds and the host reference in turn in a fresh process."""
+    return {"noise_feeds": [feeds[b] for b in batches], "noise_seconds": NOISE_SECONDS[budget_key(ctx)], "noise_rounds": NOISE_ROUNDS}
 
 
 def feed_of(ctx, batch: int, seed: int) -> dict:

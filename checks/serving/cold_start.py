@@ -8,7 +8,7 @@ from typing import Any, Iterator
 from tfaudit.api import HelperFailed, Progress, helper_process
 
 from .batching import Sweep
-from .budgets import cold_starts, feed_of
+from .budgets import cold_starts, feed_of, noise_timing
 from .fix import write_warmup_copy
 from .in_helper import helper_open
 from .judge import cold_start_is_slow
@@ -19,9 +19,10 @@ def cold_start(ctx, tmp: str, modules: list[str], cold: list[dict], feeds: dict,
     processes); when the first is slow and the model is a SavedModel, as many processes loading a copy with the warm-up
     file as the permutation test needs beside them. None when no process answered."""
     first_batch = primary.points[0]["batch"]
+    noise = noise_timing(ctx, feeds, noise_batches(primary))
     processes = cold_starts(ctx.budget.confidence)
     for _ in range(max(0, processes - len(cold))):
-        reply = open_fresh(ctx, modules, feeds[first_batch])
+        reply = open_fresh(ctx, modules, feeds[first_batch], noise=noise)
         if reply:
             cold.append(reply)
     if not cold:
@@ -36,21 +37,28 @@ def cold_start(ctx, tmp: str, modules: list[str], cold: list[dict], feeds: dict,
     records = write_warmup_copy(ctx.model.path, copy, ctx.model.signature, [feed_of(ctx, b, seed=7) for b in batches])
     replayed = []
     for _ in range(cold_starts(ctx.budget.confidence, before=len(cold))):
-        reply = open_fresh(ctx, modules, feeds[first_batch], model=copy, warmup_records=records)
+        reply = open_fresh(ctx, modules, feeds[first_batch], model=copy, warmup_records=records, noise=noise)
         if reply:
             replayed.append(reply)
     measured.update(warmup_batches=batches, after_warmup=replayed)
     return measured
 
 
-def open_fresh(ctx, modules: list[str], feed: str, model: str | None = None, warmup_records: str | None = None) -> dict | None:
-    """A fresh process's helper_open reply (load, first and second request), None when it failed."""
+def noise_batches(primary: Sweep) -> list[int]:
+    """The batches whose latency ÷ host reference each fresh process times: the first (latencies) and the serving batch
+    (throughput), which runs on every core as the single-threaded reference does not."""
+    return sorted({primary.points[0]["batch"], primary.serving_batch})
+
+
+def open_fresh(ctx, modules: list[str], feed: str, model: str | None = None, warmup_records: str | None = None,
+               noise: dict | None = None) -> dict | None:
+    """A fresh process's helper_open reply (load, first and second request, ``noise``'s timing), None when it failed."""
     helper = helper_process()
     try:
         helper.deadline_for(time.monotonic(), ctx.budget)
         reply = helper.call("loading the model (cold start)", helper_open,
                             model=model or ctx.model.path, signature=ctx.model.signature, modules=modules, device="/CPU:0",
-                            first_feed=feed, warmup_records=warmup_records)
+                            first_feed=feed, warmup_records=warmup_records, **(noise or {}))
     except HelperFailed:
         return None
     finally:

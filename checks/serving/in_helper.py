@@ -8,7 +8,7 @@ import os
 import time
 from typing import Any
 
-from tfaudit.api import PracticalMinimum, compare_in_turn, import_user_modules, load_model, one_line
+from tfaudit.api import PracticalMinimum, compare_in_turn, host_reference, import_user_modules, load_model, one_line, time_in_turn
 
 from .._compression import interpreter_runner, read_feeds, write_feeds
 from .endpoint import Endpoint, timed_first
@@ -19,8 +19,10 @@ _HELPER: dict[str, Any] = {}  # this helper's loaded model, its endpoints and it
 
 def helper_open(model: str, signature: str, modules: list[str], device: str, intra: int | None = None,
                 inter: int | None = None, precision: str = "float32", first_feed: str | None = None,
-                warmup_records: str | None = None) -> dict[str, Any]:
-    """Set threads and precision before any op, load the model, and time the first request."""
+                warmup_records: str | None = None, noise_feeds: list[str] | None = None, noise_seconds: float = 0.0,
+                noise_rounds: int = 0) -> dict[str, Any]:
+    """Set threads and precision before any op, load the model, and time the first request; with ``noise_feeds``, then
+    time each of them and the host reference in turn (``in_turn_ms``: their medians, this process's latency ÷ reference)."""
     start = time.perf_counter()
     import tensorflow as tf
 
@@ -52,7 +54,17 @@ def helper_open(model: str, signature: str, modules: list[str], device: str, int
         tensors = helper_tensors(endpoint, first_feed)
         reply["first_ms"] = timed_first(lambda: endpoint(tensors))
         reply["second_ms"] = timed_first(lambda: endpoint(tensors))
+    if noise_feeds:
+        reply["in_turn_ms"] = in_turn_with_reference(noise_feeds, noise_seconds, noise_rounds)
     return reply
+
+
+def in_turn_with_reference(feeds: list[str], seconds: float, rounds: int) -> dict[str, Any]:
+    """The medians of each feed's call and of the host reference, timed in turn (keys: the feeds' order, then "reference")."""
+    endpoint = helper_endpoint(False)
+    calls = [lambda tensors=helper_tensors(endpoint, feed): endpoint(tensors) for feed in feeds]
+    timings = time_in_turn(*calls, host_reference(), warmup=2, max_seconds=seconds, max_rounds=rounds)
+    return {"calls": [t.median_ms for t in timings[:-1]], "reference": timings[-1].median_ms, "rounds": len(timings[-1].samples_ms)}
 
 
 def helper_endpoint(xla: bool) -> Endpoint:

@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from tfaudit.api import HOST_INDEX_METRIC, INTERVAL_LEVEL, Finding, Measure, Metric, Risk, Support, Yielded, bootstrap, compare, decide, rounds_of_calls
+from tfaudit.api import HOST_INDEX_METRIC, INTERVAL_LEVEL, PER_REFERENCE_METRICS, SPREAD_SUFFIX, Finding, Measure, Metric, Risk, Support, Yielded, bootstrap, compare, decide, process_ratios, rounds_of_calls
 
 from . import catalogue as text
 from .batching import Sweep, fits_bound
@@ -43,6 +43,7 @@ def judge(m: dict[str, Any]) -> Iterator[Yielded]:
     primary = sweeps[m["devices"][0]]
     yield from batch_1_metrics(primary)
     processes = m["processes"]
+    yield from per_reference_metrics(processes.get("cold_start"), evidence)
     findings += process_findings(m, processes, primary.serving_batch, evidence)
     findings += litert_findings(m["litert"], evidence)
     in_combined = [f for f in findings if f.id.startswith(COMBINED_FINDINGS)]
@@ -71,6 +72,21 @@ def batch_1_metrics(primary: Sweep) -> Iterator[Metric]:
     first = primary.points[0]
     yield Metric("p50_ms_batch_1", first["p50_ms"], "ms", *first["p50_ci_ms"])
     yield Metric("p99_ms_batch_1", first["p99_ms"], "ms", *first["p99_ci_ms"])
+
+
+def per_reference_metrics(cold: dict[str, Any] | None, evidence: dict[str, Any]) -> Iterator[Metric]:
+    """A call ÷ the host reference over the fresh processes (batch 1, then the serving batch): what a ``--baseline``
+    comparison asks of every process of a run before it believes one process's slower latency."""
+    replies = (cold or {}).get("first_requests", []) + (cold or {}).get("after_warmup", [])
+    in_turn = [r["in_turn_ms"] for r in replies if "in_turn_ms" in r]
+    ratios = process_ratios(in_turn)
+    if ratios is None:
+        return
+    evidence["between_processes"] = {"processes": len(in_turn), "calls_ms": [[round(c, 4) for c in one["calls"]] for one in in_turn],
+                                     "reference_ms": [round(one["reference"], 4) for one in in_turn]}
+    for name, one in zip(PER_REFERENCE_METRICS.values(), (ratios[0], ratios[-1])):
+        yield Metric(name, round(one["ratio"], 4), "×", samples=int(one["processes"]))
+        yield Metric(name + SPREAD_SUFFIX, round(one["spread_pct"], 3), "%", samples=int(one["processes"]))
 
 
 def gain_severity(pct: float) -> str:

@@ -17,8 +17,8 @@ from tfaudit.api import Helper, HelperFailed, Progress, compare_in_turn, helper_
 from .._compression import eval_feeds, fidelity, max_fidelity_loss, read_feeds, write_feeds
 from .batching import Sweep
 from . import catalogue as text
-from .budgets import budget_key, feed_of, turn_calls
-from .cold_start import cold_start
+from .budgets import budget_key, feed_of, noise_timing, turn_calls
+from .cold_start import cold_start, noise_batches
 from .in_helper import helper_open, helper_outputs, helper_turn
 from .knobs import best_setting
 from .settings import Setting, bf16_cpu_support, thread_settings
@@ -35,7 +35,8 @@ def gather_processes(ctx, primary: Sweep, xla_pays: bool, clock) -> Iterator:
     try:
         feeds = {b: write_feeds(os.path.join(tmp, f"batch{b}.npz"), [feed_of(ctx, b, seed=3)]) for b in {first_batch, batch}}
         failures: dict[str, str] = {}
-        cold = yield from start_processes(ctx, settings, modules, feeds[first_batch], helpers, failures)
+        noise = noise_timing(ctx, feeds, noise_batches(primary))
+        cold = yield from start_processes(ctx, settings, modules, feeds[first_batch], noise, helpers, failures)
         clock("processes started")
         calls = turn_calls(primary.point(batch)["p50_ms"])
         measured["settings"] = yield from compare_settings(ctx, helpers, feeds[batch], batch, calls, failures)
@@ -74,7 +75,8 @@ def settings_to_try(ctx) -> tuple[list[Setting], dict[str, Any]]:
     return settings, measured
 
 
-def start_processes(ctx, settings: list[Setting], modules: list[str], first_feed: str, helpers: dict, failures: dict) -> Iterator:
+def start_processes(ctx, settings: list[Setting], modules: list[str], first_feed: str, noise: dict, helpers: dict,
+                    failures: dict) -> Iterator:
     """A serving process per setting, in ``helpers`` once its model loaded; returns the defaults' first request (a cold start)."""
     cold: list[dict] = []
     opening: dict[Setting, Helper] = {}
@@ -86,7 +88,8 @@ def start_processes(ctx, settings: list[Setting], modules: list[str], first_feed
             helper.deadline_for(time.monotonic(), ctx.budget)
             helper.send(f"loading the model ({setting.label()})", helper_open,
                         model=ctx.model.path, signature=ctx.model.signature, modules=modules, device="/CPU:0",
-                        intra=setting.intra, inter=setting.inter, precision=setting.precision, first_feed=first_feed)
+                        intra=setting.intra, inter=setting.inter, precision=setting.precision, first_feed=first_feed,
+                        **(noise if setting.default else {}))
         except (HelperFailed, OSError) as exc:
             failures[setting.label()] = str(exc)
             continue

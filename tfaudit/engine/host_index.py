@@ -8,17 +8,24 @@ seconds later (the same MLP: raw latency 0.497–0.512 ms over 4 processes, late
 index 0.33–0.70). Timed call by call alternately with the model, in the same process, the
 reference sees the same contention: latency ÷ reference spread 4 % (MLP) and 13 % (MobileNetV2)
 where the raw latency spread up to 1.7×. A check emits the reference's median as its
-``host_index_ms`` metric next to its latencies; tfaudit.report.gates scales that check's latencies by
-the ratio of the two runs' indexes. Runs in workers only (TensorFlow).
+``host_index_ms`` metric (tfaudit.api.HOST_INDEX_METRIC) next to its latencies; tfaudit.report.gates scales that check's latencies by
+the ratio of the two runs' indexes. ``reference_workload`` and ``time_interleaved`` run in workers only (TensorFlow).
+
+What the index leaves: latency ÷ reference still moves between processes (thread pools land differently, a core is
+busy in one and not the other), and now and then one process reads far off the others (the same MLP's retracing
+worker: 0.84 where the run's seven other processes read 0.67–0.72). So one process's latency is never the whole
+evidence: the serving check times the model and the reference in turn in each fresh process it starts
+(``process_ratios``: their geometric mean and spread), and a baseline comparison believes a slowdown only when every
+process of the run, taken together, shows it (``slower_at_least``).
 """
 from __future__ import annotations
 
+import math
 import time
-from typing import Callable
+from typing import Any, Callable, Sequence
 
 from tfaudit.engine.measure import MIN_REPEATS, Timing
-
-METRIC = "host_index_ms"
+from tfaudit.engine.sequential import t_quantile
 WORKLOAD = "tf.function: 4 × matmul 128×128, conv 3×3 32→32 on 1×32×32, float32"
 
 
@@ -59,3 +66,31 @@ def time_interleaved(*calls: Callable[[], object], warmup: int, max_seconds: flo
             call()
             out.append((time.perf_counter() - start) * 1000.0)
     return tuple(Timing(tuple(out), warmup) for out in samples)
+
+
+
+def process_ratios(in_turn: Sequence[dict[str, Any]]) -> list[dict[str, float]] | None:
+    """Per call timed in turn with the reference (``in_turn_ms["calls"]``' order), over the processes: the geometric mean of
+    call ÷ reference (``ratio``), the sample sd of its log in % (``spread_pct``, 100 × the log sd) and how many
+    (``processes``); None with fewer than two."""
+    usable = [one for one in in_turn if one and one.get("reference", 0) > 0 and all(c > 0 for c in one.get("calls", []))]
+    if len(usable) < 2 or len({len(one["calls"]) for one in usable}) != 1:
+        return None
+    ratios = []
+    for position in range(len(usable[0]["calls"])):
+        logs = [math.log(one["calls"][position] / one["reference"]) for one in usable]
+        mean = sum(logs) / len(logs)
+        sd = math.sqrt(sum((x - mean) ** 2 for x in logs) / (len(logs) - 1))
+        ratios.append({"ratio": math.exp(mean), "spread_pct": 100.0 * sd, "processes": len(logs)})
+    return ratios
+
+
+def slower_at_least(old: dict[str, float], new: dict[str, float], level: float) -> float:
+    """How many times slower ``new``'s processes ran the call per unit of reference than ``old``'s, at least, at ``level``
+    (one-sided): the lower bound of the ratio of their geometric means, Student's t on the processes' log ratios with
+    the two runs' spreads pooled. Below 1 when the runs do not show ``new`` slower."""
+    n1, n2 = old["processes"], new["processes"]
+    df = n1 + n2 - 2
+    pooled = math.sqrt(((n1 - 1) * (old["spread_pct"] / 100.0) ** 2 + (n2 - 1) * (new["spread_pct"] / 100.0) ** 2) / df)
+    margin = t_quantile(2 * (1 - level), df) * pooled * math.sqrt(1 / n1 + 1 / n2)
+    return math.exp(math.log(new["ratio"] / old["ratio"]) - margin)

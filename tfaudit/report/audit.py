@@ -74,6 +74,7 @@ class AuditState:
             self.metrics[f"{event.check}.{event.name}"] = {
                 "value": event.value, "low": event.low, "high": event.high, "unit": event.unit, "better": event.better,
                 "subject": event.subject, **({"decision": event.decision} if event.decision else {}),
+                **({"samples": event.samples} if event.samples is not None else {}),
             }
         elif isinstance(event, MeasurementsEmitted):
             self.measurements[event.check] = event.data

@@ -17,13 +17,15 @@ noise within that run; between runs a shared host drifts by more (the same MLP m
   it (its ``host_index_ms`` metric, tfaudit.engine.host_index) is first scaled by the ratio of the two
   runs' indexes, so a busier host is not read as a slower model;
 - its new interval lies entirely on the worse side of the old interval, and
-- a latency is also at least ``MIN_LATENCY_FACTOR`` times the (scaled) old one, or
-  ``MIN_UNREFERENCED_LATENCY_FACTOR`` times when its check timed no reference: the minimum
-  practical effect, like asv's ``--factor``, set from self-compares measured on a loaded 2-core
-  host (benchmarks/self_compare.py, README); a throughput needs ``MIN_THROUGHPUT_FACTOR``: it is
-  timed at a batch that runs on every core, which the single-threaded reference does not track
-  (the MLP's batch-16 throughput fell 1.36× between two unchanged runs whose indexes agreed); a tail latency (a
-  ``.p99_`` metric) needs ``MIN_TAIL_LATENCY_FACTOR``: the host's jitter moves it more than the median;
+- a timed metric is also worse by at least its practical minimum (``REGRESSION_MINIMUM``, 10 % of a call;
+  ``TAIL_MINIMUM_FACTOR`` for a ``.p99_`` metric), and the whole run shows it: one process's latency ÷ reference now
+  and then reads far off the others, so the serving check times the call and the reference in turn in each fresh process
+  (``batch_1_per_reference`` for latencies, ``serving_batch_per_reference`` for throughput, with their spreads and
+  process counts), and a slower metric counts only when those processes, taken together, ran slower per unit of
+  reference by the minimum at least (``host_index.slower_at_least``: Student's t on the two runs' processes, at the run's
+  budget confidence shared over the timed metrics compared: Bonferroni). A latency whose check timed no reference, or a
+  comparison where a run lacks the processes' ratios (a baseline from before them, the serving check not run), needs
+  ``MIN_UNREFERENCED_LATENCY_FACTOR``. One process reading slow alone is listed as unconfirmed, never as a regression;
 
 metrics without intervals (sizes, counts) regress when they worsen by more than
 ``REL_TOLERANCE``.
@@ -44,15 +46,20 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from tfaudit.api import BASELINE_MODEL_METRIC, Effort, Finding, Fix
+from tfaudit.api import (BASELINE_MODEL_METRIC, HOST_INDEX_METRIC as HOST_INDEX, INTERVAL_LEVEL, PER_REFERENCE_METRICS, REGRESSION_MINIMUM,
+                         SPREAD_SUFFIX, Effort, Finding, Fix)
+from tfaudit.budget import BUDGETS
 from tfaudit.config import RENAMED_METRICS
-from tfaudit.engine.host_index import METRIC as HOST_INDEX
+from tfaudit.engine.host_index import slower_at_least
 
 REL_TOLERANCE = 0.02
-MIN_LATENCY_FACTOR = 1.4
+# A tail (.p99_) needs twice the baseline: a p99 that less than doubles stays inside the headroom a service keeps for its
+# tail, and a tail is the host's jitter more than the model (unchanged MLP runs: p99 ×1.59 host-scaled while the p50 fell).
+TAIL_MINIMUM_FACTOR = 2.0
+# Timed without the host reference (LiteRT's latency), or a run lacks its processes' ratios: the host's own drift
+# between runs is then unmeasured, and only a change this large is past it (unchanged, the LiteRT float32 latency moved
+# 0.31×-2.33× between runs here; the LiteRT child imports no TensorFlow to time the reference).
 MIN_UNREFERENCED_LATENCY_FACTOR = 4.0
-MIN_THROUGHPUT_FACTOR = 2.0
-MIN_TAIL_LATENCY_FACTOR = 2.0  # a p99 (metric named .p99_…): between two unchanged MLP runs with a busy core it rose 1.59× host-scaled while the p50 fell
 LATENCY_UNIT = "ms"
 THROUGHPUT_UNIT = "rows/s"  # judged like a latency (host-scaled, a minimum factor), inverted
 TIMED_UNITS = (LATENCY_UNIT, THROUGHPUT_UNIT)
@@ -86,7 +93,7 @@ def _bounds(metric: dict[str, Any]) -> tuple[float, float]:
     return (value if low is None else low, value if high is None else high)
 
 
-def _worse(new: dict[str, Any], old: dict[str, Any], factor: float = MIN_LATENCY_FACTOR) -> bool:
+def _worse(new: dict[str, Any], old: dict[str, Any], factor: float) -> bool:
     """True when ``new`` is worse than ``old`` beyond the noise both measurements show (and ``factor`` for latencies)."""
     lower_is_better = new.get("better", "lower") == "lower"
     has_intervals = new.get("low") is not None and old.get("low") is not None
@@ -114,15 +121,37 @@ def scaled(metric: dict[str, Any], factor: float) -> dict[str, Any]:
     return {**metric, **{k: metric[k] * factor for k in ("value", "low", "high") if metric.get(k) is not None}}
 
 
+def run_ratios(metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Per kind ("latency", "throughput"), the run's processes' call ÷ reference (``host_index.process_ratios``' fields)."""
+    found: dict[str, dict[str, float]] = {}
+    for kind, name in PER_REFERENCE_METRICS.items():
+        ratio = next((m for key, m in sorted(metrics.items()) if key.endswith("." + name)), None)
+        spread = next((m for key, m in sorted(metrics.items()) if key.endswith("." + name + SPREAD_SUFFIX)), None)
+        if ratio and spread and (ratio.get("samples") or 0) >= 2:
+            found[kind] = {"ratio": ratio["value"], "spread_pct": spread["value"], "processes": ratio["samples"]}
+    return found
+
+
+def whole_runs(old_metrics: dict[str, Any], new_metrics: dict[str, Any], level: float) -> dict[str, Any]:
+    """Per kind both runs measured: how many times slower the new run's processes ran per unit of reference, at least, at
+    ``level`` (``slower``), with the ratios and spreads behind it."""
+    old, new = run_ratios(old_metrics), run_ratios(new_metrics)
+    return {kind: {"slower": slower_at_least(old[kind], new[kind], level),
+                   "ratios": [old[kind]["ratio"], new[kind]["ratio"]], "spreads_pct": [old[kind]["spread_pct"], new[kind]["spread_pct"]],
+                   "processes": [old[kind]["processes"], new[kind]["processes"]]}
+            for kind in old.keys() & new.keys()}
+
+
 @dataclass
 class BaselineComparison:
     path: str
     warnings: list[str] = field(default_factory=list)
-    min_latency_factor: float = MIN_LATENCY_FACTOR
-    min_unreferenced_latency_factor: float = MIN_UNREFERENCED_LATENCY_FACTOR
+    level: float = INTERVAL_LEVEL  # one-sided, per timed metric: the run's budget confidence shared over them
+    whole_runs: dict[str, Any] = field(default_factory=dict)  # per kind: what every process of the two runs shows (whole_runs)
     regressions: list[dict[str, Any]] = field(default_factory=list)
     improvements: list[dict[str, Any]] = field(default_factory=list)
     not_comparable: list[dict[str, Any]] = field(default_factory=list)  # the same metric of different subjects
+    unconfirmed: list[dict[str, Any]] = field(default_factory=list)  # slower in its process, not in the run's processes together
     new_findings: list[str] = field(default_factory=list)
     resolved_findings: list[str] = field(default_factory=list)
 
@@ -130,7 +159,13 @@ class BaselineComparison:
         return dict(self.__dict__)
 
 
-def compare_with_baseline(path: str, old: dict[str, Any], metrics: dict, findings: list[Finding], environment: dict) -> BaselineComparison:
+def minimum_factor(name: str) -> float:
+    return TAIL_MINIMUM_FACTOR if ".p99_" in name else 1 + REGRESSION_MINIMUM.relative
+
+
+def compare_with_baseline(path: str, old: dict[str, Any], metrics: dict, findings: list[Finding], environment: dict,
+                          confidence: float = INTERVAL_LEVEL) -> BaselineComparison:
+    """``confidence``: the run's budget's; the timed metrics compared share its error rate."""
     result = BaselineComparison(path=path)
     old_env = old.get("environment", {})
     for key in FINGERPRINT_KEYS:
@@ -139,25 +174,29 @@ def compare_with_baseline(path: str, old: dict[str, Any], metrics: dict, finding
     old_metrics = old.get("metrics", {})
     for name in sorted(set(old_metrics) & set(RENAMED_METRICS)):
         result.warnings.append(f"baseline metric {name} is now {RENAMED_METRICS[name]}: not compared")
-    for name in sorted(set(metrics) & set(old_metrics)):
-        if name.endswith(("." + HOST_INDEX, "." + BASELINE_MODEL_METRIC)):  # the host; a comparison made within each run
-            continue
+    host_only = ("." + HOST_INDEX, "." + BASELINE_MODEL_METRIC, *(f".{n}{s}" for n in PER_REFERENCE_METRICS.values() for s in ("", SPREAD_SUFFIX)))
+    compared = [n for n in sorted(set(metrics) & set(old_metrics)) if not n.endswith(host_only)]  # the host; within each run
+    timed = sum(metrics[n].get("unit") in TIMED_UNITS for n in compared)
+    result.level = 1 - (1 - confidence) / max(1, timed)
+    result.whole_runs = whole_runs(old_metrics, metrics, result.level)
+    for name in compared:
         new_metric, old_metric = metrics[name], old_metrics[name]
         row = {"metric": name, "unit": new_metric.get("unit", ""), "old": old_metric, "new": new_metric}
         if new_metric.get("subject", "") != old_metric.get("subject", ""):
             result.not_comparable.append(row)
             continue
         throughput = new_metric.get("unit") == THROUGHPUT_UNIT
-        factor = MIN_THROUGHPUT_FACTOR if throughput else MIN_TAIL_LATENCY_FACTOR if ".p99_" in name else MIN_LATENCY_FACTOR
+        factor, whole = 1.0, None
         if new_metric.get("unit") in TIMED_UNITS:
             scale = host_scale(name, old_metrics, metrics)
-            if scale is None:
-                factor = MIN_UNREFERENCED_LATENCY_FACTOR
-            else:
+            whole = result.whole_runs.get("throughput" if throughput else "latency") if scale is not None else None
+            factor = row["factor"] = minimum_factor(name) if whole else MIN_UNREFERENCED_LATENCY_FACTOR
+            if scale is not None:
                 row["host_scale"] = scale
                 row["old_scaled"] = old_metric = scaled(old_metric, 1 / scale if throughput else scale)  # a slower host serves fewer rows
-        if _worse(new_metric, old_metric, factor):
-            result.regressions.append(row)
+        if _worse(new_metric, old_metric, factor):  # a regression fails the build: the run's processes must show it too
+            shown = whole is None or whole["slower"] >= 1 + REGRESSION_MINIMUM.relative
+            (result.regressions if shown else result.unconfirmed).append(row)
         elif _worse(old_metric, new_metric, factor):
             result.improvements.append(row)
     actionable = lambda items: {f["id"] for f in items if f.get("severity") != "info"}  # noqa: E731
@@ -219,7 +258,8 @@ def apply_gates(state, budgets: dict[str, float], baseline: tuple[str, dict[str,
     state.findings.extend(budget_finding(r) for r in state.budget_results if r.status == "violated")
     if baseline is not None:
         path, old = baseline
-        state.baseline = compare_with_baseline(path, old, state.metrics, state.findings, state.environment or {})
+        confidence = BUDGETS.get(state.budget, BUDGETS["standard"]).confidence
+        state.baseline = compare_with_baseline(path, old, state.metrics, state.findings, state.environment or {}, confidence)
     for name, metric in sorted(state.metrics.items()):
         if name.endswith("." + BASELINE_MODEL_METRIC):
             if state.baseline is None:

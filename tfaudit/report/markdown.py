@@ -5,12 +5,13 @@ import os
 from collections import Counter
 
 from tfaudit import __version__
-from tfaudit.api import SEVERITIES, Finding
+from tfaudit.api import REGRESSION_MINIMUM, SEVERITIES, Finding
 from tfaudit.report.audit import AuditState
 from tfaudit.report import write_atomic
 from tfaudit.report.evidence import evidence_lines, markdown_table as table
 from tfaudit.report.fixes import verified_lines
 from tfaudit.report.format import confidence_text, effort_text, human_bytes, plural, risk_text, saving_text, shape_text
+from tfaudit.report.gates import MIN_UNREFERENCED_LATENCY_FACTOR, TAIL_MINIMUM_FACTOR
 
 TOP_OPS = 15
 
@@ -79,6 +80,23 @@ def _metric_text(metric: dict | None) -> str:
     return f"{metric['value']:.4g}{interval} {metric.get('unit', '')}".rstrip()
 
 
+def baseline_rule(comparison) -> str:
+    """What a timed metric must show to regress, with what the two runs' processes showed."""
+    shown = "; ".join(
+        f"{kind}: ×{whole['ratios'][1] / whole['ratios'][0]:.3g} per unit of reference, at least ×{whole['slower']:.3g} "
+        f"(spreads {whole['spreads_pct'][0]:.2g} % and {whole['spreads_pct'][1]:.2g} % over {whole['processes'][0]} and "
+        f"{whole['processes'][1]} processes)" for kind, whole in sorted(comparison.whole_runs.items())
+    ) or "a run lacks them"
+    return (
+        "A timed metric regresses only when its interval is past the baseline's (scaled by how much slower the host ran a "
+        "reference workload timed alongside it), it is worse by its factor (Needs: "
+        f"{REGRESSION_MINIMUM.relative:.0%} of a call, {TAIL_MINIMUM_FACTOR:g}× for a p99), and the serving check's fresh "
+        f"processes, taken together, ran the model slower per unit of reference by {REGRESSION_MINIMUM.relative:.0%} at least "
+        f"at {comparison.level:.2%} confidence ({shown}); one process reading slow alone is *not confirmed*. "
+        f"{MIN_UNREFERENCED_LATENCY_FACTOR:g}× when its check timed no reference or a run lacks the processes' ratios."
+    )
+
+
 def gate_lines(state: AuditState) -> list[str]:
     """Baseline regressions first, then budgets: what a CI reviewer reads before anything else."""
     lines: list[str] = []
@@ -86,27 +104,23 @@ def gate_lines(state: AuditState) -> list[str]:
     if comparison is not None:
         lines += ["## Compared with the baseline", "", f"Baseline: `{comparison.path}`", ""]
         lines += [f"> **Warning:** {w}" for w in comparison.warnings] + ([""] if comparison.warnings else [])
-        lines += [
-            f"A latency regresses only when its interval is past the baseline's and it is at least "
-            f"{comparison.min_latency_factor:g}× slower, after scaling the baseline by how much slower the host ran a "
-            f"reference workload timed alongside it ({comparison.min_unreferenced_latency_factor:g}× when its check "
-            "timed no reference).",
-            "",
-        ]
+        lines += [baseline_rule(comparison), ""]
 
         def baseline_text(row: dict) -> str:
             if "old_scaled" not in row:
                 return _metric_text(row["old"])
             return f"{_metric_text(row['old'])} (host ×{row['host_scale']:.3g}: {_metric_text(row['old_scaled'])})"
 
-        rows = [["**regressed**", f"`{r['metric']}`", baseline_text(r), _metric_text(r["new"])] for r in comparison.regressions]
-        rows += [["improved", f"`{r['metric']}`", baseline_text(r), _metric_text(r["new"])] for r in comparison.improvements]
+        needs = lambda r: f"×{r['factor']:.3g}" if "factor" in r else "past the interval"  # noqa: E731
+        rows = [["**regressed**", f"`{r['metric']}`", baseline_text(r), _metric_text(r["new"]), needs(r)] for r in comparison.regressions]
+        rows += [["not confirmed", f"`{r['metric']}`", baseline_text(r), _metric_text(r["new"]), needs(r)] for r in comparison.unconfirmed]
+        rows += [["improved", f"`{r['metric']}`", baseline_text(r), _metric_text(r["new"]), needs(r)] for r in comparison.improvements]
         rows += [
-            ["not comparable", f"`{r['metric']}`", f"{_metric_text(r['old'])} of {r['old'].get('subject')}", f"{_metric_text(r['new'])} of {r['new'].get('subject')}"]
+            ["not comparable", f"`{r['metric']}`", f"{_metric_text(r['old'])} of {r['old'].get('subject')}", f"{_metric_text(r['new'])} of {r['new'].get('subject')}", ""]
             for r in comparison.not_comparable
         ]
         if rows:
-            lines += table(["Verdict", "Metric", "Baseline", "Now"], rows)
+            lines += table(["Verdict", "Metric", "Baseline", "Now", "Needs"], rows)
         if not comparison.regressions and not comparison.improvements:
             lines += ["No metric moved beyond its measured noise.", ""]
         lines += [f"New findings: {', '.join(f'`{i}`' for i in comparison.new_findings) or 'none'}. "
