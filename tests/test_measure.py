@@ -62,3 +62,18 @@ def test_percentiles_of_resamples_follow_the_distribution_resampling_gives(n, q)
     for level in (2.5, 25, 50, 75, 97.5):
         assert abs(np.percentile(drawn, level) - np.percentile(built, level)) <= 0.05 * spread + 1e-12
     assert measure._resample(values, np.random.default_rng(0), np.median).shape == (measure.BOOTSTRAP_ROUNDS,)
+
+
+def test_timing_in_turn_stops_once_every_median_is_known_to_the_precision_asked():
+    import time
+
+    from tfaudit.engine.host_index import median_half_width, time_interleaved
+
+    steady = lambda: sum(range(2000))  # noqa: E731
+    started = time.perf_counter()
+    early = time_interleaved(steady, steady, warmup=1, max_seconds=1.0, precision=0.5, min_seconds=0.05)
+    assert time.perf_counter() - started < 0.5 and all(median_half_width(t.samples_ms) <= 0.5 for t in early)
+    started = time.perf_counter()
+    time_interleaved(steady, steady, warmup=1, max_seconds=0.2)
+    assert time.perf_counter() - started >= 0.2  # without a precision: the whole window
+    assert median_half_width([1.0] * 50) == 0.0 and median_half_width([1.0, 2.0] * 50) == pytest.approx(0.25)

@@ -543,11 +543,14 @@ def time_call(fn, *, warmup: int, repeats: int, max_seconds: float) -> "Timing":
     return timed(fn, warmup=warmup, repeats=repeats, max_seconds=max_seconds)
 
 
-def time_in_turn(*calls, warmup: int, max_seconds: float, max_rounds: int | None = None) -> tuple["Timing", ...]:
-    """Time ``calls`` call by call in turn, round after round, so every one sees the same moments of the host's contention."""
+def time_in_turn(*calls, warmup: int, max_seconds: float, max_rounds: int | None = None, precision: float | None = None,
+                 min_seconds: float = 0.0) -> tuple["Timing", ...]:
+    """Time ``calls`` call by call in turn, round after round, so every one sees the same moments of the host's contention;
+    with ``precision`` (a share: 0.02), stop once ``min_seconds`` passed and every median's 95 % interval is within ± it."""
     from tfaudit.engine.host_index import time_interleaved
 
-    return time_interleaved(*calls, warmup=warmup, max_seconds=max_seconds, max_rounds=max_rounds)
+    return time_interleaved(*calls, warmup=warmup, max_seconds=max_seconds, max_rounds=max_rounds, precision=precision,
+                            min_seconds=min_seconds)
 
 
 def host_reference():

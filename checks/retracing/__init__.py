@@ -22,8 +22,8 @@ A. What the saved model reveals (static, plus a few cheap measurements):
 - ``retracing/fixed-batch-dim``: the serving signature fixes the batch
   dimension, so a server cannot batch requests. Per-call latency is measured,
   and so is the per-call overhead (a trivial tf.function with the same
-  signature, called the same way, alternately with the model over the
-  budget's measurement time so both see the same host). Severity **medium**;
+  signature, called the same way, alternately with the model, in the
+  same rounds as the latency, so both see the same host). Severity **medium**;
   **high** when batching measured (below) is decided to at least halve the
   requests' time (``catalogue.BATCHING_HIGH``); without that measurement,
   when the overhead is at least ``FIXED_BATCH_HIGH_OVERHEAD_SHARE`` of the call,
@@ -80,8 +80,9 @@ Metrics
 
 - ``serving_latency_ms`` (ms, lower is better): median per-call latency of the serving
   signature at batch 1 (at the fixed batch when the signature fixes it), with the bootstrap
-  95 % interval of the median; timed for the budget's measurement time, call by call
-  alternately with the host's reference workload. Not emitted when the inputs cannot be
+  95 % interval of the median; timed call by call alternately with the host's reference
+  workload until every median is known within ± ``gather.LATENCY_PRECISION`` (2 %), over a quarter
+  of the budget's measurement time at least and all of it at most. Not emitted when the inputs cannot be
   synthesised.
 - ``host_index_ms`` (ms): the reference workload's median over the same time
   (tfaudit.engine.host_index); a baseline comparison scales ``serving_latency_ms`` by the ratio of

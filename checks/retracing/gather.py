@@ -20,7 +20,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from tfaudit.api import Progress, Timing, compare_in_turn, host_reference, one_line, time_in_turn
+from tfaudit.api import REGRESSION_MINIMUM, Progress, Timing, compare_in_turn, host_reference, one_line, time_in_turn
 
 from . import catalogue as text
 from .calling import as_tensors, call_raises, materialise, read_trace, recorded, signature_args
@@ -38,6 +38,12 @@ from .traces import (
     same_signature_groups,
     varying_dims,
 )
+
+
+# The serving latency's timing stops once every median is known within ± a fifth of the least slowdown a baseline gates
+# on, after a quarter of the budget's timing time at least (medians over a stretch of the host's contention).
+LATENCY_PRECISION = REGRESSION_MINIMUM.relative / 5
+LATENCY_MIN_SHARE = 0.25
 
 
 def gather(ctx) -> Iterator:
@@ -204,7 +210,8 @@ def serving_latency(ctx, with_overhead: bool = False) -> dict:
     calls = [lambda: materialise(serve(**feed)), host_reference()]
     if with_overhead:
         calls.append(no_op_call(ctx, feed))
-    timings = time_in_turn(*calls, warmup=ctx.budget.warmup, max_seconds=ctx.budget.timing_seconds)
+    timings = time_in_turn(*calls, warmup=ctx.budget.warmup, max_seconds=ctx.budget.timing_seconds, precision=LATENCY_PRECISION,
+                           min_seconds=LATENCY_MIN_SHARE * ctx.budget.timing_seconds)
     return {"serving": recorded(timings[0]), "reference": recorded(timings[1]), "overhead": recorded(timings[2]) if with_overhead else None}
 
 

@@ -48,25 +48,42 @@ def reference_workload() -> Callable[[], None]:
     return lambda: workload(matrix, image).numpy()
 
 
-def time_interleaved(*calls: Callable[[], object], warmup: int, max_seconds: float, max_rounds: int | None = None) -> tuple[Timing, ...]:
-    """Time ``calls`` in turn, round after round, until ``max_seconds`` pass (at least MIN_REPEATS rounds, at most ``max_rounds``).
+def time_interleaved(*calls: Callable[[], object], warmup: int, max_seconds: float, max_rounds: int | None = None,
+                     precision: float | None = None, min_seconds: float = 0.0) -> tuple[Timing, ...]:
+    """Time ``calls`` in turn, round after round, until ``max_seconds`` pass (at least MIN_REPEATS rounds, at most ``max_rounds``);
+    with ``precision``, stop sooner, once ``min_seconds`` passed and every call's median is known within ± that share
+    (``median_half_width``).
 
-    Unlike ``measure.time_call`` it does not stop at a count: medians taken over the whole time
-    average the host's contention instead of catching one moment of it, and every call sees the
-    same moments.
+    Unlike ``measure.time_call`` it does not stop at a count: medians taken over a stretch of time average the host's
+    contention instead of catching one moment of it, and every call sees the same moments.
     """
     for _ in range(warmup):
         for call in calls:
             call()
     samples: list[list[float]] = [[] for _ in calls]
-    deadline = time.perf_counter() + max_seconds
+    started = time.perf_counter()
+    deadline = started + max_seconds
+    next_look = MIN_REPEATS
     while len(samples[0]) < MIN_REPEATS or (time.perf_counter() < deadline and (max_rounds is None or len(samples[0]) < max_rounds)):
         for call, out in zip(calls, samples):
             start = time.perf_counter()
             call()
             out.append((time.perf_counter() - start) * 1000.0)
+        if precision is not None and len(samples[0]) >= next_look and time.perf_counter() - started >= min_seconds:
+            if all(median_half_width(out) <= precision for out in samples):
+                break
+            next_look = len(samples[0]) + max(MIN_REPEATS, len(samples[0]) // 4)  # looks stay cheap: O(n log n) a quarter apart
     return tuple(Timing(tuple(out), warmup) for out in samples)
 
+
+def median_half_width(samples: Sequence[float]) -> float:
+    """Half the width of the median's distribution-free 95 % interval (order statistics), as a share of the median."""
+    ordered = sorted(samples)
+    n = len(ordered)
+    spread = 1.96 * math.sqrt(n) / 2
+    low, high = max(0, math.floor(n / 2 - spread)), min(n - 1, math.ceil(n / 2 + spread))
+    median = ordered[n // 2]
+    return (ordered[high] - ordered[low]) / (2 * median) if median > 0 else math.inf
 
 
 def process_ratios(in_turn: Sequence[dict[str, Any]]) -> list[dict[str, float]] | None:
