@@ -49,7 +49,7 @@ option (the model's own baked Python argument, else ``top_k``) passed as a
 Python int against a tensor. Each request is timed alone; traces are counted
 with ``experimental_get_tracing_count()`` and TF's retracing warning is
 captured. For Keras-loadable models, ``model.predict()`` per small batch is
-timed against a direct call.
+timed against a direct call on the same requests, in ABBA rounds until decided (``catalogue.PREDICT_MINIMUM``).
 
 - ``retracing/wrapper-retraces``: **low** when a fix saves at least
   ``WRAPPER_LOW_MIN_PCT`` % of the stream's total time (the median share over
@@ -57,8 +57,8 @@ timed against a direct call.
   significance, swung with the host's load between runs), else **info**. Never above low: the wrapper is the user's code, not the
   model's. Only the saved milliseconds over the stream are claimed, no
   latency_pct: that share depends on the stream length we chose.
-- ``retracing/predict-in-loop``: only when the direct call's per-request
-  saving is significant; **low** when its median share >=
+- ``retracing/predict-in-loop``: only when the direct call is decided faster
+  by 10 % of a request and 0.05 ms (a record from before the rounds: when its saving is significant); **low** when its median share >=
   ``WRAPPER_LOW_MIN_PCT`` %, else **info**. Like the wrapper finding, it claims
   saved milliseconds only (the share is evidence), so guidance about the
   caller's code never outranks a fix to the model.

@@ -315,13 +315,23 @@ def fixed_token_dims_finding(args: list[TensorArg]) -> Finding | None:
 
 
 def predict_in_loop_finding(m: dict, args: list[TensorArg], model_clean: bool) -> Finding | None:
-    """model.predict() per small request against a direct call, when the direct call's saving is significant."""
+    """model.predict() per small request against a direct call, when the direct call is decided faster past
+    PREDICT_MINIMUM (a record from before the rounds: when its saving is significant)."""
     keras = m["keras"]
     if keras is None:
         return None
     predict, direct = timing(keras["predict"]), timing(keras["direct"])
     result = compare(predict, direct)
-    if not (result.significant and bounds(result.saved_ms)[1] > 0):
+    decided: dict[str, Any] = {}
+    if "rounds" in keras:
+        decision = decide(keras["rounds"], text.PREDICT_MINIMUM, keras["confidence"])
+        if decision.outcome != "faster":
+            return None
+        support = Support.decided(decision)
+        decided = {"decision": decision.describe("the direct call", "predict()")}
+    elif result.significant and bounds(result.saved_ms)[1] > 0:
+        support = Support.interval(result.saved_ms, 0.0, "bootstrap")
+    else:
         return None
     sizes = keras["batch_sizes"]
     evidence = {
@@ -331,11 +341,12 @@ def predict_in_loop_finding(m: dict, args: list[TensorArg], model_clean: bool) -
         "direct_call": direct.summary(),
         "speedup": measure_list(result.speedup),
         "saved_pct": measure_list(result.saved_pct, 1),
+        **decided,
     }
     # About the caller's code (applies_if): like wrapper-retraces, only the saved ms are claimed. The share is in the evidence.
     return RULES["retracing/predict-in-loop"].finding(
         evidence, severity="low" if result.saved_pct.value >= WRAPPER_LOW_MIN_PCT else "info", savings={"latency_ms": result.saved_ms},
-        support=Support.interval(result.saved_ms, 0.0, "bootstrap"),
+        support=support,
         count=len(sizes), smallest=min(sizes), largest=max(sizes), predict_ms=f"{predict.median_ms:.2f}",
         direct_ms=f"{direct.median_ms:.2f}", speedup=interval_text(result.speedup), fine=text.MODEL_FINE if model_clean else "",
         decorator=signature_decorator_code(args), name=args[0].name,

@@ -2,6 +2,7 @@
 and Keras ``predict()`` per small request against a direct call. Yields the live latencies; returns plain records."""
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import time
@@ -10,10 +11,10 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from tfaudit.api import DEFAULT_BATCH_SIZES, Progress, Sample, process_memory_bytes
+from tfaudit.api import DEFAULT_BATCH_SIZES, Progress, Sample, compare_in_turn, process_memory_bytes
 
 from .calling import as_tensors, materialise, rounded_ms
-from .catalogue import PATTERNS, RETRACING_WARNING
+from .catalogue import PATTERNS, PREDICT_MINIMUM, RETRACING_WARNING
 from .traces import OPTION_VALUES
 
 # The request stream, per budget: requests per replay and how many replays per pattern.
@@ -197,8 +198,9 @@ def serving_probe(ctx, option: str, progress: Callable[[float, str], Progress]) 
 
 
 def keras_probe(ctx) -> Iterator:
-    """model.predict() per small request against model(x, training=False), on the same requests; yields their latencies,
-    returns the record (None where it does not apply: not Keras-loadable, several inputs, a fixed batch, string inputs)."""
+    """model.predict() per small request against model(x, training=False), on the same requests, in ABBA rounds until
+    decided past PREDICT_MINIMUM; yields their latencies, returns the record (None where it does not apply: not
+    Keras-loadable, several inputs, a fixed batch, string inputs)."""
     if not ctx.inventory.get("keras_loadable") or len(ctx.inputs.specs) != 1 or not ctx.inputs.batch_dynamic:
         return None
     if ctx.inputs.placeholder_string_inputs:
@@ -215,18 +217,13 @@ def keras_probe(ctx) -> Iterator:
     requests = [ctx.inputs.make(batch=b, seq=None)[name] for b in sizes]
     model.predict(requests[0], verbose=0)  # build the predict function once, as a server would
     model(tf.constant(requests[0]), training=False)
-
-    def timed(fn) -> dict:
-        samples = []
-        for x in requests:
-            start = time.perf_counter()
-            fn(x)
-            samples.append((time.perf_counter() - start) * 1000.0)
-        return {"ms": rounded_ms(samples), "warmup": 1}
-
-    predict = timed(lambda x: model.predict(x, verbose=0))
-    direct = timed(lambda x: model(tf.constant(x), training=False).numpy())
+    # Both sides walk the same requests in the same order, so each ABBA round sees the same sizes on either side.
+    predicting, calling = itertools.cycle(requests), itertools.cycle(requests)
+    _, rounds = compare_in_turn(lambda: model.predict(next(predicting), verbose=0),
+                                lambda: model(tf.constant(next(calling)), training=False).numpy(), PREDICT_MINIMUM,
+                                warmup=1, max_seconds=ctx.budget.timing_seconds, confidence=ctx.budget.confidence)
+    predict, direct = ({"ms": rounded_ms(calls), "warmup": 1} for calls in (rounds.calls_a, rounds.calls_b))
     for i, (p, d) in enumerate(zip(predict["ms"], direct["ms"])):
         yield Sample("latency_ms:keras_predict", i, p)
         yield Sample("latency_ms:keras_direct", i, d)
-    return {"batch_sizes": sizes, "predict": predict, "direct": direct}
+    return {"batch_sizes": sizes, "predict": predict, "direct": direct, "rounds": rounds.to_json(), "confidence": ctx.budget.confidence}
