@@ -194,6 +194,7 @@ def test_huge_activation_range_gets_no_full_int8_recommendation(huge_range):
     for f in outcome.findings.values():
         if "latency_ms" in f.savings:
             assert f.savings["latency_ms"].low > 0 and f.evidence["latency_vs_baseline"]["verdict"] == "faster"
+            assert "faster past" in f.evidence["latency_vs_baseline"]["decision"]  # decided in ABBA rounds, past 10 % and 0.05 ms
     labels = {s.label for s in outcome.series("variant_latency_vs_size")}
     assert {"float32", "float16", "dynamic-range-int8", "full-int8"} <= labels
     assert {s.label for s in outcome.series("variant_fidelity_vs_size")} >= labels - {"int16x8"}
@@ -400,3 +401,26 @@ def test_a_float32_mismatch_is_retried_from_a_reexport(keras_in_module, monkeypa
     assert as_written["resource_variable_ops"]["READ_VARIABLE"] == 10
     assert as_written["fidelity"] is None or not as_written["fidelity"]["relative_l2"] <= 0.01
     assert "saved again" in float32["note"]
+
+
+@pytest.mark.parametrize("base_ms, ms, claimed", [(1.0, 0.5, True), (1.0, 0.95, False), (1.0, 1.5, False)])
+def test_a_variants_latency_is_claimed_only_when_decided_faster_past_the_minimum(base_ms, ms, claimed):
+    """Timed in ABBA rounds with its baseline: 5 % faster over 200 steady calls a side is significant, but not a claim."""
+    import numpy as np
+
+    from tfaudit.api import Timing, rounds_of_calls
+    from tfaudit.checks._compression.variants import Measured, saving_support, savings
+
+    rng = np.random.default_rng(0)
+    before, after = ([float(v) for v in median * (1 + 0.01 * rng.standard_normal(200))] for median in (base_ms, ms))
+    base = Measured("float32", timing=Timing(tuple(before), 1))
+    variant = Measured("float16", timing=Timing(tuple(after), 1), baseline_timing=Timing(tuple(before), 1),
+                       compared={"rounds": rounds_of_calls(before, after), "confidence": 0.95})
+    saved, evidence = savings(base, variant)
+    assert ("latency_ms" in saved) == claimed
+    timed = evidence["latency_vs_baseline"]
+    assert timed["verdict"] == ("faster" if claimed else "slower" if ms > base_ms else "no significant difference")
+    if claimed:
+        support = saving_support(saved, "bytes", evidence)  # no size saving here: the decision is the evidence
+        assert support.value > 0.95 and support.basis == timed["decided_by"] and "faster past" in timed["decision"]
+    assert Measured.from_data(variant.to_data()).compared == variant.compared

@@ -69,7 +69,7 @@ from .feeds import (
     run_serving,
     write_feeds,
 )
-from .litert import IN_TURN_ROUNDS_PER_REPEAT, IN_TURN_SHARE, LiteRT, interpreter_runner, litert_job, remeasure
+from .litert import IN_TURN_SHARE, LiteRT, interpreter_runner, litert_job, remeasure
 from .savedmodel import (
     _REEXPORTED,
     _export_cached,
@@ -112,7 +112,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "CALIBRATION_SAMPLES", "DEFAULT_MAX_FIDELITY_LOSS", "EVAL_SAMPLES", "EXTRA_ROWS", "IN_TURN_ROUNDS_PER_REPEAT", "IN_TURN_SHARE",
+    "CALIBRATION_SAMPLES", "DEFAULT_MAX_FIDELITY_LOSS", "EVAL_SAMPLES", "EXTRA_ROWS", "IN_TURN_SHARE",
     "MIB", "NEAR_TIE_FACTOR", "Z95", "ConversionCrashed", "ConversionFailed", "ConversionTimeout", "Converted",
     "LiteRT", "Measured", "attribute_paths", "audit_cache", "benefit_points", "budget_name", "calibrate_only", "calibration_rows",
     "configure_variant", "conversion_source", "convert", "convert_isolated", "convert_job", "crash_evidence", "crash_suspects",

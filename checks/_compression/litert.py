@@ -11,18 +11,17 @@ from typing import TYPE_CHECKING, Any
 
 from tfaudit.api import HelperCrashed as ConversionCrashed
 from tfaudit.api import HelperFailed as ConversionFailed
-from tfaudit.api import Timing, one_line, time_call, time_in_turn
+from tfaudit.api import INTERVAL_LEVEL, Timing, compare_in_turn, one_line, time_call
 
 from .feeds import latency_feed, read_feeds, write_feeds
 from .agreement import fidelity
 from .savedmodel import crash_evidence
-from .variants import Measured, savings, zipped_size
+from .variants import LATENCY_MINIMUM, Measured, savings, zipped_size
 
 if TYPE_CHECKING:  # pragma: no cover
     from tfaudit.api import Helper
 
 IN_TURN_SHARE = 0.5  # of the budget's measurement time, for a candidate and its baseline timed call by call in turn
-IN_TURN_ROUNDS_PER_REPEAT = 10  # … stopping earlier at 10 × the budget's repeats rounds (150 at quick): microsecond models need no full window
 
 
 def interpreter_runner(content: bytes, signature: str, num_threads: int | None = os.cpu_count() or 1):
@@ -35,11 +34,12 @@ def interpreter_runner(content: bytes, signature: str, num_threads: int | None =
 
 
 def litert_job(model: str, signature: str, feeds: str, out: str, latency: str | None = None, warmup: int = 0,
-               repeats: int = 0, max_seconds: float = 0.0, baseline: str | None = None) -> dict[str, Any]:
+               repeats: int = 0, max_seconds: float = 0.0, baseline: str | None = None, confidence: float = INTERVAL_LEVEL) -> dict[str, Any]:
     """In the child: time ``model`` on the ``latency`` feed (as ctx.timer does), and write its outputs on ``feeds``.
 
-    With ``baseline`` (another flatbuffer), the two are timed call by call in turn for ``max_seconds``
-    (tfaudit.api.time_in_turn), so a comparison of the two sees the same moments of the host.
+    With ``baseline`` (another flatbuffer), the two are compared in ABBA rounds until decided past
+    ``variants.LATENCY_MINIMUM`` or ``max_seconds`` (tfaudit.api.compare_in_turn): the same moments of the host for both,
+    and a decision the judge replays from ``rounds``.
     """
     with open(model, "rb") as f:
         runner = interpreter_runner(f.read(), signature)
@@ -50,9 +50,10 @@ def litert_job(model: str, signature: str, feeds: str, out: str, latency: str | 
             if baseline:
                 with open(baseline, "rb") as f:
                     base = interpreter_runner(f.read(), signature)
-                base_timing, timing = time_in_turn(lambda: base(**request), lambda: runner(**request), warmup=warmup, max_seconds=max_seconds,
-                                                   max_rounds=repeats * IN_TURN_ROUNDS_PER_REPEAT)
-                reply["baseline_samples_ms"] = list(base_timing.samples_ms)
+                _, rounds = compare_in_turn(lambda: base(**request), lambda: runner(**request), LATENCY_MINIMUM, warmup=warmup,
+                                            max_seconds=max_seconds, confidence=confidence)
+                timing = Timing(tuple(rounds.calls_b), warmup)
+                reply.update(baseline_samples_ms=list(rounds.calls_a), rounds=rounds.to_json(), confidence=confidence)
             else:
                 timing = time_call(lambda: runner(**request), warmup=warmup, repeats=repeats, max_seconds=max_seconds)
             reply["samples_ms"] = list(timing.samples_ms)
@@ -74,19 +75,21 @@ class LiteRT:
         self.feeds_path = write_feeds(os.path.join(tmpdir, "feeds.npz"), feeds)
         self.latency_path = write_feeds(os.path.join(tmpdir, "latency.npz"), [latency_feed(ctx)])
 
-    def outputs(self, model: str, feeds_path: str, latency: bool = False, what: str = "", baseline: str | None = None) -> tuple[list[dict], Any, Any]:
-        """(outputs on the feeds, Timing or None, the baseline's Timing timed in turn or None); raises ConversionFailed / ConversionCrashed."""
+    def outputs(self, model: str, feeds_path: str, latency: bool = False, what: str = "", baseline: str | None = None) -> tuple[list[dict], Any, Any, dict]:
+        """(outputs on the feeds, Timing or None, the baseline's Timing timed in turn or None, the comparison's rounds and
+        confidence or {}); raises ConversionFailed / ConversionCrashed."""
         out = os.path.join(self.tmpdir, "outputs.npz")
         budget = self.ctx.budget
         timing = {"latency": self.latency_path, "warmup": budget.warmup, "repeats": budget.repeats, "max_seconds": budget.timing_seconds} if latency else {}
         if latency and baseline:
-            timing.update(baseline=baseline, max_seconds=budget.timing_seconds * IN_TURN_SHARE)
+            timing.update(baseline=baseline, max_seconds=budget.timing_seconds * IN_TURN_SHARE, confidence=budget.confidence)
         reply = self.isolated.call(f"running {what or os.path.basename(model)} in LiteRT", litert_job,
                                    model=model, signature=self.ctx.model.signature, feeds=feeds_path, out=out, **timing)
         if "error" in reply:
             raise ConversionFailed(reply["error"])
         made = lambda key: Timing(tuple(reply[key]), reply["warmup"]) if key in reply else None  # noqa: E731
-        return read_feeds(out), made("samples_ms"), made("baseline_samples_ms")
+        compared = {"rounds": reply["rounds"], "confidence": reply["confidence"]} if "rounds" in reply else {}
+        return read_feeds(out), made("samples_ms"), made("baseline_samples_ms"), compared
 
     def measure(self, result: Measured, model: str, baseline: str | None = None) -> Measured:
         """Size, latency (LiteRT, threads = host cores) and fidelity of the flatbuffer at ``model``; errors land in ``result.error``.
@@ -95,7 +98,8 @@ class LiteRT:
         """
         result.size_bytes = os.path.getsize(model)
         try:
-            result.outputs, result.timing, result.baseline_timing = self.outputs(model, self.feeds_path, latency=True, what=result.name, baseline=baseline)
+            result.outputs, result.timing, result.baseline_timing, result.compared = self.outputs(
+                model, self.feeds_path, latency=True, what=result.name, baseline=baseline)
             result.fidelity = fidelity(self.reference, result.outputs)
         except ConversionCrashed as exc:
             result.timing = None

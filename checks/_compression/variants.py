@@ -13,10 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from tfaudit.api import MIN_PRACTICAL_LATENCY_MS, Measure, Sample, Support, compare
+from tfaudit.api import MIN_PRACTICAL_LATENCY_MS, Measure, PracticalMinimum, Sample, Support, compare, decide
 
 from .agreement import MIB, mb
 
+# A variant's LiteRT latency against its baseline's, timed in ABBA rounds until decided past this (litert_job)
+LATENCY_MINIMUM = PracticalMinimum(0.10, absolute_ms=MIN_PRACTICAL_LATENCY_MS,
+                                   why="10 % of a call and 0.05 ms, the least latency saving worth claiming beside the bytes")
 
 
 @dataclass
@@ -33,6 +36,7 @@ class Measured:
     extra: dict[str, Any] = field(default_factory=dict)
     saved_model_dir: str = ""  # where a pruned model was written, for reuse; not evidence
     baseline_timing: Any = None  # the baseline timed in turn with this model, when it was; not evidence
+    compared: dict[str, Any] = field(default_factory=dict)  # those turns' rounds and confidence (compare_in_turn), when timed so
     outputs: list[dict] | None = None  # LiteRT outputs on the fidelity feeds; not evidence
 
     @property
@@ -65,6 +69,8 @@ class Measured:
             if timing is not None:
                 data[key] = {"samples_ms": list(timing.samples_ms), "warmup": timing.warmup}
         data.update(fidelity=self.fidelity, error=self.error, note=self.note, extra=self.extra)
+        if self.compared:
+            data["latency_compared"] = self.compared
         return data
 
     @classmethod
@@ -81,7 +87,7 @@ class Measured:
             fid = {**fid, "relative_l2": float("inf"), "max_abs": float("inf") if fid.get("max_abs") is None else fid["max_abs"]}
         return cls(data["name"], size_bytes=data.get("size_bytes"), zipped_bytes=data.get("zipped_bytes"), timing=timing("latency"),
                    fidelity=fid, error=data.get("error", ""), note=data.get("note", ""), extra=dict(data.get("extra") or {}),
-                   baseline_timing=timing("baseline_latency"))
+                   baseline_timing=timing("baseline_latency"), compared=dict(data.get("latency_compared") or {}))
 
 
 def zipped_size(content: bytes) -> int:
@@ -96,7 +102,8 @@ def zipped_size(content: bytes) -> int:
 
 
 def savings(base: Measured, candidate: Measured, size_key: str = "size_bytes") -> tuple[dict, dict]:
-    """(Finding.savings, evidence): size always; latency only when measurably faster, by at least MIN_PRACTICAL_LATENCY_MS."""
+    """(Finding.savings, evidence): size always; latency only when the candidate is decided faster past LATENCY_MINIMUM in
+    the rounds it was timed in with its baseline (a record from before the rounds: measurably faster, by 0.05 ms)."""
     before, after = getattr(base, size_key), getattr(candidate, size_key)
     result, evidence = {}, {}
     if before and after:
@@ -105,14 +112,22 @@ def savings(base: Measured, candidate: Measured, size_key: str = "size_bytes") -
     base_timing = candidate.baseline_timing or base.timing  # timed in turn with the candidate when it was
     if base_timing is not None and candidate.timing is not None:
         comparison = compare(base_timing, candidate.timing)
-        faster = comparison.significant and comparison.saved_ms.value > 0
-        slower = comparison.significant and comparison.saved_ms.value < 0
         evidence["latency_vs_baseline"] = {
             "speedup": round(comparison.speedup.value, 3),
             "speedup_ci95": [round(comparison.speedup.low, 3), round(comparison.speedup.high, 3)],
-            "verdict": "faster" if faster else "slower" if slower else "no significant difference",
         }
-        if faster and comparison.saved_ms.value >= MIN_PRACTICAL_LATENCY_MS:  # a significant 0.1 µs is not a saving anyone serves
+        if candidate.compared:
+            decision = decide(candidate.compared["rounds"], LATENCY_MINIMUM, candidate.compared["confidence"])
+            faster, slower = decision.outcome == "faster", decision.outcome == "slower"
+            claimed = faster
+            evidence["latency_vs_baseline"].update(decision=decision.describe(candidate.name, "the baseline"),
+                                                   support=round(decision.support, 4), decided_by=decision.method)
+        else:
+            faster = comparison.significant and comparison.saved_ms.value > 0
+            slower = comparison.significant and comparison.saved_ms.value < 0
+            claimed = faster and comparison.saved_ms.value >= MIN_PRACTICAL_LATENCY_MS  # a significant 0.1 µs is not a saving anyone serves
+        evidence["latency_vs_baseline"]["verdict"] = "faster" if faster else "slower" if slower else "no significant difference"
+        if claimed:
             result["latency_ms"] = comparison.saved_ms
             result["latency_pct"] = comparison.saved_pct
     return result, evidence
@@ -136,11 +151,15 @@ def benefit_points(saved: dict, end: str = "low") -> float:
     return latency + 0.5 * max(0.0, at("size_pct"))
 
 
-def saving_support(saved: dict, counted: str) -> Support | None:
-    """The evidence for "a benefit above zero": a size saving is ``counted`` bytes; a latency-only one rests on its interval."""
+def saving_support(saved: dict, counted: str, latency: dict | None = None) -> Support | None:
+    """The evidence for "a benefit above zero": a size saving is ``counted`` bytes; a latency-only one rests on its
+    decision (``savings``' evidence, ``latency``), or for a record from before the rounds on its interval."""
     if "size_pct" in saved and saved["size_pct"].value > 0:
         return Support.exact(saved["size_pct"].value, 0.0, counted)
     if "latency_ms" in saved:
+        decided = (latency or {}).get("latency_vs_baseline", {})
+        if "support" in decided:
+            return Support(decided["support"], decided["decided_by"])
         return Support.interval(saved["latency_ms"], MIN_PRACTICAL_LATENCY_MS, "bootstrap")
     return None
 

@@ -15,8 +15,8 @@ reproduction; the other variants are then not attempted.
 
 The recommendation is the variant within the fidelity bound (``max_fidelity_loss``; top-1 judged
 with near ties apart and its interval, see ``tfaudit.checks._compression.agreement``) with the largest benefit as
-tfaudit.report.priority counts it (latency % when the ms saved reach 0.05, + ½ size %, against the
-float32 TFLite model). Top-1 verdicts the first samples leave unresolved get more samples
+tfaudit.report.priority counts it (latency % when the variant is decided faster than the float32
+TFLite model past 10 % of a call and 0.05 ms in ABBA rounds, + ½ size %). Top-1 verdicts the first samples leave unresolved get more samples
 (TOP1_MAX_SAMPLES, at most TOP1_SECONDS_FACTOR x the budget's time per measurement per
 variant). Variants whose benefit intervals overlap the best's low end are tied within noise:
 the lower measured fidelity loss wins, then the smaller file. When full-integer int8 breaks
