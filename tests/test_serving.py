@@ -251,6 +251,7 @@ def test_batching_pays_on_a_wide_mlp_with_the_knee_headline_threads_and_precisio
     batch = findings["serving/batch-size"]
     assert batch["evidence"]["serving_batch"] > 1 and batch["evidence"]["knee_batch"] >= 1
     assert batch["savings"]["latency_pct"]["low"] >= MIN_GAIN_PCT
+    assert "faster past" in batch["evidence"]["decision"] and batch["confidence"] > 0.95  # its rows in one call, in ABBA rounds
     assert "max_batch_size { value: %d }" % batch["evidence"]["serving_batch"] in batch["fix"]["code"]
     sweep = evidence["CPU"]["batch_sweep"]
     assert [p["batch"] for p in sweep][:4] == [1, 2, 4, 8] and sweep[-1]["rows_per_s"] > 3 * sweep[0]["rows_per_s"]
@@ -386,3 +387,25 @@ def test_cold_starts_are_the_fewest_processes_whose_permutation_test_holds_at_th
         n = cold_starts(confidence)
         assert 1 / comb(2 * n, n) <= 1 - confidence < 1 / comb(2 * (n - 1), n - 1)
     assert cold_starts(0.99, before=5) == 4 and 1 / comb(9, 4) <= 0.01 < 1 / comb(8, 3)  # more timed without: fewer with
+
+
+@pytest.mark.parametrize("one_call_ms, claimed", [(2.0, True), (7.6, False)])
+def test_the_serving_batch_is_claimed_when_decided_faster_than_its_rows_one_call_at_a_time(one_call_ms, claimed):
+    """Batch 8 in one call against 8 calls of batch 1 (8 ms), in ABBA rounds: 2 ms is decided past 10 % of the rows' time;
+    7.6 ms (5 %) is not, though the sweep's per-row intervals alone would call it significant."""
+    from tfaudit.api import rounds_of_calls
+    from tfaudit.checks.serving.judge import batch_size_finding
+    from tfaudit.checks.serving.stats import timing_of, timing_stats
+
+    rng = np.random.default_rng(0)
+    first, eighth = ([float(v) for v in ms * (1 + 0.01 * rng.standard_normal(200))] for ms in (1.0, one_call_ms))
+    points = [timing_stats(timing_of(first), 1), timing_stats(timing_of(eighth), 8)]
+    together = [8 * f for f in first]  # 8 calls of batch 1, as the rounds time them
+    sweep = batching.Sweep("CPU", points, [first, eighth], "reached the largest batch",
+                           batched={"batch": 8, "calls_of_first": 8, "rounds": rounds_of_calls(together, eighth), "confidence": 0.95})
+    batching.choose_serving_batch(sweep, None)
+    sweep.serving_batch = 8  # within the bound whatever the default bound says: this test is about the claim
+    finding = batch_size_finding(sweep, 2, "CPU", "")
+    assert (finding is not None) == claimed
+    if claimed:
+        assert finding.confidence > 0.95 and "faster past" in finding.evidence["decision"]

@@ -50,9 +50,9 @@ TF Serving files. Everything is measured through the serving signature, warm, on
   no XLA), the same rows a turn, in ABBA turns in their two processes until decided: the headline's number
   is this measurement.
 
-A comparison in turns (concurrency, XLA, the settings, LiteRT threads, the combined run) claims a gain only
-when decided past its catalogue's practical minimum (``SETTING_MINIMUM``: 10 % of a call); the batch sweep's
-per-row saving needs its interval's low end at ``MIN_GAIN_PCT``. Thread settings answer the host's other load
+A comparison in turns (the serving batch against its rows one call at a time, concurrency, XLA, the settings,
+LiteRT threads, the combined run) claims a gain only when decided past its catalogue's practical minimum
+(``BATCH_MINIMUM``, ``SETTING_MINIMUM``: 10 %); the sweep's curve itself is a measurement, not a claim. Thread settings answer the host's other load
 as much as the model: they are findings only when decided to halve a call (``SETTING_HALVES``), and below it
 the headline's configuration.
 

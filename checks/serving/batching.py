@@ -28,6 +28,7 @@ class Sweep:
     bound_stat: str = "p99"  # what the bound limits: the p99 of --latency-budget-ms, or by default the median
     serving_batch: int = 1
     knee: int = 1
+    batched: dict[str, Any] | None = None  # the serving batch in one call against the first batch's calls: rounds, confidence
 
     def point(self, batch: int) -> dict[str, Any]:
         return next(p for p in self.points if p["batch"] == batch)
@@ -40,11 +41,14 @@ class Sweep:
         kept: dict[str, Any] = {"points": self.points, "samples_ms": self.samples_ms, "stop": self.stop}
         if self.host_index_ms is not None:
             kept["host_index_ms"] = self.host_index_ms
+        if self.batched is not None:
+            kept["batched"] = self.batched
         return kept
 
     @classmethod
     def from_measured(cls, device: str, measured: dict[str, Any], latency_budget_ms: float | None) -> "Sweep":
-        sweep = cls(device, measured["points"], measured["samples_ms"], measured["stop"], measured.get("host_index_ms"))
+        sweep = cls(device, measured["points"], measured["samples_ms"], measured["stop"], measured.get("host_index_ms"),
+                    batched=measured.get("batched"))
         choose_serving_batch(sweep, latency_budget_ms)
         return sweep
 

@@ -5,6 +5,8 @@ from tfaudit.api import MIN_PRACTICAL_LATENCY_MS, Effort, PracticalMinimum, Risk
 
 GAIN_SEVERITY = "low; medium when the saving's interval low end reaches 50 %"
 # serving/xla: jit_compile=True against the plain call, decided in ABBA rounds (tfaudit.api.compare_in_turn)
+# serving/batch-size: the serving batch's rows in one call against as many calls of the first batch, timed in ABBA rounds
+BATCH_MINIMUM = PracticalMinimum(0.10, why="10 % of the rows' time, the least saving worth a server's batching configuration")
 XLA_MINIMUM = PracticalMinimum(0.10, why="10 % of a call, the least speed-up worth a compiler flag and its outputs' risk")
 XLA_MEDIUM = PracticalMinimum(1.0, why="XLA at least halves a call")
 # serving/threads, serving/precision, serving/onednn and the combined run: a serving process against the defaults', in ABBA turns
@@ -101,7 +103,10 @@ RULES = catalogue(
         verify="Re-run `tfaudit MODEL --checks serving` with your --latency-budget-ms and compare rows/s.",
         effort=Effort("hours", 2, "enable server-side batching (TF Serving --enable_batching) or batch in the client"),
         severity_rule=GAIN_SEVERITY + " (the per-row saving of the serving batch over batch 1)",
-        minimum="the per-row saving's interval low end at 10 %, at a batch whose bounded statistic (its whole interval) fits the latency bound",
+        minimum=(
+            "the serving batch's rows in one call decided faster than as many calls of batch 1 by 10 % of their time (ABBA "
+            "rounds), at a batch whose bounded statistic (its whole interval) fits the latency bound"
+        ),
     ),
     Rule(
         id="serving/concurrency",

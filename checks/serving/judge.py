@@ -21,7 +21,7 @@ from .settings import Setting
 from .stats import p99, per_row, timing_of, timing_stats
 
 COMBINED_FINDINGS = ("serving/threads", "serving/precision", "serving/onednn", "serving/xla")  # settings the combined run re-times
-MIN_GAIN_PCT = 10.0
+MIN_GAIN_PCT = 100 * text.BATCH_MINIMUM.relative  # a saving's interval low end, for records from before the rounds
 MEDIUM_GAIN_PCT = 50.0
 # A cold first request is a finding when every one measured is both (user minimums, not fitted to a model):
 COLD_FACTOR = 5.0  # times the warm median: past any percentile a server reports for warm calls, so it shows as a spike
@@ -136,17 +136,27 @@ def batch_size_finding(sweep: Sweep, cores: int, on: str, suffix: str) -> Findin
         return None
     chosen = sweep.point(sweep.serving_batch)
     comparison = compare(per_row(sweep.timing(first["batch"]), first["batch"]), per_row(sweep.timing(sweep.serving_batch), sweep.serving_batch))
-    if low_end(comparison.saved_pct) < MIN_GAIN_PCT:
+    batched = sweep.batched if sweep.batched and sweep.batched.get("batch") == sweep.serving_batch else None
+    decided: dict[str, Any] = {}
+    if batched:  # the serving batch in one call against the first batch's calls, in ABBA rounds
+        decision = decide(batched["rounds"], text.BATCH_MINIMUM, batched["confidence"])
+        if decision.outcome != "faster":
+            return None
+        support = Support.decided(decision)
+        decided = {"decision": decision.describe(f"batch {sweep.serving_batch} in one call", f"{batched['calls_of_first']} calls of batch {first['batch']}")}
+    elif low_end(comparison.saved_pct) >= MIN_GAIN_PCT:
+        support = Support.interval(comparison.saved_pct, MIN_GAIN_PCT, "bootstrap")
+    else:
         return None
     p99_text = f"{chosen['p99_ms']:.2f}"
     return found(
         "serving/batch-size",
         {"batch_sweep": sweep.points, "serving_batch": sweep.serving_batch, "knee_batch": sweep.knee,
          "latency_bound_ms": round(sweep.bound_ms or 0.0, 4), "latency_bound": sweep.bound_source, "latency_bound_stat": sweep.bound_stat,
-         "sweep_stop": sweep.stop},
+         "sweep_stop": sweep.stop, **decided},
         suffix=suffix, severity=gain_severity(low_end(comparison.saved_pct)), savings={"latency_pct": measure_of(comparison.saved_pct)},
         risk=Risk("low", Template(text.BATCH_RISK).substitute(batch=sweep.serving_batch, p99=p99_text)),
-        support=Support.interval(comparison.saved_pct, MIN_GAIN_PCT, "bootstrap"),
+        support=support,
         on=on, batch=sweep.serving_batch, factor=f"{chosen['rows_per_s'] / first['rows_per_s']:.1f}", p99=p99_text,
         rows=f"{chosen['rows_per_s']:.0f}", first_rows=f"{first['rows_per_s']:.0f}", first_p99=f"{first['p99_ms']:.2f}", knee=sweep.knee,
         stat=sweep.bound_stat, bound=f"{sweep.bound_ms:.2f}", bound_source=sweep.bound_source, parameters=batching_parameters(sweep, cores),

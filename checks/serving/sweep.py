@@ -6,9 +6,10 @@ from typing import Any, Iterator
 
 import psutil
 
-from tfaudit.api import Progress, Sample, host_reference, one_line, peak_anonymous_bytes, process_memory_bytes, reset_peak_memory, time_in_turn
+from tfaudit.api import Progress, Sample, compare_in_turn, host_reference, one_line, peak_anonymous_bytes, process_memory_bytes, reset_peak_memory, time_in_turn
 
 from .batching import Sweep, choose_serving_batch
+from .catalogue import BATCH_MINIMUM
 from .budgets import MAX_BATCH, MEMORY_SHARE, MIN_POINT_CALLS, POINT_SECONDS, SWEEP_SECONDS, THROUGHPUT_GROWTH, budget_key, feed_of
 from .devices import Device, GpuMonitor
 from .endpoint import Endpoint, timed_first
@@ -68,7 +69,27 @@ class BatchSweep:
             if len(sizes) > 1:
                 sweep.stop = f"reached the largest batch measured at this budget ({sizes[-1]})"
         choose_serving_batch(sweep, self.ctx.options.get("latency_budget_ms"))
+        if sweep.points and sweep.serving_batch != sweep.points[0]["batch"]:
+            try:
+                sweep.batched = self.batched_in_turn(sweep.points[0]["batch"], sweep.serving_batch)
+            except Exception as exc:  # the sweep measured both batches: a failure here only leaves the claim to its intervals
+                sweep.batched = {"error": one_line(exc)}
         return sweep
+
+    def batched_in_turn(self, first: int, batch: int) -> dict[str, Any]:
+        """``batch // first`` calls of the first batch against one call of ``batch`` rows, in ABBA rounds until decided past
+        BATCH_MINIMUM (or half the budget's timing time): the serving batch's claim."""
+        calls = batch // first
+        single = self.endpoint.tensors(feed_of(self.ctx, first, seed=3))
+        together = self.endpoint.tensors(feed_of(self.ctx, batch, seed=3))
+
+        def one_at_a_time() -> None:
+            for _ in range(calls):
+                self.endpoint(single)
+
+        _, rounds = compare_in_turn(one_at_a_time, lambda: self.endpoint(together), BATCH_MINIMUM, warmup=self.ctx.budget.warmup,
+                                    max_seconds=self.ctx.budget.timing_seconds / 2, confidence=self.ctx.budget.confidence)
+        return {"batch": batch, "calls_of_first": calls, "rounds": rounds.to_json(), "confidence": self.ctx.budget.confidence}
 
     def reason_to_stop_before(self, batch: int) -> str:
         """Why the sweep ends before ``batch`` ("" when it goes on): the sweep's time, or the memory the last point projects."""
