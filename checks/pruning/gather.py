@@ -196,7 +196,7 @@ def convert_pruned(sweep: Sweep, result: Measured) -> Measured:
     result.extra["zipped_mb"] = mb(result.zipped_bytes)
     if converted.sparse_path:
         tflite = sweep.litert.measure(Measured(result.name), converted.sparse_path, baseline=base_content.path)
-        result.timing, result.baseline_timing = tflite.timing, tflite.baseline_timing
+        result.timing, result.baseline_timing, result.compared = tflite.timing, tflite.baseline_timing, tflite.compared
         result.extra["sparse_encoded_bytes"] = tflite.size_bytes
         result.extra["tflite_fidelity"] = tflite.fidelity
         if tflite.error:

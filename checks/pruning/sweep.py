@@ -54,6 +54,7 @@ def as_data(result: Measured) -> dict[str, Any]:
         "name": result.name, "size_bytes": result.size_bytes, "zipped_bytes": result.zipped_bytes,
         "latency": timing_data(result.timing), "baseline_latency": timing_data(result.baseline_timing),
         "fidelity": result.fidelity, "error": result.error, "note": result.note, "extra": result.extra,
+        **({"latency_compared": result.compared} if result.compared else {}),
     }
 
 
@@ -61,5 +62,5 @@ def from_data(data: dict[str, Any]) -> Measured:
     return Measured(
         data["name"], size_bytes=data["size_bytes"], zipped_bytes=data["zipped_bytes"], timing=timing_from(data["latency"]),
         fidelity=data["fidelity"], error=data["error"], note=data["note"], extra=dict(data["extra"]),
-        baseline_timing=timing_from(data["baseline_latency"]),
+        baseline_timing=timing_from(data["baseline_latency"]), compared=dict(data.get("latency_compared") or {}),
     )
