@@ -94,7 +94,8 @@ def setting_finding(setting: Setting, decision, halves: bool, row: dict, fid: di
 
 
 def litert_findings(litert: dict[str, Any], evidence: dict[str, Any]) -> list[Finding]:
-    """LiteRT num_threads for the float32 flatbuffer: the count decided fastest against the default, past LITERT_MINIMUM."""
+    """LiteRT num_threads for the float32 flatbuffer: the fastest count decided past LITERT_MINIMUM and to halve a call
+    (LITERT_HALVES) against the default; every count's outcome is in the evidence."""
     if "error" in litert:
         evidence["litert_threads"] = litert["error"]
         return []
@@ -107,19 +108,18 @@ def litert_findings(litert: dict[str, Any], evidence: dict[str, Any]) -> list[Fi
         decision = decide(one["rounds"], text.LITERT_MINIMUM, litert.get("confidence", INTERVAL_LEVEL))
         rows.append({"num_threads": count, **{k: v for k, v in timing_stats(timing, 1).items() if k != "batch"},
                      "against_default": decision.outcome})
-        if decision.outcome == "faster":
+        halves = decide(one["rounds"], text.LITERT_HALVES, litert.get("confidence", INTERVAL_LEVEL)).outcome == "faster"
+        if decision.outcome == "faster" and halves:
             decided.append((decision, count, timing, one))
     evidence["litert_threads"] = rows
     if not decided:
         return []
     decision, count, timing, one = min(decided, key=lambda d: d[0].ratio.value)
-    halves = decide(one["rounds"], text.LITERT_MEDIUM, litert.get("confidence", INTERVAL_LEVEL)).outcome == "faster"
     comparison = compare(timing_of(one["default_ms"]), timing)
     return [found(
         "serving/litert-threads", {"litert_threads": rows, "decision": decision.describe(f"{count} threads", "the default"),
                                    "decided_by": decision.method},
-        severity="medium" if halves else "low", savings={"latency_pct": measure_of(comparison.saved_pct)},
-        support=Support.decided(decision),
+        severity="medium", savings={"latency_pct": measure_of(comparison.saved_pct)}, support=Support.decided(decision),
         threads=count, speedup=f"{comparison.speedup.value:.2f}", ms=f"{timing.median_ms:.3f}", default_ms=f"{default.median_ms:.3f}",
     )]
 

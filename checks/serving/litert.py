@@ -32,7 +32,7 @@ def litert_threads(ctx, isolated, cores: int) -> Iterator:
                 f.write(converted.content)
         feed = write_feeds(os.path.join(tmp, "request.npz"), [feed_of(ctx, 1, seed=2)])
         reply = isolated.call("timing LiteRT threads", litert_threads_job, model=path, signature=ctx.model.signature,
-                              feed=feed, threads=counts, minimums=[asdict(text.LITERT_MINIMUM), asdict(text.LITERT_MEDIUM)],
+                              feed=feed, threads=counts, minimums=[asdict(text.LITERT_MINIMUM), asdict(text.LITERT_HALVES)],
                               seconds=ctx.budget.timing_seconds / 4, warmup=ctx.budget.warmup, confidence=ctx.budget.confidence)
     except HelperFailed as exc:  # HelperCrashed too: a converter that crashed
         return {"error": f"not measured: {exc}"}
