@@ -76,12 +76,13 @@ def test_bfloat16_is_skipped_with_the_reason_on_a_cpu_without_it(tmp_path):
 
 
 def test_throughput_regresses_past_the_minimum_after_host_scaling_when_the_runs_processes_show_it():
-    def report(rows, low, high, host, slower=1.0):
+    def report(rows, low, high, host, slower=1.0, batch=16):
         """``slower``: how much slower the run's fresh processes ran the serving batch per unit of the reference."""
         return {"metrics": {"serving.throughput_rows_per_s_best": {"value": rows, "low": low, "high": high, "unit": "rows/s", "better": "higher"},
                             "serving.host_index_ms": {"value": host, "low": host, "high": host, "unit": "ms"},
-                            "serving.serving_batch_per_reference": {"value": 4.0 * slower, "unit": "×", "samples": 6},
-                            "serving.serving_batch_per_reference_spread_pct": {"value": 3.0, "unit": "%", "samples": 6}}, "findings": []}
+                            "serving.serving_batch_per_reference": {"value": 4.0 * slower, "unit": "×", "samples": 6, "subject": f"batch {batch}"},
+                            "serving.serving_batch_per_reference_spread_pct": {"value": 3.0, "unit": "%", "samples": 6, "subject": f"batch {batch}"}},
+                "findings": []}
     old = report(10000, 9800, 10200, 1.0)
     slower_host = report(6000, 5900, 6100, 2.0)  # the host ran its reference 2x slower: 6000 rows/s is 12000 there
     result = compare_with_baseline("old.json", old, slower_host["metrics"], [], {})
@@ -95,6 +96,9 @@ def test_throughput_regresses_past_the_minimum_after_host_scaling_when_the_runs_
     one_process = report(10000 / 1.36, 7300, 7400, 1.0)  # measured between two unchanged runs: the processes ran as before
     result = compare_with_baseline("old.json", old, one_process["metrics"], [], {})
     assert not result.regressions and [r["metric"] for r in result.unconfirmed] == ["serving.throughput_rows_per_s_best"]
+    # Another serving batch's processes are another call: not compared (a batch-32 call ÷ the reference is not a batch-16 one's).
+    other_batch = compare_with_baseline("old.json", old, report(4000, 3900, 4100, 1.0, slower=1.5, batch=32)["metrics"], [], {})
+    assert "throughput" not in other_batch.whole_runs and not other_batch.regressions
 
 
 # --- devices, with fakes at the TF-device and NVML boundaries -------------------------------------

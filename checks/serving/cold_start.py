@@ -28,7 +28,8 @@ def cold_start(ctx, tmp: str, modules: list[str], cold: list[dict], feeds: dict,
     if not cold:
         return None
     warm = primary.points[0]["p50_ms"]
-    measured: dict[str, Any] = {"first_requests": cold, "warm_p50_ms": warm, "saved_model": os.path.isdir(ctx.model.path)}
+    measured: dict[str, Any] = {"first_requests": cold, "warm_p50_ms": warm, "saved_model": os.path.isdir(ctx.model.path),
+                                "noise_batches": noise_batches(primary)}
     if not measured["saved_model"] or not cold_start_is_slow([r["first_ms"] for r in cold], warm):
         return measured
     yield Progress(0.9, "cold start: writing the warm-up file and replaying it")

@@ -84,9 +84,11 @@ def per_reference_metrics(cold: dict[str, Any] | None, evidence: dict[str, Any])
         return
     evidence["between_processes"] = {"processes": len(in_turn), "calls_ms": [[round(c, 4) for c in one["calls"]] for one in in_turn],
                                      "reference_ms": [round(one["reference"], 4) for one in in_turn]}
-    for name, one in zip(PER_REFERENCE_METRICS.values(), (ratios[0], ratios[-1])):
-        yield Metric(name, round(one["ratio"], 4), "×", samples=int(one["processes"]))
-        yield Metric(name + SPREAD_SUFFIX, round(one["spread_pct"], 3), "%", samples=int(one["processes"]))
+    batches = (cold or {}).get("noise_batches") or [None, None]  # its subject: a baseline compares a ratio only at the same batch
+    for name, one, batch in zip(PER_REFERENCE_METRICS.values(), (ratios[0], ratios[-1]), (batches[0], batches[-1])):
+        subject = f"batch {batch}" if batch is not None else ""
+        yield Metric(name, round(one["ratio"], 4), "×", samples=int(one["processes"]), subject=subject)
+        yield Metric(name + SPREAD_SUFFIX, round(one["spread_pct"], 3), "%", samples=int(one["processes"]), subject=subject)
 
 
 def gain_severity(pct: float) -> str:

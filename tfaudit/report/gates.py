@@ -128,7 +128,7 @@ def run_ratios(metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
         ratio = next((m for key, m in sorted(metrics.items()) if key.endswith("." + name)), None)
         spread = next((m for key, m in sorted(metrics.items()) if key.endswith("." + name + SPREAD_SUFFIX)), None)
         if ratio and spread and (ratio.get("samples") or 0) >= 2:
-            found[kind] = {"ratio": ratio["value"], "spread_pct": spread["value"], "processes": ratio["samples"]}
+            found[kind] = {"ratio": ratio["value"], "spread_pct": spread["value"], "processes": ratio["samples"], "subject": ratio.get("subject", "")}
     return found
 
 
@@ -139,7 +139,7 @@ def whole_runs(old_metrics: dict[str, Any], new_metrics: dict[str, Any], level: 
     return {kind: {"slower": slower_at_least(old[kind], new[kind], level),
                    "ratios": [old[kind]["ratio"], new[kind]["ratio"]], "spreads_pct": [old[kind]["spread_pct"], new[kind]["spread_pct"]],
                    "processes": [old[kind]["processes"], new[kind]["processes"]]}
-            for kind in old.keys() & new.keys()}
+            for kind in old.keys() & new.keys() if old[kind]["subject"] == new[kind]["subject"]}  # the same batch: like with like
 
 
 @dataclass
