@@ -340,3 +340,11 @@ def test_baseline_model_ratio_is_never_compared_across_reports():
     state = ratio_state(1.06, 1.04, 1.08)
     apply_gates(state, {}, ("old.json", old))
     assert state.baseline.path == "old.json" and state.baseline.regressions == []
+
+
+def test_one_measurement_is_said_once_when_latency_and_throughput_share_the_batch():
+    metrics = {"r.latency_ms": latency(1.0), "r.host_index_ms": latency(0.74), **processes(), **processes(kind="serving_batch")}
+    state = state_with(metrics)
+    apply_gates(state, {}, ("old.json", baseline_report(metrics)))
+    text = render_markdown(state)
+    assert "latency and throughput: ×1 per unit of reference" in text and text.count("per unit of reference, at least") == 1

@@ -120,7 +120,9 @@ def savings(base: Measured, candidate: Measured, size_key: str = "size_bytes") -
             decision = decide(candidate.compared["rounds"], LATENCY_MINIMUM, candidate.compared["confidence"])
             faster, slower = decision.outcome == "faster", decision.outcome == "slower"
             claimed = faster
-            evidence["latency_vs_baseline"].update(decision=decision.describe(candidate.name, "the baseline"),
+            ratio = decision.ratio  # the candidate's time over the baseline's, per round: its inverse is the speed-up
+            evidence["latency_vs_baseline"].update(speedup=round(1 / ratio.value, 3), speedup_ci95=[round(1 / ratio.high, 3), round(1 / ratio.low, 3)],
+                                                   decision=decision.describe(candidate.name, "the baseline"),
                                                    support=round(decision.support, 4), decided_by=decision.method)
         else:
             faster = comparison.significant and comparison.saved_ms.value > 0

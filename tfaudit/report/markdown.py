@@ -82,11 +82,13 @@ def _metric_text(metric: dict | None) -> str:
 
 def baseline_rule(comparison) -> str:
     """What a timed metric must show to regress, with what the two runs' processes showed."""
-    shown = "; ".join(
-        f"{kind}: ×{whole['ratios'][1] / whole['ratios'][0]:.3g} per unit of reference, at least ×{whole['slower']:.3g} "
-        f"(spreads {whole['spreads_pct'][0]:.2g} % and {whole['spreads_pct'][1]:.2g} % over {whole['processes'][0]} and "
-        f"{whole['processes'][1]} processes)" for kind, whole in sorted(comparison.whole_runs.items())
-    ) or "a run lacks them"
+    said: dict[str, list[str]] = {}  # one sentence per measurement: at one batch, latency and throughput share it
+    for kind, whole in sorted(comparison.whole_runs.items()):
+        said.setdefault(
+            f"×{whole['ratios'][1] / whole['ratios'][0]:.3g} per unit of reference, at least ×{whole['slower']:.3g} "
+            f"(spreads {whole['spreads_pct'][0]:.2g} % and {whole['spreads_pct'][1]:.2g} % over {whole['processes'][0]} and "
+            f"{whole['processes'][1]} processes)", []).append(kind)
+    shown = "; ".join(f"{' and '.join(kinds)}: {sentence}" for sentence, kinds in said.items()) or "a run lacks them"
     return (
         "A timed metric regresses only when its interval is past the baseline's (scaled by how much slower the host ran a "
         "reference workload timed alongside it), it is worse by its factor (Needs: "
