@@ -421,6 +421,6 @@ def test_a_variants_latency_is_claimed_only_when_decided_faster_past_the_minimum
     timed = evidence["latency_vs_baseline"]
     assert timed["verdict"] == ("faster" if claimed else "slower" if ms > base_ms else "no significant difference")
     if claimed:
-        support = saving_support(saved, "bytes", evidence)  # no size saving here: the decision is the evidence
+        support = saving_support(saved, "bytes", variant)  # no size saving here: the decision is the evidence
         assert support.value > 0.95 and support.basis == timed["decided_by"] and "faster past" in timed["decision"]
     assert Measured.from_data(variant.to_data()).compared == variant.compared

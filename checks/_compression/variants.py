@@ -153,15 +153,14 @@ def benefit_points(saved: dict, end: str = "low") -> float:
     return latency + 0.5 * max(0.0, at("size_pct"))
 
 
-def saving_support(saved: dict, counted: str, latency: dict | None = None) -> Support | None:
-    """The evidence for "a benefit above zero": a size saving is ``counted`` bytes; a latency-only one rests on its
-    decision (``savings``' evidence, ``latency``), or for a record from before the rounds on its interval."""
+def saving_support(saved: dict, counted: str, candidate: Measured | None = None) -> Support | None:
+    """The evidence for "a benefit above zero": a size saving is ``counted`` bytes; a latency-only one rests on the
+    decision of the rounds ``candidate`` was timed in, or for a record from before the rounds on its interval."""
     if "size_pct" in saved and saved["size_pct"].value > 0:
         return Support.exact(saved["size_pct"].value, 0.0, counted)
     if "latency_ms" in saved:
-        decided = (latency or {}).get("latency_vs_baseline", {})
-        if "support" in decided:
-            return Support(decided["support"], decided["decided_by"])
+        if candidate is not None and candidate.compared:
+            return Support.decided(decide(candidate.compared["rounds"], LATENCY_MINIMUM, candidate.compared["confidence"]))
         return Support.interval(saved["latency_ms"], MIN_PRACTICAL_LATENCY_MS, "bootstrap")
     return None
 

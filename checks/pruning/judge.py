@@ -63,7 +63,7 @@ def recommendation_finding(m: dict[str, Any], base: Measured, sparsity: float, r
     loss = fid["relative_l2"]
     return rule.finding(
         {**common, "recommended_sparsity": sparsity, **latency, "size_pct_of": text.SIZE_PCT_OF},
-        severity=severity_for(saved), savings=saved, support=saving_support(saved, text.COUNTED, latency),
+        severity=severity_for(saved), savings=saved, support=saving_support(saved, text.COUNTED, result),
         risk=replace(rule.risk, level="low" if loss > 0 else "none", fidelity_loss=loss),
         percent=percent, smaller=smaller, method=common["method"].split(" (")[0], loss=f"{loss:.3g}", top1=top1,
         zipped=zipped, latency=timed, not_pruned=not_pruned(common), code=one_shot_code(m["model"], sparsity),

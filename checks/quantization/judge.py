@@ -111,7 +111,7 @@ def recommendation_finding(m: dict[str, Any], results: dict[str, Measured], reco
         {**common, "recommended": name, "tied_within_noise": tied, **latency, "size_pct_of": "float32 TFLite"},
         severity=severity_for(saved), savings=saved,
         risk=replace(rule.risk, level="low" if fid["relative_l2"] > 0 else "none", fidelity_loss=fid["relative_l2"]),
-        support=saving_support(saved, text.COUNTED, latency),
+        support=saving_support(saved, text.COUNTED, result),
         size_pct=f"{saved['size_pct'].value:.0f}",
         size_text=text.SIZE_TEXT.substitute(size=f"{mb(result.size_bytes):.2f}", base_size=f"{mb(base.size_bytes):.2f}",
                                             size_pct=f"{saved['size_pct'].value:.0f}"),
