@@ -8,18 +8,17 @@ from typing import Any, Iterator
 from tfaudit.api import HelperFailed, Progress, helper_process
 
 from .batching import Sweep
-from .budgets import cold_starts, feed_of, noise_timing
+from .budgets import cold_starts, feed_of
 from .fix import write_warmup_copy
 from .in_helper import helper_open
 from .judge import cold_start_is_slow
 
 
-def cold_start(ctx, tmp: str, modules: list[str], cold: list[dict], feeds: dict, primary: Sweep) -> Iterator:
+def cold_start(ctx, tmp: str, modules: list[str], cold: list[dict], feeds: dict, primary: Sweep, noise: dict) -> Iterator:
     """``cold_starts`` fresh processes' load and first two requests (``cold`` holds those already timed, by the settings'
     processes); when the first is slow and the model is a SavedModel, as many processes loading a copy with the warm-up
     file as the permutation test needs beside them. None when no process answered."""
     first_batch = primary.points[0]["batch"]
-    noise = noise_timing(ctx, feeds, noise_batches(primary))
     processes = cold_starts(ctx.budget.confidence)
     for _ in range(max(0, processes - len(cold))):
         reply = open_fresh(ctx, modules, feeds[first_batch], noise=noise)

@@ -46,7 +46,7 @@ def gather_processes(ctx, primary: Sweep, xla_pays: bool, clock) -> Iterator:
         measured["settings_failed"] = failures
         best = best_setting(measured, batch, max_fidelity_loss(ctx))
         clock("settings timed")
-        measured["cold_start"] = yield from cold_start(ctx, tmp, modules, cold, feeds, primary)
+        measured["cold_start"] = yield from cold_start(ctx, tmp, modules, cold, feeds, primary, noise)
         clock("cold start")
         try:
             measured["combined"], measured["combined_error"] = combine(ctx, helpers, best, xla_pays, feeds, first_batch, batch, calls), ""
