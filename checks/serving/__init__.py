@@ -47,7 +47,7 @@ TF Serving files. Everything is measured through the serving signature, warm, on
   load before their first request is timed again.
 - **Combined**: the best setting of each knob that paid, together (the serving batch, the
   threads/precision process, XLA when it paid) against the default (batch 1, default threads,
-  no XLA), the same rows a turn, in ABBA turns in their two processes until decided: the headline's number
+  no XLA), per row, in ABBA turns in their two processes until decided: the headline's number
   is this measurement.
 
 A comparison in turns (the serving batch against its rows one call at a time, concurrency, XLA, the settings,

@@ -3,11 +3,16 @@ from __future__ import annotations
 
 import math
 
-POINT_SECONDS = {"quick": 0.2, "standard": 0.6, "thorough": 2.0}  # a batch-sweep point
+POINT_SECONDS = {"quick": 0.2, "standard": 0.6, "thorough": 2.0}  # a batch-sweep point, at most
 SWEEP_SECONDS = {"quick": 3.0, "standard": 12.0, "thorough": 45.0}
 MIN_POINT_CALLS = 10
 MAX_BATCH = {"quick": 128, "standard": 512, "thorough": 2048}
 THROUGHPUT_GROWTH = 1.10  # two doublings in a row adding less than this end the sweep
+# Past the first batch (whose p99 is a metric and whose p50 sets the default bound), a point stops once its median is known
+# within ± a fifth of the growth that ends the sweep, after a quarter of its time: the median is all the choice reads
+# unless --latency-budget-ms bounds the p99, which keeps the whole window.
+POINT_PRECISION = (THROUGHPUT_GROWTH - 1) / 5
+POINT_MIN_SHARE = 0.25
 MEMORY_SHARE = 0.5  # of the memory available, that the next batch may take
 NOISE_SECONDS = {"quick": 0.2, "standard": 0.4, "thorough": 1.0}  # per fresh process: the model and the host reference in turn
 NOISE_ROUNDS = 40  # enough rounds for a median; the noise that matters is between processes, not within one

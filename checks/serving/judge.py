@@ -349,7 +349,7 @@ def combined_table(combined: dict[str, Any]) -> dict[str, Any]:
     base_timing, best_timing = timing_of(combined["default_ms"]), timing_of(combined["best_ms"])
     comparison = compare(per_row(base_timing, first_batch), per_row(best_timing, batch))
     stats = timing_stats(best_timing, batch)
-    if "rounds" in combined:  # turns of the same rows on both sides: the ratio of turns is the ratio of rows/s
+    if "rounds" in combined:  # times for the same rows on both sides: the inverse ratio of rows/s
         decision = decide(combined["rounds"], text.SETTING_MINIMUM, combined["confidence"])
         low, high = ends(decision.ratio)
         factor, factor_ci, confirmed = 1 / decision.ratio.value, [1 / high, 1 / low], decision.outcome == "faster"

@@ -49,7 +49,8 @@ def gather_processes(ctx, primary: Sweep, xla_pays: bool, clock) -> Iterator:
         measured["cold_start"] = yield from cold_start(ctx, tmp, modules, cold, feeds, primary, noise)
         clock("cold start")
         try:
-            measured["combined"], measured["combined_error"] = combine(ctx, helpers, best, xla_pays, feeds, first_batch, batch, calls), ""
+            measured["combined"], measured["combined_error"] = combine(
+                ctx, helpers, best, xla_pays, feeds, first_batch, batch, turn_calls(primary.points[0]["p50_ms"]), calls), ""
         except HelperFailed as exc:
             measured["combined"], measured["combined_error"] = {}, str(exc)
         clock("combined")
@@ -119,10 +120,11 @@ def opened(helper: Helper, setting: Setting, helpers: dict, failures: dict, cold
 
 
 class Turn:
-    """One side of a comparison in a serving process: ``calls`` calls there, timed there (``self_timed``: no pipe in the time)."""
+    """One side of a comparison in a serving process: ``calls`` calls there, timed there (``self_timed``: no pipe in the time),
+    × ``scale`` (the combined run's best side: its time for as many rows as the defaults' turn serves)."""
 
-    def __init__(self, helper: Helper, label: str, feed: str, calls: int, xla: bool = False):
-        self.helper, self.label, self.feed, self.calls, self.xla = helper, label, feed, calls, xla
+    def __init__(self, helper: Helper, label: str, feed: str, calls: int, xla: bool = False, scale: float = 1.0):
+        self.helper, self.label, self.feed, self.calls, self.xla, self.scale = helper, label, feed, calls, xla, scale
         self.calls_ms: list[float] = []
         self.failed = False
 
@@ -135,7 +137,7 @@ class Turn:
             self.failed = True
             raise
         self.calls_ms += reply["calls_ms"]
-        return reply["ms"]
+        return reply["ms"] * self.scale
 
 
 def compare_settings(ctx, helpers: dict, feed: str, batch: int, calls: int, failures: dict) -> Iterator:
@@ -195,15 +197,16 @@ def outputs_of(helper: Helper, label: str, feeds: str, out: str) -> list[dict]:
 
 
 def combine(ctx, helpers: dict, best: Setting | None, xla_pays: bool, feeds: dict, first_batch: int, batch: int,
-            calls: int) -> dict[str, Any]:
-    """The best of each knob together against the defaults at the first batch, the same rows a turn, in ABBA turns until
-    decided past SETTING_MINIMUM ({} when nothing is to combine)."""
+            first_calls: int, calls: int) -> dict[str, Any]:
+    """The best of each knob together against the defaults at the first batch, per row (each side's turn of about TURN_MS,
+    the best side's time scaled to the defaults' rows), in ABBA turns until decided past SETTING_MINIMUM ({} when nothing is
+    to combine)."""
     default = helpers.get(Setting())
     chosen = helpers.get(best) if best else default
     if default is None or chosen is None or (chosen is default and batch == first_batch and not xla_pays):
         return {}
-    base = Turn(default, "the defaults", feeds[first_batch], calls * batch // first_batch)
-    together = Turn(chosen, "the best configuration", feeds[batch], calls, xla=xla_pays)
+    base = Turn(default, "the defaults", feeds[first_batch], first_calls)
+    together = Turn(chosen, "the best configuration", feeds[batch], calls, xla=xla_pays, scale=first_calls * first_batch / (calls * batch))
     _, rounds = compare_in_turn(base, together, text.SETTING_MINIMUM, warmup=ctx.budget.warmup, max_seconds=ctx.budget.timing_seconds / 4,
                                 confidence=ctx.budget.confidence, self_timed=True)
     return {"first_batch": first_batch, "batch": batch, "setting": (best or Setting()).measured(), "xla": xla_pays,

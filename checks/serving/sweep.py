@@ -10,7 +10,8 @@ from tfaudit.api import Progress, Sample, compare_in_turn, host_reference, one_l
 
 from .batching import Sweep, choose_serving_batch
 from .catalogue import BATCH_MINIMUM
-from .budgets import MAX_BATCH, MEMORY_SHARE, MIN_POINT_CALLS, POINT_SECONDS, SWEEP_SECONDS, THROUGHPUT_GROWTH, budget_key, feed_of
+from .budgets import (MAX_BATCH, MEMORY_SHARE, MIN_POINT_CALLS, POINT_MIN_SHARE, POINT_PRECISION, POINT_SECONDS, SWEEP_SECONDS,
+                      THROUGHPUT_GROWTH, budget_key, feed_of)
 from .devices import Device, GpuMonitor
 from .endpoint import Endpoint, timed_first
 from .stats import MAX_SAMPLES_PER_WINDOW, thinned, timing_of, timing_stats
@@ -105,12 +106,16 @@ class BatchSweep:
         return ""
 
     def measure(self, batch: int, tensors: dict, first_ms: float, reference) -> dict[str, Any]:
-        """One point: back-to-back calls for POINT_SECONDS (the host reference in turn with them), at least MIN_POINT_CALLS."""
+        """One point: back-to-back calls for POINT_SECONDS (the host reference in turn with them), at least MIN_POINT_CALLS;
+        past the first point, until its median is known within POINT_PRECISION unless the bound is on the p99."""
         timings: list = []
+        whole_window = not self.sweep.points or bool(self.ctx.options.get("latency_budget_ms"))
+        seconds = POINT_SECONDS[self.key]
 
         def work() -> None:
             calls = [lambda: self.endpoint(tensors)] + ([reference] if reference else [])
-            timings.extend(time_in_turn(*calls, warmup=self.ctx.budget.warmup, max_seconds=POINT_SECONDS[self.key]))
+            timings.extend(time_in_turn(*calls, warmup=self.ctx.budget.warmup, max_seconds=seconds,
+                                        precision=None if whole_window else POINT_PRECISION, min_seconds=POINT_MIN_SHARE * seconds))
 
         gpu = self.monitor.measure(work)
         samples = thinned(timings[0].samples_ms)
