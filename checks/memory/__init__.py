@@ -11,7 +11,7 @@ The check calls the serving signature in phases, after a warm-up:
    1 KiB a call (``no_growth_decided``). Growth here is state the model keeps per call, or a leak.
 2. ``heap``: a short repeat of the fixed phase under tracemalloc (it doubles the cost of a
    call, so it is kept short) to tell growth in Python objects from native/TF memory.
-3. ``batch``: each batch size for ``BATCH_SECONDS[budget]``; the peak memory per batch size.
+3. ``batch``: each batch size for ``BATCH_SECONDS[budget]`` at most, until its peak settled; the peak memory per batch size.
 4. ``varied``: a stream of input shapes never seen before (new batch sizes, or new sequence
    lengths), all no larger than shapes already run so the working set cannot explain growth.
    Then the first ``WRAPPER_SHAPES`` of them again through a plain ``tf.function`` wrapper

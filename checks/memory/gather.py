@@ -31,7 +31,8 @@ WARMUP_SECONDS = {"quick": 0.3, "standard": 1.0, "thorough": 3.0}
 FIXED_SECONDS = {"quick": 1.5, "standard": 6.0, "thorough": 30.0}
 FIXED_MAX_CALLS = {"quick": 5_000, "standard": 30_000, "thorough": 200_000}
 HEAP_SECONDS = {"quick": 0.3, "standard": 1.0, "thorough": 4.0}
-BATCH_SECONDS = {"quick": 0.1, "standard": 0.4, "thorough": 1.5}
+BATCH_SECONDS = {"quick": 0.1, "standard": 0.4, "thorough": 1.5}  # at most: a batch's phase ends at an early look once its peak settled
+PEAK_MIN_CALLS = 5
 BATCH_SIZES = {"quick": DEFAULT_BATCH_SIZES, "standard": DEFAULT_BATCH_SIZES + (64,), "thorough": DEFAULT_BATCH_SIZES + (64, 128, 256)}
 NEW_SHAPES = {"quick": 16, "standard": 40, "thorough": 100}
 WRAPPER_SHAPES = {"quick": 8, "standard": 16, "thorough": 40}
@@ -290,11 +291,19 @@ def peaks_per_batch(ctx, serve, batch_sizes, seconds: float, sampler, clock) -> 
     for batch in batch_sizes or (None,):
         inputs = as_tensors(ctx.inputs.make(batch=batch))
         high_water_mark = reset_peak_memory()
-        phase = drive("batch", lambda _, feed=inputs: materialise(serve(**feed)), sampler.sample_now, clock, seconds=seconds, max_calls=10_000)
+        phase = drive("batch", lambda _, feed=inputs: materialise(serve(**feed)), sampler.sample_now, clock, seconds=seconds, max_calls=10_000,
+                      decided=peak_settled)
         in_window = [p.memory_bytes for p in list(sampler.points) if phase.started <= p.t <= phase.ended]
         between_samples = [peak_anonymous_bytes() or 0] if high_water_mark else []
         batch_peaks[batch or signature_batch(ctx)] = max(in_window + phase.memory() + between_samples)
     return batch_peaks
+
+
+def peak_settled(phase: Phase) -> bool:
+    """At least PEAK_MIN_CALLS calls, and no reading in the later half of them above the earlier half's highest."""
+    memory = phase.memory()
+    half = len(memory) // 2
+    return phase.n_calls >= PEAK_MIN_CALLS and half > 0 and max(memory[half:]) <= max(memory[:half])
 
 
 def new_shapes_phase(ctx, serve, batch_sizes, budget: str, sampler, clock, timeline: Timeline) -> Iterator:
