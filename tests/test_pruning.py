@@ -91,7 +91,6 @@ def test_a_measured_model_survives_the_trip_through_json():
     """What gather hands the judge: the same summary and savings after JSON, timed calls to the nanosecond."""
     from tfaudit.api import Timing
     from tfaudit.checks._compression import Measured, savings
-    from tfaudit.checks.pruning.sweep import as_data, from_data
 
     rng = np.random.default_rng(0)
 
@@ -102,12 +101,12 @@ def test_a_measured_model_survives_the_trip_through_json():
     base = Measured("float32", size_bytes=4000, zipped_bytes=3600, timing=timed(1.0), fidelity={**fid, "relative_l2": 0.0})
     pruned = Measured("pruned-75%", size_bytes=4000, zipped_bytes=1200, timing=timed(0.7), baseline_timing=timed(1.0), fidelity=fid,
                       error="", extra={"achieved_sparsity": 0.75, "zipped_mb": 0.0011})
-    trip = {m.name: from_data(json.loads(json.dumps(as_data(m)))) for m in (base, pruned)}
+    trip = {m.name: Measured.from_data(json.loads(json.dumps(m.to_data()))) for m in (base, pruned)}
     assert [trip[m.name].summary() for m in (base, pruned)] == [base.summary(), pruned.summary()]
     assert savings(trip["float32"], trip["pruned-75%"], "zipped_bytes") == savings(base, pruned, "zipped_bytes")
     assert "latency_ms" in savings(base, pruned, "zipped_bytes")[0]  # the baseline timed in turn came through
     noisy = Measured("x", timing=Timing((0.123456789,), warmup=0))
-    assert as_data(noisy)["latency"]["samples_ms"] == [0.123457]
+    assert noisy.to_data()["latency"]["samples_ms"] == [0.123457]
 
 
 def check_recommendation(outcome, method_prefix: str):

@@ -230,12 +230,12 @@ def test_clean_mlp_gets_only_low_wrapper_guidance_with_the_table(audited):
     assert low <= value <= high
     assert evidence["patterns"]["plain"]["trace_ms_per_stream"] > 0
     assert "| plain @tf.function | 6 |" in finding.summary
-    # The verdict rests on the median share saved, the claim on significance.
+    # The verdict rests on the median share saved, the claim on the replays' decision.
     shares = [c["saved_pct"][0] for c in evidence["contrasts"].values()]
     assert finding.severity == ("low" if max(shares) >= 10 else "info")
     # The stream's percentage depends on its chosen length: never claimed.
     assert "latency_pct" not in finding.savings
-    if evidence["saving_significant"]:
+    if evidence["saving_decided"]:
         assert finding.savings["latency_ms"].low > 0
     else:
         assert finding.savings == {}

@@ -97,6 +97,11 @@ class PracticalMinimum:
     absolute_ms: float = 0.0
     why: str = ""
 
+    @property
+    def percent(self) -> str:
+        """The relative minimum as a catalogue writes it: "10 %"."""
+        return f"{100 * self.relative:g} %"
+
     def band(self, base_ms: float) -> float:
         """The band's half-width in log space for a side whose median call takes ``base_ms``."""
         relative = max(self.relative, self.absolute_ms / base_ms if base_ms > 0 else 0.0)

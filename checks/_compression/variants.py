@@ -18,6 +18,7 @@ from tfaudit.api import MIN_PRACTICAL_LATENCY_MS, Measure, PracticalMinimum, Sam
 from .agreement import MIB, mb
 
 # A variant's LiteRT latency against its baseline's, timed in ABBA rounds until decided past this (litert_job)
+SAMPLE_DECIMALS = 6  # milliseconds to the nanosecond: perf_counter's resolution, so rounding loses nothing measured
 LATENCY_MINIMUM = PracticalMinimum(0.10, absolute_ms=MIN_PRACTICAL_LATENCY_MS,
                                    why="10 % of a call and 0.05 ms, the least latency saving worth claiming beside the bytes")
 
@@ -67,7 +68,7 @@ class Measured:
             data["zipped_bytes"] = self.zipped_bytes
         for key, timing in (("latency", self.timing), ("baseline_latency", self.baseline_timing)):
             if timing is not None:
-                data[key] = {"samples_ms": list(timing.samples_ms), "warmup": timing.warmup}
+                data[key] = {"samples_ms": [round(ms, SAMPLE_DECIMALS) for ms in timing.samples_ms], "warmup": timing.warmup}
         data.update(fidelity=self.fidelity, error=self.error, note=self.note, extra=self.extra)
         if self.compared:
             data["latency_compared"] = self.compared

@@ -3,7 +3,21 @@ from __future__ import annotations
 
 from tfaudit.api import Effort, Risk, Rule, catalogue
 
-SEVERITY_BY_HOURS = "from the hours until the growth, at the measured call rate, exhausts the memory available now: < 1 h critical, < 24 h high, < 7 days medium, else low"
+from .growth import MIB
+
+HOURS_TO_EXHAUST = (("critical", 1.0), ("high", 24.0), ("medium", 24.0 * 7))  # growth: the hours the memory available now lasts
+BYTES_PER_SHAPE = (("high", 100 * MIB), ("medium", 10 * MIB), ("low", 1 * MIB))  # growth per new shape: the bytes each one keeps
+
+
+def hours_said(hours: float) -> str:
+    return f"{hours / 24:g} days" if hours > 24 else f"{hours:g} h"
+
+
+SEVERITY_BY_HOURS = ("from the hours until the growth, at the measured call rate, exhausts the memory available now: "
+                     + ", ".join(f"< {hours_said(hours)} {severity}" for severity, hours in HOURS_TO_EXHAUST) + ", else low")
+SEVERITY_BY_SHAPE_BYTES = ("from the bytes kept per new shape: "
+                           + ", ".join(f"< {limit // MIB} MiB {lower}" for (_, limit), lower in
+                                       zip(reversed(BYTES_PER_SHAPE), ("info", "low", "medium"))) + ", else high")
 GROWTH_SUMMARY = (
     "With one fixed input shape, $memory grew $kib KiB per call (95% interval $low_kib–$high_kib) over $calls calls: "
     "$mb_per_1000 MB per 1,000 calls, $mb_per_hour MB per hour at the measured $rate calls/s$lasts Over a week of serving "
@@ -86,7 +100,7 @@ RULES = catalogue(
         verify="Replay your real request shapes and watch memory flatten once every bucket has been seen.",
         effort=Effort("hours", 2.0, "Bucket or pad request shapes; add an input_signature to any wrapper."),
         risk=Risk("low", "Padding changes outputs only for models that do not mask the padding."),
-        severity_rule="from the bytes kept per new shape: < 1 MiB info, < 10 MiB low, < 100 MiB medium, else high",
+        severity_rule=SEVERITY_BY_SHAPE_BYTES,
         minimum="4 KiB per new shape beyond the fixed-shape growth",
     ),
     Rule(

@@ -25,7 +25,7 @@ from tfaudit.api import (
     reset_peak_memory,
 )
 
-from .growth import EARLY_LOOKS, mb, no_growth_decided
+from .growth import EARLY_LOOKS, MIN_BYTES_PER_CALL, mb, no_growth_decided
 
 WARMUP_SECONDS = {"quick": 0.3, "standard": 1.0, "thorough": 3.0}
 FIXED_SECONDS = {"quick": 1.5, "standard": 6.0, "thorough": 30.0}
@@ -300,10 +300,13 @@ def peaks_per_batch(ctx, serve, batch_sizes, seconds: float, sampler, clock) -> 
 
 
 def peak_settled(phase: Phase) -> bool:
-    """At least PEAK_MIN_CALLS calls, and no reading in the later half of them above the earlier half's highest."""
-    memory = phase.memory()
+    """At least PEAK_MIN_CALLS calls, and the later half of the readings rose above the earlier half's highest by less than
+    the growth check's minimum (MIN_BYTES_PER_CALL) a call: pages the sampling itself allocates move no peak."""
+    memory, calls = phase.memory(), phase.calls
     half = len(memory) // 2
-    return phase.n_calls >= PEAK_MIN_CALLS and half > 0 and max(memory[half:]) <= max(memory[:half])
+    if phase.n_calls < PEAK_MIN_CALLS or half == 0 or calls[-1] <= calls[half]:
+        return False
+    return max(memory[half:]) - max(memory[:half]) < MIN_BYTES_PER_CALL * (calls[-1] - calls[half])
 
 
 def new_shapes_phase(ctx, serve, batch_sizes, budget: str, sampler, clock, timeline: Timeline) -> Iterator:

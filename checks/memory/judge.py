@@ -26,16 +26,14 @@ from .growth import (
 )
 
 MEMORY_MEASURED = "anonymous resident memory (RssAnon: allocated by the process, not its mapped libraries)"
-HOURS_TO_EXHAUST = (("critical", 1.0), ("high", 24.0), ("medium", 24.0 * 7))
-BYTES_PER_SHAPE = (("high", 100 * MIB), ("medium", 10 * MIB), ("low", 1 * MIB))
 
 
 def severity_from_hours(hours: float) -> str:
-    return next((severity for severity, limit in HOURS_TO_EXHAUST if hours < limit), "low")
+    return next((severity for severity, limit in text.HOURS_TO_EXHAUST if hours < limit), "low")
 
 
 def severity_from_shape_bytes(nbytes: float) -> str:
-    return next((severity for severity, limit in BYTES_PER_SHAPE if nbytes >= limit), "info")
+    return next((severity for severity, limit in text.BYTES_PER_SHAPE if nbytes >= limit), "info")
 
 
 def judge(m: dict[str, Any]) -> Iterator[Yielded]:

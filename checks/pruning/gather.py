@@ -37,7 +37,7 @@ from .._compression import (
     zipped_size,
 )
 from .pruner import METHOD_TFMOT, Pruner
-from .sweep import SPARSITIES, TWO_FOUR, as_data, label, pick, slug, sweep_samples
+from .sweep import SPARSITIES, TWO_FOUR, label, pick, slug, sweep_samples
 
 if TYPE_CHECKING:  # pragma: no cover
     from tfaudit.api import Helper
@@ -114,9 +114,9 @@ def gather(ctx, isolated: Helper, tmp: str) -> Generator[Yielded, None, tuple[di
     measured = {
         "model": {"format": ctx.model.format, "path": ctx.model.path, "signature": ctx.model.signature},
         "synthetic_inputs": bool(ctx.inputs.synthetic), "budget": ctx.budget.name, "max_fidelity_loss": bound,
-        "pruning": pruner.summary(), "unpruned": as_data(base),
-        "sweep": [{"sparsity": sparsity, **as_data(result)} for sparsity, result in results],
-        "combined": as_data(combined) if combined is not None else None,
+        "pruning": pruner.summary(), "unpruned": base.to_data(),
+        "sweep": [{"sparsity": sparsity, **result.to_data()} for sparsity, result in results],
+        "combined": combined.to_data() if combined is not None else None,
     }
     baseline = base_content.path if base_content is not None else None
     return measured, Workspace(litert, baseline, recommended[1] if recommended else None, combined, steps)

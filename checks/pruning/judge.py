@@ -10,14 +10,14 @@ from tfaudit.api import Finding, Measure, Metric, Support, Yielded
 from .._compression import Measured, mb, saving_support, savings, severity_for, top1_text, within_bound
 from . import catalogue as text
 from .catalogue import RULES
-from .sweep import from_data, pick
+from .sweep import pick
 
 
 def judge(m: dict[str, Any]) -> Iterator[Yielded]:
     """The metrics of the recommended sparsity, and its finding (or that pruning needs fine-tuning), then the combined one."""
     bound = m["max_fidelity_loss"]
-    base = from_data(m["unpruned"])
-    results = [(row["sparsity"], from_data(row)) for row in m["sweep"]]
+    base = Measured.from_data(m["unpruned"])
+    results = [(row["sparsity"], Measured.from_data(row)) for row in m["sweep"]]
     recommended = pick(results, bound)
     common = common_evidence(m, base, results)
     if recommended is None:
@@ -29,7 +29,7 @@ def judge(m: dict[str, Any]) -> Iterator[Yielded]:
         yield Metric("pruned_zipped_size_bytes", pruned.zipped_bytes, "bytes")
     yield recommendation_finding(m, base, sparsity, pruned, common)
     if m["combined"] is not None:
-        yield combined_finding(m, base, sparsity, pruned, from_data(m["combined"]), common)
+        yield combined_finding(m, base, sparsity, pruned, Measured.from_data(m["combined"]), common)
 
 
 def common_evidence(m: dict[str, Any], base: Measured, results: list[tuple[float | str, Measured]]) -> dict[str, Any]:

@@ -19,7 +19,8 @@ MIB = 1024 * 1024
 
 
 def twin_latency(twin: dict[str, Any]) -> dict[str, Any]:
-    """The float64 graph against its float32 twin: medians, speed-up, verdict, and ``saved`` (ms, %) when float32 is faster."""
+    """The float64 graph against its float32 twin: medians, speed-up, verdict, and ``saved`` (ms, %, the decision's support)
+    when float32 is faster."""
     if "error" in twin:
         return {"reason": text.FLOAT64_NOT_MEASURABLE.substitute(error=twin["error"])}
     t64, t32 = (Timing(tuple(twin[dtype]["samples_ms"]), twin[dtype]["warmup"]) for dtype in ("float64", "float32"))
@@ -48,7 +49,7 @@ def twin_latency(twin: dict[str, Any]) -> dict[str, Any]:
         "decided_by": decision.method,
     }
     if faster:
-        result["saved"] = (comparison.saved_ms, comparison.saved_pct)
+        result["saved"] = (comparison.saved_ms, comparison.saved_pct, Support.decided(decision))
     return result
 
 
@@ -73,8 +74,7 @@ def float64_finding(m: dict[str, Any]) -> Finding:
     evidence["latency"] = latency
     support = Support.exact(f64["bytes"] // 2, 1, text.FLOAT64_COUNTED) if f64["bytes"] else None
     if latency.get("saved") is not None:
-        saved["latency_ms"], saved["latency_pct"] = latency.pop("saved")
-        support = Support(latency["support"], latency["decided_by"])
+        saved["latency_ms"], saved["latency_pct"], support = latency.pop("saved")
     if "median_ms" in latency:
         said = text.FLOAT64_MEASURED.substitute(float64_ms=f"{latency['median_ms']['float64']:.3f}",
                                                 float32_ms=f"{latency['median_ms']['float32']:.3f}", verdict=latency["verdict"])

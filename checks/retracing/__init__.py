@@ -52,14 +52,15 @@ captured. For Keras-loadable models, ``model.predict()`` per small batch is
 timed against a direct call on the same requests, in ABBA rounds until decided (``catalogue.PREDICT_MINIMUM``).
 
 - ``retracing/wrapper-retraces``: **low** when a fix saves at least
-  ``WRAPPER_LOW_MIN_PCT`` % of the stream's total time (the median share over
+  ``WRAPPER_MINIMUM`` (10 %) of the stream's total time (the median share over
   the replays: the low end of an interval from a few replays, or its
   significance, swung with the host's load between runs), else **info**. Never above low: the wrapper is the user's code, not the
   model's. Only the saved milliseconds over the stream are claimed, no
-  latency_pct: that share depends on the stream length we chose.
+  latency_pct: that share depends on the stream length we chose; they are claimed when the replays (each a round, in
+  the order they ran, one look at the budget's confidence) decide the fixed wrapper faster past ``WRAPPER_MINIMUM``.
 - ``retracing/predict-in-loop``: only when the direct call is decided faster
   by 10 % of a request and 0.05 ms (a record from before the rounds: when its saving is significant); **low** when its median share >=
-  ``WRAPPER_LOW_MIN_PCT`` %, else **info**. Like the wrapper finding, it claims
+  ``PREDICT_MINIMUM``'s 10 %, else **info**. Like the wrapper finding, it claims
   saved milliseconds only (the share is evidence), so guidance about the
   caller's code never outranks a fix to the model.
 

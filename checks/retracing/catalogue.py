@@ -15,9 +15,19 @@ BATCHING_MINIMUM = PracticalMinimum(0.10, why="10 % of the requests' time, the l
 RE_EXPORT_MINIMUM = PracticalMinimum(0.10, why="10 % of a call: a re-export that costs less at the old batch size serves the same")
 BATCHING_HIGH = PracticalMinimum(1.0, why="batching at least halves the requests' time: a server answers twice as many per core")
 
+# retracing/wrapper-retraces: each replay of the stream through the fixed wrapper against one through the retracing wrapper,
+# interleaved (the replays' order reversed every other time); the median share is the severity's measure too
+WRAPPER_MINIMUM = PracticalMinimum(0.10, why="10 % of the request stream's time, the least saving worth changing serving code for")
+
 # retracing/predict-in-loop: model.predict() per request against a direct call on the same requests
 PREDICT_MINIMUM = PracticalMinimum(0.10, absolute_ms=MIN_PRACTICAL_LATENCY_MS,
                                    why="10 % of a request and 0.05 ms, the least saving worth changing serving code for")
+
+# Severities: what moves a finding up a level, each written once here.
+MIB = 1024 * 1024
+DUPLICATE_HIGH_BYTES = 10 * MIB  # retraced-before-export: duplicated graph bytes ...
+DUPLICATE_HIGH_SHARE = 0.5  # ... or their share of saved_model.pb
+FIXED_BATCH_HIGH_OVERHEAD_SHARE = 0.5  # fixed-batch-dim, where batching could not be timed: per-call overhead of a call
 
 RETRACING_WARNING = "triggered tf.function retracing"  # TF's own warning, caught from the tensorflow logger
 
@@ -63,8 +73,8 @@ FIXED_INPUT = "`$name` $shape"
 TITLE_SHAPES = "A plain @tf.function around this model retraces for every new request shape"
 TITLE_OPTION = "A @tf.function wrapper retraces for every new Python option value"
 CONTRAST = "$what: $traces_before traces per stream against $traces_after, $before before and $after after, $verdict."
-FASTER = "$speedup× faster (95% interval)"
-WITHIN_NOISE = "$speedup×, within the noise of this host, so no saving is claimed"
+FASTER = "$speedup× faster (95% interval), decided past $minimum of the stream's time"
+NOT_CLAIMED = "$speedup×, not decided faster past $minimum of the stream's time, so no saving is claimed"
 SHAPES_WHAT = "With $varied, a plain `@tf.function` against one with the model's input_signature"
 VARIED_BATCHES = "batch sizes $values"
 VARIED_LENGTHS = "sequence lengths $values"
@@ -141,7 +151,8 @@ RULES = catalogue(
             "`loaded.$function(...)` accepts sizes that were not traced."
         ),
         effort=Effort("minutes", 0.5, "Add an input_signature with None on the varying dims and re-export (seed 002: ~30 min)."),
-        severity_rule="medium; high when the duplicated graphs take at least 10 MiB or half of saved_model.pb",
+        severity_rule=(f"medium; high when the duplicated graphs take at least {DUPLICATE_HIGH_BYTES // MIB} MiB or "
+                       f"{100 * DUPLICATE_HIGH_SHARE:g} % of saved_model.pb"),
         minimum="two concrete functions of one function that differ only in input shape (a fact of the export)",
     ),
     Rule(
@@ -202,9 +213,9 @@ RULES = catalogue(
         severity_rule=(
             "medium; high when one call of 8 requests with the batch dimension relaxed in memory is decided to take at most "
             "half their 8 calls' time (a server answers twice as many per core); where that could not be measured, when "
-            "the per-call overhead is at least half of a call (10th percentiles of both)"
+            f"the per-call overhead is at least {100 * FIXED_BATCH_HIGH_OVERHEAD_SHARE:g} % of a call (10th percentiles of both)"
         ),
-        minimum="a saving is claimed once it is decided past 10 % of the requests' time (see How comparisons decide)",
+        minimum=f"a saving is claimed once it is decided past {BATCHING_MINIMUM.percent} of the requests' time (see How comparisons decide)",
     ),
     Rule(
         id="retracing/fixed-dims",
@@ -255,10 +266,11 @@ RULES = catalogue(
         ),
         effort=Effort("minutes", 0.5, "Add the model's input_signature to your wrapper and pass options as tensors (seed 002: ~30 min)."),
         severity_rule=(
-            "low when a fix saves at least 10 % of the request stream's time (the median over the replays), else info; "
+            f"low when a fix saves at least {WRAPPER_MINIMUM.percent} of the request stream's time (the median over the replays), else info; "
             "never above low: the wrapper is the caller's code, not the model"
         ),
-        minimum="a wrapper that traces more than once per stream; the saved milliseconds are claimed only when their 95 % interval excludes zero",
+        minimum=(f"a wrapper that traces more than once per stream; the saved milliseconds are claimed only when the replays decide "
+                 f"the fixed wrapper faster past {WRAPPER_MINIMUM.percent} of the stream's time (see How comparisons decide)"),
     ),
     Rule(
         id="retracing/predict-in-loop",
@@ -282,9 +294,10 @@ RULES = catalogue(
         verify="Time the request handler before and after; the per-request latency drops by the measured amount.",
         effort=Effort("minutes", 0.5, "Replace predict() with a direct call in the request path."),
         risk=Risk("none", "Same computation; only the calling convention changes."),
-        severity_rule="low when the direct call saves at least 10 % of a request's time (median), else info",
+        severity_rule=f"low when the direct call saves at least {PREDICT_MINIMUM.percent} of a request's time (median), else info",
         minimum=(
-            "the direct call decided faster by at least 10 % of a request and 0.05 ms (see How comparisons decide); a "
+            f"the direct call decided faster by at least {PREDICT_MINIMUM.percent} of a request and {PREDICT_MINIMUM.absolute_ms:g} ms "
+            "(see How comparisons decide); a "
             "report from before the rounds: the saving per request significant (its 95 % interval above zero)"
         ),
     ),

@@ -13,7 +13,7 @@ from tfaudit.api import BASELINE_MODEL_METRIC, HOST_INDEX_METRIC, Finding, Measu
 from . import catalogue as text
 from .catalogue import RULES
 from .relaxed_export import OUTPUT_TOLERANCE, shape_code
-from .streams import WRAPPER_LOW_MIN_PCT, bounds, interval_text, measure_list, plain_traces_metric, wrapper_finding
+from .streams import bounds, interval_text, measure_list, plain_traces_metric, wrapper_finding
 from .traces import (
     KERAS_FRAMEWORK_ARGS,
     ROWS_PER_EXAMPLE_REQUEST,
@@ -30,10 +30,6 @@ from .traces import (
     varying_dims,
 )
 
-MIB = 1024 * 1024
-DUPLICATE_HIGH_BYTES = 10 * MIB
-DUPLICATE_HIGH_SHARE = 0.5
-FIXED_BATCH_HIGH_OVERHEAD_SHARE = 0.5
 
 
 def fill(template: str, mapping: dict | None = None, **facts: Any) -> str:
@@ -116,7 +112,7 @@ def retraced_finding(m: dict, function: SavedFunction, group: list[SavedTrace], 
     duplicate_bytes = sum(t.graph_bytes for t in group[1:])
     total_bytes = sum(t.graph_bytes for t in group)
     share = duplicate_bytes / pb_bytes if pb_bytes else None
-    high = duplicate_bytes >= DUPLICATE_HIGH_BYTES or (share is not None and share >= DUPLICATE_HIGH_SHARE)
+    high = duplicate_bytes >= text.DUPLICATE_HIGH_BYTES or (share is not None and share >= text.DUPLICATE_HIGH_SHARE)
     python_args = {k: v for k, v in group[0].python_args.items() if k not in KERAS_FRAMEWORK_ARGS}
     evidence: dict[str, Any] = {
         "function": function.name,
@@ -269,7 +265,7 @@ def fixed_batch_finding(m: dict, batch: int, batching: tuple[dict, dict, str]) -
     saved, measured, why = batching
     # Measured batching decides when there is one: on the demo the overhead share sat at 49-53 %, on the threshold,
     # while 8 requests in one call saved 88-89 % of 8 calls' time in every run.
-    high = measured["halves"] if saved else undisturbed_share >= FIXED_BATCH_HIGH_OVERHEAD_SHARE
+    high = measured["halves"] if saved else undisturbed_share >= text.FIXED_BATCH_HIGH_OVERHEAD_SHARE
     support = None
     if saved:  # decided in rounds; a record from before them claimed a significant bootstrap interval
         support = (Support(measured["support"], measured["decided_by"]) if "support" in measured
@@ -345,7 +341,7 @@ def predict_in_loop_finding(m: dict, args: list[TensorArg], model_clean: bool) -
     }
     # About the caller's code (applies_if): like wrapper-retraces, only the saved ms are claimed. The share is in the evidence.
     return RULES["retracing/predict-in-loop"].finding(
-        evidence, severity="low" if result.saved_pct.value >= WRAPPER_LOW_MIN_PCT else "info", savings={"latency_ms": result.saved_ms},
+        evidence, severity="low" if result.saved_pct.value >= 100 * text.PREDICT_MINIMUM.relative else "info", savings={"latency_ms": result.saved_ms},
         support=support,
         count=len(sizes), smallest=min(sizes), largest=max(sizes), predict_ms=f"{predict.median_ms:.2f}",
         direct_ms=f"{direct.median_ms:.2f}", speedup=interval_text(result.speedup), fine=text.MODEL_FINE if model_clean else "",

@@ -189,8 +189,8 @@ def serving_probe(ctx, option: str, progress: Callable[[float, str], Progress]) 
         replay(pattern.make(), list(pattern.feeds)[:1], pattern.feeds)
     results: dict[str, list[dict]] = {p.name: [] for p in patterns}
     for rep in range(repeats):
-        # Interleaved, so slow drift of the host hits every pattern alike.
-        for pattern in patterns:
+        # Interleaved, in the reverse order every other time, so the host's drift and the order hit every pattern alike.
+        for pattern in patterns if rep % 2 == 0 else patterns[::-1]:
             result = replay(pattern.make(), pattern.stream, pattern.feeds)
             results[pattern.name].append(result)
             if rep == 0:
@@ -199,7 +199,7 @@ def serving_probe(ctx, option: str, progress: Callable[[float, str], Progress]) 
                     yield Sample(f"latency_ms:{pattern.name}", i, ms, "trace" if i in traced_at else "")
         yield progress((rep + 1) / repeats, f"request stream {rep + 1}/{repeats}")
     return {"requests": count, "shapes": [list(s) for s in sorted(set(shape_stream), key=str)], "option": option,
-            "option_values": sorted(set(option_stream)), "replays": results}
+            "option_values": sorted(set(option_stream)), "replays": results, "confidence": ctx.budget.confidence}
 
 
 def keras_probe(ctx) -> Iterator:

@@ -7,13 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from tfaudit.api import Finding, Measure, Metric, Support, Timing, compare
+from tfaudit.api import INTERVAL_LEVEL, Finding, Measure, Metric, Support, Timing, compare, decide, rounds_of_calls
 
 from . import catalogue as text
 from .catalogue import RULES
 from .traces import OPTION_VALUES, TensorArg, signature_decorator_code
 
-WRAPPER_LOW_MIN_PCT = 10.0  # the median share of the time a fix of the caller's code saves, for severity low
 
 
 @dataclass
@@ -99,10 +98,11 @@ def pattern_row(name: str, runs: list[StreamResult]) -> dict:
     }
 
 
-def contrast(rows: dict, totals: dict, before: str, after: str) -> dict:
-    """Before/after over the stream: traces, totals, and the speedup with its interval."""
+def contrast(rows: dict, totals: dict, before: str, after: str, confidence: float) -> dict:
+    """Before/after over the stream: traces, totals, the speedup with its interval, and what the replays decide (each replay
+    a round, in the order they ran) against WRAPPER_MINIMUM."""
     comparison = compare(totals[before], totals[after])
-    significant = comparison.significant and bounds(comparison.saved_ms)[1] > 0
+    decision = decide(rounds_of_calls(totals[before].samples_ms, totals[after].samples_ms, per_round=1), text.WRAPPER_MINIMUM, confidence)
     return {
         "before": before,
         "after": after,
@@ -110,26 +110,28 @@ def contrast(rows: dict, totals: dict, before: str, after: str) -> dict:
         "stream_ms_before_after": [rows[before]["stream_total_ms"], rows[after]["stream_total_ms"]],
         "speedup": measure_list(comparison.speedup),
         "saved_pct": measure_list(comparison.saved_pct),
-        "significant": significant,
+        "decision": decision.describe(text.PATTERNS[after], text.PATTERNS[before]),
+        "decided": decision.outcome == "faster",
         "comparison": comparison,
+        "support": Support.decided(decision),
     }
 
 
 def contrast_sentence(c: dict, what: str) -> str:
     (tb, ta), (mb, ma) = c["traces_before_after"], c["stream_ms_before_after"]
     speedup = interval_text(c["comparison"].speedup)
-    verdict = Template(text.FASTER if c["significant"] else text.WITHIN_NOISE).substitute(speedup=speedup)
+    verdict = Template(text.FASTER if c["decided"] else text.NOT_CLAIMED).substitute(speedup=speedup, minimum=text.WRAPPER_MINIMUM.percent)
     return Template(text.CONTRAST).substitute(what=what, traces_before=tb, traces_after=ta, before=fmt_ms(mb), after=fmt_ms(ma), verdict=verdict)
 
 
-def contrasts_of(rows: dict, results: dict[str, list[StreamResult]]) -> dict[str, dict]:
+def contrasts_of(rows: dict, results: dict[str, list[StreamResult]], confidence: float) -> dict[str, dict]:
     """The shape contrast (plain against input_signature) and the option one (Python int against tensor), where the first retraced."""
     totals = {name: Timing(tuple(r.total_ms for r in runs), warmup=0) for name, runs in results.items()}
     contrasts = {}
     if "plain" in rows and rows["plain"]["traces_per_stream"] > 1:
-        contrasts["shapes"] = contrast(rows, totals, "plain", "signature")
+        contrasts["shapes"] = contrast(rows, totals, "plain", "signature", confidence)
     if rows["python_scalar"]["traces_per_stream"] > 1:
-        contrasts["python_scalar"] = contrast(rows, totals, "python_scalar", "tensor_scalar")
+        contrasts["python_scalar"] = contrast(rows, totals, "python_scalar", "tensor_scalar", confidence)
     return contrasts
 
 
@@ -164,15 +166,16 @@ def wrapper_finding(m: dict[str, Any], model_clean: bool) -> Finding | None:
     streams = m["streams"]
     results = replays(streams)
     rows = {name: pattern_row(name, runs) for name, runs in results.items()}
-    contrasts = contrasts_of(rows, results)
+    # Records from before the decision carry no confidence: the level their bootstrap claimed at.
+    contrasts = contrasts_of(rows, results, streams.get("confidence", INTERVAL_LEVEL))
     if not contrasts:
         return None
-    # The headline is the best significant contrast; the shape one when none is.
-    significant = [c for c in contrasts.values() if c["significant"]]
-    headline = max(significant, key=lambda c: bounds(c["comparison"].saved_ms)[1]) if significant else next(iter(contrasts.values()))
-    # The saving is claimed only when significant, but the verdict rests on the median share: with three
-    # replays, one burst of host load made a 46-54 % saving "not significant" and flipped it to info.
-    low = any(c["comparison"].saved_pct.value >= WRAPPER_LOW_MIN_PCT for c in contrasts.values())
+    # The headline is the best decided contrast; the shape one when none is.
+    decided = [c for c in contrasts.values() if c["decided"]]
+    headline = max(decided, key=lambda c: bounds(c["comparison"].saved_ms)[1]) if decided else next(iter(contrasts.values()))
+    # The saving is claimed only when decided, but the verdict rests on the median share: with three replays,
+    # one burst of host load made a 46-54 % saving "not significant" and flipped it to info.
+    low = any(c["comparison"].saved_pct.value >= 100 * text.WRAPPER_MINIMUM.relative for c in contrasts.values())
     shapes = "plain" in rows
     batches = sorted({b for b, _ in streams["shapes"] if b is not None}) if shapes else []
     seqs = sorted({s for _, s in streams["shapes"] if s is not None}) if shapes else []
@@ -186,21 +189,21 @@ def wrapper_finding(m: dict[str, Any], model_clean: bool) -> Finding | None:
         "option": option,
         "option_values": streams.get("option_values", list(OPTION_VALUES)),  # all of them in records from before the cap
         "patterns": rows,
-        "contrasts": {k: {key: v for key, v in c.items() if key != "comparison"} for k, c in contrasts.items()},
+        "contrasts": {k: {key: v for key, v in c.items() if key not in ("comparison", "support")} for k, c in contrasts.items()},
         "headline": next(k for k, c in contrasts.items() if c is headline),
         "traces_before_after": headline["traces_before_after"],
         "stream_ms_before_after": headline["stream_ms_before_after"],
         "speedup": headline["speedup"],
-        "saving_significant": headline["significant"],
+        "saving_decided": headline["decided"],
     }
     # The stream total's percentage depends on how long we chose to replay, so it is no property of
     # the model: only the saved milliseconds over this stream are claimed, never a latency_pct.
-    savings = {"latency_ms": headline["comparison"].saved_ms} if headline["significant"] else {}
+    savings = {"latency_ms": headline["comparison"].saved_ms} if headline["decided"] else {}
     specs = [TensorArg.from_json(a) for a in m["inputs"]]
     names = [s.name for s in specs]
     return RULES["retracing/wrapper-retraces"].finding(
         evidence, severity="low" if low else "info", savings=savings,
-        support=Support.interval(savings["latency_ms"], 0.0, "bootstrap") if savings else None,
+        support=headline["support"] if savings else None,
         title=text.TITLE_SHAPES if "shapes" in contrasts else text.TITLE_OPTION, requests=streams["requests"],
         runs=evidence["streams_per_pattern"], signature=m["model"]["signature"], path=m["model"]["path"],
         sentences=" ".join(sentences(contrasts, rows, batches, seqs, option, len(evidence["option_values"]), model_clean)), rows=table_rows(rows),

@@ -3,7 +3,12 @@ from __future__ import annotations
 
 from tfaudit.api import MIN_PRACTICAL_LATENCY_MS, Effort, PracticalMinimum, Risk, Rule, catalogue
 
-GAIN_SEVERITY = "low; medium when the saving's interval low end reaches 50 %"
+MEDIUM_GAIN_PCT = 50.0
+GAIN_SEVERITY = f"low; medium when the saving's interval low end reaches {MEDIUM_GAIN_PCT:g} %"
+# serving/cold-start: a cold first request is a finding when every one measured is both (user minimums, not fitted to a model):
+COLD_FACTOR = 5.0  # times the warm median: past any percentile a server reports for warm calls, so it shows as a spike
+COLD_MIN_MS = 10.0  # and slower by this much: a tenth of a 100 ms online SLO, the least extra wait worth a fix
+COLD_MEDIUM_MS = 1000.0  # a median first request of a second: a timeout for most online callers
 # serving/xla: jit_compile=True against the plain call, decided in ABBA rounds (tfaudit.api.compare_in_turn)
 # serving/batch-size: the serving batch's rows in one call against as many calls of the first batch, timed in ABBA rounds
 BATCH_MINIMUM = PracticalMinimum(0.10, why="10 % of the rows' time, the least saving worth a server's batching configuration")
@@ -23,6 +28,8 @@ LITERT_HALVES = PracticalMinimum(1.0, why=(
 # serving/concurrency: N callers against one caller doing the same calls, decided in ABBA turns
 CONCURRENCY_MINIMUM = PracticalMinimum(1.0, why=(
     "twice one caller's rows/s: what a second replica on the same cores gives at best, without raising each call's latency"))
+
+
 EXAMPLE_LANGUAGE = {"serving/batch-size": "text", "serving/concurrency": "text", "serving/configuration": "text"}  # else python
 
 BATCHING_PARAMETERS = (
@@ -106,8 +113,8 @@ RULES = catalogue(
         effort=Effort("hours", 2, "enable server-side batching (TF Serving --enable_batching) or batch in the client"),
         severity_rule=GAIN_SEVERITY + " (the per-row saving of the serving batch over batch 1)",
         minimum=(
-            "the serving batch's rows in one call decided faster than as many calls of batch 1 by 10 % of their time (ABBA "
-            "rounds), at a batch whose bounded statistic (its whole interval) fits the latency bound"
+            f"the serving batch's rows in one call decided faster than as many calls of batch 1 by {BATCH_MINIMUM.percent} of their "
+            "time (ABBA rounds), at a batch whose bounded statistic (its whole interval) fits the latency bound"
         ),
     ),
     Rule(
@@ -142,7 +149,7 @@ RULES = catalogue(
         ),
         effort=Effort("minutes", 0.5, "wrap the serving function; compile once per batch size"),
         severity_rule="low; medium when XLA is decided to at least halve a call",
-        minimum="decided faster by at least 10 % of a call (see How comparisons decide), outputs within --max-fidelity-loss",
+        minimum=f"decided faster by at least {XLA_MINIMUM.percent} of a call (see How comparisons decide), outputs within --max-fidelity-loss",
     ),
     setting_rule(
         "threads", BEFORE_FIRST_OP + "$intra_line$inter_line"
@@ -151,11 +158,11 @@ RULES = catalogue(
     ),
     setting_rule(
         "precision", BEFORE_FIRST_OP + "tf.config.optimizer.set_experimental_options({\"$option\": True})",
-        "decided, in turns with the defaults' process, faster by at least 10 % of a call; outputs within --max-fidelity-loss",
+        f"decided, in turns with the defaults' process, faster by at least {SETTING_MINIMUM.percent} of a call; outputs within --max-fidelity-loss",
     ),
     setting_rule(
         "onednn", "export TF_ENABLE_ONEDNN_OPTS=$onednn   # read when TensorFlow is imported",
-        "decided, in turns with the defaults' process, faster by at least 10 % of a call",
+        f"decided, in turns with the defaults' process, faster by at least {SETTING_MINIMUM.percent} of a call",
     ),
     Rule(
         id="serving/litert-threads",
@@ -169,8 +176,8 @@ RULES = catalogue(
         effort=Effort("minutes", 0.5, "one argument, where the model is served with LiteRT"),
         severity_rule="medium: only a count decided to at least halve a call is a finding",
         minimum=(
-            "decided faster than LiteRT's default by at least 10 % of a call and 0.05 ms, and to halve a call (see How "
-            "comparisons decide): a thread count's smaller gain moves with the host's other load"
+            f"decided faster than LiteRT's default by at least {LITERT_MINIMUM.percent} of a call and {LITERT_MINIMUM.absolute_ms:g} ms, "
+            "and to halve a call (see How comparisons decide): a thread count's smaller gain moves with the host's other load"
         ),
     ),
     Rule(
@@ -188,8 +195,9 @@ RULES = catalogue(
         ),
         example=WARMUP_CODE,
         effort=Effort("minutes", 0.5, "ship the warm-up file in the SavedModel"),
-        severity_rule="low; medium when the median first request takes 1 s or more",
-        minimum="the first request at least 5 × the warm median and 10 ms slower; every replayed first request faster than every cold one",
+        severity_rule=f"low; medium when the median first request takes {COLD_MEDIUM_MS / 1000:g} s or more",
+        minimum=(f"the first request at least {COLD_FACTOR:g} × the warm median and {COLD_MIN_MS:g} ms slower; every replayed first "
+                 "request faster than every cold one"),
     ),
 )
 

@@ -22,10 +22,6 @@ from .stats import p99, per_row, timing_of, timing_stats
 
 COMBINED_FINDINGS = ("serving/threads", "serving/precision", "serving/onednn", "serving/xla")  # settings the combined run re-times
 MIN_GAIN_PCT = 100 * text.BATCH_MINIMUM.relative  # a saving's interval low end, for records from before the rounds
-MEDIUM_GAIN_PCT = 50.0
-# A cold first request is a finding when every one measured is both (user minimums, not fitted to a model):
-COLD_FACTOR = 5.0  # times the warm median: past any percentile a server reports for warm calls, so it shows as a spike
-COLD_MIN_MS = 10.0  # and slower by this much: a tenth of a 100 ms online SLO, the least extra wait worth a fix
 
 
 def judge(m: dict[str, Any]) -> Iterator[Yielded]:
@@ -92,7 +88,7 @@ def per_reference_metrics(cold: dict[str, Any] | None, evidence: dict[str, Any])
 
 
 def gain_severity(pct: float) -> str:
-    return "medium" if pct >= MEDIUM_GAIN_PCT else "low"
+    return "medium" if pct >= text.MEDIUM_GAIN_PCT else "low"
 
 
 # --- one device: batch size, concurrency, XLA ------------------------------------------------------
@@ -101,7 +97,7 @@ def gain_severity(pct: float) -> str:
 def device_findings(m: dict[str, Any], sweep: Sweep, evidence: dict[str, Any]) -> list[Finding]:
     measured = m["sweeps"][sweep.device]
     concurrency = concurrency_table(measured["concurrency"])
-    xla, xla_comparison = xla_table(measured["xla"])
+    xla, xla_comparison, xla_decision = xla_table(measured["xla"])
     evidence[sweep.device] = {
         "batch_sweep": sweep.points,
         "sweep_stop": sweep.stop,
@@ -117,7 +113,7 @@ def device_findings(m: dict[str, Any], sweep: Sweep, evidence: dict[str, Any]) -
     suffix = "" if sweep.device == "CPU" else f"-{sweep.device.lower().replace(':', '')}"
     findings = [batch_size_finding(sweep, m["cores"], on, suffix), concurrency_finding(sweep, concurrency, measured["concurrency"], on, suffix)]
     if xla_faster(xla, m["max_fidelity_loss"]):
-        findings.append(xla_finding(sweep, xla, xla_comparison, m["signature"], on, suffix))
+        findings.append(xla_finding(sweep, xla, xla_comparison, xla_decision, m["signature"], on, suffix))
     return [f for f in findings if f is not None]
 
 
@@ -229,11 +225,11 @@ def concurrency_rounds(one: dict[str, Any], level: dict[str, Any]) -> tuple[dict
     return rounds_of_calls(a, b, per_round=2), INTERVAL_LEVEL
 
 
-def xla_table(measured: dict[str, Any]) -> tuple[dict[str, Any], Any]:
-    """(evidence, the plain-vs-XLA Comparison or None): compile time, fidelity, the speed-up of jit_compile=True and what its rounds
+def xla_table(measured: dict[str, Any]) -> tuple[dict[str, Any], Any, Any]:
+    """(evidence, the plain-vs-XLA Comparison, the Decision; both None when it did not compile): compile time, fidelity, the speed-up of jit_compile=True and what its rounds
     decided (``faster`` past XLA_MINIMUM, ``halves`` past XLA_MEDIUM); a record from before the rounds is judged on rounds of its calls."""
     if not measured["compiles"]:
-        return {"compiles": False, "why": measured["why"]}, None
+        return {"compiles": False, "why": measured["why"]}, None, None
     plain_timing, xla_timing = timing_of(measured["plain_ms"], measured["warmup"]), timing_of(measured["xla_ms"], measured["warmup"])
     comparison = compare(plain_timing, xla_timing)
     rounds = measured.get("rounds") or rounds_of_calls(measured["plain_ms"], measured["xla_ms"])
@@ -252,12 +248,12 @@ def xla_table(measured: dict[str, Any]) -> tuple[dict[str, Any], Any]:
         "faster": decision.outcome == "faster",
         "halves": decide(rounds, text.XLA_MEDIUM, confidence).outcome == "faster",
         "support": round(decision.support, 4),
-    }, comparison
+    }, comparison, decision
 
 
 def xla_pays(measured: dict[str, Any], max_fidelity_loss: float) -> bool:
     """XLA decided faster past XLA_MINIMUM, with outputs within the fidelity bound."""
-    xla, _ = xla_table(measured)
+    xla, _, _ = xla_table(measured)
     return xla_faster(xla, max_fidelity_loss)
 
 
@@ -265,11 +261,11 @@ def xla_faster(xla: dict[str, Any], max_fidelity_loss: float) -> bool:
     return xla["compiles"] and xla["faster"] and xla["relative_l2"] is not None and xla["relative_l2"] <= max_fidelity_loss
 
 
-def xla_finding(sweep: Sweep, xla: dict[str, Any], comparison, signature: str, on: str, suffix: str) -> Finding:
+def xla_finding(sweep: Sweep, xla: dict[str, Any], comparison, decision, signature: str, on: str, suffix: str) -> Finding:
     return found(
         "serving/xla", xla,
         suffix=suffix, severity="medium" if xla["halves"] else "low", savings={"latency_pct": measure_of(comparison.saved_pct)},
-        risk=Risk("low", text.XLA_RISK, fidelity_loss=xla["relative_l2"]), support=Support(xla["support"], xla["decided_by"]),
+        risk=Risk("low", text.XLA_RISK, fidelity_loss=xla["relative_l2"]), support=Support.decided(decision),
         on=on, speedup=f"{xla['speedup']:.2f}", batch=sweep.serving_batch, xla_ms=f"{xla['xla_ms']['median_ms']:.3f}",
         plain_ms=f"{xla['plain_ms']['median_ms']:.3f}", low=f"{xla['speedup_ci'][0]:.2f}", high=f"{xla['speedup_ci'][1]:.2f}",
         compile_ms=f"{xla['compile_ms']:.0f}", relative_l2=f"{xla['relative_l2']:.2g}", signature=signature,
@@ -302,7 +298,7 @@ def process_findings(m: dict[str, Any], processes: dict[str, Any], batch: int, e
 
 def cold_start_is_slow(first_ms: list[float], warm_ms: float) -> bool:
     """Every new process's first request at least COLD_FACTOR × the warm median and COLD_MIN_MS slower."""
-    return min(first_ms) >= max(COLD_FACTOR * warm_ms, warm_ms + COLD_MIN_MS)
+    return min(first_ms) >= max(text.COLD_FACTOR * warm_ms, warm_ms + text.COLD_MIN_MS)
 
 
 def cold_start_finding(cold: dict[str, Any], m: dict[str, Any], evidence: dict[str, Any]) -> Finding | None:
@@ -330,7 +326,7 @@ def cold_start_finding(cold: dict[str, Any], m: dict[str, Any], evidence: dict[s
         return None
     return found(
         "serving/cold-start", result,
-        severity="medium" if np.median(first) >= 1000 else "low",
+        severity="medium" if np.median(first) >= text.COLD_MEDIUM_MS else "low",
         support=Support.ordered(first, after, text.COLD_ORDERED),
         savings={"latency_ms": Measure(round(float(np.median(first) - np.median(after)), 2), round(low, 2), round(max(first) - min(after), 2))},
         first_ms=f"{np.median(first):.0f}", warm_ms=f"{warm:.2f}", after_ms=f"{np.median(after):.1f}", processes=len(before),
