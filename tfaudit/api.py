@@ -590,24 +590,27 @@ def bootstrap(values, statistic=None, confidence: float = 0.95, seed: int = 0) -
 
 
 def compare_in_turn(a, b, minimum: "PracticalMinimum | Sequence[PracticalMinimum]", *, warmup: int, max_seconds: float,
-                    confidence: float = 0.95, calibration=None, self_timed: bool = False) -> tuple["Decision", Any]:
+                    confidence: float = 0.95, calibration=None, self_timed: bool = False,
+                    between_sd: float = 0.0) -> tuple["Decision", Any]:
     """Time ``b`` against ``a`` in ABBA rounds until a planned look decides (slower, faster, the same) or the cap (undecided).
 
     ``calibration`` (A again: a second load, the same call) widens the band to the bias identical sides show.
     ``self_timed``: each side returns its own time in ms (work in another process, timed there, without the pipe).
+    ``between_sd``: the sides run in two processes, and a process's log speed spreads this much between processes
+    (``process_ratios``' spread_pct / 100, measured in the run): the interval holds against another pair of processes.
     Returns the decision and the rounds (``.to_json()`` for the measurements, ``decide`` replays them).
     """
     from tfaudit.engine.sequential import compare_in_turn as compared
 
     return compared(a, b, minimum, warmup=warmup, max_seconds=max_seconds, confidence=confidence, calibration=calibration,
-                    self_timed=self_timed)
+                    self_timed=self_timed, between_sd=between_sd)
 
 
 def decide(rounds: dict[str, Any], minimum: PracticalMinimum, confidence: float = 0.95) -> "Decision":
     """The decision ``compare_in_turn`` reached, replayed from its rounds' JSON (pure: for judges)."""
     from tfaudit.engine.sequential import decide as decided
 
-    return decided(rounds["a_ms"], rounds["b_ms"], minimum, confidence, rounds.get("calibration_ms"))
+    return decided(rounds["a_ms"], rounds["b_ms"], minimum, confidence, rounds.get("calibration_ms"), rounds.get("between_sd", 0.0))
 
 
 def rounds_of_calls(a_ms, b_ms, per_round: int = 5) -> dict[str, Any]:

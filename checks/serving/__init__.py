@@ -50,6 +50,10 @@ TF Serving files. Everything is measured through the serving signature, warm, on
   no XLA), per row, in ABBA turns in their two processes until decided: the headline's number
   is this measurement.
 
+A comparison of two processes (the settings, the combined run) allows for how far fresh processes' speeds spread in
+this run (``between_processes``: the cold-start processes, each timed against the host reference, run first): each
+process is one draw of where its threads landed, which no number of rounds averages away, so a claim must hold against
+the next pair of processes too.
 A comparison in turns (the serving batch against its rows one call at a time, concurrency, XLA, the settings,
 LiteRT threads, the combined run) claims a gain only when decided past its catalogue's practical minimum
 (``BATCH_MINIMUM``, ``SETTING_MINIMUM``: 10 %); the sweep's curve itself is a measurement, not a claim. Thread settings answer the host's other load

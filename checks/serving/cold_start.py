@@ -31,7 +31,7 @@ def cold_start(ctx, tmp: str, modules: list[str], cold: list[dict], feeds: dict,
                                 "noise_batches": noise_batches(primary)}
     if not measured["saved_model"] or not cold_start_is_slow([r["first_ms"] for r in cold], warm):
         return measured
-    yield Progress(0.9, "cold start: writing the warm-up file and replaying it")
+    yield Progress(0.72, "cold start: writing the warm-up file and replaying it")
     copy = os.path.join(tmp, "with-warmup")
     batches = sorted({first_batch, primary.serving_batch})
     records = write_warmup_copy(ctx.model.path, copy, ctx.model.signature, [feed_of(ctx, b, seed=7) for b in batches])

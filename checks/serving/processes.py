@@ -12,7 +12,7 @@ import tempfile
 import time
 from typing import Any, Iterator
 
-from tfaudit.api import Helper, HelperFailed, Progress, compare_in_turn, helper_process
+from tfaudit.api import Helper, HelperFailed, Progress, compare_in_turn, helper_process, process_ratios
 
 from .._compression import eval_feeds, fidelity, max_fidelity_loss, read_feeds, write_feeds
 from .batching import Sweep
@@ -38,19 +38,23 @@ def gather_processes(ctx, primary: Sweep, xla_pays: bool, clock) -> Iterator:
         noise = noise_timing(ctx, feeds, noise_batches(primary))
         cold = yield from start_processes(ctx, settings, modules, feeds[first_batch], noise, helpers, failures)
         clock("processes started")
+        # First the fresh processes: how far apart they run (each against the host reference) is the spread every
+        # comparison of two processes below must allow for.
+        measured["cold_start"] = yield from cold_start(ctx, tmp, modules, cold, feeds, primary, noise)
+        clock("cold start")
+        spread = {b: between_processes(measured["cold_start"], noise_batches(primary), b) for b in (first_batch, batch)}
         calls = turn_calls(primary.point(batch)["p50_ms"])
-        measured["settings"] = yield from compare_settings(ctx, helpers, feeds[batch], batch, calls, failures)
+        measured["settings"] = yield from compare_settings(ctx, helpers, feeds[batch], batch, calls, failures, spread[batch])
         if measured["settings"]:
             measured["precision_fidelity"] = precision_fidelity(ctx, helpers, measured["settings"], tmp, failures)
             yield Progress(0.86, "settings judged")
         measured["settings_failed"] = failures
         best = best_setting(measured, batch, max_fidelity_loss(ctx))
         clock("settings timed")
-        measured["cold_start"] = yield from cold_start(ctx, tmp, modules, cold, feeds, primary, noise)
-        clock("cold start")
         try:
             measured["combined"], measured["combined_error"] = combine(
-                ctx, helpers, best, xla_pays, feeds, first_batch, batch, turn_calls(primary.points[0]["p50_ms"]), calls), ""
+                ctx, helpers, best, xla_pays, feeds, first_batch, batch, turn_calls(primary.points[0]["p50_ms"]), calls,
+                max(spread.values())), ""
         except HelperFailed as exc:
             measured["combined"], measured["combined_error"] = {}, str(exc)
         clock("combined")
@@ -83,7 +87,7 @@ def start_processes(ctx, settings: list[Setting], modules: list[str], first_feed
     opening: dict[Setting, Helper] = {}
     # The defaults' process loads alone (its first request is a cold start, timed), the others all at once.
     for position, setting in enumerate(settings):
-        yield Progress(0.5 + 0.25 * position / len(settings), f"starting a process: {setting.label()}")
+        yield Progress(0.5 + 0.2 * position / len(settings), f"starting a process: {setting.label()}")
         try:
             helper = helper_process(env=None if setting.onednn is None else {"TF_ENABLE_ONEDNN_OPTS": setting.onednn})
             helper.deadline_for(time.monotonic(), ctx.budget)
@@ -140,10 +144,18 @@ class Turn:
         return reply["ms"] * self.scale
 
 
-def compare_settings(ctx, helpers: dict, feed: str, batch: int, calls: int, failures: dict) -> Iterator:
+def between_processes(cold: dict | None, batches: list[int], batch: int) -> float:
+    """The sd of a process's log speed at ``batch`` between the fresh processes (each timed against the host reference in
+    turn); 0 with fewer than two."""
+    replies = (cold or {}).get("first_requests", []) + (cold or {}).get("after_warmup", [])
+    ratios = process_ratios([r["in_turn_ms"] for r in replies if "in_turn_ms" in r])
+    return 0.0 if ratios is None else ratios[batches.index(batch)]["spread_pct"] / 100.0
+
+
+def compare_settings(ctx, helpers: dict, feed: str, batch: int, calls: int, failures: dict, between_sd: float) -> Iterator:
     """Each setting's process against the defaults' at the serving batch, in ABBA turns of ``calls`` calls until decided past
-    SETTING_MINIMUM and SETTING_HALVES, or the cap (the budget's timing time, shared by the settings left): per setting,
-    the rounds and both sides' calls."""
+    SETTING_MINIMUM and SETTING_HALVES, or the cap (the budget's timing time, shared by the settings left), allowing for
+    ``between_sd`` between processes: per setting, the rounds and both sides' calls."""
     default = helpers.get(Setting())
     rows: list[dict[str, Any]] = []
     others = [setting for setting in helpers if not setting.default]
@@ -156,7 +168,7 @@ def compare_settings(ctx, helpers: dict, feed: str, batch: int, calls: int, fail
         try:
             _, rounds = compare_in_turn(base, candidate, (text.SETTING_MINIMUM, text.SETTING_HALVES), warmup=ctx.budget.warmup,
                                         max_seconds=max(0.0, deadline - time.monotonic()) / (len(others) - position),
-                                        confidence=ctx.budget.confidence, self_timed=True)
+                                        confidence=ctx.budget.confidence, self_timed=True, between_sd=between_sd)
         except HelperFailed as exc:
             failed = Setting() if base.failed else setting
             failures[failed.label()] = str(exc)
@@ -197,7 +209,7 @@ def outputs_of(helper: Helper, label: str, feeds: str, out: str) -> list[dict]:
 
 
 def combine(ctx, helpers: dict, best: Setting | None, xla_pays: bool, feeds: dict, first_batch: int, batch: int,
-            first_calls: int, calls: int) -> dict[str, Any]:
+            first_calls: int, calls: int, between_sd: float) -> dict[str, Any]:
     """The best of each knob together against the defaults at the first batch, per row (each side's turn of about TURN_MS,
     the best side's time scaled to the defaults' rows), in ABBA turns until decided past SETTING_MINIMUM ({} when nothing is
     to combine)."""
@@ -207,8 +219,9 @@ def combine(ctx, helpers: dict, best: Setting | None, xla_pays: bool, feeds: dic
         return {}
     base = Turn(default, "the defaults", feeds[first_batch], first_calls)
     together = Turn(chosen, "the best configuration", feeds[batch], calls, xla=xla_pays, scale=first_calls * first_batch / (calls * batch))
+    between = between_sd if chosen is not default else 0.0  # the defaults' own process on both sides: no second draw
     _, rounds = compare_in_turn(base, together, text.SETTING_MINIMUM, warmup=ctx.budget.warmup, max_seconds=ctx.budget.timing_seconds / 4,
-                                confidence=ctx.budget.confidence, self_timed=True)
+                                confidence=ctx.budget.confidence, self_timed=True, between_sd=between)
     return {"first_batch": first_batch, "batch": batch, "setting": (best or Setting()).measured(), "xla": xla_pays,
             "default_ms": thinned(base.calls_ms), "best_ms": thinned(together.calls_ms), "rounds": rounds.to_json(),
             "confidence": ctx.budget.confidence}

@@ -13,7 +13,11 @@ A look decides when the interval lies wholly above the band (B is slower by more
 practical minimum), wholly below it (faster), or wholly inside it (the same, for any practical
 purpose). The band is the finding's practical minimum, widened to the difference two identical
 sides show in the same run (its mean log ratio) when a calibration side A' (A again: a second
-load, the same call) is timed in the same rounds: no difference smaller than that is claimed. At
+load, the same call) is timed in the same rounds: no difference smaller than that is claimed.
+When the two sides run in two processes, each process's own level (where its threads landed, what
+the host did to it) is one draw that no number of rounds averages away: ``between_sd``, the sd of
+a process's log speed between fresh processes measured in the same run, adds its variance twice
+(one draw a side) to the interval's, so a claim holds against the next pair of processes too. At
 the cap (``max_rounds``, or ``max_seconds`` once the first look's rounds are in) the last look
 spends what is left; a comparison it does not decide is **undecided**, which is no claim at all.
 
@@ -52,6 +56,7 @@ class Decision:
     bias: float | None  # how far A' (A again) read from A, as a ratio - 1, when a calibration side ran
     support: float  # 1 - p of "the difference is within the practical minimum" at the deciding look (for slower/faster)
     method: str = ""
+    between_sd: float = 0.0  # a process's log-speed sd between processes, when the sides ran in two of them
 
     @property
     def decided(self) -> bool:
@@ -62,14 +67,16 @@ class Decision:
         where = {"slower": "slower past", "faster": "faster past", "same": "the same within", "undecided": "undecided against"}[self.outcome]
         ratio = self.ratio
         widened = f", widened from ±{self.minimum:.0%} by the calibration" if self.band > self.minimum else ""
+        processes = f"; two processes, each ±{100 * self.between_sd:.1f} % between processes" if self.between_sd else ""
         return (f"{b} takes {ratio.value:.3f}× [{ratio.low:.3f}–{ratio.high:.3f}] the time of {a}: {where} the ±{self.band:.0%} "
-                f"band{widened} ({self.rounds} rounds, {self.confidence:.1%} confidence over {self.looks} look{'s' * (self.looks != 1)})")
+                f"band{widened} ({self.rounds} rounds, {self.confidence:.1%} confidence over {self.looks} look{'s' * (self.looks != 1)}"
+                f"{processes})")
 
     def to_json(self) -> dict[str, Any]:
         return {
             "outcome": self.outcome, "ratio": [self.ratio.value, self.ratio.low, self.ratio.high], "rounds": self.rounds,
             "looks": self.looks, "confidence": self.confidence, "band": self.band, "minimum": self.minimum, "bias": self.bias,
-            "support": self.support, "method": self.method,
+            "support": self.support, "method": self.method, **({"between_sd": self.between_sd} if self.between_sd else {}),
         }
 
 
@@ -112,11 +119,11 @@ def t_quantile(alpha: float, df: int) -> float:
     return high
 
 
-def _interval(d: np.ndarray, alpha: float) -> tuple[float, float, float, float]:
-    """(mean, low, high, standard error) of the rounds' log ratios at level 1 - alpha."""
+def _interval(d: np.ndarray, alpha: float, between_sd: float = 0.0) -> tuple[float, float, float, float]:
+    """(mean, low, high, standard error) of the rounds' log ratios at level 1 - alpha; ``between_sd`` adds two processes' draws."""
     n = len(d)
     mean = float(np.mean(d))
-    se = float(np.std(d, ddof=1)) / math.sqrt(n) if n > 1 else math.inf
+    se = math.sqrt(float(np.var(d, ddof=1)) / n + 2 * between_sd ** 2) if n > 1 else math.inf
     half = t_quantile(alpha, n - 1) * se if n > 1 else math.inf
     return mean, mean - half, mean + half, se
 
@@ -131,8 +138,9 @@ def _support(mean: float, se: float, band: float, df: int) -> float:
 
 
 def decide(a_ms: Sequence[float], b_ms: Sequence[float], minimum: PracticalMinimum, confidence: float = 0.95,
-           calibration_ms: Sequence[float] | None = None) -> Decision:
-    """The verdict the looks reach over these rounds' medians (A, B, and A' when calibrated), as the measuring reached it.
+           calibration_ms: Sequence[float] | None = None, between_sd: float = 0.0) -> Decision:
+    """The verdict the looks reach over these rounds' medians (A, B, and A' when calibrated), as the measuring reached it;
+    ``between_sd`` when A and B ran in two processes (see the module's docstring).
 
     The planned looks the rounds reached are taken in order until one decides; a round count that
     is not a planned look is where the cap stopped the measuring, and its look spends what is left.
@@ -152,7 +160,7 @@ def decide(a_ms: Sequence[float], b_ms: Sequence[float], minimum: PracticalMinim
         share = spent(k, len(LOOKS), alpha) if n in LOOKS else alpha - spent_so_far
         spent_so_far += share
         d = np.log(b[:n]) - np.log(a[:n])
-        mean, low, high, se = _interval(d, share)
+        mean, low, high, se = _interval(d, share, between_sd)
         minimum_band = minimum.band(float(np.median(a[:n])))  # the rounds this look has, as the measuring saw them
         band, bias = minimum_band, None
         if calibration_ms is not None and len(calibration_ms) >= n:
@@ -172,11 +180,11 @@ def decide(a_ms: Sequence[float], b_ms: Sequence[float], minimum: PracticalMinim
     if last is None:  # fewer than two rounds: no interval at all
         ratio = float(np.exp(np.mean(np.log(b[:n_total]) - np.log(a[:n_total])))) if n_total else math.nan
         return Decision("undecided", Measure(ratio, 0.0, math.inf), n_total, 0, confidence, math.expm1(minimum_band),
-                        math.expm1(minimum_band), None, 0.0, method)
+                        math.expm1(minimum_band), None, 0.0, method, between_sd)
     outcome, mean, low, high, se, n, k, band, bias = last
     support = _support(mean, se, band, n - 1) if outcome in ("slower", "faster") else 0.0
     return Decision(outcome, Measure(math.exp(mean), math.exp(low), math.exp(high)), n, k, confidence, math.expm1(band),
-                    math.expm1(minimum_band), None if bias is None else math.expm1(bias), support, method)
+                    math.expm1(minimum_band), None if bias is None else math.expm1(bias), support, method, between_sd)
 
 
 @dataclass
@@ -187,6 +195,7 @@ class Rounds:
     b_ms: list[float] = field(default_factory=list)
     calibration_ms: list[float] | None = None
     quads: int = 1
+    between_sd: float = 0.0
     calls_a: list[float] = field(default_factory=list)
     calls_b: list[float] = field(default_factory=list)
 
@@ -195,6 +204,8 @@ class Rounds:
         data: dict[str, Any] = {"a_ms": self.a_ms, "b_ms": self.b_ms, "quads": self.quads}
         if self.calibration_ms is not None:
             data["calibration_ms"] = self.calibration_ms
+        if self.between_sd:
+            data["between_sd"] = self.between_sd
         return data
 
 
@@ -215,10 +226,11 @@ def _timed(call: Callable[[], object], self_timed: bool = False) -> float:
 
 def compare_in_turn(a: Callable[[], object], b: Callable[[], object], minimum: PracticalMinimum | Sequence[PracticalMinimum], *,
                     warmup: int, max_seconds: float, confidence: float = 0.95, calibration: Callable[[], object] | None = None,
-                    max_rounds: int = LOOKS[-1], self_timed: bool = False) -> tuple[Decision, Rounds]:
+                    max_rounds: int = LOOKS[-1], self_timed: bool = False, between_sd: float = 0.0) -> tuple[Decision, Rounds]:
     """Time ``b`` against ``a`` (and ``calibration``, A again, beside them) in ABBA rounds until a planned look decides or the cap.
 
     ``self_timed``: each side returns its own time in ms (work in another process, timed there, without the pipe).
+    ``between_sd``: the sides run in two processes; see ``decide``.
 
     Several minimums (a finding's, and the one its severity turns on) keep the rounds going until
     each is decided; each one's verdict is the first look that decided it (``decide`` replays it).
@@ -231,7 +243,7 @@ def compare_in_turn(a: Callable[[], object], b: Callable[[], object], minimum: P
             call()
     per_call = max(min(_timed(call, self_timed) for _ in range(3)) for call in sides)
     quads = max(1, min(MAX_QUADS, math.ceil(ROUND_MS / (4 * max(per_call, 1e-3)))))
-    rounds = Rounds(calibration_ms=[] if calibration is not None else None, quads=quads)
+    rounds = Rounds(calibration_ms=[] if calibration is not None else None, quads=quads, between_sd=between_sd)
     deadline = time.perf_counter() + max_seconds
     while True:
         times: list[list[float]] = [[] for _ in sides]
@@ -248,6 +260,6 @@ def compare_in_turn(a: Callable[[], object], b: Callable[[], object], minimum: P
         n = len(rounds.a_ms)
         at_cap = n >= max_rounds or (time.perf_counter() > deadline and n >= LOOKS[0])  # a slow model still gets its first look
         if n in LOOKS or at_cap:
-            decisions = [decide(rounds.a_ms, rounds.b_ms, m, confidence, rounds.calibration_ms) for m in minimums]
+            decisions = [decide(rounds.a_ms, rounds.b_ms, m, confidence, rounds.calibration_ms, between_sd) for m in minimums]
             if at_cap or all(d.decided for d in decisions):
                 return decisions[0], rounds
