@@ -211,7 +211,7 @@ def remeasured(ctx, plan: RelaxedPlan, functions: list[SavedFunction], folder: s
         if batch_finding is not None:
             batch = batch_finding.evidence["batch_size"]
             record = measure_batching(ctx, back.signatures[plan.signature], batch, against_original=True)
-            verified, checked, why = batching_outcome(record, batch)
+            verified, checked, why, _ = batching_outcome(record, batch)
             results[None] = (verified, checked)
             problems += [why] if why else []
     except Exception as exc:  # a call that fails in a way the checks above do not expect is still the model's answer

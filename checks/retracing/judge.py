@@ -175,12 +175,13 @@ def python_argument_finding(function: SavedFunction, baked: dict[str, list], pro
     )
 
 
-def batching_outcome(record: dict, batch: int) -> tuple[dict, dict, str]:
-    """(savings, measured, why it is wrong or '') from ``fix.measure_batching``'s record: a request of
-    ROWS_PER_EXAMPLE_REQUEST × ``batch`` rows in one call of the relaxed signature against one call per row."""
+def batching_outcome(record: dict, batch: int) -> tuple[dict, dict, str, Support | None]:
+    """(savings, measured, why it is wrong or '', the saving's support) from ``fix.measure_batching``'s record: a request
+    of ROWS_PER_EXAMPLE_REQUEST × ``batch`` rows in one call of the relaxed signature against one call per row."""
     if "plan_error" in record:
-        return {}, {}, fill(text.PLAN_FAILED, error=record["plan_error"])
+        return {}, {}, fill(text.PLAN_FAILED, error=record["plan_error"]), None
     saved: dict = {}
+    support = None
     why = ""
     if "call_error" in record:
         measured: dict[str, Any] = {"rows": record["rows"]}
@@ -191,15 +192,16 @@ def batching_outcome(record: dict, batch: int) -> tuple[dict, dict, str]:
         if gap > OUTPUT_TOLERANCE:
             why = fill(text.OTHER_RESULTS, rows=record["rows_in_one_call"], gap=f"{gap:.2g}")
         else:
-            saved = timed_batching(record, batch, measured)
+            saved, support = timed_batching(record, batch, measured)
     if "relaxed_from" in record:
         graph = record["relaxed_from"] == "graph"
         measured["relaxed_as"] = text.RELAXED_FROM_GRAPH if graph else fill(text.RELAXED_FROM_KERAS, keras=record["relaxed_from"])
-    return saved, measured, why
+    return saved, measured, why, support
 
 
-def timed_batching(record: dict, batch: int, measured: dict) -> dict:
-    """Adds the timings' summaries and the decisions to ``measured``; the saving per request, when decided past the minimum.
+def timed_batching(record: dict, batch: int, measured: dict) -> tuple[dict, Support | None]:
+    """Adds the timings' summaries and the decisions to ``measured``; the saving per request when decided past the minimum,
+    and its support (None when nothing is claimed).
 
     ``halves`` (the severity) is whether one call was decided to take under half the requests' time (``BATCHING_HIGH``).
     A record from before the rounds has no decisions: its saving needs a significant bootstrap interval, and halving
@@ -219,10 +221,10 @@ def timed_batching(record: dict, batch: int, measured: dict) -> dict:
         halves = decide(record["rounds"], text.BATCHING_HIGH, record["confidence"])
         measured.update({"decision": decision.describe("one call", f"{rows} calls"), "halves": halves.outcome == "faster",
                          "support": round(decision.support, 4), "decided_by": decision.method})
-        claimed = decision.outcome == "faster"
+        support = Support.decided(decision) if decision.outcome == "faster" else None
     else:
         measured["halves"] = bounds(saved.saved_pct)[1] >= 50
-        claimed = saved.significant
+        support = Support.interval(saved.saved_ms, 0.0, "bootstrap") if saved.significant else None
     if "original_at_batch" in record:
         original, relaxed = timing(record["original_at_batch"]), timing(record["relaxed_at_batch"])
         at_batch = compare(original, relaxed)
@@ -233,7 +235,7 @@ def timed_batching(record: dict, batch: int, measured: dict) -> dict:
         if "at_batch_rounds" in record:
             decision = decide(record["at_batch_rounds"], text.RE_EXPORT_MINIMUM, record["confidence"])
             measured[f"relaxed_vs_original_at_batch_{batch}"] = decision.describe("the re-export", "the original")
-    return {"latency_ms": saved.saved_ms} if claimed else {}
+    return ({"latency_ms": saved.saved_ms}, support) if support is not None else ({}, None)
 
 
 
@@ -250,7 +252,7 @@ def batching_text(saved: dict, measured: dict, why: str, batch: int) -> str:
                 each=f"{each['median_ms']:.3f}", rows=rows, outcome=outcome)
 
 
-def fixed_batch_finding(m: dict, batch: int, batching: tuple[dict, dict, str]) -> Finding:
+def fixed_batch_finding(m: dict, batch: int, batching: tuple[dict, dict, str, Support | None]) -> Finding:
     """The latency and the overhead (a no-op with the same signature) were timed call by call in turn: timed apart, the share
     swung across the severity threshold between runs (demo: 49-61 % low ends); paired, 64-68 %. ``batching``: ``batching_outcome``
     of the signature relaxed in memory, the saving claimed."""
@@ -262,14 +264,10 @@ def fixed_batch_finding(m: dict, batch: int, batching: tuple[dict, dict, str]) -
     # Judged on the fast calls (10th percentiles): load from other processes stretches the model's calls
     # more than the no-op's, and the median share swung 41-60 % across the threshold on a busy host.
     undisturbed_share = overhead.p10_ms / latency.p10_ms
-    saved, measured, why = batching
+    saved, measured, why, support = batching
     # Measured batching decides when there is one: on the demo the overhead share sat at 49-53 %, on the threshold,
     # while 8 requests in one call saved 88-89 % of 8 calls' time in every run.
     high = measured["halves"] if saved else undisturbed_share >= text.FIXED_BATCH_HIGH_OVERHEAD_SHARE
-    support = None
-    if saved:  # decided in rounds; a record from before them claimed a significant bootstrap interval
-        support = (Support(measured["support"], measured["decided_by"]) if "support" in measured
-                   else Support.interval(saved["latency_ms"], 0.0, "bootstrap"))
     rows, per_call, first = ROWS_PER_EXAMPLE_REQUEST, latency.median_ms, args[0]
     evidence = {
         "batch_size": batch,
