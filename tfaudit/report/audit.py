@@ -176,7 +176,7 @@ class AuditState:
         return failures
 
     def report(self) -> dict[str, Any]:
-        """The JSON report (schema documented in README)."""
+        """The JSON report (schema documented in docs/reference.md)."""
         end = self.finished_at or time.time()
         return {
             "schema_version": SCHEMA_VERSION,
