@@ -70,11 +70,16 @@ def batch_1_metrics(primary: Sweep) -> Iterator[Metric]:
     yield Metric("p99_ms_batch_1", first["p99_ms"], "ms", *first["p99_ci_ms"])
 
 
+def fresh_processes(cold: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """What each fresh process the cold start opened (with and without the warm-up file) timed in turn with the host reference."""
+    replies = (cold or {}).get("first_requests", []) + (cold or {}).get("after_warmup", [])
+    return [r["in_turn_ms"] for r in replies if "in_turn_ms" in r]
+
+
 def per_reference_metrics(cold: dict[str, Any] | None, evidence: dict[str, Any]) -> Iterator[Metric]:
     """A call ÷ the host reference over the fresh processes (batch 1, then the serving batch): what a ``--baseline``
     comparison asks of every process of a run before it believes one process's slower latency."""
-    replies = (cold or {}).get("first_requests", []) + (cold or {}).get("after_warmup", [])
-    in_turn = [r["in_turn_ms"] for r in replies if "in_turn_ms" in r]
+    in_turn = fresh_processes(cold)
     ratios = process_ratios(in_turn)
     if ratios is None:
         return

@@ -19,6 +19,7 @@ from .batching import Sweep
 from . import catalogue as text
 from .budgets import budget_key, feed_of, noise_timing, turn_calls
 from .cold_start import cold_start, noise_batches
+from .judge import fresh_processes
 from .in_helper import helper_open, helper_outputs, helper_turn
 from .knobs import best_setting
 from .settings import Setting, bf16_cpu_support, thread_settings
@@ -42,9 +43,9 @@ def gather_processes(ctx, primary: Sweep, xla_pays: bool, clock) -> Iterator:
         # comparison of two processes below must allow for.
         measured["cold_start"] = yield from cold_start(ctx, tmp, modules, cold, feeds, primary, noise)
         clock("cold start")
-        spread = {b: between_processes(measured["cold_start"], noise_batches(primary), b) for b in (first_batch, batch)}
+        spread = between_processes(measured["cold_start"], noise_batches(primary))
         calls = turn_calls(primary.point(batch)["p50_ms"])
-        measured["settings"] = yield from compare_settings(ctx, helpers, feeds[batch], batch, calls, failures, spread[batch])
+        measured["settings"] = yield from compare_settings(ctx, helpers, feeds[batch], batch, calls, failures, spread.get(batch, 0.0))
         if measured["settings"]:
             measured["precision_fidelity"] = precision_fidelity(ctx, helpers, measured["settings"], tmp, failures)
             yield Progress(0.86, "settings judged")
@@ -54,7 +55,7 @@ def gather_processes(ctx, primary: Sweep, xla_pays: bool, clock) -> Iterator:
         try:
             measured["combined"], measured["combined_error"] = combine(
                 ctx, helpers, best, xla_pays, feeds, first_batch, batch, turn_calls(primary.points[0]["p50_ms"]), calls,
-                max(spread.values())), ""
+                max(spread.values(), default=0.0)), ""
         except HelperFailed as exc:
             measured["combined"], measured["combined_error"] = {}, str(exc)
         clock("combined")
@@ -144,12 +145,11 @@ class Turn:
         return reply["ms"] * self.scale
 
 
-def between_processes(cold: dict | None, batches: list[int], batch: int) -> float:
-    """The sd of a process's log speed at ``batch`` between the fresh processes (each timed against the host reference in
-    turn); 0 with fewer than two."""
-    replies = (cold or {}).get("first_requests", []) + (cold or {}).get("after_warmup", [])
-    ratios = process_ratios([r["in_turn_ms"] for r in replies if "in_turn_ms" in r])
-    return 0.0 if ratios is None else ratios[batches.index(batch)]["spread_pct"] / 100.0
+def between_processes(cold: dict | None, batches: list[int]) -> dict[int, float]:
+    """Per batch timed (``batches``, the noise timing's order), the sd of a process's log speed between the fresh processes
+    (each against the host reference in turn); {} with fewer than two."""
+    ratios = process_ratios(fresh_processes(cold))
+    return {} if ratios is None else {b: one["spread_pct"] / 100.0 for b, one in zip(batches, ratios)}
 
 
 def compare_settings(ctx, helpers: dict, feed: str, batch: int, calls: int, failures: dict, between_sd: float) -> Iterator:
