@@ -236,3 +236,41 @@ def test_two_processes_allow_for_the_spread_between_processes():
         stored = Rounds(list(a), list(b), between_sd=spread).to_json()
         assert replay(json.loads(json.dumps(stored)), halves).outcome == "undecided"
     assert decide(second[0], second[1], TEN_PERCENT, between_sd=second[2]).outcome == "faster"
+
+
+def processes(effect: float, between_sd: float, seed: int, within: float = 0.05):
+    """Rounds of two processes: each process's level is one draw (sd ``between_sd``) that every round shares."""
+    rng = np.random.default_rng(seed)
+    a, b, _ = rounds(effect, within, seed=seed)
+    return a, b * math.exp(rng.normal(0, between_sd) - rng.normal(0, between_sd))
+
+
+def first_settled(a, b, minimum, between_sd):
+    return next((d for n in LOOKS if (d := decide(a[:n], b[:n], minimum, between_sd=between_sd)).settled), None)
+
+
+@pytest.mark.parametrize("effect", [0.5, 0.8, 1.0, 1.3])
+def test_a_futile_stop_never_drops_a_claim_the_looks_would_make(effect):
+    """Where the spread between processes keeps the interval wider than the band, a look stops the comparison as futile;
+    over simulated pairs of processes, none of those stops drops a claim (faster or slower) that the looks would have made
+    with every round, and with a small spread nothing is futile."""
+    for spread in (0.02, 0.05, 0.1):
+        for seed in range(40):
+            a, b = processes(effect, spread, seed)
+            stopped, full = first_settled(a, b, TEN_PERCENT, spread), decide(a, b, TEN_PERCENT, between_sd=spread)
+            if stopped is not None and stopped.futile:
+                assert spread > 0.02 and stopped.outcome == "undecided" and stopped.support == 0.0
+                assert full.outcome in ("undecided", "same"), (effect, spread, seed, full.outcome)
+
+
+def test_two_processes_as_far_apart_as_the_band_stop_at_the_first_look():
+    """The same call in two 'processes' 10 % apart (sd) against a ±10 % band: no look could decide, so the first stops, and
+    its rounds replay to the same futile decision; without the spread nothing is futile."""
+    def call():
+        sum(range(3000))
+
+    decision, measured = compare_in_turn(call, call, TEN_PERCENT, warmup=2, max_seconds=10.0, between_sd=0.1)
+    assert decision.futile and decision.outcome == "undecided" and decision.rounds == LOOKS[0]
+    assert replay(json.loads(json.dumps(measured.to_json())), TEN_PERCENT) == decision
+    assert "stopped" in decision.describe("B", "A") and decision.to_json()["futile"] is True
+    assert not decide(measured.a_ms, measured.b_ms, TEN_PERCENT).futile

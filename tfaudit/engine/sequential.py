@@ -21,6 +21,12 @@ a process's log speed between fresh processes measured in the same run, adds its
 the cap (``max_rounds``, or ``max_seconds`` once the first look's rounds are in) the last look
 spends what is left; a comparison it does not decide is **undecided**, which is no claim at all.
 
+Those two draws also put a floor under the interval's width that no number of rounds lowers. When
+that floor alone is wider than the band, "the same" can never be decided, and a look whose interval
+from the rounds alone (where more rounds would centre it) lies wholly where the floor keeps any claim
+out stops the comparison **futile**: undecided now, as it would be at the cap. Stopping only ever
+drops a claim, so it spends none of the false-claim rate.
+
 ``decide`` is pure and replays exactly from the rounds' medians kept in the measurements, so a
 judge decides what the measuring decided.
 """
@@ -57,10 +63,16 @@ class Decision:
     support: float  # 1 - p of "the difference is within the practical minimum" at the deciding look (for slower/faster)
     method: str = ""
     between_sd: float = 0.0  # a process's log-speed sd between processes, when the sides ran in two of them
+    futile: bool = False  # undecided, and no later look could decide it (see the module's docstring)
 
     @property
     def decided(self) -> bool:
         return self.outcome != "undecided"
+
+    @property
+    def settled(self) -> bool:
+        """Nothing more to time for: decided, or futile."""
+        return self.decided or self.futile
 
     def describe(self, b: str, a: str) -> str:
         """One sentence for a report: "``b`` takes 0.15× [0.14–0.16] the time of ``a``: faster past the ±10 % band (5 rounds, 99 %)"."""
@@ -68,15 +80,17 @@ class Decision:
         ratio = self.ratio
         widened = f", widened from ±{self.minimum:.0%} by the calibration" if self.band > self.minimum else ""
         processes = f"; two processes, each ±{100 * self.between_sd:.1f} % between processes" if self.between_sd else ""
+        futile = "; stopped: the spread between processes alone keeps any look from deciding" if self.futile else ""
         return (f"{b} takes {ratio.value:.3f}× [{ratio.low:.3f}–{ratio.high:.3f}] the time of {a}: {where} the ±{self.band:.0%} "
                 f"band{widened} ({self.rounds} rounds, {self.confidence:.1%} confidence over {self.looks} look{'s' * (self.looks != 1)}"
-                f"{processes})")
+                f"{processes}{futile})")
 
     def to_json(self) -> dict[str, Any]:
         return {
             "outcome": self.outcome, "ratio": [self.ratio.value, self.ratio.low, self.ratio.high], "rounds": self.rounds,
             "looks": self.looks, "confidence": self.confidence, "band": self.band, "minimum": self.minimum, "bias": self.bias,
             "support": self.support, "method": self.method, **({"between_sd": self.between_sd} if self.between_sd else {}),
+            **({"futile": True} if self.futile else {}),
         }
 
 
@@ -128,6 +142,19 @@ def _interval(d: np.ndarray, alpha: float, between_sd: float = 0.0) -> tuple[flo
     return mean, mean - half, mean + half, se
 
 
+def _futile(d: np.ndarray, alpha: float, alpha_left: float, band: float, between_sd: float) -> bool:
+    """Whether no later look can decide: the floor two processes' draws put under every later interval (at the most any
+    later look may spend, ``alpha_left``) is at least the band, and the rounds' own interval at the whole level ``alpha``
+    (where more rounds would centre the estimate) lies wholly inside the band widened by that floor."""
+    if not between_sd or len(d) < 2 or len(d) not in LOOKS[:-1] or alpha_left <= 0:  # at the cap: undecided, not futile
+        return False
+    floor = t_quantile(alpha_left, LOOKS[-1] - 1) * math.sqrt(2) * between_sd
+    if floor < band:
+        return False
+    _, low, high, _ = _interval(d, alpha)
+    return -band - floor < low and high < band + floor
+
+
 def _support(mean: float, se: float, band: float, df: int) -> float:
     """1 - p of "|difference| <= band" (one-sided, on the side the mean lies): the evidence for a claim past the band."""
     if se == 0 or not math.isfinite(se):
@@ -177,6 +204,8 @@ def decide(a_ms: Sequence[float], b_ms: Sequence[float], minimum: PracticalMinim
         last = (outcome, mean, low, high, se, n, k, band, bias)
         if outcome != "undecided":
             break
+    futile = last is not None and last[0] == "undecided" and _futile(
+        np.log(b[:last[5]]) - np.log(a[:last[5]]), alpha, alpha - spent_so_far, last[7], between_sd)
     if last is None:  # fewer than two rounds: no interval at all
         ratio = float(np.exp(np.mean(np.log(b[:n_total]) - np.log(a[:n_total])))) if n_total else math.nan
         return Decision("undecided", Measure(ratio, 0.0, math.inf), n_total, 0, confidence, math.expm1(minimum_band),
@@ -184,7 +213,7 @@ def decide(a_ms: Sequence[float], b_ms: Sequence[float], minimum: PracticalMinim
     outcome, mean, low, high, se, n, k, band, bias = last
     support = _support(mean, se, band, n - 1) if outcome in ("slower", "faster") else 0.0
     return Decision(outcome, Measure(math.exp(mean), math.exp(low), math.exp(high)), n, k, confidence, math.expm1(band),
-                    math.expm1(minimum_band), None if bias is None else math.expm1(bias), support, method, between_sd)
+                    math.expm1(minimum_band), None if bias is None else math.expm1(bias), support, method, between_sd, futile)
 
 
 @dataclass
@@ -233,7 +262,7 @@ def compare_in_turn(a: Callable[[], object], b: Callable[[], object], minimum: P
     ``between_sd``: the sides run in two processes; see ``decide``.
 
     Several minimums (a finding's, and the one its severity turns on) keep the rounds going until
-    each is decided; each one's verdict is the first look that decided it (``decide`` replays it).
+    each is decided (or futile); each one's verdict is the first look that decided it (``decide`` replays it).
     The decision returned is the first minimum's.
     """
     minimums = [minimum] if isinstance(minimum, PracticalMinimum) else list(minimum)
@@ -261,5 +290,5 @@ def compare_in_turn(a: Callable[[], object], b: Callable[[], object], minimum: P
         at_cap = n >= max_rounds or (time.perf_counter() > deadline and n >= LOOKS[0])  # a slow model still gets its first look
         if n in LOOKS or at_cap:
             decisions = [decide(rounds.a_ms, rounds.b_ms, m, confidence, rounds.calibration_ms, between_sd) for m in minimums]
-            if at_cap or all(d.decided for d in decisions):
+            if at_cap or all(d.settled for d in decisions):
                 return decisions[0], rounds
