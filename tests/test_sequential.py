@@ -274,3 +274,16 @@ def test_two_processes_as_far_apart_as_the_band_stop_at_the_first_look():
     assert replay(json.loads(json.dumps(measured.to_json())), TEN_PERCENT) == decision
     assert "stopped" in decision.describe("B", "A") and decision.to_json()["futile"] is True
     assert not decide(measured.a_ms, measured.b_ms, TEN_PERCENT).futile
+
+
+def test_a_severity_is_not_timed_for_once_the_finding_has_no_claim():
+    """The same call on both sides: 'the same' within 10 % settles the finding, so the rounds stop there although a
+    severity's 2x band would take longer to settle; the severity then replays undecided or the same, never a claim."""
+    def call():
+        sum(range(3000))
+
+    severity = PracticalMinimum(1.0, why="halves the time")
+    first, measured = compare_in_turn(call, call, (TEN_PERCENT, severity), warmup=2, max_seconds=10.0, between_sd=0.05)
+    assert first.outcome == "same" or first.futile
+    assert len(measured.a_ms) == first.rounds
+    assert replay(measured.to_json(), severity).outcome in ("same", "undecided")

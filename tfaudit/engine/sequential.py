@@ -263,6 +263,7 @@ def compare_in_turn(a: Callable[[], object], b: Callable[[], object], minimum: P
 
     Several minimums (a finding's, and the one its severity turns on) keep the rounds going until
     each is decided (or futile); each one's verdict is the first look that decided it (``decide`` replays it).
+    A severity matters only for a claim: once the first minimum settles without one (the same, or futile), the rounds stop.
     The decision returned is the first minimum's.
     """
     minimums = [minimum] if isinstance(minimum, PracticalMinimum) else list(minimum)
@@ -290,5 +291,6 @@ def compare_in_turn(a: Callable[[], object], b: Callable[[], object], minimum: P
         at_cap = n >= max_rounds or (time.perf_counter() > deadline and n >= LOOKS[0])  # a slow model still gets its first look
         if n in LOOKS or at_cap:
             decisions = [decide(rounds.a_ms, rounds.b_ms, m, confidence, rounds.calibration_ms, between_sd) for m in minimums]
-            if at_cap or all(d.settled for d in decisions):
+            claimed = decisions[0].outcome in ("slower", "faster")
+            if at_cap or all(d.settled for d in decisions) or (decisions[0].settled and not claimed):
                 return decisions[0], rounds
