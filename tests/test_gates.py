@@ -7,7 +7,7 @@ import pytest
 from tfaudit.report.audit import AuditState
 from tfaudit.config import ConfigError, load_config
 from tfaudit.events import FindingEmitted, MetricEmitted, ModelLoaded
-from tfaudit.report.gates import MIN_UNREFERENCED_LATENCY_FACTOR, TAIL_MINIMUM_FACTOR, BaselineError, apply_gates, check_budgets, compare_with_baseline, load_baseline
+from tfaudit.report.gates import NO_PROCESSES, NO_REFERENCE, TAIL_MINIMUM_FACTOR, BaselineError, apply_gates, check_budgets, compare_with_baseline, load_baseline
 from tfaudit.engine.host_index import slower_at_least
 from tfaudit.exit_codes import exit_code
 from tfaudit.report.markdown import render_markdown
@@ -205,14 +205,16 @@ def test_latencies_are_scaled_by_the_reference_timed_alongside_them():
     assert [r["metric"] for r in state.baseline.regressions] == ["q.size_bytes"]
 
 
-def test_a_latency_without_reference_or_without_the_runs_processes_needs_the_larger_factor():
-    between = (1.5 + MIN_UNREFERENCED_LATENCY_FACTOR) / 2
-    assert compare_latency(1.0, between, old_index=None, new_index=None).baseline.regressions == []
-    assert compare_latency(1.0, 1.05 * MIN_UNREFERENCED_LATENCY_FACTOR, old_index=None, new_index=None).baseline.regressions
-    assert compare_latency(1.0, between, old_index=None).baseline.regressions == []  # a reference in one run only
-    assert compare_latency(1.0, between, old_run=False).baseline.regressions == []  # a baseline from before the processes' ratios
-    assert compare_latency(1.0, 1.05 * MIN_UNREFERENCED_LATENCY_FACTOR, old_run=False, new_run=False).baseline.regressions
-    assert f"{MIN_UNREFERENCED_LATENCY_FACTOR:g}× when its check timed no reference" in render_markdown(compare_latency(1.0, 1.0))
+def test_a_slowdown_whose_noise_a_run_did_not_measure_is_not_confirmed_however_large():
+    """No reference timed alongside it in a run, or a run without the serving processes' ratios: the host's drift or the
+    noise between processes is unmeasured, so even a 10x slowdown is listed, with why, and never fails the build."""
+    for kwargs, why in (({"old_index": None, "new_index": None}, NO_REFERENCE), ({"old_index": None}, NO_REFERENCE),
+                        ({"old_run": False}, NO_PROCESSES), ({"old_run": False, "new_run": False}, NO_PROCESSES)):
+        state = compare_latency(1.0, 10.0, **kwargs)
+        assert state.baseline.regressions == [] and exit_code(state, "never") == 0, kwargs
+        assert [(r["metric"], r["why"]) for r in state.baseline.unconfirmed] == [("r.latency_ms", why)], kwargs
+        assert f"×1.1: {why}" in render_markdown(state)
+        assert compare_latency(10.0, 1.0, **kwargs).baseline.improvements == []  # nor an improvement on unmeasured noise
 
 
 def test_metrics_of_different_subjects_are_not_comparable_never_regressions():

@@ -11,7 +11,7 @@ import pytest
 import checkrun
 from tfaudit.checks._compression import Measured, fidelity, pareto_frontier, top1_verdict, within_bound
 from conftest import run_cli
-from tfaudit.api import severity_rank
+from tfaudit.api import HOST_INDEX_METRIC, severity_rank
 
 
 def audit(path: str, check_class, budget: str = "quick", options: dict | None = None) -> checkrun.Outcome:
@@ -185,6 +185,8 @@ def test_huge_activation_range_gets_no_full_int8_recommendation(huge_range):
     latency = outcome.metrics["tflite_float32_latency_ms"]
     assert latency.value == pytest.approx(float32["latency"]["median_ms"], abs=1e-4)
     assert 0 < latency.low <= latency.value <= latency.high and latency.unit == "ms"
+    index = outcome.metrics[HOST_INDEX_METRIC]  # the reference timed in turn with it in the LiteRT process: --baseline scales by it
+    assert 0 < index.low <= index.value <= index.high and index.unit == "ms"
     chosen = variants[recommended[0].evidence["recommended"]]
     assert outcome.metrics["tflite_recommended_size_bytes"].value == chosen["size_bytes"] < float32["size_bytes"]
     assert outcome.metrics["tflite_recommended_fidelity_loss"].value == recommended[0].risk.fidelity_loss

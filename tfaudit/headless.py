@@ -109,7 +109,7 @@ def print_gates(state: AuditState, out: Console) -> None:
             out.print(f"[red]regressed:[/] {row['metric']} {row['old']['value']:.4g} → {row['new']['value']:.4g} {row['unit']}")
         for row in comparison.unconfirmed:
             out.print(f"[yellow]not confirmed:[/] {row['metric']} {row['old']['value']:.4g} → {row['new']['value']:.4g} {row['unit']} "
-                      "(slower in its process; the run's processes together were not)")
+                      f"({row['why']})")
         for row in comparison.not_comparable:
             out.print(f"not comparable: {row['metric']} of {row['old'].get('subject') or '?'} then {row['new'].get('subject') or '?'}")
         for row in comparison.improvements:

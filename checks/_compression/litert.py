@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from tfaudit.api import HelperCrashed as ConversionCrashed
 from tfaudit.api import HelperFailed as ConversionFailed
-from tfaudit.api import INTERVAL_LEVEL, Timing, compare_in_turn, one_line, time_call
+from tfaudit.api import INTERVAL_LEVEL, Timing, compare_in_turn, host_reference, one_line, time_in_turn
 
 from .feeds import latency_feed, read_feeds, write_feeds
 from .agreement import fidelity
@@ -35,11 +35,13 @@ def interpreter_runner(content: bytes, signature: str, num_threads: int | None =
 
 def litert_job(model: str, signature: str, feeds: str, out: str, latency: str | None = None, warmup: int = 0,
                repeats: int = 0, max_seconds: float = 0.0, baseline: str | None = None, confidence: float = INTERVAL_LEVEL) -> dict[str, Any]:
-    """In the child: time ``model`` on the ``latency`` feed (as ctx.timer does), and write its outputs on ``feeds``.
+    """In the child: time ``model`` on the ``latency`` feed, and write its outputs on ``feeds``.
 
     With ``baseline`` (another flatbuffer), the two are compared in ABBA rounds until decided past
     ``variants.LATENCY_MINIMUM`` or ``max_seconds`` (tfaudit.api.compare_in_turn): the same moments of the host for both,
-    and a decision the judge replays from ``rounds``.
+    and a decision the judge replays from ``rounds``. Without, the model is timed call by call in turn with the host
+    reference (this process converts with TensorFlow, so it has it), whose median is the check's host index: a baseline
+    then scales this latency by how fast the host ran, as it does TensorFlow's.
     """
     with open(model, "rb") as f:
         runner = interpreter_runner(f.read(), signature)
@@ -55,7 +57,9 @@ def litert_job(model: str, signature: str, feeds: str, out: str, latency: str | 
                 timing = Timing(tuple(rounds.calls_b), warmup)
                 reply.update(baseline_samples_ms=list(rounds.calls_a), rounds=rounds.to_json(), confidence=confidence)
             else:
-                timing = time_call(lambda: runner(**request), warmup=warmup, repeats=repeats, max_seconds=max_seconds)
+                timing, reference = time_in_turn(lambda: runner(**request), host_reference(), warmup=warmup, max_seconds=max_seconds,
+                                                 max_rounds=repeats)
+                reply["reference_samples_ms"] = list(reference.samples_ms)
             reply["samples_ms"] = list(timing.samples_ms)
             reply["warmup"] = warmup
         write_feeds(out, [runner(**feed) for feed in read_feeds(feeds)])
@@ -75,9 +79,10 @@ class LiteRT:
         self.feeds_path = write_feeds(os.path.join(tmpdir, "feeds.npz"), feeds)
         self.latency_path = write_feeds(os.path.join(tmpdir, "latency.npz"), [latency_feed(ctx)])
 
-    def outputs(self, model: str, feeds_path: str, latency: bool = False, what: str = "", baseline: str | None = None) -> tuple[list[dict], Any, Any, dict]:
+    def outputs(self, model: str, feeds_path: str, latency: bool = False, what: str = "",
+                baseline: str | None = None) -> tuple[list[dict], Any, Any, dict, Any]:
         """(outputs on the feeds, Timing or None, the baseline's Timing timed in turn or None, the comparison's rounds and
-        confidence or {}); raises ConversionFailed / ConversionCrashed."""
+        confidence or {}, the host reference's Timing timed in turn or None); raises ConversionFailed / ConversionCrashed."""
         out = os.path.join(self.tmpdir, "outputs.npz")
         budget = self.ctx.budget
         timing = {"latency": self.latency_path, "warmup": budget.warmup, "repeats": budget.repeats, "max_seconds": budget.timing_seconds} if latency else {}
@@ -89,7 +94,7 @@ class LiteRT:
             raise ConversionFailed(reply["error"])
         made = lambda key: Timing(tuple(reply[key]), reply["warmup"]) if key in reply else None  # noqa: E731
         compared = {"rounds": reply["rounds"], "confidence": reply["confidence"]} if "rounds" in reply else {}
-        return read_feeds(out), made("samples_ms"), made("baseline_samples_ms"), compared
+        return read_feeds(out), made("samples_ms"), made("baseline_samples_ms"), compared, made("reference_samples_ms")
 
     def measure(self, result: Measured, model: str, baseline: str | None = None) -> Measured:
         """Size, latency (LiteRT, threads = host cores) and fidelity of the flatbuffer at ``model``; errors land in ``result.error``.
@@ -98,7 +103,7 @@ class LiteRT:
         """
         result.size_bytes = os.path.getsize(model)
         try:
-            result.outputs, result.timing, result.baseline_timing, result.compared = self.outputs(
+            result.outputs, result.timing, result.baseline_timing, result.compared, result.reference_timing = self.outputs(
                 model, self.feeds_path, latency=True, what=result.name, baseline=baseline)
             result.fidelity = fidelity(self.reference, result.outputs)
         except ConversionCrashed as exc:

@@ -37,6 +37,7 @@ class Measured:
     extra: dict[str, Any] = field(default_factory=dict)
     saved_model_dir: str = ""  # where a pruned model was written, for reuse; not evidence
     baseline_timing: Any = None  # the baseline timed in turn with this model, when it was; not evidence
+    reference_timing: Any = None  # the host reference (tfaudit.api.host_reference) timed in turn with it, when it was
     compared: dict[str, Any] = field(default_factory=dict)  # those turns' rounds and confidence (compare_in_turn), when timed so
     outputs: list[dict] | None = None  # LiteRT outputs on the fidelity feeds; not evidence
 
@@ -66,7 +67,7 @@ class Measured:
         data: dict[str, Any] = {"name": self.name, "size_bytes": self.size_bytes}
         if self.zipped_bytes is not None:
             data["zipped_bytes"] = self.zipped_bytes
-        for key, timing in (("latency", self.timing), ("baseline_latency", self.baseline_timing)):
+        for key, timing in (("latency", self.timing), ("baseline_latency", self.baseline_timing), ("reference_latency", self.reference_timing)):
             if timing is not None:
                 data[key] = {"samples_ms": [round(ms, SAMPLE_DECIMALS) for ms in timing.samples_ms], "warmup": timing.warmup}
         data.update(fidelity=self.fidelity, error=self.error, note=self.note, extra=self.extra)
@@ -88,7 +89,8 @@ class Measured:
             fid = {**fid, "relative_l2": float("inf"), "max_abs": float("inf") if fid.get("max_abs") is None else fid["max_abs"]}
         return cls(data["name"], size_bytes=data.get("size_bytes"), zipped_bytes=data.get("zipped_bytes"), timing=timing("latency"),
                    fidelity=fid, error=data.get("error", ""), note=data.get("note", ""), extra=dict(data.get("extra") or {}),
-                   baseline_timing=timing("baseline_latency"), compared=dict(data.get("latency_compared") or {}))
+                   baseline_timing=timing("baseline_latency"), reference_timing=timing("reference_latency"),
+                   compared=dict(data.get("latency_compared") or {}))
 
 
 def zipped_size(content: bytes) -> int:

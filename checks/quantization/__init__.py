@@ -43,6 +43,8 @@ Metrics
 - ``tflite_float32_size_bytes`` (bytes): the float32 flatbuffer, when it converted.
 - ``tflite_float32_latency_ms`` (ms): its median LiteRT latency per request, with the bootstrap
   95 % interval; only when LiteRT ran it.
+- ``host_index_ms`` (ms): the host reference workload's median, timed call by call in turn with that latency in the
+  same process: ``--baseline`` scales the latency by it.
 - ``tflite_recommended_size_bytes`` (bytes) and ``tflite_recommended_fidelity_loss`` (relative
   L2 error against the SavedModel, lower is better): the recommended variant's, with the
   variant as ``subject``; only when a variant is recommended.

@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from tfaudit.api import Finding, Metric, Yielded
+from tfaudit.api import HOST_INDEX_METRIC, Finding, Metric, Yielded
 
 from .._compression.agreement import mb, top1_text, within_bound
 from .._compression.variants import Measured, pareto_frontier, saving_support, severity_for
@@ -61,6 +61,9 @@ def float32_metrics(result: Measured) -> Iterator[Metric]:
     if result.timing is not None:
         latency = result.timing.median_interval()
         yield Metric("tflite_float32_latency_ms", latency.value, "ms", latency.low, latency.high)
+    if result.reference_timing is not None:
+        index = result.reference_timing.median_interval()
+        yield Metric(HOST_INDEX_METRIC, index.value, "ms", index.low, index.high)
 
 
 def common_evidence(m: dict[str, Any], results: dict[str, Measured]) -> dict[str, Any]:

@@ -23,9 +23,10 @@ noise within that run; between runs a shared host drifts by more (the same MLP m
   (``batch_1_per_reference`` for latencies, ``serving_batch_per_reference`` for throughput, with their spreads and
   process counts), and a slower metric counts only when those processes, taken together, ran slower per unit of
   reference by the minimum at least (``host_index.slower_at_least``: Student's t on the two runs' processes, at the run's
-  budget confidence shared over the timed metrics compared: Bonferroni). A latency whose check timed no reference, or a
-  comparison where a run lacks the processes' ratios (a baseline from before them, the serving check not run), needs
-  ``MIN_UNREFERENCED_LATENCY_FACTOR``. One process reading slow alone is listed as unconfirmed, never as a regression;
+  budget confidence shared over the timed metrics compared: Bonferroni). One process reading slow alone is listed as
+  unconfirmed, never as a regression; so is a slowdown whose noise was not measured: its check timed no reference in
+  one of the runs, or a run lacks the processes' ratios (a baseline from before them, the serving check not run), and
+  the row says which;
 
 metrics without intervals (sizes, counts) regress when they worsen by more than
 ``REL_TOLERANCE``.
@@ -56,10 +57,10 @@ REL_TOLERANCE = 0.02
 # A tail (.p99_) needs twice the baseline: a p99 that less than doubles stays inside the headroom a service keeps for its
 # tail, and a tail is the host's jitter more than the model (unchanged MLP runs: p99 ×1.59 host-scaled while the p50 fell).
 TAIL_MINIMUM_FACTOR = 2.0
-# Timed without the host reference (LiteRT's latency), or a run lacks its processes' ratios: the host's own drift
-# between runs is then unmeasured, and only a change this large is past it (unchanged, the LiteRT float32 latency moved
-# 0.31×-2.33× between runs here; the LiteRT child imports no TensorFlow to time the reference).
-MIN_UNREFERENCED_LATENCY_FACTOR = 4.0
+# Why a slowdown past its interval and its minimum is listed "not confirmed", not failed:
+ONE_PROCESS = "slower in its process; the run's processes together were not"
+NO_REFERENCE = "its check timed no reference workload alongside it in both runs: the host's drift is unmeasured"
+NO_PROCESSES = "a run lacks the serving check's processes timed against the reference: the noise between processes is unmeasured"
 LATENCY_UNIT = "ms"
 THROUGHPUT_UNIT = "rows/s"  # judged like a latency (host-scaled, a minimum factor), inverted
 TIMED_UNITS = (LATENCY_UNIT, THROUGHPUT_UNIT)
@@ -186,18 +187,25 @@ def compare_with_baseline(path: str, old: dict[str, Any], metrics: dict, finding
             result.not_comparable.append(row)
             continue
         throughput = new_metric.get("unit") == THROUGHPUT_UNIT
-        factor, whole = 1.0, None
+        factor, unshown = 1.0, ""
         if new_metric.get("unit") in TIMED_UNITS:
+            factor = row["factor"] = minimum_factor(name)
             scale = host_scale(name, old_metrics, metrics)
-            whole = result.whole_runs.get("throughput" if throughput else "latency") if scale is not None else None
-            factor = row["factor"] = minimum_factor(name) if whole else MIN_UNREFERENCED_LATENCY_FACTOR
+            whole = result.whole_runs.get("throughput" if throughput else "latency")
+            if scale is None:
+                unshown = NO_REFERENCE
+            elif whole is None:
+                unshown = NO_PROCESSES
+            elif whole["slower"] < 1 + REGRESSION_MINIMUM.relative:
+                unshown = ONE_PROCESS
             if scale is not None:
                 row["host_scale"] = scale
                 row["old_scaled"] = old_metric = scaled(old_metric, 1 / scale if throughput else scale)  # a slower host serves fewer rows
         if _worse(new_metric, old_metric, factor):  # a regression fails the build: the run's processes must show it too
-            shown = whole is None or whole["slower"] >= 1 + REGRESSION_MINIMUM.relative
-            (result.regressions if shown else result.unconfirmed).append(row)
-        elif _worse(old_metric, new_metric, factor):
+            if unshown:
+                row["why"] = unshown
+            (result.unconfirmed if unshown else result.regressions).append(row)
+        elif _worse(old_metric, new_metric, factor) and unshown in ("", ONE_PROCESS):  # no claim on noise nobody measured
             result.improvements.append(row)
     actionable = lambda items: {f["id"] for f in items if f.get("severity") != "info"}  # noqa: E731
     now = actionable([f.to_dict() for f in findings])
