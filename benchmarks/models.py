@@ -1,4 +1,5 @@
-"""Models for the baseline benchmarks: a small MLP and MobileNetV2 α0.35/96, each also with its body computed twice.
+"""Models for the benchmarks: a small MLP, MobileNetV2 α0.35/96 and EfficientNetB0 (224×224), random weights; each can
+have its body computed more than once.
 
 ``build(kind, path, repeat)`` writes a SavedModel whose ``serving_default`` averages ``repeat``
 evaluations of the same body, one after the other, on slightly shifted inputs (so grappler cannot
@@ -57,8 +58,16 @@ def mobilenet_body():
     return (lambda x: model(x, training=False)), tf.TensorSpec([None, 96, 96, 3], tf.float32, name="image"), model
 
 
+def efficientnet_body():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.applications.EfficientNetB0(input_shape=(224, 224, 3), weights=None)
+    return (lambda x: model(x, training=False)), tf.TensorSpec([None, 224, 224, 3], tf.float32, name="image"), model
+
+
 def build(kind: str, path: str, repeat: int = 1) -> str:
-    body, spec, keep = {"mlp": mlp_body, "mobilenet": mobilenet_body}[kind]()
+    body, spec, keep = {"mlp": mlp_body, "mobilenet": mobilenet_body, "efficientnet": efficientnet_body}[kind]()
     module = Repeated(body, spec, repeat, keep)
     tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
     return path

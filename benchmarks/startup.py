@@ -1,7 +1,7 @@
 """How much of an audit's wall time is process start-up, not measurement?
 
-For each model (a small MLP, MobileNetV2 α0.35/96, random weights) this times, interleaved N
-times over, three fresh processes from start to exit:
+For each model (a small MLP, MobileNetV2 α0.35/96, random weights; `--models efficientnet` adds EfficientNetB0)
+this times, interleaved N times over, three fresh processes from start to exit:
 
 - floor: `startup.py --floor MODEL`, the minimal work an audit does, in one Python process:
   import TensorFlow, load the model, 3 tf.function wrappers (plain, input_signature with a None
