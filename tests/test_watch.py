@@ -10,7 +10,7 @@ import pytest
 from test_tui import sync, until
 
 from tfaudit.watch import hook
-from tfaudit.watch.analysis import MIN_LOOP_BUSY, MIN_LOOP_CALLS, MIN_TRACES, FunctionObject, analyse, loop_findings
+from tfaudit.watch.analysis import MIN_LOOP_CALLS, MIN_TRACES, FunctionObject, analyse, loop_findings
 from tfaudit.watch.recorder import changes
 
 PROGRAMS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "watch_programs")
@@ -104,17 +104,18 @@ def test_one_retrace_is_not_a_finding_but_min_traces_are():
     assert "shape=[None, 50]" in found[0].fix.code
 
 
-def test_a_loop_is_named_when_its_calls_fill_it_and_dispatch_dominates_them():
+def test_a_loop_is_named_when_the_dispatch_its_calls_pay_is_a_tenth_of_its_time():
     def loop(busy: float, call_ms: float = 0.4, n: int = MIN_LOOP_CALLS) -> FunctionObject:
         span = n * call_ms / 1e3 / busy
         calls = {"calls": n, "first_call": 10.0, "last_call": 10.0 + span, "call_seconds": n * call_ms / 1e3,
                  "call_ms": {"p10": call_ms * 0.9, "p50": call_ms, "p90": call_ms * 1.2}, "call_sites": [{"site": "mc.py:12"}]}
         return FunctionObject(pid=1, key="k", instance=1, info={"qualname": "predict"}, calls=calls)
 
-    eager_noise_between_calls = loop(busy=0.53)  # seed 002's loop, measured
-    assert [f.id for f in loop_findings(eager_noise_between_calls, 0.3, set())] == ["watch/python-loop/predict"]
-    assert loop_findings(loop(busy=MIN_LOOP_BUSY / 3), 0.3, set()) == []  # a server waiting between requests
-    assert loop_findings(loop(busy=0.9), 0.01, set()) == []  # dispatch is a small part of each call
+    eager_noise_between_calls = loop(busy=0.53)  # seed 002's loop, measured: 0.53 x 0.3 / 0.4 = 40 % of it in dispatch
+    found = loop_findings(eager_noise_between_calls, 0.3, set())
+    assert [f.id for f in found] == ["watch/python-loop/predict"] and found[0].evidence["dispatch_share_of_span"] == pytest.approx(0.3975, abs=1e-3)
+    assert loop_findings(loop(busy=0.13), 0.3, set()) == []  # a server waiting between requests: 9.75 % of its time in dispatch
+    assert loop_findings(loop(busy=0.9), 0.03, set()) == []  # dispatch a small part of each call: 6.75 %
     assert loop_findings(loop(busy=0.9, n=MIN_LOOP_CALLS - 1), 0.3, set()) == []
 
 

@@ -9,6 +9,7 @@ import pytest
 from tfaudit.api import Finding
 from tfaudit.watch import analysis
 from tfaudit.watch.analysis import MIN_LOOP_CALLS, FunctionObject, analyse, loop_findings
+from tfaudit.watch.catalogue import LOOP_MINIMUM
 from tfaudit.watch.catalogue import RULES
 from tfaudit.watch.session import summary_finding
 
@@ -179,8 +180,7 @@ def test_catalogue_minimums_state_the_thresholds_the_analysis_uses():
     assert f"{analysis.MAX_PREDICT_ROWS:,}" in RULES["watch/predict-per-call"].minimum
     assert str(analysis.MIN_DISTINCT_VALUES) in RULES["watch/python-value"].minimum
     assert str(MIN_LOOP_CALLS) in RULES["watch/python-loop"].minimum
-    assert f"{analysis.MIN_LOOP_BUSY:.0%}" in RULES["watch/python-loop"].minimum
-    assert f"{analysis.MIN_DISPATCH_SHARE:.0%}" in RULES["watch/python-loop"].minimum
+    assert LOOP_MINIMUM.percent in RULES["watch/python-loop"].minimum
 
 
 def test_the_watch_catalogue_imports_no_tensorflow():

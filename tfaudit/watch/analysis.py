@@ -43,10 +43,6 @@ MAX_PREDICT_ROWS = 1024  # predict() on bigger arrays is the batch inference it 
 MAX_CALLS_PER_TRACE = 3  # above this, retraces are amortised: a bounded set of shapes or values, not one per call
 MIN_DISTINCT_VALUES = 5
 MIN_LOOP_CALLS = 100
-# Share of the loop's span spent inside the function's calls: back to back. Seed 002's loop draws its noise eagerly
-# between calls, and was 53-55 % inside them on a 2-core host, so 0.5 missed it; a server between requests is far lower.
-MIN_LOOP_BUSY = 0.3
-MIN_DISPATCH_SHARE = 0.25  # an empty call's cost over the median call: dispatch dominates (a training step's does not)
 KERAS_MODEL_TYPES = ("Sequential", "Functional", "Model")
 
 
@@ -388,19 +384,20 @@ def loop_findings(obj: FunctionObject, dispatch_ms: float | None, covered: set) 
         return []
     span = (calls["last_call"] or 0) - (calls["first_call"] or 0)
     busy = calls["call_seconds"] / span if span > 0 else 0.0
-    if busy < MIN_LOOP_BUSY:
+    # What batching saves is each call's dispatch: the loop's time in it, a server's gaps between requests not counted.
+    dispatch_share = n * dispatch_ms / 1e3 / span if dispatch_ms and span > 0 else 0.0
+    if dispatch_share < text.LOOP_MINIMUM.relative:
         return []
     sites = calls.get("call_sites") or []
     where = os.path.basename(sites[0]["site"]) if sites else "?"
     p50 = calls["call_ms"]["p50"]
-    if not dispatch_ms or dispatch_ms / p50 < MIN_DISPATCH_SHARE:
-        return []
     evidence = {"function": obj.name, "call_site": where, "calls": n, "span_s": round(span, 3), "busy_share": round(busy, 3),
+                "dispatch_share_of_span": round(dispatch_share, 3),
                 "call_ms_p50": p50, "call_ms_p10": calls["call_ms"]["p10"], "call_ms_p90": calls["call_ms"]["p90"], "dispatch_ms": dispatch_ms}
     return [found(
         "watch/python-loop", obj.name, evidence, savings={"latency_ms": Measure(round(n * dispatch_ms, 2), projected=True)},
         name=obj.name, calls=n, where=where, p50=ms_text(p50), span=f"{span:.2f}", busy=f"{busy:.0%}", dispatch=ms_text(dispatch_ms),
-        share=f"{dispatch_ms / p50:.0%}",
+        share=f"{dispatch_ms / p50:.0%}", loop_share=f"{dispatch_share:.0%}",
     )]
 
 

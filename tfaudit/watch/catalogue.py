@@ -6,7 +6,10 @@ what it is about (``watch/shape-varies/<function>``), except ``watch/summary``.
 """
 from __future__ import annotations
 
-from tfaudit.api import Effort, Risk, Rule, catalogue
+from tfaudit.api import Effort, PracticalMinimum, Risk, Rule, catalogue
+
+# python-loop: the dispatch its calls pay, which one batched call would not pay again, as a share of the loop's time.
+LOOP_MINIMUM = PracticalMinimum(0.10, why="10 % of the loop's time, spent in dispatch one batched call would not pay again")
 
 # Numbers and the trace log
 MILLISECONDS = "$ms ms"
@@ -188,7 +191,8 @@ RULES = catalogue(
         title="`$name` called $calls× back to back from a Python loop at $where ($p50 per call)",
         summary=(
             "A Python loop (Monte-Carlo style) calls `$name` $calls times in $span s, $busy of it inside the calls. "
-            "Each call pays tf.function's dispatch, measured here at $dispatch for an empty function ($share of a call). "
+            "Each call pays tf.function's dispatch, measured here at $dispatch for an empty function ($share of a call): "
+            "$loop_share of the loop's time. "
             "Batch the runs into one call, or loop inside the graph with `tf.range` and a `TensorArray`; time both, "
             "as seed 002's in-graph version was slower (0.17×)."
         ),
@@ -203,8 +207,8 @@ RULES = catalogue(
         effort=Effort("hours", 2, "Vectorise the runs over a batch axis, or move the loop into the graph."),
         risk=Risk("medium", "The in-graph loop can be slower; measure before and after (seed 002: 0.17×)."),
         minimum=(
-            "100 calls of one tf.function object from your code (not already a retracing finding), inside the calls for at least "
-            "30% of the loop's span, an empty tf.function's dispatch at least 25% of the median call"
+            "100 calls of one tf.function object from your code (not already a retracing finding) whose dispatch (an empty "
+            f"tf.function's, per call) adds up to at least {LOOP_MINIMUM.percent} of the loop's span"
         ),
     ),
     Rule(
