@@ -3,8 +3,13 @@ from __future__ import annotations
 
 from tfaudit.api import Effort, Risk, Rule, catalogue
 
-from .growth import MIB
-
+KIB = 1024
+MIB = 1024 * 1024
+# When a slope counts as growth (user minimums; growth.py applies them):
+MIN_BYTES_PER_CALL = 1 * KIB  # about 1 GB per million calls
+MIN_PHASE_GROWTH_BYTES = 1 * MIB  # over the phase, so a page or an allocator's step alone is not a leak
+PERSISTENCE = 0.5  # of the whole phase's rate, still grown in its second half: a one-off step is not a leak
+MIN_BYTES_PER_SHAPE = 4 * KIB  # per new input shape, beyond the fixed-shape growth: an allocator's rounding is not a cache
 HOURS_TO_EXHAUST = (("critical", 1.0), ("high", 24.0), ("medium", 24.0 * 7))  # growth: the hours the memory available now lasts
 BYTES_PER_SHAPE = (("high", 100 * MIB), ("medium", 10 * MIB), ("low", 1 * MIB))  # growth per new shape: the bytes each one keeps
 
@@ -66,7 +71,8 @@ def growth_rule(finding_id: str, title: str, fix: str, example: str) -> Rule:
         effort=Effort("hours", 2.0, "Find and remove the per-call state, or change how requests call the model."),
         risk=Risk("low", "Removing state changes behaviour only if something reads that state."),
         severity_rule=SEVERITY_BY_HOURS,
-        minimum="1 KiB per call (about 1 GB per million calls), 1 MiB over the phase, still growing in its second half",
+        minimum=(f"{MIN_BYTES_PER_CALL // KIB} KiB per call (about 1 GB per million calls), {MIN_PHASE_GROWTH_BYTES // MIB} MiB over "
+                 f"the phase, still growing in its second half at {PERSISTENCE:.0%} of the rate"),
     )
 
 
@@ -101,7 +107,7 @@ RULES = catalogue(
         effort=Effort("hours", 2.0, "Bucket or pad request shapes; add an input_signature to any wrapper."),
         risk=Risk("low", "Padding changes outputs only for models that do not mask the padding."),
         severity_rule=SEVERITY_BY_SHAPE_BYTES,
-        minimum="4 KiB per new shape beyond the fixed-shape growth",
+        minimum=f"{MIN_BYTES_PER_SHAPE // KIB} KiB per new shape beyond the fixed-shape growth",
     ),
     Rule(
         id="memory/stable",

@@ -8,12 +8,8 @@ import numpy as np
 
 from tfaudit.api import INTERVAL_LEVEL, Metric
 
-KIB = 1024
-MIB = 1024 * 1024
-MIN_BYTES_PER_CALL = 1 * KIB
-MIN_BYTES_PER_SHAPE = 4 * KIB
-MIN_PHASE_GROWTH_BYTES = 1 * MIB
-PERSISTENCE = 0.5
+from .catalogue import KIB, MIB, MIN_BYTES_PER_CALL, MIN_BYTES_PER_SHAPE, MIN_PHASE_GROWTH_BYTES, PERSISTENCE  # noqa: F401 - re-exported
+
 EARLY_LOOKS = (0.125, 0.25, 0.375, 0.5, 0.75)  # shares of the fixed phase's time where it may stop, no growth decided
 SERVING_HORIZON_HOURS = 24.0 * 7
 
