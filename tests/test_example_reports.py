@@ -33,7 +33,7 @@ def test_json_report_follows_the_schema(demo_json):
     assert [bool(f.applies_if) for f in findings] == sorted(bool(f.applies_if) for f in findings)
     assert all(f.confidence is None or f.basis for f in findings) and {f.kind for f in findings} == {"opportunity", "fact"}
     for series in demo_json["samples"]:
-        assert len(series["points"]) <= 200 and all(len(p) == 2 for p in series["points"])
+        assert len(series["points"]) <= 200 and all(len(p) == 2 or (len(p) == 3 and p[2]) for p in series["points"])
 
 
 def test_demo_report_shows_the_planted_problems(demo_json):

@@ -36,6 +36,8 @@ def test_a_stored_report_judged_again_has_the_same_findings_and_metrics(stored, 
     before, after = json.loads(open(stored, encoding="utf-8").read()), json.loads(out.read_text())
     assert [comparable(f) for f in after["findings"]] == [comparable(f) for f in before["findings"]]
     assert after["metrics"] == before["metrics"] and after["measurements"] == before["measurements"]
+    labelled = lambda report: {(s["check"], s["series"]): [p[2:] for p in s["points"]] for s in report["samples"]}  # noqa: E731
+    assert labelled(after) == labelled(before)  # a chart's point labels (the compression variants' names) are kept
     judged = done.stderr.split("measurements: ", 1)[1].splitlines()[0].split(", ")
     assert set(judged) == set(before["measurements"])  # every check with measurements was judged again
 

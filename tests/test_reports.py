@@ -114,7 +114,7 @@ def test_json_report_schema_and_order():
     priorities = [f["priority"] for f in report["findings"]]
     assert priorities == sorted(priorities, reverse=True)
     assert report["findings"][0]["savings"]["latency_pct"] == {"value": 60.0, "low": 50.0, "high": 70.0}
-    assert report["samples"] == [{"check": "retracing", "series": "latency_ms", "points": [[0, 9.5], [1, 1.0]]}]
+    assert report["samples"] == [{"check": "retracing", "series": "latency_ms", "points": [[0, 9.5, "trace"], [1, 1.0]]}]  # a tag kept
     assert report["duration_s"] == 12.5
     assert report["metrics"] == {
         "retracing.serving_latency_ms": {"value": 1.2, "low": 1.1, "high": 1.3, "unit": "ms", "better": "lower", "subject": ""}

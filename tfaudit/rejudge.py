@@ -77,7 +77,7 @@ def stored_state(report: dict):
     state.measurements = dict(report["measurements"])
     state.findings = [Finding.from_dict(f) for f in report.get("findings") or []]
     for series in report.get("samples") or []:
-        state.samples[(series["check"], series["series"])] = [(x, y, "") for x, y in series["points"]]
+        state.samples[(series["check"], series["series"])] = [(point[0], point[1], point[2] if len(point) > 2 else "") for point in series["points"]]
     return state
 
 

@@ -280,6 +280,15 @@ def xla_finding(sweep: Sweep, xla: dict[str, Any], comparison, decision, signatu
 # --- the processes: threads, precision, oneDNN, cold start, combined ------------------------------------
 
 
+def against_defaults(decision) -> str:
+    """A settings table's cell: the outcome, the ratio with its interval, and the spread between processes it allowed for."""
+    ratio = decision.ratio
+    said = f"{decision.outcome}: {ratio.value:.2f}× [{ratio.low:.2f}–{ratio.high:.2f}]"
+    if decision.between_sd:
+        said += f", processes ±{100 * decision.between_sd:.0f} %"
+    return said + ("; no look could decide" if decision.futile else "")
+
+
 def process_findings(m: dict[str, Any], processes: dict[str, Any], batch: int, evidence: dict[str, Any]) -> list[Finding]:
     for key in ("precision_support", "onednn"):
         if key in processes:
@@ -289,7 +298,7 @@ def process_findings(m: dict[str, Any], processes: dict[str, Any], batch: int, e
         defaults = timing_of(ms for row in rows for ms in row["default_ms"])
         evidence["settings"] = [{"setting": "defaults", **timing_stats(defaults, batch)}] + [
             {"setting": Setting(**row["setting"]).label(), **timing_stats(timing_of(row["ms"]), batch),
-             "against_defaults": decide(row["rounds"], text.SETTING_MINIMUM, row["confidence"]).outcome} for row in rows if row["ms"]]
+             "against_defaults": against_defaults(decide(row["rounds"], text.SETTING_MINIMUM, row["confidence"]))} for row in rows if row["ms"]]
     for key in ("settings_failed", "precision_fidelity"):
         if processes.get(key):
             evidence[key] = processes[key]

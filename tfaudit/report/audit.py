@@ -198,7 +198,7 @@ class AuditState:
             "baseline": self.baseline.to_dict() if self.baseline is not None else None,
             "findings": [f.to_dict() for f in self.ranked_findings()],
             "samples": [
-                {"check": check, "series": series, "points": [[x, y] for x, y, _ in _downsample(points)]}
+                {"check": check, "series": series, "points": [[x, y, tag] if tag else [x, y] for x, y, tag in _downsample(points)]}
                 for (check, series), points in self.samples.items()
             ],
         }
