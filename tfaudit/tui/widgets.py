@@ -122,6 +122,9 @@ class FindingsTable(DataTable):
                 Text(f.title).append(f" — applies if {f.applies_if}" if f.applies_if else "", style="dim"),
                 saving_text(f), effort_text(f), risk_text(f),
             )
+        # DataTable measures new rows when its own queue next goes idle; rows added from the app's handler did not always
+        # bring that about (a loaded CI host showed every column at its header's width for 114 s): a message of its own does.
+        self.call_later(self.refresh)
         if selected is not None:
             row = next((i for i, f in enumerate(shown) if f.id == selected.id), 0)
             self.move_cursor(row=row)
