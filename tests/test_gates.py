@@ -247,6 +247,17 @@ def test_baseline_from_another_host_warns():
     assert len(comparison.warnings) == 2 and "Other CPU" in comparison.warnings[0]
 
 
+def test_baseline_of_another_budget_warns():
+    """Fidelity is measured on a budget's number of samples, timings over its windows: a quick run against a standard report
+    is told so (the gates are applied all the same)."""
+    old = dict(baseline_report({}), budget="standard")
+    assert "--budget standard, this run at quick" in compare_with_baseline("old.json", old, {}, [], ENVIRONMENT, budget="quick").warnings[0]
+    assert compare_with_baseline("old.json", old, {}, [], ENVIRONMENT, budget="standard").warnings == []
+    state = state_with({})  # a quick run: apply_gates passes its budget
+    apply_gates(state, {}, ("old.json", old))
+    assert len(state.baseline.warnings) == 1
+
+
 def test_a_renamed_metric_is_named_not_silently_dropped(tmp_path):
     """memory.peak_rss_mb became memory.peak_memory_mb (anonymous memory, lower than RSS): its old numbers do not carry over."""
     old = baseline_report({"memory.peak_rss_mb": {"value": 480.0, "unit": "MB"}})

@@ -38,7 +38,7 @@ beside them (``tfaudit.engine.sequential``), until the ratio's interval decides;
 lies wholly past the check's practical minimum (10 % of a call), widened to what the two loads of
 the old export differ by. "The same" and "undecided" pass. It needs no baseline report, and is
 never compared across reports. Regressions exit 1 and are listed first. New and resolved findings are listed;
-they gate through ``--fail-on`` as usual. A baseline from another host or TensorFlow version is
+they gate through ``--fail-on`` as usual. A baseline from another host, TensorFlow version or budget is
 compared all the same, with a warning.
 """
 from __future__ import annotations
@@ -165,13 +165,16 @@ def minimum_factor(name: str) -> float:
 
 
 def compare_with_baseline(path: str, old: dict[str, Any], metrics: dict, findings: list[Finding], environment: dict,
-                          confidence: float = INTERVAL_LEVEL) -> BaselineComparison:
+                          confidence: float = INTERVAL_LEVEL, budget: str | None = None) -> BaselineComparison:
     """``confidence``: the run's budget's; the timed metrics compared share its error rate."""
     result = BaselineComparison(path=path)
     old_env = old.get("environment", {})
     for key in FINGERPRINT_KEYS:
         if old_env.get(key) != environment.get(key):
             result.warnings.append(f"baseline {key} was {old_env.get(key)!r}, this run {environment.get(key)!r}: timings may not compare")
+    if budget and old.get("budget") and old["budget"] != budget:
+        result.warnings.append(f"baseline was measured at --budget {old['budget']}, this run at {budget}: fidelity is measured on "
+                               "another number of samples and timings over other windows; compare runs of one budget")
     old_metrics = old.get("metrics", {})
     for name in sorted(set(old_metrics) & set(RENAMED_METRICS)):
         result.warnings.append(f"baseline metric {name} is now {RENAMED_METRICS[name]}: not compared")
@@ -267,7 +270,8 @@ def apply_gates(state, budgets: dict[str, float], baseline: tuple[str, dict[str,
     if baseline is not None:
         path, old = baseline
         confidence = BUDGETS.get(state.budget, BUDGETS["standard"]).confidence
-        state.baseline = compare_with_baseline(path, old, state.metrics, state.findings, state.environment or {}, confidence)
+        state.baseline = compare_with_baseline(path, old, state.metrics, state.findings, state.environment or {}, confidence,
+                                               state.budget)
     for name, metric in sorted(state.metrics.items()):
         if name.endswith("." + BASELINE_MODEL_METRIC):
             if state.baseline is None:
