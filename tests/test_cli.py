@@ -47,12 +47,13 @@ def test_list_checks_shows_origin(fake_checks):
         (["m", "--isolate", "thread"], "invalid choice"),
         (["m", "--checks", "nope"], "unknown check id nope"),
         (["/no/such/model"], "no such file or directory: /no/such/model"),
-        (["m", "--report", "/no/such/dir/r.md"], "--report: cannot write"),
+        (["m", "--report", "a-file/r.md"], "--report: cannot write a-file/r.md: cannot create directory"),
         (["m", "--max-fidelity-loss", "2"], "--max-fidelity-loss must be between 0 and 1"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(args, expected, tmp_path):
     os.makedirs(tmp_path / "m")
+    (tmp_path / "a-file").write_text("")
     result = subprocess.run([sys.executable, "-m", "tfaudit", *args], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 2
     assert expected in one_clear_line(result)
@@ -107,7 +108,7 @@ def test_bad_inputs_file_exits_2_naming_the_mismatch(tmp_path, built_model, fake
 
 def test_reports_gates_and_errored_checks(tmp_path, built_model, fake_checks):
     model = built_model("mlp")
-    md, js = tmp_path / "a.md", tmp_path / "a.json"
+    md, js = tmp_path / "new" / "dir" / "a.md", tmp_path / "a.json"  # a report's missing folders are made
     result = run_cli(model, "--checks", "fake-low,fake-timed", "--budget", "quick", "--report", str(md), "--json", str(js))
     assert result.returncode == 0, result.stderr
     report = json.loads(js.read_text())
@@ -116,7 +117,7 @@ def test_reports_gates_and_errored_checks(tmp_path, built_model, fake_checks):
     assert "ranked recommendations" in result.stdout and "fake-timed/slow" in result.stdout
     assert "## Recommendations" in md.read_text()
 
-    junit = tmp_path / "a.xml"
+    junit = tmp_path / "ci" / "a.xml"
     gated = run_cli(model, "--checks", "fake-low,fake-timed", "--budget", "quick", "--fail-on", "medium", "--junit", str(junit))
     assert gated.returncode == 1
     assert 'failures="1"' in junit.read_text() and 'name="fake-timed/slow"' in junit.read_text()

@@ -175,7 +175,9 @@ def test_reports_get_the_permissions_the_umask_gives_a_new_file(tmp_path, mask):
 
 def test_check_writable(tmp_path):
     assert check_writable(str(tmp_path / "ok.md")) is None
-    assert "does not exist" in check_writable(str(tmp_path / "nope" / "r.md"))
+    assert check_writable(str(tmp_path / "new" / "dir" / "r.md")) is None and (tmp_path / "new" / "dir").is_dir()
+    (tmp_path / "file").write_text("")
+    assert "cannot create directory" in check_writable(str(tmp_path / "file" / "r.md"))
     assert "is a directory" in check_writable(str(tmp_path))
 
 

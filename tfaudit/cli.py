@@ -15,7 +15,7 @@ from tfaudit import __version__
 from tfaudit.api import SEVERITIES
 from tfaudit.budget import BUDGETS
 from tfaudit.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
-from tfaudit.usage import Parser, UsageError, checked_fix_dir
+from tfaudit.usage import Parser, UsageError, check_outputs, checked_fix_dir
 
 
 EPILOG = """other commands:
@@ -163,12 +163,6 @@ def run(argv: list[str] | None) -> int:
         raise UsageError("give a MODEL path or --demo (one of them)")
     config = apply_config(args)
     chosen = select_checks(specs, parse_ids(args.checks), parse_ids(args.skip))
-    from tfaudit.report import check_writable
-
-    for option, path in (("--report", args.report), ("--json", args.json), ("--junit", args.junit), ("--html", args.html), ("--record", args.record)):
-        problem = path and check_writable(path)
-        if problem:
-            raise UsageError(f"{option}: cannot write {path}: {problem}")
     if args.max_fidelity_loss is not None and not 0 < args.max_fidelity_loss < 1:
         raise UsageError("--max-fidelity-loss must be between 0 and 1")
     if args.latency_budget_ms is not None and args.latency_budget_ms <= 0:
@@ -183,6 +177,7 @@ def run(argv: list[str] | None) -> int:
         raise UsageError(f"no such file or directory: {args.model}")
     if args.baseline_model and not os.path.exists(args.baseline_model):
         raise UsageError(f"--baseline-model: no such file or directory: {args.baseline_model}")
+    check_outputs(args)
     model = ensure_demo_model() if args.demo else args.model
     fix_dir = checked_fix_dir(args.fix_dir, model) if args.fix_dir else None
     baseline = None

@@ -9,6 +9,17 @@ class UsageError(Exception):
     pass
 
 
+def check_outputs(args: argparse.Namespace) -> None:
+    """Every report file the command line names can be written (its missing folders made), or one usage error, before any work."""
+    from tfaudit.report import check_writable
+
+    for option in ("report", "json", "junit", "html", "record"):
+        path = getattr(args, option)
+        problem = path and check_writable(path)
+        if problem:
+            raise UsageError(f"--{option}: cannot write {path}: {problem}")
+
+
 class Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, not argparse's usage block
         raise UsageError(message)

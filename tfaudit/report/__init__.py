@@ -32,12 +32,14 @@ def write_atomic(path: str, content: str | bytes) -> None:
 
 
 def check_writable(path: str) -> str | None:
-    """Why ``path`` cannot be written, or None. Asked before the audit starts."""
+    """Why ``path`` cannot be written, or None, its missing folders made (as pytest's --junitxml makes them). Asked before the audit starts."""
     directory = os.path.dirname(os.path.abspath(path)) or "."
     if os.path.isdir(path):
         return f"{path} is a directory"
-    if not os.path.isdir(directory):
-        return f"directory {directory} does not exist"
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
+        return f"cannot create directory {directory}: {exc.strerror or exc}"
     if not os.access(directory, os.W_OK):
         return f"directory {directory} is not writable"
     if os.path.exists(path) and not os.access(path, os.W_OK):

@@ -97,7 +97,7 @@ def trace_line(event: dict) -> str:
 
 
 def run(argv: list[str]) -> int:
-    from tfaudit.usage import UsageError
+    from tfaudit.usage import UsageError, check_outputs
     from tfaudit.config import ConfigError, load_config
 
     options, command = split_command(argv)
@@ -114,12 +114,7 @@ def run(argv: list[str]) -> int:
         if args.max_traces_per_function < 1:
             raise UsageError("--max-traces-per-function must be at least 1")
         budgets[MAX_TRACES_BUDGET] = args.max_traces_per_function
-    from tfaudit.report import check_writable
-
-    for option, path in (("--report", args.report), ("--json", args.json), ("--junit", args.junit), ("--html", args.html), ("--record", args.record)):
-        problem = path and check_writable(path)
-        if problem:
-            raise UsageError(f"{option}: cannot write {path}: {problem}")
+    check_outputs(args)
     with tempfile.TemporaryDirectory(prefix="tfaudit-watch-") as directory:
         env = {**os.environ, "TFAUDIT_WATCH_DIR": directory, "TFAUDIT_WATCH_ROOT": PACKAGE_ROOT,
                "PYTHONPATH": os.pathsep.join(p for p in (INJECT, os.environ.get("PYTHONPATH", "")) if p)}
