@@ -23,15 +23,19 @@ class Outcome:
         return [s for s in self.samples if s.series == name]
 
 
-def run_in_process(check, path: str, budget: str = "quick", options: dict | None = None, outcome_class=Outcome) -> Outcome:
+def context(path: str, budget: str = "quick", options: dict | None = None):
+    """The Context a worker gives a check: the model at ``path`` loaded, its inputs probed."""
     from tfaudit.api import Context
     from tfaudit.budget import BUDGETS
     from tfaudit.engine.input_probe import open_inputs
     from tfaudit.engine.model import load_model
 
     model = load_model(path)
-    inputs = open_inputs(model)
-    ctx = Context(model=model, inputs=inputs, budget=BUDGETS[budget], options=options or {})
+    return Context(model=model, inputs=open_inputs(model), budget=BUDGETS[budget], options=options or {})
+
+
+def run_in_process(check, path: str, budget: str = "quick", options: dict | None = None, outcome_class=Outcome) -> Outcome:
+    ctx = context(path, budget, options)
     items, skipped = [], None
     start = time.perf_counter()
     try:

@@ -127,11 +127,22 @@ def build_two_signatures(path: str) -> str:
     return path
 
 
+class _Codec(tf.Module):
+    def __init__(self):
+        self.w = _weights([8, 4])
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 8], tf.float32, name="x")])
+    def encode(self, x):
+        return tf.matmul(x, self.w)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 4], tf.float32, name="z")])
+    def decode(self, z):
+        return tf.matmul(z, self.w, transpose_b=True)
+
+
 def build_no_signature(path: str) -> str:
-    """A module with a variable but no signatures and no function with an input_signature."""
-    module = tf.Module()
-    module.v = tf.Variable(1.0)
-    tf.saved_model.save(module, path)
+    """A module saved without signatures: two traced functions, encode x [None, 8] -> [None, 4] and decode back."""
+    tf.saved_model.save(_Codec(), path)
     return path
 
 

@@ -3,7 +3,8 @@
 ``build_<name>(path)`` writes one model under ``path`` and returns the path to audit. Every
 built-in check must end passed, findings or skipped (with a reason) on each of them — never
 errored (tests/test_corpus.py). ``CORPUS`` lists them; ``NEEDS_INPUTS`` the ones whose
-inputs cannot be synthesised, with the samples to pass as ``--inputs``.
+inputs cannot be synthesised, with the samples to pass as ``--inputs``; ``TRUSTED`` the ones refused
+without ``--trust-model``.
 """
 from __future__ import annotations
 
@@ -228,8 +229,125 @@ def build_lstm_masking(path: str) -> str:
     return path
 
 
+class _TfxClassifier(tf.Module):
+    """The TFX / Estimator serving shape: serialized tf.Examples in, parsed by a feature spec (dense floats, a string
+    through a vocabulary asset, a sparse int), class scores and string labels out."""
+
+    def __init__(self, vocabulary_file: str):
+        super().__init__()
+        initializer = tf.lookup.TextFileInitializer(
+            vocabulary_file, tf.string, tf.lookup.TextFileIndex.WHOLE_LINE, tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER
+        )
+        self.table = tf.lookup.StaticHashTable(initializer, default_value=-1)
+        self.words = _variable([len(VOCABULARY), 4], seed=11)
+        self.clicks = _variable([20, 4], seed=12)
+        self.head = _variable([4 + 4 + 4, 3], seed=13)
+        self.labels = tf.constant(["low", "mid", "high"])
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+    def serve(self, examples):
+        features = tf.io.parse_example(examples, {
+            "age": tf.io.FixedLenFeature([4], tf.float32),
+            "city": tf.io.FixedLenFeature([], tf.string),
+            "clicks": tf.io.VarLenFeature(tf.int64),
+        })
+        ids = self.table.lookup(features["city"])
+        tf.debugging.assert_non_negative(ids, message="city out of vocabulary")
+        clicks = tf.nn.embedding_lookup_sparse(self.clicks, features["clicks"], None, combiner="mean")
+        hidden = tf.concat([features["age"], tf.gather(self.words, ids), clicks], axis=1)
+        scores = tf.nn.softmax(tf.matmul(hidden, self.head))
+        return {"scores": scores, "classes": tf.gather(self.labels, tf.argmax(scores, axis=1))}
+
+
+def build_tfx_classifier(path: str) -> str:
+    """serving_default: examples string [None] (serialized tf.Example) -> scores float32 [None, 3], classes string [None]."""
+    return _save(_TfxClassifier(_vocabulary_file(path, "cities.txt")), path)
+
+
+class _SequenceScorer(tf.Module):
+    """tf.SequenceExample in: a context float and a feature list of token ids per step."""
+
+    def __init__(self):
+        super().__init__()
+        self.tokens = _variable([30, 4], seed=14)
+        self.head = _variable([5, 2], seed=15)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="sequence_examples")])
+    def serve(self, sequence_examples):
+        context, lists, _ = tf.io.parse_sequence_example(
+            sequence_examples,
+            context_features={"score": tf.io.FixedLenFeature([], tf.float32)},
+            sequence_features={"tokens": tf.io.FixedLenSequenceFeature([], tf.int64)},
+        )
+        pooled = tf.reduce_mean(tf.gather(self.tokens, lists["tokens"]), axis=1)
+        pooled = tf.where(tf.math.is_nan(pooled), 0.0, pooled)
+        return {"y": tf.matmul(tf.concat([pooled, context["score"][:, None]], axis=1), self.head)}
+
+
+def tfx_request_files(folder: str, rows: int = 16) -> dict[str, str]:
+    """The TFX classifier's samples as users hold them: {format: path} for a .tfrecord of tf.Examples, a TF Serving
+    REST predict body (b64 bytes) and a classify body, all the same rows."""
+    import base64
+    import json
+
+    rng = np.random.default_rng(7)
+    examples = [{"age": [float(v) for v in rng.standard_normal(4)], "city": VOCABULARY[int(rng.integers(len(VOCABULARY)))],
+                 "clicks": [int(v) for v in rng.integers(0, 20, size=int(rng.integers(1, 4)))]} for _ in range(rows)]
+    serialized = [tf.train.Example(features=tf.train.Features(feature={
+        "age": tf.train.Feature(float_list=tf.train.FloatList(value=e["age"])),
+        "city": tf.train.Feature(bytes_list=tf.train.BytesList(value=[e["city"].encode()])),
+        "clicks": tf.train.Feature(int64_list=tf.train.Int64List(value=e["clicks"])),
+    })).SerializeToString() for e in examples]
+    paths = {"tfrecord": os.path.join(folder, "examples.tfrecord"), "predict": os.path.join(folder, "predict.json"),
+             "classify": os.path.join(folder, "classify.json")}
+    with tf.io.TFRecordWriter(paths["tfrecord"]) as writer:
+        for record in serialized:
+            writer.write(record)
+    with open(paths["predict"], "w") as f:
+        json.dump({"signature_name": "serving_default", "instances": [{"b64": base64.b64encode(r).decode()} for r in serialized]}, f)
+    with open(paths["classify"], "w") as f:
+        json.dump({"examples": examples}, f)
+    return paths
+
+
+def build_sequence_example(path: str) -> str:
+    return _save(_SequenceScorer(), path)
+
+
+class _ImageBytes(tf.Module):
+    """The Vertex / TF Serving image pattern: encoded image bytes in, decoded and resized in the graph."""
+
+    def __init__(self, decode):
+        super().__init__()
+        self.decode = decode
+        self.kernel = _variable([3, 3, 3, 4], seed=16)
+        self.head = _variable([4, 5], seed=17)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+    def serve(self, image_bytes):
+        def one(data):
+            image = tf.image.convert_image_dtype(self.decode(data, channels=3), tf.float32)
+            return tf.image.resize(image, [64, 64])
+
+        images = tf.map_fn(one, image_bytes, fn_output_signature=tf.float32)
+        features = tf.reduce_mean(tf.nn.relu(tf.nn.conv2d(images, self.kernel, 2, "SAME")), axis=[1, 2])
+        return {"probabilities": tf.nn.softmax(tf.matmul(features, self.head))}
+
+
+def build_jpeg_bytes(path: str) -> str:
+    """serving_default: image_bytes string [None] (JPEG) -> probabilities float32 [None, 5]."""
+    return _save(_ImageBytes(tf.io.decode_jpeg), path)
+
+
+def build_png_bytes(path: str) -> str:
+    """serving_default: image_bytes string [None] (PNG) -> probabilities float32 [None, 5]."""
+    return _save(_ImageBytes(tf.io.decode_png), path)
+
+
 CORPUS = (  # the longest audits first: tests/test_corpus.py runs them side by side
     "bert_classifier",
+    "tfx_classifier",
+    "jpeg_bytes",
     "lstm_masking",
     "text_classifier",
     "tf_keras_lambda",
@@ -239,8 +357,11 @@ CORPUS = (  # the longest audits first: tests/test_corpus.py runs them side by s
     "ragged_input",
     "several_signatures",
     "no_variables",
+    "sequence_example",
+    "png_bytes",
 )
 NEEDS_INPUTS = {"ragged_input": ragged_input_samples}
+TRUSTED = {"tf_keras_lambda"}  # a Lambda saved as Python bytecode
 
 
 def build_keras_in_module(path: str) -> str:

@@ -88,6 +88,27 @@ def test_every_bad_model_exits_2_with_one_clear_line(tmp_path, built_model):
         assert needle in line, (label, line)
 
 
+def test_a_baseline_model_that_cannot_be_timed_stops_the_audit_before_it_starts(built_model, fake_checks):
+    model = built_model("mlp")
+    cases = {"sequence": "cannot be called with this model's inputs", "two_signatures": "serving_default"}
+    results = run_clis(*([model, "--headless", "--checks", "fake-low", "--baseline-model", built_model(name)] for name in cases))
+    for (name, needle), result in zip(cases.items(), results):
+        assert result.returncode == 2, result.stderr
+        line = one_clear_line(result)
+        assert f"--baseline-model {built_model(name)}: " in line and needle in line, line
+
+
+@pytest.mark.slow
+def test_a_module_without_signatures_is_audited_through_function(built_model, tmp_path):
+    out = tmp_path / "r.json"
+    result = run_cli(built_model("no_signature"), "--headless", "--budget", "quick", "--function", "encode", "--json", str(out))
+    assert result.returncode in (0, 1), result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["model"]["function"]["name"] == "encode" and report["model"]["path"] == built_model("no_signature")
+    assert {c["id"]: c["status"] for c in report["checks"] if c["status"] == "errored"} == {}
+    assert "function encode (saved again as signature serving_default)" in result.stderr
+
+
 def test_bad_inputs_file_exits_2_naming_the_mismatch(tmp_path, built_model, fake_checks):
     model = built_model("mlp")
     cases = {

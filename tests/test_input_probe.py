@@ -57,7 +57,7 @@ def test_inputs_the_model_rejects_are_one_line_naming_the_cause(built_model, tmp
     with pytest.raises(InputError) as error:
         open_model(path)
     message = str(error.value)
-    assert "\n" not in message and "--inputs FILE.npz" in message
+    assert "\n" not in message and "pass real inputs with --inputs (.npz" in message
     assert "row_lengths" in message and "synthetic inputs" in message
     samples = odd_models.ragged_input_samples(str(tmp_path / "rows.npz"))
     _, inputs = open_model(path, samples)

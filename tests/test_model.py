@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from tfaudit.engine.model import LoadError, LoadedModel, input_specs, load_model
+from tfaudit.engine.model import LoadError, LoadedModel, export_function, input_specs, load_model
 
 
 @pytest.fixture(scope="session")
@@ -228,8 +228,18 @@ def test_garbage_saved_model_pb(tmp_path):
     assert_one_line_error(str(tmp_path), "corrupt saved_model.pb")
 
 
-def test_no_signature(built_model):
-    assert_one_line_error(built_model("no_signature"), "has no serving signature", "signatures=")
+def test_no_signature_names_each_function_and_function_audits_one(built_model, tmp_path):
+    import tensorflow as tf
+
+    path = built_model("no_signature")
+    assert_one_line_error(path, "has no serving signature", "decode(float32[None, 4])", "encode(float32[None, 8])", "--function NAME")
+    saved = export_function(path, "encode", str(tmp_path / "encode"), refuse_untrusted=True, user_modules=())
+    model = load_model(saved)
+    assert model.signature == "serving_default" and input_specs(model.inventory) == [{"name": "x", "shape": [None, 8], "dtype": "float32"}]
+    y = model.serving_fn()(x=tf.ones([3, 8]))
+    assert list(y) == ["output_0"] and y["output_0"].shape == (3, 4)
+    with pytest.raises(LoadError, match=r"--function nope: no such restored function \(found: decode, encode\)"):
+        export_function(path, "nope", str(tmp_path / "nope"), refuse_untrusted=True, user_modules=())
 
 
 def test_missing_variables_directory(built_model, tmp_path):

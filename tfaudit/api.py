@@ -525,7 +525,8 @@ def gpu_memory_total_bytes(nvml: Any = None) -> int | None:
 # Each imports its engine module when called, so that importing the API stays cheap and TensorFlow-free.
 
 def __getattr__(name: str) -> Any:
-    """``Timing`` (per-call times of one measurement), ``Comparison`` (what switching saves, with intervals), ``Decision`` (what ``compare_in_turn`` decided) and ``Helper``."""
+    """``Timing`` (per-call times of one measurement), ``Comparison`` (what switching saves, with intervals), ``Decision``
+    (what ``compare_in_turn`` decided), ``Helper`` and ``UNSAFE_OPS``."""
     if name in ("Timing", "Comparison"):
         from tfaudit.engine import measure
 
@@ -538,6 +539,11 @@ def __getattr__(name: str) -> Any:
         from tfaudit.engine import helpers
 
         return getattr(helpers, name)
+    if name == "UNSAFE_OPS":  # {kind: op names}: what the audit refuses without --trust-model, and what it reports
+        from tfaudit.engine import trust
+
+        return {"python": trust.PYTHON_OPS, "file-write": trust.FILE_WRITE_OPS, "network": trust.NETWORK_OPS,
+                "file-read": trust.FILE_READ_OPS, "asset-read": trust.ASSET_READ_OPS}
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -25,7 +25,8 @@ EPILOG = """other commands:
 exit codes:
   0    done, nothing at or above --fail-on
   1    a finding at or above --fail-on
-  2    usage error, a model or --inputs file that cannot be used, or another tfaudit in the processes it starts
+  2    usage error, a model or --inputs file that cannot be used, an untrusted model refused (--trust-model),
+       or another tfaudit in the processes it starts
   3    one or more checks errored (reports still hold everything else; all errored: nothing was measured)
   130  interrupted with Ctrl-C (reports hold what finished)
 """
@@ -51,11 +52,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--junit", metavar="FILE.xml", help="JUnit XML: a testcase per check, a failure per finding at or above --fail-on (default high)")
     parser.add_argument("--record", metavar="FILE.jsonl", help="record the event stream (replayable without TensorFlow)")
     parser.add_argument("--signature", metavar="NAME", help="signature to audit (default: serving_default, else the only one)")
-    parser.add_argument("--inputs", metavar="FILE.npz", help="real sample inputs, keys = input names")
+    parser.add_argument(
+        "--function", metavar="NAME",
+        help="audit the SavedModel's restored tf.function NAME (e.g. encode, or a dotted path) as if it were the serving "
+        "signature: for modules saved without signatures",
+    )
+    parser.add_argument(
+        "--inputs", metavar="FILE|DIR",
+        help="real sample inputs: .npz (keys = input names), .tfrecord[.gz] of tf.Examples, a TF Serving REST .json body "
+        "(instances, inputs or examples; bytes as {\"b64\": ...}), or a folder of images",
+    )
     parser.add_argument(
         "--import", dest="imports", action="append", metavar="MODULE",
         help="import MODULE in every worker before loading (registers custom ops; repeatable). "
         "TF Text, Addons, IO, Decision Forests and Recommenders-Addons ops are found without it",
+    )
+    parser.add_argument(
+        "--trust-model", action="store_true", default=None,
+        help="audit a model that holds ops writing files, calling Python or reaching the network, ops of an unknown "
+        "library, or a tf_keras Lambda saved as bytecode (refused by default: auditing runs the model)",
     )
     parser.add_argument("--budget", choices=sorted(BUDGETS), help="repetitions and time per check (quick is for CI; default standard)")
     parser.add_argument(
@@ -130,7 +145,7 @@ def ensure_demo_model() -> str:
     return path
 
 
-DEFAULTS = {"budget": "standard", "fail_on": "never", "isolate": "fork"}
+DEFAULTS = {"budget": "standard", "fail_on": "never", "isolate": "fork", "trust_model": False}
 
 
 def apply_config(args: argparse.Namespace):
@@ -163,6 +178,8 @@ def run(argv: list[str] | None) -> int:
         raise UsageError("give a MODEL path or --demo (one of them)")
     config = apply_config(args)
     chosen = select_checks(specs, parse_ids(args.checks), parse_ids(args.skip))
+    if args.function and args.signature:
+        raise UsageError("--function and --signature each choose what is audited; give one of them")
     if args.max_fidelity_loss is not None and not 0 < args.max_fidelity_loss < 1:
         raise UsageError("--max-fidelity-loss must be between 0 and 1")
     if args.latency_budget_ms is not None and args.latency_budget_ms <= 0:
@@ -195,6 +212,7 @@ def run(argv: list[str] | None) -> int:
         model=os.path.abspath(model),
         budget=args.budget,
         signature=args.signature,
+        function=args.function,
         inputs=args.inputs,
         options={
             **({} if args.max_fidelity_loss is None else {"max_fidelity_loss": args.max_fidelity_loss}),
@@ -202,6 +220,7 @@ def run(argv: list[str] | None) -> int:
             **({} if args.latency_budget_ms is None else {"latency_budget_ms": args.latency_budget_ms}),
             **({} if args.device is None else {"device": args.device}),
             **({"fix_dir": fix_dir} if fix_dir else {}),
+            **({"trust_model": True} if args.trust_model else {}),
         },
         memory_limit_mb=args.memory_limit or default_memory_limit_mb(),
         check_timeout_s=args.check_timeout,

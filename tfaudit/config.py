@@ -7,6 +7,7 @@
     max_fidelity_loss = 0.02
     import = ["my_ops"]             # modules that register the model's custom ops (--import)
     isolate = "fresh"               # a new interpreter per check instead of forks of a warm one
+    trust_model = true              # audit models that write files, call Python or use unknown op libraries (--trust-model)
 
     [tool.tfaudit.budgets]          # the worst acceptable value of each metric
     "retracing.serving_latency_ms" = 5.0
@@ -37,6 +38,7 @@ OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "isolate": (str,),
     "latency_budget_ms": (int, float),
     "device": (str,),
+    "trust_model": (bool,),
 }
 ISOLATION = ("fork", "fresh")
 # Metrics whose meaning changed with their name: a budget on the old name must be set again, not carried over.
@@ -92,7 +94,7 @@ def _validate(table: dict[str, Any], path: str) -> Config:
     if unknown:
         raise ConfigError(f"{path}: unknown key {unknown[0]!r} in [tool.tfaudit]; known: budgets, {', '.join(OPTION_TYPES)}")
     for key, value in table.items():
-        if not isinstance(value, OPTION_TYPES[key]) or isinstance(value, bool):
+        if not isinstance(value, OPTION_TYPES[key]) or (isinstance(value, bool) and bool not in OPTION_TYPES[key]):
             raise ConfigError(f"{path}: {key} = {value!r} has the wrong type")
         if key == "import" and not all(isinstance(name, str) and name for name in value):
             raise ConfigError(f"{path}: import must be a list of module names")

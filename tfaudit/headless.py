@@ -14,7 +14,7 @@ from tfaudit.report.audit import AuditState
 from tfaudit.exit_codes import EXIT_USAGE, exit_code
 from tfaudit.events import CheckFinished, CheckProgress, CheckStarted, Event, ModelLoaded, to_json
 from tfaudit.engine.registry import CheckSpec
-from tfaudit.report.format import effort_text, human_bytes, plural, risk_text, saving_text
+from tfaudit.report.format import audited_text, effort_text, human_bytes, plural, risk_text, saving_text
 from tfaudit.report.outputs import finish_audit
 from tfaudit.engine.runner import AuditJob, run_audit
 
@@ -23,7 +23,7 @@ STATUS_STYLE = {"passed": "green", "findings": "yellow", "skipped": "dim", "erro
 
 
 def model_line(inv: dict) -> str:
-    return f"model: {inv['format']}, signature {inv['signature']}, {inv['variables']['parameters']:,} parameters, {human_bytes(inv['size_bytes'])} on disk"
+    return f"model: {inv['format']}, {audited_text(inv)}, {inv['variables']['parameters']:,} parameters, {human_bytes(inv['size_bytes'])} on disk"
 
 
 class PlainProgress:

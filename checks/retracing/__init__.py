@@ -90,10 +90,11 @@ Metrics
   the two runs' values, so a busier host is not read as a slower model.
 - ``latency_vs_baseline_model`` (× baseline model, lower is better): with
   ``options["baseline_model"]`` (``--baseline-model OLD_MODEL``), the serving latency divided by
-  the old export's, both timed call by call alternately on the same inputs, with the bootstrap
-  95 % interval of the ratio of medians; its subject is the old model's path. Not emitted when
-  the old model's signature does not
-  take the same inputs (a progress line says why).
+  the old export's, both timed call by call in ABBA turns on the same inputs until the engine decides
+  (``tfaudit.api.compare_in_turn``); its subject is the old model's path. An old model that
+  does not load with the same signature, or does not answer the same inputs, stops the audit before
+  it starts (exit 2); one that fails later makes this check errored (exit 3), never a gate passed
+  unmeasured.
 - ``concrete_functions_max`` (count): the most concrete functions one restored function
   holds (1 is ideal), from the model inventory. Not emitted when no function is restored.
 - ``plain_wrapper_traces`` (count): traces per request stream of the plain ``@tf.function``
@@ -110,7 +111,11 @@ from .fix import relaxes_anything, write_relaxed_fix
 from .gather import gather
 from .judge import judge, skip_reason
 
-__all__ = ["BASELINE_MODEL_METRIC", "RetracingCheck"]
+__all__ = ["BASELINE_MODEL_METRIC", "BaselineModelNotCompared", "RetracingCheck"]
+
+
+class BaselineModelNotCompared(Exception):
+    """--baseline-model was given and its timing failed: the check errors (exit 3) with what it measured reported."""
 
 
 class RetracingCheck(Check):
@@ -136,6 +141,9 @@ class RetracingCheck(Check):
             judged = yield from write_relaxed_fix(ctx, measured, judged)
         yield from judged
         yield Progress(1.0, "done")
+        baseline = measured["baseline_model"] or {}
+        if "error" in baseline:  # after everything else is reported: a gate asked for and not measured fails loudly
+            raise BaselineModelNotCompared(f"--baseline-model {baseline['path']} not compared: {baseline['error']}")
         skipped = skip_reason(measured, judged)
         if skipped:
             raise SkipCheck(skipped)

@@ -3,30 +3,11 @@ from __future__ import annotations
 
 from typing import Any, Iterator
 
-from tfaudit.api import Finding
+from tfaudit.api import UNSAFE_OPS, Finding
 
 from .catalogue import RULES
 
-OPS_BY_FINDING = {
-    "safety/python-ops": {"PyFunc", "PyFuncStateless", "EagerPyFunc"},
-    "safety/file-write-ops": {
-        "WriteFile", "Save", "SaveV2", "SaveSlices", "MergeV2Checkpoints", "DatasetToTFRecord", "SaveDataset",
-        "SaveDatasetV2", "SnapshotDataset", "SnapshotDatasetV2", "CreateSummaryFileWriter", "WriteSummary",
-        "WriteScalarSummary", "WriteHistogramSummary", "WriteImageSummary", "WriteAudioSummary",
-        "WriteRawProtoSummary", "WriteGraphSummary", "DebugIdentityV2", "DebugIdentityV3",
-    },
-    "safety/network-ops": {
-        "RpcClient", "RpcCall", "RpcServer", "RpcServerStart", "RpcServerRegister", "RemoteCall", "GcsConfigureCredentials",
-        "GcsConfigureBlockCache",
-    },
-    "safety/file-read-ops": {
-        "ReadFile", "MatchingFiles", "MatchingFilesDataset", "ImmutableConst", "Restore", "RestoreV2", "RestoreSlice",
-        "TFRecordDataset", "TFRecordDatasetV2", "TextLineDataset", "TextLineDatasetV2", "FixedLengthRecordDataset",
-        "FixedLengthRecordDatasetV2", "WholeFileReader", "WholeFileReaderV2", "ReaderReadV2", "LoadAndRemapMatrix",
-        "LoadDataset",
-    },
-    "safety/asset-read-ops": {"InitializeTableFromTextFile", "InitializeTableFromTextFileV2"},
-}
+OPS_BY_FINDING = {f"safety/{kind}-ops": ops for kind, ops in UNSAFE_OPS.items()}  # python, file-write, network refused at load
 
 
 def judge(measured: dict[str, Any]) -> Iterator[Finding]:

@@ -21,6 +21,7 @@ request keeps the batch that runs (``batch_fixed``).
 """
 from __future__ import annotations
 
+import copy
 import os
 import re
 from dataclasses import replace
@@ -29,6 +30,7 @@ from typing import Callable
 import numpy as np
 import tensorflow as tf
 
+from tfaudit.engine.input_graph import encoded_inputs
 from tfaudit.engine.inputs import (
     DEFAULT_SEQUENCE_LENGTHS,
     InputConstraints,
@@ -36,12 +38,13 @@ from tfaudit.engine.inputs import (
     InputFactory,
     InputSpec,
     load_samples,
+    nul_trap,
     numpy_dtype,
 )
 
 HUGE_ID = 1 << 20
 MAX_BOUND_STEPS = 8
-OUT_OF_RANGE = re.compile(r"= (-?\d+) is not in \[0, (\d+)\)")
+OUT_OF_RANGE = re.compile(r"=+ (-?\d+) (?:is not in|out of range) \[0, (\d+)\)")  # a gather; embedding_lookup_sparse
 # Ops a mask passes through unchanged in meaning, and the ops a mask ends in.
 PASS_THROUGH_OPS = frozenset(
     {"Identity", "Cast", "ExpandDims", "Reshape", "Squeeze", "StridedSlice", "Slice", "Tile", "Transpose", "BroadcastTo"}
@@ -61,17 +64,26 @@ def open_inputs(model, samples_path: str | None = None, constraints: dict | None
     from tfaudit.engine.model import input_specs
 
     specs = [InputSpec.from_dict(spec) for spec in input_specs(model.inventory)]
-    samples = load_samples(samples_path, specs) if samples_path else None
+    serve = model.serving_fn()
+    samples = load_samples(samples_path, specs, parsed_feature_types(serve, specs)) if samples_path else None
     if constraints is not None:
         return InputFactory(specs, samples=samples, constraints=InputConstraints.from_dict(constraints))
-    serve = model.serving_fn()
     factory = InputFactory(specs, samples=samples)
     if samples is None:
         constraints = probe_constraints(serve, factory, graph_masks(serve, specs))
         if factory.string_inputs:
-            constraints = replace(constraints, vocabulary=asset_vocabulary(model.path), sentences=tokenizes(serve))
+            constraints = replace(constraints, vocabulary=asset_vocabulary(model.path), sentences=tokenizes(serve),
+                                  encoded=encoded_inputs(serve, factory.string_inputs))
         factory = InputFactory(specs, constraints=constraints)
+        if constraints.encoded:
+            factory = InputFactory(specs, constraints=replace(constraints, encoded=feature_bounds(serve, factory)))
     return try_requests(serve, factory)
+
+
+def parsed_feature_types(serve, specs: list[InputSpec]) -> dict[str, str]:
+    """{feature key: dtype} of the features the graph parses from its string inputs (types a classify body's values)."""
+    encoded = encoded_inputs(serve, [s.name for s in specs if s.dtype == "string"])
+    return {f["key"]: f["dtype"] for spec in encoded.values() for f in proto_features(spec)}
 
 
 def try_requests(serve, factory: InputFactory) -> InputFactory:
@@ -86,7 +98,8 @@ def try_requests(serve, factory: InputFactory) -> InputFactory:
     if error is not None:
         source = "synthetic inputs" if factory.synthetic else "--inputs samples"
         names = ", ".join(f"{s.name} {s.dtype}{list(s.shape) if s.shape is not None else '[?]'}" for s in factory.specs)
-        raise InputError(f"the model rejects the {source}: {error}; pass real inputs with --inputs FILE.npz (one array per input: {names})")
+        raise InputError(f"the model rejects the {source}: {error}{nul_trap(factory.samples)}; pass real inputs with --inputs "
+                         f"(.npz, one array per input: {names}; or .tfrecord, a TF Serving .json body, a folder of images)")
     if factory.batch_dynamic and call_error(serve, factory.make(batch=2)) is not None:
         constraints = replace(factory.constraints, batch_fixed=True)
         return InputFactory(factory.specs, samples=factory.samples, seed=factory.seed, constraints=constraints)
@@ -172,12 +185,19 @@ def _dtype(spec: InputSpec) -> np.dtype:
 
 def id_bound(serve, base: dict[str, np.ndarray], spec: InputSpec) -> int | None:
     """The exclusive bound of the smallest table ``spec`` indexes, or None when it indexes none."""
-    value = int(min(HUGE_ID, np.iinfo(base[spec.name].dtype).max))
+
+    def feed_of(value: int) -> dict[str, np.ndarray]:
+        return {**base, spec.name: np.full_like(base[spec.name], value)}
+
+    return smallest_bound(serve, feed_of, int(min(HUGE_ID, np.iinfo(base[spec.name].dtype).max)))
+
+
+def smallest_bound(serve, feed_of: Callable[[int], dict], value: int) -> int | None:
+    """Feeds an id of ``value``, then of each table size the runtime's error names less one, until the call runs:
+    that size (None when the first call runs, or the error names no table)."""
     for step in range(MAX_BOUND_STEPS):
-        feed = dict(base)
-        feed[spec.name] = np.full_like(base[spec.name], value)
         with tf.device("/CPU:0"):  # a GPU gather returns zeros for an id out of range instead of raising
-            error = call_error(serve, feed)
+            error = call_error(serve, feed_of(value))
         if error is None:
             return None if step == 0 else value + 1
         match = OUT_OF_RANGE.search(error)
@@ -206,6 +226,38 @@ def longest_sequence(serve, specs: list[InputSpec], constraints: InputConstraint
         middle = (good + bad) // 2
         good, bad = (middle, bad) if runs(middle) else (good, middle)
     return good
+
+
+def feature_bounds(serve, factory: InputFactory) -> dict[str, dict]:
+    """``encoded`` with a ``bound`` on each int feature of a parsed proto that indexes a table, probed through the
+    proto as ``id_bound`` probes an integer input (the other int features at 0)."""
+    encoded = copy.deepcopy(factory.constraints.encoded)
+    base = factory.make(batch=2)
+    for name, spec in encoded.items():
+        features = proto_features(spec)
+        ints = [f for f in features if f["dtype"] == "int64"]
+        if not ints:
+            continue
+        zeros = {f["key"]: 0 for f in ints}
+
+        def feed_of(value: int, key: str) -> dict[str, np.ndarray]:
+            forced = {**zeros, key: value}
+            return {**base, name: factory.payloads(spec, base[name].shape, np.random.default_rng(0), forced=forced)}
+
+        if call_error(serve, feed_of(0, ints[0]["key"])) is not None:
+            continue
+        for feature in ints:
+            bound = smallest_bound(serve, lambda value: feed_of(value, feature["key"]), HUGE_ID)
+            if bound is not None:
+                feature["bound"] = bound
+    return encoded
+
+
+def proto_features(encoded: dict) -> list[dict]:
+    """The feature dicts of a parsed proto (inside base64 too); [] for images."""
+    if encoded["kind"] == "base64":
+        return proto_features(encoded["inner"])
+    return encoded.get("features", []) + encoded.get("context", []) + encoded.get("feature_lists", [])
 
 
 # --- masks from the graph ---------------------------------------------------------------------------

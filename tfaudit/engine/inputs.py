@@ -11,7 +11,9 @@ Synthetic data, by dtype (seeded, reproducible):
 - masks (``InputConstraints.masks``): 1 for each row's tokens, then 0 for its
   padding, each row a random length between half and all of the sequence;
 - bool: fair coin;
-- string: words of the model's own vocabulary (``InputConstraints.vocabulary``, read from
+- string: what the graph parses or decodes (``InputConstraints.encoded``): serialized tf.Example /
+  tf.SequenceExample protos of its features, images in its format, base64 (tfaudit.engine.payloads);
+  else words of the model's own vocabulary (``InputConstraints.vocabulary``, read from
   its assets), one word per element, or a sentence of 4 to 16 words when the graph tokenises
   (``InputConstraints.sentences``); without a vocabulary, the placeholder ``b"tfaudit sample"``.
 ``None`` dims: the first dim is the batch (default 1); any other is a
@@ -27,11 +29,10 @@ from typing import Any
 import numpy as np
 
 from tfaudit.api import DEFAULT_BATCH_SIZES, DEFAULT_SEQUENCE_LENGTH, InputError  # noqa: F401 - part of the check API
+from tfaudit.engine.payloads import INT_HIGH, STRING_PLACEHOLDER
 
 DEFAULT_SEQUENCE_LENGTHS = (8, 16, 32, 64, 128)
 DEFAULT_BATCH = 1
-INT_HIGH = 10
-STRING_PLACEHOLDER = b"tfaudit sample"
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,8 @@ class InputConstraints:
     smallest table they index; ``masks``: 0/1 inputs; ``max_sequence_length``: the longest
     sequence the model runs (position tables), None when unbounded or not probed;
     ``batch_fixed``: the model runs only the default batch (inputs whose rows depend on each
-    other), so requests are never resized.
+    other), so requests are never resized; ``encoded``: string inputs whose bytes the graph parses (tf.Example,
+    tf.SequenceExample) or decodes (images, base64), with what it reads (tfaudit.engine.input_graph).
     """
 
     id_bounds: dict[str, int] = field(default_factory=dict)
@@ -72,6 +74,7 @@ class InputConstraints:
     batch_fixed: bool = False
     vocabulary: tuple[str, ...] = ()
     sentences: bool = False
+    encoded: dict[str, dict] = field(default_factory=dict)  # string inputs the graph parses or decodes (tfaudit.engine.payloads)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -81,6 +84,7 @@ class InputConstraints:
             "batch_fixed": self.batch_fixed,
             "vocabulary": list(self.vocabulary),
             "sentences": self.sentences,
+            "encoded": dict(self.encoded),
         }
 
     @classmethod
@@ -93,6 +97,7 @@ class InputConstraints:
             batch_fixed=bool(data.get("batch_fixed")),
             vocabulary=tuple(data.get("vocabulary") or ()),
             sentences=bool(data.get("sentences")),
+            encoded=dict(data.get("encoded") or {}),
         )
 
 
@@ -150,8 +155,10 @@ class InputFactory:
 
     @property
     def placeholder_string_inputs(self) -> list[str]:
-        """String inputs synthesised as a placeholder: no vocabulary to draw from, no samples."""
-        return self.string_inputs if self.synthetic and not self.constraints.vocabulary else []
+        """String inputs synthesised as a placeholder: no vocabulary to draw from, no encoding the graph reads, no samples."""
+        if not self.synthetic or self.constraints.vocabulary:
+            return []
+        return [name for name in self.string_inputs if name not in self.constraints.encoded]
 
     def make(self, batch: int | None = None, seq: int | None = None, seed: int | None = None) -> dict[str, np.ndarray]:
         """One input dict. ``batch``/``seq`` fill dynamic dims; fixed dims are kept.
@@ -185,7 +192,8 @@ class InputFactory:
             return self._from_samples(spec, batch)
         shape = self._shape(spec, batch, seq)
         if spec.dtype == "string":
-            return self._strings(shape, rng)
+            encoded = self.constraints.encoded.get(spec.name)
+            return self.payloads(encoded, shape, rng) if encoded else self._strings(shape, rng)
         try:
             dtype = numpy_dtype(spec.dtype)
         except InputError as exc:
@@ -210,6 +218,15 @@ class InputFactory:
             count = int(rng.integers(4, 17)) if self.constraints.sentences else 1
             picks[index] = " ".join(words[i] for i in rng.integers(0, len(words), size=count)).encode()
         return picks
+
+    def payloads(self, encoded: dict, shape: tuple[int, ...], rng: np.random.Generator, forced: dict[str, int] | None = None) -> np.ndarray:
+        from tfaudit.engine.payloads import PayloadMaker
+
+        maker = PayloadMaker(rng, self.constraints.vocabulary, forced)
+        made = np.empty(shape, dtype=object)
+        for index in np.ndindex(*shape):
+            made[index] = maker.make(encoded)
+        return made
 
     def _from_samples(self, spec: InputSpec, batch: int | None) -> np.ndarray:
         data = self.samples[spec.name]
@@ -261,14 +278,22 @@ def validate_samples(specs: list[InputSpec], samples: dict[str, np.ndarray]) -> 
             raise InputError(f"--inputs '{spec.name}' holds no rows")
 
 
-def load_samples(path: str, specs: list[InputSpec]) -> dict[str, np.ndarray]:
-    """Read and validate an .npz of real inputs (keys = input names)."""
+def load_samples(path: str, specs: list[InputSpec], feature_types: dict[str, str] | None = None) -> dict[str, np.ndarray]:
+    """Read and validate real inputs (tfaudit.engine.samples: .npz, .tfrecord, a TF Serving .json body, a folder of images)."""
+    from tfaudit.engine.samples import SamplesError, read_samples
+
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            samples = {key: archive[key] for key in archive.files}
-    except FileNotFoundError:
-        raise InputError(f"--inputs file not found: {path}") from None
-    except Exception as exc:  # zipfile/numpy errors vary; the user needs one line
-        raise InputError(f"--inputs {path} is not a readable .npz file ({type(exc).__name__}: {exc})") from None
+        samples = read_samples(path, specs, feature_types)
+    except SamplesError as exc:
+        raise InputError(str(exc)) from None
     validate_samples(specs, samples)
     return samples
+
+
+NUL_TRAP = ("numpy 'S' arrays drop trailing NUL bytes, and a serialized proto can end in one: give these samples as a "
+            ".tfrecord of the records, or a TF Serving .json body with {\"b64\": …} values")
+
+
+def nul_trap(samples: dict[str, np.ndarray] | None) -> str:
+    """The note for a rejected request whose string samples came as fixed-width bytes."""
+    return f" ({NUL_TRAP})" if samples and any(array.dtype.kind == "S" for array in samples.values()) else ""

@@ -82,32 +82,32 @@ def input_specs(inventory: dict) -> list[dict]:
     return inventory["signatures"][inventory["signature"]]["inputs"]
 
 
-def load_model(path: str, signature: str | None = None) -> LoadedModel:
+def load_model(path: str, signature: str | None = None, refuse_untrusted: bool = False, user_modules: tuple[str, ...] = ()) -> LoadedModel:
+    """The model at ``path``; with ``refuse_untrusted`` (the audit's first load, without --trust-model), a LoadError
+    before anything of it runs when it holds what ``tfaudit.engine.trust`` refuses."""
     path = os.path.abspath(path)
     if not os.path.exists(path):
         raise LoadError(f"no such file or directory: {path}")
     if os.path.isfile(path) and os.path.basename(path) in ("saved_model.pb", "saved_model.pbtxt"):
         path = os.path.dirname(path)
     if os.path.isdir(path):
-        return _load_saved_model(path, signature)
+        return _load_saved_model(path, signature, refuse_untrusted, user_modules)
     if path.endswith(".keras"):
-        return _load_keras(path, signature)
+        return _load_keras(path, signature, refuse_untrusted)
     raise LoadError(f"not a model (expected a SavedModel directory or a .keras file): {path}")
 
 
 # --- SavedModel -------------------------------------------------------------------------------
 
 
-def _load_saved_model(path: str, signature: str | None) -> LoadedModel:
+def _load_saved_model(path: str, signature: str | None, refuse_untrusted: bool, user_modules: tuple[str, ...]) -> LoadedModel:
     meta_graph = _read_meta_graph(path)
     names = sorted(k for k in meta_graph.signature_def if not k.startswith("__"))
-    chosen = _choose_signature(names, signature, path)
-    op_libraries = register_custom_ops(meta_graph.graph_def, path)
-    try:
-        loaded = tf.saved_model.load(path)
-    except Exception as exc:
-        raise LoadError(f"cannot load SavedModel {path}: {_one_line(exc)}") from None
-
+    chosen = _choose_signature(names, signature, path) if names else None
+    loaded, op_libraries = _open_saved_model(path, meta_graph, refuse_untrusted, user_modules)
+    if chosen is None:
+        listed = "; ".join(f"{f['name']}({trace_text(f)})" for f in tensor_functions(loaded)) or "none with tensor inputs"
+        raise LoadError(f"has no serving signature; its restored functions: {listed}; audit one with --function NAME: {path}")
     has_keras_metadata = os.path.isfile(os.path.join(path, "keras_metadata.pb"))
     fmt = "tf_keras_saved_model" if has_keras_metadata else "saved_model"
     signatures = {name: _function_io(fn) for name, fn in loaded.signatures.items()}
@@ -130,6 +130,76 @@ def _load_saved_model(path: str, signature: str | None) -> LoadedModel:
     return LoadedModel(path=path, format=fmt, signature=chosen, inventory=inventory, obj=loaded)
 
 
+def _open_saved_model(path: str, meta_graph, refuse_untrusted: bool, user_modules: tuple[str, ...]):
+    """(the loaded SavedModel, the op libraries imported for it): custom ops registered, and with ``refuse_untrusted``
+    the graph read for what ``tfaudit.engine.trust`` refuses before anything of it runs."""
+    op_libraries = register_custom_ops(meta_graph.graph_def, path)
+    if refuse_untrusted:
+        from tfaudit.engine import trust
+
+        unknown = tuple(m for m in user_modules if m not in {module for _, module, _ in OP_LIBRARIES})
+        refused = trust.refusal(path, meta_graph, known_library_ops(unknown), unknown)
+        if refused:
+            raise LoadError(refused)
+    try:
+        return tf.saved_model.load(path), op_libraries
+    except Exception as exc:
+        raise LoadError(f"cannot load SavedModel {path}: {_one_line(exc)}") from None
+
+
+def tensor_functions(loaded) -> list[dict]:
+    """The restored functions a request could call: each with its traces that take tensors only (_restored_functions' shape)."""
+    found = []
+    for function in _restored_functions(loaded):
+        traces = [i for i, python in enumerate(function["python_args"]) if not python]
+        if traces:
+            found.append({**function, "input_signatures": [function["input_signatures"][i] for i in traces]})
+    return found
+
+
+def trace_text(function: dict) -> str:
+    """A function's most general tensor trace, as ``float32[None, 8], int32[None]`` (" | …" when it has others)."""
+    first = most_general(function["input_signatures"])
+    text = ", ".join(f"{spec['dtype']}{spec['shape'] if spec['shape'] is not None else '[?]'}" for spec in first)
+    more = len(function["input_signatures"]) - 1
+    return text + (f" | {more} other trace{'s' if more > 1 else ''}" if more else "")
+
+
+def most_general(signatures: list[list[dict]]) -> list[dict]:
+    """The trace with the most unknown dimensions (the first of equals): the one that serves the most requests."""
+    def unknown(signature: list[dict]) -> int:
+        return sum(1000 if spec["shape"] is None else spec["shape"].count(None) for spec in signature)
+
+    return max(signatures, key=unknown)
+
+
+def export_function(path: str, name: str, out: str, refuse_untrusted: bool, user_modules: tuple[str, ...]) -> str:
+    """``--function NAME``: the SavedModel's restored function NAME (a dotted attribute path) saved again to ``out`` with
+    its most general tensor trace as ``serving_default``, so that every check audits it as it would a signature."""
+    if not os.path.isdir(path):
+        raise LoadError(f"--function applies to a SavedModel directory: {path}")
+    meta_graph = _read_meta_graph(path)
+    loaded, _ = _open_saved_model(path, meta_graph, refuse_untrusted, user_modules)
+    functions = {f["name"]: f for f in tensor_functions(loaded)}
+    target = loaded
+    for part in name.split("."):
+        target = getattr(target, part, None)
+    if not isinstance(target, tf.types.experimental.PolymorphicFunction):
+        listed = ", ".join(sorted(functions)) or "none with tensor inputs"
+        raise LoadError(f"--function {name}: no such restored function (found: {listed}): {path}")
+    concretes = [c for c in (getattr(target, "concrete_functions", None) or target._list_all_concrete_functions())
+                 if all(isinstance(x, tf.TypeSpec) for x in tf.nest.flatten(c.structured_input_signature))]
+    if not concretes:
+        raise LoadError(f"--function {name}: no trace of it takes tensors only (its traces bake in Python values): {path}")
+    specs = [[_spec(x) for x in tf.nest.flatten(c.structured_input_signature)] for c in concretes]
+    chosen = concretes[specs.index(most_general(specs))]
+    try:
+        tf.saved_model.save(loaded, out, signatures={SERVING_DEFAULT: chosen})
+    except Exception as exc:
+        raise LoadError(f"--function {name}: cannot save it again as a serving signature: {_one_line(exc)}: {path}") from None
+    return out
+
+
 def import_modules(names: list[str]) -> None:
     """``--import``: modules the user names to register custom ops, imported before loading."""
     import importlib
@@ -148,6 +218,17 @@ def unregistered_ops(graph_def) -> list[str]:
     ops |= {node.op for function in graph_def.library.function for node in function.node_def}
     functions = {function.signature.name for function in graph_def.library.function}
     return sorted(op for op in ops - functions if op_def_registry.get(op) is None)
+
+
+def known_library_ops(unknown_modules: tuple[str, ...]) -> frozenset[str]:
+    """Ops registered now beyond TensorFlow's own that a library of OP_LIBRARIES registered: all of them when the user
+    imported no other module, else those named with a library's prefix (an unprefixed op could be the user's)."""
+    from tfaudit.engine import trust
+
+    extra = trust.registered_ops() - trust.core_ops()
+    if not unknown_modules:
+        return extra
+    return frozenset(op for op in extra if any(op.startswith(prefix) for prefix, _, _ in OP_LIBRARIES))
 
 
 def register_custom_ops(graph_def, path: str) -> list[str]:
@@ -226,8 +307,6 @@ def _read_meta_graph(path: str):
 
 
 def _choose_signature(names: list[str], wanted: str | None, path: str) -> str:
-    if not names:
-        raise LoadError(f"has no serving signature; export with signatures=...: {path}")
     if wanted is not None:
         if wanted not in names:
             raise LoadError(f"no signature {wanted!r} (available: {', '.join(names)}): {path}")
@@ -376,14 +455,18 @@ def _called_functions(node, library) -> list[str]:
 # --- Keras 3 ------------------------------------------------------------------------------------
 
 
-def _load_keras(path: str, signature: str | None) -> LoadedModel:
+def _load_keras(path: str, signature: str | None, refuse_untrusted: bool) -> LoadedModel:
     if not zipfile.is_zipfile(path):
         raise LoadError(f"not a valid .keras file (not a zip archive): {path}")
     import keras
 
-    try:
-        model = keras.saving.load_model(path, safe_mode=True, compile=False)
+    try:  # Keras' safe_mode refuses Python code saved in the file (a Lambda's bytecode): the same rule as trust.refusal
+        model = keras.saving.load_model(path, safe_mode=refuse_untrusted, compile=False)
     except Exception as exc:
+        if refuse_untrusted and "safe_mode" in str(exc):
+            from tfaudit.engine.trust import TRUST_HINT
+
+            raise LoadError(f"refused to load: it holds Python code that Keras' safe_mode refuses ({_one_line(exc)[:200]}); {TRUST_HINT}: {path}") from None
         raise LoadError(f"cannot load Keras model {path}: {_one_line(exc)}") from None
     try:
         inputs = model.inputs

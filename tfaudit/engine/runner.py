@@ -221,6 +221,7 @@ class AuditJob:
     input_constraints: dict[str, Any] | None = None  # learned by the inventory, set by run_audit
     isolate: str = "fork"  # "fork": workers forked from a zygote; "fresh": a new interpreter each
     preload: list[str] = field(default_factory=list)  # modules every worker imports first, set by run_audit
+    function: str | None = None  # --function: a restored function audited as if it were the serving signature
 
     def worker_job(self, **extra: Any) -> dict[str, Any]:
         return {
@@ -233,6 +234,7 @@ class AuditJob:
             "imports": self.imports,
             "input_constraints": self.input_constraints,
             "preload": self.preload,
+            "function": self.function,
             **extra,
         }
 
@@ -339,11 +341,14 @@ def run_audit(
     job = replace(job, preload=[*job.imports, *model_format_modules(job.model), *checks])
     zygote = start_zygote(job)
     try:
-        loaded = load_inventory(job, on_event, stop, zygote)
-        if isinstance(loaded, LoadFailed):
-            return False
         with tempfile.TemporaryDirectory(prefix="tfaudit-audit-") as scratch:
-            job = replace(job, scratch_dir=scratch, input_constraints=loaded.inventory.get("input_constraints"))
+            job = replace(job, scratch_dir=scratch)
+            loaded = load_inventory(job, on_event, stop, zygote)
+            if isinstance(loaded, LoadFailed):
+                return False
+            function = loaded.inventory.get("function")  # --function: the checks audit it saved again as a signature
+            job = replace(job, model=function["saved_as"] if function else job.model, signature=loaded.inventory["signature"],
+                          input_constraints=loaded.inventory.get("input_constraints"))
             for position, spec in enumerate(specs):
                 try:
                     run_check(spec, job, on_event, stop, zygote)

@@ -45,31 +45,64 @@ def tensorflow_environment() -> dict[str, Any]:
     return environment
 
 
-def open_model(job: dict[str, Any]):
+def open_model(job: dict[str, Any], refuse_untrusted: bool = False):
     """Load the model and its input factory, as every job needs them.
 
     The inventory job probes and tries the inputs (tfaudit.engine.input_probe); check jobs receive
-    what it learned in ``input_constraints``.
+    what it learned in ``input_constraints``. The inventory refuses an untrusted model (``refuse_untrusted``) before
+    it runs anything of it; the checks start only after it accepted the model.
     """
     from tfaudit.engine.input_probe import open_inputs
     from tfaudit.engine.model import import_modules, load_model
 
-    import_modules(job.get("imports") or [])
-    model = load_model(job["model"], job.get("signature"))
+    imports = job.get("imports") or []
+    import_modules(imports)
+    model = load_model(job["model"], job.get("signature"), refuse_untrusted=refuse_untrusted, user_modules=tuple(imports))
     return model, open_inputs(model, job.get("inputs"), job.get("input_constraints"))
 
 
 def run_inventory(job: dict[str, Any], emit: Callable[[Event], None]) -> None:
     from tfaudit.engine.inputs import InputError
-    from tfaudit.engine.model import LoadError
+    from tfaudit.engine.model import SERVING_DEFAULT, LoadError, export_function
 
+    trusted = bool((job.get("options") or {}).get("trust_model"))
     try:
-        model, inputs = open_model(job)
+        if job.get("function"):
+            source = job["model"]
+            job = {**job, "signature": SERVING_DEFAULT, "model": export_function(
+                source, job["function"], os.path.join(job["scratch_dir"], "function"), not trusted, tuple(job.get("imports") or []))}
+        model, inputs = open_model(job, refuse_untrusted=not trusted)
     except (LoadError, InputError) as exc:
         emit(LoadFailed(message=str(exc)))
         return
+    baseline = (job.get("options") or {}).get("baseline_model")
+    problem = baseline and baseline_model_problem(baseline, model, inputs, trusted, tuple(job.get("imports") or []))
+    if problem:
+        emit(LoadFailed(message=f"--baseline-model {baseline}: {problem}"))
+        return
     inventory = {**model.inventory, "input_constraints": inputs.constraints.to_dict()}
+    if job.get("function"):  # reports name the user's model; the checks open what was saved
+        inventory["function"] = {"name": job["function"], "saved_as": inventory["path"]}
+        inventory["path"] = source
     emit(ModelLoaded(inventory=inventory, environment=tensorflow_environment()))
+
+
+def baseline_model_problem(path: str, model, inputs, trusted: bool, user_modules: tuple[str, ...]) -> str | None:
+    """Why ``--baseline-model`` cannot be timed against ``model``: it does not load with the same signature, or does not
+    answer a request made for ``model``'s inputs. None when it can."""
+    from tfaudit.engine.model import LoadError, load_model
+
+    try:
+        old = load_model(path, model.signature, refuse_untrusted=not trusted, user_modules=user_modules)
+    except LoadError as exc:
+        return str(exc)
+    import tensorflow as tf
+
+    try:
+        old.serving_fn()(**{name: tf.constant(value) for name, value in inputs.make(batch=1).items()})
+    except Exception as exc:  # noqa: BLE001 - whatever the old export raises on these inputs is the reason
+        return f"it cannot be called with this model's inputs ({error_line(exc)})"
+    return None
 
 
 def run_check(job: dict[str, Any], emit: Callable[[Event], None]) -> None:

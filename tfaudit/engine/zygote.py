@@ -109,6 +109,10 @@ def preload(modules: list[str]) -> None:
             importlib.import_module(name)
         except Exception:
             pass
+        if name == "tensorflow" and "tensorflow" in sys.modules:  # before any library the user names registers its ops
+            from tfaudit.engine.trust import remember_core_ops
+
+            remember_core_ops()
 
 
 def name_process(name: str) -> None:

@@ -25,6 +25,14 @@ def _interval(measure: Measure, fmt: str) -> str:
     return f" [{fmt.format(measure.low)}–{fmt.format(measure.high)}]"
 
 
+def audited_text(inv: dict) -> str:
+    """What the audit called: ``signature serving_default``, or with --function the function it saved again as one."""
+    function = inv.get("function")
+    if function:
+        return f"function {function['name']} (saved again as signature {inv.get('signature')})"
+    return f"signature {inv.get('signature')}"
+
+
 def saving_text(finding: Finding) -> str:
     """The savings in one cell, each with its 95 % interval when measured, and "projected" when computed from measured numbers."""
     s = finding.savings

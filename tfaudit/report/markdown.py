@@ -10,7 +10,7 @@ from tfaudit.report.audit import AuditState
 from tfaudit.report import write_atomic
 from tfaudit.report.evidence import evidence_lines, markdown_table as table
 from tfaudit.report.fixes import verified_lines
-from tfaudit.report.format import confidence_text, effort_text, human_bytes, plural, risk_text, saving_text, shape_text
+from tfaudit.report.format import audited_text, confidence_text, effort_text, human_bytes, plural, risk_text, saving_text, shape_text
 from tfaudit.report.gates import TAIL_MINIMUM_FACTOR
 
 TOP_OPS = 15
@@ -50,7 +50,7 @@ def model_lines(inv: dict) -> list[str]:
     lines = [
         "## Model",
         "",
-        f"- Path: `{inv['path']}` ({inv['format']}), audited signature `{inv['signature']}`",
+        f"- Path: `{inv['path']}` ({inv['format']}), audited {audited_text(inv)}",
         f"- Size on disk: {human_bytes(inv.get('size_bytes'))}; parameters: {variables.get('parameters', 0):,} in {variables.get('count', 0)} variables ({human_bytes(variables.get('bytes'))})",
         f"- Saved with TensorFlow {inv.get('versions', {}).get('tensorflow') or 'unknown'}, Keras {inv.get('versions', {}).get('keras') or 'n/a'}",
         "",

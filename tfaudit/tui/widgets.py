@@ -15,7 +15,7 @@ from textual_plotext import PlotextPlot
 
 from tfaudit.api import Chart, Finding, severity_rank
 from tfaudit.report.audit import AuditState
-from tfaudit.report.format import effort_text, human_bytes, risk_text, saving_text, shape_text
+from tfaudit.report.format import audited_text, effort_text, human_bytes, risk_text, saving_text, shape_text
 from tfaudit.report.variants import frontier_charts, frontier_points, pareto_frontier
 
 SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan", "info": "dim"}
@@ -35,7 +35,7 @@ def header_text(state: AuditState) -> Text:
     gpus = ", ".join(g.get("name", "GPU") for g in env.get("gpus", [])) or "no GPU"
     cores = f" ({env['cores_logical']} cores)" if env.get("cores_logical") else ""
     return Text.assemble(
-        (inv.get("path", state.model_path), "bold"), f"  {inv.get('format')} · signature {inv.get('signature')}\n",
+        (inv.get("path", state.model_path), "bold"), f"  {inv.get('format')} · {audited_text(inv)}\n",
         f"inputs {inputs or 'none'} · {parameters:,} parameters · {human_bytes(inv.get('size_bytes'))}\n",
         f"TensorFlow {env.get('tensorflow', '?')} · {env.get('cpu', 'CPU ?')}{cores} · {gpus}",
     )
