@@ -20,6 +20,7 @@ import tensorflow as tf  # noqa: E402
 from google.protobuf import message as pb_message  # noqa: E402
 from google.protobuf import text_format  # noqa: E402
 from tensorflow.core.protobuf import saved_model_pb2  # noqa: E402
+from tfaudit.engine.trust import called_functions  # noqa: E402
 
 SERVING_DEFAULT = "serving_default"
 CHECKPOINT_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
@@ -435,21 +436,11 @@ def op_histogram(concrete_fn) -> dict[str, int]:
         for node in pending.pop():
             if node.op not in PLUMBING_OPS and node.op not in library:
                 counts[node.op] = counts.get(node.op, 0) + 1
-            for callee in _called_functions(node, library):
+            for callee in called_functions(node, library):
                 if callee not in seen:
                     seen.add(callee)
                     pending.append(list(library[callee].node_def))
     return dict(sorted(counts.items()))
-
-
-def _called_functions(node, library) -> list[str]:
-    """Library functions a node calls: by op name, or via func attrs (calls, If/While bodies)."""
-    names = [node.op] if node.op in library else []
-    for attr in node.attr.values():
-        if attr.HasField("func"):
-            names.append(attr.func.name)
-        names.extend(f.name for f in attr.list.func)
-    return [n for n in names if n in library]
 
 
 # --- Keras 3 ------------------------------------------------------------------------------------

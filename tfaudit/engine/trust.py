@@ -64,7 +64,8 @@ def core_ops() -> frozenset[str]:
     return _core_ops
 
 
-def _called(node, library: dict) -> list[str]:
+def called_functions(node, library: dict) -> list[str]:
+    """Library functions a node calls: by op name, or via func attrs (calls, If/While bodies)."""
     names = [node.op] if node.op in library else []
     for attr in node.attr.values():
         if attr.HasField("func"):
@@ -101,13 +102,13 @@ class Program:
     def functions_from(self, nodes: Iterable[Any]) -> set[str]:
         """Library functions the nodes call, nested calls included."""
         seen: set[str] = set()
-        pending = [name for node in nodes for name in _called(node, self.library)]
+        pending = [name for node in nodes for name in called_functions(node, self.library)]
         while pending:
             name = pending.pop()
             if name in seen:
                 continue
             seen.add(name)
-            pending.extend(callee for node in self.library[name].node_def for callee in _called(node, self.library))
+            pending.extend(callee for node in self.library[name].node_def for callee in called_functions(node, self.library))
         return seen
 
     def entry_points(self) -> dict[str, tuple[set[str], set[str]]]:
@@ -167,7 +168,7 @@ class Program:
 
 
 class _Call:
-    """A node-like call of one library function (``_called`` reads ``op`` and ``attr``)."""
+    """A node-like call of one library function (``called_functions`` reads ``op`` and ``attr``)."""
 
     def __init__(self, function: str):
         self.op, self.attr = function, {}
