@@ -105,3 +105,32 @@ def test_the_tui_shows_the_verdict_when_the_audit_ends():
 
     title = asyncio.run(run())
     assert "All 2 checks errored; nothing was measured" in title
+
+
+def test_the_headless_table_never_breaks_an_id_and_drops_columns_when_narrow():
+    long_id = finding("retracing", "retraced-before-export-of-every-function", "medium")
+    state = audited({"retracing": "findings"}, [long_id])
+    for width, shown, dropped in ((80, ("severity", "saving"), ("priority", "effort")), (120, ("priority", "effort", "risk"), ())):
+        console = Console(record=True, width=width)
+        print_summary(state, console)
+        text = console.export_text()
+        assert "retracing/retraced-before-export-of-every-function" in text, text
+        header = next(line for line in text.splitlines() if "┃ #" in line)
+        assert all(column in header for column in shown) and not any(column in header for column in dropped), header
+
+
+def test_github_annotations_name_each_finding_at_or_above_fail_on():
+    import io
+
+    from tfaudit.headless import github_annotations
+
+    state = audited({"retracing": "findings"}, [finding("retracing", "fixed-batch-dim", "high"),
+                                                 finding("retracing", "python-argument", "low")])
+    out = io.StringIO()
+    github_annotations(state, "medium", out)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("::error title=tfaudit retracing/fixed-batch-dim::")
+    assert "tfaudit explain retracing/fixed-batch-dim" in lines[0]
+    out = io.StringIO()
+    github_annotations(state, "never", out)
+    assert out.getvalue().startswith("::warning ")

@@ -1,6 +1,7 @@
 """Headless front end: progress on stderr, the ranked table on stdout, reports, exit code."""
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import IO
@@ -91,13 +92,41 @@ class LiveProgress:
         self.live.__exit__(*exc)
 
 
-def ranked_table(state: AuditState) -> Table:
+NARROW_COLUMNS = 100  # below this width the table keeps #, severity, finding and saving; ids are never broken
+
+
+def ranked_table(state: AuditState, width: int | None = None) -> Table:
+    findings = state.recommendations()
+    narrow = width is not None and width < NARROW_COLUMNS
     table = Table(title="tfaudit: ranked recommendations", title_justify="left")
-    for column in ("#", "priority", "severity", "finding", "saving", "effort", "risk"):
-        table.add_column(column, overflow="fold")
-    for i, f in enumerate(state.recommendations(), 1):
-        table.add_row(str(i), f"{f.priority:g}", f.severity, f"{f.title}\n[dim]{f.id}{'; applies if ' + f.applies_if if f.applies_if else ''}[/]", saving_text(f), effort_text(f), risk_text(f))
+    longest_id = max((len(f.id) for f in findings), default=10)
+    columns = ("#", "severity", "finding", "saving") if narrow else ("#", "priority", "severity", "finding", "saving", "effort", "risk")
+    for column in columns:
+        table.add_column(column, overflow="fold", min_width=min(longest_id, 40) if column == "finding" else None)
+    for i, f in enumerate(findings, 1):
+        cells = {"#": str(i), "priority": f"{f.priority:g}", "severity": f.severity, "saving": saving_text(f),
+                 "effort": effort_text(f), "risk": risk_text(f),
+                 "finding": f"{escape(f.title)}\n[dim]{f.id}{'; applies if ' + escape(f.applies_if) if f.applies_if else ''}[/]"}
+        table.add_row(*(cells[c] for c in columns))
     return table
+
+
+def github_annotations(state: AuditState, fail_on: str, out: IO[str]) -> None:
+    """With GITHUB_ACTIONS set, each finding at or above --fail-on as an ::error annotation (high and critical ones as
+    ::warning when nothing fails the job), so the pull request shows them."""
+    from tfaudit.api import severity_rank
+
+    threshold = "high" if fail_on == "never" else fail_on
+    for f in state.recommendations():
+        if severity_rank(f.severity) <= severity_rank(threshold):
+            level = "warning" if fail_on == "never" else "error"
+            message = f"{f.title} ({f.severity}; saving {saving_text(f)}). tfaudit explain {f.id}"
+            print(f"::{level} title=tfaudit {annotation_escape(f.id)}::{annotation_escape(message)}", file=out)
+
+
+def annotation_escape(text: str) -> str:
+    """GitHub's workflow-command escaping: %, CR and LF."""
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
 def print_gates(state: AuditState, out: Console) -> None:
@@ -123,7 +152,7 @@ def print_gates(state: AuditState, out: Console) -> None:
 def print_summary(state: AuditState, out: Console) -> None:
     print_gates(state, out)  # regressions first
     if state.recommendations():
-        out.print(ranked_table(state))
+        out.print(ranked_table(state, out.width))
     notes = f" {plural(len(state.notes()), 'measurement note')} in the reports." if state.notes() and not state.recommendations() else ""
     out.print(escape(state.verdict()) + notes, style="red" if state.errored() else None)
     for check in state.errored():
@@ -174,6 +203,8 @@ def run_headless(
     )
     out = Console(width=None if sys.stdout.isatty() else 120, highlight=False)
     print_summary(state, out)
+    if os.environ.get("GITHUB_ACTIONS") == "true":
+        github_annotations(state, fail_on, sys.stdout)
     for path in written:
         print(f"tfaudit: wrote {path}", file=sys.stderr)
     return exit_code(state, fail_on)
