@@ -15,7 +15,7 @@ from tfaudit.report.audit import AuditState
 from tfaudit.exit_codes import EXIT_USAGE, exit_code
 from tfaudit.events import CheckFinished, CheckProgress, CheckStarted, Event, ModelLoaded, to_json
 from tfaudit.engine.registry import CheckSpec
-from tfaudit.report.format import audited_text, effort_text, human_bytes, plural, risk_text, saving_text
+from tfaudit.report.format import NARROW_COLUMNS, audited_text, effort_text, human_bytes, plural, risk_text, saving_text
 from tfaudit.report.outputs import finish_audit
 from tfaudit.engine.runner import AuditJob, run_audit
 
@@ -90,9 +90,6 @@ class LiveProgress:
 
     def __exit__(self, *exc) -> None:
         self.live.__exit__(*exc)
-
-
-NARROW_COLUMNS = 100  # below this width the table keeps #, severity, finding and saving; ids are never broken
 
 
 def ranked_table(state: AuditState, width: int | None = None) -> Table:

@@ -4,6 +4,9 @@ from __future__ import annotations
 from tfaudit.api import Finding, Measure
 
 
+NARROW_COLUMNS = 100  # below this width the ranked tables keep #, severity, finding and saving; ids are never broken
+
+
 def plural(count: int, noun: str) -> str:
     return f"{count} {noun}{'' if count == 1 else 's'}"
 
@@ -70,6 +73,14 @@ def confidence_text(finding: Finding) -> str:
     if finding.kind == "advice":
         return "advice, not measured as a saving"
     return "a fact, certain" if finding.kind == "fact" else "no saving claimed"
+
+
+def confidence_cell(finding: Finding) -> str:
+    """``confidence_text`` for a table cell: "> 99.99%", "95.2%", "fact", "advice", "—"."""
+    text = confidence_text(finding)
+    if text.startswith("confidence "):
+        return text.removeprefix("confidence ")
+    return {"advice": "advice", "a fact": "fact"}.get(text.split(",")[0], "—")
 
 
 def risk_text(finding: Finding) -> str:

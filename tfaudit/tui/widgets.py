@@ -15,7 +15,7 @@ from textual_plotext import PlotextPlot
 
 from tfaudit.api import Chart, Finding, severity_rank
 from tfaudit.report.audit import AuditState
-from tfaudit.report.format import audited_text, effort_text, human_bytes, risk_text, saving_text, shape_text
+from tfaudit.report.format import NARROW_COLUMNS, audited_text, confidence_cell, effort_text, human_bytes, risk_text, saving_text, shape_text
 from tfaudit.report.variants import frontier_charts, frontier_points, pareto_frontier
 
 SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan", "info": "dim"}
@@ -101,27 +101,53 @@ class ChecksTable(DataTable):
 
 
 class FindingsTable(DataTable):
-    """The ranked recommendations, re-ranked whenever a finding arrives; the cursor follows its finding."""
+    """The ranked recommendations, re-ranked whenever a finding arrives; the cursor follows its finding.
+
+    Saving, effort and confidence always show from 100 columns up (below, # , severity, finding and saving, as the
+    headless table): the title is cut to the width they leave (the whole title is in the detail view), and risk shows
+    only where the title keeps ``MIN_TITLE`` columns beside it."""
+
+    MIN_TITLE = 24
 
     def on_mount(self) -> None:
         self.cursor_type = "row"
         self.zebra_stripes = True
         self.findings: list[Finding] = []
-        self.add_columns("#", "priority", "severity", "finding", "saving", "effort", "risk")
+        self.findings_ranked: list[Finding] = []
+        self.min_severity: str | None = None
+        self.layout_width = 0
 
-    def show(self, ranked: list[Finding], min_severity: str | None) -> None:
+    def on_resize(self) -> None:
+        if self.findings and self.size.width != self.layout_width:
+            self.show(self.findings_ranked, self.min_severity, force=True)
+
+    def show(self, ranked: list[Finding], min_severity: str | None, force: bool = False) -> None:
         shown = [f for f in ranked if min_severity is None or severity_rank(f.severity) <= severity_rank(min_severity)]
-        if [f.to_dict() for f in shown] == [f.to_dict() for f in self.findings]:
+        if not force and [f.to_dict() for f in shown] == [f.to_dict() for f in self.findings]:
             return
         selected = self.selected_finding()
-        self.clear()
+        self.findings_ranked, self.min_severity, self.layout_width = ranked, min_severity, self.size.width
+        rows = [{"#": str(i), "severity": f.severity, "saving": saving_text(f), "effort": effort_text(f),
+                 "confidence": confidence_cell(f), "risk": risk_text(f)} for i, f in enumerate(shown, 1)]
+        narrow = 0 < self.size.width < NARROW_COLUMNS
+        columns = ["#", "severity", "finding", "saving"] if narrow else ["#", "severity", "finding", "saving", "effort", "confidence", "risk"]
+
+        def width(column: str) -> int:
+            return max([len(column)] + [len(row[column]) for row in rows]) + 2  # one cell padding each side
+
+        title_width = (self.size.width or 200) - 1 - sum(width(c) for c in columns if c != "finding") - 2
+        if title_width < self.MIN_TITLE and "risk" in columns:
+            columns.remove("risk")
+            title_width += width("risk")
+        title_width = max(self.MIN_TITLE // 2, title_width)
+        self.clear(columns=True)
+        self.add_columns(*columns)
         self.findings = shown
-        for position, f in enumerate(shown, 1):
-            self.add_row(
-                str(position), f"{f.priority:g}", Text(f.severity, style=SEVERITY_STYLE[f.severity]),
-                Text(f.title).append(f" — applies if {f.applies_if}" if f.applies_if else "", style="dim"),
-                saving_text(f), effort_text(f), risk_text(f),
-            )
+        for f, row in zip(shown, rows):
+            title = Text(f.title).append(f" — applies if {f.applies_if}" if f.applies_if else "", style="dim")
+            title.truncate(title_width, overflow="ellipsis")
+            cells = {**row, "severity": Text(f.severity, style=SEVERITY_STYLE[f.severity]), "finding": title}
+            self.add_row(*(cells[c] for c in columns))
         # DataTable measures new rows when its own queue next goes idle; rows added from the app's handler did not always
         # bring that about (a loaded CI host showed every column at its header's width for 114 s): a message of its own does.
         self.call_later(self.refresh)
