@@ -129,8 +129,13 @@ def test_bad_inputs_file_exits_2_naming_the_mismatch(tmp_path, built_model, fake
 
 def test_reports_gates_and_errored_checks(tmp_path, built_model, fake_checks):
     model = built_model("mlp")
-    md, js = tmp_path / "new" / "dir" / "a.md", tmp_path / "a.json"  # a report's missing folders are made
-    result = run_cli(model, "--checks", "fake-low,fake-timed", "--budget", "quick", "--report", str(md), "--json", str(js))
+    md, js, junit, errored = tmp_path / "new" / "dir" / "a.md", tmp_path / "a.json", tmp_path / "ci" / "a.xml", tmp_path / "e.json"
+    result, gated, ungated, failed = run_clis(  # a report's missing folders are made; the fake checks time nothing that matters here
+        [model, "--checks", "fake-low,fake-timed", "--budget", "quick", "--report", str(md), "--json", str(js)],
+        [model, "--checks", "fake-low,fake-timed", "--budget", "quick", "--fail-on", "medium", "--junit", str(junit)],
+        [model, "--checks", "fake-low", "--fail-on", "medium"],
+        [model, "--checks", "fake-raises,fake-low", "--json", str(errored)],
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(js.read_text())
     assert [f["id"] for f in report["findings"]] == ["fake-low/minor", "fake-timed/slow"]
@@ -138,18 +143,15 @@ def test_reports_gates_and_errored_checks(tmp_path, built_model, fake_checks):
     assert "ranked recommendations" in result.stdout and "fake-timed/slow" in result.stdout
     assert "## Recommendations" in md.read_text()
 
-    junit = tmp_path / "ci" / "a.xml"
-    gated = run_cli(model, "--checks", "fake-low,fake-timed", "--budget", "quick", "--fail-on", "medium", "--junit", str(junit))
     assert gated.returncode == 1
     assert 'failures="1"' in junit.read_text() and 'name="fake-timed/slow"' in junit.read_text()
-    assert run_cli(model, "--checks", "fake-low", "--fail-on", "medium").returncode == 0
+    assert ungated.returncode == 0
 
-    result = run_cli(model, "--checks", "fake-raises,fake-low", "--json", str(js))
-    assert result.returncode == 3
-    report = json.loads(js.read_text())
+    assert failed.returncode == 3
+    report = json.loads(errored.read_text())
     assert {c["id"]: c["status"] for c in report["checks"]} == {"fake-raises": "errored", "fake-low": "findings"}
     assert [f["id"] for f in report["findings"]] == ["fake-low/minor"]
-    assert "check fake-raises errored: RuntimeError: planted failure" in result.stdout
+    assert "check fake-raises errored: RuntimeError: planted failure" in failed.stdout
 
 
 def processes_with_token(token: str, seconds: float = 10.0) -> list[str]:

@@ -22,7 +22,7 @@ def test_the_tfx_model_gives_the_same_findings_from_every_request_file(tmp_path)
     files = odd_models.tfx_request_files(str(tmp_path))
     reports = {name: tmp_path / f"{name}.json" for name in files}
     runs = run_clis(*([model, "--headless", "--budget", "quick", "--checks", CHECKS, "--inputs", path, "--json", str(reports[name])]
-                      for name, path in files.items()))
+                      for name, path in files.items()), at_once=3)
     for name, done in zip(files, runs):
         assert done.returncode in (0, 1) and reports[name].exists(), (name, done.stderr[-2000:])
     found = {name: findings(path) for name, path in reports.items()}
