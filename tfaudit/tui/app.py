@@ -22,6 +22,7 @@ from textual.css.query import NoMatches
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Markdown, TabbedContent, TabPane, Tabs
+from textual.widgets._markdown import MarkdownTableContent  # the grid of a Markdown table: its columns are set below
 from textual.worker import Worker, WorkerFailed, WorkerState
 
 from tfaudit.api import SEVERITIES
@@ -76,6 +77,9 @@ def check_markdown(check: CheckState) -> str:
     return "\n".join(lines + ["Press `r` on the main screen to re-run it, `escape` to close."])
 
 
+MAX_LABEL_COLUMNS = 32  # a detail table's label column, at most (longer labels wrap)
+
+
 class DetailScreen(Screen):
     """A finding (evidence, why, the fix as highlighted code, how to verify) or a check's error."""
 
@@ -87,8 +91,15 @@ class DetailScreen(Screen):
 
     def compose(self) -> ComposeResult:
         with VerticalScroll():
-            yield Markdown(self.markdown)
+            yield Markdown()
         yield Footer()
+
+    async def on_mount(self) -> None:
+        await self.query_one(Markdown).update(self.markdown)
+        for table in self.query(MarkdownTableContent):
+            if len(table.headers) == 2:  # label | value: the grid would shrink the labels to their longest word
+                labels = [row[0].cell_length for row in table.rows] + [table.headers[0].cell_length]
+                table.styles.grid_columns = f"{min(max(labels), MAX_LABEL_COLUMNS) + 2} 1fr"
 
 
 class HelpScreen(ModalScreen):
