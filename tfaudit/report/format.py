@@ -28,12 +28,13 @@ def _interval(measure: Measure, fmt: str) -> str:
     return f" [{fmt.format(measure.low)}–{fmt.format(measure.high)}]"
 
 
-def audited_text(inv: dict) -> str:
-    """What the audit called: ``signature serving_default``, or with --function the function it saved again as one."""
-    function = inv.get("function")
+def audited_text(inv: dict, quote: str = "") -> str:
+    """What the audit called: ``signature serving_default``, or with --function the function it saved again as one
+    (``quote``: around names, "`" in Markdown)."""
+    function, signature = inv.get("function"), f"{quote}{inv.get('signature')}{quote}"
     if function:
-        return f"function {function['name']} (saved again as signature {inv.get('signature')})"
-    return f"signature {inv.get('signature')}"
+        return f"function {quote}{function['name']}{quote} (saved again as signature {signature})"
+    return f"signature {signature}"
 
 
 def saving_text(finding: Finding) -> str:

@@ -50,7 +50,7 @@ def model_lines(inv: dict) -> list[str]:
     lines = [
         "## Model",
         "",
-        f"- Path: `{inv['path']}` ({inv['format']}), audited {audited_text(inv)}",
+        f"- Path: `{inv['path']}` ({inv['format']}), audited {audited_text(inv, quote='`')}",
         f"- Size on disk: {human_bytes(inv.get('size_bytes'))}; parameters: {variables.get('parameters', 0):,} in {variables.get('count', 0)} variables ({human_bytes(variables.get('bytes'))})",
         f"- Saved with TensorFlow {inv.get('versions', {}).get('tensorflow') or 'unknown'}, Keras {inv.get('versions', {}).get('keras') or 'n/a'}",
         "",
