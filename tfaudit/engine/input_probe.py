@@ -70,10 +70,11 @@ def open_inputs(model, samples_path: str | None = None, constraints: dict | None
         return InputFactory(specs, samples=samples, constraints=InputConstraints.from_dict(constraints))
     factory = InputFactory(specs, samples=samples)
     if samples is None:
-        constraints = probe_constraints(serve, factory, graph_masks(serve, specs))
+        strings = InputConstraints()  # first what string inputs must be, so the probes' requests hold valid ones
         if factory.string_inputs:
-            constraints = replace(constraints, vocabulary=asset_vocabulary(model.path), sentences=tokenizes(serve),
-                                  encoded=encoded_inputs(serve, factory.string_inputs))
+            strings = InputConstraints(vocabulary=asset_vocabulary(model.path), sentences=tokenizes(serve),
+                                       encoded=encoded_inputs(serve, factory.string_inputs))
+        constraints = probe_constraints(serve, factory, graph_masks(serve, specs), strings)
         factory = InputFactory(specs, constraints=constraints)
         if constraints.encoded:
             factory = InputFactory(specs, constraints=replace(constraints, encoded=feature_bounds(serve, factory)))
@@ -131,10 +132,12 @@ def runtime_error_line(exc: BaseException) -> str:
 # --- probing --------------------------------------------------------------------------------------
 
 
-def probe_constraints(serve, factory: InputFactory, masks: set[str]) -> InputConstraints:
+def probe_constraints(serve, factory: InputFactory, masks: set[str], strings: InputConstraints | None = None) -> InputConstraints:
+    """``strings`` (vocabulary, sentences, encodings) with the integer inputs' bounds, masks and the longest sequence."""
     masks |= {s.name for s in factory.specs if "mask" in s.name.lower() and s.dtype != "string"}
     integer = [s for s in factory.specs if s.name not in masks and s.dtype != "string" and np.issubdtype(_dtype(s), np.integer)]
-    base = InputFactory(factory.specs, constraints=InputConstraints(masks=tuple(sorted(masks)))).make(batch=2)
+    strings = strings or InputConstraints()
+    base = InputFactory(factory.specs, constraints=replace(strings, masks=tuple(sorted(masks)))).make(batch=2)
     for spec in integer:
         base[spec.name] = np.zeros_like(base[spec.name])
     bounds: dict[str, int] = {}
@@ -143,7 +146,7 @@ def probe_constraints(serve, factory: InputFactory, masks: set[str]) -> InputCon
             bound = id_bound(serve, base, spec)
             if bound is not None:
                 bounds[spec.name] = bound
-    constraints = InputConstraints(id_bounds=bounds, masks=tuple(sorted(masks)))
+    constraints = replace(strings, id_bounds=bounds, masks=tuple(sorted(masks)))
     if factory.has_sequence_dims:
         constraints = replace(constraints, max_sequence_length=longest_sequence(serve, factory.specs, constraints))
     return constraints
