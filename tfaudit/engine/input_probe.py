@@ -65,7 +65,7 @@ def open_inputs(model, samples_path: str | None = None, constraints: dict | None
 
     specs = [InputSpec.from_dict(spec) for spec in input_specs(model.inventory)]
     serve = model.serving_fn()
-    samples = load_samples(samples_path, specs, parsed_feature_types(serve, specs)) if samples_path else None
+    samples = load_samples(samples_path, specs, parsed_feature_types(serve, specs, samples_path)) if samples_path else None
     if constraints is not None:
         return InputFactory(specs, samples=samples, constraints=InputConstraints.from_dict(constraints))
     factory = InputFactory(specs, samples=samples)
@@ -81,9 +81,13 @@ def open_inputs(model, samples_path: str | None = None, constraints: dict | None
     return try_requests(serve, factory)
 
 
-def parsed_feature_types(serve, specs: list[InputSpec]) -> dict[str, str]:
-    """{feature key: dtype} of the features the graph parses from its string inputs (types a classify body's values)."""
-    encoded = encoded_inputs(serve, [s.name for s in specs if s.dtype == "string"])
+def parsed_feature_types(serve, specs: list[InputSpec], samples_path: str) -> dict[str, str]:
+    """{feature key: dtype} of the features the graph parses from its string inputs: what types a classify body's values
+    (read only for a .json body, so other samples cost no walk of the graph)."""
+    strings = [s.name for s in specs if s.dtype == "string"]
+    if not strings or not samples_path.lower().endswith(".json"):
+        return {}
+    encoded = encoded_inputs(serve, strings)
     return {f["key"]: f["dtype"] for spec in encoded.values() for f in proto_features(spec)}
 
 
