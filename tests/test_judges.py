@@ -69,3 +69,15 @@ def test_judges_and_catalogues_import_no_tensorflow():
     done = subprocess.run([sys.executable, "-c", blocker], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert JUDGED, "no check is split into gather/judge/catalogue yet"
+
+
+def test_a_settings_record_from_before_the_turns_is_decided_at_its_budgets_confidence():
+    from tfaudit.api import budget_confidence
+    from tfaudit.checks.serving.knobs import settings_rows
+
+    rounds = [[1.0, 1.1, 0.9], [1.0, 1.05, 0.95]]
+    old = {"settings": [{"setting": {}, "batch": 1, "rounds_ms": rounds},
+                        {"setting": {"intra": 1, "inter": 1}, "batch": 1, "rounds_ms": rounds}]}
+    for budget in ("quick", "standard"):
+        (row,) = settings_rows(old, budget_confidence(budget))
+        assert row["confidence"] == budget_confidence(budget) and row["rounds"]["a_ms"] == [1.0, 1.0]

@@ -648,6 +648,14 @@ def helper_process(env: dict[str, str] | None = None) -> "Helper":
     return Helper(env).start()
 
 
+def budget_confidence(budget: str) -> float:
+    """The confidence ``--budget`` decides every comparison at: the level of a record made at it (``Measurements`` keep
+    the budget's name)."""
+    from tfaudit.budget import BUDGETS
+
+    return BUDGETS[budget].confidence
+
+
 def one_line(exc: BaseException) -> str:
     """An exception's first useful line (TensorFlow's run to pages of locations), clipped."""
     from tfaudit.engine.helpers import one_line as first_line

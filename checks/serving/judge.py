@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from tfaudit.api import HOST_INDEX_METRIC, INTERVAL_LEVEL, PER_REFERENCE_METRICS, SPREAD_SUFFIX, Finding, Measure, Metric, Risk, Support, Yielded, bootstrap, compare, decide, process_ratios, rounds_of_calls
+from tfaudit.api import HOST_INDEX_METRIC, INTERVAL_LEVEL, budget_confidence, PER_REFERENCE_METRICS, SPREAD_SUFFIX, Finding, Measure, Metric, Risk, Support, Yielded, bootstrap, compare, decide, process_ratios, rounds_of_calls
 
 from . import catalogue as text
 from .batching import Sweep, fits_bound
@@ -293,7 +293,7 @@ def process_findings(m: dict[str, Any], processes: dict[str, Any], batch: int, e
     for key in ("precision_support", "onednn"):
         if key in processes:
             evidence[key] = processes[key]
-    rows = [row for row in settings_rows(processes) if row["batch"] == batch]
+    rows = [row for row in settings_rows(processes, budget_confidence(m["budget"])) if row["batch"] == batch]
     if rows:
         defaults = timing_of(ms for row in rows for ms in row["default_ms"])
         evidence["settings"] = [{"setting": "defaults", **timing_stats(defaults, batch)}] + [
@@ -302,7 +302,7 @@ def process_findings(m: dict[str, Any], processes: dict[str, Any], batch: int, e
     for key in ("settings_failed", "precision_fidelity"):
         if processes.get(key):
             evidence[key] = processes[key]
-    findings = setting_findings(setting_candidates(processes, batch, m["max_fidelity_loss"]), batch, m["max_fidelity_loss"])
+    findings = setting_findings(setting_candidates(processes, batch, m["max_fidelity_loss"], budget_confidence(m["budget"])), batch, m["max_fidelity_loss"])
     if processes.get("cold_start"):
         finding = cold_start_finding(processes["cold_start"], m, evidence)
         if finding is not None:

@@ -16,24 +16,25 @@ from .settings import Setting
 from .stats import timing_of, timing_stats
 
 
-def settings_rows(processes: dict[str, Any]) -> list[dict[str, Any]]:
+def settings_rows(processes: dict[str, Any], confidence: float) -> list[dict[str, Any]]:
     """Per setting: its rounds against the defaults (``rounds``), both sides' calls and the batch. A record from before the
-    turns (``rounds_ms``: per setting and batch, per round, the calls) gives its per-round medians as the rounds."""
+    turns (``rounds_ms``: per setting and batch, per round, the calls) gives its per-round medians as the rounds, decided
+    at ``confidence``, its budget's (it stored none of its own)."""
     rows = processes["settings"]
     if not rows or "rounds" in rows[0]:
         return rows
     by_key = {(Setting(**row["setting"]), row["batch"]): row["rounds_ms"] for row in rows}
-    return [{"setting": setting.measured(), "batch": b, "confidence": INTERVAL_LEVEL,
+    return [{"setting": setting.measured(), "batch": b, "confidence": confidence,
              "rounds": {"a_ms": medians(by_key[(Setting(), b)]), "b_ms": medians(one), "quads": 0},
              "default_ms": sum(by_key[(Setting(), b)], []), "ms": sum(one, [])}
             for (setting, b), one in by_key.items() if not setting.default and (Setting(), b) in by_key]
 
 
-def setting_candidates(processes: dict[str, Any], batch: int, bound: float) -> list[tuple[Any, Setting, dict | None, dict]]:
+def setting_candidates(processes: dict[str, Any], batch: int, bound: float, confidence: float) -> list[tuple[Any, Setting, dict | None, dict]]:
     """Each setting decided faster than the defaults at ``batch`` past SETTING_MINIMUM (and kept fidelity), fastest first:
     (decision, setting, fidelity, its row)."""
     candidates = []
-    for row in settings_rows(processes):
+    for row in settings_rows(processes, confidence):
         setting = Setting(**row["setting"])
         if row["batch"] != batch:
             continue
@@ -53,9 +54,9 @@ def medians(rounds: list[list[float]]) -> list[float]:
     return [float(np.median(one)) if one else float("inf") for one in rounds]
 
 
-def best_setting(processes: dict[str, Any], batch: int, bound: float) -> Setting | None:
+def best_setting(processes: dict[str, Any], batch: int, bound: float, confidence: float) -> Setting | None:
     """The setting the combined run times: the candidate decided fastest."""
-    candidates = setting_candidates(processes, batch, bound)
+    candidates = setting_candidates(processes, batch, bound, confidence)
     return candidates[0][1] if candidates else None
 
 

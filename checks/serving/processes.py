@@ -50,7 +50,7 @@ def gather_processes(ctx, primary: Sweep, xla_pays: bool, clock) -> Iterator:
             measured["precision_fidelity"] = precision_fidelity(ctx, helpers, measured["settings"], tmp, failures)
             yield Progress(0.86, "settings judged")
         measured["settings_failed"] = failures
-        best = best_setting(measured, batch, max_fidelity_loss(ctx))
+        best = best_setting(measured, batch, max_fidelity_loss(ctx), ctx.budget.confidence)
         clock("settings timed")
         try:
             measured["combined"], measured["combined_error"] = combine(
