@@ -15,7 +15,7 @@ from tfaudit.report.audit import AuditState
 from tfaudit.exit_codes import EXIT_USAGE, exit_code
 from tfaudit.events import CheckFinished, CheckProgress, CheckStarted, Event, ModelLoaded, to_json
 from tfaudit.engine.registry import CheckSpec
-from tfaudit.report.format import NARROW_COLUMNS, audited_text, effort_text, human_bytes, plural, risk_text, saving_text
+from tfaudit.report.format import NARROW_COLUMNS, NARROW_RANKED_COLUMNS, audited_text, effort_text, human_bytes, plural, risk_text, saving_text
 from tfaudit.report.outputs import finish_audit
 from tfaudit.engine.runner import AuditJob, run_audit
 
@@ -97,7 +97,7 @@ def ranked_table(state: AuditState, width: int | None = None) -> Table:
     narrow = width is not None and width < NARROW_COLUMNS
     table = Table(title="tfaudit: ranked recommendations", title_justify="left")
     longest_id = max((len(f.id) for f in findings), default=10)
-    columns = ("#", "severity", "finding", "saving") if narrow else ("#", "priority", "severity", "finding", "saving", "effort", "risk")
+    columns = NARROW_RANKED_COLUMNS if narrow else ("#", "priority", "severity", "finding", "saving", "effort", "risk")
     for column in columns:
         table.add_column(column, overflow="fold", min_width=min(longest_id, 40) if column == "finding" else None)
     for i, f in enumerate(findings, 1):

@@ -188,8 +188,7 @@ def export_function(path: str, name: str, out: str, refuse_untrusted: bool, user
     if not isinstance(target, tf.types.experimental.PolymorphicFunction):
         listed = ", ".join(sorted(functions)) or "none with tensor inputs"
         raise LoadError(f"--function {name}: no such restored function (found: {listed}): {path}")
-    concretes = [c for c in (getattr(target, "concrete_functions", None) or target._list_all_concrete_functions())
-                 if all(isinstance(x, tf.TypeSpec) for x in tf.nest.flatten(c.structured_input_signature))]
+    concretes = [c for c in saved_traces(target) if all(isinstance(x, tf.TypeSpec) for x in tf.nest.flatten(c.structured_input_signature))]
     if not concretes:
         raise LoadError(f"--function {name}: no trace of it takes tensors only (its traces bake in Python values): {path}")
     specs = [[_spec(x) for x in tf.nest.flatten(c.structured_input_signature)] for c in concretes]
@@ -340,16 +339,19 @@ def _spec(spec) -> dict:
     }
 
 
+def saved_traces(function) -> list:
+    """A restored tf.function's saved concrete functions (TF 2.21: the public list ``concrete_functions``)."""
+    concretes = getattr(function, "concrete_functions", None)
+    return list(concretes) if concretes is not None else function._list_all_concrete_functions()
+
+
 def _restored_functions(loaded) -> list[dict]:
     """tf.functions restored as attributes of the root object, with their saved traces."""
     functions = []
     for name, value in sorted(vars(loaded).items()):
         if not isinstance(value, tf.types.experimental.PolymorphicFunction):
             continue
-        # TF 2.21: a RestoredFunction exposes its saved traces as the public list `concrete_functions`.
-        concretes = getattr(value, "concrete_functions", None)
-        if concretes is None:
-            concretes = value._list_all_concrete_functions()
+        concretes = saved_traces(value)
         input_signatures, python_args = [], []
         for concrete in concretes:
             leaves = tf.nest.flatten(concrete.structured_input_signature)

@@ -101,8 +101,12 @@ class Program:
 
     def functions_from(self, nodes: Iterable[Any]) -> set[str]:
         """Library functions the nodes call, nested calls included."""
+        return self.reachable(name for node in nodes for name in called_functions(node, self.library))
+
+    def reachable(self, functions: Iterable[str]) -> set[str]:
+        """The library functions named, and every one they call."""
         seen: set[str] = set()
-        pending = [name for node in nodes for name in called_functions(node, self.library)]
+        pending = [name for name in functions if name in self.library]
         while pending:
             name = pending.pop()
             if name in seen:
@@ -130,13 +134,13 @@ class Program:
         nodes = self.upstream(load)
         entries["loading"] = (nodes, self.functions_from(self.nodes[n] for n in nodes))
         for path, concretes in self.restored_functions().items():
-            entries[path] = (set(), self.functions_from(_Call(c) for c in concretes if c in self.library))
+            entries[path] = (set(), self.reachable(concretes))
         saving = self.upstream([meta.saver_def.save_tensor_name]) if meta.saver_def.save_tensor_name else set()
         reached = set().union(*(functions for _, functions in entries.values()))
         only_saving = self.functions_from(self.nodes[n] for n in saving) - reached
         others = set(self.library) - reached - only_saving
         if others:
-            entries["other functions"] = (set(), self.functions_from(_Call(name) for name in others))
+            entries["other functions"] = (set(), self.reachable(others))
         return entries
 
     def restored_functions(self) -> dict[str, list[str]]:
@@ -165,13 +169,6 @@ class Program:
         ops = {self.nodes[n].op for n in nodes}
         ops |= {node.op for name in functions for node in self.library[name].node_def}
         return ops - set(self.library)
-
-
-class _Call:
-    """A node-like call of one library function (``called_functions`` reads ``op`` and ``attr``)."""
-
-    def __init__(self, function: str):
-        self.op, self.attr = function, {}
 
 
 def refusal(path: str, meta_graph, known_library_ops: frozenset[str] = frozenset(), user_modules: Iterable[str] = ()) -> str | None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 from tfaudit.api import Finding, Measure
 
 
-NARROW_COLUMNS = 100  # below this width the ranked tables keep #, severity, finding and saving; ids are never broken
+NARROW_COLUMNS = 100  # below this width the ranked tables keep NARROW_RANKED_COLUMNS; ids are never broken
+NARROW_RANKED_COLUMNS = ("#", "severity", "finding", "saving")
 
 
 def plural(count: int, noun: str) -> str:

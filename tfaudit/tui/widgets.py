@@ -15,7 +15,7 @@ from textual_plotext import PlotextPlot
 
 from tfaudit.api import Chart, Finding, severity_rank
 from tfaudit.report.audit import AuditState
-from tfaudit.report.format import NARROW_COLUMNS, audited_text, confidence_cell, effort_text, human_bytes, risk_text, saving_text, shape_text
+from tfaudit.report.format import NARROW_COLUMNS, NARROW_RANKED_COLUMNS, audited_text, confidence_cell, effort_text, human_bytes, risk_text, saving_text, shape_text
 from tfaudit.report.variants import frontier_charts, frontier_points, pareto_frontier
 
 SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan", "info": "dim"}
@@ -130,7 +130,7 @@ class FindingsTable(DataTable):
         rows = [{"#": str(i), "severity": f.severity, "saving": saving_text(f), "effort": effort_text(f),
                  "confidence": confidence_cell(f), "risk": risk_text(f)} for i, f in enumerate(shown, 1)]
         narrow = 0 < self.size.width < NARROW_COLUMNS
-        columns = ["#", "severity", "finding", "saving"] if narrow else ["#", "severity", "finding", "saving", "effort", "confidence", "risk"]
+        columns = list(NARROW_RANKED_COLUMNS if narrow else (*NARROW_RANKED_COLUMNS, "effort", "confidence", "risk"))
 
         def width(column: str) -> int:
             return max([len(column)] + [len(row[column]) for row in rows]) + 2  # one cell padding each side
