@@ -44,7 +44,7 @@ class LowFinding(Check):
         yield Finding(
             id="fake-low/minor", check="fake-low", severity="low", title="Minor thing", summary="minor",
             evidence={"inputs": [s.name for s in ctx.inputs.specs]}, effort=Effort("minutes", 0.5, "quick"),
-            fix=Fix("tweak"), savings={"size_pct": Measure(4.0)},
+            fix=Fix("tweak"), savings={"size_pct": Measure(4.0), "size_bytes": Measure(40_000.0)},
         )
 
 

@@ -140,7 +140,8 @@ def test_reports_gates_and_errored_checks(tmp_path, built_model, fake_checks):
     report = json.loads(js.read_text())
     assert [f["id"] for f in report["findings"]] == ["fake-low/minor", "fake-timed/slow"]
     assert report["model"]["signature"] == "serving_default"
-    assert "ranked recommendations" in result.stdout and "fake-timed/slow" in result.stdout
+    assert "Opportunities: $/month saved at server at 100 req/s" in result.stdout and "Diagnostics" in result.stdout
+    assert "fake-timed/slow" in result.stdout and report["sections"]["diagnostics"] == ["fake-timed/slow"]
     assert "## Recommendations" in md.read_text()
 
     assert gated.returncode == 1

@@ -27,10 +27,13 @@ def test_json_report_follows_the_schema(demo_json):
     assert all(c["status"] in CHECK_STATUSES for c in demo_json["checks"])
     findings = [Finding.from_dict(f) for f in demo_json["findings"]]
     assert findings and all(f.severity in SEVERITIES for f in findings)
+    priced = [f for f in findings if f.priority > 0]  # the opportunities, then the rest
+    assert priced and all(f.priority == 0 for f in findings[len(priced):]) and set(demo_json["sections"]["opportunities"]) == {f.id for f in priced if f.severity != "info"}
     for conditional in (False, True):  # what applies as it is first, then what applies only if; each by priority
-        priorities = [f.priority for f in findings if bool(f.applies_if) == conditional]
+        priorities = [f.priority for f in priced if bool(f.applies_if) == conditional]
         assert priorities == sorted(priorities, reverse=True)
-    assert [bool(f.applies_if) for f in findings] == sorted(bool(f.applies_if) for f in findings)
+    assert [bool(f.applies_if) for f in priced] == sorted(bool(f.applies_if) for f in priced)
+    assert demo_json["profile"]["name"] == "server" and all(f.worth["unit"] == "$/month" for f in priced)
     assert all(f.confidence is None or f.basis for f in findings) and {f.kind for f in findings} == {"opportunity", "fact"}
     for series in demo_json["samples"]:
         assert len(series["points"]) <= 200 and all(len(p) == 2 or (len(p) == 3 and p[2]) for p in series["points"])
@@ -88,5 +91,5 @@ def test_the_report_opens_with_a_three_line_verdict(demo_json):
 
     lines = render_markdown(state_from_report(demo_json)).splitlines()
     first = next(f for f in demo_json["findings"] if f["severity"] != "info")
-    assert lines[2].startswith("> **Do first:** " + first["title"])
+    assert lines[2].startswith("> **Do first** (profile `server`): " + first["title"])
     assert lines[3].startswith("> **Saves:** ") and lines[4].startswith("> **How sure:** confidence ")

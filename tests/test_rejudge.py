@@ -24,8 +24,11 @@ def rejudge(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", TENSORFLOW_BLOCKED, "rejudge", *args], capture_output=True, text=True, timeout=60)
 
 
-def comparable(finding: dict) -> dict:
-    return {k: v for k, v in finding.items() if k != "priority"}
+RANKING = ("priority", "worth", "runtime", "per")  # the ranking in the profile's currency, and what it prices by: newer than the stored reports
+
+
+def comparable(findings: list[dict]) -> list[dict]:
+    return sorted(({k: v for k, v in f.items() if k not in RANKING} for f in findings), key=lambda f: f["id"])
 
 
 @pytest.mark.parametrize("stored", STORED, ids=os.path.basename)
@@ -34,7 +37,7 @@ def test_a_stored_report_judged_again_has_the_same_findings_and_metrics(stored, 
     done = rejudge(stored, "--json", str(out), "--report", str(tmp_path / "again.md"))
     assert done.returncode in (0, 1), done.stderr
     before, after = json.loads(open(stored, encoding="utf-8").read()), json.loads(out.read_text())
-    assert [comparable(f) for f in after["findings"]] == [comparable(f) for f in before["findings"]]
+    assert comparable(after["findings"]) == comparable(before["findings"])
     assert after["metrics"] == before["metrics"] and after["measurements"] == before["measurements"]
     labelled = lambda report: {(s["check"], s["series"]): [p[2:] for p in s["points"]] for s in report["samples"]}  # noqa: E731
     assert labelled(after) == labelled(before)  # a chart's point labels (the compression variants' names) are kept
@@ -58,3 +61,14 @@ def test_what_is_not_a_report_gets_one_line(tmp_path, content, message):
     done = rejudge(str(path))
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and message in done.stderr
     assert rejudge(str(tmp_path / "missing.json")).stderr.startswith("tfaudit rejudge: error: cannot read")
+
+
+def test_a_stored_report_ranked_again_for_another_profile(tmp_path):
+    out = tmp_path / "edge.json"
+    done = rejudge(STORED[0], "--profile", "edge", "--json", str(out))
+    assert done.returncode in (0, 1), done.stderr
+    report = json.loads(out.read_text())
+    assert report["profile"]["name"] == "edge" and report["profile"]["unit"] == "edge points"
+    first = next(f for f in report["findings"] if f["id"] == report["sections"]["opportunities"][0])
+    assert first["check"] in ("quantization", "pruning") and first["worth"]["unit"] == "edge points"  # the flatbuffer's savings
+    assert all(not f["id"].startswith("serving/") for f in report["findings"] if f["id"] in report["sections"]["opportunities"])

@@ -44,9 +44,13 @@ def finding(check, slug, severity="medium", hours=1.0, **kw):
     )
 
 
+# What the serving check measured that the server profile prices latency with: 1 CPU ms per request, a call of 1 ms wall
+SERVING_CPU = [MetricEmitted("serving", name, 1.0, "ms", 0.9, 1.1) for name in ("cpu_ms_per_row", "cpu_ms_per_call", "p50_ms_batch_1")]
+
+
 def audit_events():
     slow = finding("retracing", "wrapper", savings={"latency_pct": Measure(60.0, 50.0, 70.0), "latency_ms": Measure(3.0, 2.5, 3.5)})
-    small = finding("quantization", "int8", severity="low", hours=2.0, savings={"size_pct": Measure(75.0)},
+    small = finding("quantization", "int8", severity="low", hours=2.0, savings={"size_pct": Measure(75.0), "size_bytes": Measure(30e6)},
                     risk=Risk("medium", "top-1 agreement 97 %", 0.03))
     hazard = finding("retracing", "python-arg", severity="high", hours=4.0)
     return [
@@ -56,6 +60,7 @@ def audit_events():
         SampleEmitted("retracing", "latency_ms", 0, 9.5, "trace"),
         SampleEmitted("retracing", "latency_ms", 1, 1.0),
         MetricEmitted("retracing", "serving_latency_ms", 1.2, "ms", 1.1, 1.3),
+        *SERVING_CPU,
         FindingEmitted("retracing", hazard.to_dict()),
         FindingEmitted("retracing", slow.to_dict()),
         CheckFinished("retracing", "findings", 3.2),
@@ -75,21 +80,17 @@ def replayed_state():
     return state
 
 
-def test_priority_formula():
+def test_priority_is_the_worth_at_its_low_end_and_an_unpriced_finding_is_a_diagnostic():
+    from tfaudit.report.profiles import Basis, Profile
+
+    basis = Basis(cpu_ms_per_row=Measure(1.0), cpu_ms_per_call=Measure(1.0), wall_ms_per_call=1.0, cores=2)
     slow = finding("retracing", "a", savings={"latency_pct": Measure(60.0, 50.0, 70.0)})
-    assert priority(slow) == 50.0  # low end of the interval × confidence 1 ÷ 1 h
-    risky = finding("q", "b", hours=2.0, savings={"size_pct": Measure(80.0)}, risk=Risk("medium"))
-    assert priority(risky) == pytest.approx(0.5 * 80 / 2 * 0.7)
-    unpriced = finding("r", "c", severity="high", hours=4.0, kind="opportunity", confidence=0.5, basis="a test's")
-    assert priority(unpriced) == pytest.approx(20 * 0.5 / 4)
-    assert priority(finding("r", "fact", severity="high", hours=4.0)) == pytest.approx(20 / 4)  # a fact is certain
-    memory = finding("m", "d", savings={"memory_bytes": Measure(300 * 2**20)})
-    assert priority(memory) == 300.0  # a MiB a point, uncapped
-    tiny = finding("t", "f", savings={"latency_pct": Measure(70.0, 65.0, 75.0), "latency_ms": Measure(0.006, 0.005, 0.007)})
-    assert priority(tiny) == 5.0  # 70 % of a 10 µs call: real, but only the severity floor
     noise = finding("n", "e", severity="low", savings={"latency_pct": Measure(3.0, -1.0, 7.0)})
-    assert priority(noise) == 1.0  # an interval reaching below zero claims nothing: severity floor
-    assert [f.id for f in rank([noise, unpriced, slow])] == ["retracing/a", "r/c", "n/e"]
+    hazard = finding("r", "c", severity="high", hours=4.0)
+    ranked = rank([noise, hazard, slow], Profile(), basis)
+    assert [f.id for f in ranked] == ["retracing/a", "r/c", "n/e"]  # an interval reaching below zero claims nothing
+    assert ranked[0].priority == pytest.approx(ranked[0].worth["low"]) and ranked[0].worth["low"] < ranked[0].worth["value"]
+    assert priority(hazard, None) == 0 and ranked[2].priority == 0
 
 
 def test_events_round_trip_and_reject_garbage():
@@ -116,9 +117,13 @@ def test_json_report_schema_and_order():
     assert report["findings"][0]["savings"]["latency_pct"] == {"value": 60.0, "low": 50.0, "high": 70.0}
     assert report["samples"] == [{"check": "retracing", "series": "latency_ms", "points": [[0, 9.5, "trace"], [1, 1.0]]}]  # a tag kept
     assert report["duration_s"] == 12.5
-    assert report["metrics"] == {
+    assert {k: v for k, v in report["metrics"].items() if k.startswith("retracing.")} == {
         "retracing.serving_latency_ms": {"value": 1.2, "low": 1.1, "high": 1.3, "unit": "ms", "better": "lower", "subject": ""}
     }
+    assert report["sections"]["opportunities"] == ["retracing/wrapper", "quantization/int8"]
+    assert report["sections"]["diagnostics"] == ["retracing/python-arg"] and report["sections"]["errored"][0]["check"] == "memory"
+    assert report["profile"]["name"] == "server" and report["profile"]["assumptions"]
+    assert report["findings"][0]["worth"]["unit"] == "$/month" and "cores" in report["findings"][0]["worth"]["physical"]
     # the JSON findings load back as Findings
     assert Finding.from_dict(report["findings"][0]).id == "retracing/wrapper"
 

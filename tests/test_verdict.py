@@ -13,6 +13,8 @@ from tfaudit.report.json import render_json
 from tfaudit.report.junit import render_junit
 from tfaudit.report.markdown import render_markdown
 
+from tfaudit.api import Measure
+
 from test_reports import ENVIRONMENT, INVENTORY, finding
 
 IMPORT_ERROR = "ModuleNotFoundError: No module named 'tfaudit.checks'"
@@ -75,7 +77,9 @@ def test_a_clean_audit_and_one_with_findings():
     assert clean.verdict() == "No findings: nothing measured needs fixing (1 of 2 checks passed, 1 skipped)."
     assert exit_code(clean, "never") == EXIT_OK
     found = audited({"retracing": "findings"}, [finding("retracing", "a", severity="high"), finding("retracing", "b", severity="low")])
-    assert found.verdict() == "2 findings to fix (1 high, 1 low), ranked by return on effort."
+    assert found.verdict() == "2 findings to fix (1 high, 1 low): none with a saving priced (server at 100 req/s), 2 diagnostics."
+    priced = audited({"retracing": "findings"}, [finding("retracing", "a", severity="high", savings={"size_bytes": Measure(1e6)})])
+    assert priced.verdict() == "1 finding to fix (1 high): 1 opportunity ranked by $/month saved (server at 100 req/s) for the effort."
 
 
 def test_no_check_ran():
@@ -108,9 +112,10 @@ def test_the_tui_shows_the_verdict_when_the_audit_ends():
 
 
 def test_the_headless_table_never_breaks_an_id_and_drops_columns_when_narrow():
-    long_id = finding("retracing", "retraced-before-export-of-every-function", "medium")
+    long_id = finding("retracing", "retraced-before-export-of-every-function", "medium", savings={"size_bytes": Measure(1e6)})
     state = audited({"retracing": "findings"}, [long_id])
-    for width, shown, dropped in ((80, ("severity", "saving"), ("priority", "effort")), (120, ("priority", "effort", "risk"), ())):
+    for width, shown, dropped in ((80, ("$/month",), ("severity", "measured", "effort")), (120, ("$/month", "effort"), ("risk",)),
+                                  (160, ("$/month", "measured", "effort", "confidence", "risk"), ())):
         console = Console(record=True, width=width)
         print_summary(state, console)
         text = console.export_text()

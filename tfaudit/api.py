@@ -44,6 +44,9 @@ DEFAULT_SEQUENCE_LENGTH = 16  # what ctx.inputs.make() gives a dynamic sequence 
 # (Finding.confidence); a fact was found in the model or its run and is certain; advice is about code or serving
 # the audit cannot see, and says when it applies (applies_if). Facts and advice carry no confidence number.
 FINDING_KINDS = ("opportunity", "fact", "advice")
+# Where a finding's saving is had (Finding.runtime): serving the model with TensorFlow, or its LiteRT flatbuffer (a phone's
+# download and on-device latency). A deployment profile prices a saving only on its runtime (tfaudit.report.profiles).
+RUNTIMES = ("tensorflow", "litert")
 # Reviewing and deploying an artifact --fix-dir wrote, against writing the fix by hand: an estimate, as every effort is.
 WRITTEN_FIX_EFFORT_SHARE = 0.5
 
@@ -52,6 +55,9 @@ HOST_INDEX_METRIC = "host_index_ms"  # the host reference's median, emitted besi
 # A call ÷ the host reference timed in turn with it, over fresh processes (process_ratios): its geometric mean, and as
 # NAME + SPREAD_SUFFIX the sd of its log in %; per kind of timed metric: batch 1 for latencies, the serving batch (every
 # core) for throughput. tfaudit.report.gates believes a slower latency or throughput only when these show it too.
+# The serving check's CPU time (every thread of the process) of a call at its first batch, and per row at the serving batch
+# (serving.<name>, subject "batch N"): what a deployment profile prices saved latency in (tfaudit.report.profiles).
+CPU_PER_CALL_METRIC, CPU_PER_ROW_METRIC = "cpu_ms_per_call", "cpu_ms_per_row"
 PER_REFERENCE_METRICS = {"latency": "batch_1_per_reference", "throughput": "serving_batch_per_reference"}
 SPREAD_SUFFIX = "_spread_pct"
 
@@ -199,9 +205,12 @@ class Finding:
     basis: str = ""  # how the confidence was reached
     applies_if: str = ""  # when the finding matters at all (advice, or a saving only some deployments see); ranked after the rest
     fix_writer: str = ""  # what --fix-dir writes for it, whether or not this run passed --fix-dir
+    runtime: str = "tensorflow"  # one of RUNTIMES: where the saving is had
+    per: str = "request"  # what a latency_ms saving is per: "request", "8 requests", "replica start", "stream of 60 requests"
     why: str = ""  # why it matters, for the report
     verify: str = ""  # how to verify the fix
     priority: float = 0.0  # filled by tfaudit.report.priority
+    worth: dict[str, Any] = field(default_factory=dict)  # the saving in the deployment profile's currency (tfaudit.report.profiles.Worth)
     # --fix-dir: the fixed artifact this run wrote and re-measured. ``verified`` has the keys of
     # ``savings``, measured on the artifact; ``artifact`` says where it is, what it is, the code
     # that made it and what was measured.
@@ -218,6 +227,8 @@ class Finding:
             raise ValueError(f"unknown savings keys {sorted(unknown)}; allowed: {SAVING_KEYS}")
         if self.kind not in FINDING_KINDS:
             raise ValueError(f"kind must be one of {FINDING_KINDS}, not {self.kind!r}")
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES}, not {self.runtime!r}")
         if self.confidence is not None and (self.kind != "opportunity" or not self.basis or not 0.0 <= self.confidence <= 1.0):
             raise ValueError(f"{self.id}: only an opportunity carries a confidence, within 0..1 and with its basis")
         if self.kind == "opportunity" and self.savings and self.confidence is None:
@@ -377,10 +388,14 @@ class Rule:
     kind: str = "opportunity"  # one of FINDING_KINDS
     applies_if: str = ""
     fix_writer: str = ""  # what --fix-dir writes for this finding; its effort is then WRITTEN_FIX_EFFORT_SHARE of the catalogue's
+    runtime: str = "tensorflow"  # one of RUNTIMES: where the saving is had
+    per: str = "request"  # what a latency_ms saving is per (a template): "request", "$rows requests", "replica start"
 
     def __post_init__(self) -> None:
         if self.severity not in SEVERITIES:
             raise ValueError(f"{self.id}: severity must be one of {SEVERITIES}, not {self.severity!r}")
+        if self.runtime not in RUNTIMES:
+            raise ValueError(f"{self.id}: runtime must be one of {RUNTIMES}, not {self.runtime!r}")
         if self.kind not in FINDING_KINDS:
             raise ValueError(f"{self.id}: kind must be one of {FINDING_KINDS}, not {self.kind!r}")
         if self.kind == "advice" and not self.applies_if:
@@ -406,7 +421,7 @@ class Rule:
             evidence=evidence, effort=effort, fix=Fix(fill(self.fix), fill(self.example)), savings=savings or {},
             risk=risk or self.risk, kind=self.kind, confidence=None if support is None else support.value,
             basis="" if support is None else support.basis, applies_if=fill(self.applies_if), fix_writer=self.fix_writer,
-            why=self.why, verify=fill(self.verify),
+            why=self.why, verify=fill(self.verify), runtime=self.runtime, per=fill(self.per),
         )
 
 

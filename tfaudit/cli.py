@@ -15,6 +15,7 @@ from tfaudit import __version__
 from tfaudit.api import SEVERITIES
 from tfaudit.budget import BUDGETS
 from tfaudit.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
+from tfaudit.report.profiles import DEFAULT_PROFILE, DEFAULT_TRAFFIC_RPS, PROFILES, EdgeWeights, Prices, Profile
 from tfaudit.usage import Parser, UsageError, check_outputs, checked_fix_dir
 
 
@@ -93,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="how check workers start: fork (default on Linux) forks each from one interpreter that imported "
         "TensorFlow once; fresh starts a new interpreter per check (~2.5 s each; for models whose custom code is not fork-safe)",
     )
+    parser.add_argument("--profile", choices=PROFILES, help="what the ranking prices savings in: server ($/month at --traffic), edge (a device's download, latency, RAM) or batch (core-hours per 1e9 rows); default server")
+    parser.add_argument("--traffic", type=float, metavar="RPS", help=f"server profile: requests a second (default {DEFAULT_TRAFFIC_RPS:g})")
     parser.add_argument("--fail-on", choices=[*SEVERITIES[:-1], "never"], help="exit 1 when a finding is at or above this severity (default never)")
     parser.add_argument("--config", metavar="FILE.toml", help="options and metric budgets (default: [tool.tfaudit] in ./pyproject.toml)")
     parser.add_argument("--baseline", metavar="OLD.json", help="compare with an earlier JSON report; metric regressions beyond noise exit 1")
@@ -146,7 +149,8 @@ def ensure_demo_model() -> str:
     return path
 
 
-DEFAULTS = {"budget": "standard", "fail_on": "never", "isolate": "fork", "trust_model": False}
+DEFAULTS = {"budget": "standard", "fail_on": "never", "isolate": "fork", "trust_model": False, "profile": DEFAULT_PROFILE,
+            "traffic": DEFAULT_TRAFFIC_RPS}
 
 
 def apply_config(args: argparse.Namespace):
@@ -187,6 +191,8 @@ def run(argv: list[str] | None) -> int:
         raise UsageError("--latency-budget-ms must be a positive number of milliseconds")
     if args.device is not None and not re.fullmatch(r"(?i)cpu|all|gpu:\d+", args.device):
         raise UsageError(f"--device must be CPU, GPU:N or all, not {args.device!r}")
+    if args.traffic <= 0:
+        raise UsageError("--traffic must be a positive number of requests a second")
     if args.check_timeout is not None and args.check_timeout <= 0:
         raise UsageError("--check-timeout must be a positive number of seconds")
     if args.memory_limit is not None and args.memory_limit <= 0:
@@ -231,6 +237,7 @@ def run(argv: list[str] | None) -> int:
     outputs = dict(
         report=args.report, json_path=args.json, record=args.record, junit=args.junit, html=args.html, fail_on=args.fail_on,
         budgets=config.budgets, baseline=baseline, fix_dir=fix_dir,
+        profile=Profile(args.profile, args.traffic, Prices(**config.prices), EdgeWeights(**config.edge_weights)),
     )
     if not args.headless and sys.stdout.isatty() and sys.stdin.isatty():
         from tfaudit.tui import run_tui

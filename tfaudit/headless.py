@@ -15,11 +15,15 @@ from tfaudit.report.audit import AuditState
 from tfaudit.exit_codes import EXIT_USAGE, exit_code
 from tfaudit.events import CheckFinished, CheckProgress, CheckStarted, Event, ModelLoaded, to_json
 from tfaudit.engine.registry import CheckSpec
-from tfaudit.report.format import NARROW_COLUMNS, NARROW_RANKED_COLUMNS, audited_text, effort_text, human_bytes, plural, risk_text, saving_text
+from tfaudit.report.format import (NARROW_COLUMNS, NARROW_RANKED_COLUMNS, audited_text, confidence_cell, effort_text, human_bytes, plural,
+                                   risk_text, saving_text, worth_cell)
+from tfaudit.report.profiles import Profile
 from tfaudit.report.outputs import finish_audit
 from tfaudit.engine.runner import AuditJob, run_audit
 
 PLAIN_PROGRESS_INTERVAL_S = 2.0
+SHORTEST_WRAP = 14  # what a wrapped cell of the ranked table keeps per line
+DROP_ORDER = ("risk", "confidence", "saving", "effort", "severity", "worth")  # what a narrow table gives up first
 STATUS_STYLE = {"passed": "green", "findings": "yellow", "skipped": "dim", "errored": "red", "running": "cyan", "pending": "dim"}
 
 
@@ -92,19 +96,36 @@ class LiveProgress:
         self.live.__exit__(*exc)
 
 
-def ranked_table(state: AuditState, width: int | None = None) -> Table:
-    findings = state.recommendations()
-    narrow = width is not None and width < NARROW_COLUMNS
-    table = Table(title="tfaudit: ranked recommendations", title_justify="left")
+def ranked_table(state: AuditState, width: int | None = None, findings: list | None = None, title: str = "") -> Table:
+    """The opportunities (or ``findings``, the diagnostics) in a table. Below NARROW_COLUMNS only the narrow columns; then
+    columns are dropped (DROP_ORDER) until the finding column keeps its longest id whole."""
+    opportunities = findings is None
+    findings = state.opportunities() if findings is None else findings
+    profile = state.profile
+    title = title or f"Opportunities: {profile.unit} saved at {profile.label}, ranked by what each buys for the effort"
+    table = Table(title=title, title_justify="left")
     longest_id = max((len(f.id) for f in findings), default=10)
-    columns = NARROW_RANKED_COLUMNS if narrow else ("#", "priority", "severity", "finding", "saving", "effort", "risk")
+    rows = [{"#": str(i), "severity": f.severity, "saving": saving_text(f), "worth": worth_cell(f), "effort": effort_text(f),
+             "confidence": confidence_cell(f), "risk": risk_text(f),
+             "finding": f"{escape(f.title)}\n[dim]{f.id}{'; applies if ' + escape(f.applies_if) if f.applies_if else ''}[/]"}
+            for i, f in enumerate(findings, 1)]
+    wide = ("#", "severity", "finding", "worth", "saving", "effort", "confidence", "risk") if opportunities else ("#", "severity", "finding", "saving", "effort")
+    columns = [c for c in wide if c in NARROW_RANKED_COLUMNS] if width is not None and width < NARROW_COLUMNS else list(wide)
+    headers = {"worth": profile.unit, "saving": "measured saving" if opportunities else "measured"}
+
+    def needed() -> int:  # a column wraps its cells down to SHORTEST_WRAP, the finding column never below its longest id
+        cells = lambda c: [len(headers.get(c, c))] + [len(r[c]) for r in rows]  # noqa: E731
+        return 1 + sum(3 + (longest_id if c == "finding" else min(max(cells(c)), SHORTEST_WRAP)) for c in columns)
+
+    for column in DROP_ORDER:
+        if width is None or needed() <= width:
+            break
+        if column in columns:
+            columns.remove(column)
     for column in columns:
-        table.add_column(column, overflow="fold", min_width=min(longest_id, 40) if column == "finding" else None)
-    for i, f in enumerate(findings, 1):
-        cells = {"#": str(i), "priority": f"{f.priority:g}", "severity": f.severity, "saving": saving_text(f),
-                 "effort": effort_text(f), "risk": risk_text(f),
-                 "finding": f"{escape(f.title)}\n[dim]{f.id}{'; applies if ' + escape(f.applies_if) if f.applies_if else ''}[/]"}
-        table.add_row(*(cells[c] for c in columns))
+        table.add_column(headers.get(column, column), overflow="fold", min_width=longest_id if column == "finding" else None)
+    for row in rows:
+        table.add_row(*(row[c] for c in columns))
     return table
 
 
@@ -148,8 +169,13 @@ def print_gates(state: AuditState, out: Console) -> None:
 
 def print_summary(state: AuditState, out: Console) -> None:
     print_gates(state, out)  # regressions first
-    if state.recommendations():
+    if state.opportunities():
         out.print(ranked_table(state, out.width))
+    if state.diagnostics():
+        out.print(ranked_table(state, out.width, state.diagnostics(), "Diagnostics: to act on, without a saving priced here"))
+    passed = state.passed()
+    if passed and state.checks:
+        out.print("Passed: " + ", ".join(c.id for c in passed) + " (nothing to fix; what each measured is in the reports)")
     notes = f" {plural(len(state.notes()), 'measurement note')} in the reports." if state.notes() and not state.recommendations() else ""
     out.print(escape(state.verdict()) + notes, style="red" if state.errored() else None)
     for check in state.errored():
@@ -171,8 +197,9 @@ def run_headless(
     budgets: dict[str, float] | None = None,
     baseline: tuple[str, dict] | None = None,
     fix_dir: str | None = None,
+    profile: Profile | None = None,
 ) -> int:
-    state = AuditState(model_path=job.model, budget=job.budget)
+    state = AuditState(model_path=job.model, budget=job.budget, profile=profile or Profile())
     err = Console(stderr=True)
     progress = LiveProgress(err, state) if err.is_terminal else PlainProgress(sys.stderr)
     recording = open(record, "w", encoding="utf-8") if record else None

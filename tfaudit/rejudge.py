@@ -13,10 +13,12 @@ import json
 import os
 import sys
 import time
+from dataclasses import replace
 
 from tfaudit.api import SEVERITIES, Finding, Measurements, Progress, Sample
 from tfaudit.events import event_of
 from tfaudit.exit_codes import EXIT_USAGE, exit_code
+from tfaudit.report.profiles import PROFILES, Profile
 from tfaudit.usage import Parser, UsageError
 
 
@@ -28,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--html", metavar="FILE.html", help="one self-contained HTML report")
     parser.add_argument("--junit", metavar="FILE.xml", help="JUnit XML")
     parser.add_argument("--fail-on", choices=[*SEVERITIES[:-1], "never"], default="never", help="exit 1 when a finding is at or above this severity")
+    parser.add_argument("--profile", choices=PROFILES, help="rank in another deployment profile than the report's")
+    parser.add_argument("--traffic", type=float, metavar="RPS", help="server profile: requests a second (default: the report's)")
     return parser
 
 
@@ -69,6 +73,7 @@ def stored_state(report: dict):
     state.started_at = time.mktime(time.strptime(report["started_at"], "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
     state.finished_at = state.started_at + (report.get("duration_s") or 0.0)
     state.interrupted = bool(report.get("interrupted"))
+    state.profile = Profile.from_dict(report.get("profile"))
     for check in report.get("checks") or []:
         state.checks[check["id"]] = CheckState(check["id"], check["title"], status=check["status"], fraction=1.0,
                                                duration_s=check.get("duration_s"), error=check.get("error") or "",
@@ -123,7 +128,11 @@ def run(argv: list[str]) -> int:
         problem = path and check_writable(path)
         if problem:
             raise UsageError(f"{option}: cannot write {path}: {problem}")
+    if args.traffic is not None and args.traffic <= 0:
+        raise UsageError("--traffic must be a positive number of requests a second")
     state = stored_state(read_report(args.source))
+    if args.profile or args.traffic:
+        state.profile = replace(state.profile, name=args.profile or state.profile.name, traffic_rps=args.traffic or state.profile.traffic_rps)
     judged = rejudge(state, judges())
     from rich.console import Console
 

@@ -83,6 +83,7 @@ BUILD_TF_KERAS = "model = build_your_tf_keras_model()  # tfmot needs a tf_keras 
 def magnitude_rule(percent: int) -> Rule:
     return Rule(
         id=f"pruning/magnitude-{percent}",
+        runtime="litert",
         fix_writer="the pruned SavedModel and its flatbuffers",
         severity="info",
         title="Prune $percent% of the weights$smaller",
@@ -122,6 +123,7 @@ RULES = catalogue(
     ),
     Rule(
         id="pruning/combined",
+        runtime="litert",
         severity="info",
         title="$percent% pruning + $kind: $size_pct% smaller zipped",
         summary=(
@@ -142,6 +144,7 @@ RULES = catalogue(
 # The combined model that did not convert or run: the same finding id, as a fact.
 COMBINED_UNMEASURED = Rule(
     id="pruning/combined",
+    runtime="litert",
     kind="fact",
     severity="info",
     title="$percent% pruning with $kind could not be measured",

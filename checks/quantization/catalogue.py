@@ -56,6 +56,7 @@ RECOMMENDATION_MINIMUM = (
 def recommendation_rule(variant: str) -> Rule:
     return Rule(
         id=f"quantization/{variant}",
+        runtime="litert",
         fix_writer="the converted flatbuffer (model.tflite)",
         severity="low",
         title=f"Ship the {TITLES[variant]} TFLite model: $size_pct% smaller",

@@ -183,6 +183,7 @@ RULES = catalogue(
     ),
     Rule(
         id="retracing/fixed-batch-dim",
+        per="$rows requests",
         fix_writer="the SavedModel re-exported with the batch dimension relaxed",
         severity="medium",
         title="The serving signature fixes the batch size to $batch",
@@ -236,6 +237,7 @@ RULES = catalogue(
     ),
     Rule(
         id="retracing/wrapper-retraces",
+        per="stream of $requests requests",
         applies_if="your code wraps the model in a tf.function without an input_signature, as the replayed pattern does",
         severity="info",
         title="$title",

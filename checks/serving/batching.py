@@ -29,6 +29,7 @@ class Sweep:
     serving_batch: int = 1
     knee: int = 1
     batched: dict[str, Any] | None = None  # the serving batch in one call against the first batch's calls: rounds, confidence
+    cpu: list[dict[str, Any]] = field(default_factory=list)  # per batch timed for it: each call's CPU ms and wall ms (cpu_time)
 
     def point(self, batch: int) -> dict[str, Any]:
         return next(p for p in self.points if p["batch"] == batch)
@@ -43,12 +44,14 @@ class Sweep:
             kept["host_index_ms"] = self.host_index_ms
         if self.batched is not None:
             kept["batched"] = self.batched
+        if self.cpu:
+            kept["cpu"] = self.cpu
         return kept
 
     @classmethod
     def from_measured(cls, device: str, measured: dict[str, Any], latency_budget_ms: float | None) -> "Sweep":
         sweep = cls(device, measured["points"], measured["samples_ms"], measured["stop"], measured.get("host_index_ms"),
-                    batched=measured.get("batched"))
+                    batched=measured.get("batched"), cpu=measured.get("cpu") or [])
         choose_serving_batch(sweep, latency_budget_ms)
         return sweep
 

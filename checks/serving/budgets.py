@@ -13,6 +13,7 @@ THROUGHPUT_GROWTH = 1.10  # two doublings in a row adding less than this end the
 # unless --latency-budget-ms bounds the p99, which keeps the whole window.
 POINT_PRECISION = (THROUGHPUT_GROWTH - 1) / 5
 POINT_MIN_SHARE = 0.25
+CPU_MIN_CALLS, CPU_SECONDS = 5, 0.1  # CPU time per call at the first and the serving batch: calls, then seconds
 MEMORY_SHARE = 0.5  # of the memory available, that the next batch may take
 NOISE_SECONDS = {"quick": 0.2, "standard": 0.4, "thorough": 1.0}  # per fresh process: the model and the host reference in turn
 NOISE_ROUNDS = 40  # enough rounds for a median; the noise that matters is between processes, not within one

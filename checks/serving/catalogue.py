@@ -166,6 +166,7 @@ RULES = catalogue(
     ),
     Rule(
         id="serving/litert-threads",
+        runtime="litert",
         applies_if="you serve the TFLite flatbuffer with LiteRT",
         severity="low",
         title="LiteRT with num_threads=$threads: $speedup× faster than its default",
@@ -182,6 +183,7 @@ RULES = catalogue(
     ),
     Rule(
         id="serving/cold-start",
+        per="replica start",
         severity="low",
         title="Cold start: a new replica's first request takes $first_ms ms (warm: $warm_ms ms); a warm-up file cuts it to $after_ms ms",
         summary=(

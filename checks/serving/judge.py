@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from tfaudit.api import HOST_INDEX_METRIC, INTERVAL_LEVEL, budget_confidence, PER_REFERENCE_METRICS, SPREAD_SUFFIX, Finding, Measure, Metric, Risk, Support, Yielded, bootstrap, compare, decide, process_ratios, rounds_of_calls
+from tfaudit.api import CPU_PER_CALL_METRIC, CPU_PER_ROW_METRIC, HOST_INDEX_METRIC, INTERVAL_LEVEL, budget_confidence, PER_REFERENCE_METRICS, SPREAD_SUFFIX, Finding, Measure, Metric, Risk, Support, Yielded, bootstrap, compare, decide, process_ratios, rounds_of_calls
 
 from . import catalogue as text
 from .batching import Sweep, fits_bound
@@ -68,6 +68,19 @@ def batch_1_metrics(primary: Sweep) -> Iterator[Metric]:
     first = primary.points[0]
     yield Metric("p50_ms_batch_1", first["p50_ms"], "ms", *first["p50_ci_ms"])
     yield Metric("p99_ms_batch_1", first["p99_ms"], "ms", *first["p99_ci_ms"])
+    yield from cpu_metrics(primary)
+
+
+def cpu_metrics(primary: Sweep) -> Iterator[Metric]:
+    """CPU time of a call at the first batch and per row at the serving batch (every thread's, with its 95 % interval): what
+    a deployment profile turns saved latency into cores with."""
+    for name, timed in ((CPU_PER_CALL_METRIC, primary.cpu[:1]), (CPU_PER_ROW_METRIC, [c for c in primary.cpu if c["batch"] == primary.serving_batch])):
+        if not timed:
+            continue
+        rows = timed[0]["batch"] if name == CPU_PER_ROW_METRIC else 1
+        cpu = timing_of(ms / rows for ms in timed[0]["cpu_ms"]).median_interval()
+        low, high = rounded_ci(cpu, 5)
+        yield Metric(name, round(cpu.value, 5), "ms", low, high, subject=f"batch {timed[0]['batch']}")
 
 
 def fresh_processes(cold: dict[str, Any] | None) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ from tfaudit.api import Progress, Sample, compare_in_turn, host_reference, one_l
 
 from .batching import Sweep, choose_serving_batch
 from .catalogue import BATCH_MINIMUM
-from .budgets import (MAX_BATCH, MEMORY_SHARE, MIN_POINT_CALLS, POINT_MIN_SHARE, POINT_PRECISION, POINT_SECONDS, SWEEP_SECONDS,
+from .budgets import (CPU_MIN_CALLS, CPU_SECONDS, MAX_BATCH, MEMORY_SHARE, MIN_POINT_CALLS, POINT_MIN_SHARE, POINT_PRECISION, POINT_SECONDS, SWEEP_SECONDS,
                       THROUGHPUT_GROWTH, budget_key, feed_of)
 from .devices import Device, GpuMonitor
 from .endpoint import Endpoint, timed_first
@@ -70,6 +70,9 @@ class BatchSweep:
             if len(sizes) > 1:
                 sweep.stop = f"reached the largest batch measured at this budget ({sizes[-1]})"
         choose_serving_batch(sweep, self.ctx.options.get("latency_budget_ms"))
+        if sweep.points and self.device.name == "CPU":
+            for batch in dict.fromkeys((sweep.points[0]["batch"], sweep.serving_batch)):
+                sweep.cpu.append(self.cpu_time(batch))
         if sweep.points and sweep.serving_batch != sweep.points[0]["batch"]:
             try:
                 sweep.batched = self.batched_in_turn(sweep.points[0]["batch"], sweep.serving_batch)
@@ -91,6 +94,20 @@ class BatchSweep:
         _, rounds = compare_in_turn(one_at_a_time, lambda: self.endpoint(together), BATCH_MINIMUM, warmup=self.ctx.budget.warmup,
                                     max_seconds=self.ctx.budget.timing_seconds / 2, confidence=self.ctx.budget.confidence)
         return {"batch": batch, "calls_of_first": calls, "rounds": rounds.to_json(), "confidence": self.ctx.budget.confidence}
+
+    def cpu_time(self, batch: int) -> dict[str, Any]:
+        """Each call's CPU time (every thread of the process: intra-op threads run in parallel) beside its wall time, for
+        CPU_MIN_CALLS calls and then until CPU_SECONDS: what a deployment profile prices a saved call in (cores, not ms)."""
+        tensors = self.endpoint.tensors(feed_of(self.ctx, batch, seed=3))
+        cpu_ms: list[float] = []
+        wall_ms: list[float] = []
+        deadline = time.perf_counter() + CPU_SECONDS
+        while len(cpu_ms) < CPU_MIN_CALLS or time.perf_counter() < deadline:
+            cpu, wall = time.process_time(), time.perf_counter()
+            self.endpoint(tensors)
+            wall_ms.append(round((time.perf_counter() - wall) * 1000.0, 5))
+            cpu_ms.append(round((time.process_time() - cpu) * 1000.0, 5))
+        return {"batch": batch, "cpu_ms": thinned(cpu_ms), "wall_ms": thinned(wall_ms)}
 
     def reason_to_stop_before(self, batch: int) -> str:
         """Why the sweep ends before ``batch`` ("" when it goes on): the sweep's time, or the memory the last point projects."""

@@ -22,6 +22,7 @@ from tfaudit.events import (
 )
 from tfaudit.report.format import plural
 from tfaudit.report.priority import rank
+from tfaudit.report.profiles import Basis, Profile, assumptions
 
 SCHEMA_VERSION = "1"
 MAX_POINTS_PER_SERIES = 200  # the JSON report keeps a downsampled series
@@ -57,6 +58,7 @@ class AuditState:
     measurements: dict[str, dict[str, Any]] = field(default_factory=dict)  # check -> what its gather measured
     budget_results: list[Any] = field(default_factory=list)  # tfaudit.report.gates.BudgetResult
     baseline: Any = None  # tfaudit.report.gates.BaselineComparison
+    profile: Profile = field(default_factory=Profile)  # what the ranking's currency is (--profile, --traffic)
 
     def apply(self, event: Event) -> None:
         if isinstance(event, ModelLoaded):
@@ -115,15 +117,44 @@ class AuditState:
                 lines.setdefault(label, []).extend(points)
         return lines
 
+    def basis(self) -> Basis:
+        """What this run measured that the profile prices savings with."""
+        return Basis.of(self.metrics, self.environment or {})
+
     def ranked_findings(self) -> list[Finding]:
-        return rank(self.findings)
+        return rank(self.findings, self.profile, self.basis())
 
     def recommendations(self) -> list[Finding]:
-        """Ranked findings that ask for a fix (info findings only report measurements)."""
+        """Ranked findings that ask for a fix (info findings only report measurements): opportunities, then diagnostics."""
         return [f for f in self.ranked_findings() if f.severity != "info"]
+
+    def opportunities(self) -> list[Finding]:
+        """Findings with a saving the profile prices, ranked by what each buys for the effort."""
+        return [f for f in self.recommendations() if f.priority > 0]
+
+    def diagnostics(self) -> list[Finding]:
+        """Findings to act on without a saving the profile prices: hazards, facts, advice, savings of another runtime."""
+        return [f for f in self.recommendations() if f.priority <= 0]
 
     def notes(self) -> list[Finding]:
         return [f for f in self.ranked_findings() if f.severity == "info"]
+
+    def passed(self) -> list[CheckState]:
+        """Checks that finished with nothing to fix (what they measured is in their notes)."""
+        acting = {f.check for f in self.recommendations()}
+        return [c for c in self.checks.values() if c.status in ("passed", "findings") and c.id not in acting]
+
+    def sections(self) -> dict[str, Any]:
+        """The report's sections, as Lighthouse has them, by finding id and check id."""
+        notes = self.notes()
+        return {
+            "opportunities": [f.id for f in self.opportunities()],
+            "diagnostics": [f.id for f in self.diagnostics()],
+            "passed": [{"check": c.id, "title": c.title, "notes": [f.id for f in notes if f.check == c.id]} for c in self.passed()],
+            "notes": [f.id for f in notes],
+            "errored": [{"check": c.id, "error": c.error} for c in self.errored()],
+            "skipped": [{"check": c.id, "reason": c.error} for c in self.checks.values() if c.status == "skipped"],
+        }
 
     def errored(self) -> list[CheckState]:
         return [c for c in self.checks.values() if c.status == "errored"]
@@ -153,7 +184,11 @@ class AuditState:
                     f"errored: the audit is incomplete ({first}).")
         if found:
             counts = Counter(f.severity for f in found)
-            return f"{plural(len(found), 'finding')} to fix ({', '.join(f'{counts[s]} {s}' for s in SEVERITIES if counts[s])}), ranked by return on effort."
+            opportunities, diagnostics = len(self.opportunities()), len(self.diagnostics())
+            sections = [f"{plural(opportunities, 'opportunity')} ranked by {self.profile.unit} saved ({self.profile.label}) for the effort"
+                        if opportunities else f"none with a saving priced ({self.profile.label})"]
+            sections += [plural(diagnostics, "diagnostic")] if diagnostics else []
+            return f"{plural(len(found), 'finding')} to fix ({', '.join(f'{counts[s]} {s}' for s in SEVERITIES if counts[s])}): {', '.join(sections)}."
         passed = sum(1 for c in checks if c.status == "passed")
         skipped = sum(1 for c in checks if c.status == "skipped")
         return (f"No findings: nothing measured needs fixing ({passed} of {plural(len(checks), 'check')} passed"
@@ -184,6 +219,7 @@ class AuditState:
             "started_at": self.started_iso,
             "duration_s": round(end - self.started_at, 3),
             "budget": self.budget,
+            "profile": {**self.profile.to_dict(), "assumptions": assumptions(self.profile, self.basis())},
             "interrupted": self.interrupted,
             "verdict": self.verdict(),
             "model": self.inventory or {"path": self.model_path},
@@ -196,6 +232,7 @@ class AuditState:
             "measurements": self.measurements,
             "budgets": [dict(r.__dict__) for r in self.budget_results],
             "baseline": self.baseline.to_dict() if self.baseline is not None else None,
+            "sections": self.sections(),
             "findings": [f.to_dict() for f in self.ranked_findings()],
             "samples": [
                 {"check": check, "series": series, "points": [[x, y, tag] if tag else [x, y] for x, y, tag in _downsample(points)]}

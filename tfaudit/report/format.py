@@ -2,14 +2,21 @@
 from __future__ import annotations
 
 from tfaudit.api import Finding, Measure
+from tfaudit.report.profiles import Worth, worth_text
 
 
 NARROW_COLUMNS = 100  # below this width the ranked tables keep NARROW_RANKED_COLUMNS; ids are never broken
-NARROW_RANKED_COLUMNS = ("#", "severity", "finding", "saving")
+NARROW_RANKED_COLUMNS = ("#", "severity", "finding", "worth")
+IRREGULAR_PLURALS = {"opportunity": "opportunities"}
 
 
 def plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
+    return f"{count} {noun if count == 1 else IRREGULAR_PLURALS.get(noun, noun + 's')}"
+
+
+def worth_cell(finding: Finding) -> str:
+    """The finding's saving in the profile's currency (tfaudit.report.profiles); "—" when it has none there."""
+    return worth_text(Worth.from_dict(finding.worth) if finding.worth else None)
 
 
 def human_bytes(n: float | None) -> str:

@@ -10,7 +10,9 @@ from tfaudit.report.audit import AuditState
 from tfaudit.report import write_atomic
 from tfaudit.report.evidence import evidence_lines, markdown_table as table
 from tfaudit.report.fixes import verified_lines
-from tfaudit.report.format import audited_text, confidence_text, effort_text, human_bytes, plural, risk_text, saving_text, shape_text
+from tfaudit.report.format import (audited_text, confidence_cell, confidence_text, effort_text, human_bytes, plural, risk_text, saving_text,
+                                   shape_text, worth_cell)
+from tfaudit.report.profiles import assumptions
 from tfaudit.report.gates import TAIL_MINIMUM_FACTOR
 
 TOP_OPS = 15
@@ -140,21 +142,25 @@ def gate_lines(state: AuditState) -> list[str]:
 
 
 def verdict_lines(state: AuditState, findings: list[Finding]) -> list[str]:
-    """Three lines a reviewer reads first: what to do first, what it saves, how sure."""
+    """Three lines a reviewer reads first, under the profile: what to do first, what it saves, how sure."""
     if state.load_error:
         return []
     if not findings:
         return [f"> **Verdict:** {state.verdict()}", ""]
-    top = findings[0]
+    top, profile = findings[0], state.profile
     measured = [m for m in top.savings.values() if m.low is not None]
     certainty = ("; the saving's 95 % interval excludes zero" if any(m.low > 0 for m in measured) else
                  "; the saving's interval reaches zero" if measured else "; the saving is one measurement, without an interval" if top.savings else "")
     rest = f"; then {len(findings) - 1} more below" if len(findings) > 1 else ""
     first_sentence = top.summary.split(". ")[0].rstrip(".")
-    saves = f"{saving_text(top)}, measured in this run" if top.savings else f"not priced; first by its severity ({top.severity}): {first_sentence}"
+    physical = (top.worth or {}).get("physical")
+    if top.priority > 0:
+        saves = f"{worth_cell(top)} as a {profile.label} ({physical}); measured: {saving_text(top)}"
+    else:
+        saves = f"nothing priced as a {profile.label}; first by its severity ({top.severity}): {first_sentence}"
     incomplete = [f"> **Incomplete:** {state.verdict()}", ""] if state.errored() else []
     return [
-        f"> **Do first:** {top.title} (`{top.id}`, effort {effort_text(top)}){rest}.  ",
+        f"> **Do first** (profile `{profile.name}`): {top.title} (`{top.id}`, effort {effort_text(top)}){rest}.  ",
         f"> **Saves:** {saves}.  ",
         f"> **How sure:** {confidence_text(top)}{certainty}; risk {risk_text(top)}.",
         "",
@@ -162,16 +168,55 @@ def verdict_lines(state: AuditState, findings: list[Finding]) -> list[str]:
     ]
 
 
+def section_lines(state: AuditState) -> list[str]:
+    """Opportunities (ranked, in the profile's currency, with its assumptions), Diagnostics, Passed, Errored."""
+    profile, lines = state.profile, []
+    opportunities, diagnostics = state.opportunities(), state.diagnostics()
+    title = lambda f: f"{f.title} (`{f.id}`)" + (f"; applies if {f.applies_if}" if f.applies_if else "")  # noqa: E731
+    if opportunities or diagnostics:
+        lines += ["## Recommendations", ""]
+    if opportunities:
+        lines += [f"### Opportunities: {profile.unit} saved as a {profile.label}", ""]
+        lines += table(
+            ["#", "Finding", profile.unit, "Measured saving", "Effort", "Confidence", "Risk"],
+            [[i, title(f), worth_cell(f), saving_text(f), effort_text(f), confidence_cell(f), risk_text(f)]
+             for i, f in enumerate(opportunities, 1)],
+        )
+        lines += ["Ranked by what each saves (the low end of its interval) × confidence ÷ effort × (1 − risk). Assumptions:", ""]
+        lines += [f"- {a}" for a in assumptions(profile, state.basis())] + [""]
+    if diagnostics:
+        lines += ["### Diagnostics", "", "To act on, without a saving this profile prices.", ""]
+        lines += table(
+            ["#", "Severity", "Finding", "Measured", "Effort"],
+            [[i, f.severity, title(f) + (f" — {f.worth['why_not']}" if (f.worth or {}).get("why_not") else ""), saving_text(f), effort_text(f)]
+             for i, f in enumerate(diagnostics, len(opportunities) + 1)],
+        )
+    passed = state.passed()
+    if passed:
+        notes = state.notes()
+        lines += ["## Passed", ""]
+        lines += [f"- `{c.id}` ({c.title}): nothing to fix" + "".join(f"; {f.title}" for f in notes if f.check == c.id) for c in passed] + [""]
+    return lines
+
+
 def serving_headline(findings: list[Finding]) -> list[str]:
     found = next((f for f in findings if f.id == "serving/configuration"), None)
     return [f"**Serving:** {found.title}", ""] if found else []
+
+
+def worth_line(f: Finding) -> str:
+    """What the finding is worth under the report's profile, in words."""
+    worth = f.worth or {}
+    if f.priority > 0:
+        return f"worth {worth_cell(f)}" + (f" ({worth['physical']})" if worth.get("physical") else "")
+    return f"not priced here: {worth['why_not']}" if worth.get("why_not") else "a diagnostic"
 
 
 def finding_lines(position: int, f: Finding) -> list[str]:
     lines = [
         f"### {position}. {f.title}",
         "",
-        f"`{f.id}` · severity **{f.severity}** · priority {f.priority:g} · {confidence_text(f)} · effort {effort_text(f)} · risk {risk_text(f)}",
+        f"`{f.id}` · severity **{f.severity}** · {worth_line(f)} · {confidence_text(f)} · effort {effort_text(f)} · risk {risk_text(f)}",
         "",
         f.summary,
         "",
@@ -222,12 +267,7 @@ def render_markdown(state: AuditState, images: list[tuple[str, str]] | None = No
     for check in state.errored():
         lines += [f"> **Check `{check.id}` errored:** {check.error}", ""]
     lines += gate_lines(state)
-    if findings:
-        lines += ["## Recommendations", ""]
-        lines += table(
-            ["#", "Priority", "Severity", "Finding", "Saving", "Effort", "Risk"],
-            [[i, f"{f.priority:g}", f.severity, f"{f.title} (`{f.id}`)" + (f"; applies if {f.applies_if}" if f.applies_if else ""), saving_text(f), effort_text(f), risk_text(f)] for i, f in enumerate(findings, 1)],
-        )
+    lines += section_lines(state)
     lines += verified_lines(state.findings)
     lines += image_lines(images or [])
     if state.checks:

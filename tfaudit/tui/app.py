@@ -29,6 +29,7 @@ from tfaudit.api import SEVERITIES
 from tfaudit.report.audit import AuditState, CheckState
 from tfaudit.events import CheckStarted, Event, FindingEmitted, LoadFailed, SampleEmitted, to_json
 from tfaudit.report.json import write_json
+from tfaudit.report.profiles import Profile
 from tfaudit.report.markdown import finding_lines, model_name, write_markdown
 from tfaudit.tui.source import EventSource
 from tfaudit.tui.widgets import ChartTab, ChecksTable, FindingsTable, ModelHeader
@@ -135,10 +136,11 @@ class TfauditApp(App[None]):
         clock: Callable[[], float] = time.monotonic,
         reports_dir: str = "reports",
         fix_dir: str | None = None,
+        profile: Profile | None = None,
     ) -> None:
         super().__init__()
         self.source = source
-        self.state = AuditState(model_path=source.model_path, budget=budget)
+        self.state = AuditState(model_path=source.model_path, budget=budget, profile=profile or Profile())
         self.report_path, self.json_path, self.reports_dir = report, json_path, reports_dir
         self.fix_dir = fix_dir
         self.fixing: tuple[str, str] | None = None  # (finding id, folder) while `x` re-runs its check
@@ -287,10 +289,11 @@ class TfauditApp(App[None]):
         elif self.running is None and self.state.checks:
             checks.border_title += f" · {escape(self.state.verdict())}"
         ranked = self.main.query_one(FindingsTable)
-        ranked.show(self.state.ranked_findings(), self.severity_filter)
+        ranked.show(self.state.ranked_findings(), self.severity_filter, unit=self.state.profile.unit)
         shown = f"{len(ranked.findings)} of {len(self.state.findings)}" if self.severity_filter else f"{len(self.state.findings)}"
         notes = len(self.state.notes())
-        ranked.border_title = f"ranked recommendations ({shown})" + (f" · {notes} info = measured, nothing to fix" if notes else "")
+        ranked.border_title = (f"{shown} findings: {len(self.state.opportunities())} opportunities in {self.state.profile.unit} at "
+                               f"{self.state.profile.label}, diagnostics (·) after" + (f" · {notes} info = measured, nothing to fix" if notes else ""))
         ranked.border_subtitle = f"severity ≥ {self.severity_filter}" if self.severity_filter else "all severities"
 
     def replot(self, checks: Iterable[str] | None) -> None:

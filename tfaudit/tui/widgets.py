@@ -15,7 +15,8 @@ from textual_plotext import PlotextPlot
 
 from tfaudit.api import Chart, Finding, severity_rank
 from tfaudit.report.audit import AuditState
-from tfaudit.report.format import NARROW_COLUMNS, NARROW_RANKED_COLUMNS, audited_text, confidence_cell, effort_text, human_bytes, risk_text, saving_text, shape_text
+from tfaudit.report.format import (NARROW_COLUMNS, NARROW_RANKED_COLUMNS, audited_text, confidence_cell, effort_text, human_bytes, risk_text,
+                                   shape_text, worth_cell)
 from tfaudit.report.variants import frontier_charts, frontier_points, pareto_frontier
 
 SEVERITY_STYLE = {"critical": "bold red", "high": "red", "medium": "yellow", "low": "cyan", "info": "dim"}
@@ -103,8 +104,9 @@ class ChecksTable(DataTable):
 class FindingsTable(DataTable):
     """The ranked recommendations, re-ranked whenever a finding arrives; the cursor follows its finding.
 
-    Saving, effort and confidence always show from 100 columns up (below, # , severity, finding and saving, as the
-    headless table): the title is cut to the width they leave (the whole title is in the detail view), and risk shows
+    Opportunities come first, numbered; diagnostics (no saving priced under the profile) follow, marked "·". The saving
+    in the profile's currency, effort and confidence always show from 100 columns up (below, #, severity, finding and
+    that saving, as the headless table): the title is cut to the width they leave (the whole title is in the detail view), and risk shows
     only where the title keeps ``MIN_TITLE`` columns beside it."""
 
     MIN_TITLE = 24
@@ -116,24 +118,28 @@ class FindingsTable(DataTable):
         self.findings_ranked: list[Finding] = []
         self.min_severity: str | None = None
         self.layout_width = 0
+        self.unit = "worth"
 
     def on_resize(self) -> None:
         if self.findings and self.size.width != self.layout_width:
-            self.show(self.findings_ranked, self.min_severity, force=True)
+            self.show(self.findings_ranked, self.min_severity, force=True, unit=self.unit)
 
-    def show(self, ranked: list[Finding], min_severity: str | None, force: bool = False) -> None:
+    def show(self, ranked: list[Finding], min_severity: str | None, force: bool = False, unit: str = "worth") -> None:
+        """``ranked``: opportunities (priority above 0) numbered, then diagnostics marked "·"; ``unit``, the worth's header."""
         shown = [f for f in ranked if min_severity is None or severity_rank(f.severity) <= severity_rank(min_severity)]
         if not force and [f.to_dict() for f in shown] == [f.to_dict() for f in self.findings]:
             return
         selected = self.selected_finding()
-        self.findings_ranked, self.min_severity, self.layout_width = ranked, min_severity, self.size.width
-        rows = [{"#": str(i), "severity": f.severity, "saving": saving_text(f), "effort": effort_text(f),
+        self.findings_ranked, self.min_severity, self.layout_width, self.unit = ranked, min_severity, self.size.width, unit
+        rows = [{"#": str(i) if f.priority > 0 else "·", "severity": f.severity, "worth": worth_cell(f), "effort": effort_text(f),
                  "confidence": confidence_cell(f), "risk": risk_text(f)} for i, f in enumerate(shown, 1)]
         narrow = 0 < self.size.width < NARROW_COLUMNS
         columns = list(NARROW_RANKED_COLUMNS if narrow else (*NARROW_RANKED_COLUMNS, "effort", "confidence", "risk"))
 
+        headers = {"worth": unit}
+
         def width(column: str) -> int:
-            return max([len(column)] + [len(row[column]) for row in rows]) + 2  # one cell padding each side
+            return max([len(headers.get(column, column))] + [len(row[column]) for row in rows]) + 2  # one cell padding each side
 
         title_width = (self.size.width or 200) - 1 - sum(width(c) for c in columns if c != "finding") - 2
         if title_width < self.MIN_TITLE and "risk" in columns:
@@ -141,7 +147,7 @@ class FindingsTable(DataTable):
             title_width += width("risk")
         title_width = max(self.MIN_TITLE // 2, title_width)
         self.clear(columns=True)
-        self.add_columns(*columns)
+        self.add_columns(*(headers.get(c, c) for c in columns))
         self.findings = shown
         for f, row in zip(shown, rows):
             title = Text(f.title).append(f" — applies if {f.applies_if}" if f.applies_if else "", style="dim")
