@@ -123,3 +123,28 @@ def test_a_traffic_that_is_not_positive_is_a_usage_error(tmp_path, capsys):
 
     assert main([str(tmp_path), "--traffic", "0"]) == 2
     assert capsys.readouterr().err.strip() == "tfaudit: error: --traffic must be a positive number of requests a second"
+
+
+def test_a_comparison_the_budget_left_undecided_is_listed_apart_and_never_ranked_or_gated():
+    from checks.serving.judge import undecided_settings
+    from tfaudit.events import CheckFinished, CheckStarted, FindingEmitted
+    from tfaudit.exit_codes import EXIT_OK, exit_code
+    from tfaudit.report.audit import AuditState
+    from tfaudit.report.markdown import render_markdown
+
+    noisy = {"a_ms": [1.0] * 6, "b_ms": [0.6, 1.3, 0.7, 1.2, 0.65, 1.25], "quads": 0}  # 0.9× [0.59–1.37]: 6 rounds decide nothing
+    same = {"a_ms": [1.0, 1.01, 0.99, 1.0, 1.0, 1.0], "b_ms": [1.0, 1.0, 1.01, 0.99, 1.0, 1.0], "quads": 0}
+    rows = [{"setting": {"intra": intra, "inter": 1, "precision": "float32", "onednn": None}, "batch": 1, "confidence": 0.95, "rounds": rounds}
+            for intra, rounds in ((1, noisy), (2, same))]
+    [found] = undecided_settings(rows, [])
+    assert found.id == "serving/threads" and found.kind == "undecided" and found.severity == "info" and not found.savings
+    assert "undecided against the ±10% band" in found.summary and found.confidence is None
+    with pytest.raises(ValueError, match="claims nothing"):
+        Finding(**{**found.__dict__, "severity": "low"})
+    state = AuditState(model_path="/m", budget="quick")
+    for event in (CheckStarted("serving", "Serving"), FindingEmitted("serving", found.to_dict()), CheckFinished("serving", "passed", 1.0)):
+        state.apply(event)
+    sections = state.sections()
+    assert sections["undecided"] == ["serving/threads"] and sections["opportunities"] == sections["notes"] == []
+    assert sections["passed"][0]["check"] == "serving" and exit_code(state, "low") == EXIT_OK
+    assert "## Undecided" in render_markdown(state) and "undecided against" in render_markdown(state)

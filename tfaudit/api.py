@@ -43,7 +43,9 @@ DEFAULT_SEQUENCE_LENGTH = 16  # what ctx.inputs.make() gives a dynamic sequence 
 # What a finding is (Finding.kind): an opportunity prices a saving this run measured and carries the support for it
 # (Finding.confidence); a fact was found in the model or its run and is certain; advice is about code or serving
 # the audit cannot see, and says when it applies (applies_if). Facts and advice carry no confidence number.
-FINDING_KINDS = ("opportunity", "fact", "advice")
+# An undecided finding is a comparison the budget's cap (or the spread between processes) left undecided: no claim, listed
+# apart with what was measured, never ranked or gated (Rule.undecided).
+FINDING_KINDS = ("opportunity", "fact", "advice", "undecided")
 # Where a finding's saving is had (Finding.runtime): serving the model with TensorFlow, or its LiteRT flatbuffer (a phone's
 # download and on-device latency). A deployment profile prices a saving only on its runtime (tfaudit.report.profiles).
 RUNTIMES = ("tensorflow", "litert")
@@ -235,6 +237,8 @@ class Finding:
             raise ValueError(f"{self.id}: an opportunity that prices a saving needs the support for it (a Support)")
         if self.kind == "advice" and not self.applies_if:
             raise ValueError(f"{self.id}: advice says when it applies (applies_if)")
+        if self.kind == "undecided" and (self.savings or self.confidence is not None or self.severity != "info"):
+            raise ValueError(f"{self.id}: an undecided finding claims nothing: no savings, no confidence, severity info")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -423,6 +427,21 @@ class Rule:
             basis="" if support is None else support.basis, applies_if=fill(self.applies_if), fix_writer=self.fix_writer,
             why=self.why, verify=fill(self.verify), runtime=self.runtime, per=fill(self.per),
         )
+
+
+UNDECIDED_FIX = ("Nothing to change yet: audit again with a larger --budget (more rounds before the cap) or on a quieter host; "
+                 "the comparison then decides, or says that it is the same.")
+
+
+def undecided(rule: Rule, what: str, decision_text: str, evidence: dict[str, Any], suffix: str = "") -> Finding:
+    """What ``rule``'s comparison could not decide within the budget (``decision_text``: ``Decision.describe``): listed with
+    what was measured, never a claim."""
+    return Finding(
+        id=rule.id + suffix, check=rule.check, severity="info", title=f"Undecided: {what}",
+        summary=f"{decision_text}. Not decided within the budget, so no saving is claimed.",
+        evidence={**evidence, "decision": decision_text}, effort=rule.effort, fix=Fix(UNDECIDED_FIX), kind="undecided",
+        why=rule.why, runtime=rule.runtime,
+    )
 
 
 def catalogue(*rules: Rule) -> dict[str, Rule]:

@@ -173,6 +173,8 @@ def print_summary(state: AuditState, out: Console) -> None:
         out.print(ranked_table(state, out.width))
     if state.diagnostics():
         out.print(ranked_table(state, out.width, state.diagnostics(), "Diagnostics: to act on, without a saving priced here"))
+    for f in state.undecided():
+        out.print(f"[yellow]undecided:[/] {f.id}: {escape(f.title.removeprefix('Undecided: '))} (a larger --budget may decide it)")
     passed = state.passed()
     if passed and state.checks:
         out.print("Passed: " + ", ".join(c.id for c in passed) + " (nothing to fix; what each measured is in the reports)")

@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from tfaudit.api import CPU_PER_CALL_METRIC, CPU_PER_ROW_METRIC, HOST_INDEX_METRIC, INTERVAL_LEVEL, budget_confidence, PER_REFERENCE_METRICS, SPREAD_SUFFIX, Finding, Measure, Metric, Risk, Support, Yielded, bootstrap, compare, decide, process_ratios, rounds_of_calls
+from tfaudit.api import undecided, CPU_PER_CALL_METRIC, CPU_PER_ROW_METRIC, HOST_INDEX_METRIC, INTERVAL_LEVEL, budget_confidence, PER_REFERENCE_METRICS, SPREAD_SUFFIX, Finding, Measure, Metric, Risk, Support, Yielded, bootstrap, compare, decide, process_ratios, rounds_of_calls
 
 from . import catalogue as text
 from .batching import Sweep, fits_bound
@@ -132,6 +132,8 @@ def device_findings(m: dict[str, Any], sweep: Sweep, evidence: dict[str, Any]) -
     findings = [batch_size_finding(sweep, m["cores"], on, suffix), concurrency_finding(sweep, concurrency, measured["concurrency"], on, suffix)]
     if xla_faster(xla, m["max_fidelity_loss"]):
         findings.append(xla_finding(sweep, xla, xla_comparison, xla_decision, m["signature"], on, suffix))
+    elif xla_decision is not None and not xla_decision.decided:
+        findings.append(undecided(text.RULES["serving/xla"], f"XLA (jit_compile=True){on} against the plain call", xla["decision"], xla, suffix))
     return [f for f in findings if f is not None]
 
 
@@ -315,12 +317,29 @@ def process_findings(m: dict[str, Any], processes: dict[str, Any], batch: int, e
     for key in ("settings_failed", "precision_fidelity"):
         if processes.get(key):
             evidence[key] = processes[key]
-    findings = setting_findings(setting_candidates(processes, batch, m["max_fidelity_loss"], budget_confidence(m["budget"])), batch, m["max_fidelity_loss"])
+    candidates = setting_candidates(processes, batch, m["max_fidelity_loss"], budget_confidence(m["budget"]))
+    findings = setting_findings(candidates, batch, m["max_fidelity_loss"]) + undecided_settings(rows, candidates)
     if processes.get("cold_start"):
         finding = cold_start_finding(processes["cold_start"], m, evidence)
         if finding is not None:
             findings.append(finding)
     return findings
+
+
+def undecided_settings(rows: list[dict[str, Any]], candidates: list) -> list[Finding]:
+    """Per kind of setting none of which was decided faster: the one its rounds read fastest, when the cap left it undecided."""
+    decided_kinds = {setting.kind for _, setting, _, _ in candidates}
+    open_rows: dict[str, tuple] = {}
+    for row in rows:
+        setting = Setting(**row["setting"])
+        decision = decide(row["rounds"], text.SETTING_MINIMUM, row["confidence"])
+        if setting.kind in decided_kinds or decision.decided:
+            continue
+        if setting.kind not in open_rows or decision.ratio.value < open_rows[setting.kind][0].ratio.value:
+            open_rows[setting.kind] = (decision, setting, row)
+    return [undecided(text.RULES[f"serving/{kind}"], f"{setting.label()} against TensorFlow's defaults at batch {row['batch']}",
+                      decision.describe(setting.label(), "the defaults"), {"setting": setting.label(), "batch": row["batch"]})
+            for kind, (decision, setting, row) in open_rows.items()]
 
 
 def cold_start_is_slow(first_ms: list[float], warm_ms: float) -> bool:

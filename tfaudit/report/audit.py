@@ -137,7 +137,12 @@ class AuditState:
         return [f for f in self.recommendations() if f.priority <= 0]
 
     def notes(self) -> list[Finding]:
-        return [f for f in self.ranked_findings() if f.severity == "info"]
+        """Info findings: what was measured with nothing to fix (the undecided ones apart)."""
+        return [f for f in self.ranked_findings() if f.severity == "info" and f.kind != "undecided"]
+
+    def undecided(self) -> list[Finding]:
+        """Comparisons the budget could not decide: no claim, not ranked."""
+        return [f for f in self.ranked_findings() if f.kind == "undecided"]
 
     def passed(self) -> list[CheckState]:
         """Checks that finished with nothing to fix (what they measured is in their notes)."""
@@ -152,6 +157,7 @@ class AuditState:
             "diagnostics": [f.id for f in self.diagnostics()],
             "passed": [{"check": c.id, "title": c.title, "notes": [f.id for f in notes if f.check == c.id]} for c in self.passed()],
             "notes": [f.id for f in notes],
+            "undecided": [f.id for f in self.undecided()],
             "errored": [{"check": c.id, "error": c.error} for c in self.errored()],
             "skipped": [{"check": c.id, "reason": c.error} for c in self.checks.values() if c.status == "skipped"],
         }

@@ -191,6 +191,10 @@ def section_lines(state: AuditState) -> list[str]:
             [[i, f.severity, title(f) + (f" — {f.worth['why_not']}" if (f.worth or {}).get("why_not") else ""), saving_text(f), effort_text(f)]
              for i, f in enumerate(diagnostics, len(opportunities) + 1)],
         )
+    undecided = state.undecided()
+    if undecided:
+        lines += ["## Undecided", "", "Comparisons the budget could not decide: no saving is claimed; a larger `--budget` may decide them.", ""]
+        lines += [f"- `{f.id}`: {f.title.removeprefix('Undecided: ')} — {f.evidence['decision']}" for f in undecided] + [""]
     passed = state.passed()
     if passed:
         notes = state.notes()

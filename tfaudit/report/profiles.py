@@ -143,14 +143,21 @@ class Worth:
         return cls(**data)
 
 
-def _ends(measure: Measure) -> tuple[float, ...]:
+Ends = tuple[float, ...]  # (value, low, high) of a saving carried through a conversion
+
+
+def _priced(ends: Ends, unit: str, physical: str) -> "Worth":
+    return Worth(ends[0], ends[1], ends[2], unit, physical)
+
+
+def _ends(measure: Measure) -> Ends:
     """value, low, high of a saving, never below zero."""
     low = measure.value if measure.low is None else measure.low
     high = measure.value if measure.high is None else measure.high
     return max(0.0, measure.value), max(0.0, min(low, measure.value)), max(0.0, high, measure.value)
 
 
-def _product(*factors: tuple[float, ...]) -> tuple[float, ...]:
+def _product(*factors: Ends) -> Ends:
     value, low, high = 1.0, 1.0, 1.0
     for v, lo, hi in factors:
         value, low, high = value * v, low * lo, high * hi
@@ -169,7 +176,7 @@ def _fmt(value: float) -> str:
     return f"{value:.3g}" if value < 1000 else f"{value:,.0f}"
 
 
-def _span(ends: tuple[float, ...], unit: str) -> str:
+def _span(ends: Ends, unit: str) -> str:
     value, low, high = ends
     return f"{_fmt(value)} {unit} [{_fmt(low)}–{_fmt(high)}]" if (low, high) != (value, value) else f"{_fmt(value)} {unit}"
 
@@ -183,7 +190,7 @@ def worth(finding: Finding, profile: Profile, basis: Basis) -> Worth | None:
     return _server_or_batch(finding, profile, basis)
 
 
-def _cpu_saved_ms_per_row(finding: Finding, basis: Basis) -> tuple[tuple[float, ...] | None, str]:
+def _cpu_saved_ms_per_row(finding: Finding, basis: Basis) -> tuple[Ends | None, str]:
     """CPU ms a request saves: a share of the serving call's CPU time, or saved wall ms × the cores a call keeps busy."""
     s = finding.savings
     if "latency_pct" in s:
@@ -211,8 +218,9 @@ def _server_or_batch(finding: Finding, profile: Profile, basis: Basis) -> Worth:
         if cpu is None:
             return Worth(0.0, 0.0, 0.0, unit, why_not=why or "no CPU time saved per row: not a cost of a batch job")
         hours = tuple(ms / 1000 * ROWS_PER_BATCH_JOB / 3600 for ms in cpu)
-        return Worth(*hours, unit, physical=f"{_span(cpu, 'CPU ms')} per row")
-    total, physical = (0.0, 0.0, 0.0), []
+        return _priced(hours, unit, f"{_span(cpu, 'CPU ms')} per row")
+    total: Ends = (0.0, 0.0, 0.0)
+    physical: list[str] = []
     if cpu is not None:
         cores = tuple(ms / 1000 * profile.traffic_rps for ms in cpu)
         total = tuple(t + c * prices.core_hour * HOURS_PER_MONTH for t, c in zip(total, cores))
@@ -231,7 +239,7 @@ def _server_or_batch(finding: Finding, profile: Profile, basis: Basis) -> Worth:
         physical.append(f"{_span(tuple(g * 1000 for g in gb), 'MB')} per replica × {replicas}")
     if not physical:
         return Worth(0.0, 0.0, 0.0, unit, why_not=why or f"nothing a {profile.name} pays for in {', '.join(sorted(s))}")
-    return Worth(*total, unit, physical="; ".join(physical))
+    return _priced(total, unit, "; ".join(physical))
 
 
 def replicas_at(profile: Profile, basis: Basis) -> int:
@@ -245,12 +253,13 @@ def _edge(finding: Finding, profile: Profile, basis: Basis) -> Worth:
     s, w, unit = finding.savings, profile.edge, profile.unit
     if finding.runtime != "litert":
         return Worth(0.0, 0.0, 0.0, unit, why_not="a saving of TensorFlow serving, not of the LiteRT model a device runs")
-    total, physical = (0.0, 0.0, 0.0), []
+    total: Ends = (0.0, 0.0, 0.0)
+    physical: list[str] = []
     if "size_bytes" in s:
         mb = tuple(b / MB for b in _ends(s["size_bytes"]))
         total = tuple(t + x * w.download_mb for t, x in zip(total, mb))
         physical.append(f"{_span(mb, 'MB')} less to download")
-    latency = None
+    latency: Ends | None = None
     if "latency_ms" in s and requests_per(finding.per) == 1:
         latency = _ends(s["latency_ms"])
     elif "latency_pct" in s and basis.litert_ms:
@@ -264,7 +273,7 @@ def _edge(finding: Finding, profile: Profile, basis: Basis) -> Worth:
         physical.append(f"{_span(mb, 'MB')} less RAM")
     if not physical:
         return Worth(0.0, 0.0, 0.0, unit, why_not="no download, latency or RAM saving on a device")
-    return Worth(*total, unit, physical="; ".join(physical))
+    return _priced(total, unit, "; ".join(physical))
 
 
 def assumptions(profile: Profile, basis: Basis) -> list[str]:
