@@ -4,7 +4,8 @@
 
 Audits the demo `--runs` times (`--headless --budget quick --json`) and compares what a reader
 acts on: the recommendation ids with their severities, the notes (info findings), and the order
-of the top 3. Prints each run's top 3 and every difference; exits 1 when any run differs from
+of the top 3 opportunities. A comparison left undecided is no verdict (it may be decided in another run, never the other
+way), so the undecided ones are printed, not compared. Prints each run's top 3 and every difference; exits 1 when any run differs from
 the first.
 """
 from __future__ import annotations
@@ -17,12 +18,13 @@ import sys
 
 
 def verdict(report: dict) -> dict:
-    findings = report["findings"]  # ranked, highest priority first
+    findings = report["findings"]  # opportunities first, highest priority first
     recommendations = [f for f in findings if f["severity"] != "info"]
     return {
         "recommendations": sorted(f"{f['id']} ({f['severity']})" for f in recommendations),
-        "notes": sorted(f["id"] for f in findings if f["severity"] == "info"),
-        "top3": [f["id"] for f in recommendations[:3]],
+        "notes": sorted(f["id"] for f in findings if f["severity"] == "info" and f.get("kind") != "undecided"),
+        "undecided": sorted(f["id"] for f in findings if f.get("kind") == "undecided"),
+        "top3": report["sections"]["opportunities"][:3],
         "priorities": {f["id"]: f["priority"] for f in recommendations},
         "errored": [c["id"] for c in report["checks"] if c["status"] == "errored"],
     }
@@ -56,7 +58,7 @@ def main() -> int:
     verdicts = run(args.runs, args.out)
     flips = 0
     for i, v in enumerate(verdicts):
-        print(f"run {i}: top 3 {v['top3']}; priorities {v['priorities']}")
+        print(f"run {i}: top 3 {v['top3']}; priorities {v['priorities']}; undecided {v['undecided']}")
         for line in differences(verdicts[0], v):
             flips += 1
             print(f"  differs from run 0: {line}")

@@ -148,3 +148,13 @@ def test_a_comparison_the_budget_left_undecided_is_listed_apart_and_never_ranked
     assert sections["undecided"] == ["serving/threads"] and sections["opportunities"] == sections["notes"] == []
     assert sections["passed"][0]["check"] == "serving" and exit_code(state, "low") == EXIT_OK
     assert "## Undecided" in render_markdown(state) and "undecided against" in render_markdown(state)
+
+
+def test_litert_threads_left_undecided_are_listed_not_claimed():
+    from checks.serving.knobs import litert_findings
+
+    noisy = {"a_ms": [1.0] * 6, "b_ms": [0.6, 1.3, 0.7, 1.2, 0.65, 1.25], "quads": 0}
+    litert = {"threads": [None, 2], "confidence": 0.95,
+              "compared": [{"rounds": noisy, "default_ms": noisy["a_ms"], "ms": noisy["b_ms"]}]}
+    [found] = litert_findings(litert, {})
+    assert found.id == "serving/litert-threads" and found.kind == "undecided" and "num_threads=2" in found.title

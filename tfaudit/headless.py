@@ -17,7 +17,7 @@ from tfaudit.events import CheckFinished, CheckProgress, CheckStarted, Event, Mo
 from tfaudit.engine.registry import CheckSpec
 from tfaudit.report.format import (NARROW_COLUMNS, NARROW_RANKED_COLUMNS, audited_text, confidence_cell, effort_text, human_bytes, plural,
                                    risk_text, saving_text, worth_cell)
-from tfaudit.report.profiles import Profile
+from tfaudit.report.profiles import Profile, assumptions
 from tfaudit.report.outputs import finish_audit
 from tfaudit.engine.runner import AuditJob, run_audit
 
@@ -171,6 +171,8 @@ def print_summary(state: AuditState, out: Console) -> None:
     print_gates(state, out)  # regressions first
     if state.opportunities():
         out.print(ranked_table(state, out.width))
+        for line in assumptions(state.profile, state.basis()):
+            out.print(f"[dim]  assuming {escape(line)}[/]")
     if state.diagnostics():
         out.print(ranked_table(state, out.width, state.diagnostics(), "Diagnostics: to act on, without a saving priced here"))
     for f in state.undecided():

@@ -20,7 +20,7 @@ def hours_said(hours: float) -> str:
 
 SEVERITY_BY_HOURS = ("from the hours until the growth, at the measured call rate, exhausts the memory available now: "
                      + ", ".join(f"< {hours_said(hours)} {severity}" for severity, hours in HOURS_TO_EXHAUST) + ", else low")
-SEVERITY_BY_SHAPE_BYTES = ("from the bytes kept per new shape: "
+SEVERITY_BY_SHAPE_BYTES = ("from the low end of the 95 % interval of the bytes kept per new shape: "
                            + ", ".join(f"< {limit // MIB} MiB {lower}" for (_, limit), lower in
                                        zip(reversed(BYTES_PER_SHAPE), ("info", "low", "medium"))) + ", else high")
 GROWTH_SUMMARY = (

@@ -183,7 +183,7 @@ def new_shape_finding(m: dict, per_shape: Slope, shapes: int, wrapper: dict | No
     )
     return RULES["memory/growth-per-new-shape"].finding(
         {**evidence, "bytes_per_new_shape": [round(per_shape.value), round(per_shape.low), round(per_shape.high)], "wrapper": wrapper},
-        severity=severity_from_shape_bytes(per_shape.value),
+        severity=severity_from_shape_bytes(per_shape.low),  # the whole interval past a level: a point estimate near 1 MiB flipped BERT's
         support=Support.interval(Measure(per_shape.value, per_shape.low, per_shape.high), MIN_BYTES_PER_SHAPE, text.SLOPE_METHOD),
         kib=f"{per_shape.value / KIB:,.0f}", kib_1=f"{per_shape.value / KIB:,.1f}", low_kib=f"{per_shape.low / KIB:,.1f}",
         high_kib=f"{per_shape.high / KIB:,.1f}", shapes=shapes, varies=m["varies"], mb_per_1000=f"{per_shape.value * 1000 / MIB:,.0f}",

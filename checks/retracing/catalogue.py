@@ -56,6 +56,7 @@ BATCHING_MEASURED = (
 )
 BATCHING_SAVED = ": $saved ms [$low–$high] saved per $rows-row request ($pct % of its time)."
 BATCHING_NO_DIFFERENCE = ": no significant difference."
+BATCHING_UNDECIDED = ": not decided within the budget ($decision), so no saving is claimed."
 OVERHEAD_MEASURED_AS = "a no-op tf.function with the same input_signature, called and materialised the same way"
 RELAXED_FROM_KERAS = "traced again from the $keras model"
 RELAXED_FROM_GRAPH = "the graph imported again with None as its batch dimension"

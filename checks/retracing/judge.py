@@ -247,7 +247,8 @@ def batching_text(saved: dict, measured: dict, why: str, batch: int) -> str:
         return ""
     once, each = measured[f"relaxed_one_call_of_{rows * batch}_rows"], measured[f"original_{rows}_calls"]
     outcome = fill(text.BATCHING_SAVED, saved=f"{saved['latency_ms'].value:.2f}", low=f"{saved['latency_ms'].low:.2f}",
-                   high=f"{saved['latency_ms'].high:.2f}", rows=rows, pct=f"{measured['saved_pct'][0]:.0f}") if saved else text.BATCHING_NO_DIFFERENCE
+                   high=f"{saved['latency_ms'].high:.2f}", rows=rows, pct=f"{measured['saved_pct'][0]:.0f}") if saved else (
+        fill(text.BATCHING_UNDECIDED, decision=measured["decision"]) if "undecided against" in measured.get("decision", "") else text.BATCHING_NO_DIFFERENCE)
     return fill(text.BATCHING_MEASURED, relaxed_as=measured["relaxed_as"], rows_total=rows * batch, once=f"{once['median_ms']:.3f}",
                 each=f"{each['median_ms']:.3f}", rows=rows, outcome=outcome)
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from tfaudit.api import INTERVAL_LEVEL, Finding, Risk, Support, compare, decide
+from tfaudit.api import INTERVAL_LEVEL, Finding, Risk, Support, compare, decide, undecided
 
 from .._compression import within_bound
 from . import catalogue as text
@@ -114,7 +114,7 @@ def litert_findings(litert: dict[str, Any], evidence: dict[str, Any]) -> list[Fi
             decided.append((decision, count, timing, one))
     evidence["litert_threads"] = rows
     if not decided:
-        return []
+        return undecided_litert(counts[1:], compared, litert, rows)
     decision, count, timing, one = min(decided, key=lambda d: d[0].ratio.value)
     comparison = compare(timing_of(one["default_ms"]), timing)
     return [found(
@@ -123,6 +123,18 @@ def litert_findings(litert: dict[str, Any], evidence: dict[str, Any]) -> list[Fi
         severity="medium", savings={"latency_pct": measure_of(comparison.saved_pct)}, support=Support.decided(decision),
         threads=count, speedup=f"{comparison.speedup.value:.2f}", ms=f"{timing.median_ms:.3f}", default_ms=f"{default.median_ms:.3f}",
     )]
+
+
+def undecided_litert(counts: list, compared: list[dict[str, Any]], litert: dict[str, Any], rows: list[dict[str, Any]]) -> list[Finding]:
+    """The thread count its rounds read fastest, when none was decided faster and the budget left it undecided."""
+    confidence = litert.get("confidence", INTERVAL_LEVEL)
+    open_counts = [(decision, count) for count, one in zip(counts, compared)
+                   if not (decision := decide(one["rounds"], text.LITERT_MINIMUM, confidence)).decided]
+    if not open_counts:
+        return []
+    decision, count = min(open_counts, key=lambda d: d[0].ratio.value)
+    return [undecided(text.RULES["serving/litert-threads"], f"LiteRT with num_threads={count} against its default",
+                      decision.describe(f"{count} threads", "the default"), {"litert_threads": rows})]
 
 
 def litert_comparisons(litert: dict[str, Any]) -> list[dict[str, Any]]:
