@@ -330,3 +330,14 @@ async def test_x_writes_the_selected_findings_fix_by_re_running_its_check_with_a
         assert fixed.artifact["path"] == str(tmp_path / "fixes" / "float16")
         assert "## `float16/`" in (tmp_path / "fixes" / "README.md").read_text()
         assert notes[-1].startswith(f"wrote {tmp_path / 'fixes' / 'float16'} and measured it again")
+
+
+@sync
+async def test_from_100_terminal_columns_the_ranked_table_shows_worth_effort_and_confidence():
+    for size, expected in (((100, 30), ["#", "severity", "finding", "$/month", "effort", "confidence"]), ((99, 30), ["#", "severity", "finding", "$/month"])):
+        app = replay_app()
+        async with app.run_test(size=size) as pilot:
+            await until(pilot, finished(app))
+            await pilot.pause(0.2)
+            table = app.query_one(FindingsTable)
+            assert [str(c.label) for c in table.columns.values()] == expected, size

@@ -114,7 +114,7 @@ def test_the_tui_shows_the_verdict_when_the_audit_ends():
 def test_the_headless_table_never_breaks_an_id_and_drops_columns_when_narrow():
     long_id = finding("retracing", "retraced-before-export-of-every-function", "medium", savings={"size_bytes": Measure(1e6)})
     state = audited({"retracing": "findings"}, [long_id])
-    for width, shown, dropped in ((80, ("$/month",), ("severity", "measured", "effort")), (120, ("$/month", "effort"), ("risk",)),
+    for width, shown, dropped in ((80, ("severity", "$/month"), ("measured", "effort")), (120, ("$/month", "effort"), ("risk",)),
                                   (160, ("$/month", "measured", "effort", "confidence", "risk"), ())):
         console = Console(record=True, width=width)
         print_summary(state, console)
@@ -139,3 +139,19 @@ def test_github_annotations_name_each_finding_at_or_above_fail_on():
     out = io.StringIO()
     github_annotations(state, "never", out)
     assert out.getvalue().startswith("::warning ")
+
+
+@pytest.mark.parametrize("width", [80, 100, 120, 160])
+def test_the_headless_tables_of_the_demo_report_fit_the_width_and_keep_every_id(width):
+    import os
+
+    from tfaudit.rejudge import stored_state
+
+    with open(os.path.join(os.path.dirname(__file__), "..", "reports", "demo.json"), encoding="utf-8") as f:
+        state = stored_state(json.load(f))
+    console = Console(record=True, width=width, file=open(os.devnull, "w"))
+    print_summary(state, console)
+    text = console.export_text()
+    borders = [line.rstrip() for line in text.splitlines() if line.startswith(("┏", "└"))]
+    assert len(borders) == 4 and all(line.endswith(("┓", "┘")) and len(line) <= width for line in borders), borders
+    assert all(f.id in text for f in state.recommendations())

@@ -22,7 +22,7 @@ from tfaudit.report.outputs import finish_audit
 from tfaudit.engine.runner import AuditJob, run_audit
 
 PLAIN_PROGRESS_INTERVAL_S = 2.0
-SHORTEST_WRAP = 14  # what a wrapped cell of the ranked table keeps per line
+WIDEST_CELL = 24  # a ranked table's cell (but the finding's) wraps past this
 DROP_ORDER = ("risk", "confidence", "saving", "effort", "severity", "worth")  # what a narrow table gives up first
 STATUS_STYLE = {"passed": "green", "findings": "yellow", "skipped": "dim", "errored": "red", "running": "cyan", "pending": "dim"}
 
@@ -98,7 +98,7 @@ class LiveProgress:
 
 def ranked_table(state: AuditState, width: int | None = None, findings: list | None = None, title: str = "") -> Table:
     """The opportunities (or ``findings``, the diagnostics) in a table. Below NARROW_COLUMNS only the narrow columns; then
-    columns are dropped (DROP_ORDER) until the finding column keeps its longest id whole."""
+    columns are dropped (DROP_ORDER) until the others fit at their width beside the finding column's longest id."""
     opportunities = findings is None
     findings = state.opportunities() if findings is None else findings
     profile = state.profile
@@ -113,9 +113,14 @@ def ranked_table(state: AuditState, width: int | None = None, findings: list | N
     columns = [c for c in wide if c in NARROW_RANKED_COLUMNS] if width is not None and width < NARROW_COLUMNS else list(wide)
     headers = {"worth": profile.unit, "saving": "measured saving" if opportunities else "measured"}
 
-    def needed() -> int:  # a column wraps its cells down to SHORTEST_WRAP, the finding column never below its longest id
-        cells = lambda c: [len(headers.get(c, c))] + [len(r[c]) for r in rows]  # noqa: E731
-        return 1 + sum(3 + (longest_id if c == "finding" else min(max(cells(c)), SHORTEST_WRAP)) for c in columns)
+    def cell_width(column: str) -> int:  # a cell's widest line: WIDEST_CELL, wrapping longer ones; the finding column its longest id
+        if column == "finding":
+            return longest_id
+        texts = [headers.get(column, column)] + [r[column] for r in rows]
+        return max([min(len(text), WIDEST_CELL) for text in texts] + [len(word) for text in texts for word in text.split()])
+
+    def needed() -> int:  # so that only the finding column wraps to fit, and never below its longest id
+        return 1 + sum(3 + cell_width(c) for c in columns)
 
     for column in DROP_ORDER:
         if width is None or needed() <= width:
@@ -123,7 +128,8 @@ def ranked_table(state: AuditState, width: int | None = None, findings: list | N
         if column in columns:
             columns.remove(column)
     for column in columns:
-        table.add_column(headers.get(column, column), overflow="fold", min_width=longest_id if column == "finding" else None)
+        table.add_column(headers.get(column, column), overflow="fold", min_width=longest_id if column == "finding" else None,
+                         max_width=None if column == "finding" else WIDEST_CELL)
     for row in rows:
         table.add_row(*(row[c] for c in columns))
     return table

@@ -14,9 +14,10 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun if count == 1 else IRREGULAR_PLURALS.get(noun, noun + 's')}"
 
 
-def worth_cell(finding: Finding) -> str:
-    """The finding's saving in the profile's currency (tfaudit.report.profiles); "—" when it has none there."""
-    return worth_text(Worth.from_dict(finding.worth) if finding.worth else None)
+def worth_cell(finding: Finding, interval: bool = True) -> str:
+    """The finding's saving in the profile's currency (tfaudit.report.profiles) for a column headed by its unit; "—" when it
+    has none there. ``interval=False``: the value alone, for a narrow cell (the detail view has the interval)."""
+    return worth_text(Worth.from_dict(finding.worth) if finding.worth else None, unit=False, interval=interval)
 
 
 def human_bytes(n: float | None) -> str:

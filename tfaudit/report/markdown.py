@@ -12,7 +12,7 @@ from tfaudit.report.evidence import evidence_lines, markdown_table as table
 from tfaudit.report.fixes import verified_lines
 from tfaudit.report.format import (audited_text, confidence_cell, confidence_text, effort_text, human_bytes, plural, risk_text, saving_text,
                                    shape_text, worth_cell)
-from tfaudit.report.profiles import assumptions
+from tfaudit.report.profiles import Worth, assumptions, worth_text
 from tfaudit.report.gates import TAIL_MINIMUM_FACTOR
 
 TOP_OPS = 15
@@ -155,7 +155,7 @@ def verdict_lines(state: AuditState, findings: list[Finding]) -> list[str]:
     first_sentence = top.summary.split(". ")[0].rstrip(".")
     physical = (top.worth or {}).get("physical")
     if top.priority > 0:
-        saves = f"{worth_cell(top)} as a {profile.label} ({physical}); measured: {saving_text(top)}"
+        saves = f"{worth_text(Worth.from_dict(top.worth))} as a {profile.label} ({physical}); measured: {saving_text(top)}"
     else:
         saves = f"nothing priced as a {profile.label}; first by its severity ({top.severity}): {first_sentence}"
     incomplete = [f"> **Incomplete:** {state.verdict()}", ""] if state.errored() else []
@@ -212,7 +212,7 @@ def worth_line(f: Finding) -> str:
     """What the finding is worth under the report's profile, in words."""
     worth = f.worth or {}
     if f.priority > 0:
-        return f"worth {worth_cell(f)}" + (f" ({worth['physical']})" if worth.get("physical") else "")
+        return f"worth {worth_text(Worth.from_dict(worth))}" + (f" ({worth['physical']})" if worth.get("physical") else "")
     return f"not priced here: {worth['why_not']}" if worth.get("why_not") else "a diagnostic"
 
 

@@ -298,13 +298,15 @@ def assumptions(profile: Profile, basis: Basis) -> list[str]:
     ]
 
 
-def worth_text(w: Worth | None) -> str:
-    """A worth in one cell: "$12.3/month [10.1–14.2]", "4.1 edge points"; "—" when it is worth nothing here (``why_not`` says why)."""
+def worth_text(w: Worth | None, unit: bool = True, interval: bool = True) -> str:
+    """A worth in words: "$12.3/month [$10.1–$14.2]", "4.1 edge points [3.9–4.4]"; "—" when it is worth nothing here
+    (``why_not`` says why). A table whose header names the unit leaves it out (``unit``); a narrow cell, the interval."""
     if w is None or not w.priced:
         return "—"
+    ends = (w.value, w.low, w.high) if interval else (w.value, w.value, w.value)
     if w.unit.endswith("/month"):
         currency = w.unit.removesuffix("/month")
         money = lambda x: f"{currency}{x:,.2f}" if x >= 0.01 else f"{currency}{x:.2g}"  # noqa: E731
-        span = f" [{money(w.low)}–{money(w.high)}]" if (w.low, w.high) != (w.value, w.value) else ""
-        return f"{money(w.value)}/month{span}"
-    return _span((w.value, w.low, w.high), w.unit)
+        span = f" [{money(ends[1])}–{money(ends[2])}]" if ends[1:] != (ends[0], ends[0]) else ""
+        return f"{money(ends[0])}{'/month' if unit else ''}{span}"
+    return _span(ends, w.unit) if unit else _span(ends, "").replace(" [", "[").strip()

@@ -131,9 +131,9 @@ class FindingsTable(DataTable):
             return
         selected = self.selected_finding()
         self.findings_ranked, self.min_severity, self.layout_width, self.unit = ranked, min_severity, self.size.width, unit
-        rows = [{"#": str(i) if f.priority > 0 else "·", "severity": f.severity, "worth": worth_cell(f), "effort": effort_text(f),
+        rows = [{"#": str(i) if f.priority > 0 else "·", "severity": f.severity, "worth": worth_cell(f, interval=False), "effort": effort_text(f),
                  "confidence": confidence_cell(f), "risk": risk_text(f)} for i, f in enumerate(shown, 1)]
-        narrow = 0 < self.size.width < NARROW_COLUMNS
+        narrow = 0 < self.app.size.width < NARROW_COLUMNS  # the terminal's columns, as the headless table counts them
         columns = list(NARROW_RANKED_COLUMNS if narrow else (*NARROW_RANKED_COLUMNS, "effort", "confidence", "risk"))
 
         headers = {"worth": unit}
