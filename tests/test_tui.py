@@ -341,3 +341,27 @@ async def test_from_100_terminal_columns_the_ranked_table_shows_worth_effort_and
             await pilot.pause(0.2)
             table = app.query_one(FindingsTable)
             assert [str(c.label) for c in table.columns.values()] == expected, size
+            assert table.selected_finding().id == ranked_ids(app)[0]  # untouched, the cursor stays on the top finding
+
+
+@sync
+async def test_the_cursor_stays_on_the_top_finding_until_the_user_moves_it():
+    from tfaudit.api import Measure
+    from tfaudit.events import CheckFinished, CheckStarted, FindingEmitted, ModelLoaded
+
+    from test_reports import ENVIRONMENT, INVENTORY, finding
+
+    small = finding("retracing", "small", savings={"size_bytes": Measure(1e3)})
+    large = finding("retracing", "large", savings={"size_bytes": Measure(1e9)})  # arrives second, ranks first
+    events = [ModelLoaded(INVENTORY, ENVIRONMENT), CheckStarted("retracing", "Retracing"),
+              FindingEmitted("retracing", small.to_dict()), FindingEmitted("retracing", large.to_dict()), CheckFinished("retracing", "findings", 1.0)]
+    gate = threading.Semaphore(0)
+    app = TfauditApp(ReplaySource(events, "/m", gate=gate))
+    async with app.run_test() as pilot:
+        gate.release(3)
+        await until(pilot, lambda: ranked_ids(app) == ["retracing/small"])
+        gate.release(10)
+        await until(pilot, finished(app))
+        await pilot.pause(0.2)
+        table = app.query_one(FindingsTable)
+        assert ranked_ids(app) == ["retracing/large", "retracing/small"] and table.selected_finding().id == "retracing/large"

@@ -129,7 +129,7 @@ class FindingsTable(DataTable):
         shown = [f for f in ranked if min_severity is None or severity_rank(f.severity) <= severity_rank(min_severity)]
         if not force and [f.to_dict() for f in shown] == [f.to_dict() for f in self.findings]:
             return
-        selected = self.selected_finding()
+        selected = self.selected_finding() if self.cursor_row > 0 else None  # on the top row, the cursor stays on the top finding
         self.findings_ranked, self.min_severity, self.layout_width, self.unit = ranked, min_severity, self.size.width, unit
         rows = [{"#": str(i) if f.priority > 0 else "·", "severity": f.severity, "worth": worth_cell(f, interval=False), "effort": effort_text(f),
                  "confidence": confidence_cell(f), "risk": risk_text(f)} for i, f in enumerate(shown, 1)]
