@@ -136,7 +136,10 @@ def test_a_comparison_the_budget_left_undecided_is_listed_apart_and_never_ranked
     same = {"a_ms": [1.0, 1.01, 0.99, 1.0, 1.0, 1.0], "b_ms": [1.0, 1.0, 1.01, 0.99, 1.0, 1.0], "quads": 0}
     rows = [{"setting": {"intra": intra, "inter": 1, "precision": "float32", "onednn": None}, "batch": 1, "confidence": 0.95, "rounds": rounds}
             for intra, rounds in ((1, noisy), (2, same))]
-    [found] = undecided_settings(rows, [])
+    from tfaudit.api import decide
+    from checks.serving import catalogue as serving_text
+
+    [found] = undecided_settings(rows, [decide(row["rounds"], serving_text.SETTING_MINIMUM, 0.95) for row in rows], [])
     assert found.id == "serving/threads" and found.kind == "undecided" and found.severity == "info" and not found.savings
     assert "undecided against the ±10% band" in found.summary and found.confidence is None
     with pytest.raises(ValueError, match="claims nothing"):

@@ -309,16 +309,17 @@ def process_findings(m: dict[str, Any], processes: dict[str, Any], batch: int, e
         if key in processes:
             evidence[key] = processes[key]
     rows = [row for row in settings_rows(processes, budget_confidence(m["budget"])) if row["batch"] == batch]
+    decisions = [decide(row["rounds"], text.SETTING_MINIMUM, row["confidence"]) for row in rows]
     if rows:
         defaults = timing_of(ms for row in rows for ms in row["default_ms"])
         evidence["settings"] = [{"setting": "defaults", **timing_stats(defaults, batch)}] + [
             {"setting": Setting(**row["setting"]).label(), **timing_stats(timing_of(row["ms"]), batch),
-             "against_defaults": against_defaults(decide(row["rounds"], text.SETTING_MINIMUM, row["confidence"]))} for row in rows if row["ms"]]
+             "against_defaults": against_defaults(decision)} for row, decision in zip(rows, decisions) if row["ms"]]
     for key in ("settings_failed", "precision_fidelity"):
         if processes.get(key):
             evidence[key] = processes[key]
     candidates = setting_candidates(processes, batch, m["max_fidelity_loss"], budget_confidence(m["budget"]))
-    findings = setting_findings(candidates, batch, m["max_fidelity_loss"]) + undecided_settings(rows, candidates)
+    findings = setting_findings(candidates, batch, m["max_fidelity_loss"]) + undecided_settings(rows, decisions, candidates)
     if processes.get("cold_start"):
         finding = cold_start_finding(processes["cold_start"], m, evidence)
         if finding is not None:
@@ -326,13 +327,13 @@ def process_findings(m: dict[str, Any], processes: dict[str, Any], batch: int, e
     return findings
 
 
-def undecided_settings(rows: list[dict[str, Any]], candidates: list) -> list[Finding]:
-    """Per kind of setting none of which was decided faster: the one its rounds read fastest, when the cap left it undecided."""
+def undecided_settings(rows: list[dict[str, Any]], decisions: list, candidates: list) -> list[Finding]:
+    """Per kind of setting none of which was decided faster: the one its rounds read fastest, when the cap left it undecided
+    (``decisions``: each row's against the defaults)."""
     decided_kinds = {setting.kind for _, setting, _, _ in candidates}
     open_rows: dict[str, tuple] = {}
-    for row in rows:
+    for row, decision in zip(rows, decisions):
         setting = Setting(**row["setting"])
-        decision = decide(row["rounds"], text.SETTING_MINIMUM, row["confidence"])
         if setting.kind in decided_kinds or decision.decided:
             continue
         if setting.kind not in open_rows or decision.ratio.value < open_rows[setting.kind][0].ratio.value:

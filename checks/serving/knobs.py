@@ -103,18 +103,22 @@ def litert_findings(litert: dict[str, Any], evidence: dict[str, Any]) -> list[Fi
     counts, compared = litert["threads"], litert_comparisons(litert)
     default = timing_of(ms for one in compared for ms in one["default_ms"])
     rows = [{"num_threads": "default", **{k: v for k, v in timing_stats(default, 1).items() if k != "batch"}}]
-    decided = []
+    decided, undecided_counts = [], []
+    # a record from before its level was stored was decided at the interval level its bootstrap claimed
+    confidence = litert.get("confidence", INTERVAL_LEVEL)
     for count, one in zip(counts[1:], compared):
         timing = timing_of(one["ms"])
-        decision = decide(one["rounds"], text.LITERT_MINIMUM, litert.get("confidence", INTERVAL_LEVEL))
+        decision = decide(one["rounds"], text.LITERT_MINIMUM, confidence)
         rows.append({"num_threads": count, **{k: v for k, v in timing_stats(timing, 1).items() if k != "batch"},
                      "against_default": decision.outcome})
-        halves = decide(one["rounds"], text.LITERT_HALVES, litert.get("confidence", INTERVAL_LEVEL)).outcome == "faster"
+        halves = decide(one["rounds"], text.LITERT_HALVES, confidence).outcome == "faster"
         if decision.outcome == "faster" and halves:
             decided.append((decision, count, timing, one))
+        elif not decision.decided:
+            undecided_counts.append((decision, count))
     evidence["litert_threads"] = rows
     if not decided:
-        return undecided_litert(counts[1:], compared, litert, rows)
+        return undecided_litert(undecided_counts, rows)
     decision, count, timing, one = min(decided, key=lambda d: d[0].ratio.value)
     comparison = compare(timing_of(one["default_ms"]), timing)
     return [found(
@@ -125,14 +129,11 @@ def litert_findings(litert: dict[str, Any], evidence: dict[str, Any]) -> list[Fi
     )]
 
 
-def undecided_litert(counts: list, compared: list[dict[str, Any]], litert: dict[str, Any], rows: list[dict[str, Any]]) -> list[Finding]:
-    """The thread count its rounds read fastest, when none was decided faster and the budget left it undecided."""
-    confidence = litert.get("confidence", INTERVAL_LEVEL)
-    open_counts = [(decision, count) for count, one in zip(counts, compared)
-                   if not (decision := decide(one["rounds"], text.LITERT_MINIMUM, confidence)).decided]
-    if not open_counts:
+def undecided_litert(undecided_counts: list[tuple[Any, Any]], rows: list[dict[str, Any]]) -> list[Finding]:
+    """Of the (decision, count) the budget left undecided, the count its rounds read fastest (none when there are none)."""
+    if not undecided_counts:
         return []
-    decision, count = min(open_counts, key=lambda d: d[0].ratio.value)
+    decision, count = min(undecided_counts, key=lambda d: d[0].ratio.value)
     return [undecided(text.RULES["serving/litert-threads"], f"LiteRT with num_threads={count} against its default",
                       decision.describe(f"{count} threads", "the default"), {"litert_threads": rows})]
 
