@@ -510,10 +510,12 @@ class Context:
     # Shared by this audit's checks (e.g. a conversion one check can reuse), removed when the
     # audit ends; None when a check runs on its own.
     scratch_dir: str | None = None
+    # ``tfaudit data``: the user's tf.data pipeline (tfaudit.engine.pipeline.Pipeline); model and inputs are then None.
+    pipeline: Any = None
 
     @property
     def inventory(self) -> dict[str, Any]:
-        return self.model.inventory
+        return self.pipeline.inventory() if self.pipeline is not None else self.model.inventory
 
     def timer(self, fn, *, warmup: int | None = None, repeats: int | None = None) -> "Timing":
         """Time ``fn()`` with warm-up and repetitions from the budget; see tfaudit.engine.measure."""

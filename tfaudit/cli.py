@@ -20,6 +20,7 @@ from tfaudit.usage import Parser, UsageError, check_outputs, checked_fix_dir
 
 
 EPILOG = """other commands:
+  tfaudit data MODULE:FUNCTION [...]    audit a tf.data input pipeline (tfaudit data --help)
   tfaudit watch [options] -- COMMAND…   name the retracing in your own program (tfaudit watch --help)
   tfaudit rejudge REPORT.json [...]     judge a JSON report's stored measurements again, without TensorFlow
   tfaudit explain ID                    a finding's page: what it detects, why, the fix, how it is decided
@@ -255,6 +256,10 @@ def main(argv: list[str] | None = None) -> int:
             from tfaudit.watch.cli import run as watch
 
             return watch(argv[1:])
+        if argv[:1] == ["data"]:
+            from tfaudit.data import run as data
+
+            return data(argv[1:])
         if argv[:1] == ["explain"]:
             from tfaudit.explain import main as explain
 

@@ -15,7 +15,7 @@ from tfaudit.report.audit import AuditState
 from tfaudit.exit_codes import EXIT_USAGE, exit_code
 from tfaudit.events import CheckFinished, CheckProgress, CheckStarted, Event, ModelLoaded, to_json
 from tfaudit.engine.registry import CheckSpec
-from tfaudit.report.format import (NARROW_COLUMNS, NARROW_RANKED_COLUMNS, audited_text, confidence_cell, effort_text, human_bytes, plural,
+from tfaudit.report.format import (NARROW_COLUMNS, NARROW_RANKED_COLUMNS, audited_text, pipeline_text, confidence_cell, effort_text, human_bytes, plural,
                                    risk_text, saving_text, worth_cell)
 from tfaudit.report.profiles import Profile, assumptions
 from tfaudit.report.outputs import finish_audit
@@ -28,6 +28,8 @@ STATUS_STYLE = {"passed": "green", "findings": "yellow", "skipped": "dim", "erro
 
 
 def model_line(inv: dict) -> str:
+    if inv.get("kind") == "pipeline":
+        return f"pipeline: {pipeline_text(inv)}"
     return f"model: {inv['format']}, {audited_text(inv)}, {inv['variables']['parameters']:,} parameters, {human_bytes(inv['size_bytes'])} on disk"
 
 

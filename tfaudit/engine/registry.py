@@ -13,6 +13,7 @@ from importlib.metadata import entry_points
 from tfaudit.engine.launch import adopt_user_path
 
 ENTRY_POINT_GROUP = "tfaudit.checks"
+DATA_ENTRY_POINT_GROUP = "tfaudit.data_checks"  # checks of an input pipeline (tfaudit data), not of a model
 EXTRA_CHECKS_VARIABLE = "TFAUDIT_EXTRA_CHECKS"  # "module:Class,module:Class": checks under development
 BUILTIN_DISTRIBUTION = "tfaudit"
 
@@ -46,12 +47,14 @@ def spec_for(target: str, origin: str = "built-in", fallback_id: str = "") -> Ch
     return CheckSpec(meta.id, meta.title, meta.description, target, origin, charts=charts)
 
 
-def discover_checks() -> list[CheckSpec]:
+def discover_checks(group: str = ENTRY_POINT_GROUP) -> list[CheckSpec]:
     specs = []
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
+    for ep in entry_points(group=group):
         dist = ep.dist.name if ep.dist is not None else "unknown"
         origin = "built-in" if dist == BUILTIN_DISTRIBUTION else f"plugin {dist}"
         specs.append(spec_for(ep.value, origin, fallback_id=ep.name))
+    if group != ENTRY_POINT_GROUP:
+        return specs
     if os.environ.get(EXTRA_CHECKS_VARIABLE):
         adopt_user_path()  # the user's checks import from the user's folders, after the installation (tfaudit.engine.launch)
     for target in filter(None, os.environ.get(EXTRA_CHECKS_VARIABLE, "").split(",")):

@@ -347,7 +347,7 @@ def run_audit(
             if isinstance(loaded, LoadFailed):
                 return False
             function = loaded.inventory.get("function")  # --function: the checks audit it saved again as a signature
-            job = replace(job, model=function["saved_as"] if function else job.model, signature=loaded.inventory["signature"],
+            job = replace(job, model=function["saved_as"] if function else job.model, signature=loaded.inventory.get("signature"),
                           input_constraints=loaded.inventory.get("input_constraints"))
             for position, spec in enumerate(specs):
                 try:

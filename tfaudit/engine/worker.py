@@ -61,10 +61,37 @@ def open_model(job: dict[str, Any], refuse_untrusted: bool = False):
     return model, open_inputs(model, job.get("inputs"), job.get("input_constraints"))
 
 
+def open_pipeline(job: dict[str, Any]):
+    """``tfaudit data``: the user's pipeline, its factory imported here (by the import rule) and called."""
+    from tfaudit.engine.model import import_modules
+    from tfaudit.engine.pipeline import build
+
+    import_modules(job.get("imports") or [])
+    pipeline = job["options"]["pipeline"]
+    return build(pipeline["target"], pipeline["arguments"])
+
+
+def run_pipeline_inventory(job: dict[str, Any], emit: Callable[[Event], None]) -> None:
+    from tfaudit.engine.pipeline import PipelineError
+
+    try:
+        pipeline = open_pipeline(job)
+        inventory = pipeline.inventory()
+        if inventory["cardinality"] == 0:
+            raise PipelineError(f"{pipeline.target} returned an empty dataset")
+    except PipelineError as exc:
+        emit(LoadFailed(message=str(exc)))
+        return
+    emit(ModelLoaded(inventory=inventory, environment=tensorflow_environment()))
+
+
 def run_inventory(job: dict[str, Any], emit: Callable[[Event], None]) -> None:
     from tfaudit.engine.inputs import InputError
     from tfaudit.engine.model import SERVING_DEFAULT, LoadError, export_function
 
+    if (job.get("options") or {}).get("pipeline"):
+        run_pipeline_inventory(job, emit)
+        return
     trusted = bool((job.get("options") or {}).get("trust_model"))
     try:
         if job.get("function"):
@@ -121,10 +148,12 @@ def run_check(job: dict[str, Any], emit: Callable[[Event], None]) -> None:
         # The check is made before TensorFlow runs anything here: a check may fork a helper process
         # now, which is safe only before the first op (the compression checks' conversion process).
         check = load_target(job["target"])()
-        model, inputs = open_model(job)
+        pipeline = open_pipeline(job) if job["options"].get("pipeline") else None
+        model, inputs = open_model(job) if pipeline is None else (None, None)
         ctx = Context(
-            model=model,
-            inputs=inputs,
+            model=model,  # type: ignore[arg-type]  # None with a pipeline
+            inputs=inputs,  # type: ignore[arg-type]
+            pipeline=pipeline,
             budget=BUDGETS[job["budget"]],
             options={**job.get("options", {}), "imports": job.get("imports") or []},  # --import, for processes a check starts
             scratch_dir=job.get("scratch_dir"),

@@ -46,6 +46,13 @@ def audited_text(inv: dict, quote: str = "") -> str:
     return f"signature {signature}"
 
 
+def pipeline_text(inv: dict) -> str:
+    """A ``tfaudit data`` pipeline in one line: its factory and arguments, stages, elements and count."""
+    arguments = ", ".join(f"{k}={v}" for k, v in inv.get("arguments", {}).items())
+    return (f"{inv['path']}({arguments}): {len(inv.get('stages', []))} stages, elements {inv.get('element_spec')}, "
+            f"cardinality {inv.get('cardinality')}")
+
+
 def saving_text(finding: Finding) -> str:
     """The savings in one cell, each with its 95 % interval when measured, and "projected" when computed from measured numbers."""
     s = finding.savings

@@ -10,7 +10,7 @@ from tfaudit.report.audit import AuditState
 from tfaudit.report import write_atomic
 from tfaudit.report.evidence import evidence_lines, markdown_table as table
 from tfaudit.report.fixes import verified_lines
-from tfaudit.report.format import (audited_text, confidence_cell, confidence_text, effort_text, human_bytes, plural, risk_text, saving_text,
+from tfaudit.report.format import (audited_text, pipeline_text, confidence_cell, confidence_text, effort_text, human_bytes, plural, risk_text, saving_text,
                                    shape_text, worth_cell)
 from tfaudit.report.profiles import Worth, assumptions, worth_text
 from tfaudit.report.gates import TAIL_MINIMUM_FACTOR
@@ -46,6 +46,8 @@ def environment_lines(env: dict) -> list[str]:
 
 
 def model_lines(inv: dict) -> list[str]:
+    if inv.get("kind") == "pipeline":
+        return pipeline_lines(inv)
     if not inv or "signatures" not in inv:
         return []
     variables = inv.get("variables", {})
@@ -72,6 +74,17 @@ def model_lines(inv: dict) -> list[str]:
         top = sorted(inv["ops"].items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_OPS]
         lines.append("Ops in the serving graph (top %d of %d types): " % (len(top), len(inv["ops"])) + ", ".join(f"{op} ×{n}" for op, n in top))
         lines.append("")
+    return lines
+
+
+def pipeline_lines(inv: dict) -> list[str]:
+    lines = ["## Pipeline", "", f"- {pipeline_text(inv)}", ""]
+    rows = [[str(s["index"]), f"`{s['kind']}`", s["where"] or "a library call", f"`{s['code']}`" if s["code"] else "", s["node"]]
+            for s in inv.get("stages", [])]
+    lines += table(["#", "Stage", "Where", "Code", "Dataset"], rows)
+    options = inv.get("options", {})
+    lines.append("Options in effect: " + ", ".join(f"{k} {v}" for k, v in options.items()))
+    lines.append("")
     return lines
 
 

@@ -15,7 +15,7 @@ from textual_plotext import PlotextPlot
 
 from tfaudit.api import Chart, Finding, severity_rank
 from tfaudit.report.audit import AuditState
-from tfaudit.report.format import (NARROW_COLUMNS, NARROW_RANKED_COLUMNS, audited_text, confidence_cell, effort_text, human_bytes, risk_text,
+from tfaudit.report.format import (NARROW_COLUMNS, NARROW_RANKED_COLUMNS, audited_text, pipeline_text, confidence_cell, effort_text, human_bytes, risk_text,
                                    shape_text, worth_cell)
 from tfaudit.report.variants import frontier_charts, frontier_points, pareto_frontier
 
@@ -29,6 +29,10 @@ def header_text(state: AuditState) -> Text:
         return Text.assemble(("cannot load the model: ", "bold red"), state.load_error)
     if inv is None:
         return Text(f"loading {state.model_path} …", style="italic")
+    if inv.get("kind") == "pipeline":
+        env = env or {}
+        return Text.assemble(("tf.data pipeline ", "bold"), pipeline_text(inv), "\n",
+                             f"TensorFlow {env.get('tensorflow', '?')} · {env.get('cpu', 'CPU ?')} ({env.get('cores_logical', '?')} cores)")
     signature = inv.get("signatures", {}).get(inv.get("signature"), {})
     inputs = ", ".join(f"{i['name']} {i['dtype']} {shape_text(i['shape'])}" for i in signature.get("inputs", []))
     parameters = inv.get("variables", {}).get("parameters", 0)

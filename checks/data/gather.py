@@ -1,0 +1,229 @@
+"""What the input pipeline check measures, in the worker: the pipeline's first pass (time to the first element, each
+GetNext, CPU), each prefix's throughput, and each fix applied to the returned dataset, timed in turn against it."""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from tfaudit.api import Progress, Sample, compare_in_turn
+
+from .catalogue import PIPELINE_MINIMUM
+
+TAKE = {"quick": 2_000, "standard": 10_000, "thorough": 100_000}  # elements of the first pass, at most (--take)
+FIRST_PASS_SECONDS = {"quick": 2.0, "standard": 6.0, "thorough": 30.0}
+PREFIX_WINDOW_S = {"quick": 0.1, "standard": 0.3, "thorough": 1.0}
+PREFIX_WINDOWS = {"quick": 5, "standard": 7, "thorough": 11}
+PREFIX_WARMUP_S = 0.05
+RATIO_INPUTS = 16  # input elements a stage's output is counted from, where its count per element is not its argument
+RATIO_SECONDS = 2.0
+CHUNK_MS = 10.0  # the least time one timed chunk of a comparison takes
+MIN_CHUNK = 3
+WARM_MS = 20.0  # pulled untimed from each fresh iterator first: its threads started, its buffers filling as in steady state
+MIN_WARM = 2
+GETNEXT_CHART_POINTS = 300
+
+
+def element_bytes(element: Any) -> int:
+    import tensorflow as tf
+
+    return int(sum(np.asarray(t).nbytes for t in tf.nest.flatten(element)))
+
+
+def gather(ctx) -> Iterator:
+    """Yields progress and the GetNext chart; returns the measurements ``judge`` decides from."""
+    import tensorflow as tf
+
+    pipeline = ctx.pipeline
+    budget = ctx.budget.name if ctx.budget.name in TAKE else "standard"
+    take = int(ctx.options.get("take") or TAKE[budget])
+    yield Progress(0.0, "first pass")
+    first = first_pass(pipeline.dataset, take, FIRST_PASS_SECONDS[budget])
+    for index, ms in downsample(first.pop("getnext_ms_series"), GETNEXT_CHART_POINTS):
+        yield Sample("getnext_ms", index, ms, "GetNext")
+
+    options = pipeline.dataset.options()
+    stages = []
+    for stage in pipeline.stages:
+        yield Progress(0.2 + 0.4 * stage.index / len(pipeline.stages), f"timing up to {stage.label}")
+        rates = prefix_rates(stage.dataset.with_options(options), PREFIX_WINDOW_S[budget], PREFIX_WINDOWS[budget])
+        stages.append({**stage.to_dict(), "rates": rates, "inputs_per_output": inputs_per_output(stage)})
+    for stage in stages:
+        yield Sample("stage_rate", stage["index"], float(np.median(stage["rates"])), stage["kind"])
+
+    candidates = []
+    for name, where, variant in fix_candidates(pipeline, tf):
+        yield Progress(0.6 + 0.4 * len(candidates) / 4, f"timing {name}")
+        candidates.append({"fix": name, "stage": where, **timed_against(pipeline.dataset, variant, ctx.budget)})
+    yield Progress(1.0, "done")
+    return {
+        "target": pipeline.target,
+        "budget": budget,
+        "confidence": ctx.budget.confidence,
+        "take": take,
+        "take_given": bool(ctx.options.get("take")),
+        "first_pass": first,
+        "stages": stages,
+        "candidates": candidates,
+        "options": pipeline.inventory()["options"],
+    }
+
+
+def first_pass(dataset, take: int, seconds: float) -> dict[str, Any]:
+    """A fresh iterator's first element and its next ones, each GetNext timed, up to ``take`` elements or ``seconds``."""
+    started, cpu_started = time.perf_counter(), time.process_time()
+    iterator = iter(dataset)
+    try:
+        element = next(iterator)
+    except StopIteration:
+        return {"elements": 0, "empty": True}
+    first_ms = (time.perf_counter() - started) * 1000
+    size = element_bytes(element)
+    getnext: list[float] = []
+    exhausted = False
+    steady_start = time.perf_counter()
+    while 1 + len(getnext) < take and time.perf_counter() - steady_start < seconds:
+        before = time.perf_counter()
+        try:
+            next(iterator)
+        except StopIteration:
+            exhausted = True
+            break
+        getnext.append((time.perf_counter() - before) * 1000)
+    wall = time.perf_counter() - started
+    return {
+        "elements": 1 + len(getnext),
+        "empty": False,
+        "exhausted": exhausted,
+        "stopped_at": "end of the dataset" if exhausted else "take" if 1 + len(getnext) >= take else "time",
+        "first_ms": first_ms,
+        "steady_seconds": time.perf_counter() - steady_start,
+        "wall_seconds": wall,
+        "cpu_seconds": time.process_time() - cpu_started,
+        "element_bytes": size,
+        "getnext_ms": percentiles(getnext),
+        "getnext_ms_series": getnext,
+    }
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    data = np.asarray(values)
+    return {"p50": float(np.percentile(data, 50)), "p90": float(np.percentile(data, 90)), "p99": float(np.percentile(data, 99)),
+            "mean": float(data.mean()), "n": len(values), "within_50us": float(np.mean(data <= 0.05))}
+
+
+def downsample(values: list[float], limit: int) -> list[tuple[int, float]]:
+    if len(values) <= limit:
+        return list(enumerate(values))
+    keep = np.linspace(0, len(values) - 1, limit).round().astype(int)
+    return [(int(i), values[i]) for i in keep]
+
+
+def prefix_rates(dataset, window_s: float, windows: int) -> list[float]:
+    """Elements a second of ``dataset`` (repeated: it never runs out), over ``windows`` windows after a warm-up."""
+    iterator = iter(dataset.repeat())
+    pull_for(iterator, PREFIX_WARMUP_S)
+    rates = []
+    for _ in range(windows):
+        count, seconds = pull_for(iterator, window_s)
+        rates.append(count / seconds)
+    return rates
+
+
+def pull_for(iterator, seconds: float) -> tuple[int, float]:
+    count, start = 0, time.perf_counter()
+    while True:
+        next(iterator)
+        count += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return count, elapsed
+
+
+def inputs_per_output(stage) -> dict[str, Any]:
+    """How many elements of the stage's input one of its elements stands for: its argument (batch), 1 (map, prefetch …),
+    or counted from RATIO_INPUTS input elements run through the same call; None where it cannot be told."""
+    from tfaudit.engine.pipeline import BATCHING, SAME_COUNT
+
+    if stage.index == 0:
+        return {"value": None, "how": "the source"}
+    if stage.kind in SAME_COUNT:
+        return {"value": 1.0, "how": "one element per element"}
+    if stage.kind in BATCHING:
+        size = stage.argument("batch_size", 0)
+        try:
+            return {"value": float(int(size)), "how": f"batch_size {int(size)}"}
+        except (TypeError, ValueError):
+            pass
+    if stage.call is None or stage.call.input is None:
+        return {"value": None, "how": "made inside a library call: not counted"}
+    call = stage.call
+    try:
+        rerun = getattr(type(call.input), call.method)(call.input.take(RATIO_INPUTS), *call.args, **call.kwargs)
+        outputs, start = 0, time.perf_counter()
+        for _ in rerun:
+            outputs += 1
+            if time.perf_counter() - start > RATIO_SECONDS:
+                return {"value": None, "how": f"not counted: {outputs} outputs of {RATIO_INPUTS} inputs took over {RATIO_SECONDS:g} s"}
+    except Exception as exc:  # noqa: BLE001 - a stage that cannot run on a shortened input is not counted, and says why
+        return {"value": None, "how": f"not counted: {type(exc).__name__}"}
+    if outputs == 0:
+        return {"value": None, "how": f"no output from {RATIO_INPUTS} inputs"}
+    return {"value": RATIO_INPUTS / outputs, "how": f"counted: {outputs} outputs from {RATIO_INPUTS} inputs"}
+
+
+def fix_candidates(pipeline, tf) -> Iterator[tuple[str, str, Any]]:
+    """(fix, the stage it changes, the pipeline with it): each sequential map or interleave made parallel, a final prefetch."""
+    from tfaudit.engine.pipeline import rebuild
+
+    for stage in pipeline.stages:
+        if stage.kind in ("map", "interleave") and stage.call is not None and stage.argument("num_parallel_calls", 1) is None:
+            variant = rebuild(pipeline, stage.index, num_parallel_calls=tf.data.AUTOTUNE)
+            if variant is not None:
+                yield "parallel", str(stage.index), variant
+    if pipeline.stages[-1].kind != "prefetch":
+        yield "prefetch", "", pipeline.dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def timed_against(original, variant, budget) -> dict[str, Any]:
+    """``variant`` timed against ``original`` in turn (and ``original`` again beside them: what alternating alone moves).
+
+    Each timed call starts a fresh iterator, pulls its warm-up untimed and then times a chunk of elements: an iterator
+    left alive between calls would fill its buffers in the background while the other side is timed, and its next
+    chunk would cost nothing.
+    """
+    per_element_ms = max(element_ms(original), element_ms(variant))
+    chunk = max(MIN_CHUNK, math.ceil(CHUNK_MS / max(per_element_ms, 1e-4)))
+    warm = max(MIN_WARM, math.ceil(WARM_MS / max(per_element_ms, 1e-4)))
+
+    def pull(dataset) -> Callable[[], float]:
+        repeated = dataset.repeat()
+
+        def call() -> float:
+            iterator = iter(repeated)
+            for _ in range(warm):
+                next(iterator)
+            start = time.perf_counter()
+            for _ in range(chunk):
+                next(iterator)
+            return (time.perf_counter() - start) * 1000
+
+        return call
+
+    decision, rounds = compare_in_turn(pull(original), pull(variant), PIPELINE_MINIMUM, warmup=1, max_seconds=budget.timing_seconds,
+                                       confidence=budget.confidence, calibration=pull(original), self_timed=True)
+    return {"chunk": chunk, "warm": warm, "rounds": rounds.to_json(), "ms_per_element": per_element_ms, "decided": decision.outcome}
+
+
+def element_ms(dataset, pulls: int = 10) -> float:
+    """Time per element of a fresh iterator past its first element (a first guess, to size the chunks)."""
+    iterator = iter(dataset.repeat())
+    next(iterator)
+    start = time.perf_counter()
+    for _ in range(pulls):
+        next(iterator)
+    return (time.perf_counter() - start) * 1000 / pulls

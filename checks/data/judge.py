@@ -1,0 +1,141 @@
+"""The input pipeline's verdicts from what gather measured (pure: no TensorFlow)."""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Iterator
+
+import numpy as np
+
+from tfaudit.api import Measure, Metric, Support, Yielded, bootstrap, decide, undecided
+
+from .catalogue import GETNEXT_READY_MS, PIPELINE_MINIMUM, RULES, SLOW_STAGE_SHARES
+
+
+def judge(m: dict[str, Any]) -> Iterator[Yielded]:
+    first, stages = m["first_pass"], m["stages"]
+    rate = bootstrap(stages[-1]["rates"])
+    yield Metric("elements_per_second", rate.value, "elements/s", rate.low, rate.high, better="higher")
+    yield Metric("time_to_first_ms", first["first_ms"], "ms")
+    getnext = first["getnext_ms"]
+    if getnext:
+        yield Metric("getnext_p50_ms", getnext["p50"], "ms")
+        yield Metric("getnext_p99_ms", getnext["p99"], "ms")
+    cores = first["cpu_seconds"] / first["wall_seconds"] if first["wall_seconds"] > 0 else 0.0
+    yield Metric("cpu_cores_busy", cores, "cores")
+    evidence = {"first_pass": {k: v for k, v in first.items()}, "scope": scope_text(m), "options": m["options"]}
+    yield RULES["data/throughput"].finding(
+        evidence, rate=f"{rate.value:,.0f}", rate_low=f"{rate.low:,.0f}", rate_high=f"{rate.high:,.0f}",
+        first_ms=f"{first['first_ms']:,.1f}", elements=f"{first['elements']:,}", scope=scope_text(m),
+        p50_ms=f"{getnext.get('p50', 0):.3f}", p99_ms=f"{getnext.get('p99', 0):.3f}",
+        ready_share=f"{getnext.get('within_50us', 0):.0%}", ready_ms=f"{GETNEXT_READY_MS:g}", cores=f"{cores:.2f}",
+    )
+    costs = stage_costs(stages)
+    slow = slow_stage(costs)
+    if slow is not None:
+        yield slow_stage_finding(m, costs, slow)
+    for candidate in m["candidates"]:
+        yield from candidate_finding(m, candidate)
+
+
+def scope_text(m: dict[str, Any]) -> str:
+    first = m["first_pass"]
+    if first["stopped_at"] == "end of the dataset":
+        return f"one whole pass of the dataset's {first['elements']:,} elements"
+    if first["stopped_at"] == "take":
+        source = "--take" if m.get("take_given") else f"the {m['budget']} budget's --take"
+        return f"the first {first['elements']:,} elements ({source} {m['take']:,}; the dataset goes on)"
+    return f"the first {first['elements']:,} elements, as many as {first['steady_seconds']:.1f} s allowed (the budget's time)"
+
+
+def stage_costs(stages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each prefix's time per element of the final dataset (ms, with its interval), where the counts between allow it."""
+    per_final: list[float | None] = [None] * len(stages)
+    per_final[-1] = 1.0
+    for index in range(len(stages) - 1, 0, -1):
+        ratio, after = stages[index]["inputs_per_output"]["value"], per_final[index]
+        per_final[index - 1] = None if ratio is None or after is None else after * ratio
+    costs = []
+    for stage, count in zip(stages, per_final):
+        rate = bootstrap(stage["rates"])
+        ms = None if count is None else Measure(1000 * count / rate.value, 1000 * count / (rate.high or rate.value),
+                                                1000 * count / (rate.low or rate.value))
+        costs.append({"stage": stage, "elements_per_final": count, "ms_per_final_element": ms, "rate": rate})
+    return costs
+
+
+def slow_stage(costs: list[dict[str, Any]]) -> int | None:
+    """The stage past which the time per final element grows most (the source's own time counts as its growth)."""
+    best, best_growth = None, 0.0
+    for index, cost in enumerate(costs):
+        ms = cost["ms_per_final_element"]
+        before = costs[index - 1]["ms_per_final_element"] if index else Measure(0.0, 0.0, 0.0)
+        if ms is None or before is None:
+            continue
+        growth = ms.value - before.value
+        if growth > best_growth:
+            best, best_growth = index, growth
+    return best
+
+
+def slow_stage_finding(m: dict[str, Any], costs: list[dict[str, Any]], index: int):
+    cost, stage = costs[index], costs[index]["stage"]
+    before = costs[index - 1] if index else None
+    ms, before_ms = cost["ms_per_final_element"], before["ms_per_final_element"] if before else Measure(0.0, 0.0, 0.0)
+    stage_ms = ms.value - before_ms.value
+    total = max(c["ms_per_final_element"].value for c in costs if c["ms_per_final_element"] is not None)
+    share = stage_ms / total if total > 0 else 0.0
+    severity = next((s for s, limit in SLOW_STAGE_SHARES if share >= limit), "info")
+    evidence = {
+        "stages": [{"index": c["stage"]["index"], "kind": c["stage"]["kind"], "where": c["stage"]["where"],
+                    "elements_per_second": round(c["rate"].value, 1),
+                    "elements_per_second_ci95": [round(c["rate"].low, 1), round(c["rate"].high, 1)],
+                    "inputs_per_output": c["stage"]["inputs_per_output"],
+                    "ms_per_final_element": None if c["ms_per_final_element"] is None else round(c["ms_per_final_element"].value, 4)}
+                   for c in costs],
+        "share_of_time_per_element": round(share, 3),
+    }
+    return RULES["data/slow-stage"].finding(
+        evidence, severity=severity, kind=stage["kind"], where=stage["where"] or "a library call", code=stage["code"] or "",
+        stage_ms=f"{stage_ms:.3f}", total_ms=f"{total:.3f}", share=f"{share:.0%}",
+        before_rate=f"{1000 / before_ms.value:,.0f}" if before_ms.value > 0 else "the source's",
+        after_rate=f"{1000 / ms.value:,.0f}",
+        example=parallel_example(stage) if stage["kind"] in ("map", "interleave") else f"# {stage['where']}\n{stage['code']}",
+        target=m["target"],
+    )
+
+
+def parallel_example(stage: dict[str, Any]) -> str:
+    code = stage["code"]
+    if code.endswith(")") and "num_parallel_calls" not in code:
+        return f"# {stage['where']}\n{code[:-1]}, num_parallel_calls=tf.data.AUTOTUNE)"
+    return f"# {stage['where']}: pass num_parallel_calls=tf.data.AUTOTUNE\n{code}"
+
+
+def candidate_finding(m: dict[str, Any], candidate: dict[str, Any]) -> Iterator[Yielded]:
+    rounds, chunk = candidate["rounds"], candidate["chunk"]
+    decision = decide(rounds, PIPELINE_MINIMUM, m["confidence"])
+    stage = m["stages"][int(candidate["stage"])] if candidate["stage"] else None
+    what = f"`{stage['kind']}` at {stage['where']} in parallel" if stage else "a final prefetch"
+    text = decision.describe(what, "the pipeline as returned")
+    rule = RULES["data/parallel-map" if candidate["fix"] == "parallel" else "data/prefetch"]
+    suffix = f"-stage{candidate['stage']}" if stage else ""  # one finding per stage
+    evidence = {"decision": text, "chunk_elements": chunk, "rounds": len(rounds["a_ms"]), "decision_json": decision.to_json()}
+    if decision.outcome == "undecided":
+        yield undecided(rule, what, text, evidence, suffix=suffix)
+        return
+    if decision.outcome != "faster":
+        return
+    ratio = decision.ratio
+    per_element = float(np.median(rounds["a_ms"])) / chunk
+    savings = {
+        "latency_ms": Measure(per_element * (1 - ratio.value), per_element * (1 - (ratio.high or ratio.value)),
+                              per_element * (1 - (ratio.low or ratio.value))),
+        "latency_pct": Measure(100 * (1 - ratio.value), 100 * (1 - (ratio.high or ratio.value)), 100 * (1 - (ratio.low or ratio.value))),
+    }
+    speedup = 1 / ratio.value
+    facts = {"decision": text, "speedup": f"{speedup:.2f}", "target": m["target"]}
+    if stage:
+        facts.update(kind=stage["kind"], where=stage["where"], example=parallel_example(stage))
+    finding = rule.finding(evidence, severity="high" if speedup >= 2 else "medium", savings=savings,
+                           support=Support.decided(decision), **facts)
+    yield replace(finding, id=finding.id + suffix)

@@ -1,0 +1,344 @@
+"""A user's tf.data pipeline, built in a worker (``tfaudit data``): its factory imported by the import rule, the line of
+the user's code behind each transformation recorded while the factory runs, and its chain of stages walked.
+
+TensorFlow records no source lines, so ``build`` wraps the ``tf.data.Dataset`` methods that make a dataset (and the
+file readers' constructors) while the factory runs: a call made from the user's code (not from TensorFlow's) is
+recorded with its arguments, its input dataset and its result. A stage is one such call; the chain runs from the
+final dataset back through each call's input. A node no recorded call made (a library built it) is walked through
+TensorFlow's private ``_input_dataset``, which ``check_private_walk`` tries on this TensorFlow first: it fails
+loudly, never silently, where that attribute is gone. The recorded calls are what lets a stage be made again with
+other arguments (``rebuild``): the same functions, a changed ``num_parallel_calls``.
+"""
+from __future__ import annotations
+
+import ast
+import importlib
+import importlib.util
+import linecache
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+# Methods of tf.data.Dataset that return a new dataset from this one (the first argument is the input).
+CHAINED = (
+    "map", "flat_map", "interleave", "filter", "batch", "padded_batch", "ragged_batch", "unbatch", "rebatch", "shuffle",
+    "cache", "prefetch", "repeat", "take", "skip", "shard", "apply", "with_options", "window", "take_while", "scan",
+    "enumerate", "ignore_errors", "snapshot", "group_by_window", "bucket_by_sequence_length", "concatenate",
+    "prefetch", "map_with_legacy_function", "unique", "assert_cardinality", "rejection_resample", "random",
+)
+# Static makers of a dataset: sources of a chain.
+SOURCES = ("from_tensor_slices", "from_tensors", "range", "from_generator", "list_files", "zip", "sample_from_datasets",
+           "choose_from_datasets", "load", "counter")
+# File readers, made by their constructors.
+READERS = ("TFRecordDataset", "TextLineDataset", "FixedLengthRecordDataset")
+# How many input elements one output element stands for, where the stage says it without measuring.
+SAME_COUNT = ("map", "prefetch", "cache", "shuffle", "with_options", "repeat", "take", "skip", "ignore_errors", "enumerate",
+              "snapshot", "map_with_legacy_function", "assert_cardinality", "apply")
+BATCHING = ("batch", "padded_batch", "ragged_batch")
+
+
+class PipelineError(Exception):
+    """The pipeline cannot be audited: one line for the user (exit 2)."""
+
+
+@dataclass
+class Call:
+    """One recorded call of a dataset maker from the user's code."""
+
+    method: str
+    args: tuple
+    kwargs: dict
+    input: Any  # the dataset it was called on; None for a source
+    result: Any
+    where: str  # "file.py:12"
+    code: str  # that line of the user's code
+
+
+@dataclass
+class Stage:
+    """One step of the chain, from the source (index 0) to the final dataset."""
+
+    index: int
+    kind: str  # the method ("map", "batch", "TFRecordDataset") or, unrecorded, the dataset's class
+    node: str  # the dataset's class, as TensorFlow names it
+    dataset: Any
+    call: Call | None = None  # None: a library made it (no line of the user's code)
+
+    @property
+    def where(self) -> str:
+        return self.call.where if self.call else ""
+
+    @property
+    def code(self) -> str:
+        return self.call.code if self.call else ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} ({self.where})" if self.where else f"{self.kind} (made inside a library call)"
+
+    def argument(self, name: str, position: int, default: Any = None) -> Any:
+        if self.call is None:
+            return default
+        if name in self.call.kwargs:
+            return self.call.kwargs[name]
+        return self.call.args[position] if len(self.call.args) > position else default
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "kind": self.kind, "node": self.node, "where": self.where, "code": self.code,
+                "arguments": self.arguments_text()}
+
+    def arguments_text(self) -> dict[str, str]:
+        if self.call is None:
+            return {}
+        texts = {f"#{i}": short_repr(a) for i, a in enumerate(self.call.args)}
+        texts.update({k: short_repr(v) for k, v in self.call.kwargs.items()})
+        return texts
+
+
+@dataclass
+class Pipeline:
+    target: str
+    arguments: dict[str, Any]
+    dataset: Any
+    stages: list[Stage] = field(default_factory=list)
+
+    def inventory(self) -> dict[str, Any]:
+        import tensorflow as tf
+
+        cardinality = int(self.dataset.cardinality())
+        return {
+            "kind": "pipeline",
+            "path": self.target,
+            "arguments": {k: short_repr(v) for k, v in self.arguments.items()},
+            "format": "tf.data pipeline",
+            "element_spec": element_spec_text(self.dataset.element_spec),
+            "cardinality": {tf.data.INFINITE_CARDINALITY: "infinite", tf.data.UNKNOWN_CARDINALITY: "unknown"}.get(cardinality, cardinality),
+            "stages": [s.to_dict() for s in self.stages],
+            "options": options_in_effect(self.dataset),
+        }
+
+
+def short_repr(value: Any, limit: int = 60) -> str:
+    if callable(value):
+        return getattr(value, "__qualname__", None) or type(value).__name__
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def element_spec_text(spec: Any) -> str:
+    import tensorflow as tf
+
+    def one(s: Any) -> str:
+        if isinstance(s, tf.TensorSpec):
+            return f"{s.dtype.name}{list(s.shape) if s.shape.rank is not None else '[?]'}".replace("None", "?")
+        return type(s).__name__
+
+    return str(tf.nest.map_structure(one, spec))
+
+
+def options_in_effect(dataset: Any) -> dict[str, Any]:
+    """What TensorFlow will do to the pipeline by itself: the optimisations and autotuning its options leave on."""
+    options = dataset.options()
+    optimization = options.experimental_optimization
+    return {
+        "autotune": options.autotune.enabled is not False,
+        "autotune_cpu_budget": options.autotune.cpu_budget or "all cores",
+        "autotune_ram_budget": options.autotune.ram_budget or "half the RAM",
+        "map_parallelization": optimization.map_parallelization is not False,
+        "inject_prefetch": optimization.inject_prefetch is not False,
+        "deterministic": options.deterministic is not False,
+        "private_threadpool_size": options.threading.private_threadpool_size or "shared pool",
+        "max_intra_op_parallelism": options.threading.max_intra_op_parallelism or "default",
+    }
+
+
+# --- the factory ---------------------------------------------------------------------------------
+
+
+def parse_arguments(pairs: list[str]) -> dict[str, Any]:
+    """``k=v`` pairs; a value is a Python literal where it reads as one (3, 0.5, True, "x", [1, 2]), else the text."""
+    arguments: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.isidentifier():
+            raise PipelineError(f"--arg {pair!r}: give NAME=VALUE")
+        try:
+            arguments[key] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            arguments[key] = text
+    return arguments
+
+
+def resolve_factory(target: str) -> Callable[..., Any]:
+    """``package.module:function`` (imported from the user's folders, after the installation) or ``path/file.py:function``."""
+    from tfaudit.engine.launch import adopt_user_path
+
+    where, sep, name = target.rpartition(":")
+    if not sep or not where or not name:
+        raise PipelineError(f"{target!r}: give MODULE:FUNCTION or FILE.py:FUNCTION")
+    try:
+        if where.endswith(".py"):
+            if not os.path.isfile(where):
+                raise PipelineError(f"{target}: no such file: {where}")
+            folder = os.path.dirname(os.path.abspath(where))
+            if folder not in sys.path:
+                sys.path.append(folder)  # its own imports of its neighbours, after the installation's paths
+            spec = importlib.util.spec_from_file_location(os.path.splitext(os.path.basename(where))[0], where)
+            assert spec is not None and spec.loader is not None
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = module
+            spec.loader.exec_module(module)
+        else:
+            adopt_user_path()
+            module = importlib.import_module(where)
+    except PipelineError:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - whatever the user's module raises on import is the reason
+        raise PipelineError(f"{target}: cannot import {where}: {one_line(exc)}") from None
+    factory = module
+    for part in name.split("."):
+        factory = getattr(factory, part, None)
+        if factory is None:
+            raise PipelineError(f"{target}: {where} has no {name}")
+    if not callable(factory):
+        raise PipelineError(f"{target}: {name} is not a function")
+    return factory
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def build(target: str, arguments: dict[str, Any]) -> Pipeline:
+    """Call the factory with its arguments, recording its calls; the pipeline with its chain of stages."""
+    import tensorflow as tf
+
+    check_private_walk()
+    factory = resolve_factory(target)
+    with Recorder() as recorder:
+        try:
+            dataset = factory(**arguments)
+        except BaseException as exc:  # noqa: BLE001 - what the factory raises is the user's error, in one line
+            raise PipelineError(f"{target} raised {one_line(exc)}") from None
+    if not isinstance(dataset, tf.data.Dataset):
+        raise PipelineError(f"{target} returned {type(dataset).__name__}, not a tf.data.Dataset")
+    return Pipeline(target, arguments, dataset, walk(dataset, recorder.calls))
+
+
+def check_private_walk() -> None:
+    import tensorflow as tf
+
+    source = tf.data.Dataset.range(3)
+    mapped = source.map(lambda x: x + 1)
+    if getattr(mapped, "_input_dataset", None) is not source:
+        raise PipelineError(f"TensorFlow {tf.__version__} no longer exposes a dataset's input (_input_dataset): "
+                            "tfaudit data cannot walk the pipeline's stages on it")
+
+
+def walk(dataset: Any, calls: list[Call]) -> list[Stage]:
+    by_result = {id(c.result): c for c in calls}
+    chain: list[Stage] = []
+    node: Any = dataset
+    while node is not None:
+        call = by_result.get(id(node))
+        kind = call.method if call else type(node).__name__.lstrip("_").removesuffix("V2").removesuffix("Dataset") or "Dataset"
+        chain.append(Stage(0, kind, type(node).__name__, node, call))
+        node = call.input if call else getattr(node, "_input_dataset", None)
+    chain.reverse()
+    for index, stage in enumerate(chain):
+        stage.index = index
+    return chain
+
+
+class Recorder:
+    """Wraps the dataset makers while the factory runs; ``calls`` are those made from outside TensorFlow and tfaudit."""
+
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self.saved: list[tuple[Any, str, Any]] = []
+
+    def __enter__(self) -> "Recorder":
+        import tensorflow as tf
+
+        dataset_class = tf.data.Dataset
+        for name in CHAINED:
+            original = dataset_class.__dict__.get(name)
+            if original is not None and callable(original):
+                self.patch(dataset_class, name, self.method(name, original))
+        for name in SOURCES:
+            original = dataset_class.__dict__.get(name)
+            if isinstance(original, staticmethod):
+                self.patch(dataset_class, name, staticmethod(self.source(name, original.__func__)))
+        for name in READERS:
+            reader = getattr(tf.data, name)
+            self.patch(reader, "__init__", self.constructor(name, reader.__init__))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for owner, name, original in reversed(self.saved):
+            setattr(owner, name, original)
+
+    def patch(self, owner: Any, name: str, replacement: Any) -> None:
+        self.saved.append((owner, name, owner.__dict__[name]))
+        setattr(owner, name, replacement)
+
+    def record(self, method: str, args: tuple, kwargs: dict, input: Any, result: Any) -> None:
+        frame = sys._getframe(2)
+        filename = frame.f_code.co_filename
+        if is_library(filename):
+            return
+        code = linecache.getline(filename, frame.f_lineno).strip()
+        self.calls.append(Call(method, args, kwargs, input, result, f"{os.path.basename(filename)}:{frame.f_lineno}", code))
+
+    def method(self, name: str, original: Callable) -> Callable:
+        recorder = self
+
+        def recorded(self, *args, **kwargs):
+            result = original(self, *args, **kwargs)
+            recorder.record(name, args, kwargs, self, result)
+            return result
+
+        return recorded
+
+    def source(self, name: str, original: Callable) -> Callable:
+        recorder = self
+
+        def recorded(*args, **kwargs):
+            result = original(*args, **kwargs)
+            recorder.record(name, args, kwargs, None, result)
+            return result
+
+        return recorded
+
+    def constructor(self, name: str, original: Callable) -> Callable:
+        recorder = self
+
+        def recorded(self, *args, **kwargs):
+            original(self, *args, **kwargs)
+            recorder.record(name, args, kwargs, None, self)
+
+        return recorded
+
+
+def is_library(filename: str) -> bool:
+    import tensorflow as tf
+
+    libraries = [os.path.dirname(os.path.dirname(tf.__file__)) + os.sep + "tensorflow", os.path.dirname(os.path.dirname(__file__))]
+    return filename.startswith("<") or any(filename.startswith(folder) for folder in libraries)
+
+
+def rebuild(pipeline: Pipeline, index: int, **changes: Any) -> Any:
+    """The pipeline made again from stage ``index``'s input, that stage called with ``changes`` to its keyword arguments
+    and every later stage as recorded; None where a stage after the input was not recorded (a library made it)."""
+    stages = pipeline.stages
+    if index == 0 or any(s.call is None for s in stages[index:]):
+        return None
+    dataset = stages[index - 1].dataset
+    for stage in stages[index:]:
+        call = stage.call
+        assert call is not None
+        kwargs = {**call.kwargs, **changes} if stage.index == index else call.kwargs
+        dataset = getattr(type(dataset), call.method)(dataset, *call.args, **kwargs)
+    return dataset
