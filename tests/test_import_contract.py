@@ -11,7 +11,7 @@ import shutil
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 TENSORFLOW_SIDE = {"tensorflow", "keras", "tf_keras", "tensorflow_model_optimization", "ai_edge_litert"}
-FRONT_ENDS = ["tfaudit/cli.py", "tfaudit/headless.py", "tfaudit/usage.py", "tfaudit/exit_codes.py", "tfaudit/rejudge.py", "tfaudit/tui", "tfaudit/report"]
+FRONT_ENDS = ["tfaudit/cli.py", "tfaudit/headless.py", "tfaudit/usage.py", "tfaudit/exit_codes.py", "tfaudit/rejudge.py", "tfaudit/data.py", "tfaudit/tui", "tfaudit/report"]
 
 
 def imported(path: str) -> list[tuple[int, str]]:

@@ -7,32 +7,19 @@ from tfaudit.api import Effort, PracticalMinimum, Risk, Rule, catalogue
 PIPELINE_MINIMUM = PracticalMinimum(0.10, why="10 % of the pipeline's time per element")
 # XProf's input-pipeline analyzer: a GetNext that returns within 50 µs means the pipeline kept ahead of its consumer.
 GETNEXT_READY_MS = 0.05
-# The slow stage's severity, by its share of the pipeline's time per element.
-SLOW_STAGE_SHARES = (("medium", 0.5), ("low", 0.2))
 
 VERIFY = "Run `tfaudit data $target` again: the finding is gone and elements/s rose by about the measured factor."
 
 RULES = catalogue(
     Rule(
-        id="data/throughput",
-        kind="fact",
-        severity="info",
-        title="The pipeline delivers $rate elements/s ($first_ms ms to the first)",
-        summary="Over $elements elements ($scope): $rate elements/s [$rate_low–$rate_high], GetNext p50 $p50_ms ms, "
-                "p99 $p99_ms ms, $ready_share of calls returned within $ready_ms ms; the process kept $cores cores busy.",
-        why="Elements per second bound every step that consumes the pipeline; the GetNext latency is what a training or "
-            "serving step waits for when the pipeline falls behind.",
-        fix="Nothing to fix by itself: the other findings say which stage limits the rate and what pays.",
-        effort=Effort("minutes", 0.1, "Reading the numbers."),
-        severity_rule="info: what was measured",
-    ),
-    Rule(
         id="data/slow-stage",
         kind="fact",
         severity="info",
         title="The slowest stage is `$kind` at $where: $stage_ms ms of each element's $total_ms ms",
-        summary="Timed prefix by prefix from the source, throughput drops most at `$kind` ($where): from $before_rate to "
-                "$after_rate elements/s, $share of the pipeline's time per element. `$code`",
+        summary="The pipeline delivers $rate elements/s [$rate_low–$rate_high]; over $scope, the first element took $first_ms ms, "
+                "GetNext p50 $p50_ms ms and p99 $p99_ms ms ($ready_share within $ready_ms ms), $cores cores busy. Timed prefix by "
+                "prefix from the source, throughput drops most at `$kind` ($where): from $before_rate to $after_rate "
+                "elements/s, $share of the pipeline's time per element. `$code`",
         why="A pipeline runs no faster than its slowest stage; a fix elsewhere changes little.",
         fix="Make this stage cheaper or run it in parallel: `num_parallel_calls=tf.data.AUTOTUNE` on a map or interleave, "
             "batch before a per-element map (vectorise), cache what does not change after it, or move work out of "
@@ -40,18 +27,19 @@ RULES = catalogue(
         example="$example",
         verify=VERIFY,
         effort=Effort("hours", 1, "Changing one stage of the input code."),
-        severity_rule="medium at half or more of the pipeline's time per element, low at a fifth or more, else info",
+        severity_rule="info: where the time goes, in every pipeline of two stages or more; the fixes measured to pay are "
+                      "findings of their own",
     ),
     Rule(
         id="data/parallel-map",
         severity="medium",
-        title="`$kind` at $where runs one element at a time: in parallel the pipeline is $speedup× faster",
-        summary="The stage was built again with `num_parallel_calls=tf.data.AUTOTUNE` (the same function) and timed in turn "
-                "against the pipeline as returned: $decision.",
+        title="Sequential $stages: in parallel the pipeline is $speedup× faster",
+        summary="Each stage that runs one element at a time was built again with `num_parallel_calls=tf.data.AUTOTUNE` (the "
+                "same function) and the pipeline timed in turn against it as returned: $decision.",
         why="A map without num_parallel_calls runs one element at a time unless TensorFlow's map_parallelization rewrites "
             "it, which it does only for stateless functions: tf.py_function and random ops stay sequential.",
-        fix="Pass `num_parallel_calls=tf.data.AUTOTUNE` to this `$kind`; keep `deterministic` as it is unless order does "
-            "not matter.",
+        fix="Pass `num_parallel_calls=tf.data.AUTOTUNE` to each of these stages; keep `deterministic` as it is unless order "
+            "does not matter.",
         example="$example",
         verify=VERIFY,
         effort=Effort("minutes", 0.25, "One argument on one line."),

@@ -54,11 +54,13 @@ def gather(ctx) -> Iterator:
         yield Sample("stage_rate", stage["index"], float(np.median(stage["rates"])), stage["kind"])
 
     candidates = []
-    for name, where, variant in fix_candidates(pipeline, tf):
-        yield Progress(0.6 + 0.4 * len(candidates) / 4, f"timing {name}")
-        candidates.append({"fix": name, "stage": where, **timed_against(pipeline.dataset, variant, ctx.budget)})
+    for name, changed, variant in fix_candidates(pipeline, tf):
+        yield Progress(0.6 + 0.2 * len(candidates), f"timing {name}")
+        candidates.append({"fix": name, "stages": changed, **timed_against(pipeline.dataset, variant, ctx.budget)})
     yield Progress(1.0, "done")
+    timed = {c["fix"] for c in candidates}
     return {
+        "not_timed": not_timed(pipeline, timed),
         "target": pipeline.target,
         "budget": budget,
         "confidence": ctx.budget.confidence,
@@ -147,18 +149,11 @@ def pull_for(iterator, seconds: float) -> tuple[int, float]:
 def inputs_per_output(stage) -> dict[str, Any]:
     """How many elements of the stage's input one of its elements stands for: its argument (batch), 1 (map, prefetch …),
     or counted from RATIO_INPUTS input elements run through the same call; None where it cannot be told."""
-    from tfaudit.engine.pipeline import BATCHING, SAME_COUNT
-
     if stage.index == 0:
         return {"value": None, "how": "the source"}
-    if stage.kind in SAME_COUNT:
-        return {"value": 1.0, "how": "one element per element"}
-    if stage.kind in BATCHING:
-        size = stage.argument("batch_size", 0)
-        try:
-            return {"value": float(int(size)), "how": f"batch_size {int(size)}"}
-        except (TypeError, ValueError):
-            pass
+    declared = stage.declared_ratio()
+    if declared is not None:
+        return {"value": declared[0], "how": declared[1]}
     if stage.call is None or stage.call.input is None:
         return {"value": None, "how": "made inside a library call: not counted"}
     call = stage.call
@@ -176,17 +171,32 @@ def inputs_per_output(stage) -> dict[str, Any]:
     return {"value": RATIO_INPUTS / outputs, "how": f"counted: {outputs} outputs from {RATIO_INPUTS} inputs"}
 
 
-def fix_candidates(pipeline, tf) -> Iterator[tuple[str, str, Any]]:
-    """(fix, the stage it changes, the pipeline with it): each sequential map or interleave made parallel, a final prefetch."""
-    from tfaudit.engine.pipeline import rebuild
+def fix_candidates(pipeline, tf) -> Iterator[tuple[str, list[int], Any]]:
+    """(fix, the stages it changes, the pipeline with it): every sequential map and interleave made parallel, a final prefetch."""
+    sequential = [s.index for s in pipeline.stages
+                  if s.kind in ("map", "interleave") and s.call is not None and s.argument("num_parallel_calls", 1) is None]
+    variant = pipeline.rebuild({i: {"num_parallel_calls": tf.data.AUTOTUNE} for i in sequential}) if sequential else None
+    if variant is not None:
+        yield "parallel", sequential, variant
+    if pipeline.stages[-1].kind != "prefetch" and not injects_prefetch(pipeline.dataset):
+        yield "prefetch", [], pipeline.dataset.prefetch(tf.data.AUTOTUNE)
 
-    for stage in pipeline.stages:
-        if stage.kind in ("map", "interleave") and stage.call is not None and stage.argument("num_parallel_calls", 1) is None:
-            variant = rebuild(pipeline, stage.index, num_parallel_calls=tf.data.AUTOTUNE)
-            if variant is not None:
-                yield "parallel", str(stage.index), variant
-    if pipeline.stages[-1].kind != "prefetch":
-        yield "prefetch", "", pipeline.dataset.prefetch(tf.data.AUTOTUNE)
+
+def not_timed(pipeline, timed: set[str]) -> list[str]:
+    """The fixes not timed, and why: what TensorFlow already does, or what the pipeline already has."""
+    reasons = []
+    if "prefetch" not in timed:
+        reasons.append("a final prefetch: " + ("the pipeline ends with one" if pipeline.stages[-1].kind == "prefetch" else
+                                              "TensorFlow injects one (inject_prefetch is on)"))
+    if "parallel" not in timed:
+        reasons.append("parallel maps: no map or interleave of this pipeline runs one element at a time as written")
+    return reasons
+
+
+def injects_prefetch(dataset) -> bool:
+    """Whether TensorFlow adds a final prefetch by itself (``inject_prefetch``, on unless the options turn it or autotuning off)."""
+    options = dataset.options()
+    return options.experimental_optimization.inject_prefetch is not False and options.autotune.enabled is not False
 
 
 def timed_against(original, variant, budget) -> dict[str, Any]:

@@ -1,14 +1,13 @@
 """The input pipeline's verdicts from what gather measured (pure: no TensorFlow)."""
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any, Iterator
 
 import numpy as np
 
 from tfaudit.api import Measure, Metric, Support, Yielded, bootstrap, decide, undecided
 
-from .catalogue import GETNEXT_READY_MS, PIPELINE_MINIMUM, RULES, SLOW_STAGE_SHARES
+from .catalogue import GETNEXT_READY_MS, PIPELINE_MINIMUM, RULES
 
 
 def judge(m: dict[str, Any]) -> Iterator[Yielded]:
@@ -22,17 +21,10 @@ def judge(m: dict[str, Any]) -> Iterator[Yielded]:
         yield Metric("getnext_p99_ms", getnext["p99"], "ms")
     cores = first["cpu_seconds"] / first["wall_seconds"] if first["wall_seconds"] > 0 else 0.0
     yield Metric("cpu_cores_busy", cores, "cores")
-    evidence = {"first_pass": {k: v for k, v in first.items()}, "scope": scope_text(m), "options": m["options"]}
-    yield RULES["data/throughput"].finding(
-        evidence, rate=f"{rate.value:,.0f}", rate_low=f"{rate.low:,.0f}", rate_high=f"{rate.high:,.0f}",
-        first_ms=f"{first['first_ms']:,.1f}", elements=f"{first['elements']:,}", scope=scope_text(m),
-        p50_ms=f"{getnext.get('p50', 0):.3f}", p99_ms=f"{getnext.get('p99', 0):.3f}",
-        ready_share=f"{getnext.get('within_50us', 0):.0%}", ready_ms=f"{GETNEXT_READY_MS:g}", cores=f"{cores:.2f}",
-    )
     costs = stage_costs(stages)
     slow = slow_stage(costs)
-    if slow is not None:
-        yield slow_stage_finding(m, costs, slow)
+    if slow is not None and len(stages) > 1:
+        yield slow_stage_finding(m, costs, slow, rate, cores)
     for candidate in m["candidates"]:
         yield from candidate_finding(m, candidate)
 
@@ -77,14 +69,13 @@ def slow_stage(costs: list[dict[str, Any]]) -> int | None:
     return best
 
 
-def slow_stage_finding(m: dict[str, Any], costs: list[dict[str, Any]], index: int):
+def slow_stage_finding(m: dict[str, Any], costs: list[dict[str, Any]], index: int, rate: Measure, cores: float):
     cost, stage = costs[index], costs[index]["stage"]
     before = costs[index - 1] if index else None
     ms, before_ms = cost["ms_per_final_element"], before["ms_per_final_element"] if before else Measure(0.0, 0.0, 0.0)
     stage_ms = ms.value - before_ms.value
     total = max(c["ms_per_final_element"].value for c in costs if c["ms_per_final_element"] is not None)
     share = stage_ms / total if total > 0 else 0.0
-    severity = next((s for s, limit in SLOW_STAGE_SHARES if share >= limit), "info")
     evidence = {
         "stages": [{"index": c["stage"]["index"], "kind": c["stage"]["kind"], "where": c["stage"]["where"],
                     "elements_per_second": round(c["rate"].value, 1),
@@ -93,12 +84,20 @@ def slow_stage_finding(m: dict[str, Any], costs: list[dict[str, Any]], index: in
                     "ms_per_final_element": None if c["ms_per_final_element"] is None else round(c["ms_per_final_element"].value, 4)}
                    for c in costs],
         "share_of_time_per_element": round(share, 3),
+        "first_pass": {k: v for k, v in m["first_pass"].items()},
+        "scope": scope_text(m),
+        "options": m["options"],
+        "not_timed": m.get("not_timed", []),
     }
+    getnext = m["first_pass"]["getnext_ms"]
     return RULES["data/slow-stage"].finding(
-        evidence, severity=severity, kind=stage["kind"], where=stage["where"] or "a library call", code=stage["code"] or "",
+        evidence, kind=stage["kind"], where=stage["where"] or "a library call", code=stage["code"] or "",
         stage_ms=f"{stage_ms:.3f}", total_ms=f"{total:.3f}", share=f"{share:.0%}",
         before_rate=f"{1000 / before_ms.value:,.0f}" if before_ms.value > 0 else "the source's",
-        after_rate=f"{1000 / ms.value:,.0f}",
+        after_rate=f"{1000 / ms.value:,.0f}", rate=f"{rate.value:,.0f}", rate_low=f"{rate.low:,.0f}", rate_high=f"{rate.high:,.0f}",
+        first_ms=f"{m['first_pass']['first_ms']:,.1f}", scope=scope_text(m), p50_ms=f"{getnext.get('p50', 0):.3f}",
+        p99_ms=f"{getnext.get('p99', 0):.3f}", ready_share=f"{getnext.get('within_50us', 0):.0%}", ready_ms=f"{GETNEXT_READY_MS:g}",
+        cores=f"{cores:.2f}",
         example=parallel_example(stage) if stage["kind"] in ("map", "interleave") else f"# {stage['where']}\n{stage['code']}",
         target=m["target"],
     )
@@ -114,14 +113,15 @@ def parallel_example(stage: dict[str, Any]) -> str:
 def candidate_finding(m: dict[str, Any], candidate: dict[str, Any]) -> Iterator[Yielded]:
     rounds, chunk = candidate["rounds"], candidate["chunk"]
     decision = decide(rounds, PIPELINE_MINIMUM, m["confidence"])
-    stage = m["stages"][int(candidate["stage"])] if candidate["stage"] else None
-    what = f"`{stage['kind']}` at {stage['where']} in parallel" if stage else "a final prefetch"
+    stages = [m["stages"][i] for i in candidate["stages"]]
+    named = " and ".join(f"`{s['kind']}` at {s['where']}" for s in stages)
+    what = f"{named} in parallel" if stages else "a final prefetch"
     text = decision.describe(what, "the pipeline as returned")
     rule = RULES["data/parallel-map" if candidate["fix"] == "parallel" else "data/prefetch"]
-    suffix = f"-stage{candidate['stage']}" if stage else ""  # one finding per stage
-    evidence = {"decision": text, "chunk_elements": chunk, "rounds": len(rounds["a_ms"]), "decision_json": decision.to_json()}
+    evidence = {"decision": text, "chunk_elements": chunk, "rounds": len(rounds["a_ms"]), "decision_json": decision.to_json(),
+                "stages": [{"index": s["index"], "kind": s["kind"], "where": s["where"], "code": s["code"]} for s in stages]}
     if decision.outcome == "undecided":
-        yield undecided(rule, what, text, evidence, suffix=suffix)
+        yield undecided(rule, what, text, evidence)
         return
     if decision.outcome != "faster":
         return
@@ -133,9 +133,6 @@ def candidate_finding(m: dict[str, Any], candidate: dict[str, Any]) -> Iterator[
         "latency_pct": Measure(100 * (1 - ratio.value), 100 * (1 - (ratio.high or ratio.value)), 100 * (1 - (ratio.low or ratio.value))),
     }
     speedup = 1 / ratio.value
-    facts = {"decision": text, "speedup": f"{speedup:.2f}", "target": m["target"]}
-    if stage:
-        facts.update(kind=stage["kind"], where=stage["where"], example=parallel_example(stage))
-    finding = rule.finding(evidence, severity="high" if speedup >= 2 else "medium", savings=savings,
-                           support=Support.decided(decision), **facts)
-    yield replace(finding, id=finding.id + suffix)
+    facts = {"decision": text, "speedup": f"{speedup:.2f}", "target": m["target"], "stages": named,
+             "example": "\n".join(parallel_example(s) for s in stages)}
+    yield rule.finding(evidence, severity="high" if speedup >= 2 else "medium", savings=savings, support=Support.decided(decision), **facts)

@@ -7,7 +7,7 @@ recorded with its arguments, its input dataset and its result. A stage is one su
 final dataset back through each call's input. A node no recorded call made (a library built it) is walked through
 TensorFlow's private ``_input_dataset``, which ``check_private_walk`` tries on this TensorFlow first: it fails
 loudly, never silently, where that attribute is gone. The recorded calls are what lets a stage be made again with
-other arguments (``rebuild``): the same functions, a changed ``num_parallel_calls``.
+other arguments (``Pipeline.rebuild``): the same functions, a changed ``num_parallel_calls``.
 """
 from __future__ import annotations
 
@@ -84,6 +84,19 @@ class Stage:
             return self.call.kwargs[name]
         return self.call.args[position] if len(self.call.args) > position else default
 
+    def declared_ratio(self) -> tuple[float, str] | None:
+        """How many input elements one of its elements stands for, where the stage says it (a map: 1; batch(16): 16);
+        None where only counting can tell (filter, interleave, unbatch …)."""
+        if self.kind in SAME_COUNT:
+            return 1.0, "one element per element"
+        if self.kind in BATCHING:
+            try:
+                size = int(self.argument("batch_size", 0))
+            except (TypeError, ValueError):
+                return None
+            return float(size), f"batch_size {size}"
+        return None
+
     def to_dict(self) -> dict[str, Any]:
         return {"index": self.index, "kind": self.kind, "node": self.node, "where": self.where, "code": self.code,
                 "arguments": self.arguments_text()}
@@ -117,6 +130,21 @@ class Pipeline:
             "stages": [s.to_dict() for s in self.stages],
             "options": options_in_effect(self.dataset),
         }
+
+    def rebuild(self, changes: dict[int, dict[str, Any]]) -> Any:
+        """The pipeline made again from the input of the first stage in ``changes`` (stage index: keyword arguments to
+        change), every stage from there called as recorded but for those; None where one of them was not recorded
+        (a library made it)."""
+        first = min(changes)
+        if first == 0 or any(s.call is None for s in self.stages[first:]):
+            return None
+        dataset = self.stages[first - 1].dataset
+        for stage in self.stages[first:]:
+            call = stage.call
+            assert call is not None
+            kwargs = {**call.kwargs, **changes.get(stage.index, {})}
+            dataset = getattr(type(dataset), call.method)(dataset, *call.args, **kwargs)
+        return dataset
 
 
 def short_repr(value: Any, limit: int = 60) -> str:
@@ -327,18 +355,3 @@ def is_library(filename: str) -> bool:
 
     libraries = [os.path.dirname(os.path.dirname(tf.__file__)) + os.sep + "tensorflow", os.path.dirname(os.path.dirname(__file__))]
     return filename.startswith("<") or any(filename.startswith(folder) for folder in libraries)
-
-
-def rebuild(pipeline: Pipeline, index: int, **changes: Any) -> Any:
-    """The pipeline made again from stage ``index``'s input, that stage called with ``changes`` to its keyword arguments
-    and every later stage as recorded; None where a stage after the input was not recorded (a library made it)."""
-    stages = pipeline.stages
-    if index == 0 or any(s.call is None for s in stages[index:]):
-        return None
-    dataset = stages[index - 1].dataset
-    for stage in stages[index:]:
-        call = stage.call
-        assert call is not None
-        kwargs = {**call.kwargs, **changes} if stage.index == index else call.kwargs
-        dataset = getattr(type(dataset), call.method)(dataset, *call.args, **kwargs)
-    return dataset

@@ -1,0 +1,170 @@
+"""``tfaudit data``: the pipeline built and walked in a worker, its judge (pure), and whole audits through the CLI."""
+import json
+import os
+
+import pytest
+
+from conftest import run_cli, run_clis
+from tfaudit.checks.data.judge import judge, slow_stage, stage_costs
+from tfaudit.exit_codes import EXIT_OK, EXIT_USAGE
+
+PIPELINES = os.path.join(os.path.dirname(__file__), "pipelines")
+SHAPES = os.path.join(PIPELINES, "shapes.py")
+
+
+def line_of(path: str, text: str) -> int:
+    with open(path) as source:
+        return next(number for number, line in enumerate(source, 1) if text in line)
+
+
+# --- the judge, from measurements (no TensorFlow) --------------------------------------------------------------------
+
+
+def stage(index, kind, rates, ratio, where="p.py:1"):
+    return {"index": index, "kind": kind, "node": kind, "where": where, "code": f"dataset.{kind}()", "arguments": {},
+            "rates": rates, "inputs_per_output": {"value": ratio, "how": ""}}
+
+
+def measured(stages, candidates=(), stopped_at="take"):
+    return {
+        "target": "p.py:make", "budget": "quick", "confidence": 0.95, "take": 2000, "take_given": False,
+        "first_pass": {"elements": 2000, "empty": False, "exhausted": False, "stopped_at": stopped_at, "first_ms": 12.0,
+                       "steady_seconds": 1.0, "wall_seconds": 1.0, "cpu_seconds": 0.5, "element_bytes": 64,
+                       "getnext_ms": {"p50": 0.02, "p90": 0.1, "p99": 1.0, "mean": 0.05, "n": 1999, "within_50us": 0.7}},
+        "stages": stages, "candidates": list(candidates), "options": {},
+    }
+
+
+SLOW_MAP = [stage(0, "range", [10_000.0] * 5, None), stage(1, "map", [100.0, 101.0, 99.0, 100.0, 100.0], 1.0),
+            stage(2, "batch", [6.2, 6.25, 6.3, 6.25, 6.2], 16.0)]
+
+
+def test_the_slow_stage_is_where_the_time_per_final_element_grows_most():
+    costs = stage_costs(SLOW_MAP)
+    # Per batch of 16: the source 1.6 ms, the map 160 ms, the batch 160 ms.
+    assert [round(c["ms_per_final_element"].value, 1) for c in costs] == [1.6, 160.0, 160.0]
+    assert slow_stage(costs) == 1
+    found = {f.id: f for f in judge(measured(SLOW_MAP)) if hasattr(f, "id")}
+    slow = found["data/slow-stage"]
+    assert slow.severity == "info" and "`map` at p.py:1" in slow.title
+    assert slow.evidence["share_of_time_per_element"] == pytest.approx(0.99, abs=0.01)
+
+
+def test_a_stage_whose_count_is_unknown_is_not_compared_across():
+    stages = [stage(0, "list_files", [50_000.0] * 5, None), stage(1, "interleave", [2_000.0] * 5, None),
+              stage(2, "map", [500.0] * 5, 1.0)]
+    costs = stage_costs(stages)
+    assert costs[0]["ms_per_final_element"] is None  # files against records: no common unit
+    assert slow_stage(costs) == 2
+
+
+def rounds(a, b, n=5):
+    return {"a_ms": [a] * n, "b_ms": [b * (1 + 0.01 * (i % 2)) for i in range(n)], "quads": 1,
+            "calibration_ms": [a * (1 + 0.005 * (i % 2)) for i in range(n)]}
+
+
+def test_a_parallel_map_that_pays_is_claimed_with_its_measured_saving():
+    candidate = {"fix": "parallel", "stages": [1], "chunk": 3, "warm": 2, "rounds": rounds(120.0, 60.0), "ms_per_element": 40.0,
+                 "decided": "faster"}
+    found = {f.id: f for f in judge(measured(SLOW_MAP, [candidate])) if hasattr(f, "id")}
+    claim = found["data/parallel-map"]
+    assert claim.kind == "opportunity" and claim.confidence > 0.9
+    assert claim.savings["latency_pct"].value == pytest.approx(50, abs=1)
+    assert claim.savings["latency_ms"].value == pytest.approx(20, abs=0.5)  # of 40 ms per element
+    assert "num_parallel_calls=tf.data.AUTOTUNE)" in claim.fix.code and "1.99×" in claim.title
+
+
+def test_a_fix_that_does_not_pay_is_not_claimed_and_an_undecided_one_says_so():
+    same = {"fix": "prefetch", "stages": [], "chunk": 3, "warm": 2, "rounds": rounds(100.0, 100.0), "ms_per_element": 1.0,
+            "decided": "same"}
+    noisy = {"fix": "parallel", "stages": [1], "chunk": 3, "warm": 2, "ms_per_element": 1.0, "decided": "undecided",
+             "rounds": {"a_ms": [100, 80, 120, 90, 110], "b_ms": [90, 120, 85, 105, 95], "quads": 1}}
+    found = {f.id: f for f in judge(measured(SLOW_MAP, [same, noisy])) if hasattr(f, "id")}
+    assert "data/prefetch" not in found
+    assert found["data/parallel-map"].kind == "undecided" and not found["data/parallel-map"].savings
+
+
+def test_the_scope_says_where_the_first_pass_stopped():
+    findings = {f.id: f for f in judge(measured(SLOW_MAP)) if hasattr(f, "id")}
+    assert "first 2,000 elements (the quick budget's --take 2,000; the dataset goes on)" in findings["data/slow-stage"].summary
+    whole = {f.id: f for f in judge(measured(SLOW_MAP, stopped_at="end of the dataset")) if hasattr(f, "id")}
+    assert "one whole pass" in whole["data/slow-stage"].summary
+
+
+# --- building the pipeline (TensorFlow, in this process) ----------------------------------------------------------------
+
+
+def test_the_chain_is_walked_with_the_line_of_each_stage_and_rebuilt_parallel():
+    import tensorflow as tf
+
+    from tfaudit.engine.pipeline import build
+
+    pipeline = build(f"{SHAPES}:sequential_io_map", {"n": 64})
+    assert [s.kind for s in pipeline.stages] == ["range", "map", "batch"]
+    assert pipeline.stages[1].where == f"shapes.py:{line_of(SHAPES, 'dataset.map(lambda x: tf.py_function')}"
+    assert pipeline.stages[1].code.startswith("dataset = dataset.map(")
+    inventory = pipeline.inventory()
+    assert inventory["cardinality"] == 4 and inventory["options"]["inject_prefetch"] is True
+    parallel = pipeline.rebuild({1: {"num_parallel_calls": tf.data.AUTOTUNE}})
+    assert type(parallel._input_dataset).__name__ == "_ParallelMapDataset"
+    assert [int(x) for x in parallel.unbatch()] == [2 * i for i in range(64)]  # the same elements, in order
+    assert tf.data.Dataset.map.__name__ == "map"  # the recording is undone
+
+
+@pytest.mark.parametrize("name, message", [
+    ("raises", "raised RuntimeError: the bucket is not reachable"),
+    ("not_a_dataset", "returned list, not a tf.data.Dataset"),
+    ("missing", "has no missing"),
+])
+def test_a_factory_that_cannot_be_audited_says_why_in_one_line(name, message):
+    from tfaudit.engine.pipeline import PipelineError, build
+
+    with pytest.raises(PipelineError, match=message):
+        build(f"{SHAPES}:{name}", {})
+
+
+# --- whole audits through the CLI -------------------------------------------------------------------------------------
+
+
+def audited(tmp_path, target, *extra):
+    out = tmp_path / "report.json"
+    done = run_cli("data", target, "--headless", "--budget", "quick", "--json", str(out), *extra)
+    assert done.returncode == EXIT_OK, done.stderr[-3000:]
+    report = json.loads(out.read_text())
+    return report, {f["id"]: f for f in report["findings"]}
+
+
+@pytest.mark.slow
+def test_a_sequential_io_map_is_named_at_its_line_and_its_parallel_rebuild_pays(tmp_path):
+    report, found = audited(tmp_path, f"{SHAPES}:sequential_io_map")
+    slow = found["data/slow-stage"]
+    assert f"shapes.py:{line_of(SHAPES, 'dataset.map(lambda x: tf.py_function')}" in slow["title"]
+    assert slow["evidence"]["share_of_time_per_element"] > 0.9  # nearly all of each element's time
+    parallel = found["data/parallel-map"]
+    speedup = 100 / (100 - parallel["savings"]["latency_pct"]["value"])
+    assert speedup >= 1.5 and parallel["savings"]["latency_pct"]["low"] > 10
+    assert "data/prefetch" not in found  # TensorFlow's injected prefetch is already there
+    assert report["model"]["kind"] == "pipeline" and report["metrics"]["data.elements_per_second"]["value"] > 0
+    print(f"sequential io map: {speedup:.2f}x in parallel; {slow['title']}")
+
+
+@pytest.mark.slow
+def test_a_well_tuned_pipeline_gets_no_fix_claimed(tmp_path):
+    _, found = audited(tmp_path, f"{SHAPES}:well_tuned")
+    claimed = [i for i, f in found.items() if f["kind"] == "opportunity"]
+    assert not claimed, claimed
+
+
+@pytest.mark.slow
+def test_an_endless_dataset_is_audited_over_take_and_bad_targets_exit_2(tmp_path):
+    report, found = audited(tmp_path, f"{SHAPES}:endless", "--take", "300", "--arg", "scale=0.5")
+    assert "first 300 elements (--take 300; the dataset goes on)" in found["data/slow-stage"]["summary"]
+    assert report["model"]["cardinality"] == "infinite" and report["model"]["arguments"] == {"scale": "0.5"}
+    runs = [["data", f"{SHAPES}:raises", "--headless"], ["data", f"{SHAPES}:empty", "--headless"],
+            ["data", os.path.join(PIPELINES, "does_not_import.py") + ":make", "--headless"], ["data", "no_such_module:make", "--headless"]]
+    messages = ["raised RuntimeError: the bucket is not reachable", "returned an empty dataset",
+                "No module named 'a_module_nobody_installed'", "No module named 'no_such_module'"]
+    for done, message in zip(run_clis(*runs), messages):
+        errors = [line for line in done.stderr.splitlines() if line.startswith("tfaudit:")]
+        assert done.returncode == EXIT_USAGE and len(errors) == 1 and message in errors[0], done.stderr[-2000:]
+        assert "Traceback" not in done.stderr
