@@ -161,3 +161,16 @@ def test_litert_threads_left_undecided_are_listed_not_claimed():
               "compared": [{"rounds": noisy, "default_ms": noisy["a_ms"], "ms": noisy["b_ms"]}]}
     [found] = litert_findings(litert, {})
     assert found.id == "serving/litert-threads" and found.kind == "undecided" and "num_threads=2" in found.title
+
+
+def test_an_input_pipeline_is_priced_in_its_own_time_per_element():
+    parallel = finding("data/parallel-map", per="element", latency_ms=Measure(20.0, 18.0, 22.0), latency_pct=Measure(50.0, 45.0, 55.0))
+    basis = Basis(elements_per_second=25.0)
+    share = worth(parallel, Profile(subject="pipeline"), basis)
+    assert (share.value, share.low, share.high) == (50.0, 45.0, 55.0) and share.unit == "% of the pipeline's time"
+    assert "20 ms [18–22] less per element: 25 → 50 elements/s" in share.physical
+    batch = worth(parallel, Profile("batch", subject="pipeline"), basis)
+    assert batch.value == pytest.approx(20.0 / 1000 * 1e9 / 3600) and batch.unit == "h per 1e9 elements"
+    model_saving = worth(finding("serving/threads", latency_pct=Measure(30.0)), Profile(subject="pipeline"), basis)
+    assert not model_saving.priced and "per element" in model_saving.why_not
+    assert Profile.from_dict(Profile("batch", subject="pipeline").to_dict()).subject == "pipeline"

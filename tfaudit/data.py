@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="standard", help="time per measurement (quick is for CI)")
     parser.add_argument("--fail-on", choices=["critical", "high", "medium", "low", "never"], default="never",
                         help="exit 1 when a finding is at or above this severity")
+    parser.add_argument("--profile", choices=("pipeline", "batch"), default="pipeline",
+                        help="what the ranking prices in: the share of the pipeline's time a fix saves, or hours per 1e9 elements")
     parser.add_argument("--baseline", metavar="OLD.json", help="compare with an earlier JSON report; regressions beyond noise exit 1")
     parser.add_argument("--check-timeout", type=float, metavar="S", help="time limit (default: the budget's)")
     parser.add_argument("--isolate", choices=("fork", "fresh"), default="fork", help="how the workers start (as for a model)")
@@ -83,7 +85,8 @@ def run(argv: list[str]) -> int:
         isolate=args.isolate,
     )
     outputs = dict(report=args.report, json_path=args.json, record=args.record, junit=args.junit, html=args.html,
-                   fail_on=args.fail_on, budgets={}, baseline=baseline, fix_dir=None, profile=Profile())
+                   fail_on=args.fail_on, budgets={}, baseline=baseline, fix_dir=None,
+                   profile=Profile("batch" if args.profile == "batch" else "server", subject="pipeline"))
     if not args.headless and sys.stdout.isatty() and sys.stdin.isatty():
         from tfaudit.tui import run_tui
 

@@ -23,8 +23,8 @@ class DataCheck(Check):
     )
     charts = (
         Chart("getnext_ms", "GetNext latency, first pass (ms)", ("getnext_ms",), x_label="element", tab="data", figure="data_getnext"),
-        Chart("stage_rate", "elements/s up to each stage", ("stage_rate",), kind="bars", x_label="stage", tab="data",
-              figure="data_stages"),
+        Chart("stage_rate", "the pipeline's elements/s up to each stage", ("stage_rate",), kind="bars", x_label="stage", tab="data",
+              figure="data_stages", log_y=True),
     )
     judge = staticmethod(judge)
 

@@ -11,6 +11,7 @@ import numpy as np
 from tfaudit.api import Progress, Sample, compare_in_turn
 
 from .catalogue import PIPELINE_MINIMUM
+from .judge import stage_costs
 
 TAKE = {"quick": 2_000, "standard": 10_000, "thorough": 100_000}  # elements of the first pass, at most (--take)
 FIRST_PASS_SECONDS = {"quick": 2.0, "standard": 6.0, "thorough": 30.0}
@@ -50,8 +51,9 @@ def gather(ctx) -> Iterator:
         yield Progress(0.2 + 0.4 * stage.index / len(pipeline.stages), f"timing up to {stage.label}")
         rates = prefix_rates(stage.dataset.with_options(options), PREFIX_WINDOW_S[budget], PREFIX_WINDOWS[budget])
         stages.append({**stage.to_dict(), "rates": rates, "inputs_per_output": inputs_per_output(stage)})
-    for stage in stages:
-        yield Sample("stage_rate", stage["index"], float(np.median(stage["rates"])), stage["kind"])
+    for cost in stage_costs(stages):  # in elements of the final dataset: a batch of 16 counts once, its 16 rows before it 16 times
+        if cost["ms_per_final_element"] is not None:
+            yield Sample("stage_rate", cost["stage"]["index"], 1000 / cost["ms_per_final_element"].value, cost["stage"]["kind"])
 
     candidates = []
     for name, changed, variant in fix_candidates(pipeline, tf):

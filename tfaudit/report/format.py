@@ -61,10 +61,12 @@ def saving_text(finding: Finding) -> str:
     def add(key: str, text: str) -> None:
         parts.append(text + (" (projected)" if s[key].projected else ""))
 
+    per_element = finding.per == "element"  # an input pipeline's saving (tfaudit data)
     if "latency_ms" in s:
-        add("latency_ms", f"{s['latency_ms'].value:.3g} ms{_interval(s['latency_ms'], '{:.3g}')}")
+        add("latency_ms", f"{s['latency_ms'].value:.3g} ms{' per element' if per_element else ''}{_interval(s['latency_ms'], '{:.3g}')}")
     if "latency_pct" in s:
-        add("latency_pct", f"{s['latency_pct'].value:.0f}% latency{_interval(s['latency_pct'], '{:.0f}')}")
+        what = "of the time" if per_element else "latency"
+        add("latency_pct", f"{s['latency_pct'].value:.0f}% {what}{_interval(s['latency_pct'], '{:.0f}')}")
     if "size_bytes" in s:
         add("size_bytes", human_bytes(s["size_bytes"].value))
     if "size_pct" in s:

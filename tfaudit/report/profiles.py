@@ -7,6 +7,10 @@
   LiteRT time, a proxy) and MB of RAM, each weighted as stated.
 - ``batch``: core-hours per billion rows.
 
+An input pipeline's audit (``tfaudit data``, ``Profile.subject`` "pipeline") prices in its own units: the share of the
+pipeline's time per element a fix saves (the same share of an epoch), or under ``batch`` the hours of this host per
+billion elements.
+
 A saving of another runtime than the profile's (a TF Serving setting under ``edge``, a smaller flatbuffer under ``batch``)
 is worth nothing there and says why. Each worth keeps its saving's interval: ``low`` and ``high`` come from the saving's
 interval ends and the measured CPU time's.
@@ -21,6 +25,9 @@ from typing import Any
 from tfaudit.api import CPU_PER_CALL_METRIC, CPU_PER_ROW_METRIC, Finding, Measure
 
 PROFILES = ("server", "edge", "batch")
+SUBJECTS = ("model", "pipeline")  # what the audit measured: a model (tfaudit MODEL) or an input pipeline (tfaudit data)
+ELEMENTS_PER_BATCH_JOB = 1e9
+PIPELINE_ELEMENTS_METRIC = "data.elements_per_second"
 DEFAULT_PROFILE = "server"
 DEFAULT_TRAFFIC_RPS = 100.0
 HOURS_PER_MONTH = 730.0  # 365 × 24 / 12
@@ -64,30 +71,38 @@ class Profile:
     traffic_rps: float = DEFAULT_TRAFFIC_RPS
     prices: Prices = field(default_factory=Prices)
     edge: EdgeWeights = field(default_factory=EdgeWeights)
+    subject: str = "model"  # one of SUBJECTS
 
     def __post_init__(self) -> None:
         if self.name not in PROFILES:
             raise ValueError(f"profile must be one of {PROFILES}, not {self.name!r}")
+        if self.subject not in SUBJECTS:
+            raise ValueError(f"subject must be one of {SUBJECTS}, not {self.subject!r}")
 
     @property
     def unit(self) -> str:
+        if self.subject == "pipeline":
+            return "h per 1e9 elements" if self.name == "batch" else "% of the pipeline's time"
         return {"server": f"{self.prices.currency}/month", "edge": "edge points", "batch": "core-h per 1e9 rows"}[self.name]
 
     @property
     def label(self) -> str:
         """The profile in a few words, for the verdict: "server at 100 req/s"."""
+        if self.subject == "pipeline":
+            return "batch job" if self.name == "batch" else "pipeline"
         return f"server at {self.traffic_rps:g} req/s" if self.name == "server" else self.name
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "traffic_rps": self.traffic_rps, "prices": asdict(self.prices), "edge_weights": asdict(self.edge),
-                "unit": self.unit}
+                "unit": self.unit, "subject": self.subject}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> "Profile":
         data = data or {}
         prices = {k: v for k, v in (data.get("prices") or {}).items() if k in Prices.__dataclass_fields__}
         edge = {k: v for k, v in (data.get("edge_weights") or {}).items() if k in EdgeWeights.__dataclass_fields__}
-        return cls(data.get("name", DEFAULT_PROFILE), float(data.get("traffic_rps", DEFAULT_TRAFFIC_RPS)), Prices(**prices), EdgeWeights(**edge))
+        return cls(data.get("name", DEFAULT_PROFILE), float(data.get("traffic_rps", DEFAULT_TRAFFIC_RPS)), Prices(**prices), EdgeWeights(**edge),
+                   data.get("subject", "model"))
 
 
 @dataclass(frozen=True)
@@ -99,6 +114,7 @@ class Basis:
     wall_ms_per_call: float | None = None  # ... and its wall time (the median): their ratio is the cores a call keeps busy
     cores: int = 1  # the host's logical cores: a replica's size
     litert_ms: float | None = None
+    elements_per_second: float | None = None  # an input pipeline's (tfaudit data)
 
     @classmethod
     def of(cls, metrics: dict[str, dict[str, Any]], environment: dict[str, Any]) -> "Basis":
@@ -108,8 +124,10 @@ class Basis:
 
         wall = metrics.get("serving.p50_ms_batch_1")
         litert = metrics.get(LITERT_LATENCY_METRIC)
+        elements = metrics.get(PIPELINE_ELEMENTS_METRIC)
         return cls(measure(f"serving.{CPU_PER_ROW_METRIC}"), measure(f"serving.{CPU_PER_CALL_METRIC}"),
-                   wall["value"] if wall else None, int(environment.get("cores_logical") or 1), litert["value"] if litert else None)
+                   wall["value"] if wall else None, int(environment.get("cores_logical") or 1), litert["value"] if litert else None,
+                   elements["value"] if elements else None)
 
     @property
     def busy_cores(self) -> float | None:
@@ -185,6 +203,8 @@ def worth(finding: Finding, profile: Profile, basis: Basis) -> Worth | None:
     """The finding's savings in ``profile``'s currency; None when it prices no saving."""
     if not finding.savings:
         return None
+    if profile.subject == "pipeline":
+        return _pipeline(finding, profile, basis)
     if profile.name == "edge":
         return _edge(finding, profile, basis)
     return _server_or_batch(finding, profile, basis)
@@ -242,6 +262,21 @@ def _server_or_batch(finding: Finding, profile: Profile, basis: Basis) -> Worth:
     return _priced(total, unit, "; ".join(physical))
 
 
+def _pipeline(finding: Finding, profile: Profile, basis: Basis) -> Worth:
+    """A saving of the pipeline's time per element: its share, or under ``batch`` the hours per 1e9 elements."""
+    s, unit = finding.savings, profile.unit
+    if finding.per != "element" or "latency_pct" not in s or "latency_ms" not in s:
+        return Worth(0.0, 0.0, 0.0, unit, why_not="not a saving of the pipeline's time per element")
+    ms, pct = _ends(s["latency_ms"]), _ends(s["latency_pct"])
+    physical = f"{_span(ms, 'ms')} less per element"
+    if basis.elements_per_second:
+        faster = tuple(basis.elements_per_second / (1 - min(p, 99.0) / 100) for p in pct)
+        physical += f": {_fmt(basis.elements_per_second)} → {_span(faster, 'elements/s')}"
+    if profile.name == "batch":
+        return _priced(tuple(x / 1000 * ELEMENTS_PER_BATCH_JOB / 3600 for x in ms), unit, physical)
+    return _priced(pct, unit, physical)
+
+
 def replicas_at(profile: Profile, basis: Basis) -> int:
     """Replicas of this host's size the traffic keeps busy, at least one (one when the CPU time was not measured)."""
     if basis.cpu_ms_per_row is None:
@@ -279,6 +314,9 @@ def _edge(finding: Finding, profile: Profile, basis: Basis) -> Worth:
 def assumptions(profile: Profile, basis: Basis) -> list[str]:
     """What the profile's currency rests on, each stated once: the report prints them under its ranking."""
     p = profile.prices
+    if profile.subject == "pipeline":
+        consumer = "timed with a consumer that pulls as fast as it can (no model between elements), on this host"
+        return [f"the pipeline's time per element, {consumer}"] + (["hours of this host per 1e9 elements"] if profile.name == "batch" else [])
     if profile.name == "edge":
         w = profile.edge
         return [f"edge points = {w.download_mb:g} per MB of download + {w.latency_ms:g} per ms of on-device latency + "

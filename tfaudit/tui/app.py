@@ -37,6 +37,7 @@ from tfaudit.tui.widgets import ChartTab, ChecksTable, FindingsTable, ModelHeade
 APPLY_INTERVAL_S = 0.1  # events reach the tables within this
 REPLOT_INTERVAL_S = 0.3  # charts replot at most this often while samples stream in
 CHART_TABS = ("latency", "memory", "compression", "serving")  # where the checks' charts go (tfaudit.api.Chart.tab)
+PIPELINE_CHART_TABS = ("data",)  # tfaudit data's
 SEVERITY_FILTERS = (None, *SEVERITIES[:-1])  # `f` cycles: all, critical, high and up, medium and up, low and up
 LIGHT_BACKGROUNDS = {"7", "15"}  # COLORFGBG background colours of light terminal themes
 LATENCY_LOG_VARIABLE = "TFAUDIT_TUI_LATENCY_LOG"  # a file to append "key milliseconds" lines: key press to repaint
@@ -122,7 +123,7 @@ class TfauditApp(App[None]):
         Binding("f", "filter", "Filter"),
         Binding("question_mark", "help", "Help", key_display="?"),
         Binding("q", "quit", "Quit"),
-        *(Binding(str(i), f"show_tab('{tab}')", show=False) for i, tab in enumerate(("findings", *CHART_TABS), 1)),
+        *(Binding(str(i), f"show_tab({i})", show=False) for i in range(1, len(CHART_TABS) + 2)),
     ]
 
     def __init__(
@@ -163,7 +164,7 @@ class TfauditApp(App[None]):
             with TabPane("Findings", id="findings"):
                 yield ChecksTable(id="checks")
                 yield FindingsTable(id="ranked")
-            for tab in CHART_TABS:
+            for tab in self.chart_tabs:
                 with TabPane(tab.capitalize(), id=tab):
                     yield ChartTab(tab, id=f"{tab}-charts")
         yield Footer()
@@ -401,7 +402,16 @@ class TfauditApp(App[None]):
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
 
-    def action_show_tab(self, tab: str) -> None:
+    @property
+    def chart_tabs(self) -> tuple[str, ...]:
+        return PIPELINE_CHART_TABS if self.state.profile.subject == "pipeline" else CHART_TABS
+
+    def action_show_tab(self, number: int) -> None:
+        """The tab the number key names: 1 the findings, then the charts' tabs in order (a number past them does nothing)."""
+        tabs = ("findings", *self.chart_tabs)
+        if not 1 <= number <= len(tabs):
+            return
+        tab = tabs[number - 1]
         tabbed = self.main.query_one(TabbedContent)
         # Focus must leave a pane before it hides, or Textual refocuses a widget in it and switches back.
         tabbed.query_one(Tabs).focus()
