@@ -168,3 +168,13 @@ def test_an_endless_dataset_is_audited_over_take_and_bad_targets_exit_2(tmp_path
         errors = [line for line in done.stderr.splitlines() if line.startswith("tfaudit:")]
         assert done.returncode == EXIT_USAGE and len(errors) == 1 and message in errors[0], done.stderr[-2000:]
         assert "Traceback" not in done.stderr
+
+
+def test_a_shuffle_buffer_is_sized_from_its_input_elements():
+    from tfaudit.checks.data.gather import buffer_of
+    from tfaudit.engine.pipeline import build
+
+    pipeline = build(f"{SHAPES}:shuffled_images", {"side": 8, "buffer": 50})
+    shuffle = next(s for s in pipeline.stages if s.kind == "shuffle")
+    assert buffer_of(shuffle) == {"buffer": {"elements": 50, "element_bytes": 8 * 8 * 3 * 4, "bytes": 50 * 8 * 8 * 3 * 4}}
+    assert all(buffer_of(s) == {} for s in pipeline.stages if s.kind != "shuffle")

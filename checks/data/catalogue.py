@@ -5,6 +5,8 @@ from tfaudit.api import Effort, PracticalMinimum, Risk, Rule, catalogue
 
 # The least speed-up of the pipeline worth a change: a tenth of its time per element (the same minimum as a model's call).
 PIPELINE_MINIMUM = PracticalMinimum(0.10, why="10 % of the pipeline's time per element")
+# A buffer that holds a tenth of the host's memory is one to size on purpose (on a smaller host it is what runs out).
+BUFFER_SHARE_OF_MEMORY = 0.10
 # XProf's input-pipeline analyzer: a GetNext that returns within 50 µs means the pipeline kept ahead of its consumer.
 GETNEXT_READY_MS = 0.05
 
@@ -45,7 +47,7 @@ RULES = catalogue(
         effort=Effort("minutes", 0.25, "One argument on one line."),
         risk=Risk("none", "The same function on the same elements, in the same order (deterministic stays on)."),
         minimum=PIPELINE_MINIMUM.why,
-        severity_rule="high at 2× or more, medium past the minimum",
+        severity_rule="high when the speed-up's interval lies at 2× or more, medium past the minimum",
         per="element",
     ),
     Rule(
@@ -62,7 +64,23 @@ RULES = catalogue(
         effort=Effort("minutes", 0.1, "One line."),
         risk=Risk("none", "The same elements in the same order; buffers take memory (autotuned within the RAM budget)."),
         minimum=PIPELINE_MINIMUM.why,
-        severity_rule="high at 2× or more, medium past the minimum",
+        severity_rule="high when the speed-up's interval lies at 2× or more, medium past the minimum",
         per="element",
+    ),
+    Rule(
+        id="data/buffer-memory",
+        kind="fact",
+        severity="info",
+        title="The pipeline's buffers hold $total: $largest",
+        summary="$buffers. The first pass grew the process's anonymous memory by $growth (from $before to a peak of $peak).",
+        why="A shuffle buffer holds buffer_size elements of its input whole; with large elements (decoded images, long "
+            "sequences) it is most of the pipeline's memory, on every worker that runs it.",
+        fix="Shuffle before the stage that makes elements large (shuffle file names or encoded records, then decode), or "
+            "lower buffer_size: randomness needs a buffer of a few batches' worth, not of the dataset.",
+        example="$example",
+        verify="Run `tfaudit data $target` again: the buffer's bytes and the memory growth drop.",
+        effort=Effort("hours", 1, "Moving a shuffle or changing its buffer size; check the training curve is unchanged."),
+        risk=Risk("low", "A smaller or earlier shuffle mixes differently: check the model trains as well."),
+        severity_rule=f"medium when the buffers hold {BUFFER_SHARE_OF_MEMORY:.0%} or more of the host's memory, else info",
     ),
 )

@@ -25,6 +25,7 @@ MIN_CHUNK = 3
 WARM_MS = 20.0  # pulled untimed from each fresh iterator first: its threads started, its buffers filling as in steady state
 MIN_WARM = 2
 GETNEXT_CHART_POINTS = 300
+SAMPLER_INTERVAL_S = 0.02
 
 
 def element_bytes(element: Any) -> int:
@@ -35,13 +36,19 @@ def element_bytes(element: Any) -> int:
 
 def gather(ctx) -> Iterator:
     """Yields progress and the GetNext chart; returns the measurements ``judge`` decides from."""
+    import psutil
     import tensorflow as tf
 
     pipeline = ctx.pipeline
     budget = ctx.budget.name if ctx.budget.name in TAKE else "standard"
     take = int(ctx.options.get("take") or TAKE[budget])
     yield Progress(0.0, "first pass")
-    first = first_pass(pipeline.dataset, take, FIRST_PASS_SECONDS[budget])
+    with ctx.sampler(SAMPLER_INTERVAL_S) as sampler:
+        before = sampler.sample_now().memory_bytes
+        first = first_pass(pipeline.dataset, take, FIRST_PASS_SECONDS[budget])
+        after = sampler.sample_now().memory_bytes
+    first["memory"] = {"before_bytes": before, "peak_bytes": max([p.memory_bytes for p in sampler.points] + [after]),
+                       "after_bytes": after}
     for index, ms in downsample(first.pop("getnext_ms_series"), GETNEXT_CHART_POINTS):
         yield Sample("getnext_ms", index, ms, "GetNext")
 
@@ -50,7 +57,7 @@ def gather(ctx) -> Iterator:
     for stage in pipeline.stages:
         yield Progress(0.2 + 0.4 * stage.index / len(pipeline.stages), f"timing up to {stage.label}")
         rates = prefix_rates(stage.dataset.with_options(options), PREFIX_WINDOW_S[budget], PREFIX_WINDOWS[budget])
-        stages.append({**stage.to_dict(), "rates": rates, "inputs_per_output": inputs_per_output(stage)})
+        stages.append({**stage.to_dict(), "rates": rates, "inputs_per_output": inputs_per_output(stage), **buffer_of(stage)})
     for cost in stage_costs(stages):  # in elements of the final dataset: a batch of 16 counts once, its 16 rows before it 16 times
         if cost["ms_per_final_element"] is not None:
             yield Sample("stage_rate", cost["stage"]["index"], 1000 / cost["ms_per_final_element"].value, cost["stage"]["kind"])
@@ -72,6 +79,7 @@ def gather(ctx) -> Iterator:
         "stages": stages,
         "candidates": candidates,
         "options": pipeline.inventory()["options"],
+        "host_memory_bytes": int(psutil.virtual_memory().total),
     }
 
 
@@ -146,6 +154,18 @@ def pull_for(iterator, seconds: float) -> tuple[int, float]:
         elapsed = time.perf_counter() - start
         if elapsed >= seconds:
             return count, elapsed
+
+
+def buffer_of(stage) -> dict[str, Any]:
+    """What a shuffle holds: its buffer_size elements of its input, each as large as the first one measured."""
+    if stage.kind != "shuffle" or stage.call is None or stage.call.input is None:
+        return {}
+    try:
+        size = int(stage.argument("buffer_size", 0))
+        element = next(iter(stage.call.input))
+    except (TypeError, ValueError, StopIteration):
+        return {}
+    return {"buffer": {"elements": size, "element_bytes": element_bytes(element), "bytes": size * element_bytes(element)}}
 
 
 def inputs_per_output(stage) -> dict[str, Any]:

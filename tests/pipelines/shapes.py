@@ -41,3 +41,11 @@ def empty():
 
 def source_only(n=1_000_000):
     return tf.data.Dataset.range(n)
+
+
+def shuffled_images(n=100_000, side=64, buffer=1000):
+    dataset = tf.data.Dataset.range(n)
+    dataset = dataset.map(lambda i: tf.random.stateless_uniform([side, side, 3], seed=tf.stack([i, 0])),  # decoded images
+                          num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.shuffle(buffer_size=buffer)
+    return dataset.batch(32).prefetch(tf.data.AUTOTUNE)
