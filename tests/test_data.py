@@ -155,15 +155,38 @@ def test_a_well_tuned_pipeline_gets_no_fix_claimed(tmp_path):
     assert not claimed, claimed
 
 
+@pytest.fixture(scope="module")
+def busy_model(tmp_path_factory):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pipeline_shapes", SHAPES)
+    shapes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shapes)
+    return shapes.build_busy_model(str(tmp_path_factory.mktemp("busy") / "model"))  # ~6 ms a call here
+
+
 @pytest.mark.slow
-def test_an_endless_dataset_is_audited_over_take_and_bad_targets_exit_2(tmp_path):
+def test_a_model_fed_without_prefetch_is_input_bound_and_the_prefetch_is_measured_to_pay(tmp_path, busy_model):
+    report, found = audited(tmp_path, f"{SHAPES}:without_prefetch", "--arg", "batch=3", "--model", busy_model)
+    bound = found["data/input-bound"]
+    assert bound["evidence"]["wait_share"][1] >= 0.2 and bound["severity"] == "high"  # ~7 ms batches waited for in turn with ~6 ms steps
+    prefetch = found["data/prefetch"]
+    assert prefetch["kind"] == "opportunity" and prefetch["savings"]["latency_pct"]["low"] > 10
+    assert report["model"]["feeds_model"]["path"] == busy_model
+    print(f"without prefetch: waits {bound['evidence']['wait_share']}; {prefetch['title']}")
+
+
+@pytest.mark.slow
+def test_an_endless_dataset_is_audited_over_take_and_bad_targets_exit_2(tmp_path, busy_model):
     report, found = audited(tmp_path, f"{SHAPES}:endless", "--take", "300", "--arg", "scale=0.5")
     assert "first 300 elements (--take 300; the dataset goes on)" in found["data/slow-stage"]["summary"]
     assert report["model"]["cardinality"] == "infinite" and report["model"]["arguments"] == {"scale": "0.5"}
     runs = [["data", f"{SHAPES}:raises", "--headless"], ["data", f"{SHAPES}:empty", "--headless"],
-            ["data", os.path.join(PIPELINES, "does_not_import.py") + ":make", "--headless"], ["data", "no_such_module:make", "--headless"]]
+            ["data", os.path.join(PIPELINES, "does_not_import.py") + ":make", "--headless"], ["data", "no_such_module:make", "--headless"],
+            ["data", f"{SHAPES}:endless", "--model", busy_model, "--headless"]]
     messages = ["raised RuntimeError: the bucket is not reachable", "returned an empty dataset",
-                "No module named 'a_module_nobody_installed'", "No module named 'no_such_module'"]
+                "No module named 'a_module_nobody_installed'", "No module named 'no_such_module'",
+                f"the dataset's ids is float32[], but serving_default of {busy_model} takes int64[?]"]
     for done, message in zip(run_clis(*runs), messages):
         errors = [line for line in done.stderr.splitlines() if line.startswith("tfaudit:")]
         assert done.returncode == EXIT_USAGE and len(errors) == 1 and message in errors[0], done.stderr[-2000:]

@@ -6,6 +6,7 @@ Argument parsing and dispatch only, as ``tfaudit.cli``: the factory is imported 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from tfaudit.budget import BUDGETS
@@ -27,6 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a keyword argument of the function (a Python literal, else text; repeatable)")
     parser.add_argument("--take", type=int, metavar="N",
                         help="time the first pass over at most N elements (default: the budget's; an infinite dataset stops there)")
+    parser.add_argument("--model", metavar="MODEL", help="the SavedModel (or .keras) the elements feed: times the loop and says whether "
+                        "the model waits for its input (an inference step)")
+    parser.add_argument("--signature", metavar="NAME", help="with --model: the signature the elements feed (default serving_default)")
+    parser.add_argument("--trust-model", action="store_true", help="with --model: load a model that holds file, Python or network ops")
     parser.add_argument("--headless", action="store_true", help="no TUI: progress on stderr, ranked table on stdout")
     parser.add_argument("--report", metavar="FILE.md", help="write the Markdown report")
     parser.add_argument("--json", metavar="FILE.json", help="write the JSON report")
@@ -60,6 +65,10 @@ def run(argv: list[str]) -> int:
         raise UsageError("--check-timeout must be a positive number of seconds")
     if ":" not in args.target:
         raise UsageError(f"{args.target!r}: give MODULE:FUNCTION or FILE.py:FUNCTION")
+    if args.model and not os.path.exists(args.model):
+        raise UsageError(f"--model: no such file or directory: {args.model}")
+    if (args.signature or args.trust_model) and not args.model:
+        raise UsageError("--signature and --trust-model go with --model")
     check_outputs(args)
     specs = [s for s in discover_checks(DATA_ENTRY_POINT_GROUP) if s.id == DATA_CHECK]
     if not specs:
@@ -78,7 +87,12 @@ def run(argv: list[str]) -> int:
     job = AuditJob(
         model=args.target,
         budget=args.budget,
-        options={"pipeline": {"target": args.target, "arguments": arguments}, **({"take": args.take} if args.take else {})},
+        options={
+            "pipeline": {"target": args.target, "arguments": arguments,
+                         **({"model": os.path.abspath(args.model), "signature": args.signature} if args.model else {})},
+            **({"take": args.take} if args.take else {}),
+            **({"trust_model": True} if args.trust_model else {}),
+        },
         memory_limit_mb=default_memory_limit_mb(),
         check_timeout_s=args.check_timeout,
         imports=list(dict.fromkeys(args.imports or [])),

@@ -5,6 +5,9 @@ from tfaudit.api import Effort, PracticalMinimum, Risk, Rule, catalogue
 
 # The least speed-up of the pipeline worth a change: a tenth of its time per element (the same minimum as a model's call).
 PIPELINE_MINIMUM = PracticalMinimum(0.10, why="10 % of the pipeline's time per element")
+# XProf's input-pipeline analyzer: a step that waits under 5 % of its time on input is not input-bound; over 20 %, highly.
+INPUT_BOUND_SHARE = 0.05
+HIGHLY_INPUT_BOUND_SHARE = 0.20
 # A buffer that holds a tenth of the host's memory is one to size on purpose (on a smaller host it is what runs out).
 BUFFER_SHARE_OF_MEMORY = 0.10
 # XProf's input-pipeline analyzer: a GetNext that returns within 50 µs means the pipeline kept ahead of its consumer.
@@ -82,5 +85,35 @@ RULES = catalogue(
         effort=Effort("hours", 1, "Moving a shuffle or changing its buffer size; check the training curve is unchanged."),
         risk=Risk("low", "A smaller or earlier shuffle mixes differently: check the model trains as well."),
         severity_rule=f"medium when the buffers hold {BUFFER_SHARE_OF_MEMORY:.0%} or more of the host's memory, else info",
+    ),
+    Rule(
+        id="data/input-bound",
+        kind="fact",
+        severity="medium",
+        title="Input-bound (an inference step): the model waits $share of each step",
+        summary="Fed by the pipeline, each step of `$model` waited $share [$share_low–$share_high] of its $step_ms ms on "
+                "GetNext: the pipeline delivers $pipeline_rate elements/s against the model's $model_rate. A training step "
+                "costs several times an inference step, so a training loop waits less than this.",
+        why="While the model waits for its next element, the accelerator or cores it runs on do nothing: the pipeline "
+            "sets the speed.",
+        fix="Make the pipeline faster where the other findings say (its slow stage, parallel maps, a prefetch), or run it "
+            "on more cores (tf.data service) until it keeps ahead of the model.",
+        verify="Run `tfaudit data $target --model $model` again: the wait falls under 5 % of a step.",
+        effort=Effort("hours", 2, "The fixes the other findings name, then measuring again."),
+        severity_rule=f"high when the wait's interval lies at {HIGHLY_INPUT_BOUND_SHARE:.0%} of a step or more, medium at "
+                      f"{INPUT_BOUND_SHARE:.0%} or more (XProf's thresholds); model-bound below",
+    ),
+    Rule(
+        id="data/model-bound",
+        kind="fact",
+        severity="info",
+        title="Model-bound (an inference step): the model waits $share of each step",
+        summary="Fed by the pipeline, each step of `$model` waited $share [$share_low–$share_high] of its $step_ms ms on "
+                "GetNext, under the $threshold that makes a step input-bound: the pipeline delivers $pipeline_rate "
+                "elements/s against the model's $model_rate.",
+        why="A pipeline that keeps ahead of the model costs nothing more to speed up; the model is what to work on.",
+        fix="Nothing to change in the pipeline for this model: audit the model (`tfaudit $model`).",
+        effort=Effort("minutes", 0.1, "Reading the numbers."),
+        severity_rule=f"info: the wait's interval lies under {INPUT_BOUND_SHARE:.0%} of a step",
     ),
 )

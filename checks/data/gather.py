@@ -26,6 +26,8 @@ WARM_MS = 20.0  # pulled untimed from each fresh iterator first: its threads sta
 MIN_WARM = 2
 GETNEXT_CHART_POINTS = 300
 SAMPLER_INTERVAL_S = 0.02
+LOOP_SECONDS = {"quick": 1.5, "standard": 4.0, "thorough": 15.0}  # --model: the model alone, then fed by the pipeline
+MIN_STEPS = 10
 
 
 def element_bytes(element: Any) -> int:
@@ -62,14 +64,19 @@ def gather(ctx) -> Iterator:
         if cost["ms_per_final_element"] is not None:
             yield Sample("stage_rate", cost["stage"]["index"], 1000 / cost["ms_per_final_element"].value, cost["stage"]["kind"])
 
+    loop = None
+    if pipeline.model is not None:
+        yield Progress(0.6, "the model fed by the pipeline")
+        loop = model_loop(pipeline, LOOP_SECONDS[budget])
     candidates = []
     for name, changed, variant in fix_candidates(pipeline, tf):
         yield Progress(0.6 + 0.2 * len(candidates), f"timing {name}")
-        candidates.append({"fix": name, "stages": changed, **timed_against(pipeline.dataset, variant, ctx.budget)})
+        candidates.append({"fix": name, "stages": changed, **timed_against(pipeline.dataset, variant, ctx.budget, pipeline.consume)})
     yield Progress(1.0, "done")
     timed = {c["fix"] for c in candidates}
     return {
         "not_timed": not_timed(pipeline, timed),
+        "loop": loop,
         "target": pipeline.target,
         "budget": budget,
         "confidence": ctx.budget.confidence,
@@ -80,6 +87,7 @@ def gather(ctx) -> Iterator:
         "candidates": candidates,
         "options": pipeline.inventory()["options"],
         "host_memory_bytes": int(psutil.virtual_memory().total),
+        "model": pipeline.inventory()["feeds_model"],
     }
 
 
@@ -221,14 +229,42 @@ def injects_prefetch(dataset) -> bool:
     return options.experimental_optimization.inject_prefetch is not False and options.autotune.enabled is not False
 
 
-def timed_against(original, variant, budget) -> dict[str, Any]:
+def model_loop(pipeline, seconds: float) -> dict[str, Any]:
+    """The model on one element held in memory (its own speed), then fed by the pipeline, each step's wait on GetNext
+    timed: the pipeline's threads prepare the next elements while the model computes, as in serving or training."""
+    element = next(iter(pipeline.dataset))
+    for _ in range(MIN_WARM):
+        pipeline.consume(element)
+    model_ms: list[float] = []
+    end = time.perf_counter() + seconds / 3
+    while len(model_ms) < MIN_STEPS or time.perf_counter() < end:
+        start = time.perf_counter()
+        pipeline.consume(element)
+        model_ms.append((time.perf_counter() - start) * 1000)
+    iterator = iter(pipeline.dataset.repeat())
+    for _ in range(MIN_WARM):
+        pipeline.consume(next(iterator))
+    wait_ms: list[float] = []
+    step_ms: list[float] = []
+    end = time.perf_counter() + 2 * seconds / 3
+    while len(step_ms) < MIN_STEPS or time.perf_counter() < end:
+        start = time.perf_counter()
+        element = next(iterator)
+        got = time.perf_counter()
+        pipeline.consume(element)
+        wait_ms.append((got - start) * 1000)
+        step_ms.append((time.perf_counter() - start) * 1000)
+    return {"model_ms": model_ms, "wait_ms": wait_ms, "step_ms": step_ms}
+
+
+def timed_against(original, variant, budget, consume: Callable[[Any], None]) -> dict[str, Any]:
     """``variant`` timed against ``original`` in turn (and ``original`` again beside them: what alternating alone moves).
 
     Each timed call starts a fresh iterator, pulls its warm-up untimed and then times a chunk of elements: an iterator
     left alive between calls would fill its buffers in the background while the other side is timed, and its next
     chunk would cost nothing.
     """
-    per_element_ms = max(element_ms(original), element_ms(variant))
+    per_element_ms = max(element_ms(original, consume), element_ms(variant, consume))
     chunk = max(MIN_CHUNK, math.ceil(CHUNK_MS / max(per_element_ms, 1e-4)))
     warm = max(MIN_WARM, math.ceil(WARM_MS / max(per_element_ms, 1e-4)))
 
@@ -238,10 +274,10 @@ def timed_against(original, variant, budget) -> dict[str, Any]:
         def call() -> float:
             iterator = iter(repeated)
             for _ in range(warm):
-                next(iterator)
+                consume(next(iterator))
             start = time.perf_counter()
             for _ in range(chunk):
-                next(iterator)
+                consume(next(iterator))
             return (time.perf_counter() - start) * 1000
 
         return call
@@ -251,11 +287,11 @@ def timed_against(original, variant, budget) -> dict[str, Any]:
     return {"chunk": chunk, "warm": warm, "rounds": rounds.to_json(), "ms_per_element": per_element_ms, "decided": decision.outcome}
 
 
-def element_ms(dataset, pulls: int = 10) -> float:
-    """Time per element of a fresh iterator past its first element (a first guess, to size the chunks)."""
+def element_ms(dataset, consume: Callable[[Any], None], pulls: int = 10) -> float:
+    """Time per element (and its model step, with --model) of a fresh iterator past its first (a first guess, to size the chunks)."""
     iterator = iter(dataset.repeat())
-    next(iterator)
+    consume(next(iterator))
     start = time.perf_counter()
     for _ in range(pulls):
-        next(iterator)
+        consume(next(iterator))
     return (time.perf_counter() - start) * 1000 / pulls

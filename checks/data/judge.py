@@ -7,7 +7,12 @@ import numpy as np
 
 from tfaudit.api import Measure, Metric, Support, Yielded, bootstrap, decide, undecided
 
-from .catalogue import BUFFER_SHARE_OF_MEMORY, GETNEXT_READY_MS, PIPELINE_MINIMUM, RULES
+from .catalogue import (BUFFER_SHARE_OF_MEMORY, GETNEXT_READY_MS, HIGHLY_INPUT_BOUND_SHARE, INPUT_BOUND_SHARE, PIPELINE_MINIMUM,
+                        RULES)
+
+
+BLOCKS = 20  # the loop's steps in blocks, for the wait share's interval
+MIN_BLOCK_STEPS = 3
 
 
 def judge(m: dict[str, Any]) -> Iterator[Yielded]:
@@ -25,11 +30,47 @@ def judge(m: dict[str, Any]) -> Iterator[Yielded]:
     slow = slow_stage(costs)
     if slow is not None and len(stages) > 1:
         yield slow_stage_finding(m, costs, slow, rate, cores)
+    if m.get("loop"):
+        yield from loop_findings(m, rate)
     buffers = [st for st in stages if st.get("buffer")]
     if buffers:
         yield buffer_finding(m, buffers)
     for candidate in m["candidates"]:
         yield from candidate_finding(m, candidate)
+
+
+def wait_share(wait_ms: list[float], step_ms: list[float]) -> Measure:
+    """The share of step time spent waiting, over blocks of consecutive steps (a block keeps the pipeline's bursts
+    together), with a bootstrap interval of the blocks' mean."""
+    wait, step = np.asarray(wait_ms), np.asarray(step_ms)
+    size = max(MIN_BLOCK_STEPS, len(step) // BLOCKS)
+    blocks = [wait[i:i + size].sum() / step[i:i + size].sum() for i in range(0, len(step) - size + 1, size)]
+    if len(blocks) < 3:
+        share = float(wait.sum() / step.sum())
+        return Measure(share, 0.0, 1.0)
+    return bootstrap(blocks, np.mean)
+
+
+def loop_findings(m: dict[str, Any], rate: Measure) -> Iterator[Yielded]:
+    loop, model = m["loop"], m["model"]
+    share = wait_share(loop["wait_ms"], loop["step_ms"])
+    model_ms = float(np.median(loop["model_ms"]))
+    yield Metric("input_wait_share_pct", 100 * share.value, "%", 100 * (share.low or 0), 100 * (share.high or 1))
+    yield Metric("model_elements_per_second", 1000 / model_ms, "elements/s", better="higher")
+    facts = dict(model=model["path"], share=f"{share.value:.0%}", share_low=f"{share.low:.0%}", share_high=f"{share.high:.0%}",
+                 step_ms=f"{float(np.median(loop['step_ms'])):.2f}", pipeline_rate=f"{rate.value:,.0f}",
+                 model_rate=f"{1000 / model_ms:,.0f}", target=m["target"], threshold=f"{INPUT_BOUND_SHARE:.0%}")
+    evidence = {"wait_share": [round(share.value, 4), round(share.low or 0, 4), round(share.high or 1, 4)], "steps": len(loop["step_ms"]),
+                "model_ms_median": round(model_ms, 4), "step_ms_median": round(float(np.median(loop["step_ms"])), 4),
+                "wait_ms": {"p50": round(float(np.median(loop["wait_ms"])), 4), "p99": round(float(np.percentile(loop["wait_ms"], 99)), 4)}}
+    if (share.low or 0) >= INPUT_BOUND_SHARE:
+        severity = "high" if (share.low or 0) >= HIGHLY_INPUT_BOUND_SHARE else "medium"
+        yield RULES["data/input-bound"].finding(evidence, severity=severity, **facts)
+    elif (share.high or 1) < INPUT_BOUND_SHARE:
+        yield RULES["data/model-bound"].finding(evidence, **facts)
+    else:
+        text = f"the model waits {share.value:.1%} [{share.low:.1%}–{share.high:.1%}] of each step on GetNext, against the {INPUT_BOUND_SHARE:.0%} line"
+        yield undecided(RULES["data/input-bound"], "whether the model waits for its input", text, evidence)
 
 
 def mib(nbytes: float) -> str:

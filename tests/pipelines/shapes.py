@@ -49,3 +49,41 @@ def shuffled_images(n=100_000, side=64, buffer=1000):
                           num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.shuffle(buffer_size=buffer)
     return dataset.batch(32).prefetch(tf.data.AUTOTUNE)
+
+
+def without_prefetch(n=1_000_000, batch=6):
+    """Batches that take a few ms to make, with what TensorFlow runs ahead of the consumer by itself turned off (the injected
+    prefetch, parallel batching, and the fused map-and-batch, which runs in a thread of its own): the model waits for each."""
+    dataset = tf.data.Dataset.range(n)
+    dataset = dataset.map(lambda x: tf.py_function(wait_on_io, [x], tf.int64))
+    dataset = dataset.batch(batch)
+    options = tf.data.Options()
+    options.experimental_optimization.inject_prefetch = False
+    options.experimental_optimization.parallel_batch = False
+    options.experimental_optimization.map_and_batch_fusion = False
+    return dataset.with_options(options)
+
+
+def build_busy_model(path, size=384, repeats=8):
+    """A SavedModel taking a batch of int64 ids and doing a few ms of matrix products per call."""
+    class Busy(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = tf.Variable(tf.random.stateless_normal([size, size], seed=[1, 2]) / size)
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.int64, name="ids")])
+        def serve(self, ids):
+            x = tf.tile(tf.cast(ids[:, None], tf.float32), [1, size]) + self.w[:1]
+            x = tf.tile(x[:1], [size, 1])
+            for _ in range(repeats):
+                x = tf.tanh(tf.matmul(x, self.w))
+            return {"score": tf.reduce_sum(x) + tf.cast(tf.reduce_sum(ids), tf.float32)}
+
+    module = Busy()
+    tf.saved_model.save(module, path, signatures={"serving_default": module.serve})
+    return path
+
+
+def ready_batches(n=1_000_000, batch=3):
+    """Batches of ids that cost next to nothing: any model waits on them for no time at all."""
+    return tf.data.Dataset.range(n).batch(batch).prefetch(tf.data.AUTOTUNE)

@@ -115,13 +115,25 @@ class Pipeline:
     arguments: dict[str, Any]
     dataset: Any
     stages: list[Stage] = field(default_factory=list)
+    model: Any = None  # --model: the LoadedModel its elements feed
+    feed: Callable[[Any], dict] | None = None  # an element to the model's keyword inputs
+
+    def consume(self, element: Any) -> None:
+        """One step of the model on ``element``, waited for (nothing without --model)."""
+        if self.model is None or self.feed is None:
+            return
+        outputs = self.model.serving_fn()(**self.feed(element))
+        for value in (outputs.values() if isinstance(outputs, dict) else [outputs]):
+            value.numpy()
 
     def inventory(self) -> dict[str, Any]:
         import tensorflow as tf
 
         cardinality = int(self.dataset.cardinality())
+        model = None if self.model is None else {"path": self.model.path, "signature": self.model.signature, "format": self.model.format}
         return {
             "kind": "pipeline",
+            "feeds_model": model,
             "path": self.target,
             "arguments": {k: short_repr(v) for k, v in self.arguments.items()},
             "format": "tf.data pipeline",
@@ -175,6 +187,8 @@ def options_in_effect(dataset: Any) -> dict[str, Any]:
         "autotune_ram_budget": options.autotune.ram_budget or "half the RAM",
         "map_parallelization": optimization.map_parallelization is not False,
         "inject_prefetch": optimization.inject_prefetch is not False,
+        "parallel_batch": optimization.parallel_batch is not False,
+        "map_and_batch_fusion": optimization.map_and_batch_fusion is not False,
         "deterministic": options.deterministic is not False,
         "private_threadpool_size": options.threading.private_threadpool_size or "shared pool",
         "max_intra_op_parallelism": options.threading.max_intra_op_parallelism or "default",
@@ -355,3 +369,52 @@ def is_library(filename: str) -> bool:
 
     libraries = [os.path.dirname(os.path.dirname(tf.__file__)) + os.sep + "tensorflow", os.path.dirname(os.path.dirname(__file__))]
     return filename.startswith("<") or any(filename.startswith(folder) for folder in libraries)
+
+
+def attach_model(pipeline: Pipeline, path: str, signature: str | None, trusted: bool, user_modules: tuple[str, ...]) -> None:
+    """``--model``: load it and learn how an element feeds its signature; a PipelineError when it does not load or the
+    elements do not match its inputs."""
+    from tfaudit.engine.model import LoadError, input_specs, load_model
+
+    try:
+        model = load_model(path, signature, refuse_untrusted=not trusted, user_modules=user_modules)
+    except LoadError as exc:
+        raise PipelineError(f"--model: {exc}") from None
+    pipeline.model = model
+    pipeline.feed = feeder(pipeline.dataset.element_spec, input_specs(model.inventory), f"{model.signature} of {path}")
+
+
+def feeder(spec: Any, inputs: list[dict], what: str) -> Callable[[Any], dict]:
+    """How an element becomes the model's keyword inputs: a dict by the inputs' names, a (features, label) tuple by its
+    features, a lone tensor for a model of one input; a PipelineError naming the first mismatch."""
+    import tensorflow as tf
+
+    names = [i["name"] for i in inputs]
+    wanted = ", ".join(f"{i['name']} {i['dtype']}{i['shape']}" for i in inputs)
+    path: list[int] = []
+    while isinstance(spec, (tuple, list)) and spec:
+        path.append(0)
+        spec = spec[0]
+    if isinstance(spec, dict):
+        missing = [n for n in names if n not in spec]
+        if missing:
+            raise PipelineError(f"the dataset's elements {element_spec_text(spec)} have no {', '.join(missing)} for {what} ({wanted})")
+        specs = {n: spec[n] for n in names}
+    elif isinstance(spec, tf.TensorSpec) and len(names) == 1:
+        specs = {names[0]: spec}
+    else:
+        raise PipelineError(f"the dataset's elements {element_spec_text(spec)} do not feed {what} ({wanted})")
+    for given in inputs:
+        got = specs[given["name"]]
+        shape = tf.TensorShape(given["shape"])
+        if not isinstance(got, tf.TensorSpec) or got.dtype.name != given["dtype"] or not got.shape.is_compatible_with(shape):
+            raise PipelineError(f"the dataset's {given['name']} is {element_spec_text(got)}, but {what} takes "
+                                f"{given['dtype']}{list(shape)}".replace("None", "?"))
+
+    def feed(element: Any) -> dict:
+        for index in path:
+            element = element[index]
+        return {name: element[name] for name in names} if isinstance(element, dict) else {names[0]: element}
+
+    return feed
+

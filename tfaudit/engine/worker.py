@@ -64,11 +64,15 @@ def open_model(job: dict[str, Any], refuse_untrusted: bool = False):
 def open_pipeline(job: dict[str, Any]):
     """``tfaudit data``: the user's pipeline, its factory imported here (by the import rule) and called."""
     from tfaudit.engine.model import import_modules
-    from tfaudit.engine.pipeline import build
+    from tfaudit.engine.pipeline import attach_model, build
 
-    import_modules(job.get("imports") or [])
-    pipeline = job["options"]["pipeline"]
-    return build(pipeline["target"], pipeline["arguments"])
+    imports = job.get("imports") or []
+    import_modules(imports)
+    options = job["options"]["pipeline"]
+    pipeline = build(options["target"], options["arguments"])
+    if options.get("model"):
+        attach_model(pipeline, options["model"], options.get("signature"), bool(job["options"].get("trust_model")), tuple(imports))
+    return pipeline
 
 
 def run_pipeline_inventory(job: dict[str, Any], emit: Callable[[Event], None]) -> None:
