@@ -13,6 +13,29 @@ BUFFER_SHARE_OF_MEMORY = 0.10
 # XProf's input-pipeline analyzer: a GetNext that returns within 50 µs means the pipeline kept ahead of its consumer.
 GETNEXT_READY_MS = 0.05
 
+# tf.data.Options the audit sets one at a time on the returned dataset: (slug, what it is called, why it can pay, risk).
+OPTIONS = (
+    ("deterministic", "elements out of order",
+     "A parallel stage that keeps order holds back every element finished before the next one due; without order it "
+     "hands each out as it is done.",
+     Risk("medium", "Elements come out in another order from run to run: fine for training, not where outputs must line up "
+                    "with the inputs or a run must repeat exactly.")),
+    ("intra-op-parallelism", "one thread per op",
+     "Each op a pipeline runs may use several threads of its own; with many elements in flight at once, one thread each "
+     "keeps them from contending.",
+     Risk("none", "The same elements in the same order.")),
+    ("private-threadpool", "a thread pool of its own",
+     "A pool of its own keeps the pipeline's work from queueing behind the model's ops in the shared pool.",
+     Risk("none", "The same elements in the same order; the threads are the pipeline's alone.")),
+    ("autotune", "AUTOTUNE switched",
+     "AUTOTUNE tunes parallelism and buffers as it runs; on small, cheap elements its own bookkeeping can cost more than "
+     "it finds, and where the code switched it off it may find what the code left out.",
+     Risk("low", "The same elements in the same order; parallelism then follows the code (or AUTOTUNE) on every host.")),
+    ("map-parallelization", "map_parallelization on",
+     "TensorFlow runs stateless maps in parallel by itself unless the options turn it off.",
+     Risk("none", "Only stateless maps are changed: the same elements in the same order.")),
+)
+
 VERIFY = "Run `tfaudit data $target` again: the finding is gone and elements/s rose by about the measured factor."
 
 RULES = catalogue(
@@ -24,7 +47,7 @@ RULES = catalogue(
         summary="The pipeline delivers $rate elements/s [$rate_low–$rate_high]; over $scope, the first element took $first_ms ms, "
                 "GetNext p50 $p50_ms ms and p99 $p99_ms ms ($ready_share within $ready_ms ms), $cores cores busy. Timed prefix by "
                 "prefix from the source, throughput drops most at `$kind` ($where): from $before_rate to $after_rate "
-                "elements/s, $share of the pipeline's time per element. `$code`",
+                "elements/s, $share of the pipeline's time per element. `$code`$not_timed",
         why="A pipeline runs no faster than its slowest stage; a fix elsewhere changes little.",
         fix="Make this stage cheaper or run it in parallel: `num_parallel_calls=tf.data.AUTOTUNE` on a map or interleave, "
             "batch before a per-element map (vectorise), cache what does not change after it, or move work out of "
@@ -116,4 +139,19 @@ RULES = catalogue(
         effort=Effort("minutes", 0.1, "Reading the numbers."),
         severity_rule=f"info: the wait's interval lies under {INPUT_BOUND_SHARE:.0%} of a step",
     ),
+    *(Rule(
+        id=f"data/{slug}",
+        severity="medium",
+        title=f"{name.capitalize()}: the pipeline is $speedup× faster",
+        summary="`$setting` set on the returned dataset and timed in turn against it as returned: $decision.",
+        why=why,
+        fix="Set `$setting` in the options the pipeline ends with.",
+        example="options = tf.data.Options()\n$setting\ndataset = dataset.with_options(options)",
+        verify=VERIFY,
+        effort=Effort("minutes", 0.25, "Two lines where the pipeline is made."),
+        risk=risk,
+        minimum=PIPELINE_MINIMUM.why,
+        severity_rule="high when the speed-up's interval lies at 2× or more, medium past the minimum",
+        per="element",
+    ) for slug, name, why, risk in OPTIONS),
 )

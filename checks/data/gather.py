@@ -20,14 +20,15 @@ PREFIX_WINDOWS = {"quick": 5, "standard": 7, "thorough": 11}
 PREFIX_WARMUP_S = 0.05
 RATIO_INPUTS = 16  # input elements a stage's output is counted from, where its count per element is not its argument
 RATIO_SECONDS = 2.0
-CHUNK_MS = 10.0  # the least time one timed chunk of a comparison takes
+CHUNK_MS = 50.0  # the least time one timed chunk of a comparison takes: long against a fresh iterator's start-up noise
 MIN_CHUNK = 3
-WARM_MS = 20.0  # pulled untimed from each fresh iterator first: its threads started, its buffers filling as in steady state
+WARM_MS = 50.0  # pulled untimed from each fresh iterator first: its threads started, AUTOTUNE's first choices made
 MIN_WARM = 2
 GETNEXT_CHART_POINTS = 300
 SAMPLER_INTERVAL_S = 0.02
 LOOP_SECONDS = {"quick": 1.5, "standard": 4.0, "thorough": 15.0}  # --model: the model alone, then fed by the pipeline
 MIN_STEPS = 10
+QUICK_SKIPS_OPTIONS = "tf.data options (deterministic, threading, autotune): timed from --budget standard up, a comparison each"
 
 
 def element_bytes(element: Any) -> int:
@@ -69,13 +70,13 @@ def gather(ctx) -> Iterator:
         yield Progress(0.6, "the model fed by the pipeline")
         loop = model_loop(pipeline, LOOP_SECONDS[budget])
     candidates = []
-    for name, changed, variant in fix_candidates(pipeline, tf):
-        yield Progress(0.6 + 0.2 * len(candidates), f"timing {name}")
+    for name, changed, variant in fix_candidates(pipeline, tf, with_options=budget != "quick"):
+        yield Progress(min(0.95, 0.6 + 0.05 * len(candidates)), f"timing {name.split(':')[-1]}")
         candidates.append({"fix": name, "stages": changed, **timed_against(pipeline.dataset, variant, ctx.budget, pipeline.consume)})
     yield Progress(1.0, "done")
     timed = {c["fix"] for c in candidates}
     return {
-        "not_timed": not_timed(pipeline, timed),
+        "not_timed": not_timed(pipeline, timed) + ([] if budget != "quick" else [QUICK_SKIPS_OPTIONS]),
         "loop": loop,
         "target": pipeline.target,
         "budget": budget,
@@ -201,8 +202,9 @@ def inputs_per_output(stage) -> dict[str, Any]:
     return {"value": RATIO_INPUTS / outputs, "how": f"counted: {outputs} outputs from {RATIO_INPUTS} inputs"}
 
 
-def fix_candidates(pipeline, tf) -> Iterator[tuple[str, list[int], Any]]:
-    """(fix, the stages it changes, the pipeline with it): every sequential map and interleave made parallel, a final prefetch."""
+def fix_candidates(pipeline, tf, with_options: bool) -> Iterator[tuple[str, list[int], Any]]:
+    """(fix, the stages it changes, the pipeline with it): every sequential map and interleave made parallel, a final
+    prefetch, and each tf.data option worth timing set alone ("option:SLUG:LINE")."""
     sequential = [s.index for s in pipeline.stages
                   if s.kind in ("map", "interleave") and s.call is not None and s.argument("num_parallel_calls", 1) is None]
     variant = pipeline.rebuild({i: {"num_parallel_calls": tf.data.AUTOTUNE} for i in sequential}) if sequential else None
@@ -210,6 +212,35 @@ def fix_candidates(pipeline, tf) -> Iterator[tuple[str, list[int], Any]]:
         yield "parallel", sequential, variant
     if pipeline.stages[-1].kind != "prefetch" and not injects_prefetch(pipeline.dataset):
         yield "prefetch", [], pipeline.dataset.prefetch(tf.data.AUTOTUNE)
+    for slug, setting, change in option_changes(pipeline.dataset.options(), pipeline.stages) if with_options else ():
+        options = tf.data.Options()
+        change(options)
+        yield f"option:{slug}:{setting}", [], pipeline.dataset.with_options(options)
+
+
+def option_changes(options, stages) -> list[tuple[str, str, Callable[[Any], None]]]:
+    """(option, the line that sets it, a setter of it on a tf.data.Options) for each option worth timing on this pipeline,
+    from what it has now."""
+    import os
+
+    parallel = any(s.argument("num_parallel_calls", 1) is not None for s in stages if s.kind in ("map", "interleave"))
+    optimization = options.experimental_optimization
+    cores = os.cpu_count() or 1
+    autotune = options.autotune.enabled is False  # the value to time: the other one
+    changes: list[tuple[str, str, Callable[[Any], None]]] = []
+    if options.deterministic is not False and (parallel or optimization.map_parallelization is not False):
+        changes.append(("deterministic", "options.deterministic = False", lambda o: setattr(o, "deterministic", False)))
+    if options.threading.max_intra_op_parallelism != 1:
+        changes.append(("intra-op-parallelism", "options.threading.max_intra_op_parallelism = 1",
+                        lambda o: setattr(o.threading, "max_intra_op_parallelism", 1)))
+    if not options.threading.private_threadpool_size:
+        changes.append(("private-threadpool", f"options.threading.private_threadpool_size = {cores}",
+                        lambda o: setattr(o.threading, "private_threadpool_size", cores)))
+    changes.append(("autotune", f"options.autotune.enabled = {autotune}", lambda o: setattr(o.autotune, "enabled", autotune)))
+    if optimization.map_parallelization is False:
+        changes.append(("map-parallelization", "options.experimental_optimization.map_parallelization = True",
+                        lambda o: setattr(o.experimental_optimization, "map_parallelization", True)))
+    return changes
 
 
 def not_timed(pipeline, timed: set[str]) -> list[str]:

@@ -162,7 +162,7 @@ def slow_stage_finding(m: dict[str, Any], costs: list[dict[str, Any]], index: in
         after_rate=f"{1000 / ms.value:,.0f}", rate=f"{rate.value:,.0f}", rate_low=f"{rate.low:,.0f}", rate_high=f"{rate.high:,.0f}",
         first_ms=f"{m['first_pass']['first_ms']:,.1f}", scope=scope_text(m), p50_ms=f"{getnext.get('p50', 0):.3f}",
         p99_ms=f"{getnext.get('p99', 0):.3f}", ready_share=f"{getnext.get('within_50us', 0):.0%}", ready_ms=f"{GETNEXT_READY_MS:g}",
-        cores=f"{cores:.2f}",
+        cores=f"{cores:.2f}", not_timed="".join(f" Not timed: {why}." for why in m.get("not_timed", [])),
         example=parallel_example(stage) if stage["kind"] in ("map", "interleave") else f"# {stage['where']}\n{stage['code']}",
         target=m["target"],
     )
@@ -180,9 +180,11 @@ def candidate_finding(m: dict[str, Any], candidate: dict[str, Any]) -> Iterator[
     decision = decide(rounds, PIPELINE_MINIMUM, m["confidence"])
     stages = [m["stages"][i] for i in candidate["stages"]]
     named = " and ".join(f"`{s['kind']}` at {s['where']}" for s in stages)
-    what = f"{named} in parallel" if stages else "a final prefetch"
+    fix, _, setting = candidate["fix"].partition(":")
+    slug, _, setting = setting.partition(":")
+    what = f"{named} in parallel" if stages else f"`{setting}`" if setting else "a final prefetch"
     text = decision.describe(what, "the pipeline as returned")
-    rule = RULES["data/parallel-map" if candidate["fix"] == "parallel" else "data/prefetch"]
+    rule = RULES[f"data/{slug}" if fix == "option" else "data/parallel-map" if fix == "parallel" else "data/prefetch"]
     evidence = {"decision": text, "chunk_elements": chunk, "rounds": len(rounds["a_ms"]), "decision_json": decision.to_json(),
                 "stages": [{"index": s["index"], "kind": s["kind"], "where": s["where"], "code": s["code"]} for s in stages]}
     if decision.outcome == "undecided":
@@ -198,7 +200,7 @@ def candidate_finding(m: dict[str, Any], candidate: dict[str, Any]) -> Iterator[
         "latency_pct": Measure(100 * (1 - ratio.value), 100 * (1 - (ratio.high or ratio.value)), 100 * (1 - (ratio.low or ratio.value))),
     }
     speedup = 1 / ratio.value
-    facts = {"decision": text, "speedup": f"{speedup:.2f}", "target": m["target"], "stages": named,
+    facts = {"decision": text, "speedup": f"{speedup:.2f}", "target": m["target"], "stages": named, "setting": setting,
              "example": "\n".join(parallel_example(s) for s in stages)}
     surely = 1 / (ratio.high or ratio.value)  # the speed-up the interval's slow end still gives: a severity that holds on a rerun
     yield rule.finding(evidence, severity="high" if surely >= 2 else "medium", savings=savings, support=Support.decided(decision), **facts)

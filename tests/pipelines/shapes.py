@@ -87,3 +87,27 @@ def build_busy_model(path, size=384, repeats=8):
 def ready_batches(n=1_000_000, batch=3):
     """Batches of ids that cost next to nothing: any model waits on them for no time at all."""
     return tf.data.Dataset.range(n).batch(batch).prefetch(tf.data.AUTOTUNE)
+
+
+def chained_math(x):
+    """A few ms of small, dependent, stateless steps: one thread's work, which only running elements side by side speeds up."""
+    return tf.while_loop(lambda i, v: i < 300, lambda i, v: (i + 1, tf.sin(v) * 1.0001 + 0.001), (0, x))[1]
+
+
+def without_map_parallelization(n=1_000_000):
+    dataset = tf.data.Dataset.range(n).map(lambda x: tf.fill([64], tf.cast(x, tf.float32)))
+    dataset = dataset.map(chained_math)  # stateless: TensorFlow would run it in parallel, but the options below say no
+    options = tf.data.Options()
+    options.experimental_optimization.map_parallelization = False
+    return dataset.batch(16).with_options(options)
+
+
+def uneven_wait(x):
+    time.sleep(0.012 if int(x) % 6 == 0 else 0.001)  # every sixth element waits long: in order, the rest queue behind it
+    return x
+
+
+def ordered_uneven(n=1_000_000):
+    dataset = tf.data.Dataset.range(n)
+    dataset = dataset.map(lambda x: tf.py_function(uneven_wait, [x], tf.int64), num_parallel_calls=4)
+    return dataset.batch(8)
