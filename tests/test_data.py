@@ -167,12 +167,19 @@ def busy_model(tmp_path_factory):
 
 @pytest.mark.slow
 def test_a_model_fed_without_prefetch_is_input_bound_and_the_prefetch_is_measured_to_pay(tmp_path, busy_model):
-    report, found = audited(tmp_path, f"{SHAPES}:without_prefetch", "--arg", "batch=3", "--model", busy_model)
+    fixes = tmp_path / "fixes"
+    report, found = audited(tmp_path, f"{SHAPES}:without_prefetch", "--arg", "batch=3", "--model", busy_model, "--fix-dir", str(fixes))
     bound = found["data/input-bound"]
     assert bound["evidence"]["wait_share"][1] >= 0.2 and bound["severity"] == "high"  # ~7 ms batches waited for in turn with ~6 ms steps
     prefetch = found["data/prefetch"]
     assert prefetch["kind"] == "opportunity" and prefetch["savings"]["latency_pct"]["low"] > 10
     assert report["model"]["feeds_model"]["path"] == busy_model
+    written = (fixes / "data-pipeline" / "pipeline_options.py").read_text()
+    assert "dataset = dataset.prefetch(tf.data.AUTOTUNE)" in written and "all of them together" in written
+    namespace: dict = {}
+    exec(compile(written, "pipeline_options.py", "exec"), namespace)  # it runs as written
+    assert namespace["tuned_options"]().deterministic is None  # nothing but what was measured to pay
+    assert prefetch["artifact"]["path"].endswith("data-pipeline")
     print(f"without prefetch: waits {bound['evidence']['wait_share']}; {prefetch['title']}")
 
 

@@ -11,7 +11,7 @@ import sys
 
 from tfaudit.budget import BUDGETS
 from tfaudit.report.profiles import Profile
-from tfaudit.usage import Parser, UsageError, check_outputs
+from tfaudit.usage import Parser, UsageError, check_outputs, checked_fix_dir
 
 DATA_CHECK = "data"
 EPILOG = """TARGET is package.module:function (imported from the current folder, after the installation) or
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "the model waits for its input (an inference step)")
     parser.add_argument("--signature", metavar="NAME", help="with --model: the signature the elements feed (default serving_default)")
     parser.add_argument("--trust-model", action="store_true", help="with --model: load a model that holds file, Python or network ops")
+    parser.add_argument("--fix-dir", metavar="DIR", help="write pipeline_options.py: the fixes measured to pay, applied together and timed again")
     parser.add_argument("--headless", action="store_true", help="no TUI: progress on stderr, ranked table on stdout")
     parser.add_argument("--report", metavar="FILE.md", help="write the Markdown report")
     parser.add_argument("--json", metavar="FILE.json", help="write the JSON report")
@@ -70,6 +71,7 @@ def run(argv: list[str]) -> int:
     if (args.signature or args.trust_model) and not args.model:
         raise UsageError("--signature and --trust-model go with --model")
     check_outputs(args)
+    fix_dir = checked_fix_dir(args.fix_dir, args.model or os.path.join(os.getcwd(), "-")) if args.fix_dir else None
     specs = [s for s in discover_checks(DATA_ENTRY_POINT_GROUP) if s.id == DATA_CHECK]
     if not specs:
         raise UsageError("the data check is not installed (reinstall tfaudit)")
@@ -92,6 +94,7 @@ def run(argv: list[str]) -> int:
                          **({"model": os.path.abspath(args.model), "signature": args.signature} if args.model else {})},
             **({"take": args.take} if args.take else {}),
             **({"trust_model": True} if args.trust_model else {}),
+            **({"fix_dir": fix_dir} if fix_dir else {}),
         },
         memory_limit_mb=default_memory_limit_mb(),
         check_timeout_s=args.check_timeout,
@@ -99,7 +102,7 @@ def run(argv: list[str]) -> int:
         isolate=args.isolate,
     )
     outputs = dict(report=args.report, json_path=args.json, record=args.record, junit=args.junit, html=args.html,
-                   fail_on=args.fail_on, budgets={}, baseline=baseline, fix_dir=None,
+                   fail_on=args.fail_on, budgets={}, baseline=baseline, fix_dir=fix_dir,
                    profile=Profile("batch" if args.profile == "batch" else "server", subject="pipeline"))
     if not args.headless and sys.stdout.isatty() and sys.stdin.isatty():
         from tfaudit.tui import run_tui

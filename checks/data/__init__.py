@@ -11,6 +11,7 @@ from typing import Iterator
 
 from tfaudit.api import Chart, Check, CheckMeta, Measurements, SkipCheck, Yielded
 
+from .fix import write_fixes
 from .gather import gather
 from .judge import judge
 
@@ -33,4 +34,4 @@ class DataCheck(Check):
             raise SkipCheck("no input pipeline: run it as `tfaudit data MODULE:FUNCTION`")
         measured = yield from gather(ctx)
         yield Measurements(measured)
-        yield from self.judge(measured)
+        yield from write_fixes(ctx, measured, list(self.judge(measured)))

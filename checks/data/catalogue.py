@@ -36,6 +36,7 @@ OPTIONS = (
      Risk("none", "Only stateless maps are changed: the same elements in the same order.")),
 )
 
+FIX_WRITER = "pipeline_options.py (every fix measured to pay, applied together and timed again)"
 VERIFY = "Run `tfaudit data $target` again: the finding is gone and elements/s rose by about the measured factor."
 
 RULES = catalogue(
@@ -75,6 +76,7 @@ RULES = catalogue(
         minimum=PIPELINE_MINIMUM.why,
         severity_rule="high when the speed-up's interval lies at 2× or more, medium past the minimum",
         per="element",
+        fix_writer=FIX_WRITER,
     ),
     Rule(
         id="data/prefetch",
@@ -92,6 +94,7 @@ RULES = catalogue(
         minimum=PIPELINE_MINIMUM.why,
         severity_rule="high when the speed-up's interval lies at 2× or more, medium past the minimum",
         per="element",
+        fix_writer=FIX_WRITER,
     ),
     Rule(
         id="data/buffer-memory",
@@ -153,5 +156,6 @@ RULES = catalogue(
         minimum=PIPELINE_MINIMUM.why,
         severity_rule="high when the speed-up's interval lies at 2× or more, medium past the minimum",
         per="element",
+        fix_writer=FIX_WRITER,
     ) for slug, name, why, risk in OPTIONS),
 )
