@@ -22,10 +22,12 @@ NUMBERED = re.compile(r"^(.*-)\d+$")  # pruning/magnitude-90: one page for every
 
 
 def catalogues() -> dict[str, Rule]:
-    """Every finding rule: the installed checks' catalogues (``<check package>.catalogue.RULES``), then watch's."""
-    from tfaudit.engine.registry import discover_checks
+    """Every finding rule: the installed checks' catalogues (``<check package>.catalogue.RULES``: a model's, then an input
+    pipeline's), then watch's."""
+    from tfaudit.engine.registry import DATA_ENTRY_POINT_GROUP, ENTRY_POINT_GROUP, discover_checks
 
-    modules = [spec.target.split(":")[0] + ".catalogue" for spec in discover_checks() if not spec.load_error]
+    specs = [spec for group in (ENTRY_POINT_GROUP, DATA_ENTRY_POINT_GROUP) for spec in discover_checks(group)]
+    modules = [spec.target.split(":")[0] + ".catalogue" for spec in specs if not spec.load_error]
     rules: dict[str, Rule] = {}
     for name in [*modules, "tfaudit.watch.catalogue"]:
         try:
@@ -80,7 +82,8 @@ def render(page: str, rules: list[Rule]) -> str:
     if rule.example:
         lines += ["```python", generic(rule.example), "```", ""]
     if rule.fix_writer:
-        lines += [f"`tfaudit --fix-dir DIR` writes {rule.fix_writer}, and measures it again.", ""]
+        command = "tfaudit data TARGET --fix-dir DIR" if rule.check == "data" else "tfaudit MODEL --fix-dir DIR"
+        lines += [f"`{command}` writes {rule.fix_writer}, and measures it again.", ""]
     if rule.verify:
         lines += ["## How to verify", "", generic(rule.verify), ""]
     lines += ["## How it is decided", ""]
