@@ -16,7 +16,7 @@ from tfaudit.api import SEVERITIES
 from tfaudit.budget import BUDGETS
 from tfaudit.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from tfaudit.report.profiles import DEFAULT_PROFILE, DEFAULT_TRAFFIC_RPS, PROFILES, EdgeWeights, Prices, Profile
-from tfaudit.usage import Parser, UsageError, check_outputs, checked_fix_dir
+from tfaudit.usage import Parser, UsageError, check_outputs, checked_fix_dir, loaded_baseline, run_front_end
 
 
 EPILOG = """other commands:
@@ -205,14 +205,7 @@ def run(argv: list[str] | None) -> int:
     check_outputs(args)
     model = ensure_demo_model() if args.demo else args.model
     fix_dir = checked_fix_dir(args.fix_dir, model) if args.fix_dir else None
-    baseline = None
-    if args.baseline:
-        from tfaudit.report.gates import BaselineError, load_baseline
-
-        try:
-            baseline = (args.baseline, load_baseline(args.baseline))
-        except BaselineError as exc:
-            raise UsageError(str(exc)) from None
+    baseline = loaded_baseline(args.baseline)
 
     from tfaudit.engine.runner import AuditJob, default_memory_limit_mb
 
@@ -240,13 +233,7 @@ def run(argv: list[str] | None) -> int:
         budgets=config.budgets, baseline=baseline, fix_dir=fix_dir,
         profile=Profile(args.profile, args.traffic, Prices(**config.prices), EdgeWeights(**config.edge_weights)),
     )
-    if not args.headless and sys.stdout.isatty() and sys.stdin.isatty():
-        from tfaudit.tui import run_tui
-
-        return run_tui(chosen, job, **outputs)
-    from tfaudit.headless import run_headless
-
-    return run_headless(chosen, job, **outputs)
+    return run_front_end(chosen, job, args.headless, **outputs)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 from tfaudit.budget import BUDGETS
 from tfaudit.report.profiles import Profile
-from tfaudit.usage import Parser, UsageError, check_outputs, checked_fix_dir
+from tfaudit.usage import Parser, UsageError, check_outputs, checked_fix_dir, loaded_baseline, run_front_end
 
 DATA_CHECK = "data"
 EPILOG = """TARGET is package.module:function (imported from the current folder, after the installation) or
@@ -75,14 +74,7 @@ def run(argv: list[str]) -> int:
     specs = [s for s in discover_checks(DATA_ENTRY_POINT_GROUP) if s.id == DATA_CHECK]
     if not specs:
         raise UsageError("the data check is not installed (reinstall tfaudit)")
-    baseline = None
-    if args.baseline:
-        from tfaudit.report.gates import BaselineError, load_baseline
-
-        try:
-            baseline = (args.baseline, load_baseline(args.baseline))
-        except BaselineError as exc:
-            raise UsageError(str(exc)) from None
+    baseline = loaded_baseline(args.baseline)
 
     from tfaudit.engine.runner import AuditJob, default_memory_limit_mb
 
@@ -104,10 +96,4 @@ def run(argv: list[str]) -> int:
     outputs = dict(report=args.report, json_path=args.json, record=args.record, junit=args.junit, html=args.html,
                    fail_on=args.fail_on, budgets={}, baseline=baseline, fix_dir=fix_dir,
                    profile=Profile("batch" if args.profile == "batch" else "server", subject="pipeline"))
-    if not args.headless and sys.stdout.isatty() and sys.stdin.isatty():
-        from tfaudit.tui import run_tui
-
-        return run_tui(specs, job, **outputs)
-    from tfaudit.headless import run_headless
-
-    return run_headless(specs, job, **outputs)
+    return run_front_end(specs, job, args.headless, **outputs)

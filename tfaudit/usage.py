@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 
 class UsageError(Exception):
@@ -40,3 +41,27 @@ def checked_fix_dir(path: str, model: str) -> str:
     if not os.access(fix, os.W_OK):
         raise UsageError(f"--fix-dir {path} is not writable")
     return fix
+
+
+def loaded_baseline(path: str | None) -> tuple[str, dict] | None:
+    """``--baseline OLD.json``, read now: a report that cannot be used is one usage error, before any work."""
+    if not path:
+        return None
+    from tfaudit.report.gates import BaselineError, load_baseline
+
+    try:
+        return path, load_baseline(path)
+    except BaselineError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def run_front_end(specs, job, headless: bool, **outputs) -> int:
+    """The TUI in a terminal, else headless; either writes the reports and returns the exit code."""
+    if not headless and sys.stdout.isatty() and sys.stdin.isatty():
+        from tfaudit.tui import run_tui
+
+        return run_tui(specs, job, **outputs)
+    from tfaudit.headless import run_headless
+
+    return run_headless(specs, job, **outputs)
+
