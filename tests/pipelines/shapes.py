@@ -12,7 +12,7 @@ def wait_on_io(x):
 def sequential_io_map(n=100_000):
     dataset = tf.data.Dataset.range(n)
     dataset = dataset.map(lambda x: tf.py_function(wait_on_io, [x], tf.int64))  # TensorFlow keeps py_function sequential
-    dataset = dataset.batch(16)
+    dataset = dataset.batch(8)
     return dataset
 
 

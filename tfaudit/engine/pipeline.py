@@ -266,6 +266,8 @@ def build(target: str, arguments: dict[str, Any]) -> Pipeline:
             raise PipelineError(f"{target} raised {one_line(exc)}") from None
     if not isinstance(dataset, tf.data.Dataset):
         raise PipelineError(f"{target} returned {type(dataset).__name__}, not a tf.data.Dataset")
+    if int(dataset.cardinality()) == 0:
+        raise PipelineError(f"{target} returned an empty dataset")
     return Pipeline(target, arguments, dataset, walk(dataset, recorder.calls))
 
 

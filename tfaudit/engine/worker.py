@@ -79,10 +79,7 @@ def run_pipeline_inventory(job: dict[str, Any], emit: Callable[[Event], None]) -
     from tfaudit.engine.pipeline import PipelineError
 
     try:
-        pipeline = open_pipeline(job)
-        inventory = pipeline.inventory()
-        if inventory["cardinality"] == 0:
-            raise PipelineError(f"{pipeline.target} returned an empty dataset")
+        inventory = open_pipeline(job).inventory()
     except PipelineError as exc:
         emit(LoadFailed(message=str(exc)))
         return
