@@ -161,12 +161,7 @@ def test_a_well_tuned_pipeline_gets_no_fix_claimed(tmp_path):
 
 @pytest.fixture(scope="module")
 def busy_model(tmp_path_factory):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("pipeline_shapes", SHAPES)
-    shapes = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(shapes)
-    return shapes.build_busy_model(str(tmp_path_factory.mktemp("busy") / "model"))  # ~6 ms a call here
+    return shapes_module().build_busy_model(str(tmp_path_factory.mktemp("busy") / "model"))  # ~6 ms a call here
 
 
 @pytest.mark.slow
@@ -210,3 +205,58 @@ def test_a_shuffle_buffer_is_sized_from_its_input_elements():
     shuffle = next(s for s in pipeline.stages if s.kind == "shuffle")
     assert buffer_of(shuffle) == {"buffer": {"elements": 50, "element_bytes": 8 * 8 * 3 * 4, "bytes": 50 * 8 * 8 * 3 * 4}}
     assert all(buffer_of(s) == {} for s in pipeline.stages if s.kind != "shuffle")
+
+
+def test_files_interleaved_and_a_map_inside_apply_are_named_and_counted(tmp_path):
+    from tfaudit.checks.data.gather import inputs_per_output
+    from tfaudit.engine.pipeline import build
+
+    folder = shapes_module().write_records(str(tmp_path))
+    pipeline = build(f"{SHAPES}:records", {"folder": folder})
+    assert [s.kind for s in pipeline.stages] == ["list_files", "interleave", "map", "batch"]
+    interleave, mapped = pipeline.stages[1], pipeline.stages[2]
+    assert interleave.sequential  # its second positional argument is cycle_length, not num_parallel_calls
+    assert mapped.where == f"shapes.py:{line_of(SHAPES, 'dataset.apply(lambda d: d.map(parse))')}"  # inside apply's function
+    assert inputs_per_output(interleave)["value"] == pytest.approx(1 / 10)  # ten records per file, counted
+    assert inputs_per_output(pipeline.stages[3])["value"] == 4.0
+
+
+def shapes_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pipeline_shapes", SHAPES)
+    shapes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shapes)
+    return shapes
+
+
+@pytest.mark.slow
+def test_a_cache_after_the_slow_decode_is_filled_timed_and_warns_that_it_freezes_augmentation(tmp_path):
+    augment = True
+    from tfaudit.api import Context, Finding, Measurements
+    from tfaudit.budget import BUDGETS
+    from tfaudit.checks.data import DataCheck
+    from tfaudit.engine.pipeline import build
+
+    folder = shapes_module().write_records(str(tmp_path))
+    pipeline = build(f"{SHAPES}:decoded_records", {"folder": folder, "augment": augment})
+    items = list(DataCheck().run(Context(model=None, inputs=None, budget=BUDGETS["quick"], pipeline=pipeline)))
+    found = {i.id: i for i in items if isinstance(i, Finding)}
+    measured = next(i for i in items if isinstance(i, Measurements)).data
+    cache = found["data/cache"]
+    assert cache.kind == "opportunity" and cache.savings["latency_pct"].low > 10, measured["not_timed"]
+    assert "30 elements" in cache.summary and f"shapes.py:{line_of(SHAPES, 'tf.py_function(decode')}" in cache.title
+    assert cache.risk.level == "medium" and "RandomUniform" in cache.risk.note
+
+
+def test_random_ops_are_found_in_a_map_and_a_stateless_one_is_not(tmp_path):
+    from tfaudit.engine.pipeline import build
+
+    folder = shapes_module().write_records(str(tmp_path))
+    plain = build(f"{SHAPES}:decoded_records", {"folder": folder})
+    augmented = build(f"{SHAPES}:decoded_records", {"folder": folder, "augment": True})
+    assert [s.random_ops() for s in plain.stages] == [[]] * len(plain.stages)
+    assert [s.random_ops() for s in augmented.stages if s.random_ops()] == [["RandomUniformInt"]]
+    images = build(f"{SHAPES}:shuffled_images", {"side": 4, "buffer": 2})
+    assert all(s.random_ops() == [] for s in images.stages)  # stateless_uniform: the same every epoch
+

@@ -51,7 +51,7 @@ RULES = catalogue(
         summary="The pipeline delivers $rate elements/s [$rate_low–$rate_high]; over $scope, the first element took $first_ms ms, "
                 "GetNext p50 $p50_ms ms and p99 $p99_ms ms ($ready_share within $ready_ms ms), $cores cores busy. Timed prefix by "
                 "prefix from the source, throughput drops most at `$kind` ($where): from $before_rate to $after_rate "
-                "elements/s, $share of the pipeline's time per element. `$code`$not_timed",
+                "elements/s, $share of the pipeline's time per element. `$code`$ran$not_timed",
         why="A pipeline runs no faster than its slowest stage; a fix elsewhere changes little.",
         fix="Make this stage cheaper or run it in parallel: `num_parallel_calls=tf.data.AUTOTUNE` on a map or interleave, "
             "batch before a per-element map (vectorise), cache what does not change after it, or move work out of "
@@ -149,4 +149,19 @@ RULES = catalogue(
         risk=risk,
         **TIMED_FIX,
     ) for slug, name, why, risk in OPTIONS),
+    Rule(
+        id="data/cache",
+        severity="medium",
+        title="`.cache()` after `$kind` at $where makes the pipeline $speedup× faster from the second pass on (it holds $memory)",
+        summary="A cache after the slowest stage, filled by one pass ($elements elements, $memory in memory), then timed in "
+                "turn against the pipeline as returned: $decision.$frozen",
+        why="Work that gives the same elements every epoch is done once: from the second pass on, the stages up to the "
+            "cache are read from memory.",
+        fix="Call `.cache()` right after this stage (`.cache(filename)` when it does not fit in memory), before any "
+            "random augmentation and before `shuffle`.",
+        example="$example",
+        effort=Effort("minutes", 0.25, "One line; check that nothing before it must change from epoch to epoch."),
+        risk=Risk("none", "The same elements in the same order; the memory it holds, on every worker."),
+        **TIMED_FIX,
+    ),
 )

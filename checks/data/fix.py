@@ -88,6 +88,8 @@ def file_text(measured: dict[str, Any], claims: list[Finding], option_lines: lis
     body += [f"    {line}" for line in option_lines] or ["    # no option was measured to pay"]
     body += ["    return options", "", "", "# Where the pipeline is made:", "#     dataset = dataset.with_options(tuned_options())"]
     for claim in claims:
-        if claim.id.startswith("data/parallel-map") or claim.id == "data/prefetch":
+        if claim.id in ("data/parallel-map", "data/prefetch", "data/cache"):
             body += ["#", f"# {claim.title} ({claim.id}):"] + [f"#     {line}" for line in claim.fix.code.splitlines()]
+    if any(claim.id == "data/cache" for claim in claims):
+        body += ["#", "# (The cache is not in the timing of all the fixes together: it pays from the second pass on.)"]
     return "\n".join(head + body) + "\n"

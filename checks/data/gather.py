@@ -8,10 +8,10 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from tfaudit.api import Progress, Sample, compare_in_turn
+from tfaudit.api import Progress, Sample, SkipCheck, compare_in_turn
 
 from .catalogue import PIPELINE_MINIMUM
-from .judge import stage_costs
+from .judge import slow_stage, stage_costs
 
 TAKE = {"quick": 2_000, "standard": 10_000, "thorough": 100_000}  # elements of the first pass, at most (--take)
 FIRST_PASS_SECONDS = {"quick": 2.0, "standard": 6.0, "thorough": 30.0}
@@ -28,6 +28,9 @@ GETNEXT_CHART_POINTS = 300
 SAMPLER_INTERVAL_S = 0.02
 LOOP_SECONDS = {"quick": 1.5, "standard": 4.0, "thorough": 15.0}  # --model: the model alone, then fed by the pipeline
 MIN_STEPS = 10
+CACHE_FILL_SECONDS = {"quick": 3.0, "standard": 10.0, "thorough": 60.0}  # one pass fills a cache before it is timed
+CACHE_MEMORY_SHARE = 0.5  # of the memory available: a cache that would take more is not tried
+INFINITE = -1  # tf.data.INFINITE_CARDINALITY
 QUICK_SKIPS_OPTIONS = "tf.data options (deterministic, threading, autotune): timed from --budget standard up, a comparison each"
 
 
@@ -50,6 +53,8 @@ def gather(ctx) -> Iterator:
         before = sampler.sample_now().memory_bytes
         first = first_pass(pipeline.dataset, take, FIRST_PASS_SECONDS[budget])
         after = sampler.sample_now().memory_bytes
+    if first["empty"]:
+        raise SkipCheck("the dataset gave no element (an empty dataset, or every element filtered out)")
     first["memory"] = {"before_bytes": before, "peak_bytes": max([p.memory_bytes for p in sampler.points] + [after]),
                        "after_bytes": after}
     for index, ms in downsample(first.pop("getnext_ms_series"), GETNEXT_CHART_POINTS):
@@ -70,13 +75,18 @@ def gather(ctx) -> Iterator:
         yield Progress(0.6, "the model fed by the pipeline")
         loop = model_loop(pipeline, LOOP_SECONDS[budget])
     candidates = []
-    for name, changed, variant in fix_candidates(pipeline, tf, with_options=budget != "quick"):
+    cache, cache_why = cache_candidate(pipeline, stages, budget)
+    prefetched = ends_prefetched(pipeline, first["tensorflow_ran"])
+    for name, changed, variant in [*fix_candidates(pipeline, tf, budget != "quick", prefetched), *([cache] if cache else [])]:
         yield Progress(min(0.95, 0.6 + 0.05 * len(candidates)), f"timing {name.split(':')[-1]}")
         candidates.append({"fix": name, "stages": changed, **timed_against(pipeline.dataset, variant, ctx.budget, pipeline.consume)})
+        if name == "cache":
+            candidates[-1]["cache"] = cache_why
     yield Progress(1.0, "done")
     timed = {c["fix"] for c in candidates}
     return {
-        "not_timed": not_timed(pipeline, timed) + ([] if budget != "quick" else [QUICK_SKIPS_OPTIONS]),
+        "not_timed": [*not_timed(pipeline, timed, prefetched), *([QUICK_SKIPS_OPTIONS] if budget == "quick" else []),
+                      *([] if cache else [cache_why])],
         "loop": loop,
         "target": pipeline.target,
         "budget": budget,
@@ -115,6 +125,7 @@ def first_pass(dataset, take: int, seconds: float) -> dict[str, Any]:
         getnext.append((time.perf_counter() - before) * 1000)
     wall = time.perf_counter() - started
     return {
+        "tensorflow_ran": autotune_model(iterator),
         "elements": 1 + len(getnext),
         "empty": False,
         "exhausted": exhausted,
@@ -127,6 +138,27 @@ def first_pass(dataset, take: int, seconds: float) -> dict[str, Any]:
         "getnext_ms": percentiles(getnext),
         "getnext_ms_series": getnext,
     }
+
+
+def autotune_model(iterator) -> dict[str, Any]:
+    """What TensorFlow ran after its rewrites, and the values AUTOTUNE chose: the iterator's performance model
+    (``IteratorGetModelProto``, through the iterator's private resource handle), node by node from the output."""
+    import tensorflow as tf
+    from tensorflow.core.framework import model_pb2
+
+    try:
+        proto = model_pb2.ModelProto()
+        proto.ParseFromString(tf.raw_ops.IteratorGetModelProto(iterator=iterator._iterator_resource).numpy())
+    except Exception as exc:  # noqa: BLE001 - an older or newer TensorFlow: say what it gave
+        return {"nodes": [], "why_not": f"TensorFlow {tf.__version__} gave no performance model: {type(exc).__name__}"}
+    nodes = []
+    for node in proto.nodes.values():
+        nodes.append({
+            "id": int(node.id), "name": node.name, "inputs": [int(i) for i in node.inputs],
+            "tuned": {p.name: p.state_value for p in node.parameters if p.tunable},
+            "elements": int(node.num_elements), "ms_per_element": node.processing_time / 1e6 / max(1, node.num_elements),
+        })
+    return {"nodes": sorted(nodes, key=lambda n: n["id"]), "why_not": ""}
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -189,28 +221,30 @@ def inputs_per_output(stage) -> dict[str, Any]:
         return {"value": None, "how": "made inside a library call: not counted"}
     call = stage.call
     try:
-        rerun = getattr(type(call.input), call.method)(call.input.take(RATIO_INPUTS), *call.args, **call.kwargs)
+        inputs = call.input.take(RATIO_INPUTS)
+        given = int(inputs.cardinality())
+        given = given if given >= 0 else sum(1 for _ in inputs)  # fewer than RATIO_INPUTS where the input is shorter
+        rerun = getattr(type(call.input), call.method)(inputs, *call.args, **call.kwargs)
         outputs, start = 0, time.perf_counter()
         for _ in rerun:
             outputs += 1
             if time.perf_counter() - start > RATIO_SECONDS:
-                return {"value": None, "how": f"not counted: {outputs} outputs of {RATIO_INPUTS} inputs took over {RATIO_SECONDS:g} s"}
+                return {"value": None, "how": f"not counted: {outputs} outputs of {given} inputs took over {RATIO_SECONDS:g} s"}
     except Exception as exc:  # noqa: BLE001 - a stage that cannot run on a shortened input is not counted, and says why
         return {"value": None, "how": f"not counted: {type(exc).__name__}"}
     if outputs == 0:
-        return {"value": None, "how": f"no output from {RATIO_INPUTS} inputs"}
-    return {"value": RATIO_INPUTS / outputs, "how": f"counted: {outputs} outputs from {RATIO_INPUTS} inputs"}
+        return {"value": None, "how": f"no output from {given} inputs"}
+    return {"value": given / outputs, "how": f"counted: {outputs} outputs from {given} inputs"}
 
 
-def fix_candidates(pipeline, tf, with_options: bool) -> Iterator[tuple[str, list[int], Any]]:
+def fix_candidates(pipeline, tf, with_options: bool, prefetched: str) -> Iterator[tuple[str, list[int], Any]]:
     """(fix, the stages it changes, the pipeline with it): every sequential map and interleave made parallel, a final
     prefetch, and each tf.data option worth timing set alone ("option:SLUG:LINE")."""
-    sequential = [s.index for s in pipeline.stages
-                  if s.kind in ("map", "interleave") and s.call is not None and s.argument("num_parallel_calls", 1) is None]
+    sequential = [s.index for s in pipeline.stages if s.sequential]
     variant = pipeline.rebuild({i: {"num_parallel_calls": tf.data.AUTOTUNE} for i in sequential}) if sequential else None
     if variant is not None:
         yield "parallel", sequential, variant
-    if pipeline.stages[-1].kind != "prefetch" and not injects_prefetch(pipeline.dataset):
+    if not prefetched:
         yield "prefetch", [], pipeline.dataset.prefetch(tf.data.AUTOTUNE)
     for slug, setting, change in option_changes(pipeline.dataset.options(), pipeline.stages) if with_options else ():
         options = tf.data.Options()
@@ -218,12 +252,46 @@ def fix_candidates(pipeline, tf, with_options: bool) -> Iterator[tuple[str, list
         yield f"option:{slug}:{setting}", [], pipeline.dataset.with_options(options)
 
 
+def cache_candidate(pipeline, stages: list[dict[str, Any]], budget: str) -> tuple[tuple[str, list[int], Any] | None, Any]:
+    """``.cache()`` after the slow stage, filled by one pass first: (the candidate, what it holds) or (None, why not)."""
+    import psutil
+
+    costs = stage_costs(stages)
+    index = slow_stage(costs)
+    if index is None:
+        return None, "a cache: no stage's cost could be told apart"
+    stage = pipeline.stages[index]
+    named = f"a cache after `{stage.kind}` ({stage.where or 'a library call'})"
+    count = int(stage.dataset.cardinality())
+    if count == INFINITE:
+        return None, f"{named}: the stages up to it never end"
+    if count > 0 and count / float(np.median(stages[index]["rates"])) > CACHE_FILL_SECONDS[budget]:
+        return None, (f"{named}: one pass to fill it ({count:,} elements) takes ~{count / float(np.median(stages[index]['rates'])):,.0f} s "
+                      f"here, more than the {budget} budget's {CACHE_FILL_SECONDS[budget]:g} s")
+    cached = stage.dataset.cache()
+    variant = pipeline.continued(index, cached)
+    if variant is None:
+        return None, f"{named}: a later stage was made inside a library call and cannot be made again"
+    limit, start = CACHE_MEMORY_SHARE * psutil.virtual_memory().available, time.perf_counter()
+    count, size = 0, 0
+    for element in cached:  # the first pass fills it; every iterator after reads it
+        count, size = count + 1, size + element_bytes(element)
+        if time.perf_counter() - start > CACHE_FILL_SECONDS[budget]:
+            return None, f"{named}: one pass to fill it takes more than the {budget} budget's {CACHE_FILL_SECONDS[budget]:g} s"
+        if size > limit:
+            return None, f"{named}: it would hold more than {CACHE_MEMORY_SHARE:.0%} of the memory available"
+    changing = [f"`shuffle` at {s.where}" for s in pipeline.stages[:index + 1] if s.kind == "shuffle"]
+    changing += [f"`{s.kind}` at {s.where} runs {', '.join(s.random_ops())}" for s in pipeline.stages[:index + 1] if s.random_ops()]
+    return ("cache", [index], variant), {"elements": count, "bytes": size, "fill_seconds": round(time.perf_counter() - start, 2),
+                                         "frozen": changing}
+
+
 def option_changes(options, stages) -> list[tuple[str, str, Callable[[Any], None]]]:
     """(option, the line that sets it, a setter of it on a tf.data.Options) for each option worth timing on this pipeline,
     from what it has now."""
     import os
 
-    parallel = any(s.argument("num_parallel_calls", 1) is not None for s in stages if s.kind in ("map", "interleave"))
+    parallel = any(s.kind in ("map", "interleave") and not s.sequential for s in stages)
     optimization = options.experimental_optimization
     cores = os.cpu_count() or 1
     autotune = options.autotune.enabled is False  # the value to time: the other one
@@ -243,21 +311,30 @@ def option_changes(options, stages) -> list[tuple[str, str, Callable[[Any], None
     return changes
 
 
-def not_timed(pipeline, timed: set[str]) -> list[str]:
+def not_timed(pipeline, timed: set[str], prefetched: str) -> list[str]:
     """The fixes not timed, and why: what TensorFlow already does, or what the pipeline already has."""
     reasons = []
     if "prefetch" not in timed:
-        reasons.append("a final prefetch: " + ("the pipeline ends with one" if pipeline.stages[-1].kind == "prefetch" else
-                                              "TensorFlow injects one (inject_prefetch is on)"))
+        reasons.append(f"a final prefetch: {prefetched}")
     if "parallel" not in timed:
         reasons.append("parallel maps: no map or interleave of this pipeline runs one element at a time as written")
     return reasons
 
 
-def injects_prefetch(dataset) -> bool:
-    """Whether TensorFlow adds a final prefetch by itself (``inject_prefetch``, on unless the options turn it or autotuning off)."""
-    options = dataset.options()
-    return options.experimental_optimization.inject_prefetch is not False and options.autotune.enabled is not False
+def ends_prefetched(pipeline, ran: dict[str, Any]) -> str:
+    """Why a final prefetch is not worth timing ("" when it is): the pipeline ends with one, yours or the one TensorFlow
+    injected (read from what it ran; from the options where it did not say)."""
+    if next((s.kind for s in reversed(pipeline.stages) if s.kind != "with_options"), "") == "prefetch":
+        return "the pipeline ends with one"
+    nodes = {n["id"]: n for n in ran.get("nodes", [])}
+    root = next((n for n in nodes.values() if n["name"] == "Root"), None)
+    if root is not None and root["inputs"]:
+        last = nodes.get(root["inputs"][0], {}).get("name", "")
+        return "TensorFlow added one (inject_prefetch)" if last == "Prefetch" else ""
+    options = pipeline.dataset.options()
+    if options.experimental_optimization.inject_prefetch is not False and options.autotune.enabled is not False:
+        return "TensorFlow injects one (inject_prefetch is on)"
+    return ""
 
 
 def model_loop(pipeline, seconds: float) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from tfaudit.api import Measure, Metric, Support, Yielded, bootstrap, decide, undecided
+from tfaudit.api import Measure, Metric, Risk, Support, Yielded, bootstrap, decide, undecided
 
 from .catalogue import (BUFFER_SHARE_OF_MEMORY, GETNEXT_READY_MS, HIGHLY_INPUT_BOUND_SHARE, INPUT_BOUND_SHARE, PIPELINE_MINIMUM,
                         RULES)
@@ -74,7 +74,7 @@ def loop_findings(m: dict[str, Any], rate: Measure) -> Iterator[Yielded]:
 
 
 def mib(nbytes: float) -> str:
-    return f"{nbytes / 2**20:,.1f} MiB"
+    return f"{nbytes / 2**20:,.1f} MiB" if nbytes >= 2**20 else f"{nbytes / 2**10:,.1f} KiB"
 
 
 def buffer_finding(m: dict[str, Any], buffers: list[dict[str, Any]]):
@@ -163,9 +163,25 @@ def slow_stage_finding(m: dict[str, Any], costs: list[dict[str, Any]], index: in
         first_ms=f"{m['first_pass']['first_ms']:,.1f}", scope=scope_text(m), p50_ms=f"{getnext.get('p50', 0):.3f}",
         p99_ms=f"{getnext.get('p99', 0):.3f}", ready_share=f"{getnext.get('within_50us', 0):.0%}", ready_ms=f"{GETNEXT_READY_MS:g}",
         cores=f"{cores:.2f}", not_timed="".join(f" Not timed: {why}." for why in m.get("not_timed", [])),
+        ran=ran_text(m["first_pass"].get("tensorflow_ran") or {}),
         example=parallel_example(stage) if stage["kind"] in ("map", "interleave") else f"# {stage['where']}\n{stage['code']}",
         target=m["target"],
     )
+
+
+def ran_text(ran: dict[str, Any]) -> str:
+    """The chain TensorFlow ran after its rewrites, from the source, with what AUTOTUNE chose: "Range → MapAndBatch
+    (parallelism 2) → Prefetch (buffer_size 4)"."""
+    nodes = {n["id"]: n for n in ran.get("nodes", [])}
+    chain, node = [], next((n for n in nodes.values() if n["name"] == "Root"), None)
+    while node is not None:
+        if node["name"] != "Root":
+            tuned = ", ".join(f"{k} {v:g}" for k, v in node["tuned"].items())
+            chain.append(f"{node['name']} ({tuned})" if tuned else node["name"])
+        node = nodes.get(node["inputs"][0]) if node["inputs"] else None
+    if not chain:
+        return f" What TensorFlow ran is not known: {ran.get('why_not') or 'no performance model'}."
+    return f" TensorFlow ran, after its rewrites, with AUTOTUNE's choices: {' → '.join(reversed(chain))}."
 
 
 def parallel_example(stage: dict[str, Any]) -> str:
@@ -182,9 +198,9 @@ def candidate_finding(m: dict[str, Any], candidate: dict[str, Any]) -> Iterator[
     named = " and ".join(f"`{s['kind']}` at {s['where']}" for s in stages)
     fix, _, setting = candidate["fix"].partition(":")
     slug, _, setting = setting.partition(":")
-    what = f"{named} in parallel" if stages else f"`{setting}`" if setting else "a final prefetch"
+    rule = RULES[f"data/{slug}" if fix == "option" else {"parallel": "data/parallel-map", "cache": "data/cache"}.get(fix, "data/prefetch")]
+    what = {"cache": f"`.cache()` after {named}", "parallel": f"{named} in parallel", "option": f"`{setting}`"}.get(fix, "a final prefetch")
     text = decision.describe(what, "the pipeline as returned")
-    rule = RULES[f"data/{slug}" if fix == "option" else "data/parallel-map" if fix == "parallel" else "data/prefetch"]
     evidence = {"decision": text, "chunk_elements": chunk, "rounds": len(rounds["a_ms"]), "decision_json": decision.to_json(),
                 "stages": [{"index": s["index"], "kind": s["kind"], "where": s["where"], "code": s["code"]} for s in stages]}
     if decision.outcome == "undecided":
@@ -202,5 +218,15 @@ def candidate_finding(m: dict[str, Any], candidate: dict[str, Any]) -> Iterator[
     speedup = 1 / ratio.value
     facts = {"decision": text, "speedup": f"{speedup:.2f}", "target": m["target"], "stages": named, "setting": setting,
              "example": "\n".join(parallel_example(s) for s in stages)}
+    risk = None
+    if fix == "cache":
+        cache, stage = candidate["cache"], stages[0]
+        frozen = cache["frozen"]
+        facts.update(kind=stage["kind"], where=stage["where"], elements=f"{cache['elements']:,}", memory=mib(cache["bytes"]),
+                     example=f"# {stage['where']}\n{stage['code']}\ndataset = dataset.cache()",
+                     frozen=f" Before it, {'; '.join(frozen)}: cached, they stop changing from epoch to epoch." if frozen else "")
+        if frozen:
+            risk = Risk("medium", f"Cached after {'; '.join(frozen)}: every epoch then sees the same elements; cache before them.")
     surely = 1 / (ratio.high or ratio.value)  # the speed-up the interval's slow end still gives: a severity that holds on a rerun
-    yield rule.finding(evidence, severity="high" if surely >= 2 else "medium", savings=savings, support=Support.decided(decision), **facts)
+    yield rule.finding(evidence, severity="high" if surely >= 2 else "medium", savings=savings, support=Support.decided(decision), risk=risk,
+                       **facts)

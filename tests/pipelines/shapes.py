@@ -111,3 +111,40 @@ def ordered_uneven(n=1_000_000):
     dataset = tf.data.Dataset.range(n)
     dataset = dataset.map(lambda x: tf.py_function(uneven_wait, [x], tf.int64), num_parallel_calls=4)
     return dataset.batch(8)
+
+
+def write_records(folder, files=3, records=10):
+    """TFRecord files of serialized tf.Examples (a float feature and a label)."""
+    for f in range(files):
+        with tf.io.TFRecordWriter(f"{folder}/part-{f}.tfrecord") as writer:
+            for r in range(records):
+                example = tf.train.Example(features=tf.train.Features(feature={
+                    "x": tf.train.Feature(float_list=tf.train.FloatList(value=[float(r)] * 8)),
+                    "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[r % 2]))}))
+                writer.write(example.SerializeToString())
+    return folder
+
+
+def parse(record):
+    return tf.io.parse_single_example(record, {"x": tf.io.FixedLenFeature([8], tf.float32), "label": tf.io.FixedLenFeature([], tf.int64)})
+
+
+def records(folder):
+    files = tf.data.Dataset.list_files(f"{folder}/*.tfrecord", shuffle=False)
+    dataset = files.interleave(tf.data.TFRecordDataset, 2)  # cycle_length 2, read one file at a time each
+    dataset = dataset.apply(lambda d: d.map(parse))
+    return dataset.batch(4)
+
+
+def decode(record):
+    time.sleep(0.002)  # a decode that waits: the same work every epoch
+    return record
+
+
+def decoded_records(folder, augment=False):
+    files = tf.data.Dataset.list_files(f"{folder}/*.tfrecord", shuffle=False)
+    dataset = files.interleave(tf.data.TFRecordDataset, cycle_length=2, num_parallel_calls=tf.data.AUTOTUNE)
+    if augment:  # random, and before the slow stage: a cache after that stage would freeze it
+        dataset = dataset.map(lambda r: r + tf.strings.as_string(tf.random.uniform([], maxval=9, dtype=tf.int32)))
+    dataset = dataset.map(lambda r: tf.py_function(decode, [r], tf.string))
+    return dataset.batch(4)

@@ -25,7 +25,7 @@ CHAINED = (
     "map", "flat_map", "interleave", "filter", "batch", "padded_batch", "ragged_batch", "unbatch", "rebatch", "shuffle",
     "cache", "prefetch", "repeat", "take", "skip", "shard", "apply", "with_options", "window", "take_while", "scan",
     "enumerate", "ignore_errors", "snapshot", "group_by_window", "bucket_by_sequence_length", "concatenate",
-    "prefetch", "map_with_legacy_function", "unique", "assert_cardinality", "rejection_resample", "random",
+    "map_with_legacy_function", "unique", "assert_cardinality", "rejection_resample", "random",
 )
 # Static makers of a dataset: sources of a chain.
 SOURCES = ("from_tensor_slices", "from_tensors", "range", "from_generator", "list_files", "zip", "sample_from_datasets",
@@ -34,8 +34,13 @@ SOURCES = ("from_tensor_slices", "from_tensors", "range", "from_generator", "lis
 READERS = ("TFRecordDataset", "TextLineDataset", "FixedLengthRecordDataset")
 # How many input elements one output element stands for, where the stage says it without measuring.
 SAME_COUNT = ("map", "prefetch", "cache", "shuffle", "with_options", "repeat", "take", "skip", "ignore_errors", "enumerate",
-              "snapshot", "map_with_legacy_function", "assert_cardinality", "apply")
+              "snapshot", "map_with_legacy_function", "assert_cardinality")
 BATCHING = ("batch", "padded_batch", "ragged_batch")
+# Where num_parallel_calls stands among a stage's positional arguments.
+PARALLEL_CALLS_POSITION = {"map": 1, "interleave": 3}
+# Code that is not the user's: a call made from these packages is a library's, not a line to name.
+LIBRARIES = ("tensorflow", "keras", "tf_keras", "tensorflow_datasets", "tensorflow_io", "tensorflow_text", "tensorflow_addons",
+             "tfaudit")
 
 
 class PipelineError(Exception):
@@ -77,12 +82,27 @@ class Stage:
     def label(self) -> str:
         return f"{self.kind} ({self.where})" if self.where else f"{self.kind} (made inside a library call)"
 
+    @property
+    def sequential(self) -> bool:
+        """A map or interleave the user's code called without num_parallel_calls: one element at a time."""
+        position = PARALLEL_CALLS_POSITION.get(self.kind)
+        return position is not None and self.call is not None and self.argument("num_parallel_calls", position) is None
+
     def argument(self, name: str, position: int, default: Any = None) -> Any:
         if self.call is None:
             return default
         if name in self.call.kwargs:
             return self.call.kwargs[name]
         return self.call.args[position] if len(self.call.args) > position else default
+
+    def random_ops(self) -> list[str]:
+        """The random ops a map's function runs (a cache after them would freeze them); [] where none or not a map."""
+        function = getattr(getattr(self.dataset, "_map_func", None), "function", None)
+        if function is None:
+            return []
+        graphs = [function.graph, *(f.graph for f in getattr(function.graph, "_functions", {}).values() if hasattr(f, "graph"))]
+        return sorted({op.type for graph in graphs for op in graph.get_operations()
+                       if "Random" in op.type and not op.type.startswith("Stateless")})
 
     def declared_ratio(self) -> tuple[float, str] | None:
         """How many input elements one of its elements stands for, where the stage says it (a map: 1; batch(16): 16);
@@ -148,10 +168,17 @@ class Pipeline:
         change), every stage from there called as recorded but for those; None where one of them was not recorded
         (a library made it)."""
         first = min(changes)
-        if first == 0 or any(s.call is None for s in self.stages[first:]):
+        if first == 0:
             return None
-        dataset = self.stages[first - 1].dataset
-        for stage in self.stages[first:]:
+        return self.continued(first - 1, self.stages[first - 1].dataset, changes)
+
+    def continued(self, index: int, dataset: Any, changes: dict[int, dict[str, Any]] | None = None) -> Any:
+        """The stages after ``index`` called again as recorded (with ``changes``) on ``dataset`` in place of stage
+        ``index``'s output: a stage inserted there (a cache). None where one of them was not recorded."""
+        changes = changes or {}
+        if any(s.call is None for s in self.stages[index + 1:]):
+            return None
+        for stage in self.stages[index + 1:]:
             call = stage.call
             assert call is not None
             kwargs = {**call.kwargs, **changes.get(stage.index, {})}
@@ -282,7 +309,9 @@ def check_private_walk() -> None:
 
 
 def walk(dataset: Any, calls: list[Call]) -> list[Stage]:
-    by_result = {id(c.result): c for c in calls}
+    by_result: dict[int, Call] = {}
+    for call in calls:  # recorded as each returned: a call made inside another (apply's function) comes first, and names the stage
+        by_result.setdefault(id(call.result), call)
     chain: list[Stage] = []
     node: Any = dataset
     while node is not None:
@@ -331,7 +360,7 @@ class Recorder:
     def record(self, method: str, args: tuple, kwargs: dict, input: Any, result: Any) -> None:
         frame = sys._getframe(2)
         filename = frame.f_code.co_filename
-        if is_library(filename):
+        if filename.startswith("<") or str(frame.f_globals.get("__name__", "")).split(".")[0] in LIBRARIES:
             return
         code = linecache.getline(filename, frame.f_lineno).strip()
         self.calls.append(Call(method, args, kwargs, input, result, f"{os.path.basename(filename)}:{frame.f_lineno}", code))
@@ -364,13 +393,6 @@ class Recorder:
             recorder.record(name, args, kwargs, None, self)
 
         return recorded
-
-
-def is_library(filename: str) -> bool:
-    import tensorflow as tf
-
-    libraries = [os.path.dirname(os.path.dirname(tf.__file__)) + os.sep + "tensorflow", os.path.dirname(os.path.dirname(__file__))]
-    return filename.startswith("<") or any(filename.startswith(folder) for folder in libraries)
 
 
 def attach_model(pipeline: Pipeline, path: str, signature: str | None, trusted: bool, user_modules: tuple[str, ...]) -> None:
