@@ -239,13 +239,15 @@ def test_a_cache_after_the_slow_decode_is_filled_timed_and_warns_that_it_freezes
     from tfaudit.engine.pipeline import build
 
     folder = shapes_module().write_records(str(tmp_path))
-    pipeline = build(f"{SHAPES}:decoded_records", {"folder": folder, "augment": augment})
+    # Parallel and prefetched already: the cache is the one fix left to time.
+    pipeline = build(f"{SHAPES}:decoded_records", {"folder": folder, "augment": augment, "parallel": True})
     items = list(DataCheck().run(Context(model=None, inputs=None, budget=BUDGETS["quick"], pipeline=pipeline)))
     found = {i.id: i for i in items if isinstance(i, Finding)}
     measured = next(i for i in items if isinstance(i, Measurements)).data
     cache = found["data/cache"]
     assert cache.kind == "opportunity" and cache.savings["latency_pct"].low > 10, measured["not_timed"]
     assert "30 elements" in cache.summary and f"shapes.py:{line_of(SHAPES, 'tf.py_function(decode')}" in cache.title
+    assert [c["fix"] for c in measured["candidates"]] == ["cache"]
     assert cache.risk.level == "medium" and "RandomUniform" in cache.risk.note
 
 

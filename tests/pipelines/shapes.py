@@ -141,10 +141,12 @@ def decode(record):
     return record
 
 
-def decoded_records(folder, augment=False):
+def decoded_records(folder, augment=False, parallel=False):
     files = tf.data.Dataset.list_files(f"{folder}/*.tfrecord", shuffle=False)
     dataset = files.interleave(tf.data.TFRecordDataset, cycle_length=2, num_parallel_calls=tf.data.AUTOTUNE)
+    calls = tf.data.AUTOTUNE if parallel else None
     if augment:  # random, and before the slow stage: a cache after that stage would freeze it
-        dataset = dataset.map(lambda r: r + tf.strings.as_string(tf.random.uniform([], maxval=9, dtype=tf.int32)))
-    dataset = dataset.map(lambda r: tf.py_function(decode, [r], tf.string))
-    return dataset.batch(4)
+        dataset = dataset.map(lambda r: r + tf.strings.as_string(tf.random.uniform([], maxval=9, dtype=tf.int32)), num_parallel_calls=calls)
+    dataset = dataset.map(lambda r: tf.py_function(decode, [r], tf.string), num_parallel_calls=calls)
+    dataset = dataset.batch(4)
+    return dataset.prefetch(tf.data.AUTOTUNE) if parallel else dataset
