@@ -10,6 +10,7 @@ from tfaudit.exit_codes import EXIT_OK, EXIT_USAGE
 
 PIPELINES = os.path.join(os.path.dirname(__file__), "pipelines")
 SHAPES = os.path.join(PIPELINES, "shapes.py")
+TRAINING = os.path.join(PIPELINES, "training.py")
 
 
 def line_of(path: str, text: str) -> int:
@@ -183,14 +184,20 @@ def test_a_model_fed_without_prefetch_is_input_bound_and_the_prefetch_is_measure
 
 
 @pytest.mark.slow
-def test_an_endless_dataset_is_audited_over_take_and_bad_targets_exit_2(tmp_path, busy_model):
-    report, found = audited(tmp_path, f"{SHAPES}:endless", "--take", "300", "--arg", "scale=0.5")
-    assert "first 300 elements (--take 300; the dataset goes on)" in found["data/slow-stage"]["summary"]
-    assert report["model"]["cardinality"] == "infinite" and report["model"]["arguments"] == {"scale": "0.5"}
+def test_an_endless_dataset_feeding_a_training_step_of_the_users_and_bad_targets_exit_2(tmp_path, busy_model):
+    report, found = audited(tmp_path, f"{TRAINING}:examples", "--step", f"{TRAINING}:train_step", "--take", "200", "--arg", "batch=16")
+    assert report["model"]["cardinality"] == "infinite" and report["model"]["arguments"] == {"batch": "16"}
+    assert "first 200 elements (--take 200; the dataset goes on)" in found["data/slow-stage"]["summary"]
+    verdict = found.get("data/model-bound") or found.get("data/input-bound")
+    assert verdict is not None, sorted(found)
+    assert f"(a step of yours): `{TRAINING}:train_step` waits" in verdict["title"]
+    assert "A training step costs" not in verdict["summary"]  # said of inference steps only
     # In a worker, as an audit runs them: one line on stderr, exit 2 (the other causes: build's test above).
-    runs = [["data", f"{SHAPES}:raises", "--headless"], ["data", f"{SHAPES}:endless", "--model", busy_model, "--headless"]]
+    runs = [["data", f"{SHAPES}:raises", "--headless"], ["data", f"{SHAPES}:endless", "--model", busy_model, "--headless"],
+            ["data", f"{TRAINING}:examples", "--step", f"{TRAINING}:broken_step", "--headless"]]
     messages = ["raised RuntimeError: the bucket is not reachable",
-                f"the dataset's ids is float32[], but serving_default of {busy_model} takes int64[?]"]
+                f"the dataset's ids is float32[], but serving_default of {busy_model} takes int64[?]",
+                f"--step {TRAINING}:broken_step raised ValueError: labels missing on the dataset's first element"]
     for done, message in zip(run_clis(*runs), messages):
         errors = [line for line in done.stderr.splitlines() if line.startswith("tfaudit:")]
         assert done.returncode == EXIT_USAGE and len(errors) == 1 and message in errors[0], done.stderr[-2000:]

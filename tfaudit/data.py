@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="time the first pass over at most N elements (default: the budget's; an infinite dataset stops there)")
     parser.add_argument("--model", metavar="MODEL", help="the SavedModel (or .keras) the elements feed: times the loop and says whether "
                         "the model waits for its input (an inference step)")
+    parser.add_argument("--step", metavar="MODULE:FUNCTION", help="your step function (a training step), called with each element "
+                        "in place of --model: the same verdict for that loop")
     parser.add_argument("--signature", metavar="NAME", help="with --model: the signature the elements feed (default serving_default)")
     parser.add_argument("--trust-model", action="store_true", help="with --model: load a model that holds file, Python or network ops")
     parser.add_argument("--fix-dir", metavar="DIR", help="write pipeline_options.py: the fixes measured to pay, applied together and timed again")
@@ -69,6 +71,10 @@ def run(argv: list[str]) -> int:
         raise UsageError(f"--model: no such file or directory: {args.model}")
     if (args.signature or args.trust_model) and not args.model:
         raise UsageError("--signature and --trust-model go with --model")
+    if args.step and args.model:
+        raise UsageError("--model and --step each give the step the elements feed; give one of them")
+    if args.step and ":" not in args.step:
+        raise UsageError(f"--step {args.step!r}: give MODULE:FUNCTION or FILE.py:FUNCTION")
     check_outputs(args)
     fix_dir = checked_fix_dir(args.fix_dir, args.model or os.path.join(os.getcwd(), "-")) if args.fix_dir else None
     specs = [s for s in discover_checks(DATA_ENTRY_POINT_GROUP) if s.id == DATA_CHECK]
@@ -83,7 +89,8 @@ def run(argv: list[str]) -> int:
         budget=args.budget,
         options={
             "pipeline": {"target": args.target, "arguments": arguments,
-                         **({"model": os.path.abspath(args.model), "signature": args.signature} if args.model else {})},
+                         **({"model": os.path.abspath(args.model), "signature": args.signature} if args.model else {}),
+                         **({"step": args.step} if args.step else {})},
             **({"take": args.take} if args.take else {}),
             **({"trust_model": True} if args.trust_model else {}),
             **({"fix_dir": fix_dir} if fix_dir else {}),

@@ -111,15 +111,14 @@ RULES = catalogue(
         id="data/input-bound",
         kind="fact",
         severity="medium",
-        title="Input-bound (an inference step): the model waits $share of each step",
-        summary="Fed by the pipeline, each step of `$model` waited $share [$share_low–$share_high] of its $step_ms ms on "
-                "GetNext: the pipeline delivers $pipeline_rate elements/s against the model's $model_rate. A training step "
-                "costs several times an inference step, so a training loop waits less than this.",
+        title="Input-bound ($step_kind): $consumer waits $share of each step",
+        summary="Fed by the pipeline, each step of $consumer waited $share [$share_low–$share_high] of its $step_ms ms on "
+                "GetNext: the pipeline delivers $pipeline_rate elements/s against the step's $model_rate.$caveat",
         why="While the model waits for its next element, the accelerator or cores it runs on do nothing: the pipeline "
             "sets the speed.",
         fix="Make the pipeline faster where the other findings say (its slow stage, parallel maps, a prefetch), or run it "
             "on more cores (tf.data service) until it keeps ahead of the model.",
-        verify="Run `tfaudit data $target --model $model` again: the wait falls under 5 % of a step.",
+        verify="Run the same `tfaudit data $target` again: the wait falls under 5 % of a step.",
         effort=Effort("hours", 2, "The fixes the other findings name, then measuring again."),
         severity_rule=f"high when the wait's interval lies at {HIGHLY_INPUT_BOUND_SHARE:.0%} of a step or more, medium at "
                       f"{INPUT_BOUND_SHARE:.0%} or more (XProf's thresholds); model-bound below",
@@ -128,12 +127,12 @@ RULES = catalogue(
         id="data/model-bound",
         kind="fact",
         severity="info",
-        title="Model-bound (an inference step): the model waits $share of each step",
-        summary="Fed by the pipeline, each step of `$model` waited $share [$share_low–$share_high] of its $step_ms ms on "
+        title="Model-bound ($step_kind): $consumer waits $share of each step",
+        summary="Fed by the pipeline, each step of $consumer waited $share [$share_low–$share_high] of its $step_ms ms on "
                 "GetNext, under the $threshold that makes a step input-bound: the pipeline delivers $pipeline_rate "
-                "elements/s against the model's $model_rate.",
+                "elements/s against the step's $model_rate.$caveat",
         why="A pipeline that keeps ahead of the model costs nothing more to speed up; the model is what to work on.",
-        fix="Nothing to change in the pipeline for this model: audit the model (`tfaudit $model`).",
+        fix="Nothing to change in the pipeline for this step: make the step faster (`tfaudit MODEL` audits a model).",
         effort=Effort("minutes", 0.1, "Reading the numbers."),
         severity_rule=f"info: the wait's interval lies under {INPUT_BOUND_SHARE:.0%} of a step",
     ),

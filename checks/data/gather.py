@@ -71,8 +71,8 @@ def gather(ctx) -> Iterator:
             yield Sample("stage_rate", cost["stage"]["index"], 1000 / cost["ms_per_final_element"].value, cost["stage"]["kind"])
 
     loop = None
-    if pipeline.model is not None:
-        yield Progress(0.6, "the model fed by the pipeline")
+    if pipeline.consumer is not None:
+        yield Progress(0.6, "the model (or your step) fed by the pipeline")
         loop = model_loop(pipeline, LOOP_SECONDS[budget])
     candidates = []
     cache, cache_why = cache_candidate(pipeline, stages, budget)
@@ -99,6 +99,7 @@ def gather(ctx) -> Iterator:
         "options": pipeline.inventory()["options"],
         "host_memory_bytes": int(psutil.virtual_memory().total),
         "model": pipeline.inventory()["feeds_model"],
+        "step": pipeline.step or None,
     }
 
 

@@ -52,12 +52,16 @@ def wait_share(wait_ms: list[float], step_ms: list[float]) -> Measure:
 
 
 def loop_findings(m: dict[str, Any], rate: Measure) -> Iterator[Yielded]:
-    loop, model = m["loop"], m["model"]
+    loop, model = m["loop"], m.get("model") or {}
     share = wait_share(loop["wait_ms"], loop["step_ms"])
     model_ms = float(np.median(loop["model_ms"]))
     yield Metric("input_wait_share_pct", 100 * share.value, "%", 100 * (share.low or 0), 100 * (share.high or 1))
     yield Metric("model_elements_per_second", 1000 / model_ms, "elements/s", better="higher")
-    facts = dict(model=model["path"], share=f"{share.value:.0%}", share_low=f"{share.low:.0%}", share_high=f"{share.high:.0%}",
+    step = m.get("step")
+    consumer = f"`{step}`" if step else f"the model `{model.get('path')}`"
+    kind = "a step of yours" if step else "an inference step"
+    caveat = "" if step else " A training step costs several times an inference step, so a training loop waits less than this (--step times yours)."
+    facts = dict(consumer=consumer, step_kind=kind, caveat=caveat, share=f"{share.value:.0%}", share_low=f"{share.low:.0%}", share_high=f"{share.high:.0%}",
                  step_ms=f"{float(np.median(loop['step_ms'])):.2f}", pipeline_rate=f"{rate.value:,.0f}",
                  model_rate=f"{1000 / model_ms:,.0f}", target=m["target"], threshold=f"{INPUT_BOUND_SHARE:.0%}")
     evidence = {"wait_share": [round(share.value, 4), round(share.low or 0, 4), round(share.high or 1, 4)], "steps": len(loop["step_ms"]),
@@ -69,8 +73,8 @@ def loop_findings(m: dict[str, Any], rate: Measure) -> Iterator[Yielded]:
     elif (share.high or 1) < INPUT_BOUND_SHARE:
         yield RULES["data/model-bound"].finding(evidence, **facts)
     else:
-        text = f"the model waits {share.value:.1%} [{share.low:.1%}–{share.high:.1%}] of each step on GetNext, against the {INPUT_BOUND_SHARE:.0%} line"
-        yield undecided(RULES["data/input-bound"], "whether the model waits for its input", text, evidence)
+        text = f"{consumer} waits {share.value:.1%} [{share.low:.1%}–{share.high:.1%}] of each step on GetNext, against the {INPUT_BOUND_SHARE:.0%} line"
+        yield undecided(RULES["data/input-bound"], f"whether {consumer} waits for its input", text, evidence)
 
 
 def mib(nbytes: float) -> str:

@@ -136,15 +136,18 @@ class Pipeline:
     dataset: Any
     stages: list[Stage] = field(default_factory=list)
     model: Any = None  # --model: the LoadedModel its elements feed
-    feed: Callable[[Any], dict] | None = None  # an element to the model's keyword inputs
+    step: str = ""  # --step: the user's step function (MODULE:FUNCTION) its elements feed
+    consumer: Callable[[Any], Any] | None = None  # one step on an element: the model's serving signature, or the user's step
 
     def consume(self, element: Any) -> None:
-        """One step of the model on ``element``, waited for (nothing without --model)."""
-        if self.model is None or self.feed is None:
+        """One step on ``element``, waited for (nothing without --model or --step)."""
+        if self.consumer is None:
             return
-        outputs = self.model.serving_fn()(**self.feed(element))
-        for value in (outputs.values() if isinstance(outputs, dict) else [outputs]):
-            value.numpy()
+        import tensorflow as tf
+
+        for value in tf.nest.flatten(self.consumer(element)):
+            if hasattr(value, "numpy"):
+                value.numpy()
 
     def inventory(self) -> dict[str, Any]:
         import tensorflow as tf
@@ -154,6 +157,7 @@ class Pipeline:
         return {
             "kind": "pipeline",
             "feeds_model": model,
+            "feeds_step": self.step or None,
             "path": self.target,
             "arguments": {k: short_repr(v) for k, v in self.arguments.items()},
             "format": "tf.data pipeline",
@@ -404,8 +408,23 @@ def attach_model(pipeline: Pipeline, path: str, signature: str | None, trusted: 
         model = load_model(path, signature, refuse_untrusted=not trusted, user_modules=user_modules)
     except LoadError as exc:
         raise PipelineError(f"--model: {exc}") from None
-    pipeline.model = model
-    pipeline.feed = feeder(pipeline.dataset.element_spec, input_specs(model.inventory), f"{model.signature} of {path}")
+    feed = feeder(pipeline.dataset.element_spec, input_specs(model.inventory), f"{model.signature} of {path}")
+    serve = model.serving_fn()
+    pipeline.model, pipeline.consumer = model, lambda element: serve(**feed(element))
+
+
+def attach_step(pipeline: Pipeline, target: str) -> None:
+    """``--step``: the user's step function (a training step, say), called with each element; a PipelineError when it
+    does not import, or raises on the first element."""
+    step = resolve_factory(target)
+    try:
+        first = next(iter(pipeline.dataset))
+        pipeline.step, pipeline.consumer = target, step
+        pipeline.consume(first)
+    except PipelineError:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - what the step raises on an element is the user's error, in one line
+        raise PipelineError(f"--step {target} raised {one_line(exc)} on the dataset's first element") from None
 
 
 def feeder(spec: Any, inputs: list[dict], what: str) -> Callable[[Any], dict]:

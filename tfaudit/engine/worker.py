@@ -64,7 +64,7 @@ def open_model(job: dict[str, Any], refuse_untrusted: bool = False):
 def open_pipeline(job: dict[str, Any]):
     """``tfaudit data``: the user's pipeline, its factory imported here (by the import rule) and called."""
     from tfaudit.engine.model import import_modules
-    from tfaudit.engine.pipeline import attach_model, build
+    from tfaudit.engine.pipeline import attach_model, attach_step, build
 
     imports = job.get("imports") or []
     import_modules(imports)
@@ -72,6 +72,8 @@ def open_pipeline(job: dict[str, Any]):
     pipeline = build(options["target"], options["arguments"])
     if options.get("model"):
         attach_model(pipeline, options["model"], options.get("signature"), bool(job["options"].get("trust_model")), tuple(imports))
+    if options.get("step"):
+        attach_step(pipeline, options["step"])
     return pipeline
 
 
