@@ -148,7 +148,8 @@ def test_a_sequential_io_map_is_named_at_its_line_and_its_parallel_rebuild_pays(
     parallel = found["data/parallel-map"]
     speedup = 100 / (100 - parallel["savings"]["latency_pct"]["value"])
     assert speedup >= 1.5 and parallel["savings"]["latency_pct"]["low"] > 10
-    assert "data/prefetch" not in found  # TensorFlow's injected prefetch is already there
+    # The fused map-and-batch runs ahead in a thread of its own: a prefetch on top is timed, and does not pay without a model.
+    assert found.get("data/prefetch", {}).get("kind") != "opportunity"
     assert report["model"]["kind"] == "pipeline" and report["metrics"]["data.elements_per_second"]["value"] > 0
     print(f"sequential io map: {speedup:.2f}x in parallel; {slow['title']}")
 

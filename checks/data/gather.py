@@ -18,6 +18,9 @@ FIRST_PASS_SECONDS = {"quick": 2.0, "standard": 6.0, "thorough": 30.0}
 PREFIX_WINDOW_S = {"quick": 0.1, "standard": 0.3, "thorough": 1.0}
 PREFIX_WINDOWS = {"quick": 5, "standard": 7, "thorough": 11}
 PREFIX_WARMUP_S = 0.05
+PROBE_MS = 2.0  # a prefix's elements are pulled in groups of about this much work (see prefix_rates)
+PROBE_PULLS = 5
+MAX_GROUP = 256
 RATIO_INPUTS = 16  # input elements a stage's output is counted from, where its count per element is not its argument
 RATIO_SECONDS = 2.0
 CHUNK_MS = 50.0  # the least time one timed chunk of a comparison takes: long against a fresh iterator's start-up noise
@@ -178,14 +181,43 @@ def downsample(values: list[float], limit: int) -> list[tuple[int, float]]:
 
 
 def prefix_rates(dataset, window_s: float, windows: int) -> list[float]:
-    """Elements a second of ``dataset`` (repeated: it never runs out), over ``windows`` windows after a warm-up."""
-    iterator = iter(dataset.repeat())
+    """Elements a second of ``dataset`` (repeated: it never runs out), over ``windows`` windows after a warm-up.
+
+    Pulled from Python one at a time, a fast stage would be timed at Python's pace (tens of µs a call), not its own:
+    its elements are pulled in groups batched inside TensorFlow, as many as take about PROBE_MS.
+    """
+    probe, group = grouped(dataset)
+    iterator = iter(probe)
     pull_for(iterator, PREFIX_WARMUP_S)
     rates = []
     for _ in range(windows):
         count, seconds = pull_for(iterator, window_s)
-        rates.append(count / seconds)
+        rates.append(count * group / seconds)
     return rates
+
+
+def grouped(dataset) -> tuple[Any, int]:
+    """``dataset`` repeated, its elements batched in groups of about PROBE_MS of work (ragged where their shapes vary);
+    ungrouped where they cannot be batched."""
+    import tensorflow as tf
+
+    repeated = dataset.repeat()
+    iterator = iter(repeated)
+    next(iterator)
+    start = time.perf_counter()
+    for _ in range(PROBE_PULLS):
+        next(iterator)
+    per_element_ms = (time.perf_counter() - start) * 1000 / PROBE_PULLS
+    group = max(1, min(MAX_GROUP, int(PROBE_MS / max(per_element_ms, 1e-4))))
+    if group == 1:
+        return repeated, 1
+    specs = tf.nest.flatten(dataset.element_spec)
+    try:
+        if all(isinstance(s, tf.TensorSpec) and s.shape.is_fully_defined() for s in specs):
+            return repeated.batch(group), group
+        return repeated.ragged_batch(group), group
+    except Exception:  # noqa: BLE001 - elements nothing batches (sparse, nested datasets): pulled one by one
+        return repeated, 1
 
 
 def pull_for(iterator, seconds: float) -> tuple[int, float]:
