@@ -20,6 +20,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from tfaudit.engine.worker import error_line
+
 # Methods of tf.data.Dataset that return a new dataset from this one (the first argument is the input).
 CHAINED = (
     "map", "flat_map", "interleave", "filter", "batch", "padded_batch", "ragged_batch", "unbatch", "rebatch", "shuffle",
@@ -268,7 +270,7 @@ def resolve_factory(target: str) -> Callable[..., Any]:
     except PipelineError:
         raise
     except BaseException as exc:  # noqa: BLE001 - whatever the user's module raises on import is the reason
-        raise PipelineError(f"{target}: cannot import {where}: {one_line(exc)}") from None
+        raise PipelineError(f"{target}: cannot import {where}: {error_line(exc)}") from None
     factory = module
     for part in name.split("."):
         factory = getattr(factory, part, None)
@@ -277,11 +279,6 @@ def resolve_factory(target: str) -> Callable[..., Any]:
     if not callable(factory):
         raise PipelineError(f"{target}: {name} is not a function")
     return factory
-
-
-def one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
 def build(target: str, arguments: dict[str, Any]) -> Pipeline:
@@ -294,7 +291,7 @@ def build(target: str, arguments: dict[str, Any]) -> Pipeline:
         try:
             dataset = factory(**arguments)
         except BaseException as exc:  # noqa: BLE001 - what the factory raises is the user's error, in one line
-            raise PipelineError(f"{target} raised {one_line(exc)}") from None
+            raise PipelineError(f"{target} raised {error_line(exc)}") from None
     if not isinstance(dataset, tf.data.Dataset):
         raise PipelineError(f"{target} returned {type(dataset).__name__}, not a tf.data.Dataset")
     if int(dataset.cardinality()) == 0:
@@ -424,7 +421,7 @@ def attach_step(pipeline: Pipeline, target: str) -> None:
     except PipelineError:
         raise
     except BaseException as exc:  # noqa: BLE001 - what the step raises on an element is the user's error, in one line
-        raise PipelineError(f"--step {target} raised {one_line(exc)} on the dataset's first element") from None
+        raise PipelineError(f"--step {target} raised {error_line(exc)} on the dataset's first element") from None
 
 
 def feeder(spec: Any, inputs: list[dict], what: str) -> Callable[[Any], dict]:
