@@ -92,6 +92,76 @@ def test_the_scope_says_where_the_first_pass_stopped():
     assert "one whole pass" in whole["data/slow-stage"].summary
 
 
+def growing(per_element, elements=2000, readings=40, noise=200_000, start=500 * 2**20, seed=0):
+    """(elements delivered, anonymous bytes) readings of a pass whose memory grows ``per_element`` (with allocator noise)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    counts = np.linspace(1, elements, readings).round()
+    return [[int(c), int(start + per_element * c + rng.normal(0, noise))] for c in counts]
+
+
+def memory_finding(trace, **changes):
+    m = measured(SLOW_MAP)
+    m["first_pass"]["memory_trace"] = trace
+    m.update({"available_memory_bytes": 8 * 2**30, "host_memory_bytes": 16 * 2**30, "memory_caches": [], "cardinality": "unknown"})
+    for key, value in changes.items():
+        (m["first_pass"] if key == "pass_end_bytes" else m)[key] = value
+    found = {f.id: f for f in judge(m) if hasattr(f, "id")}
+    metric = next(f for f in judge(m) if getattr(f, "name", "") == "memory_growth_bytes_per_1000_elements")
+    return found.get("data/memory-growth"), metric
+
+
+def test_memory_that_grows_with_every_element_is_priced_in_the_hours_it_lasts():
+    found, metric = memory_finding(growing(16 * 1024))
+    assert found is not None and found.evidence["bytes_per_element"] == pytest.approx(16 * 1024, rel=0.02)
+    # 8 GiB at 16 KiB an element: 524,288 elements, at 2,000 elements/s 262 s.
+    assert found.severity == "critical" and "lasts 4 minutes" in found.summary and "No stage of the pipeline" in found.summary
+    assert metric.value == pytest.approx(16 * 1024 * 1000, rel=0.02) and metric.low <= metric.value <= metric.high
+
+
+def test_buffers_that_fill_and_stay_and_allocator_noise_are_not_growth():
+    filled = [[c, b if c > 200 else b - 40 * 2**20] for c, b in growing(0)]  # a prefetch buffer filled early, then flat
+    assert memory_finding(filled)[0] is None
+    assert memory_finding(growing(0, noise=2**20))[0] is None
+    assert memory_finding(growing(600))[0] is None  # under 1 KiB an element: not worth a finding
+
+
+def test_growth_that_passes_again_do_not_repeat_is_held_once_and_one_that_they_repeat_is_not():
+    trace = growing(16 * 1024, elements=1600)
+    end = trace[-1][1]
+    once, _ = memory_finding(trace, pass_end_bytes=[end, end + 6 * 2**20, end + 7 * 2**20, end + 7 * 2**20])
+    assert once.severity == "info" and "3 more passes over the same elements grew it no further" in once.summary
+    assert "something kept once for each distinct element" in once.summary
+    kept, _ = memory_finding(trace, pass_end_bytes=[end + i * 2000 * 16 * 1024 for i in range(4)])  # each pass of 2,000 elements
+    assert kept.severity == "critical" and "grew again by 16.0 KiB an element a pass over the same elements (passes 3 to 4" in kept.summary
+
+
+def test_an_in_memory_cache_of_a_known_length_says_what_it_holds_when_full():
+    stages = [*SLOW_MAP[:2], stage(2, "cache", [100.0] * 5, 1.0, where="p.py:9"), stage(3, "batch", [6.25] * 5, 16.0)]
+    caches = [{"index": 2, "elements": 160_000}]
+    per_batch = 16 * 16 * 1024  # batches of 16 elements of 16 KiB
+    found, _ = memory_finding(growing(per_batch), stages=stages, memory_caches=caches, cardinality=10_000)
+    assert "`cache` at p.py:9" in found.summary and "after 10,000 elements" in found.summary
+    assert found.severity == "medium"  # 2.4 GiB: over a tenth of the 16 GiB host
+    endless, _ = memory_finding(growing(per_batch), stages=stages, memory_caches=caches, cardinality="infinite")
+    assert "after 10,000 elements" in endless.summary  # the cache's own 160,000 elements, in batches of 16
+    too_big, _ = memory_finding(growing(per_batch), stages=stages, memory_caches=[{"index": 2, "elements": 10_000_000}],
+                                cardinality="infinite")
+    assert too_big.severity == "high" and "the first epoch runs out of memory" in too_big.summary
+
+
+def test_the_first_pass_says_whether_it_read_its_files_cold_or_warm():
+    m = measured(SLOW_MAP)
+    m["first_pass"]["reads"] = {"bytes": 100 * 2**20, "storage_bytes": 98 * 2**20}
+    m["later_reads"] = {"bytes": 900 * 2**20, "storage_bytes": 0}
+    slow = next(f for f in judge(m) if getattr(f, "id", "") == "data/slow-stage")
+    assert ("The first pass read its files cold (98.0 MiB of 100.0 MiB from storage); the timings after it, warm, from the OS "
+            "page cache (0.0 KiB of 900.0 MiB from storage).") in slow.summary
+    m["first_pass"]["reads"] = {"bytes": 2**19, "storage_bytes": 2**19}  # half a MiB: nothing worth saying
+    assert "read its files" not in next(f for f in judge(m) if getattr(f, "id", "") == "data/slow-stage").summary
+
+
 # --- building the pipeline (TensorFlow, in this process) ----------------------------------------------------------------
 
 
@@ -203,6 +273,47 @@ def test_an_endless_dataset_feeding_a_training_step_of_the_users_and_bad_targets
         errors = [line for line in done.stderr.splitlines() if line.startswith("tfaudit:")]
         assert done.returncode == EXIT_USAGE and len(errors) == 1 and message in errors[0], done.stderr[-2000:]
         assert "Traceback" not in done.stderr
+
+
+def evicted(folder) -> bool:
+    """Drop ``folder``'s files from the OS page cache (POSIX_FADV_DONTNEED, no root needed); whether reading one back
+    then came from storage (not on tmpfs, nor where the kernel keeps no per-process I/O accounting)."""
+    import psutil
+
+    paths = [os.path.join(folder, name) for name in os.listdir(folder)]
+    for path in paths:
+        descriptor = os.open(path, os.O_RDONLY)
+        os.fsync(descriptor)
+        os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(descriptor)
+    try:
+        before = psutil.Process().io_counters().read_bytes
+        with open(paths[0], "rb") as probe:
+            probe.read()
+        came_from_storage = psutil.Process().io_counters().read_bytes > before
+    except (AttributeError, OSError):
+        return False
+    descriptor = os.open(paths[0], os.O_RDONLY)
+    os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+    os.close(descriptor)
+    return came_from_storage
+
+
+@pytest.mark.slow
+def test_files_read_cold_are_said_cold_and_memory_kept_once_per_record_is_held_once(tmp_path):
+    folder = tmp_path / "blobs"
+    folder.mkdir()
+    shapes_module().write_blobs(str(folder))  # 1,600 records of 8 KiB: 12.5 MiB
+    cold = evicted(str(folder))
+    report, found = audited(tmp_path, f"{SHAPES}:remembering_records", "--arg", f"folder={folder}")
+    summary = found["data/slow-stage"]["summary"]
+    assert ("The first pass read its files cold" if cold else "The first pass read its files") in summary, summary
+    assert "the timings after it, warm, from the OS page cache" in summary
+    growth = found["data/memory-growth"]  # a memo of every record read: 16 KiB a record (the record and its "decoding")
+    assert 15 * 1024 < growth["evidence"]["bytes_per_element"] < 24 * 1024, growth["evidence"]
+    assert growth["severity"] == "info" and "more passes over the same elements grew it no further" in growth["summary"]
+    assert "(it holds 12.5 MiB)" in found["data/cache"]["title"]  # strings counted by their bytes
+    print(f"cold={cold}: {summary[summary.index('The first pass read'):][:160]}; {growth['title']}")
 
 
 def test_a_shuffle_buffer_is_sized_from_its_input_elements():

@@ -159,7 +159,7 @@ def test_litert_threads_left_undecided_are_listed_not_claimed():
     noisy = {"a_ms": [1.0] * 6, "b_ms": [0.6, 1.3, 0.7, 1.2, 0.65, 1.25], "quads": 0}
     litert = {"threads": [None, 2], "confidence": 0.95,
               "compared": [{"rounds": noisy, "default_ms": noisy["a_ms"], "ms": noisy["b_ms"]}]}
-    [found] = litert_findings(litert, {})
+    [found] = litert_findings(litert, "quick", {})
     assert found.id == "serving/litert-threads" and found.kind == "undecided" and "num_threads=2" in found.title
 
 

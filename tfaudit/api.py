@@ -34,8 +34,8 @@ RISK_LEVELS = ("none", "low", "medium", "high")
 SAVING_KEYS = ("latency_ms", "latency_pct", "size_bytes", "size_pct", "memory_bytes")
 # A latency saving counts only from here: 70 % of a 10-microsecond call is real, but nobody's bottleneck.
 MIN_PRACTICAL_LATENCY_MS = 0.05
-# The level of the intervals compare() and bootstrap() give (every "[low–high]" a report prints), and the level a record
-# from before the comparison engine's rounds is judged at.
+# The level of the intervals compare() and bootstrap() give (every "[low–high]" a report prints), and the level a stored
+# record that names neither its level nor its budget is judged at (record_confidence).
 INTERVAL_LEVEL = 0.95
 BASELINE_MODEL_METRIC = "latency_vs_baseline_model"  # --baseline-model's ratio: compared within each run, never across runs
 DEFAULT_BATCH_SIZES = (1, 2, 4, 8, 16, 32)  # the batch sizes checks sweep (ctx.inputs.make(batch=…))
@@ -91,6 +91,18 @@ class Measure:
 
     def excludes_zero(self) -> bool:
         return self.low is not None and self.high is not None and (self.low > 0 or self.high < 0)
+
+
+@dataclass(frozen=True)
+class Slope:
+    """A fitted slope (bytes per call, per element …) with its interval, always known: a single point's is 0 [0, 0]."""
+
+    value: float
+    low: float
+    high: float
+
+    def excludes_zero(self) -> bool:
+        return self.low > 0 or self.high < 0
 
 
 @dataclass(frozen=True)
@@ -631,6 +643,13 @@ def bootstrap(values, statistic=None, confidence: float = 0.95, seed: int = 0) -
     return resampled(values, np.median if statistic is None else statistic, confidence, seed)
 
 
+def theil_sen(x, y, confidence: float = INTERVAL_LEVEL) -> Slope:
+    """The slope of ``y`` against ``x``: the median of pairwise slopes, with Sen's rank-based interval (robust to outliers)."""
+    from tfaudit.engine.measure import theil_sen as fitted
+
+    return fitted(x, y, confidence)
+
+
 def compare_in_turn(a, b, minimum: "PracticalMinimum | Sequence[PracticalMinimum]", *, warmup: int, max_seconds: float,
                     confidence: float = 0.95, calibration=None, self_timed: bool = False,
                     between_sd: float = 0.0) -> tuple["Decision", Any]:
@@ -690,6 +709,17 @@ def budget_confidence(budget: str) -> float:
     from tfaudit.budget import BUDGETS
 
     return BUDGETS[budget].confidence
+
+
+def record_confidence(record: dict, budget: str | None = None) -> float:
+    """The confidence a stored record decides at: its own level, else the level of the budget it was measured at (its
+    ``budget``, else ``budget``), else INTERVAL_LEVEL."""
+    from tfaudit.budget import BUDGETS
+
+    if "confidence" in record:
+        return record["confidence"]
+    name = record.get("budget") or budget
+    return BUDGETS[name].confidence if name in BUDGETS else INTERVAL_LEVEL
 
 
 def one_line(exc: BaseException) -> str:

@@ -12,6 +12,15 @@ HIGHLY_INPUT_BOUND_SHARE = 0.20
 BUFFER_SHARE_OF_MEMORY = 0.10
 # XProf's input-pipeline analyzer: a GetNext that returns within 50 µs means the pipeline kept ahead of its consumer.
 GETNEXT_READY_MS = 0.05
+# Memory that grows with the elements delivered (the memory check's lines for a model's calls, per element here):
+MIN_GROWTH_BYTES_PER_ELEMENT = 1024  # about 1 GB per million elements
+MIN_PASS_GROWTH_BYTES = 2**20  # over the first pass, so a page or an allocator's step alone is not growth
+GROWTH_PERSISTENCE = 0.5  # of the whole pass's rate, still grown in its second half: buffers that filled once are not growth
+HOURS_TO_EXHAUST = (("critical", 1.0), ("high", 24.0), ("medium", 24.0 * 7))  # the hours the memory available now lasts
+# Files read: under a mebibyte a pass's reads take milliseconds even from a disk, not worth a word; a read is cold when
+# at least half its bytes came from storage rather than the OS page cache.
+READS_WORTH_SAYING_BYTES = 2**20
+COLD_READ_SHARE = 0.5
 
 # tf.data.Options the audit sets one at a time on the returned dataset: (slug, what it is called, why it can pay, risk).
 OPTIONS = (
@@ -49,7 +58,7 @@ RULES = catalogue(
         severity="info",
         title="The slowest stage is `$kind` at $where: $stage_ms ms of each element's $total_ms ms",
         summary="The pipeline delivers $rate elements/s [$rate_low–$rate_high]; over $scope, the first element took $first_ms ms, "
-                "GetNext p50 $p50_ms ms and p99 $p99_ms ms ($ready_share within $ready_ms ms), $cores cores busy. Timed prefix by "
+                "GetNext p50 $p50_ms ms and p99 $p99_ms ms ($ready_share within $ready_ms ms), $cores cores busy.$reads Timed prefix by "
                 "prefix from the source, throughput drops most at `$kind` ($where): from $before_rate to $after_rate "
                 "elements/s, $share of the pipeline's time per element. `$code`$ran$not_timed",
         why="A pipeline runs no faster than its slowest stage; a fix elsewhere changes little.",
@@ -106,6 +115,29 @@ RULES = catalogue(
         effort=Effort("hours", 1, "Moving a shuffle or changing its buffer size; check the training curve is unchanged."),
         risk=Risk("low", "A smaller or earlier shuffle mixes differently: check the model trains as well."),
         severity_rule=f"medium when the buffers hold {BUFFER_SHARE_OF_MEMORY:.0%} or more of the host's memory, else info",
+    ),
+    Rule(
+        id="data/memory-growth",
+        kind="fact",
+        severity="medium",
+        title="The pipeline's memory grows $per_1000 per 1,000 elements",
+        summary="Over $scope, the process's anonymous memory grew $kib KiB per element [$low_kib–$high_kib] ($readings readings "
+                "between GetNexts, a Theil–Sen slope), $grown in all, and still grew in the pass's second half. $outlook",
+        why="Memory that grows with every element ends the run where it meets the host's limit: in the middle of an epoch, "
+            "on every worker that runs the pipeline.",
+        fix="$fix",
+        example="$example",
+        verify="Run `tfaudit data $target` again: no growth (or, for a cache, one that fits).",
+        effort=Effort("hours", 2, "Finding what keeps each element, or where to cache."),
+        risk=Risk("low", "Removing kept state changes what the pipeline gives only if something reads that state."),
+        severity_rule="growth that stops (a cache of known length; a pass of the whole dataset that a second pass grows no "
+                      "further): high when what it holds passes the memory available now, medium past "
+                      f"{BUFFER_SHARE_OF_MEMORY:.0%} of the host's memory, else info; any other growth: from the hours the memory "
+                      "available now lasts at the first pass's elements/s, "
+                      + ", ".join(f"< {hours:g} h {level}" for level, hours in HOURS_TO_EXHAUST) + ", else low",
+        minimum=f"{MIN_GROWTH_BYTES_PER_ELEMENT // 1024} KiB per element (about 1 GB per million elements), "
+                f"{MIN_PASS_GROWTH_BYTES // 2**20} MiB over the pass, still growing in its second half at "
+                f"{GROWTH_PERSISTENCE:.0%} of the rate",
     ),
     Rule(
         id="data/input-bound",

@@ -8,7 +8,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from tfaudit.api import Progress, Sample, SkipCheck, compare_in_turn
+from tfaudit.api import Progress, Sample, SkipCheck, compare_in_turn, process_memory_bytes
 
 from .catalogue import PIPELINE_MINIMUM
 from .judge import slow_stage, stage_costs
@@ -33,14 +33,20 @@ LOOP_SECONDS = {"quick": 1.5, "standard": 4.0, "thorough": 15.0}  # --model: the
 MIN_STEPS = 10
 CACHE_FILL_SECONDS = {"quick": 3.0, "standard": 10.0, "thorough": 60.0}  # one pass fills a cache before it is timed
 CACHE_MEMORY_SHARE = 0.5  # of the memory available: a cache that would take more is not tried
+PASSES_AGAIN = 3  # more passes over a dataset the first pass exhausted: the allocator's arenas take the first of them to settle
 INFINITE = -1  # tf.data.INFINITE_CARDINALITY
 QUICK_SKIPS_OPTIONS = "tf.data options (deterministic, threading, autotune): timed from --budget standard up, a comparison each"
 
 
 def element_bytes(element: Any) -> int:
+    """The bytes an element holds: its tensors' (strings by their lengths; ragged and sparse by their components)."""
     import tensorflow as tf
 
-    return int(sum(np.asarray(t).nbytes for t in tf.nest.flatten(element)))
+    total = 0
+    for tensor in tf.nest.flatten(element, expand_composites=True):
+        values = np.asarray(tensor)
+        total += sum(len(v) for v in values.ravel()) if values.dtype == object else values.nbytes
+    return int(total)
 
 
 def gather(ctx) -> Iterator:
@@ -51,15 +57,22 @@ def gather(ctx) -> Iterator:
     pipeline = ctx.pipeline
     budget = ctx.budget.name if ctx.budget.name in TAKE else "standard"
     take = int(ctx.options.get("take") or TAKE[budget])
+    inventory = pipeline.inventory()
     yield Progress(0.0, "first pass")
+    reads = file_reads()
     with ctx.sampler(SAMPLER_INTERVAL_S) as sampler:
         before = sampler.sample_now().memory_bytes
         first = first_pass(pipeline.dataset, take, FIRST_PASS_SECONDS[budget])
         after = sampler.sample_now().memory_bytes
     if first["empty"]:
         raise SkipCheck("the dataset gave no element (an empty dataset, or every element filtered out)")
+    first["reads"] = reads_since(reads)
+    if first["exhausted"]:
+        yield Progress(0.1, "passes again")
+        first["pass_end_bytes"] = passes_again(pipeline.dataset, first, take, PASSES_AGAIN * FIRST_PASS_SECONDS[budget])
     first["memory"] = {"before_bytes": before, "peak_bytes": max([p.memory_bytes for p in sampler.points] + [after]),
                        "after_bytes": after}
+    reads = file_reads()
     for index, ms in downsample(first.pop("getnext_ms_series"), GETNEXT_CHART_POINTS):
         yield Sample("getnext_ms", index, ms, "GetNext")
 
@@ -87,6 +100,7 @@ def gather(ctx) -> Iterator:
             candidates[-1]["cache"] = cache_why
     yield Progress(1.0, "done")
     timed = {c["fix"] for c in candidates}
+    memory = psutil.virtual_memory()
     return {
         "not_timed": [*not_timed(pipeline, timed, prefetched), *([QUICK_SKIPS_OPTIONS] if budget == "quick" else []),
                       *([] if cache else [cache_why])],
@@ -99,9 +113,14 @@ def gather(ctx) -> Iterator:
         "first_pass": first,
         "stages": stages,
         "candidates": candidates,
-        "options": pipeline.inventory()["options"],
-        "host_memory_bytes": int(psutil.virtual_memory().total),
-        "model": pipeline.inventory()["feeds_model"],
+        "later_reads": reads_since(reads),
+        "options": inventory["options"],
+        "cardinality": inventory["cardinality"],
+        "memory_caches": [{"index": s.index, "elements": int(s.dataset.cardinality())} for s in pipeline.stages
+                          if s.kind == "cache" and not str(s.argument("filename", 0, "") or "")],
+        "host_memory_bytes": int(memory.total),
+        "available_memory_bytes": int(memory.available),
+        "model": inventory["feeds_model"],
         "step": pipeline.step or None,
     }
 
@@ -118,7 +137,8 @@ def first_pass(dataset, take: int, seconds: float) -> dict[str, Any]:
     size = element_bytes(element)
     getnext: list[float] = []
     exhausted = False
-    steady_start = time.perf_counter()
+    steady_start = last_read = time.perf_counter()
+    memory_trace = [(1, process_memory_bytes())]  # (elements delivered, anonymous bytes), read between GetNexts
     while 1 + len(getnext) < take and time.perf_counter() - steady_start < seconds:
         before = time.perf_counter()
         try:
@@ -126,7 +146,12 @@ def first_pass(dataset, take: int, seconds: float) -> dict[str, Any]:
         except StopIteration:
             exhausted = True
             break
-        getnext.append((time.perf_counter() - before) * 1000)
+        got = time.perf_counter()
+        getnext.append((got - before) * 1000)
+        if got - last_read >= SAMPLER_INTERVAL_S:
+            memory_trace.append((1 + len(getnext), process_memory_bytes()))
+            last_read = time.perf_counter()
+    memory_trace.append((1 + len(getnext), process_memory_bytes()))
     wall = time.perf_counter() - started
     return {
         "tensorflow_ran": autotune_model(iterator),
@@ -141,7 +166,41 @@ def first_pass(dataset, take: int, seconds: float) -> dict[str, Any]:
         "element_bytes": size,
         "getnext_ms": percentiles(getnext),
         "getnext_ms_series": getnext,
+        "memory_trace": memory_trace,
     }
+
+
+def passes_again(dataset, first: dict[str, Any], take: int, seconds: float) -> list[int]:
+    """Anonymous memory at the end of the first pass and of up to PASSES_AGAIN more over the whole dataset (within
+    ``seconds``): what grows again with the same elements is kept per element read; what does not, once per element."""
+    ends = [first["memory_trace"][-1][1]]
+    spent = 0.0
+    while len(ends) <= PASSES_AGAIN and spent < seconds:
+        again = first_pass(dataset, take, seconds - spent)
+        if not again["exhausted"]:
+            break
+        ends.append(again["memory_trace"][-1][1])
+        spent += again["wall_seconds"]
+    return ends
+
+
+def file_reads() -> tuple[int, int] | None:
+    """This process's bytes read so far through the OS (files and pipes) and the part of them read from storage (not
+    from the page cache): Linux's per-process I/O accounting; None where it is not kept."""
+    import psutil
+
+    try:
+        counters = psutil.Process().io_counters()
+        return int(counters.read_chars), int(counters.read_bytes)
+    except (AttributeError, OSError, psutil.Error):
+        return None
+
+
+def reads_since(start: tuple[int, int] | None) -> dict[str, int] | None:
+    now = file_reads()
+    if start is None or now is None:
+        return None
+    return {"bytes": now[0] - start[0], "storage_bytes": now[1] - start[1]}
 
 
 def autotune_model(iterator) -> dict[str, Any]:

@@ -5,10 +5,11 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from tfaudit.api import Measure, Metric, Risk, Support, Yielded, bootstrap, decide, undecided
+from tfaudit.api import Measure, Metric, Risk, Slope, Support, Yielded, bootstrap, decide, theil_sen, undecided
 
-from .catalogue import (BUFFER_SHARE_OF_MEMORY, GETNEXT_READY_MS, HIGHLY_INPUT_BOUND_SHARE, INPUT_BOUND_SHARE, PIPELINE_MINIMUM,
-                        RULES)
+from .catalogue import (BUFFER_SHARE_OF_MEMORY, COLD_READ_SHARE, GETNEXT_READY_MS, GROWTH_PERSISTENCE, HIGHLY_INPUT_BOUND_SHARE,
+                        HOURS_TO_EXHAUST, INPUT_BOUND_SHARE, MIN_GROWTH_BYTES_PER_ELEMENT, MIN_PASS_GROWTH_BYTES, PIPELINE_MINIMUM,
+                        READS_WORTH_SAYING_BYTES, RULES)
 
 
 BLOCKS = 20  # the loop's steps in blocks, for the wait share's interval
@@ -35,6 +36,7 @@ def judge(m: dict[str, Any]) -> Iterator[Yielded]:
     buffers = [st for st in stages if st.get("buffer")]
     if buffers:
         yield buffer_finding(m, buffers)
+    yield from memory_growth(m)
     for candidate in m["candidates"]:
         yield from candidate_finding(m, candidate)
 
@@ -101,11 +103,122 @@ def buffer_finding(m: dict[str, Any], buffers: list[dict[str, Any]]):
 def scope_text(m: dict[str, Any]) -> str:
     first = m["first_pass"]
     if first["stopped_at"] == "end of the dataset":
-        return f"one whole pass of the dataset's {first['elements']:,} elements"
-    if first["stopped_at"] == "take":
+        scope = f"one whole pass of the dataset's {first['elements']:,} elements"
+    elif first["stopped_at"] == "take":
         source = "--take" if m.get("take_given") else f"the {m['budget']} budget's --take"
-        return f"the first {first['elements']:,} elements ({source} {m['take']:,}; the dataset goes on)"
-    return f"the first {first['elements']:,} elements, as many as {first['steady_seconds']:.1f} s allowed (the budget's time)"
+        scope = f"the first {first['elements']:,} elements ({source} {m['take']:,}; the dataset goes on)"
+    else:
+        scope = f"the first {first['elements']:,} elements, as many as {first['steady_seconds']:.1f} s allowed (the budget's time)"
+    return scope
+
+
+def reads_text(m: dict[str, Any]) -> str:
+    """Whether the first pass read its files cold (from storage) or warm (from the OS page cache), and the timings after it."""
+    first, later = m["first_pass"].get("reads"), m.get("later_reads")
+    if not first or first["bytes"] < READS_WORTH_SAYING_BYTES:
+        return ""
+
+    def read(reads: dict[str, int]) -> str:
+        storage = max(0, reads["storage_bytes"])
+        how = "cold" if storage >= COLD_READ_SHARE * reads["bytes"] else "warm, from the OS page cache"
+        return f"{how} ({mib(storage)} of {mib(reads['bytes'])} from storage)"
+
+    text = f" The first pass read its files {read(first)}"
+    if later and later["bytes"] >= READS_WORTH_SAYING_BYTES:
+        text += f"; the timings after it, {read(later)}"
+    return text + "."
+
+
+def memory_growth(m: dict[str, Any]) -> Iterator[Yielded]:
+    """Anonymous memory against elements delivered over the first pass: a Theil–Sen slope, growth when its interval lies
+    at MIN_GROWTH_BYTES_PER_ELEMENT or more, MIN_PASS_GROWTH_BYTES in all, and the pass's second half still grew. Growth
+    that stops (a cache full, or a pass of the whole dataset that did not grow again) is held once; the rest, for ever."""
+    first = m["first_pass"]
+    slope, late, span = fitted_growth(first.get("memory_trace"), m["confidence"])
+    if slope is None:
+        return
+    yield Metric("memory_growth_bytes_per_1000_elements", 1000 * slope.value, "bytes", 1000 * slope.low, 1000 * slope.high)
+    grown = slope.value * span
+    if slope.low < MIN_GROWTH_BYTES_PER_ELEMENT or grown < MIN_PASS_GROWTH_BYTES or late < GROWTH_PERSISTENCE * slope.value:
+        return
+    rate = first["elements"] / first["wall_seconds"] if first["wall_seconds"] > 0 else 0.0
+    available = float(m.get("available_memory_bytes") or 0)
+    caches = m.get("memory_caches", [])
+    named = "; ".join(f"`cache` at {m['stages'][c['index']]['where']}" for c in caches)
+    ends = first.get("pass_end_bytes") or []
+    again = [(after - before) / first["elements"] for before, after in zip(ends, ends[1:])]  # bytes per element, pass by pass
+    settled = again[1:]  # the allocator's arenas still grow over the second pass (half the first's growth, measured)
+    grew_again = len(settled) >= 2 and float(np.mean(settled)) >= max(MIN_GROWTH_BYTES_PER_ELEMENT, GROWTH_PERSISTENCE * slope.value)
+    stops: tuple[Slope, float, str] | None = None  # (what it holds, after how many elements, how that is known)
+    if len(settled) >= 2 and not grew_again:
+        total = float(ends[-1] - first["memory_trace"][0][1])
+        stops = Slope(total, total, total), float(first["elements"]), f"{len(again)} more passes over the same elements grew it no further"
+    elif not grew_again and (filled := cache_fills_at(m, caches)) is not None:
+        count, why = filled
+        stops = Slope(slope.value * count, slope.low * count, slope.high * count), count, why
+    evidence = {"bytes_per_element": round(slope.value, 1), "bytes_per_element_ci95": [round(slope.low, 1), round(slope.high, 1)],
+                "second_half_bytes_per_element": round(late, 1), "elements": int(span), "grown_bytes": round(grown),
+                "passes_again_bytes_per_element": [round(a, 1) for a in again],
+                "readings": len(first["memory_trace"]), "elements_per_second": round(rate, 1), "available_memory_bytes": int(available),
+                "memory_caches": [{"where": m["stages"][c["index"]]["where"], "elements": c["elements"]} for c in caches],
+                "stops_after_elements": None if stops is None else stops[1]}
+    facts = dict(kib=f"{slope.value / 1024:,.1f}", low_kib=f"{slope.low / 1024:,.1f}", high_kib=f"{slope.high / 1024:,.1f}",
+                 per_1000=mib(1000 * slope.value), grown=mib(grown), readings=f"{len(first['memory_trace']):,}", scope=scope_text(m),
+                 target=m["target"])
+    if stops is not None:
+        held, count, why = stops
+        host = float(m.get("host_memory_bytes") or 0)
+        runs_out = bool(available) and held.low >= available
+        severity = "high" if runs_out else "medium" if host and held.low >= BUFFER_SHARE_OF_MEMORY * host else "info"
+        keeper = f"{named}, which keeps every element it has seen" if caches else "something kept once for each distinct element (a memo, a dict keyed by the element)"
+        interval = f" [{mib(held.low)}–{mib(held.high)}]" if held.high > held.low else ""
+        outlook = (f"It stops: {why}. Held by {keeper}: {mib(held.value)}{interval} after {count:,.0f} elements"
+                   + (f", more than the {mib(available)} available now: the first epoch runs out of memory." if runs_out
+                      else f", against the {mib(available)} available now." if available else "."))
+        fix = ("Keep less of each element: cache where elements are small (before the stage that decodes or enlarges them), "
+               "or to a file (`.cache(filename)`) when the whole epoch does not fit in memory.")
+        example = ("\n".join(f"# {m['stages'][c['index']]['where']}\n{m['stages'][c['index']]['code']}" for c in caches) if caches
+                   else "dataset = dataset.cache(filename)  # on disk: the same elements once, out of the process's memory")
+    else:
+        hours = available / (slope.low * rate) / 3600 if available and rate > 0 else float("inf")
+        severity = next((level for level, limit in HOURS_TO_EXHAUST if hours < limit), "low")
+        held_by = (f"It grew again by {float(np.mean(settled)) / 1024:,.1f} KiB an element a pass over the same elements (passes 3 to "
+                   f"{len(again) + 1}; the second lets the allocator settle): something is kept for every element read."
+                   if grew_again else f"{named.capitalize()} keeps every element it has seen, and how many it will hold is not known."
+                   if caches else "No stage of the pipeline keeps elements by design.")
+        outlook = held_by + (f" At the first pass's {rate:,.0f} elements/s, the {mib(available)} available now lasts "
+                             f"{hours_text(hours)}." if available and rate > 0 else "")
+        fix = ("Find what keeps each element: a Python list or dict a `tf.py_function` or `from_generator` fills, a lookup "
+               "table or a variable that grows, a `.cache()` of a dataset that never ends.")
+        example = "_seen = {}\n\ndef decode(path):\n    _seen[path] = load(path)  # kept for ever: grows with every element\n    return _seen[path]"
+    yield RULES["data/memory-growth"].finding(evidence, severity=severity, outlook=outlook, fix=fix, example=example, **facts)
+
+
+def fitted_growth(trace: list | None, confidence: float) -> tuple[Slope | None, float, float]:
+    """(bytes per element, the second half's slope, the elements spanned) of (elements, bytes) readings; None under 6."""
+    points = np.asarray(trace or [], dtype=float)
+    if len(points) < 6:
+        return None, 0.0, 0.0
+    elements, memory = points[:, 0], points[:, 1]
+    half = len(points) // 2
+    return theil_sen(elements, memory, confidence), theil_sen(elements[half:], memory[half:], confidence).value, float(elements[-1] - elements[0])
+
+
+def cache_fills_at(m: dict[str, Any], caches: list[dict[str, Any]]) -> tuple[float, str] | None:
+    """(elements of the final dataset after which the in-memory caches are full, how that is known); None where a
+    cache's length is not known, or there is none."""
+    if not caches:
+        return None
+    if isinstance(m.get("cardinality"), int) and m["cardinality"] > 0:
+        return float(m["cardinality"]), f"the dataset has {m['cardinality']:,} elements"
+    costs = stage_costs(m["stages"])
+    lengths = [c["elements"] / costs[c["index"]]["elements_per_final"] for c in caches
+               if c["elements"] > 0 and costs[c["index"]]["elements_per_final"]]
+    return (max(lengths), "the caches' inputs end") if len(lengths) == len(caches) else None
+
+
+def hours_text(hours: float) -> str:
+    return f"{hours * 60:,.0f} minutes" if hours < 1 else f"{hours:,.1f} h" if hours < 48 else f"{hours / 24:,.0f} days"
 
 
 def stage_costs(stages: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -166,7 +279,7 @@ def slow_stage_finding(m: dict[str, Any], costs: list[dict[str, Any]], index: in
         after_rate=f"{1000 / ms.value:,.0f}", rate=f"{rate.value:,.0f}", rate_low=f"{rate.low:,.0f}", rate_high=f"{rate.high:,.0f}",
         first_ms=f"{m['first_pass']['first_ms']:,.1f}", scope=scope_text(m), p50_ms=f"{getnext.get('p50', 0):.3f}",
         p99_ms=f"{getnext.get('p99', 0):.3f}", ready_share=f"{getnext.get('within_50us', 0):.0%}", ready_ms=f"{GETNEXT_READY_MS:g}",
-        cores=f"{cores:.2f}", not_timed="".join(f" Not timed: {why}." for why in m.get("not_timed", [])),
+        cores=f"{cores:.2f}", reads=reads_text(m), not_timed="".join(f" Not timed: {why}." for why in m.get("not_timed", [])),
         ran=ran_text(m["first_pass"].get("tensorflow_ran") or {}),
         example=parallel_example(stage) if stage["kind"] in ("map", "interleave") else f"# {stage['where']}\n{stage['code']}",
         target=m["target"],

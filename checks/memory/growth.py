@@ -6,50 +6,12 @@ from typing import Any
 
 import numpy as np
 
-from tfaudit.api import INTERVAL_LEVEL, Metric
+from tfaudit.api import Metric, Slope, theil_sen  # noqa: F401 - Slope re-exported
 
 from .catalogue import KIB, MIB, MIN_BYTES_PER_CALL, MIN_BYTES_PER_SHAPE, MIN_PHASE_GROWTH_BYTES, PERSISTENCE  # noqa: F401 - re-exported
 
 EARLY_LOOKS = (0.125, 0.25, 0.375, 0.5, 0.75)  # shares of the fixed phase's time where it may stop, no growth decided
 SERVING_HORIZON_HOURS = 24.0 * 7
-
-
-@dataclass(frozen=True)
-class Slope:
-    """Bytes per step with its 95 % interval (always known: a single point's slope is 0 [0, 0])."""
-
-    value: float
-    low: float
-    high: float
-
-    def excludes_zero(self) -> bool:
-        return self.low > 0 or self.high < 0
-
-
-def theil_sen(x, y, confidence: float = INTERVAL_LEVEL, max_points: int = 400) -> Slope:
-    """Median of pairwise slopes, with Sen's rank-based interval (Kendall's S variance, no ties correction).
-
-    More than ``max_points`` points are thinned evenly first, which keeps the pairs O(max_points²).
-    """
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    if len(x) > max_points:
-        keep = np.linspace(0, len(x) - 1, max_points).round().astype(int)
-        x, y = x[keep], y[keep]
-    n = len(x)
-    i, j = np.triu_indices(n, k=1)
-    dx = x[j] - x[i]
-    usable = dx != 0
-    slopes = np.sort((y[j] - y[i])[usable] / dx[usable])
-    if len(slopes) == 0:
-        return Slope(0.0, 0.0, 0.0)
-    from statistics import NormalDist
-
-    z = NormalDist().inv_cdf(0.5 + confidence / 2)
-    spread = z * np.sqrt(n * (n - 1) * (2 * n + 5) / 18.0)
-    count = len(slopes)
-    low = int(np.clip(np.floor((count - spread) / 2), 0, count - 1))
-    high = int(np.clip(np.ceil((count + spread) / 2), 0, count - 1))
-    return Slope(float(np.median(slopes)), float(slopes[low]), float(slopes[high]))
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tfaudit.api import INTERVAL_LEVEL, Finding, Measure, Support, Timing, compare, decide, rounds_of_calls
+from tfaudit.api import Finding, Measure, Support, Timing, compare, decide, record_confidence, rounds_of_calls
 
 from . import catalogue as text
 from .catalogue import RULES
@@ -18,7 +18,7 @@ from .snippets import float64_fix_code
 MIB = 1024 * 1024
 
 
-def twin_latency(twin: dict[str, Any]) -> dict[str, Any]:
+def twin_latency(twin: dict[str, Any], budget: str) -> dict[str, Any]:
     """The float64 graph against its float32 twin: medians, speed-up, verdict, and ``saved`` (ms, %, the decision's support)
     when float32 is faster."""
     if "error" in twin:
@@ -26,7 +26,7 @@ def twin_latency(twin: dict[str, Any]) -> dict[str, Any]:
     t64, t32 = (Timing(tuple(twin[dtype]["samples_ms"]), twin[dtype]["warmup"]) for dtype in ("float64", "float32"))
     comparison = compare(t64, t32)
     rounds = twin.get("rounds") or rounds_of_calls(t64.samples_ms, t32.samples_ms)
-    decision = decide(rounds, text.FLOAT32_MINIMUM, twin.get("confidence", INTERVAL_LEVEL))
+    decision = decide(rounds, text.FLOAT32_MINIMUM, record_confidence(twin, budget))
     faster = decision.outcome == "faster"
     if faster:
         verdict = text.FLOAT32_FASTER
@@ -70,7 +70,7 @@ def float64_finding(m: dict[str, Any]) -> Finding:
         if total:
             saved["size_pct"] = Measure(round(100.0 * (f64["bytes"] // 2) / total, 2), projected=True)
             evidence["size_pct_of"] = text.SIZE_PCT_OF_SAVEDMODEL
-    latency = twin_latency(measured["twin"])
+    latency = twin_latency(measured["twin"], m["budget"])
     evidence["latency"] = latency
     support = Support.exact(f64["bytes"] // 2, 1, text.FLOAT64_COUNTED) if f64["bytes"] else None
     if latency.get("saved") is not None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from tfaudit.api import INTERVAL_LEVEL, Finding, Measure, Metric, Support, Timing, compare, decide, rounds_of_calls
+from tfaudit.api import Finding, Measure, Metric, Support, Timing, compare, decide, record_confidence, rounds_of_calls
 
 from . import catalogue as text
 from .catalogue import RULES
@@ -166,8 +166,7 @@ def wrapper_finding(m: dict[str, Any], model_clean: bool) -> Finding | None:
     streams = m["streams"]
     results = replays(streams)
     rows = {name: pattern_row(name, runs) for name, runs in results.items()}
-    # Records from before the decision carry no confidence: the level their bootstrap claimed at.
-    contrasts = contrasts_of(rows, results, streams.get("confidence", INTERVAL_LEVEL))
+    contrasts = contrasts_of(rows, results, record_confidence(streams, m["budget"]))
     if not contrasts:
         return None
     # The headline is the best decided contrast; the shape one when none is.

@@ -65,7 +65,7 @@ def gather(ctx, isolated) -> Iterator:
     if not primary.points:
         raise SkipCheck(f"the serving signature could not be called: {primary.stop}")
     cpu = measured["sweeps"].get("CPU") or {}
-    xla_paid = "xla" in cpu and xla_pays(cpu["xla"], measured["max_fidelity_loss"])
+    xla_paid = "xla" in cpu and xla_pays(cpu["xla"], measured["max_fidelity_loss"], measured["budget"])
     measured["processes"] = yield from gather_processes(ctx, primary, xla_paid, clock)
     measured["litert"] = yield from litert_threads(ctx, isolated, cores)
     clock("LiteRT threads")

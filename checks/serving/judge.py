@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from tfaudit.api import undecided, CPU_PER_CALL_METRIC, CPU_PER_ROW_METRIC, HOST_INDEX_METRIC, INTERVAL_LEVEL, budget_confidence, PER_REFERENCE_METRICS, SPREAD_SUFFIX, Finding, Measure, Metric, Risk, Support, Yielded, bootstrap, compare, decide, process_ratios, rounds_of_calls
+from tfaudit.api import undecided, CPU_PER_CALL_METRIC, CPU_PER_ROW_METRIC, HOST_INDEX_METRIC, INTERVAL_LEVEL, budget_confidence, record_confidence, PER_REFERENCE_METRICS, SPREAD_SUFFIX, Finding, Measure, Metric, Risk, Support, Yielded, bootstrap, compare, decide, process_ratios, rounds_of_calls
 
 from . import catalogue as text
 from .batching import Sweep, fits_bound
@@ -41,7 +41,7 @@ def judge(m: dict[str, Any]) -> Iterator[Yielded]:
     processes = m["processes"]
     yield from per_reference_metrics(processes.get("cold_start"), evidence)
     findings += process_findings(m, processes, primary.serving_batch, evidence)
-    findings += litert_findings(m["litert"], evidence)
+    findings += litert_findings(m["litert"], m["budget"], evidence)
     in_combined = [f for f in findings if f.id.startswith(COMBINED_FINDINGS)]
     combined = combined_table(processes["combined"])
     headline = headline_of(primary, combined, processes["combined_error"], m["devices"][0], [f.id for f in in_combined])
@@ -115,7 +115,7 @@ def gain_severity(pct: float) -> str:
 def device_findings(m: dict[str, Any], sweep: Sweep, evidence: dict[str, Any]) -> list[Finding]:
     measured = m["sweeps"][sweep.device]
     concurrency = concurrency_table(measured["concurrency"])
-    xla, xla_comparison, xla_decision = xla_table(measured["xla"])
+    xla, xla_comparison, xla_decision = xla_table(measured["xla"], m["budget"])
     evidence[sweep.device] = {
         "batch_sweep": sweep.points,
         "sweep_stop": sweep.stop,
@@ -245,7 +245,7 @@ def concurrency_rounds(one: dict[str, Any], level: dict[str, Any]) -> tuple[dict
     return rounds_of_calls(a, b, per_round=2), INTERVAL_LEVEL
 
 
-def xla_table(measured: dict[str, Any]) -> tuple[dict[str, Any], Any, Any]:
+def xla_table(measured: dict[str, Any], budget: str) -> tuple[dict[str, Any], Any, Any]:
     """(evidence, the plain-vs-XLA Comparison, the Decision; both None when it did not compile): compile time, fidelity, the speed-up of jit_compile=True and what its rounds
     decided (``faster`` past XLA_MINIMUM, ``halves`` past XLA_MEDIUM); a record from before the rounds is judged on rounds of its calls."""
     if not measured["compiles"]:
@@ -253,7 +253,7 @@ def xla_table(measured: dict[str, Any]) -> tuple[dict[str, Any], Any, Any]:
     plain_timing, xla_timing = timing_of(measured["plain_ms"], measured["warmup"]), timing_of(measured["xla_ms"], measured["warmup"])
     comparison = compare(plain_timing, xla_timing)
     rounds = measured.get("rounds") or rounds_of_calls(measured["plain_ms"], measured["xla_ms"])
-    confidence = measured.get("confidence", INTERVAL_LEVEL)
+    confidence = record_confidence(measured, budget)
     decision = decide(rounds, text.XLA_MINIMUM, confidence)
     return {
         "compiles": True,
@@ -271,9 +271,9 @@ def xla_table(measured: dict[str, Any]) -> tuple[dict[str, Any], Any, Any]:
     }, comparison, decision
 
 
-def xla_pays(measured: dict[str, Any], max_fidelity_loss: float) -> bool:
+def xla_pays(measured: dict[str, Any], max_fidelity_loss: float, budget: str) -> bool:
     """XLA decided faster past XLA_MINIMUM, with outputs within the fidelity bound."""
-    xla, _, _ = xla_table(measured)
+    xla, _, _ = xla_table(measured, budget)
     return xla_faster(xla, max_fidelity_loss)
 
 

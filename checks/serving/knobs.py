@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from tfaudit.api import INTERVAL_LEVEL, Finding, Risk, Support, compare, decide, undecided
+from tfaudit.api import Finding, Risk, Support, compare, decide, record_confidence, undecided
 
 from .._compression import within_bound
 from . import catalogue as text
@@ -94,7 +94,7 @@ def setting_finding(setting: Setting, decision, halves: bool, row: dict, fid: di
     )
 
 
-def litert_findings(litert: dict[str, Any], evidence: dict[str, Any]) -> list[Finding]:
+def litert_findings(litert: dict[str, Any], budget: str, evidence: dict[str, Any]) -> list[Finding]:
     """LiteRT num_threads for the float32 flatbuffer: the fastest count decided past LITERT_MINIMUM and to halve a call
     (LITERT_HALVES) against the default; every count's outcome is in the evidence."""
     if "error" in litert:
@@ -104,8 +104,7 @@ def litert_findings(litert: dict[str, Any], evidence: dict[str, Any]) -> list[Fi
     default = timing_of(ms for one in compared for ms in one["default_ms"])
     rows = [{"num_threads": "default", **{k: v for k, v in timing_stats(default, 1).items() if k != "batch"}}]
     decided, undecided_counts = [], []
-    # a record from before its level was stored was decided at the interval level its bootstrap claimed
-    confidence = litert.get("confidence", INTERVAL_LEVEL)
+    confidence = record_confidence(litert, budget)
     for count, one in zip(counts[1:], compared):
         timing = timing_of(one["ms"])
         decision = decide(one["rounds"], text.LITERT_MINIMUM, confidence)

@@ -1,6 +1,7 @@
 """Input pipelines as users write them, for ``tfaudit data`` (built from generated data; nothing downloaded)."""
 import time
 
+import numpy as np
 import tensorflow as tf
 
 
@@ -150,3 +151,28 @@ def decoded_records(folder, augment=False, parallel=False):
     dataset = dataset.map(lambda r: tf.py_function(decode, [r], tf.string), num_parallel_calls=calls)
     dataset = dataset.batch(4)
     return dataset.prefetch(tf.data.AUTOTUNE) if parallel else dataset
+
+
+def write_blobs(folder, files=4, records=400, size=8192):
+    """TFRecord files of random bytes (a few MiB), written and flushed to disk."""
+    rng = np.random.default_rng(0)
+    for f in range(files):
+        with tf.io.TFRecordWriter(f"{folder}/blobs-{f}.tfrecord") as writer:
+            for _ in range(records):
+                writer.write(rng.bytes(size))
+    return folder
+
+
+_decoded: dict = {}
+
+
+def remember(record, every_read=False):
+    key = bytes(record.numpy()) + (str(len(_decoded)).encode() if every_read else b"")
+    _decoded[key] = key[::-1]  # "decoded" once and kept for ever: one more entry with every new record (or every read)
+    return _decoded[key]
+
+
+def remembering_records(folder, every_read=False):
+    dataset = tf.data.TFRecordDataset(tf.io.gfile.glob(f"{folder}/blobs-*.tfrecord"))
+    dataset = dataset.map(lambda r: tf.py_function(lambda x: remember(x, every_read), [r], tf.string), num_parallel_calls=tf.data.AUTOTUNE)
+    return dataset.prefetch(tf.data.AUTOTUNE)

@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from tfaudit.api import Measure
+from tfaudit.api import Measure, Slope
 
 MIN_REPEATS = 5
 BOOTSTRAP_ROUNDS = 2000
@@ -138,6 +138,29 @@ def bootstrap(values: Sequence[float], statistic=np.median, confidence: float = 
 def bootstrap_median(values: Sequence[float], confidence: float = 0.95, seed: int = 0) -> Measure:
     """The median with a percentile-bootstrap interval."""
     return bootstrap(values, np.median, confidence, seed)
+
+
+def theil_sen(x, y, confidence: float = 0.95, max_points: int = 400) -> Slope:
+    """Median of pairwise slopes, with Sen's rank-based interval (Kendall's S variance, no ties correction); 0 [0, 0]
+    without two distinct x. More than ``max_points`` points are thinned evenly first, which keeps the pairs O(max_points²)."""
+    from statistics import NormalDist
+
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if len(x) > max_points:
+        keep = np.linspace(0, len(x) - 1, max_points).round().astype(int)
+        x, y = x[keep], y[keep]
+    n = len(x)
+    i, j = np.triu_indices(n, k=1)
+    dx = x[j] - x[i]
+    usable = dx != 0
+    slopes = np.sort((y[j] - y[i])[usable] / dx[usable])
+    if len(slopes) == 0:
+        return Slope(0.0, 0.0, 0.0)
+    spread = NormalDist().inv_cdf(0.5 + confidence / 2) * np.sqrt(n * (n - 1) * (2 * n + 5) / 18.0)
+    count = len(slopes)
+    low = int(np.clip(np.floor((count - spread) / 2), 0, count - 1))
+    high = int(np.clip(np.ceil((count + spread) / 2), 0, count - 1))
+    return Slope(float(np.median(slopes)), float(slopes[low]), float(slopes[high]))
 
 
 @dataclass(frozen=True)
