@@ -11,6 +11,7 @@ from tfaudit.exit_codes import EXIT_OK, EXIT_USAGE
 PIPELINES = os.path.join(os.path.dirname(__file__), "pipelines")
 SHAPES = os.path.join(PIPELINES, "shapes.py")
 TRAINING = os.path.join(PIPELINES, "training.py")
+TEXT = os.path.join(PIPELINES, "text.py")
 
 
 def line_of(path: str, text: str) -> int:
@@ -316,6 +317,22 @@ def test_files_read_cold_are_said_cold_and_memory_kept_once_per_record_is_held_o
     print(f"cold={cold}: {summary[summary.index('The first pass read'):][:160]}; {growth['title']}")
 
 
+def test_autotunes_cpu_budget_is_timed_only_beside_a_step_and_never_where_the_code_set_it():
+    import tensorflow as tf
+
+    from tfaudit.checks.data.gather import option_changes
+
+    def slugs(options, consumed):
+        return [slug for slug, _, _ in option_changes(options, [], consumed)]
+
+    assert "autotune-cpu-budget" not in slugs(tf.data.Options(), consumed=False)
+    if (os.cpu_count() or 1) >= 2:
+        assert "autotune-cpu-budget" in slugs(tf.data.Options(), consumed=True)
+    set_by_code = tf.data.Options()
+    set_by_code.autotune.cpu_budget = 3
+    assert "autotune-cpu-budget" not in slugs(set_by_code, consumed=True)
+
+
 def test_a_shuffle_buffer_is_sized_from_its_input_elements():
     from tfaudit.checks.data.gather import buffer_of
     from tfaudit.engine.pipeline import build
@@ -380,4 +397,28 @@ def test_random_ops_are_found_in_a_map_and_a_stateless_one_is_not(tmp_path):
     assert [s.random_ops() for s in augmented.stages if s.random_ops()] == [["RandomUniformInt"]]
     images = build(f"{SHAPES}:shuffled_images", {"side": 4, "buffer": 2})
     assert all(s.random_ops() == [] for s in images.stages)  # stateless_uniform: the same every epoch
+
+
+@pytest.mark.slow
+def test_a_csv_through_keras_hubs_bert_preprocessing_feeds_a_keras_hub_bert(tmp_path, built_model):
+    """Real parts: a CSV read by CsvDataset, keras-hub's BertTextClassifierPreprocessor row by row, a BERT classifier."""
+    import importlib.util
+
+    from tfaudit.checks.data.gather import first_pass, runs_in_parallel
+    from tfaudit.engine.pipeline import attach_model, build
+
+    spec = importlib.util.spec_from_file_location("pipeline_text", TEXT)
+    text = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(text)
+    pipeline = build(f"{TEXT}:bert_inputs", {"path": text.write_csv(str(tmp_path), rows=200)})
+    assert [(s.kind, s.where) for s in pipeline.stages] == [
+        ("CsvDataset", f"text.py:{line_of(TEXT, 'tf.data.experimental.CsvDataset(')}"),  # a reader of the library, named at its line
+        ("map", f"text.py:{line_of(TEXT, 'preprocessor(text, label)')}"), ("map", f"text.py:{line_of(TEXT, 'padding_mask')}"),
+        ("batch", f"text.py:{line_of(TEXT, 'dataset.batch(batch)')}"), ("prefetch", f"text.py:{line_of(TEXT, 'dataset.batch(batch)')}")]
+    attach_model(pipeline, built_model("bert_classifier"), None, trusted=False, user_modules=())
+    pipeline.consume(next(iter(pipeline.dataset)))  # (features, label): the features by the signature's names
+    first = first_pass(pipeline.dataset, 20, 5.0)
+    assert first["stopped_at"] == "end of the dataset" and first["elements"] == 13  # 200 rows in batches of 16
+    # Neither map sets num_parallel_calls, yet keras-hub's tokenizer is stateless: TensorFlow runs both in parallel itself.
+    assert "already runs each map" in runs_in_parallel(pipeline, first["tensorflow_ran"])
 

@@ -40,6 +40,10 @@ OPTIONS = (
      "AUTOTUNE tunes parallelism and buffers as it runs; on small, cheap elements its own bookkeeping can cost more than "
      "it finds, and where the code switched it off it may find what the code left out.",
      Risk("low", "The same elements in the same order; parallelism then follows the code (or AUTOTUNE) on every host.")),
+    ("autotune-cpu-budget", "half the cores for the pipeline",
+     "AUTOTUNE sizes the pipeline's parallelism to every core of the host; beside a model or step computing on the same "
+     "cores, a smaller budget leaves the step cores of its own.",
+     Risk("low", "The same elements in the same order; where the step runs elsewhere (a GPU), the pipeline may run slower.")),
     ("map-parallelization", "map_parallelization on",
      "TensorFlow runs stateless maps in parallel by itself unless the options turn it off.",
      Risk("none", "Only stateless maps are changed: the same elements in the same order.")),

@@ -63,7 +63,7 @@ def all_together(ctx, claims: list[Finding]) -> tuple[Any, list[str]]:
         if rebuilt is not None:
             dataset = rebuilt
     options = tf.data.Options()
-    for slug, setting, change in option_changes(pipeline.dataset.options(), pipeline.stages):
+    for slug, setting, change in option_changes(pipeline.dataset.options(), pipeline.stages, pipeline.consumer is not None):
         if f"data/{slug}" in ids:
             change(options)
             lines.append(setting)

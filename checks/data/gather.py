@@ -36,6 +36,9 @@ CACHE_MEMORY_SHARE = 0.5  # of the memory available: a cache that would take mor
 PASSES_AGAIN = 3  # more passes over a dataset the first pass exhausted: the allocator's arenas take the first of them to settle
 INFINITE = -1  # tf.data.INFINITE_CARDINALITY
 QUICK_SKIPS_OPTIONS = "tf.data options (deterministic, threading, autotune): timed from --budget standard up, a comparison each"
+NOT_TIMED_RAM_BUDGET = "AUTOTUNE's ram_budget: it bounds the buffers' memory, which these timed comparisons do not weigh"
+NOT_TIMED_CPU_BUDGET = ("AUTOTUNE's cpu_budget: timed with --model or --step, beside a step that shares the cores (alone, AUTOTUNE "
+                        "gives a stage no more parallelism than the cores, whatever the budget)")
 
 
 def element_bytes(element: Any) -> int:
@@ -93,7 +96,8 @@ def gather(ctx) -> Iterator:
     candidates = []
     cache, cache_why = cache_candidate(pipeline, stages, budget)
     prefetched = ends_prefetched(pipeline, first["tensorflow_ran"])
-    for name, changed, variant in [*fix_candidates(pipeline, tf, budget != "quick", prefetched), *([cache] if cache else [])]:
+    parallel = runs_in_parallel(pipeline, first["tensorflow_ran"])
+    for name, changed, variant in [*fix_candidates(pipeline, tf, budget != "quick", prefetched, parallel), *([cache] if cache else [])]:
         yield Progress(min(0.95, 0.6 + 0.05 * len(candidates)), f"timing {name.split(':')[-1]}")
         candidates.append({"fix": name, "stages": changed, **timed_against(pipeline.dataset, variant, ctx.budget, pipeline.consume)})
         if name == "cache":
@@ -102,7 +106,7 @@ def gather(ctx) -> Iterator:
     timed = {c["fix"] for c in candidates}
     memory = psutil.virtual_memory()
     return {
-        "not_timed": [*not_timed(pipeline, timed, prefetched), *([QUICK_SKIPS_OPTIONS] if budget == "quick" else []),
+        "not_timed": [*not_timed(timed, prefetched, parallel), *options_not_timed(budget, pipeline.consumer is not None),
                       *([] if cache else [cache_why])],
         "loop": loop,
         "target": pipeline.target,
@@ -219,6 +223,7 @@ def autotune_model(iterator) -> dict[str, Any]:
         nodes.append({
             "id": int(node.id), "name": node.name, "inputs": [int(i) for i in node.inputs],
             "tuned": {p.name: p.state_value for p in node.parameters if p.tunable},
+            "fixed": {p.name: p.value for p in node.parameters if not p.tunable},
             "elements": int(node.num_elements), "ms_per_element": node.processing_time / 1e6 / max(1, node.num_elements),
         })
     return {"nodes": sorted(nodes, key=lambda n: n["id"]), "why_not": ""}
@@ -329,16 +334,17 @@ def inputs_per_output(stage) -> dict[str, Any]:
     return {"value": given / outputs, "how": f"counted: {outputs} outputs from {given} inputs"}
 
 
-def fix_candidates(pipeline, tf, with_options: bool, prefetched: str) -> Iterator[tuple[str, list[int], Any]]:
-    """(fix, the stages it changes, the pipeline with it): every sequential map and interleave made parallel, a final
-    prefetch, and each tf.data option worth timing set alone ("option:SLUG:LINE")."""
+def fix_candidates(pipeline, tf, with_options: bool, prefetched: str, parallel: str) -> Iterator[tuple[str, list[int], Any]]:
+    """(fix, the stages it changes, the pipeline with it): every sequential map and interleave made parallel (unless
+    ``parallel`` says why not), a final prefetch (unless ``prefetched`` does), and each tf.data option worth timing set
+    alone ("option:SLUG:LINE")."""
     sequential = [s.index for s in pipeline.stages if s.sequential]
-    variant = pipeline.rebuild({i: {"num_parallel_calls": tf.data.AUTOTUNE} for i in sequential}) if sequential else None
+    variant = pipeline.rebuild({i: {"num_parallel_calls": tf.data.AUTOTUNE} for i in sequential}) if sequential and not parallel else None
     if variant is not None:
         yield "parallel", sequential, variant
     if not prefetched:
         yield "prefetch", [], pipeline.dataset.prefetch(tf.data.AUTOTUNE)
-    for slug, setting, change in option_changes(pipeline.dataset.options(), pipeline.stages) if with_options else ():
+    for slug, setting, change in option_changes(pipeline.dataset.options(), pipeline.stages, pipeline.consumer is not None) if with_options else ():
         options = tf.data.Options()
         change(options)
         yield f"option:{slug}:{setting}", [], pipeline.dataset.with_options(options)
@@ -378,9 +384,9 @@ def cache_candidate(pipeline, stages: list[dict[str, Any]], budget: str) -> tupl
                                          "frozen": changing}
 
 
-def option_changes(options, stages) -> list[tuple[str, str, Callable[[Any], None]]]:
+def option_changes(options, stages, consumed: bool) -> list[tuple[str, str, Callable[[Any], None]]]:
     """(option, the line that sets it, a setter of it on a tf.data.Options) for each option worth timing on this pipeline,
-    from what it has now."""
+    from what it has now; AUTOTUNE's CPU budget halved only where a model or step (``consumed``) shares the cores."""
     import os
 
     parallel = any(s.kind in ("map", "interleave") and not s.sequential for s in stages)
@@ -397,20 +403,43 @@ def option_changes(options, stages) -> list[tuple[str, str, Callable[[Any], None
         changes.append(("private-threadpool", f"options.threading.private_threadpool_size = {cores}",
                         lambda o: setattr(o.threading, "private_threadpool_size", cores)))
     changes.append(("autotune", f"options.autotune.enabled = {autotune}", lambda o: setattr(o.autotune, "enabled", autotune)))
+    if consumed and cores >= 2 and options.autotune.enabled is not False and not options.autotune.cpu_budget:
+        changes.append(("autotune-cpu-budget", f"options.autotune.cpu_budget = {cores // 2}",
+                        lambda o: setattr(o.autotune, "cpu_budget", cores // 2)))
     if optimization.map_parallelization is False:
         changes.append(("map-parallelization", "options.experimental_optimization.map_parallelization = True",
                         lambda o: setattr(o.experimental_optimization, "map_parallelization", True)))
     return changes
 
 
-def not_timed(pipeline, timed: set[str], prefetched: str) -> list[str]:
+def options_not_timed(budget: str, consumed: bool) -> list[str]:
+    if budget == "quick":
+        return [QUICK_SKIPS_OPTIONS]
+    return [NOT_TIMED_RAM_BUDGET, *([] if consumed else [NOT_TIMED_CPU_BUDGET])]
+
+
+def not_timed(timed: set[str], prefetched: str, parallel: str) -> list[str]:
     """The fixes not timed, and why: what TensorFlow already does, or what the pipeline already has."""
     reasons = []
     if "prefetch" not in timed:
         reasons.append(f"a final prefetch: {prefetched}")
     if "parallel" not in timed:
-        reasons.append("parallel maps: no map or interleave of this pipeline runs one element at a time as written")
+        reasons.append(f"parallel maps: {parallel or 'a stage to make parallel was made inside a library call'}")
     return reasons
+
+
+SEQUENTIAL_NODES = ("Map", "Interleave")  # what TensorFlow runs one element at a time, as a fused MapAndBatch of parallelism 1
+
+
+def runs_in_parallel(pipeline, ran: dict[str, Any]) -> str:
+    """Why making the maps and interleaves parallel is not worth timing ("" when it is): none runs one element at a
+    time as written, or TensorFlow already runs each in parallel (map_parallelization, read from what it ran)."""
+    if not any(s.sequential for s in pipeline.stages):
+        return "no map or interleave of this pipeline runs one element at a time as written"
+    if ran.get("nodes") and not any(n["name"] in SEQUENTIAL_NODES or n.get("fixed", {}).get("parallelism") == 1 for n in ran["nodes"]):
+        return ("TensorFlow already runs each map and interleave written without num_parallel_calls in parallel "
+                "(its map_parallelization rewrite, for stateless functions)")
+    return ""
 
 
 def ends_prefetched(pipeline, ran: dict[str, Any]) -> str:

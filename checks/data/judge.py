@@ -293,7 +293,8 @@ def ran_text(ran: dict[str, Any]) -> str:
     chain, node = [], next((n for n in nodes.values() if n["name"] == "Root"), None)
     while node is not None:
         if node["name"] != "Root":
-            tuned = ", ".join(f"{k} {v:g}" for k, v in node["tuned"].items())
+            tuned = ", ".join([*(f"{k} {v:g}" for k, v in node["tuned"].items()),
+                               *(f"{k} {v:g} as written" for k, v in node.get("fixed", {}).items() if k == "parallelism")])
             chain.append(f"{node['name']} ({tuned})" if tuned else node["name"])
         node = nodes.get(node["inputs"][0]) if node["inputs"] else None
     if not chain:

@@ -15,6 +15,7 @@ import ast
 import importlib
 import importlib.util
 import linecache
+import operator
 import os
 import sys
 from dataclasses import dataclass, field
@@ -32,8 +33,8 @@ CHAINED = (
 # Static makers of a dataset: sources of a chain.
 SOURCES = ("from_tensor_slices", "from_tensors", "range", "from_generator", "list_files", "zip", "sample_from_datasets",
            "choose_from_datasets", "load", "counter")
-# File readers, made by their constructors.
-READERS = ("TFRecordDataset", "TextLineDataset", "FixedLengthRecordDataset")
+# File readers, made by their constructors (their paths under tf.data).
+READERS = ("TFRecordDataset", "TextLineDataset", "FixedLengthRecordDataset", "experimental.CsvDataset")
 # How many input elements one output element stands for, where the stage says it without measuring.
 SAME_COUNT = ("map", "prefetch", "cache", "shuffle", "with_options", "repeat", "take", "skip", "ignore_errors", "enumerate",
               "snapshot", "map_with_legacy_function", "assert_cardinality")
@@ -41,8 +42,8 @@ BATCHING = ("batch", "padded_batch", "ragged_batch")
 # Where num_parallel_calls stands among a stage's positional arguments.
 PARALLEL_CALLS_POSITION = {"map": 1, "interleave": 3}
 # Code that is not the user's: a call made from these packages is a library's, not a line to name.
-LIBRARIES = ("tensorflow", "keras", "tf_keras", "tensorflow_datasets", "tensorflow_io", "tensorflow_text", "tensorflow_addons",
-             "tfaudit")
+LIBRARIES = ("tensorflow", "keras", "tf_keras", "keras_hub", "keras_nlp", "keras_cv", "tensorflow_datasets", "tensorflow_io",
+             "tensorflow_text", "tensorflow_addons", "tfaudit")
 
 
 class PipelineError(Exception):
@@ -345,9 +346,9 @@ class Recorder:
             original = dataset_class.__dict__.get(name)
             if isinstance(original, staticmethod):
                 self.patch(dataset_class, name, staticmethod(self.source(name, original.__func__)))
-        for name in READERS:
-            reader = getattr(tf.data, name)
-            self.patch(reader, "__init__", self.constructor(name, reader.__init__))
+        for path in READERS:
+            reader = operator.attrgetter(path)(tf.data)
+            self.patch(reader, "__init__", self.constructor(path.rpartition(".")[2], reader.__init__))
         return self
 
     def __exit__(self, *exc: Any) -> None:
