@@ -147,8 +147,10 @@ def memory_growth(m: dict[str, Any]) -> Iterator[Yielded]:
     named = "; ".join(f"`cache` at {m['stages'][c['index']]['where']}" for c in caches)
     ends = first.get("pass_end_bytes") or []
     again = [(after - before) / first["elements"] for before, after in zip(ends, ends[1:])]  # bytes per element, pass by pass
-    settled = again[1:]  # the allocator's arenas still grow over the second pass (half the first's growth, measured)
-    grew_again = len(settled) >= 2 and float(np.mean(settled)) >= max(MIN_GROWTH_BYTES_PER_ELEMENT, GROWTH_PERSISTENCE * slope.value)
+    # The allocator's arenas still grow over the second pass (half the first pass's growth, measured), and now and then
+    # by a few MiB at once after it: the median of the passes after the second.
+    settled = again[1:]
+    grew_again = len(settled) >= 2 and float(np.median(settled)) >= max(MIN_GROWTH_BYTES_PER_ELEMENT, GROWTH_PERSISTENCE * slope.value)
     stops: tuple[Slope, float, str] | None = None  # (what it holds, after how many elements, how that is known)
     if len(settled) >= 2 and not grew_again:
         total = float(ends[-1] - first["memory_trace"][0][1])
@@ -182,7 +184,7 @@ def memory_growth(m: dict[str, Any]) -> Iterator[Yielded]:
     else:
         hours = available / (slope.low * rate) / 3600 if available and rate > 0 else float("inf")
         severity = next((level for level, limit in HOURS_TO_EXHAUST if hours < limit), "low")
-        held_by = (f"It grew again by {float(np.mean(settled)) / 1024:,.1f} KiB an element a pass over the same elements (passes 3 to "
+        held_by = (f"It grew again by {float(np.median(settled)) / 1024:,.1f} KiB an element a pass over the same elements (passes 3 to "
                    f"{len(again) + 1}; the second lets the allocator settle): something is kept for every element read."
                    if grew_again else f"{named.capitalize()} keeps every element it has seen, and how many it will hold is not known."
                    if caches else "No stage of the pipeline keeps elements by design.")
