@@ -153,6 +153,25 @@ def test_an_in_memory_cache_of_a_known_length_says_what_it_holds_when_full():
     assert too_big.severity == "high" and "the first epoch runs out of memory" in too_big.summary
 
 
+def test_the_prefetch_tensorflow_ran_last_is_counted_with_autotunes_buffer_size():
+    def with_prefetch(buffer_size, element_bytes, stages=SLOW_MAP):
+        m = measured(stages)
+        m["first_pass"].update(element_bytes=element_bytes, memory={"before_bytes": 0, "peak_bytes": 2**30, "after_bytes": 2**30},
+                               tensorflow_ran={"nodes": [{"id": 1, "name": "Root", "inputs": [2], "tuned": {}},
+                                                         {"id": 2, "name": "Prefetch", "inputs": [3], "tuned": {"buffer_size": buffer_size}},
+                                                         {"id": 3, "name": "MapAndBatch", "inputs": [], "tuned": {}}]})
+        m["host_memory_bytes"] = 16 * 2**30
+        return {f.id: f for f in judge(m) if hasattr(f, "id")}.get("data/buffer-memory")
+
+    injected = with_prefetch(16, 18 * 2**20)  # 16 batches of 32 decoded 224×224×3 images
+    assert ("`prefetch` at the end (injected by TensorFlow) holds 16 elements of 18,874,368 bytes (its buffer_size after the "
+            "first pass) = 288.0 MiB") in injected.summary
+    assert injected.severity == "info" and "dataset.prefetch(2)" in injected.fix.code  # 1.8 % of the 16 GiB host
+    assert with_prefetch(16, 6 * 2**20) is None  # 96 MiB: under a hundredth of the host's memory
+    yours = [*SLOW_MAP, stage(3, "prefetch", [6.25] * 5, 1.0, where="p.py:7")]
+    assert "`prefetch` at p.py:7" in with_prefetch(4, 2**28, yours).summary
+
+
 def test_the_first_pass_says_whether_it_read_its_files_cold_or_warm():
     m = measured(SLOW_MAP)
     m["first_pass"]["reads"] = {"bytes": 100 * 2**20, "storage_bytes": 98 * 2**20}

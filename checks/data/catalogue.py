@@ -8,8 +8,10 @@ PIPELINE_MINIMUM = PracticalMinimum(0.10, why="10 % of the pipeline's time per e
 # XProf's input-pipeline analyzer: a step that waits under 5 % of its time on input is not input-bound; over 20 %, highly.
 INPUT_BOUND_SHARE = 0.05
 HIGHLY_INPUT_BOUND_SHARE = 0.20
-# A buffer that holds a tenth of the host's memory is one to size on purpose (on a smaller host it is what runs out).
+# A buffer that holds a tenth of the host's memory is one to size on purpose (on a smaller host it is what runs out);
+# a prefetch, which every pipeline has, is listed from a hundredth.
 BUFFER_SHARE_OF_MEMORY = 0.10
+PREFETCH_LISTED_SHARE = 0.01
 # XProf's input-pipeline analyzer: a GetNext that returns within 50 µs means the pipeline kept ahead of its consumer.
 GETNEXT_READY_MS = 0.05
 # Memory that grows with the elements delivered (the memory check's lines for a model's calls, per element here):
@@ -17,7 +19,7 @@ MIN_GROWTH_BYTES_PER_ELEMENT = 1024  # about 1 GB per million elements
 MIN_PASS_GROWTH_BYTES = 2**20  # over the first pass, so a page or an allocator's step alone is not growth
 GROWTH_PERSISTENCE = 0.5  # of the whole pass's rate, still grown in its second half: buffers that filled once are not growth
 HOURS_TO_EXHAUST = (("critical", 1.0), ("high", 24.0), ("medium", 24.0 * 7))  # the hours the memory available now lasts
-# Files read: under a mebibyte a pass's reads take milliseconds even from a disk, not worth a word; a read is cold when
+# Under a mebibyte, a pass's reads are not worth a word (milliseconds even from a disk); a read is cold when
 # at least half its bytes came from storage rather than the OS page cache.
 READS_WORTH_SAYING_BYTES = 2**20
 COLD_READ_SHARE = 0.5
@@ -110,15 +112,18 @@ RULES = catalogue(
         severity="info",
         title="The pipeline's buffers hold $total: $largest",
         summary="$buffers. The first pass grew the process's anonymous memory by $growth (from $before to a peak of $peak).",
-        why="A shuffle buffer holds buffer_size elements of its input whole; with large elements (decoded images, long "
-            "sequences) it is most of the pipeline's memory, on every worker that runs it.",
+        why="A shuffle buffer holds buffer_size elements of its input whole, a prefetch buffer as many elements as AUTOTUNE "
+            "(or the code) lets it; with large elements (decoded images, long sequences) they are most of the pipeline's "
+            "memory, on every worker that runs it.",
         fix="Shuffle before the stage that makes elements large (shuffle file names or encoded records, then decode), or "
-            "lower buffer_size: randomness needs a buffer of a few batches' worth, not of the dataset.",
+            "lower buffer_size: randomness needs a buffer of a few batches' worth, not of the dataset. A prefetch of large "
+            "elements needs a buffer of one or two: `prefetch(2)`, or `options.autotune.ram_budget` to bound AUTOTUNE's.",
         example="$example",
         verify="Run `tfaudit data $target` again: the buffer's bytes and the memory growth drop.",
         effort=Effort("hours", 1, "Moving a shuffle or changing its buffer size; check the training curve is unchanged."),
         risk=Risk("low", "A smaller or earlier shuffle mixes differently: check the model trains as well."),
-        severity_rule=f"medium when the buffers hold {BUFFER_SHARE_OF_MEMORY:.0%} or more of the host's memory, else info",
+        severity_rule=f"medium when the buffers hold {BUFFER_SHARE_OF_MEMORY:.0%} or more of the host's memory, else info (a "
+                      f"prefetch alone is listed from {PREFETCH_LISTED_SHARE:.0%} of it)",
     ),
     Rule(
         id="data/memory-growth",

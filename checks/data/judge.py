@@ -9,7 +9,7 @@ from tfaudit.api import Measure, Metric, Risk, Slope, Support, Yielded, bootstra
 
 from .catalogue import (BUFFER_SHARE_OF_MEMORY, COLD_READ_SHARE, GETNEXT_READY_MS, GROWTH_PERSISTENCE, HIGHLY_INPUT_BOUND_SHARE,
                         HOURS_TO_EXHAUST, INPUT_BOUND_SHARE, MIN_GROWTH_BYTES_PER_ELEMENT, MIN_PASS_GROWTH_BYTES, PIPELINE_MINIMUM,
-                        READS_WORTH_SAYING_BYTES, RULES)
+                        PREFETCH_LISTED_SHARE, READS_WORTH_SAYING_BYTES, RULES)
 
 
 BLOCKS = 20  # the loop's steps in blocks, for the wait share's interval
@@ -34,8 +34,9 @@ def judge(m: dict[str, Any]) -> Iterator[Yielded]:
     if m.get("loop"):
         yield from loop_findings(m, rate)
     buffers = [st for st in stages if st.get("buffer")]
-    if buffers:
-        yield buffer_finding(m, buffers)
+    prefetch = final_prefetch(m)
+    if buffers or (prefetch and prefetch["buffer"]["bytes"] >= PREFETCH_LISTED_SHARE * (m.get("host_memory_bytes") or float("inf"))):
+        yield buffer_finding(m, buffers + ([prefetch] if prefetch else []))
     yield from memory_growth(m)
     for candidate in m["candidates"]:
         yield from candidate_finding(m, candidate)
@@ -83,6 +84,25 @@ def mib(nbytes: float) -> str:
     return f"{nbytes / 2**20:,.1f} MiB" if nbytes >= 2**20 else f"{nbytes / 2**10:,.1f} KiB"
 
 
+def final_prefetch(m: dict[str, Any]) -> dict[str, Any] | None:
+    """The buffer of the prefetch TensorFlow ran last (yours or the one it injected): its buffer_size after the first
+    pass (AUTOTUNE's choice, or the code's) × the bytes of a returned element."""
+    nodes = {n["id"]: n for n in (m["first_pass"].get("tensorflow_ran") or {}).get("nodes", [])}
+    root = next((n for n in nodes.values() if n["name"] == "Root"), None)
+    last = nodes.get(root["inputs"][0]) if root and root["inputs"] else None
+    if last is None or last["name"] != "Prefetch":
+        return None
+    size = last["tuned"].get("buffer_size", last.get("fixed", {}).get("buffer_size"))
+    if size is None:
+        return None
+    mine = next((st for st in reversed(m["stages"]) if st["kind"] != "with_options"), None)
+    where, code = ((mine["where"], mine["code"]) if mine and mine["kind"] == "prefetch" else
+                   ("the end (injected by TensorFlow)", "dataset = dataset.prefetch(2)  # a buffer of your size, not AUTOTUNE's"))
+    element = m["first_pass"]["element_bytes"]
+    return {"kind": "prefetch", "where": where, "code": code, "how": " (its buffer_size after the first pass)",
+            "buffer": {"elements": int(size), "element_bytes": element, "bytes": int(size) * element}}
+
+
 def buffer_finding(m: dict[str, Any], buffers: list[dict[str, Any]]):
     total = sum(st["buffer"]["bytes"] for st in buffers)
     largest = max(buffers, key=lambda st: st["buffer"]["bytes"])
@@ -90,8 +110,8 @@ def buffer_finding(m: dict[str, Any], buffers: list[dict[str, Any]]):
     host = m.get("host_memory_bytes") or 0
     severity = "medium" if host and total >= BUFFER_SHARE_OF_MEMORY * host else "info"
     listed = "; ".join(f"`{st['kind']}` at {st['where']} holds {st['buffer']['elements']:,} elements of "
-                       f"{st['buffer']['element_bytes']:,} bytes = {mib(st['buffer']['bytes'])}" for st in buffers)
-    evidence = {"buffers": [{"where": st["where"], "code": st["code"], **st["buffer"]} for st in buffers],
+                       f"{st['buffer']['element_bytes']:,} bytes{st.get('how', '')} = {mib(st['buffer']['bytes'])}" for st in buffers)
+    evidence = {"buffers": [{"kind": st["kind"], "where": st["where"], "code": st["code"], **st["buffer"]} for st in buffers],
                 "memory": memory, "host_memory_bytes": host}
     return RULES["data/buffer-memory"].finding(
         evidence, severity=severity, total=mib(total), largest=f"`{largest['kind']}` at {largest['where']} ({mib(largest['buffer']['bytes'])})",
