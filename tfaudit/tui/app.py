@@ -28,6 +28,7 @@ from textual.worker import Worker, WorkerFailed, WorkerState
 from tfaudit.api import SEVERITIES
 from tfaudit.report.audit import AuditState, CheckState
 from tfaudit.events import CheckStarted, Event, FindingEmitted, LoadFailed, SampleEmitted, to_json
+from tfaudit.report.format import plural
 from tfaudit.report.json import write_json
 from tfaudit.report.profiles import Profile
 from tfaudit.report.markdown import finding_lines, model_name, write_markdown
@@ -293,7 +294,7 @@ class TfauditApp(App[None]):
         ranked.show(self.state.ranked_findings(), self.severity_filter, unit=self.state.profile.unit)
         shown = f"{len(ranked.findings)} of {len(self.state.findings)}" if self.severity_filter else f"{len(self.state.findings)}"
         notes = len(self.state.notes())
-        ranked.border_title = (f"{shown} findings: {len(self.state.opportunities())} opportunities in {self.state.profile.unit} at "
+        ranked.border_title = (f"{shown} findings: {plural(len(self.state.opportunities()), 'opportunity')} in {self.state.profile.unit} at "
                                f"{self.state.profile.label}, diagnostics (·) after" + (f" · {notes} info = measured, nothing to fix" if notes else ""))
         ranked.border_subtitle = f"severity ≥ {self.severity_filter}" if self.severity_filter else "all severities"
 
