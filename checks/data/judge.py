@@ -80,8 +80,11 @@ def loop_findings(m: dict[str, Any], rate: Measure) -> Iterator[Yielded]:
         yield undecided(RULES["data/input-bound"], f"whether {consumer} waits for its input", text, evidence)
 
 
-def mib(nbytes: float) -> str:
-    return f"{nbytes / 2**20:,.1f} MiB" if nbytes >= 2**20 else f"{nbytes / 2**10:,.1f} KiB"
+def size_text(nbytes: float) -> str:
+    for unit, size in (("GiB", 2**30), ("MiB", 2**20)):
+        if abs(nbytes) >= size:
+            return f"{nbytes / size:,.1f} {unit}"
+    return f"{nbytes / 2**10:,.1f} KiB"
 
 
 def final_prefetch(m: dict[str, Any]) -> dict[str, Any] | None:
@@ -110,13 +113,13 @@ def buffer_finding(m: dict[str, Any], buffers: list[dict[str, Any]]):
     host = m.get("host_memory_bytes") or 0
     severity = "medium" if host and total >= BUFFER_SHARE_OF_MEMORY * host else "info"
     listed = "; ".join(f"`{st['kind']}` at {st['where']} holds {st['buffer']['elements']:,} elements of "
-                       f"{st['buffer']['element_bytes']:,} bytes{st.get('how', '')} = {mib(st['buffer']['bytes'])}" for st in buffers)
+                       f"{st['buffer']['element_bytes']:,} bytes{st.get('how', '')} = {size_text(st['buffer']['bytes'])}" for st in buffers)
     evidence = {"buffers": [{"kind": st["kind"], "where": st["where"], "code": st["code"], **st["buffer"]} for st in buffers],
                 "memory": memory, "host_memory_bytes": host}
     return RULES["data/buffer-memory"].finding(
-        evidence, severity=severity, total=mib(total), largest=f"`{largest['kind']}` at {largest['where']} ({mib(largest['buffer']['bytes'])})",
-        buffers=listed, growth=mib(memory["peak_bytes"] - memory["before_bytes"]), before=mib(memory["before_bytes"]),
-        peak=mib(memory["peak_bytes"]), example=f"# {largest['where']}\n{largest['code']}", target=m["target"],
+        evidence, severity=severity, total=size_text(total), largest=f"`{largest['kind']}` at {largest['where']} ({size_text(largest['buffer']['bytes'])})",
+        buffers=listed, growth=size_text(memory["peak_bytes"] - memory["before_bytes"]), before=size_text(memory["before_bytes"]),
+        peak=size_text(memory["peak_bytes"]), example=f"# {largest['where']}\n{largest['code']}", target=m["target"],
     )
 
 
@@ -141,7 +144,7 @@ def reads_text(m: dict[str, Any]) -> str:
     def read(reads: dict[str, int]) -> str:
         storage = max(0, reads["storage_bytes"])
         how = "cold" if storage >= COLD_READ_SHARE * reads["bytes"] else "warm, from the OS page cache"
-        return f"{how} ({mib(storage)} of {mib(reads['bytes'])} from storage)"
+        return f"{how} ({size_text(storage)} of {size_text(reads['bytes'])} from storage)"
 
     text = f" The first pass read its files {read(first)}"
     if later and later["bytes"] >= READS_WORTH_SAYING_BYTES:
@@ -185,7 +188,7 @@ def memory_growth(m: dict[str, Any]) -> Iterator[Yielded]:
                 "memory_caches": [{"where": m["stages"][c["index"]]["where"], "elements": c["elements"]} for c in caches],
                 "stops_after_elements": None if stops is None else stops[1]}
     facts = dict(kib=f"{slope.value / 1024:,.1f}", low_kib=f"{slope.low / 1024:,.1f}", high_kib=f"{slope.high / 1024:,.1f}",
-                 per_1000=mib(1000 * slope.value), grown=mib(grown), readings=f"{len(first['memory_trace']):,}", scope=scope_text(m),
+                 per_1000=size_text(1000 * slope.value), grown=size_text(grown), readings=f"{len(first['memory_trace']):,}", scope=scope_text(m),
                  target=m["target"])
     if stops is not None:
         held, count, why = stops
@@ -193,10 +196,10 @@ def memory_growth(m: dict[str, Any]) -> Iterator[Yielded]:
         runs_out = bool(available) and held.low >= available
         severity = "high" if runs_out else "medium" if host and held.low >= BUFFER_SHARE_OF_MEMORY * host else "info"
         keeper = f"{named}, which keeps every element it has seen" if caches else "something kept once for each distinct element (a memo, a dict keyed by the element)"
-        interval = f" [{mib(held.low)}–{mib(held.high)}]" if held.high > held.low else ""
-        outlook = (f"It stops: {why}. Held by {keeper}: {mib(held.value)}{interval} after {count:,.0f} elements"
-                   + (f", more than the {mib(available)} available now: the first epoch runs out of memory." if runs_out
-                      else f", against the {mib(available)} available now." if available else "."))
+        interval = f" [{size_text(held.low)}–{size_text(held.high)}]" if held.high > held.low else ""
+        outlook = (f"It stops: {why}. Held by {keeper}: {size_text(held.value)}{interval} after {count:,.0f} elements"
+                   + (f", more than the {size_text(available)} available now: the first epoch runs out of memory." if runs_out
+                      else f", against the {size_text(available)} available now." if available else "."))
         fix = ("Keep less of each element: cache where elements are small (before the stage that decodes or enlarges them), "
                "or to a file (`.cache(filename)`) when the whole epoch does not fit in memory.")
         example = ("\n".join(f"# {m['stages'][c['index']]['where']}\n{m['stages'][c['index']]['code']}" for c in caches) if caches
@@ -208,7 +211,7 @@ def memory_growth(m: dict[str, Any]) -> Iterator[Yielded]:
                    f"{len(again) + 1}; the second lets the allocator settle): something is kept for every element read."
                    if grew_again else f"{named.capitalize()} keeps every element it has seen, and how many it will hold is not known."
                    if caches else "No stage of the pipeline keeps elements by design.")
-        outlook = held_by + (f" At the first pass's {rate:,.0f} elements/s, the {mib(available)} available now lasts "
+        outlook = held_by + (f" At the first pass's {rate:,.0f} elements/s, the {size_text(available)} available now lasts "
                              f"{hours_text(hours)}." if available and rate > 0 else "")
         fix = ("Find what keeps each element: a Python list or dict a `tf.py_function` or `from_generator` fills, a lookup "
                "table or a variable that grows, a `.cache()` of a dataset that never ends.")
@@ -362,7 +365,7 @@ def candidate_finding(m: dict[str, Any], candidate: dict[str, Any]) -> Iterator[
     if fix == "cache":
         cache, stage = candidate["cache"], stages[0]
         frozen = cache["frozen"]
-        facts.update(kind=stage["kind"], where=stage["where"], elements=f"{cache['elements']:,}", memory=mib(cache["bytes"]),
+        facts.update(kind=stage["kind"], where=stage["where"], elements=f"{cache['elements']:,}", memory=size_text(cache["bytes"]),
                      example=f"# {stage['where']}\n{stage['code']}\ndataset = dataset.cache()",
                      frozen=f" Before it, {'; '.join(frozen)}: cached, they stop changing from epoch to epoch." if frozen else "")
         if frozen:
