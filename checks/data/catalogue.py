@@ -134,7 +134,10 @@ RULES = catalogue(
                 "between GetNexts, a Theil–Sen slope), $grown in all, and still grew in the pass's second half. $outlook",
         why="Memory that grows with every element ends the run where it meets the host's limit: in the middle of an epoch, "
             "on every worker that runs the pipeline.",
-        fix="$fix",
+        fix="Growth that stops: keep less of each element — cache where elements are small (before the stage that decodes "
+            "or enlarges them), or to a file (`.cache(filename)`) when an epoch does not fit in memory. Growth for ever: find "
+            "what keeps each element — a Python list or dict a `tf.py_function` or `from_generator` fills, a lookup table or "
+            "a variable that grows, a `.cache()` of a dataset that never ends.",
         example="$example",
         verify="Run `tfaudit data $target` again: no growth (or, for a cache, one that fits).",
         effort=Effort("hours", 2, "Finding what keeps each element, or where to cache."),

@@ -191,15 +191,15 @@ def memory_growth(m: dict[str, Any]) -> Iterator[Yielded]:
                  per_1000=size_text(1000 * slope.value), grown=size_text(grown), readings=f"{len(first['memory_trace']):,}", scope=scope_text(m),
                  target=m["target"])
     if stops is not None:
-        severity, outlook, fix, example = held_once(m, *stops, caches, named, available)
+        severity, outlook, example = held_once(m, *stops, caches, named, available)
     else:
-        severity, outlook, fix, example = held_for_ever(m, slope, again, grew_again, caches, named, available, rate)
-    yield RULES["data/memory-growth"].finding(evidence, severity=severity, outlook=outlook, fix=fix, example=example, **facts)
+        severity, outlook, example = held_for_ever(m, slope, again, grew_again, caches, named, available, rate)
+    yield RULES["data/memory-growth"].finding(evidence, severity=severity, outlook=outlook, example=example, **facts)
 
 
 def held_once(m: dict[str, Any], held: Slope, count: float, why: str, caches: list[dict[str, Any]], named: str,
-              available: float) -> tuple[str, str, str, str]:
-    """(severity, outlook, fix, example) of growth that stops: priced by what it holds against the memory."""
+              available: float) -> tuple[str, str, str]:
+    """(severity, outlook, example) of growth that stops: priced by what it holds against the memory."""
     host = float(m.get("host_memory_bytes") or 0)
     runs_out = bool(available) and held.low >= available
     severity = "high" if runs_out else "medium" if host and held.low >= BUFFER_SHARE_OF_MEMORY * host else "info"
@@ -209,16 +209,14 @@ def held_once(m: dict[str, Any], held: Slope, count: float, why: str, caches: li
     outlook = (f"It stops: {why}. Held by {keeper}: {size_text(held.value)}{interval} after {count:,.0f} elements"
                + (f", more than the {size_text(available)} available now: the first epoch runs out of memory." if runs_out
                   else f", against the {size_text(available)} available now." if available else "."))
-    fix = ("Keep less of each element: cache where elements are small (before the stage that decodes or enlarges them), "
-           "or to a file (`.cache(filename)`) when the whole epoch does not fit in memory.")
     example = ("\n".join(f"# {m['stages'][c['index']]['where']}\n{m['stages'][c['index']]['code']}" for c in caches) if caches
                else "dataset = dataset.cache(filename)  # on disk: the same elements once, out of the process's memory")
-    return severity, outlook, fix, example
+    return severity, outlook, example
 
 
 def held_for_ever(m: dict[str, Any], slope: Slope, again: list[float], grew_again: bool, caches: list[dict[str, Any]], named: str,
-                  available: float, rate: float) -> tuple[str, str, str, str]:
-    """(severity, outlook, fix, example) of growth not known to stop (``again``: each more pass's growth per element,
+                  available: float, rate: float) -> tuple[str, str, str]:
+    """(severity, outlook, example) of growth not known to stop (``again``: each more pass's growth per element,
     where the first pass read the whole dataset): priced by the hours the memory available now lasts."""
     hours = available / (slope.low * rate) / 3600 if available and rate > 0 else float("inf")
     severity = next((level for level, limit in HOURS_TO_EXHAUST if hours < limit), "low")
@@ -233,10 +231,8 @@ def held_for_ever(m: dict[str, Any], slope: Slope, again: list[float], grew_agai
                      else "the first pass did not reach its end."))
     outlook = held_by + (f" At the first pass's {rate:,.0f} elements/s, the {size_text(available)} available now lasts "
                          f"{hours_text(hours)}." if available and rate > 0 else "")
-    fix = ("Find what keeps each element: a Python list or dict a `tf.py_function` or `from_generator` fills, a lookup "
-           "table or a variable that grows, a `.cache()` of a dataset that never ends.")
     example = "_seen = {}\n\ndef decode(path):\n    _seen[path] = load(path)  # kept for ever: grows with every element\n    return _seen[path]"
-    return severity, outlook, fix, example
+    return severity, outlook, example
 
 
 def fitted_growth(trace: list | None, confidence: float) -> tuple[Slope | None, float, float]:
