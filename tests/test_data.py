@@ -354,6 +354,20 @@ def test_autotunes_cpu_budget_is_timed_only_beside_a_step_and_never_where_the_co
     assert "autotune-cpu-budget" not in slugs(set_by_code, consumed=True)
 
 
+def test_a_stream_read_once_is_measured_over_its_first_pass_and_says_why_nothing_more():
+    from tfaudit.api import Context, Finding, Measurements
+    from tfaudit.budget import BUDGETS
+    from tfaudit.checks.data import DataCheck
+    from tfaudit.engine.pipeline import build
+
+    pipeline = build(f"{SHAPES}:read_once", {})
+    items = list(DataCheck().run(Context(model=None, inputs=None, budget=BUDGETS["quick"], pipeline=pipeline)))
+    found = {i.id: i for i in items if isinstance(i, Finding)}
+    measured = next(i for i in items if isinstance(i, Measurements)).data
+    assert measured["read_once"] and measured["candidates"] == [] and measured["first_pass"]["elements"] == 300
+    assert "one whole pass of the dataset's 300 elements" in found["data/read-once"].summary
+
+
 def test_a_shuffle_buffer_is_sized_from_its_input_elements():
     from tfaudit.checks.data.gather import buffer_of
     from tfaudit.engine.pipeline import build

@@ -78,6 +78,23 @@ RULES = catalogue(
                       "findings of their own",
     ),
     Rule(
+        id="data/read-once",
+        kind="fact",
+        severity="info",
+        title="Read once: only the first pass of `$target` was measured",
+        summary="A second iterator over the dataset gave no element (a stream read once, like a generator over a queue): "
+                "its stages, the fixes and any model loop were not timed. Over $scope, it delivered $rate elements/s; the "
+                "first element took $first_ms ms, GetNext p50 $p50_ms ms and p99 $p99_ms ms ($ready_share within $ready_ms "
+                "ms), $cores cores busy.$reads$ran",
+        why="Timing a stage or a fix needs the same elements again; a stream gives them once.",
+        fix="Give `tfaudit data` a factory that can be read again: the same stages over a sample of the stream written to "
+            "files, or a generator function that opens the stream each time it is called.",
+        example="dataset = tf.data.Dataset.from_generator(open_stream, output_signature=spec)  # open_stream() opens it anew",
+        verify=VERIFY,
+        effort=Effort("minutes", 0.5, "A factory over a sample, for the audit."),
+        severity_rule="info: what was measured, and why nothing more was",
+    ),
+    Rule(
         id="data/parallel-map",
         severity="medium",
         title="Sequential $stages: in parallel the pipeline is $speedup× faster",

@@ -35,6 +35,8 @@ CACHE_FILL_SECONDS = {"quick": 3.0, "standard": 10.0, "thorough": 60.0}  # one p
 CACHE_MEMORY_SHARE = 0.5  # of the memory available: a cache that would take more is not tried
 PASSES_AGAIN = 4  # more passes over a dataset the first pass exhausted: the allocator's arenas take the first of them to settle
 INFINITE = -1  # tf.data.INFINITE_CARDINALITY
+READ_ONCE = ("the stages and the fixes: a second iterator over the dataset gave no element (a stream read once, like a "
+             "generator over a queue), so only its first pass was measured")
 QUICK_SKIPS_OPTIONS = "tf.data options (deterministic, threading, autotune): timed from --budget standard up, a comparison each"
 NOT_TIMED_RAM_BUDGET = "AUTOTUNE's ram_budget: it bounds the buffers' memory, which these timed comparisons do not weigh"
 NOT_TIMED_CPU_BUDGET = ("AUTOTUNE's cpu_budget: timed with --model or --step, beside a step that shares the cores (alone, AUTOTUNE "
@@ -54,7 +56,6 @@ def element_bytes(element: Any) -> int:
 
 def gather(ctx) -> Iterator:
     """Yields progress and the GetNext chart; returns the measurements ``judge`` decides from."""
-    import psutil
     import tensorflow as tf
 
     pipeline = ctx.pipeline
@@ -79,6 +80,9 @@ def gather(ctx) -> Iterator:
     for index, ms in downsample(first.pop("getnext_ms_series"), GETNEXT_CHART_POINTS):
         yield Sample("getnext_ms", index, ms, "GetNext")
 
+    if not read_again(pipeline.dataset):
+        yield Progress(1.0, "done: the dataset gives its elements once")
+        return {**measured_once(ctx, pipeline, first, inventory, budget, take), "later_reads": reads_since(reads)}
     options = pipeline.dataset.options()
     stages = []
     for stage in pipeline.stages:
@@ -104,20 +108,33 @@ def gather(ctx) -> Iterator:
             candidates[-1]["cache"] = cache_why
     yield Progress(1.0, "done")
     timed = {c["fix"] for c in candidates}
-    memory = psutil.virtual_memory()
     return {
+        **measured_once(ctx, pipeline, first, inventory, budget, take),
         "not_timed": [*not_timed(timed, prefetched, parallel), *options_not_timed(budget, pipeline.consumer is not None),
                       *([] if cache else [cache_why])],
         "loop": loop,
+        "stages": stages,
+        "candidates": candidates,
+        "later_reads": reads_since(reads),
+        "read_once": False,
+    }
+
+
+def measured_once(ctx, pipeline, first: dict[str, Any], inventory: dict[str, Any], budget: str, take: int) -> dict[str, Any]:
+    """What the judge needs of a pipeline read once: its first pass, what it is, and the host's memory (the stages
+    untimed, no fix tried: a second iterator gave no element)."""
+    import psutil
+
+    memory = psutil.virtual_memory()
+    return {
+        "not_timed": [READ_ONCE], "loop": None, "candidates": [], "read_once": True,
+        "stages": [{**stage.to_dict(), "rates": [], "inputs_per_output": {"value": None, "how": READ_ONCE}} for stage in pipeline.stages],
         "target": pipeline.target,
         "budget": budget,
         "confidence": ctx.budget.confidence,
         "take": take,
         "take_given": bool(ctx.options.get("take")),
         "first_pass": first,
-        "stages": stages,
-        "candidates": candidates,
-        "later_reads": reads_since(reads),
         "options": inventory["options"],
         "cardinality": inventory["cardinality"],
         "memory_caches": [{"index": s.index, "elements": int(s.dataset.cardinality())} for s in pipeline.stages
@@ -127,6 +144,15 @@ def gather(ctx) -> Iterator:
         "model": inventory["feeds_model"],
         "step": pipeline.step or None,
     }
+
+
+def read_again(dataset) -> bool:
+    """Whether a second iterator gives an element: not where the source is a stream read once (a generator, a queue)."""
+    try:
+        next(iter(dataset))
+    except StopIteration:
+        return False
+    return True
 
 
 def first_pass(dataset, take: int, seconds: float) -> dict[str, Any]:
@@ -181,7 +207,7 @@ def passes_again(dataset, first: dict[str, Any], take: int, seconds: float) -> l
     spent = 0.0
     while len(ends) <= PASSES_AGAIN and spent < seconds:
         again = first_pass(dataset, take, seconds - spent)
-        if not again["exhausted"]:
+        if again["empty"] or not again["exhausted"]:
             break
         ends.append(again["memory_trace"][-1][1])
         spent += again["wall_seconds"]

@@ -18,7 +18,7 @@ MIN_BLOCK_STEPS = 3
 
 def judge(m: dict[str, Any]) -> Iterator[Yielded]:
     first, stages = m["first_pass"], m["stages"]
-    rate = bootstrap(stages[-1]["rates"])
+    rate = Measure(first["elements"] / first["wall_seconds"]) if m.get("read_once") else bootstrap(stages[-1]["rates"])
     yield Metric("elements_per_second", rate.value, "elements/s", rate.low, rate.high, better="higher")
     yield Metric("time_to_first_ms", first["first_ms"], "ms")
     getnext = first["getnext_ms"]
@@ -27,9 +27,9 @@ def judge(m: dict[str, Any]) -> Iterator[Yielded]:
         yield Metric("getnext_p99_ms", getnext["p99"], "ms")
     cores = first["cpu_seconds"] / first["wall_seconds"] if first["wall_seconds"] > 0 else 0.0
     yield Metric("cpu_cores_busy", cores, "cores")
-    costs = stage_costs(stages)
-    slow = slow_stage(costs)
-    if slow is not None and len(stages) > 1:
+    if m.get("read_once"):
+        yield read_once_finding(m, rate, cores)
+    elif (slow := slow_stage(costs := stage_costs(stages))) is not None and len(stages) > 1:
         yield slow_stage_finding(m, costs, slow, rate, cores)
     if m.get("loop"):
         yield from loop_findings(m, rate)
@@ -325,6 +325,15 @@ def slow_stage_finding(m: dict[str, Any], costs: list[dict[str, Any]], index: in
         example=parallel_example(stage) if stage["kind"] in ("map", "interleave") else f"# {stage['where']}\n{stage['code']}",
         target=m["target"],
     )
+
+
+def read_once_finding(m: dict[str, Any], rate: Measure, cores: float):
+    first, getnext = m["first_pass"], m["first_pass"]["getnext_ms"]
+    return RULES["data/read-once"].finding(
+        {"first_pass": dict(first), "scope": scope_text(m)}, target=m["target"], scope=scope_text(m), rate=f"{rate.value:,.0f}",
+        first_ms=f"{first['first_ms']:,.1f}", p50_ms=f"{getnext.get('p50', 0):.3f}", p99_ms=f"{getnext.get('p99', 0):.3f}",
+        ready_share=f"{getnext.get('within_50us', 0):.0%}", ready_ms=f"{GETNEXT_READY_MS:g}", cores=f"{cores:.2f}",
+        reads=reads_text(m), ran=ran_text(first.get("tensorflow_ran") or {}))
 
 
 def ran_text(ran: dict[str, Any]) -> str:

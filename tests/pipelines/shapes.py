@@ -176,3 +176,8 @@ def remembering_records(folder, every_read=False):
     dataset = tf.data.TFRecordDataset(tf.io.gfile.glob(f"{folder}/blobs-*.tfrecord"))
     dataset = dataset.map(lambda r: tf.py_function(lambda x: remember(x, every_read), [r], tf.string), num_parallel_calls=tf.data.AUTOTUNE)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def read_once(n=300):
+    rows = iter(range(n))  # a stream that can be read once (a queue, a socket)
+    return tf.data.Dataset.from_generator(lambda: rows, output_signature=tf.TensorSpec([], tf.int64)).map(lambda x: x * 2)
