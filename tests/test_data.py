@@ -368,6 +368,18 @@ def test_a_stream_read_once_is_measured_over_its_first_pass_and_says_why_nothing
     assert "one whole pass of the dataset's 300 elements" in found["data/read-once"].summary
 
 
+def test_elements_are_sized_by_their_bytes_whatever_their_kind():
+    import tensorflow as tf
+
+    from tfaudit.checks.data.gather import element_bytes
+
+    assert element_bytes({"text": tf.constant([b"abc", b"de"]), "ids": tf.zeros([4], tf.int32)}) == 5 + 16  # strings by length
+    assert element_bytes(tf.ragged.constant([[1, 2, 3], [4]], dtype=tf.int64)) == 4 * 8 + 3 * 8  # values and row splits
+    assert element_bytes(tf.sparse.SparseTensor([[0], [2]], tf.constant([1.0, 2.0]), [4])) == 2 * 8 + 2 * 4 + 8
+    window = next(iter(tf.data.Dataset.range(10).window(5)))  # a nested dataset: no elements until read
+    assert element_bytes(window) == 0
+
+
 def test_a_shuffle_buffer_is_sized_from_its_input_elements():
     from tfaudit.checks.data.gather import buffer_of
     from tfaudit.engine.pipeline import build

@@ -44,11 +44,14 @@ NOT_TIMED_CPU_BUDGET = ("AUTOTUNE's cpu_budget: timed with --model or --step, be
 
 
 def element_bytes(element: Any) -> int:
-    """The bytes an element holds: its tensors' (strings by their lengths; ragged and sparse by their components)."""
+    """The bytes an element holds: its tensors' (strings by their lengths; ragged and sparse by their components; a
+    nested dataset, as `window` makes, by none: it holds no elements until read)."""
     import tensorflow as tf
 
     total = 0
     for tensor in tf.nest.flatten(element, expand_composites=True):
+        if getattr(tensor, "dtype", None) == tf.variant:
+            continue
         values = np.asarray(tensor)
         total += sum(len(v) for v in values.ravel()) if values.dtype == object else values.nbytes
     return int(total)
