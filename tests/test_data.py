@@ -402,6 +402,9 @@ def test_files_interleaved_and_a_map_inside_apply_are_named_and_counted(tmp_path
     assert mapped.where == f"shapes.py:{line_of(SHAPES, 'dataset.apply(lambda d: d.map(parse))')}"  # inside apply's function
     assert inputs_per_output(interleave)["value"] == pytest.approx(1 / 10)  # ten records per file, counted
     assert inputs_per_output(pipeline.stages[3])["value"] == 4.0
+    made_by_tf = build(f"{SHAPES}:csv_made_by_tf", {"path": shapes_module().write_csv(str(tmp_path))})
+    assert [(s.kind, s.declared_ratio()) for s in made_by_tf.stages][-3:] == [  # known from TensorFlow's own stages
+        ("Batch", (8.0, "batch_size 8")), ("Map", (1.0, "one element per element")), ("Prefetch", (1.0, "one element per element"))]
 
 
 def shapes_module():

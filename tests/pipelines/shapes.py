@@ -181,3 +181,14 @@ def remembering_records(folder, every_read=False):
 def read_once(n=300):
     rows = iter(range(n))  # a stream that can be read once (a queue, a socket)
     return tf.data.Dataset.from_generator(lambda: rows, output_signature=tf.TensorSpec([], tf.int64)).map(lambda x: x * 2)
+
+
+def write_csv(folder, rows=100):
+    with open(f"{folder}/rows.csv", "w") as out:
+        out.write("x,label\n" + "".join(f"{r * 0.5},{r % 2}\n" for r in range(rows)))
+    return f"{folder}/rows.csv"
+
+
+def csv_made_by_tf(path):
+    """A pipeline TensorFlow's make_csv_dataset builds: every stage made inside the library call."""
+    return tf.data.experimental.make_csv_dataset(path, batch_size=8, label_name="label", num_epochs=1, shuffle=False)

@@ -39,6 +39,10 @@ READERS = ("TFRecordDataset", "TextLineDataset", "FixedLengthRecordDataset", "ex
 SAME_COUNT = ("map", "prefetch", "cache", "shuffle", "with_options", "repeat", "take", "skip", "ignore_errors", "enumerate",
               "snapshot", "map_with_legacy_function", "assert_cardinality")
 BATCHING = ("batch", "padded_batch", "ragged_batch")
+# The same, for stages a library made, by their dataset class (_ParallelMapDataset: ParallelMap).
+LIBRARY_SAME_COUNT = ("Map", "ParallelMap", "Prefetch", "Cache", "CacheInMemory", "Shuffle", "Options", "Take", "Skip", "Repeat",
+                      "IgnoreErrors", "AssertCardinality")
+LIBRARY_BATCHING = ("Batch", "ParallelBatch", "PaddedBatch")
 # Where num_parallel_calls stands among a stage's positional arguments.
 PARALLEL_CALLS_POSITION = {"map": 1, "interleave": 3}
 # Code that is not the user's: a call made from these packages is a library's, not a line to name.
@@ -110,12 +114,12 @@ class Stage:
     def declared_ratio(self) -> tuple[float, str] | None:
         """How many input elements one of its elements stands for, where the stage says it (a map: 1; batch(16): 16);
         None where only counting can tell (filter, interleave, unbatch …)."""
-        if self.kind in SAME_COUNT:
+        if self.kind in SAME_COUNT or (self.call is None and self.kind in LIBRARY_SAME_COUNT):
             return 1.0, "one element per element"
-        if self.kind in BATCHING:
+        if self.kind in BATCHING or (self.call is None and self.kind in LIBRARY_BATCHING):
             try:
-                size = int(self.argument("batch_size", 0))
-            except (TypeError, ValueError):
+                size = int(self.argument("batch_size", 0) if self.call else self.dataset._batch_size)
+            except (AttributeError, TypeError, ValueError):
                 return None
             return float(size), f"batch_size {size}"
         return None
