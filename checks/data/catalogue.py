@@ -159,7 +159,7 @@ RULES = catalogue(
         verify="Run `tfaudit data $target` again: no growth (or, for a cache, one that fits).",
         effort=Effort("hours", 2, "Finding what keeps each element, or where to cache."),
         risk=Risk("low", "Removing kept state changes what the pipeline gives only if something reads that state."),
-        severity_rule="growth that stops (a cache of known length; a pass of the whole dataset that a second pass grows no "
+        severity_rule="growth that stops (a cache of known length; a whole dataset that passes 3 to 5 over it grow no "
                       "further): high when what it holds passes the memory available now, medium past "
                       f"{BUFFER_SHARE_OF_MEMORY:.0%} of the host's memory, else info; any other growth: from the hours the memory "
                       "available now lasts at the first pass's elements/s, "
