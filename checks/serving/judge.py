@@ -11,7 +11,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from tfaudit.api import undecided, CPU_PER_CALL_METRIC, CPU_PER_ROW_METRIC, HOST_INDEX_METRIC, INTERVAL_LEVEL, budget_confidence, record_confidence, PER_REFERENCE_METRICS, SPREAD_SUFFIX, Finding, Measure, Metric, Risk, Support, Yielded, bootstrap, compare, decide, process_ratios, rounds_of_calls
+from tfaudit.api import undecided, CPU_PER_CALL_METRIC, CPU_PER_ROW_METRIC, HOST_INDEX_METRIC, budget_confidence, record_confidence, PER_REFERENCE_METRICS, SPREAD_SUFFIX, Finding, Measure, Metric, Risk, Support, Yielded, bootstrap, compare, decide, process_ratios, rounds_of_calls
 
 from . import catalogue as text
 from .batching import Sweep, fits_bound
@@ -114,7 +114,7 @@ def gain_severity(pct: float) -> str:
 
 def device_findings(m: dict[str, Any], sweep: Sweep, evidence: dict[str, Any]) -> list[Finding]:
     measured = m["sweeps"][sweep.device]
-    concurrency = concurrency_table(measured["concurrency"])
+    concurrency = concurrency_table(measured["concurrency"], m["budget"])
     xla, xla_comparison, xla_decision = xla_table(measured["xla"], m["budget"])
     evidence[sweep.device] = {
         "batch_sweep": sweep.points,
@@ -129,7 +129,7 @@ def device_findings(m: dict[str, Any], sweep: Sweep, evidence: dict[str, Any]) -
     }
     on = "" if sweep.device == "CPU" else f" on {sweep.device}"
     suffix = "" if sweep.device == "CPU" else f"-{sweep.device.lower().replace(':', '')}"
-    findings = [batch_size_finding(sweep, m["cores"], on, suffix), concurrency_finding(sweep, concurrency, measured["concurrency"], on, suffix)]
+    findings = [batch_size_finding(sweep, m["cores"], on, suffix), concurrency_finding(sweep, concurrency, measured["concurrency"], m["budget"], on, suffix)]
     if xla_faster(xla, m["max_fidelity_loss"]):
         findings.append(xla_finding(sweep, xla, xla_comparison, xla_decision, m["signature"], on, suffix))
     elif xla_decision is not None and not xla_decision.decided:
@@ -181,7 +181,7 @@ def batch_size_finding(sweep: Sweep, cores: int, on: str, suffix: str) -> Findin
     )
 
 
-def concurrency_table(levels: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def concurrency_table(levels: list[dict[str, Any]], budget: str) -> list[dict[str, Any]]:
     """Per number of callers: throughput (the mean over its turns, with its interval), p50 and p99 per call."""
     results = []
     for level in levels:
@@ -200,12 +200,12 @@ def concurrency_table(levels: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "calls": len(took),
         })
         if callers > 1:
-            rounds, confidence = concurrency_rounds(levels[0], level)
+            rounds, confidence = concurrency_rounds(levels[0], level, budget)
             results[-1]["against_one_caller"] = decide(rounds, text.CONCURRENCY_MINIMUM, confidence).outcome
     return results
 
 
-def concurrency_finding(sweep: Sweep, concurrency: list[dict], levels: list[dict], on: str, suffix: str) -> Finding | None:
+def concurrency_finding(sweep: Sweep, concurrency: list[dict], levels: list[dict], budget: str, on: str, suffix: str) -> Finding | None:
     """The most rows/s among the caller counts that fit the bound, when its turns against one caller decided it faster."""
     if len(concurrency) < 2:
         return None
@@ -215,7 +215,7 @@ def concurrency_finding(sweep: Sweep, concurrency: list[dict], levels: list[dict
         return None
     best = max(within, key=lambda r: r["rows_per_s"])
     level = next(one for one in levels if one["callers"] == best["callers"])
-    rounds, confidence = concurrency_rounds(levels[0], level)
+    rounds, confidence = concurrency_rounds(levels[0], level, budget)
     decision = decide(rounds, text.CONCURRENCY_MINIMUM, confidence)
     if decision.outcome != "faster":
         return None
@@ -237,12 +237,13 @@ def per_row_windows(level: dict[str, Any]):
     return timing_of(1000.0 / max(r, 1e-9) for r in level["rows_per_s_windows"])
 
 
-def concurrency_rounds(one: dict[str, Any], level: dict[str, Any]) -> tuple[dict[str, Any], float]:
-    """The turns that decided ``level`` against one caller; a record from before the turns, rounds of its windows' per-row times."""
+def concurrency_rounds(one: dict[str, Any], level: dict[str, Any], budget: str) -> tuple[dict[str, Any], float]:
+    """The turns that decided ``level`` against one caller, and the level they decide at; a record from before the turns,
+    rounds of its windows' per-row times."""
     if "rounds" in level:
-        return level["rounds"], level["confidence"]
+        return level["rounds"], record_confidence(level, budget)
     a, b = (list(per_row_windows(x).samples_ms) for x in (one, level))
-    return rounds_of_calls(a, b, per_round=2), INTERVAL_LEVEL
+    return rounds_of_calls(a, b, per_round=2), record_confidence(level, budget)
 
 
 def xla_table(measured: dict[str, Any], budget: str) -> tuple[dict[str, Any], Any, Any]:
