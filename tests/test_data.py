@@ -371,7 +371,7 @@ def test_a_stream_read_once_is_measured_over_its_first_pass_and_says_why_nothing
 def test_elements_are_sized_by_their_bytes_whatever_their_kind():
     import tensorflow as tf
 
-    from tfaudit.checks.data.gather import element_bytes
+    from tfaudit.checks.data.first_pass import element_bytes
 
     assert element_bytes({"text": tf.constant([b"abc", b"de"]), "ids": tf.zeros([4], tf.int32)}) == 5 + 16  # strings by length
     assert element_bytes(tf.ragged.constant([[1, 2, 3], [4]], dtype=tf.int64)) == 4 * 8 + 3 * 8  # values and row splits
@@ -454,7 +454,8 @@ def test_a_csv_through_keras_hubs_bert_preprocessing_feeds_a_keras_hub_bert(tmp_
     """Real parts: a CSV read by CsvDataset, keras-hub's BertTextClassifierPreprocessor row by row, a BERT classifier."""
     import importlib.util
 
-    from tfaudit.checks.data.gather import first_pass, runs_in_parallel
+    from tfaudit.checks.data.first_pass import first_pass
+    from tfaudit.checks.data.gather import runs_in_parallel
     from tfaudit.engine.pipeline import attach_model, build
 
     spec = importlib.util.spec_from_file_location("pipeline_text", TEXT)

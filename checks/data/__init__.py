@@ -1,7 +1,8 @@
 """The input pipeline (``tfaudit data``): how fast a tf.data pipeline delivers, which stage limits it, and which fixes pay.
 
-``gather`` times the pipeline's first pass (each GetNext), each prefix of its chain of stages, and each fix applied
-to the returned dataset in turn against it (a map made parallel, a final prefetch); ``judge`` names the slow stage
+``first_pass`` times the pipeline's first pass (each GetNext, memory, reads); ``gather`` each prefix of its chain of
+stages, and each fix applied to the returned dataset in turn against it (a map made parallel, a final prefetch, a
+cache, options); ``judge`` names the slow stage
 and the fixes that pay by at least the practical minimum; ``catalogue`` holds the findings' prose. The pipeline is the
 user's factory, built in this worker by ``tfaudit.engine.pipeline``.
 """
